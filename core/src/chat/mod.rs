@@ -1,0 +1,6 @@
+//! The chat half of the protocol (PROTOCOL.md section 1).
+
+pub mod catalogue;
+pub mod client;
+pub mod names;
+pub mod server;

@@ -1,0 +1,1 @@
+//! A seeded, deterministic network simulator in simulated time.

@@ -1,0 +1,1 @@
+//! natter on mio: real sockets and files driving natter-core.

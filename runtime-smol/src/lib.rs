@@ -1,0 +1,1 @@
+//! natter on smol: real sockets and files driving natter-core.
