@@ -2,5 +2,6 @@
 
 pub mod catalogue;
 pub mod client;
+pub mod display;
 pub mod names;
 pub mod server;

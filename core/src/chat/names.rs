@@ -1,1 +1,209 @@
-//! TODO
+//! Name rules (PROTOCOL.md 1.1): what a valid name is, and when two names are "the same".
+//!
+//! Two comparisons matter and they are deliberately different:
+//! - *ignoring case* ([`fold`]): full Unicode case folding, so `STRASSE` and `straße` are one
+//!   name. Used for "taken", for reserved words, and for finding the recipient of `~name`.
+//! - *confusable* ([`skeleton_key`]): the UTS #39 skeleton of the case-folded name, so a Cyrillic
+//!   `а` in `аlice` collides with `alice` and with `ALICE`. Used only to refuse a new name; a
+//!   private message must name its recipient exactly up to case.
+//!
+//! [`NameRegistry`] holds the connected names under both keys so both checks are O(name length).
+
+use std::collections::HashMap;
+
+/// The most code points a name may have.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// Words no name may equal, ignoring case: they are the first words of server lines (1.3).
+pub const RESERVED: [&str; 6] = ["ALL", "CHOOSE_FILE", "UDP", "ERROR", "from", "show"];
+
+/// Why a name was refused. The `Display` text follows `ERROR ` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("a name is required: 1 to 32 letters, digits, _ - or .")]
+    Empty,
+    #[error("name too long: {chars} characters, at most 32")]
+    TooLong { chars: usize },
+    #[error("a name may only contain letters, digits, _ - and . (not U+{code:04X})")]
+    BadChar { code: u32 },
+    #[error("name is reserved: {0}")]
+    Reserved(&'static str),
+    #[error("name already taken: {0}")]
+    Taken(String),
+    #[error("name looks too much like {0}, who is here")]
+    Confusable(String),
+}
+
+/// Length and character rules, independent of who is connected.
+pub fn check_syntax(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(NameError::TooLong { chars });
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(NameError::BadChar { code: u32::from(c) });
+    }
+    let folded = fold(name);
+    if let Some(word) = RESERVED.iter().find(|w| fold(w) == folded) {
+        return Err(NameError::Reserved(word));
+    }
+    Ok(())
+}
+
+/// Full Unicode case folding: the key for "ignoring case".
+pub fn fold(name: &str) -> String {
+    caseless::default_case_fold_str(name)
+}
+
+/// The UTS #39 skeleton of the case-folded name: the key for "confusable".
+pub fn skeleton_key(name: &str) -> String {
+    unicode_security::skeleton(&fold(name)).collect()
+}
+
+/// The names connected right now, indexed for both comparisons.
+#[derive(Debug, Default)]
+pub struct NameRegistry<Id> {
+    by_fold: HashMap<String, (Id, String)>,
+    by_skeleton: HashMap<String, String>,
+}
+
+impl<Id: Copy> NameRegistry<Id> {
+    pub fn new() -> Self {
+        Self {
+            by_fold: HashMap::new(),
+            by_skeleton: HashMap::new(),
+        }
+    }
+
+    /// Would `name` be accepted now? Syntax first, then taken, then confusable.
+    pub fn check(&self, name: &str) -> Result<(), NameError> {
+        check_syntax(name)?;
+        if let Some((_, existing)) = self.by_fold.get(&fold(name)) {
+            return Err(NameError::Taken(existing.clone()));
+        }
+        if let Some(existing) = self.by_skeleton.get(&skeleton_key(name)) {
+            return Err(NameError::Confusable(existing.clone()));
+        }
+        Ok(())
+    }
+
+    /// Checks and registers `name` for `id`.
+    pub fn claim(&mut self, name: &str, id: Id) -> Result<(), NameError> {
+        self.check(name)?;
+        self.by_fold.insert(fold(name), (id, name.to_owned()));
+        self.by_skeleton.insert(skeleton_key(name), name.to_owned());
+        Ok(())
+    }
+
+    /// Forgets `name` (as it was registered).
+    pub fn release(&mut self, name: &str) {
+        self.by_fold.remove(&fold(name));
+        self.by_skeleton.remove(&skeleton_key(name));
+    }
+
+    /// The holder of `name` ignoring case, with the name as registered.
+    pub fn lookup(&self, name: &str) -> Option<(Id, &str)> {
+        self.by_fold
+            .get(&fold(name))
+            .map(|(id, n)| (*id, n.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_fold.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_fold.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax() {
+        // C1, PROTOCOL 1.1
+        assert_eq!(check_syntax(""), Err(NameError::Empty));
+        assert!(
+            check_syntax(&"é".repeat(32)).is_ok(),
+            "32 code points, 64 bytes"
+        );
+        assert_eq!(
+            check_syntax(&"a".repeat(33)),
+            Err(NameError::TooLong { chars: 33 })
+        );
+        assert_eq!(check_syntax("a b"), Err(NameError::BadChar { code: 0x20 }));
+        assert_eq!(check_syntax("a:b"), Err(NameError::BadChar { code: 0x3a }));
+        assert_eq!(
+            check_syntax("a\u{1b}b"),
+            Err(NameError::BadChar { code: 0x1b })
+        );
+        assert_eq!(
+            check_syntax("a\u{2028}"),
+            Err(NameError::BadChar { code: 0x2028 })
+        );
+        assert!(check_syntax("Zoë_2.0-x").is_ok());
+        assert!(check_syntax("東京").is_ok());
+        assert!(check_syntax("٣").is_ok(), "Arabic-Indic digit");
+    }
+
+    #[test]
+    fn reserved_ignoring_case() {
+        for w in [
+            "all",
+            "All",
+            "choose_file",
+            "udp",
+            "Error",
+            "FROM",
+            "SHOW",
+            "show",
+        ] {
+            assert!(
+                matches!(check_syntax(w), Err(NameError::Reserved(_))),
+                "{w}"
+            );
+        }
+        assert!(check_syntax("shows").is_ok());
+    }
+
+    #[test]
+    fn taken_ignoring_case_with_full_folding() {
+        // C1: full case folding, ß folds to ss.
+        let mut r = NameRegistry::new();
+        r.claim("straße", 1u64).unwrap();
+        assert_eq!(r.check("STRASSE"), Err(NameError::Taken("straße".into())));
+        r.claim("alice", 2).unwrap();
+        assert_eq!(r.check("ALICE"), Err(NameError::Taken("alice".into())));
+        assert_eq!(r.lookup("Alice"), Some((2, "alice")));
+        assert_eq!(r.lookup("bob"), None);
+    }
+
+    #[test]
+    fn confusables_collide() {
+        // C1: Cyrillic а (U+0430) in "аlice"; also upper-case Cyrillic А against "alice".
+        let mut r = NameRegistry::new();
+        r.claim("alice", 1u64).unwrap();
+        assert_eq!(
+            r.check("\u{430}lice"),
+            Err(NameError::Confusable("alice".into()))
+        );
+        assert_eq!(
+            r.check("\u{410}LICE"),
+            Err(NameError::Confusable("alice".into()))
+        );
+        // but a private message to the look-alike finds nobody
+        assert_eq!(r.lookup("\u{430}lice"), None);
+        // released names are free again
+        r.release("alice");
+        assert!(r.check("\u{430}lice").is_ok());
+        assert!(r.is_empty());
+    }
+}

@@ -1,1 +1,416 @@
-//! TODO
+//! The chat lines of PROTOCOL.md 1.2 (client to server) and 1.3 (server to client) as typed values.
+//!
+//! Parsing works on one complete line as produced by [`crate::wire::line::LineFramer`] (terminator
+//! already removed). Encoding produces the line *with* its `\n`, ready to write. Every parser
+//! returns a [`LineError`] that says, in words a person understands, what was wrong: the server
+//! sends that text back as `ERROR <reason>`, so the messages double as usage hints.
+//!
+//! The name line (the first line a client sends) is not a [`ClientLine`]: what it means depends on
+//! the connection's state, so the server validates it with [`crate::chat::names`] instead.
+
+use nom::{
+    AsChar, IResult, Parser,
+    bytes::complete::{take_while_m_n, take_while1},
+    character::complete::{char, digit1},
+    combinator::{all_consuming, map_res},
+    sequence::preceded,
+};
+
+/// Errors found in a single line. The `Display` text is what follows `ERROR ` on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    /// C0 (other than TAB), DEL or C1 inside a line: it could forge lines on a terminal.
+    #[error("control character U+{code:04X} at byte {at} is not allowed in a line")]
+    ControlChar { code: u32, at: usize },
+    /// `download_file` without a usable file name or with a bad part size.
+    #[error("usage: download_file <file> [<part_size>] ({problem})")]
+    DownloadUsage { problem: &'static str },
+    /// `~` without a name, or without text after the name.
+    #[error("usage: ~<name> <text> ({problem})")]
+    PrivateUsage { problem: &'static str },
+    /// A server line whose first word names no known kind, or that does not fit its kind.
+    #[error("unrecognised server line ({problem})")]
+    UnknownServerLine { problem: &'static str },
+    /// A `UDP` offer line whose fields do not parse.
+    #[error("malformed UDP offer ({problem})")]
+    BadOffer { problem: &'static str },
+}
+
+/// Is `c` one of the characters PROTOCOL 1.2 forbids inside a line (C0 but TAB, DEL, C1)?
+pub fn is_forbidden_control(c: char) -> bool {
+    (c.is_control() && c != '\t') || c == '\u{7f}'
+}
+
+/// Checks a whole line for forbidden control characters, reporting the first.
+pub fn check_controls(line: &str) -> Result<(), LineError> {
+    match line.char_indices().find(|&(_, c)| is_forbidden_control(c)) {
+        Some((at, c)) => Err(LineError::ControlChar {
+            code: u32::from(c),
+            at,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A line a joined client sends (PROTOCOL 1.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientLine {
+    /// `show`: who is here?
+    Show,
+    /// `get_list_file` or `get list file`.
+    GetListFile,
+    /// `download_file <file> [<part_size>]`. The part size is the client's wish, before clamping;
+    /// numbers too large for a `u32` saturate (they are clamped to 65000 later anyway).
+    Download {
+        file: String,
+        part_size: Option<u32>,
+    },
+    /// `~<name> <text>`.
+    Private { to: String, text: String },
+    /// `{quit}`.
+    Quit,
+    /// An empty line: does nothing.
+    Empty,
+    /// Anything else: a public message.
+    Public(String),
+}
+
+impl ClientLine {
+    /// Parses one line (without terminator) sent after the name was accepted.
+    pub fn parse(line: &str) -> Result<Self, LineError> {
+        check_controls(line)?;
+        Ok(match line {
+            "" => ClientLine::Empty,
+            "show" => ClientLine::Show,
+            "get_list_file" | "get list file" => ClientLine::GetListFile,
+            "{quit}" => ClientLine::Quit,
+            _ if line == "download_file" || line.starts_with("download_file ") => {
+                parse_download(&line["download_file".len()..])?
+            }
+            _ if line.starts_with('~') => parse_private(&line[1..])?,
+            _ => ClientLine::Public(line.to_owned()),
+        })
+    }
+
+    /// The line on the wire, with its `\n`.
+    pub fn encode(&self) -> String {
+        match self {
+            ClientLine::Show => "show\n".to_owned(),
+            ClientLine::GetListFile => "get_list_file\n".to_owned(),
+            ClientLine::Download {
+                file,
+                part_size: None,
+            } => format!("download_file {file}\n"),
+            ClientLine::Download {
+                file,
+                part_size: Some(p),
+            } => {
+                format!("download_file {file} {p}\n")
+            }
+            ClientLine::Private { to, text } => format!("~{to} {text}\n"),
+            ClientLine::Quit => "{quit}\n".to_owned(),
+            ClientLine::Empty => "\n".to_owned(),
+            ClientLine::Public(text) => format!("{text}\n"),
+        }
+    }
+}
+
+/// `rest` is what follows the `download_file` keyword: empty, or a space and the arguments.
+fn parse_download(rest: &str) -> Result<ClientLine, LineError> {
+    let Some(args) = rest.strip_prefix(' ') else {
+        return Err(LineError::DownloadUsage {
+            problem: "no file name",
+        });
+    };
+    let mut words = args.split(' ');
+    let file = match words.next() {
+        Some(f) if !f.is_empty() => f,
+        _ => {
+            return Err(LineError::DownloadUsage {
+                problem: "no file name",
+            });
+        }
+    };
+    let size_word = words.next();
+    if words.next().is_some() {
+        return Err(LineError::DownloadUsage {
+            problem: "too many words",
+        });
+    }
+    let part_size = match size_word {
+        None => None,
+        Some(p) => Some(parse_decimal_saturating(p).ok_or(LineError::DownloadUsage {
+            problem: "part size is not a number",
+        })?),
+    };
+    Ok(ClientLine::Download {
+        file: file.to_owned(),
+        part_size,
+    })
+}
+
+/// Digits only (no sign, no spaces), saturating at `u32::MAX`.
+fn parse_decimal_saturating(s: &str) -> Option<u32> {
+    let digits: IResult<&str, &str> = all_consuming(digit1).parse(s);
+    let (_, digits) = digits.ok()?;
+    Some(digits.bytes().fold(0u32, |acc, d| {
+        acc.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+    }))
+}
+
+/// `rest` is what follows the `~`.
+fn parse_private(rest: &str) -> Result<ClientLine, LineError> {
+    let (to, text) = match rest.split_once(' ') {
+        Some(pair) => pair,
+        None if rest.is_empty() => return Err(LineError::PrivateUsage { problem: "no name" }),
+        None => {
+            return Err(LineError::PrivateUsage {
+                problem: "no text after the name",
+            });
+        }
+    };
+    if to.is_empty() {
+        return Err(LineError::PrivateUsage { problem: "no name" });
+    }
+    if text.is_empty() {
+        return Err(LineError::PrivateUsage {
+            problem: "no text after the name",
+        });
+    }
+    Ok(ClientLine::Private {
+        to: to.to_owned(),
+        text: text.to_owned(),
+    })
+}
+
+/// A download offer, the fields of `UDP ...` (PROTOCOL 2.1). Parsed syntactically only: whether the
+/// file name is safe to write is the client's decision ([`crate::chat::client`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpOffer {
+    pub port: u16,
+    pub transfer_id: u64,
+    pub file: String,
+    pub size: u64,
+    pub part_size: u16,
+    pub blake3: [u8; 32],
+    pub token: u64,
+}
+
+/// A line the server sends (PROTOCOL 1.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLine {
+    /// `ALL[ <name>]*`: the other connected clients in join order.
+    All(Vec<String>),
+    /// `CHOOSE_FILE[ <file>]*`: the files on offer, sorted by bytes.
+    ChooseFile(Vec<String>),
+    /// `UDP ...`: a download offer.
+    Udp(UdpOffer),
+    /// `<name> has joined the chat!`
+    Joined(String),
+    /// `<name> left the chat...`
+    Left(String),
+    /// `<name>: <text>`
+    Public { from: String, text: String },
+    /// `<name>: (PRIVATE) <text>`
+    Private { from: String, text: String },
+    /// `from you to <name>: (PRIVATE) <text>`
+    PrivateEcho { to: String, text: String },
+    /// `ERROR <reason>`
+    Error(String),
+}
+
+const JOINED_SUFFIX: &str = " has joined the chat!";
+const LEFT_SUFFIX: &str = " left the chat...";
+const PRIVATE_MARK: &str = "(PRIVATE) ";
+
+impl ServerLine {
+    /// The line on the wire, with its `\n`.
+    pub fn encode(&self) -> String {
+        match self {
+            ServerLine::All(names) => list_line("ALL", names),
+            ServerLine::ChooseFile(files) => list_line("CHOOSE_FILE", files),
+            ServerLine::Udp(o) => format!(
+                "UDP {} {} {} {} {} {} {:016x}\n",
+                o.port,
+                o.transfer_id,
+                o.file,
+                o.size,
+                o.part_size,
+                hex32(&o.blake3),
+                o.token
+            ),
+            ServerLine::Joined(name) => format!("{name}{JOINED_SUFFIX}\n"),
+            ServerLine::Left(name) => format!("{name}{LEFT_SUFFIX}\n"),
+            ServerLine::Public { from, text } => format!("{from}: {text}\n"),
+            ServerLine::Private { from, text } => format!("{from}: {PRIVATE_MARK}{text}\n"),
+            ServerLine::PrivateEcho { to, text } => {
+                format!("from you to {to}: {PRIVATE_MARK}{text}\n")
+            }
+            ServerLine::Error(reason) => format!("ERROR {reason}\n"),
+        }
+    }
+
+    /// Parses one line (without terminator) received from a server. The first word decides the
+    /// kind (PROTOCOL 1.3). Note one ambiguity of the protocol itself: a public message whose text
+    /// starts with `(PRIVATE) ` reads exactly like a private message; it is parsed as private.
+    pub fn parse(line: &str) -> Result<Self, LineError> {
+        check_controls(line)?;
+        let (first, after) = match line.split_once(' ') {
+            Some((f, a)) => (f, Some(a)),
+            None => (line, None),
+        };
+        match first {
+            "ALL" => Ok(ServerLine::All(parse_list(after)?)),
+            "CHOOSE_FILE" => Ok(ServerLine::ChooseFile(parse_list(after)?)),
+            "UDP" => parse_udp(after.unwrap_or("")).map(ServerLine::Udp),
+            "ERROR" => Ok(ServerLine::Error(after.unwrap_or("").to_owned())),
+            "from" => {
+                let body = after.and_then(|a| a.strip_prefix("you to ")).ok_or(
+                    LineError::UnknownServerLine {
+                        problem: "`from` not followed by `you to`",
+                    },
+                )?;
+                let (to, text) = split_message(body)?;
+                let text = text
+                    .strip_prefix(PRIVATE_MARK)
+                    .ok_or(LineError::UnknownServerLine {
+                        problem: "private echo without (PRIVATE)",
+                    })?;
+                Ok(ServerLine::PrivateEcho {
+                    to: to.to_owned(),
+                    text: text.to_owned(),
+                })
+            }
+            _ if first.ends_with(':') => {
+                let (from, text) = split_message(line)?;
+                Ok(match text.strip_prefix(PRIVATE_MARK) {
+                    Some(text) => ServerLine::Private {
+                        from: from.to_owned(),
+                        text: text.to_owned(),
+                    },
+                    None => ServerLine::Public {
+                        from: from.to_owned(),
+                        text: text.to_owned(),
+                    },
+                })
+            }
+            _ if !first.is_empty() && after == Some(&JOINED_SUFFIX[1..]) => {
+                Ok(ServerLine::Joined(first.to_owned()))
+            }
+            _ if !first.is_empty() && after == Some(&LEFT_SUFFIX[1..]) => {
+                Ok(ServerLine::Left(first.to_owned()))
+            }
+            _ => Err(LineError::UnknownServerLine {
+                problem: "first word names no line kind",
+            }),
+        }
+    }
+}
+
+/// `<name>: <text>` split at the first `: ` (a name never contains `:` or a space).
+fn split_message(s: &str) -> Result<(&str, &str), LineError> {
+    let (name, text) = s.split_once(": ").ok_or(LineError::UnknownServerLine {
+        problem: "message without `: `",
+    })?;
+    if name.is_empty() || name.contains(' ') {
+        return Err(LineError::UnknownServerLine {
+            problem: "message sender is not a name",
+        });
+    }
+    Ok((name, text))
+}
+
+fn list_line(keyword: &str, items: &[String]) -> String {
+    let mut s =
+        String::with_capacity(keyword.len() + 1 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+    s.push_str(keyword);
+    for item in items {
+        s.push(' ');
+        s.push_str(item);
+    }
+    s.push('\n');
+    s
+}
+
+/// The words after `ALL` / `CHOOSE_FILE`: single-space separated, none empty.
+fn parse_list(after: Option<&str>) -> Result<Vec<String>, LineError> {
+    let Some(after) = after else {
+        return Ok(Vec::new());
+    };
+    let words: Vec<String> = after.split(' ').map(str::to_owned).collect();
+    if words.iter().any(String::is_empty) {
+        return Err(LineError::UnknownServerLine {
+            problem: "empty word in a list",
+        });
+    }
+    Ok(words)
+}
+
+/// Lowercase hex of a 32-byte digest, as `b3sum` prints it.
+pub fn hex32(digest: &[u8; 32]) -> String {
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    s
+}
+
+fn is_lower_hex(c: char) -> bool {
+    c.is_dec_digit() || ('a'..='f').contains(&c)
+}
+
+fn lower_hex_value(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'a' + 10,
+    }
+}
+
+/// Exactly `n` lowercase hex digits.
+fn lower_hex(n: usize) -> impl FnMut(&str) -> IResult<&str, &str> {
+    move |i| take_while_m_n(n, n, is_lower_hex)(i)
+}
+
+fn number<T: std::str::FromStr>(i: &str) -> IResult<&str, T> {
+    map_res(digit1, str::parse::<T>).parse(i)
+}
+
+fn sp_number<T: std::str::FromStr>(i: &str) -> IResult<&str, T> {
+    preceded(char(' '), number::<T>).parse(i)
+}
+
+/// `<port> <id> <file> <size> <part_size> <blake3> <token>` (after `UDP `).
+fn parse_udp(s: &str) -> Result<UdpOffer, LineError> {
+    let word = |i| take_while1(|c: char| c != ' ')(i);
+    let mut offer = all_consuming((
+        number::<u16>,
+        sp_number::<u64>,
+        preceded(char(' '), word),
+        sp_number::<u64>,
+        sp_number::<u16>,
+        preceded(char(' '), lower_hex(64)),
+        preceded(char(' '), lower_hex(16)),
+    ));
+    let parsed: IResult<&str, _> = offer.parse(s);
+    let (_, (port, transfer_id, file, size, part_size, digest, token)) =
+        parsed.map_err(|_| LineError::BadOffer {
+            problem: "expected UDP <port> <id> <file> <size> <part_size> <64 hex> <16 hex>",
+        })?;
+    let mut blake3 = [0u8; 32];
+    for (out, pair) in blake3.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
+        *out = lower_hex_value(pair[0]) << 4 | lower_hex_value(pair[1]);
+    }
+    let token = u64::from_str_radix(token, 16).map_err(|_| LineError::BadOffer {
+        problem: "token is not 16 hex digits",
+    })?;
+    Ok(UdpOffer {
+        port,
+        transfer_id,
+        file: file.to_owned(),
+        size,
+        part_size,
+        blake3,
+        token,
+    })
+}
