@@ -1,5 +1,7 @@
 //! Codec tests for the chat lines (PROTOCOL.md 1.2, 1.3, 2.1): round trips and malformed input.
 
+#![allow(clippy::unwrap_used)] // a test panicking is a failing test
+
 use natter_core::wire::chat::{ClientLine, LineError, ServerLine, UdpOffer};
 
 fn strip_nl(s: &str) -> &str {

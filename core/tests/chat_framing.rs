@@ -1,5 +1,7 @@
 //! C3, C4, PROTOCOL 1 conventions: the framer gives the same result however the bytes are split.
 
+#![allow(clippy::unwrap_used)] // a test panicking is a failing test
+
 use natter_core::wire::line::{Framed, LineFramer, MAX_LINE};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 

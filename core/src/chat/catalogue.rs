@@ -161,6 +161,7 @@ pub fn free_final_name(file: &str, exists: impl Fn(&str) -> bool) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on purpose
 mod tests {
     use super::*;
 

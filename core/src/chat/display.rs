@@ -54,6 +54,7 @@ pub fn escape_truncated(s: &str, max_chars: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on purpose
 mod tests {
     use super::*;
 

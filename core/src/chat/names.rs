@@ -124,6 +124,7 @@ impl<Id: Copy> NameRegistry<Id> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on purpose
 mod tests {
     use super::*;
 

@@ -143,6 +143,7 @@ fn frame_complete(bytes: &[u8]) -> Framed {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on purpose
 mod tests {
     use super::*;
 
