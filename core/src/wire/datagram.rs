@@ -1,1 +1,583 @@
-//! TODO
+//! The UDP datagrams of a download (PROTOCOL.md 2.2): parse, encode into a caller's buffer, CRC32C.
+//!
+//! Every datagram starts with a 12-byte header (magic `NT`, version 1, kind, token u64); integers are
+//! big-endian. Parsing borrows from the input (a PART's payload and an ABORT's reason are slices of
+//! the datagram) so the receive path never copies. Encoding writes into a buffer the caller owns so
+//! the runtime decides about memory and batching; for PART the runtime first `pread`s the payload
+//! into place and then [`seal_part`] writes the header and checksum around it (zero copies).
+
+use nom::Parser;
+use nom::bytes::complete::tag;
+use nom::number::complete::{be_u16, be_u32, be_u64, u8 as be_u8};
+use thiserror::Error;
+
+/// Bytes of the common header: magic (2), version (1), kind (1), token (8).
+pub const HEADER_LEN: usize = 12;
+/// Bytes of a PART before its payload: header + req_seq u32 + part u32 + size u16 + crc32c u32.
+pub const PART_HEADER_LEN: usize = 26;
+/// Bytes of a REQUEST before its ranges: header + req_seq u32 + count u16.
+pub const REQUEST_HEADER_LEN: usize = 18;
+/// Bytes of one REQUEST range: first u32 + last u32.
+pub const RANGE_LEN: usize = 8;
+/// At most this many parts are answered for one REQUEST (and at most this many ranges are legal).
+pub const MAX_PARTS_PER_REQUEST: usize = 256;
+/// At most this many payload bytes are answered for one REQUEST (2 MiB).
+pub const MAX_REQUEST_PAYLOAD: u64 = 2 << 20;
+/// The largest REQUEST on the wire: 256 ranges.
+pub const MAX_REQUEST_LEN: usize = REQUEST_HEADER_LEN + MAX_PARTS_PER_REQUEST * RANGE_LEN;
+/// The largest PART payload the `size` u16 field can describe.
+pub const MAX_PART_PAYLOAD: usize = u16::MAX as usize;
+
+const MAGIC: [u8; 2] = *b"NT";
+const VERSION: u8 = 1;
+const KIND_REQUEST: u8 = 1;
+const KIND_PART: u8 = 2;
+const KIND_FINISHED: u8 = 3;
+const KIND_ABORT: u8 = 4;
+/// Offset of the crc32c field inside a PART.
+const CRC_AT: usize = 22;
+
+/// One parsed datagram, borrowing from the bytes it was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datagram<'a> {
+    Request(Request),
+    Part(Part<'a>),
+    Finished { token: u64 },
+    Abort(Abort<'a>),
+}
+
+impl Datagram<'_> {
+    /// The transfer token every datagram carries.
+    pub fn token(&self) -> u64 {
+        match self {
+            Datagram::Request(r) => r.token,
+            Datagram::Part(p) => p.token,
+            Datagram::Finished { token } => *token,
+            Datagram::Abort(a) => a.token,
+        }
+    }
+}
+
+/// Client to server: "answer request `req_seq` with these inclusive part ranges".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub token: u64,
+    pub req_seq: u32,
+    /// Inclusive `(first, last)` part indices, `first <= last` guaranteed by the parser.
+    pub ranges: Vec<(u32, u32)>,
+}
+
+/// Server to client: one part's payload. The CRC has already been checked when this exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part<'a> {
+    pub token: u64,
+    /// Echo of the REQUEST that asked for this part (the client's RTT sample key).
+    pub req_seq: u32,
+    pub part: u32,
+    pub data: &'a [u8],
+}
+
+/// Server to client: the transfer is over, with a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abort<'a> {
+    pub token: u64,
+    pub code: AbortCode,
+    pub reason: &'a str,
+}
+
+/// Why a server aborted a transfer (PROTOCOL.md 2.2). Unknown codes are kept, not rejected, so a
+/// newer server's reason still reaches the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbortCode {
+    /// 1: the file changed on disk since the offer.
+    FileChanged,
+    /// 2: a request asked for a part past the end of the file.
+    PastEnd,
+    /// 3: no valid request for the idle timeout.
+    TimedOut,
+    /// Any other code.
+    Other(u16),
+}
+
+impl From<u16> for AbortCode {
+    fn from(code: u16) -> Self {
+        match code {
+            1 => AbortCode::FileChanged,
+            2 => AbortCode::PastEnd,
+            3 => AbortCode::TimedOut,
+            other => AbortCode::Other(other),
+        }
+    }
+}
+
+impl From<AbortCode> for u16 {
+    fn from(code: AbortCode) -> Self {
+        match code {
+            AbortCode::FileChanged => 1,
+            AbortCode::PastEnd => 2,
+            AbortCode::TimedOut => 3,
+            AbortCode::Other(other) => other,
+        }
+    }
+}
+
+impl std::fmt::Display for AbortCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            AbortCode::FileChanged => "file changed on the server",
+            AbortCode::PastEnd => "a part past the end of the file was requested",
+            AbortCode::TimedOut => "transfer timed out",
+            AbortCode::Other(_) => "unknown abort code",
+        };
+        write!(f, "{text} (code {})", u16::from(*self))
+    }
+}
+
+/// Why a datagram was rejected. Every one of these means "drop it as if it were lost".
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DatagramError {
+    #[error("datagram too short: {0} bytes")]
+    Truncated(usize),
+    #[error("not a natter datagram (bad magic)")]
+    BadMagic,
+    #[error("unsupported natter datagram version {0}")]
+    BadVersion(u8),
+    #[error("unknown datagram kind {0}")]
+    UnknownKind(u8),
+    #[error("PART size field says {declared} bytes but {actual} payload bytes arrived")]
+    SizeMismatch { declared: usize, actual: usize },
+    #[error("PART checksum (CRC32C) does not match: the datagram was corrupted")]
+    BadCrc,
+    #[error("REQUEST has {0} ranges, more than the limit of 256")]
+    TooManyRanges(usize),
+    #[error("REQUEST says {count} ranges but carries {bytes} bytes of ranges")]
+    RangeCountMismatch { count: usize, bytes: usize },
+    #[error("REQUEST range {first}-{last} is backwards")]
+    InvertedRange { first: u32, last: u32 },
+    #[error("FINISHED datagram has {0} unexpected trailing bytes")]
+    TrailingBytes(usize),
+    #[error("ABORT reason is not valid UTF-8")]
+    InvalidReason,
+}
+
+type NomErr<'a> = nom::error::Error<&'a [u8]>;
+
+/// Splits the common header into (kind, token, body).
+fn header(buf: &[u8]) -> Result<(u8, u64, &[u8]), DatagramError> {
+    if buf.len() < HEADER_LEN {
+        return Err(DatagramError::Truncated(buf.len()));
+    }
+    let magic: nom::IResult<&[u8], &[u8], NomErr<'_>> = tag(&MAGIC[..]).parse(buf);
+    let rest = magic
+        .map(|(rest, _)| rest)
+        .map_err(|_| DatagramError::BadMagic)?;
+    let fields: nom::IResult<&[u8], (u8, u8, u64), NomErr<'_>> = (be_u8, be_u8, be_u64).parse(rest);
+    let (body, (version, kind, token)) = fields.map_err(|_| DatagramError::Truncated(buf.len()))?;
+    if version != VERSION {
+        return Err(DatagramError::BadVersion(version));
+    }
+    Ok((kind, token, body))
+}
+
+/// Parses one datagram. A PART's CRC32C is verified here, so a `Datagram::Part` is never corrupt.
+pub fn parse(buf: &[u8]) -> Result<Datagram<'_>, DatagramError> {
+    let (kind, token, body) = header(buf)?;
+    match kind {
+        KIND_REQUEST => parse_request(token, body, buf.len()).map(Datagram::Request),
+        KIND_PART => parse_part(token, body, buf).map(Datagram::Part),
+        KIND_FINISHED if body.is_empty() => Ok(Datagram::Finished { token }),
+        KIND_FINISHED => Err(DatagramError::TrailingBytes(body.len())),
+        KIND_ABORT => {
+            let fields: nom::IResult<&[u8], u16, NomErr<'_>> = be_u16.parse(body);
+            let (reason, code) = fields.map_err(|_| DatagramError::Truncated(buf.len()))?;
+            let reason = std::str::from_utf8(reason).map_err(|_| DatagramError::InvalidReason)?;
+            Ok(Datagram::Abort(Abort {
+                token,
+                code: AbortCode::from(code),
+                reason,
+            }))
+        }
+        other => Err(DatagramError::UnknownKind(other)),
+    }
+}
+
+fn parse_request(token: u64, body: &[u8], total: usize) -> Result<Request, DatagramError> {
+    let fields: nom::IResult<&[u8], (u32, u16), NomErr<'_>> = (be_u32, be_u16).parse(body);
+    let (mut rest, (req_seq, count)) = fields.map_err(|_| DatagramError::Truncated(total))?;
+    let count = usize::from(count);
+    if count > MAX_PARTS_PER_REQUEST {
+        return Err(DatagramError::TooManyRanges(count));
+    }
+    if rest.len() != count * RANGE_LEN {
+        return Err(DatagramError::RangeCountMismatch {
+            count,
+            bytes: rest.len(),
+        });
+    }
+    let mut ranges = Vec::with_capacity(count);
+    for _ in 0..count {
+        let pair: nom::IResult<&[u8], (u32, u32), NomErr<'_>> = (be_u32, be_u32).parse(rest);
+        let (next, (first, last)) = pair.map_err(|_| DatagramError::Truncated(total))?;
+        if first > last {
+            return Err(DatagramError::InvertedRange { first, last });
+        }
+        ranges.push((first, last));
+        rest = next;
+    }
+    Ok(Request {
+        token,
+        req_seq,
+        ranges,
+    })
+}
+
+fn parse_part<'a>(token: u64, body: &'a [u8], whole: &'a [u8]) -> Result<Part<'a>, DatagramError> {
+    let fields: nom::IResult<&[u8], (u32, u32, u16, u32), NomErr<'_>> =
+        (be_u32, be_u32, be_u16, be_u32).parse(body);
+    let (data, (req_seq, part, size, crc)) =
+        fields.map_err(|_| DatagramError::Truncated(whole.len()))?;
+    if data.len() != usize::from(size) {
+        return Err(DatagramError::SizeMismatch {
+            declared: usize::from(size),
+            actual: data.len(),
+        });
+    }
+    if part_crc(whole) != crc {
+        return Err(DatagramError::BadCrc);
+    }
+    Ok(Part {
+        token,
+        req_seq,
+        part,
+        data,
+    })
+}
+
+/// CRC32C of a whole PART datagram with its crc field taken as zero (PROTOCOL.md 2.2), computed
+/// without copying or mutating the datagram.
+fn part_crc(whole: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(&whole[..CRC_AT]);
+    let crc = crc32c::crc32c_append(crc, &[0; 4]);
+    crc32c::crc32c_append(crc, &whole[PART_HEADER_LEN..])
+}
+
+fn write_header(buf: &mut [u8], kind: u8, token: u64) {
+    buf[0..2].copy_from_slice(&MAGIC);
+    buf[2] = VERSION;
+    buf[3] = kind;
+    buf[4..12].copy_from_slice(&token.to_be_bytes());
+}
+
+/// Bytes a REQUEST with `n_ranges` ranges takes on the wire.
+pub const fn request_len(n_ranges: usize) -> usize {
+    REQUEST_HEADER_LEN + n_ranges * RANGE_LEN
+}
+
+/// Writes a REQUEST into `buf` and returns its length.
+///
+/// # Panics
+/// If `ranges` has more than 256 entries or `buf` is shorter than [`request_len`]`(ranges.len())`:
+/// both are the caller's programming errors, never something a peer can cause.
+pub fn encode_request(token: u64, req_seq: u32, ranges: &[(u32, u32)], buf: &mut [u8]) -> usize {
+    assert!(
+        ranges.len() <= MAX_PARTS_PER_REQUEST,
+        "a REQUEST carries at most 256 ranges"
+    );
+    let len = request_len(ranges.len());
+    write_header(&mut buf[..len], KIND_REQUEST, token);
+    buf[12..16].copy_from_slice(&req_seq.to_be_bytes());
+    // Cannot truncate: checked against 256 above.
+    buf[16..18].copy_from_slice(&(ranges.len() as u16).to_be_bytes());
+    for (i, &(first, last)) in ranges.iter().enumerate() {
+        let at = REQUEST_HEADER_LEN + i * RANGE_LEN;
+        buf[at..at + 4].copy_from_slice(&first.to_be_bytes());
+        buf[at + 4..at + 8].copy_from_slice(&last.to_be_bytes());
+    }
+    len
+}
+
+/// Writes a FINISHED into `buf` (at least [`HEADER_LEN`] bytes) and returns its length.
+pub fn encode_finished(token: u64, buf: &mut [u8]) -> usize {
+    write_header(&mut buf[..HEADER_LEN], KIND_FINISHED, token);
+    HEADER_LEN
+}
+
+/// Bytes an ABORT with this reason takes on the wire.
+pub fn abort_len(reason: &str) -> usize {
+    HEADER_LEN + 2 + reason.len()
+}
+
+/// Writes an ABORT into `buf` (at least [`abort_len`] bytes) and returns its length.
+pub fn encode_abort(token: u64, code: AbortCode, reason: &str, buf: &mut [u8]) -> usize {
+    let len = abort_len(reason);
+    write_header(&mut buf[..len], KIND_ABORT, token);
+    buf[12..14].copy_from_slice(&u16::from(code).to_be_bytes());
+    buf[14..len].copy_from_slice(reason.as_bytes());
+    len
+}
+
+/// Finishes a PART whose payload the runtime already placed at
+/// `buf[PART_HEADER_LEN..PART_HEADER_LEN + len]`: writes the header and the CRC32C, returns the
+/// datagram's total length.
+///
+/// # Panics
+/// If `len` exceeds 65535 (the size field is u16) or `buf` is shorter than `PART_HEADER_LEN + len`:
+/// programming errors of the caller, who chose `len` from the sender's output.
+pub fn seal_part(buf: &mut [u8], token: u64, req_seq: u32, part: u32, len: usize) -> usize {
+    let size = u16::try_from(len).unwrap_or_else(|_| panic!("PART payload {len} exceeds 65535"));
+    let total = PART_HEADER_LEN + len;
+    let buf = &mut buf[..total];
+    write_header(buf, KIND_PART, token);
+    buf[12..16].copy_from_slice(&req_seq.to_be_bytes());
+    buf[16..20].copy_from_slice(&part.to_be_bytes());
+    buf[20..22].copy_from_slice(&size.to_be_bytes());
+    let crc = part_crc(buf);
+    buf[CRC_AT..PART_HEADER_LEN].copy_from_slice(&crc.to_be_bytes());
+    total
+}
+
+/// Convenience for tests and the simulator: a whole PART datagram from a payload slice.
+pub fn encode_part(token: u64, req_seq: u32, part: u32, data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0; PART_HEADER_LEN + data.len()];
+    buf[PART_HEADER_LEN..].copy_from_slice(data);
+    seal_part(&mut buf, token, req_seq, part, data.len());
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    // U1, P1 / PROTOCOL 2.2: round trips and malformed inputs.
+    use super::*;
+
+    const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
+
+    #[test]
+    fn request_round_trip_and_exact_bytes() {
+        let mut buf = [0u8; MAX_REQUEST_LEN];
+        let n = encode_request(TOKEN, 7, &[(0, 1), (5, 5)], &mut buf);
+        assert_eq!(n, 34);
+        assert_eq!(
+            &buf[..n],
+            &[
+                b'N', b'T', 1, 1, 0x5c, 0x1e, 0x0f, 0x3a, 0x9b, 0x2d, 0x4e, 0x71, 0, 0, 0, 7, 0, 2,
+                0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 5
+            ]
+        );
+        let parsed = parse(&buf[..n]);
+        assert_eq!(
+            parsed,
+            Ok(Datagram::Request(Request {
+                token: TOKEN,
+                req_seq: 7,
+                ranges: vec![(0, 1), (5, 5)]
+            }))
+        );
+    }
+
+    #[test]
+    fn request_with_256_ranges_round_trips() {
+        let ranges: Vec<(u32, u32)> = (0..256).map(|i| (i * 2, i * 2 + 1)).collect();
+        let mut buf = [0u8; MAX_REQUEST_LEN];
+        let n = encode_request(TOKEN, u32::MAX, &ranges, &mut buf);
+        assert_eq!(n, MAX_REQUEST_LEN);
+        match parse(&buf[..n]) {
+            Ok(Datagram::Request(r)) => {
+                assert_eq!(r.ranges, ranges);
+                assert_eq!(r.req_seq, u32::MAX);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn part_round_trip_and_layout() {
+        let d = encode_part(TOKEN, 3, 9, b"hello");
+        assert_eq!(d.len(), PART_HEADER_LEN + 5);
+        assert_eq!(&d[12..22], &[0, 0, 0, 3, 0, 0, 0, 9, 0, 5]);
+        assert_eq!(
+            parse(&d),
+            Ok(Datagram::Part(Part {
+                token: TOKEN,
+                req_seq: 3,
+                part: 9,
+                data: b"hello"
+            }))
+        );
+        // The CRC is over the whole datagram with the field zeroed.
+        let mut zeroed = d.clone();
+        zeroed[22..26].fill(0);
+        assert_eq!(crc32c::crc32c(&zeroed).to_be_bytes(), d[22..26]);
+    }
+
+    #[test]
+    fn empty_part_round_trips() {
+        let d = encode_part(TOKEN, 0, 0, b"");
+        assert!(matches!(parse(&d), Ok(Datagram::Part(p)) if p.data.is_empty()));
+    }
+
+    #[test]
+    fn finished_and_abort_round_trip() {
+        let mut buf = [0u8; 64];
+        let n = encode_finished(TOKEN, &mut buf);
+        assert_eq!(parse(&buf[..n]), Ok(Datagram::Finished { token: TOKEN }));
+        for code in [1u16, 2, 3, 77] {
+            let n = encode_abort(TOKEN, AbortCode::from(code), "gone – sorry", &mut buf);
+            match parse(&buf[..n]) {
+                Ok(Datagram::Abort(a)) => {
+                    assert_eq!(u16::from(a.code), code);
+                    assert_eq!(a.reason, "gone – sorry");
+                    assert_eq!(a.token, TOKEN);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_every_kind_is_rejected_without_panic() {
+        let mut req = [0u8; 64];
+        let n = encode_request(TOKEN, 1, &[(2, 4)], &mut req);
+        let part = encode_part(TOKEN, 1, 2, b"abcdef");
+        let mut abort = [0u8; 64];
+        let a = encode_abort(TOKEN, AbortCode::PastEnd, "x", &mut abort);
+        for whole in [&req[..n], &part[..], &abort[..a]] {
+            for cut in 0..whole.len() - 1 {
+                assert!(parse(&whole[..cut]).is_err(), "cut at {cut} of {whole:?}");
+            }
+        }
+        assert_eq!(parse(&[]), Err(DatagramError::Truncated(0)));
+        assert_eq!(parse(&part[..11]), Err(DatagramError::Truncated(11)));
+    }
+
+    #[test]
+    fn bad_magic_version_kind() {
+        let mut d = encode_part(TOKEN, 1, 2, b"abc");
+        d[0] = b'X';
+        assert_eq!(parse(&d), Err(DatagramError::BadMagic));
+        let mut d = encode_part(TOKEN, 1, 2, b"abc");
+        d[2] = 2;
+        assert_eq!(parse(&d), Err(DatagramError::BadVersion(2)));
+        let mut d = encode_part(TOKEN, 1, 2, b"abc");
+        d[3] = 9;
+        assert_eq!(parse(&d), Err(DatagramError::UnknownKind(9)));
+        d[3] = 0;
+        assert_eq!(parse(&d), Err(DatagramError::UnknownKind(0)));
+    }
+
+    #[test]
+    fn part_size_field_disagreeing_with_bytes() {
+        let d = encode_part(TOKEN, 1, 2, b"abcdef");
+        // One byte missing.
+        assert_eq!(
+            parse(&d[..d.len() - 1]),
+            Err(DatagramError::SizeMismatch {
+                declared: 6,
+                actual: 5
+            })
+        );
+        // One byte too many.
+        let mut longer = d.clone();
+        longer.push(0);
+        assert_eq!(
+            parse(&longer),
+            Err(DatagramError::SizeMismatch {
+                declared: 6,
+                actual: 7
+            })
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_a_part_is_caught() {
+        let d = encode_part(TOKEN, 1, 2, b"the payload bytes");
+        for bit in 0..d.len() * 8 {
+            let mut bad = d.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            if let Ok(Datagram::Part(p)) = parse(&bad) {
+                panic!("bit {bit} flipped and accepted: {p:?}");
+            }
+        }
+        let mut bad = d.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x10;
+        assert_eq!(parse(&bad), Err(DatagramError::BadCrc));
+    }
+
+    #[test]
+    fn request_count_over_limit_or_disagreeing() {
+        let mut buf = vec![0u8; request_len(257)];
+        let ranges: Vec<(u32, u32)> = (0..256).map(|i| (i, i)).collect();
+        encode_request(TOKEN, 1, &ranges, &mut buf);
+        buf[16..18].copy_from_slice(&257u16.to_be_bytes());
+        assert_eq!(parse(&buf), Err(DatagramError::TooManyRanges(257)));
+
+        let mut buf = [0u8; 64];
+        let n = encode_request(TOKEN, 1, &[(1, 2), (3, 4)], &mut buf);
+        buf[17] = 3;
+        assert_eq!(
+            parse(&buf[..n]),
+            Err(DatagramError::RangeCountMismatch {
+                count: 3,
+                bytes: 16
+            })
+        );
+        buf[17] = 1;
+        assert_eq!(
+            parse(&buf[..n]),
+            Err(DatagramError::RangeCountMismatch {
+                count: 1,
+                bytes: 16
+            })
+        );
+    }
+
+    #[test]
+    fn request_first_after_last() {
+        let mut buf = [0u8; 64];
+        let n = encode_request(TOKEN, 1, &[(9, 3)], &mut buf);
+        assert_eq!(
+            parse(&buf[..n]),
+            Err(DatagramError::InvertedRange { first: 9, last: 3 })
+        );
+    }
+
+    #[test]
+    fn abort_reason_not_utf8() {
+        let mut buf = [0u8; 64];
+        let n = encode_abort(TOKEN, AbortCode::TimedOut, "ab", &mut buf);
+        buf[n - 1] = 0xff;
+        assert_eq!(parse(&buf[..n]), Err(DatagramError::InvalidReason));
+    }
+
+    #[test]
+    fn finished_with_trailing_bytes() {
+        let mut buf = [0u8; 64];
+        let n = encode_finished(TOKEN, &mut buf);
+        assert_eq!(parse(&buf[..n + 1]), Err(DatagramError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        // A tiny deterministic xorshift so this test needs no RNG crate.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if len >= 4 && next() % 2 == 0 {
+                d[0] = b'N';
+                d[1] = b'T';
+                d[2] = 1;
+                d[3] = (next() % 5) as u8;
+            }
+            if let Ok(Datagram::Request(r)) = parse(&d) {
+                assert!(r.ranges.iter().all(|&(a, b)| a <= b));
+            }
+        }
+    }
+}
