@@ -725,3 +725,99 @@ fn tokens_and_ids_follow_the_offer_rules() {
     assert_ne!(offers[0].token, offers[1].token);
     assert_eq!(offers[0].peer_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
 }
+
+#[test]
+fn p1_random_input_soup_never_panics_and_keeps_invariants() {
+    // P1 (light, seeded): random opens, closes, acks and lines built from protocol fragments.
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+    let fragments: [&[u8]; 16] = [
+        b"alice",
+        b"ALICE",
+        b"\xd0\xb0lice",
+        b"show",
+        b"get list file",
+        b"download_file hello.c",
+        b"download_file ",
+        b"~alice ",
+        b"~",
+        b"{quit}",
+        b"\r",
+        b"\n",
+        b"\xff",
+        b"\x1b",
+        b" 700",
+        b"x",
+    ];
+    for seed in 0..20u64 {
+        let config = ServerConfig {
+            max_connections: 6,
+            max_queued_bytes: 4096,
+            presence_defer_bytes: 512,
+            udp_ports: 55000..=55002,
+            ..Default::default()
+        };
+        let mut server = ChatServer::new(config, catalogue(), seed);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut now = Instant::now();
+        let mut live: Vec<ConnId> = Vec::new();
+        let mut next: ConnId = 1;
+        for _ in 0..2000 {
+            match rng.random_range(0..10) {
+                0 => {
+                    let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1000);
+                    server.handle_input(now, ServerInput::Opened { conn: next, peer });
+                    live.push(next);
+                    next += 1;
+                }
+                1 if !live.is_empty() => {
+                    let conn = live.swap_remove(rng.random_range(0..live.len()));
+                    server.handle_input(now, ServerInput::Closed { conn });
+                }
+                2 => server.handle_input(
+                    now,
+                    ServerInput::TransferEnded {
+                        port: rng.random_range(54999..55004),
+                    },
+                ),
+                3 => {
+                    now += Duration::from_secs(rng.random_range(0..40));
+                    server.handle_timeout(now);
+                }
+                _ if !live.is_empty() => {
+                    let conn = live[rng.random_range(0..live.len())];
+                    let mut bytes = Vec::new();
+                    for _ in 0..rng.random_range(1..6) {
+                        bytes.extend_from_slice(fragments[rng.random_range(0..fragments.len())]);
+                    }
+                    server.handle_input(
+                        now,
+                        ServerInput::Received {
+                            conn,
+                            bytes: &bytes,
+                        },
+                    );
+                }
+                _ => {}
+            }
+            while let Some(out) = server.poll_output() {
+                if let ServerOutput::Send { conn, bytes } = out {
+                    assert!(bytes.len() <= 4097 && bytes.ends_with(b"\n"));
+                    if rng.random_bool(0.7) {
+                        server.handle_input(
+                            now,
+                            ServerInput::Sent {
+                                conn,
+                                len: bytes.len(),
+                            },
+                        );
+                    }
+                }
+            }
+            assert!(server.joined_count() <= server.connection_count());
+            assert!(server.connection_count() <= 6);
+            for conn in &live {
+                assert!(server.queued_bytes(*conn) <= 4096, "seed {seed}");
+            }
+        }
+    }
+}
