@@ -1,1 +1,215 @@
-//! TODO
+//! The chat client as a sans-IO state machine: server bytes in, typed events out; text a person
+//! typed in, wire lines out (PROTOCOL.md 1.2, 1.3, 2.1).
+//!
+//! The client trusts the server no more than the server trusts it (S3): an offer whose file name
+//! could escape `Downloads/` (`../../.bashrc`, a `/`, a leading `.`, whitespace, control
+//! characters) or whose fields are impossible is turned into a [`ClientEvent::Rejected`] and
+//! never into an [`Offer`], so a runtime that only acts on `Offer`s cannot be tricked into
+//! writing outside its folder.
+
+use std::collections::VecDeque;
+
+use crate::chat::catalogue::is_offerable_name;
+use crate::chat::display::escape_truncated;
+use crate::wire::chat::{ClientLine, LineError, ServerLine, UdpOffer};
+use crate::wire::line::{Framed, LineFramer, MAX_LINE};
+
+/// The longest file name the client will create (common file system limit, in bytes).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// A download offer that passed the client's checks; safe to use as a file name in `Downloads/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub port: u16,
+    pub transfer_id: u64,
+    pub file: String,
+    pub size: u64,
+    pub part_size: u16,
+    pub blake3: [u8; 32],
+    pub token: u64,
+}
+
+/// What the server told us, one event per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// `<name> has joined the chat!` (our own join included; see [`ChatClient::is_joined`]).
+    Joined(String),
+    /// `<name> left the chat...`
+    Left(String),
+    /// `ALL ...`: the other people here, in join order.
+    Presence(Vec<String>),
+    Public {
+        from: String,
+        text: String,
+    },
+    Private {
+        from: String,
+        text: String,
+    },
+    /// The server's copy of a private message we sent.
+    PrivateSent {
+        to: String,
+        text: String,
+    },
+    /// `CHOOSE_FILE ...`, with any unsafe name left out (and reported as `Rejected`).
+    Files(Vec<String>),
+    /// A checked download offer.
+    Offer(Offer),
+    /// `ERROR <reason>` from the server.
+    Error(String),
+    /// Something the client refused: a malformed or over-long line, or a hostile offer (S3).
+    /// The text is escaped and safe to print.
+    Rejected(String),
+}
+
+/// Why typed text cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("too long: at most {MAX_LINE} bytes per line")]
+    TooLong,
+    #[error("{0}")]
+    Line(#[from] LineError),
+}
+
+/// The client side of one chat connection.
+#[derive(Debug)]
+pub struct ChatClient {
+    name: String,
+    joined: bool,
+    framer: LineFramer,
+    events: VecDeque<ClientEvent>,
+}
+
+impl ChatClient {
+    /// A client that will introduce itself as `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            joined: false,
+            framer: LineFramer::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The name this client asked for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Has the server announced our own join?
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// The first line to send: the name.
+    pub fn hello(&self) -> Vec<u8> {
+        format!("{}\n", self.name).into_bytes()
+    }
+
+    /// Tries another name after the server refused one (1.1: the connection stays open).
+    pub fn retry_name(&mut self, name: impl Into<String>) -> Vec<u8> {
+        self.name = name.into();
+        self.hello()
+    }
+
+    /// Feeds bytes read from the server; drain events with [`ChatClient::poll_event`].
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        self.framer.push(bytes);
+        while let Some(framed) = self.framer.next() {
+            let event = match framed {
+                Framed::TooLong => {
+                    ClientEvent::Rejected("the server sent an over-long line".into())
+                }
+                Framed::InvalidUtf8 => {
+                    ClientEvent::Rejected("the server sent a line that is not UTF-8".into())
+                }
+                Framed::Line(line) => self.on_line(&line),
+            };
+            self.events.push_back(event);
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// What a person typed, as a wire line with its `\n`. Commands are checked here so the
+    /// person learns of a typo at once; whatever passes is re-encoded in canonical form.
+    pub fn line_for(&self, typed: &str) -> Result<Vec<u8>, InputError> {
+        if typed.len() > MAX_LINE {
+            return Err(InputError::TooLong);
+        }
+        let line = ClientLine::parse(typed)?;
+        Ok(line.encode().into_bytes())
+    }
+
+    fn on_line(&mut self, line: &str) -> ClientEvent {
+        let parsed = match ServerLine::parse(line) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return ClientEvent::Rejected(format!("{e}: {}", escape_truncated(line, 80)));
+            }
+        };
+        match parsed {
+            ServerLine::Joined(name) => {
+                if name == self.name {
+                    self.joined = true;
+                }
+                ClientEvent::Joined(name)
+            }
+            ServerLine::Left(name) => ClientEvent::Left(name),
+            ServerLine::All(names) => ClientEvent::Presence(names),
+            ServerLine::Public { from, text } => ClientEvent::Public { from, text },
+            ServerLine::Private { from, text } => ClientEvent::Private { from, text },
+            ServerLine::PrivateEcho { to, text } => ClientEvent::PrivateSent { to, text },
+            ServerLine::Error(reason) => ClientEvent::Error(reason),
+            ServerLine::ChooseFile(files) => {
+                let (safe, unsafe_): (Vec<String>, Vec<String>) =
+                    files.into_iter().partition(|f| is_safe_file_name(f));
+                if let Some(first) = unsafe_.first() {
+                    self.events.push_back(ClientEvent::Rejected(format!(
+                        "the server listed {} unsafe file name(s), e.g. {}",
+                        unsafe_.len(),
+                        escape_truncated(first, 80)
+                    )));
+                }
+                ClientEvent::Files(safe)
+            }
+            ServerLine::Udp(offer) => match check_offer(offer) {
+                Ok(offer) => ClientEvent::Offer(offer),
+                Err(reason) => ClientEvent::Rejected(reason),
+            },
+        }
+    }
+}
+
+/// A name the client may create in `Downloads/`: offerable (1.4), short enough for a file system,
+/// and not ending in `.part`, which would collide with another download's resume file (2.3).
+pub fn is_safe_file_name(name: &str) -> bool {
+    is_offerable_name(name) && name.len() <= MAX_FILE_NAME_BYTES && !name.ends_with(".part")
+}
+
+/// S3: refuse offers whose name could escape `Downloads/` or whose numbers are impossible.
+fn check_offer(o: UdpOffer) -> Result<Offer, String> {
+    if !is_safe_file_name(&o.file) {
+        return Err(format!(
+            "refused an offer with an unsafe file name: {}",
+            escape_truncated(&o.file, 80)
+        ));
+    }
+    if o.part_size == 0 {
+        return Err(format!("refused an offer with part size 0 for {}", o.file));
+    }
+    if o.port == 0 {
+        return Err(format!("refused an offer on port 0 for {}", o.file));
+    }
+    Ok(Offer {
+        port: o.port,
+        transfer_id: o.transfer_id,
+        file: o.file,
+        size: o.size,
+        part_size: o.part_size,
+        blake3: o.blake3,
+        token: o.token,
+    })
+}

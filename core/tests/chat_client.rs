@@ -1,0 +1,228 @@
+//! ChatClient: server lines to events, typed text to lines, hostile offers refused (S3).
+
+#![allow(clippy::unwrap_used)] // a test panicking is a failing test
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use natter_core::chat::catalogue::{Catalogue, FileEntry};
+use natter_core::chat::client::{ChatClient, ClientEvent, InputError, Offer};
+use natter_core::chat::server::{ChatServer, ServerConfig, ServerInput, ServerOutput};
+use natter_core::wire::chat::LineError;
+
+fn events(client: &mut ChatClient, bytes: &[u8]) -> Vec<ClientEvent> {
+    client.handle_bytes(bytes);
+    std::iter::from_fn(|| client.poll_event()).collect()
+}
+
+#[test]
+fn every_server_line_becomes_an_event() {
+    // PROTOCOL 1.3
+    let mut c = ChatClient::new("alice");
+    assert_eq!(c.hello(), b"alice\n");
+    let digest = "7d".repeat(32);
+    let stream = format!(
+        "alice has joined the chat!\r\nALL\nbob has joined the chat!\nALL bob\n\
+         bob: hi all\nbob: (PRIVATE) psst\nfrom you to bob: (PRIVATE) yes\nCHOOSE_FILE alice.jpg hello.c\n\
+         UDP 55000 0 hello.c 1841 1200 {digest} 5c1e0f3a9b2d4e71\nERROR no such user: carol\nbob left the chat...\n"
+    );
+    let got = events(&mut c, stream.as_bytes());
+    assert!(c.is_joined());
+    assert_eq!(
+        got,
+        vec![
+            ClientEvent::Joined("alice".into()),
+            ClientEvent::Presence(vec![]),
+            ClientEvent::Joined("bob".into()),
+            ClientEvent::Presence(vec!["bob".into()]),
+            ClientEvent::Public {
+                from: "bob".into(),
+                text: "hi all".into()
+            },
+            ClientEvent::Private {
+                from: "bob".into(),
+                text: "psst".into()
+            },
+            ClientEvent::PrivateSent {
+                to: "bob".into(),
+                text: "yes".into()
+            },
+            ClientEvent::Files(vec!["alice.jpg".into(), "hello.c".into()]),
+            ClientEvent::Offer(Offer {
+                port: 55000,
+                transfer_id: 0,
+                file: "hello.c".into(),
+                size: 1841,
+                part_size: 1200,
+                blake3: [0x7d; 32],
+                token: 0x5c1e_0f3a_9b2d_4e71,
+            }),
+            ClientEvent::Error("no such user: carol".into()),
+            ClientEvent::Left("bob".into()),
+        ]
+    );
+}
+
+#[test]
+fn byte_by_byte_gives_the_same_events() {
+    // C3 on the client side.
+    let stream = "bob: héllo 🎉\nALL bob\n".as_bytes();
+    let mut whole = ChatClient::new("a");
+    let expected = events(&mut whole, stream);
+    let mut split = ChatClient::new("a");
+    let mut got = Vec::new();
+    for b in stream {
+        got.extend(events(&mut split, &[*b]));
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn s3_hostile_offers_are_refused() {
+    // S3: a hostile server offering names that escape Downloads/ or carry odd characters.
+    let digest = "00".repeat(32);
+    for file in [
+        "../../.bashrc",
+        ".bashrc",
+        "a/b",
+        "..\\x",
+        "/etc/passwd",
+        "x.part",
+        &"n".repeat(256),
+    ] {
+        let mut c = ChatClient::new("alice");
+        let line = format!("UDP 55000 0 {file} 10 1200 {digest} 0000000000000001\n");
+        let got = events(&mut c, line.as_bytes());
+        assert_eq!(got.len(), 1);
+        assert!(
+            matches!(&got[0], ClientEvent::Rejected(r) if r.starts_with("refused an offer")),
+            "{file}: {got:?}"
+        );
+    }
+    // control characters and U+2028 in the name: refused, and the reason is printable
+    for file in ["evil\u{1b}[2J", "a\u{2028}b", "nbsp\u{a0}x"] {
+        let mut c = ChatClient::new("alice");
+        let got = events(
+            &mut c,
+            format!("UDP 55000 0 {file} 10 1200 {digest} 0000000000000001\n").as_bytes(),
+        );
+        match &got[..] {
+            [ClientEvent::Rejected(reason)] => {
+                assert!(
+                    !reason.chars().any(|ch| ch.is_control() || ch == '\u{2028}'),
+                    "{reason:?}"
+                )
+            }
+            other => panic!("{file:?}: {other:?}"),
+        }
+    }
+    let mut c = ChatClient::new("alice");
+    let got = events(
+        &mut c,
+        format!("UDP 55000 0 ok.txt 10 0 {digest} 0000000000000001\n").as_bytes(),
+    );
+    assert!(
+        matches!(&got[..], [ClientEvent::Rejected(_)]),
+        "part size 0"
+    );
+}
+
+#[test]
+fn s3_unsafe_names_are_dropped_from_the_file_list() {
+    let mut c = ChatClient::new("alice");
+    let got = events(&mut c, b"CHOOSE_FILE ../x good.txt .hidden\n");
+    assert_eq!(got.len(), 2);
+    assert!(matches!(&got[0], ClientEvent::Rejected(r) if r.contains("2 unsafe")));
+    assert_eq!(got[1], ClientEvent::Files(vec!["good.txt".into()]));
+}
+
+#[test]
+fn malformed_server_lines_are_rejected_not_fatal() {
+    let mut c = ChatClient::new("alice");
+    let mut bytes = b"gibberish\n\xff\n".to_vec();
+    bytes.extend(vec![b'x'; 5000]);
+    bytes.extend(b"\nbob: still fine\n");
+    let got = events(&mut c, &bytes);
+    assert_eq!(got.len(), 4);
+    assert!(
+        got[..3]
+            .iter()
+            .all(|e| matches!(e, ClientEvent::Rejected(_)))
+    );
+    assert_eq!(
+        got[3],
+        ClientEvent::Public {
+            from: "bob".into(),
+            text: "still fine".into()
+        }
+    );
+}
+
+#[test]
+fn typed_text_to_lines() {
+    // PROTOCOL 1.2: intents become canonical lines; mistakes are caught before sending.
+    let c = ChatClient::new("alice");
+    assert_eq!(c.line_for("hello").unwrap(), b"hello\n");
+    assert_eq!(c.line_for("get list file").unwrap(), b"get_list_file\n");
+    assert_eq!(
+        c.line_for("download_file hello.c 60000").unwrap(),
+        b"download_file hello.c 60000\n"
+    );
+    assert_eq!(c.line_for("~bob hi").unwrap(), b"~bob hi\n");
+    assert_eq!(c.line_for("{quit}").unwrap(), b"{quit}\n");
+    assert_eq!(c.line_for("").unwrap(), b"\n");
+    assert!(matches!(
+        c.line_for("~bob"),
+        Err(InputError::Line(LineError::PrivateUsage { .. }))
+    ));
+    assert!(matches!(
+        c.line_for("download_file"),
+        Err(InputError::Line(LineError::DownloadUsage { .. }))
+    ));
+    assert!(matches!(
+        c.line_for("two\nlines"),
+        Err(InputError::Line(LineError::ControlChar { code: 10, .. }))
+    ));
+    assert_eq!(c.line_for(&"x".repeat(4097)), Err(InputError::TooLong));
+}
+
+#[test]
+fn client_and_server_in_memory() {
+    // The two state machines talk to each other with no socket: PROTOCOL 3 from alice's side.
+    let files = vec![FileEntry {
+        name: "hello.c".into(),
+        size: 1841,
+        blake3: [9; 32],
+    }];
+    let mut server = ChatServer::new(ServerConfig::default(), Catalogue::from_entries(files), 1);
+    let now = Instant::now();
+    let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let mut alice = ChatClient::new("alice");
+    server.handle_input(now, ServerInput::Opened { conn: 1, peer });
+    let mut got = Vec::new();
+    let typed = ["", "get_list_file", "download_file hello.c 8000"];
+    for (i, text) in typed.iter().enumerate() {
+        let bytes = if i == 0 {
+            alice.hello()
+        } else {
+            alice.line_for(text).unwrap()
+        };
+        server.handle_input(
+            now,
+            ServerInput::Received {
+                conn: 1,
+                bytes: &bytes,
+            },
+        );
+        while let Some(out) = server.poll_output() {
+            if let ServerOutput::Send { bytes, .. } = out {
+                got.extend(events(&mut alice, &bytes));
+            }
+        }
+    }
+    assert!(alice.is_joined());
+    assert_eq!(got[2], ClientEvent::Files(vec!["hello.c".into()]));
+    assert!(
+        matches!(&got[3], ClientEvent::Offer(o) if o.file == "hello.c" && o.part_size == 8000 && o.blake3 == [9; 32])
+    );
+}
