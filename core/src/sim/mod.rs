@@ -1,1 +1,393 @@
 //! A seeded, deterministic network simulator in simulated time.
+//!
+//! It runs real [`Receiver`]s against real [`Sender`]s over a simulated path ([`link::Link`] each
+//! way) with an event queue keyed by simulated time. Nothing here reads a clock: all instants are
+//! `base + offset`, where `base` is an `Instant` the caller passes in (tests and examples take
+//! `Instant::now()` once). The same seed gives the same run, bit for bit, so a failing seed is a
+//! reproducible bug.
+//!
+//! Several transfers can share the path (and so its bottleneck queue), which is how fairness and
+//! queue growth are measured.
+
+pub mod link;
+pub mod rng;
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use crate::transfer::congestion::ControllerKind;
+use crate::transfer::receiver::{
+    DEFAULT_GIVE_UP_AFTER, Progress, Receiver, ReceiverConfig, ReceiverState, TransferError,
+};
+use crate::transfer::sender::{
+    DEFAULT_IDLE_TIMEOUT, Sender, SenderConfig, SenderEnd, SenderOutput,
+};
+use crate::wire::datagram::{self, PART_HEADER_LEN};
+pub use link::{GilbertElliott, LinkConfig, LinkStats};
+use rng::SplitMix64;
+
+/// The two directions of the path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    /// Server to client (the PARTs).
+    pub down: LinkConfig,
+    /// Client to server (the REQUESTs).
+    pub up: LinkConfig,
+}
+
+impl Path {
+    /// A symmetric path: `rate_bps` each way, round trip `rtt`, random loss `loss` each way, and a
+    /// bottleneck queue of one bandwidth-delay product (at least 64 KiB), the classic buffer sizing.
+    pub fn symmetric(rate_bps: u64, rtt: Duration, loss: f64) -> Self {
+        let bdp = (rate_bps as f64 / 8.0 * rtt.as_secs_f64()) as u64;
+        let mut link = LinkConfig::clean(rate_bps, rtt / 2, bdp.max(64 << 10));
+        link.loss = loss;
+        Path {
+            down: link.clone(),
+            up: link,
+        }
+    }
+
+    /// Applies the same impairment to both directions.
+    pub fn with(mut self, f: impl Fn(&mut LinkConfig)) -> Self {
+        f(&mut self.down);
+        f(&mut self.up);
+        self
+    }
+}
+
+/// One transfer to simulate.
+#[derive(Debug, Clone)]
+pub struct FlowSpec {
+    pub size: u64,
+    pub part_size: u16,
+    pub controller: ControllerKind,
+    /// When the client starts, after the simulation's start.
+    pub start: Duration,
+    /// Seed of the file's content.
+    pub content_seed: u64,
+    pub give_up_after: Duration,
+}
+
+impl FlowSpec {
+    pub fn new(size: u64, part_size: u16) -> Self {
+        FlowSpec {
+            size,
+            part_size,
+            controller: ControllerKind::default(),
+            start: Duration::ZERO,
+            content_seed: size ^ 0x5eed,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
+        }
+    }
+}
+
+/// How a simulated transfer ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver completed: every part arrived and the digest matched.
+    Complete,
+    /// The receiver failed with a clear error.
+    Failed(TransferError),
+    /// The simulation's time limit passed first.
+    TimeLimit,
+}
+
+/// What happened to one transfer.
+#[derive(Debug, Clone)]
+pub struct FlowReport {
+    pub outcome: Outcome,
+    /// Payload bytes the receiver accepted that differ from the file. Must always be 0.
+    pub wrong_bytes_accepted: u64,
+    /// The bytes written equal the file (checked independently of the receiver's digest).
+    pub bytes_exact: bool,
+    /// From the flow's start to completion (or to the end of the simulation).
+    pub elapsed: Duration,
+    /// File bits per second over `elapsed` (0 unless complete).
+    pub goodput_bps: f64,
+    pub progress: Progress,
+    pub sender_end: Option<SenderEnd>,
+}
+
+/// What happened in one simulation.
+#[derive(Debug, Clone)]
+pub struct SimReport {
+    pub flows: Vec<FlowReport>,
+    pub down: LinkStats,
+    pub up: LinkStats,
+    /// Simulated time when the run ended.
+    pub end: Duration,
+}
+
+/// The simulation's settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub path: Path,
+    pub seed: u64,
+    /// Give up simulating after this much simulated time.
+    pub time_limit: Duration,
+}
+
+struct Flow {
+    spec: FlowSpec,
+    content: Vec<u8>,
+    written: Vec<u8>,
+    receiver: Option<Receiver>,
+    sender: Sender,
+    client: SocketAddr,
+    wrong: u64,
+    done_at: Option<u64>,
+    sender_end: Option<SenderEnd>,
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    at_ns: u64,
+    seq: u64,
+    flow: usize,
+    to_sender: bool,
+    bytes: Vec<u8>,
+}
+
+/// Runs the flows over the path until all are over or the time limit passes.
+pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
+    let mut rng = SplitMix64::new(config.seed);
+    let mut down = link::Link::new(config.path.down.clone());
+    let mut up = link::Link::new(config.path.up.clone());
+    let mut flows: Vec<Flow> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mut content = vec![0; spec.size as usize];
+            SplitMix64::new(spec.content_seed).fill(&mut content);
+            let client_ip = IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8));
+            let sender = Sender::new(
+                SenderConfig {
+                    token: 0x1000 + i as u64,
+                    peer_ip: client_ip,
+                    size: spec.size,
+                    part_size: spec.part_size,
+                    idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                },
+                base + spec.start,
+            );
+            Flow {
+                written: vec![0; content.len()],
+                content,
+                receiver: None,
+                sender,
+                client: SocketAddr::new(client_ip, 40_000),
+                spec: spec.clone(),
+                wrong: 0,
+                done_at: None,
+                sender_end: None,
+            }
+        })
+        .collect();
+    let mut queue: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
+    let mut seq = 0u64;
+    let mut copies = Vec::new();
+    let mut buf = vec![0u8; PART_HEADER_LEN + usize::from(u16::MAX)];
+    let limit_ns = config.time_limit.as_nanos() as u64;
+    let to_ns = |t: Instant| t.saturating_duration_since(base).as_nanos() as u64;
+    let mut now_ns = 0u64;
+    let mut stuck = 0u32;
+    loop {
+        let now = base + Duration::from_nanos(now_ns);
+        // Let every endpoint act at `now`.
+        for (i, flow) in flows.iter_mut().enumerate() {
+            if flow.receiver.is_none() && now_ns >= flow.spec.start.as_nanos() as u64 {
+                let digest = *blake3::hash(&flow.content).as_bytes();
+                let mut cfg = ReceiverConfig::new(
+                    0x1000 + i as u64,
+                    flow.spec.size,
+                    flow.spec.part_size,
+                    digest,
+                );
+                cfg.controller = flow.spec.controller;
+                cfg.give_up_after = flow.spec.give_up_after;
+                flow.receiver = Some(Receiver::new(cfg, now));
+            }
+            if let Some(rx) = flow.receiver.as_mut() {
+                while let Some((offset, len)) = rx.next_to_hash() {
+                    let at = offset as usize;
+                    rx.hash(offset, &flow.written[at..at + len]);
+                }
+                if flow.done_at.is_none() && rx.state() != ReceiverState::Running {
+                    flow.done_at = Some(now_ns);
+                }
+                while let Some(n) = rx.poll_transmit(now, &mut buf) {
+                    up.transmit(now_ns, n, &mut rng, &mut copies);
+                    for &(at_ns, corrupt) in &copies {
+                        let mut bytes = buf[..n].to_vec();
+                        if corrupt {
+                            flip_bit(&mut bytes, &mut rng);
+                        }
+                        seq += 1;
+                        queue.push(Reverse(Event {
+                            at_ns,
+                            seq,
+                            flow: i,
+                            to_sender: true,
+                            bytes,
+                        }));
+                    }
+                }
+            }
+            while let Some(out) = flow.sender.poll_output() {
+                let bytes_len = match out {
+                    SenderOutput::SendPart {
+                        req_seq,
+                        part,
+                        offset,
+                        len,
+                        ..
+                    } => {
+                        let at = offset as usize;
+                        buf[PART_HEADER_LEN..PART_HEADER_LEN + len]
+                            .copy_from_slice(&flow.content[at..at + len]);
+                        datagram::seal_part(&mut buf, 0x1000 + i as u64, req_seq, part, len)
+                    }
+                    SenderOutput::SendDatagram { bytes, .. } => {
+                        buf[..bytes.len()].copy_from_slice(&bytes);
+                        bytes.len()
+                    }
+                    SenderOutput::Done(end) => {
+                        flow.sender_end = Some(end);
+                        continue;
+                    }
+                };
+                down.transmit(now_ns, bytes_len, &mut rng, &mut copies);
+                for &(at_ns, corrupt) in &copies {
+                    let mut bytes = buf[..bytes_len].to_vec();
+                    if corrupt {
+                        flip_bit(&mut bytes, &mut rng);
+                    }
+                    seq += 1;
+                    queue.push(Reverse(Event {
+                        at_ns,
+                        seq,
+                        flow: i,
+                        to_sender: false,
+                        bytes,
+                    }));
+                }
+            }
+        }
+        let all_over = flows
+            .iter()
+            .all(|f| f.done_at.is_some() && f.sender.is_done());
+        if all_over {
+            break;
+        }
+        // The next moment anything happens.
+        let mut next = queue.peek().map(|Reverse(e)| e.at_ns);
+        for flow in &flows {
+            let start = flow.spec.start.as_nanos() as u64;
+            let timers = match flow.receiver.as_ref() {
+                None => Some(start),
+                Some(rx) => rx.poll_timeout().map(to_ns),
+            };
+            for t in [timers, flow.sender.poll_timeout().map(to_ns)]
+                .into_iter()
+                .flatten()
+            {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        let Some(next) = next else { break };
+        let next = next.max(now_ns);
+        if next > limit_ns {
+            now_ns = limit_ns;
+            break;
+        }
+        if next == now_ns {
+            stuck += 1;
+            assert!(stuck < 100_000, "simulation stuck at {now_ns} ns");
+        } else {
+            stuck = 0;
+        }
+        now_ns = next;
+        let now = base + Duration::from_nanos(now_ns);
+        while queue.peek().is_some_and(|Reverse(e)| e.at_ns <= now_ns) {
+            let Some(Reverse(ev)) = queue.pop() else {
+                break;
+            };
+            let flow = &mut flows[ev.flow];
+            if ev.to_sender {
+                flow.sender.handle_datagram(now, flow.client, &ev.bytes);
+            } else if let Some(rx) = flow.receiver.as_mut()
+                && let Some(acc) = rx.handle_datagram(now, &ev.bytes)
+            {
+                let at = acc.offset as usize;
+                let payload = &ev.bytes[acc.payload];
+                flow.written[at..at + payload.len()].copy_from_slice(payload);
+                let truth = &flow.content[at..at + payload.len()];
+                flow.wrong += payload.iter().zip(truth).filter(|(a, b)| a != b).count() as u64;
+            }
+        }
+        for flow in &mut flows {
+            if let Some(rx) = flow.receiver.as_mut()
+                && rx.poll_timeout().is_some_and(|t| to_ns(t) <= now_ns)
+            {
+                rx.handle_timeout(now);
+            }
+            if flow
+                .sender
+                .poll_timeout()
+                .is_some_and(|t| to_ns(t) <= now_ns)
+            {
+                flow.sender.handle_timeout(now);
+            }
+        }
+    }
+    let flows = flows
+        .into_iter()
+        .map(|f| {
+            let start = f.spec.start.as_nanos() as u64;
+            let end = f.done_at.unwrap_or(now_ns);
+            let elapsed = Duration::from_nanos(end.saturating_sub(start));
+            let (outcome, progress) = match f.receiver.as_ref() {
+                None => (Outcome::TimeLimit, Progress::default()),
+                Some(rx) => (
+                    match rx.state() {
+                        ReceiverState::Complete => Outcome::Complete,
+                        ReceiverState::Failed(e) => Outcome::Failed(e),
+                        ReceiverState::Running => Outcome::TimeLimit,
+                    },
+                    rx.progress(),
+                ),
+            };
+            let goodput_bps = if outcome == Outcome::Complete && !elapsed.is_zero() {
+                f.spec.size as f64 * 8.0 / elapsed.as_secs_f64()
+            } else {
+                0.0
+            };
+            FlowReport {
+                bytes_exact: f.written == f.content,
+                wrong_bytes_accepted: f.wrong,
+                outcome,
+                elapsed,
+                goodput_bps,
+                progress,
+                sender_end: f.sender_end,
+            }
+        })
+        .collect();
+    SimReport {
+        flows,
+        down: down.stats,
+        up: up.stats,
+        end: Duration::from_nanos(now_ns),
+    }
+}
+
+fn flip_bit(bytes: &mut [u8], rng: &mut SplitMix64) {
+    if bytes.is_empty() {
+        return;
+    }
+    let bit = rng.below(bytes.len() as u64 * 8);
+    bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+}

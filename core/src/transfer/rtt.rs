@@ -1,1 +1,115 @@
-//! TODO
+//! Round-trip time estimation, RFC 9002 section 5, and the probe timeout derived from it.
+//!
+//! Every PART echoes the `req_seq` of the REQUEST that asked for it and every REQUEST has a fresh
+//! `req_seq`, so each sample is unambiguous (no Karn's algorithm needed). The server answers at
+//! once, so there is no ack delay to subtract.
+//!
+//! The PTO deliberately has no 1-second floor (RFC 6298 has one; RFC 9002 does not): on a 2 ms path
+//! a lost tail would otherwise stall the download for 500 round trips. Exponential backoff keeps
+//! repeated timeouts (a blackholed path) from flooding.
+
+use std::time::Duration;
+
+/// Before any sample (RFC 9002 6.2.2 kInitialRtt).
+pub const INITIAL_RTT: Duration = Duration::from_millis(333);
+/// Timer granularity (RFC 9002 kGranularity): never arm a timer closer than this.
+pub const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// Smoothed RTT, RTT variation, minimum and latest sample.
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    latest: Duration,
+    smoothed: Option<Duration>,
+    var: Duration,
+    min: Duration,
+}
+
+impl Default for RttEstimator {
+    fn default() -> Self {
+        RttEstimator {
+            latest: INITIAL_RTT,
+            smoothed: None,
+            var: INITIAL_RTT / 2,
+            min: INITIAL_RTT,
+        }
+    }
+}
+
+impl RttEstimator {
+    /// Feeds one sample (RFC 9002 5.3).
+    pub fn on_sample(&mut self, rtt: Duration) {
+        self.latest = rtt;
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(rtt);
+                self.var = rtt / 2;
+                self.min = rtt;
+            }
+            Some(srtt) => {
+                self.min = self.min.min(rtt);
+                let diff = srtt.abs_diff(rtt);
+                self.var = (self.var * 3 + diff) / 4;
+                self.smoothed = Some((srtt * 7 + rtt) / 8);
+            }
+        }
+    }
+
+    pub fn has_sample(&self) -> bool {
+        self.smoothed.is_some()
+    }
+
+    pub fn smoothed(&self) -> Duration {
+        self.smoothed.unwrap_or(INITIAL_RTT)
+    }
+
+    pub fn latest(&self) -> Duration {
+        self.latest
+    }
+
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    pub fn var(&self) -> Duration {
+        self.var
+    }
+
+    /// The time threshold for loss (RFC 9002 6.1.2): 9/8 * max(srtt, latest), at least 1 ms.
+    pub fn loss_delay(&self) -> Duration {
+        (self.smoothed().max(self.latest) * 9 / 8).max(GRANULARITY)
+    }
+
+    /// The probe timeout before backoff (RFC 9002 6.2.1 without max_ack_delay).
+    pub fn pto(&self) -> Duration {
+        self.smoothed() + (self.var * 4).max(GRANULARITY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_rfc9002_arithmetic() {
+        let mut r = RttEstimator::default();
+        assert_eq!(r.pto(), INITIAL_RTT + INITIAL_RTT * 2);
+        r.on_sample(Duration::from_millis(100));
+        assert_eq!(r.smoothed(), Duration::from_millis(100));
+        assert_eq!(r.var(), Duration::from_millis(50));
+        r.on_sample(Duration::from_millis(60));
+        // srtt = 7/8*100 + 1/8*60 = 95; var = 3/4*50 + 1/4*40 = 47.5
+        assert_eq!(r.smoothed(), Duration::from_millis(95));
+        assert_eq!(r.var(), Duration::from_micros(47_500));
+        assert_eq!(r.min(), Duration::from_millis(60));
+        assert_eq!(r.loss_delay(), Duration::from_micros(106_875));
+    }
+
+    #[test]
+    fn pto_has_no_one_second_floor() {
+        let mut r = RttEstimator::default();
+        for _ in 0..50 {
+            r.on_sample(Duration::from_millis(2));
+        }
+        assert!(r.pto() < Duration::from_millis(5), "{:?}", r.pto());
+    }
+}

@@ -1,1 +1,263 @@
-//! TODO
+//! One transfer, server side: validate REQUESTs and answer them with "send part i" orders.
+//!
+//! The sender never decides what to send; it only answers (PROTOCOL.md 2.2/2.3). Its job is to
+//! answer *safely*: only datagrams with the transfer's token, from the IP address of the TCP client
+//! that got the offer, and after the first valid REQUEST only from that exact source address, so the
+//! port cannot be hijacked or used to reflect traffic at a third party (TEST-CATALOGUE U2). A REQUEST
+//! whose `req_seq` is not newer than the last one answered is ignored, so duplicated or replayed
+//! requests never multiply traffic (U3). One REQUEST is answered with at most 256 parts / 2 MiB.
+//!
+//! The sender does not read the file: [`SenderOutput::SendPart`] says which bytes to send and the
+//! runtime `pread`s them straight into its datagram buffer and calls
+//! [`crate::wire::datagram::seal_part`], so the payload is copied once, kernel to buffer.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::transfer::parts::Layout;
+use crate::wire::datagram::{
+    self, AbortCode, Datagram, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD,
+};
+
+/// The default idle timeout (PROTOCOL.md 2.1): the port is freed when no valid request arrived
+/// for this long, counted from the offer.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the sender needs to know about the offer.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub token: u64,
+    /// The IP address of the TCP connection that received the offer.
+    pub peer_ip: IpAddr,
+    pub size: u64,
+    pub part_size: u16,
+    pub idle_timeout: Duration,
+}
+
+/// How a transfer ended, server side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderEnd {
+    /// The client sent FINISHED.
+    Finished,
+    /// We sent ABORT with this code (file changed, part past the end).
+    Aborted(AbortCode),
+    /// No valid request for the idle timeout (ABORT 3 was sent if a client address was known).
+    TimedOut,
+}
+
+/// What the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderOutput {
+    /// Read `len` bytes at `offset` into `buf[PART_HEADER_LEN..]`, call
+    /// `seal_part(buf, token, req_seq, part, len)` and send the result to `to`.
+    SendPart {
+        to: SocketAddr,
+        req_seq: u32,
+        part: u32,
+        offset: u64,
+        len: usize,
+    },
+    /// Send these bytes (ABORT; rare, so an allocation is fine).
+    SendDatagram { to: SocketAddr, bytes: Vec<u8> },
+    /// The transfer is over; free the port. Emitted exactly once, last.
+    Done(SenderEnd),
+}
+
+/// Counters for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    pub requests_answered: u64,
+    pub requests_ignored: u64,
+    pub parts_sent: u64,
+    pub dropped: u64,
+}
+
+/// One transfer, server side. See the module documentation.
+#[derive(Debug)]
+pub struct Sender {
+    config: SenderConfig,
+    layout: Layout,
+    /// The only address answered, fixed by the first valid REQUEST.
+    peer: Option<SocketAddr>,
+    last_req_seq: Option<u32>,
+    /// Parts still to announce: (req_seq, first, last) inclusive, already clamped to the bounds.
+    pending: VecDeque<(u32, u32, u32)>,
+    deadline: Instant,
+    end: Option<SenderEnd>,
+    done_emitted: bool,
+    abort: Option<(SocketAddr, Vec<u8>)>,
+    stats: SenderStats,
+}
+
+impl Sender {
+    /// A sender for an offer made at `now` (the idle clock starts at the offer).
+    pub fn new(config: SenderConfig, now: Instant) -> Self {
+        Sender {
+            layout: Layout::new(config.size, config.part_size),
+            deadline: now + config.idle_timeout,
+            config,
+            peer: None,
+            last_req_seq: None,
+            pending: VecDeque::new(),
+            end: None,
+            done_emitted: false,
+            abort: None,
+            stats: SenderStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SenderStats {
+        self.stats
+    }
+
+    /// The client address this transfer is locked to, once known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// A datagram arrived on the transfer's port from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
+        if self.end.is_some() {
+            return;
+        }
+        // Address checks first: an unauthorised source gets nothing, not even parsing effort
+        // beyond the header, and never a reply.
+        if from.ip() != self.config.peer_ip || self.peer.is_some_and(|p| p != from) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let Ok(dgram) = datagram::parse(buf) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        if dgram.token() != self.config.token {
+            self.stats.dropped += 1;
+            return;
+        }
+        match dgram {
+            Datagram::Request(req) => self.on_request(now, from, req),
+            // FINISHED may come before any REQUEST (an empty file has nothing to ask for).
+            Datagram::Finished { .. } => {
+                self.pending.clear();
+                self.end = Some(SenderEnd::Finished);
+            }
+            Datagram::Part(_) | Datagram::Abort(_) => self.stats.dropped += 1,
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, from: SocketAddr, req: datagram::Request) {
+        if self.last_req_seq.is_some_and(|last| req.req_seq <= last) {
+            self.stats.requests_ignored += 1;
+            return;
+        }
+        self.peer = Some(from);
+        let n = self.layout.n_parts();
+        if let Some(&(_, last)) = req.ranges.iter().find(|&&(_, last)| last >= n) {
+            let reason = format!("part {last} is past the end ({n} parts)");
+            self.abort_with(AbortCode::PastEnd, &reason);
+            return;
+        }
+        self.last_req_seq = Some(req.req_seq);
+        self.deadline = now + self.config.idle_timeout;
+        self.stats.requests_answered += 1;
+        // Answer the first parts up to 256 parts / 2 MiB.
+        let mut parts_left = MAX_PARTS_PER_REQUEST as u64;
+        let mut bytes_left = MAX_REQUEST_PAYLOAD;
+        for (first, last) in req.ranges {
+            // u64 so a range ending at u32::MAX cannot overflow the walk.
+            let mut next = u64::from(first);
+            while next <= u64::from(last) && parts_left > 0 {
+                // `next` <= last <= u32::MAX here.
+                let len = self.layout.part_len(next as u32) as u64;
+                if len > bytes_left {
+                    parts_left = 0;
+                    break;
+                }
+                bytes_left -= len;
+                parts_left -= 1;
+                next += 1;
+            }
+            if next > u64::from(first) {
+                self.pending
+                    .push_back((req.req_seq, first, (next - 1) as u32));
+            }
+            if parts_left == 0 {
+                break;
+            }
+        }
+    }
+
+    fn abort_with(&mut self, code: AbortCode, reason: &str) {
+        self.pending.clear();
+        if let Some(to) = self.peer {
+            let mut bytes = vec![0; datagram::abort_len(reason)];
+            datagram::encode_abort(self.config.token, code, reason, &mut bytes);
+            self.abort = Some((to, bytes));
+        }
+        self.end = Some(match code {
+            AbortCode::TimedOut => SenderEnd::TimedOut,
+            other => SenderEnd::Aborted(other),
+        });
+    }
+
+    /// The runtime noticed the file changed on disk: tell the client (ABORT 1) and end.
+    pub fn file_changed(&mut self) {
+        if self.end.is_none() {
+            self.abort_with(AbortCode::FileChanged, "the file changed on the server");
+        }
+    }
+
+    /// The next thing to do; call until `None`.
+    pub fn poll_output(&mut self) -> Option<SenderOutput> {
+        if let Some((to, bytes)) = self.abort.take() {
+            return Some(SenderOutput::SendDatagram { to, bytes });
+        }
+        if let Some(end) = self.end {
+            if self.done_emitted {
+                return None;
+            }
+            self.done_emitted = true;
+            return Some(SenderOutput::Done(end));
+        }
+        let to = self.peer?;
+        let (req_seq, first, last) = self.pending.front_mut()?;
+        let (req_seq, part) = (*req_seq, *first);
+        if *first == *last {
+            self.pending.pop_front();
+        } else {
+            *first += 1;
+        }
+        self.stats.parts_sent += 1;
+        Some(SenderOutput::SendPart {
+            to,
+            req_seq,
+            part,
+            offset: self.layout.offset(part),
+            len: self.layout.part_len(part),
+        })
+    }
+
+    /// When [`Sender::handle_timeout`] must be called (the idle deadline).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.end.is_some() {
+            None
+        } else {
+            Some(self.deadline)
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.end.is_none() && now >= self.deadline {
+            self.abort_with(
+                AbortCode::TimedOut,
+                "no valid request within the idle timeout",
+            );
+        }
+    }
+
+    /// True once [`SenderOutput::Done`] has been emitted.
+    pub fn is_done(&self) -> bool {
+        self.done_emitted
+    }
+}

@@ -1,1 +1,136 @@
 //! Congestion controllers behind one small trait.
+//!
+//! In natter the *receiver* sends the requests, so the "congestion window" is the number of payload
+//! bytes the receiver has asked for and not yet received (nor declared lost), and the pacing rate
+//! is the rate at which it asks. The server answers every request at once, so the request pacing
+//! becomes the data pacing one round trip later.
+//!
+//! Three controllers:
+//! - [`bbr::Bbr`] (the default): a delivery-rate model (bottleneck bandwidth x min RTT), BBRv1
+//!   style, plus a measured random-loss rate it compensates for. Loss-based controllers read every
+//!   random loss as congestion and collapse at a few percent loss; this one keeps the link full.
+//! - [`newreno::NewReno`]: the classic loss-based AIMD, as a baseline and a conservative choice.
+//! - [`StopAndWait`]: one part in flight, the original design, for comparison tables only.
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+pub mod bbr;
+pub mod newreno;
+
+/// Which controller a receiver uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ControllerKind {
+    /// Delivery-rate based, random-loss tolerant; the fastest safe choice, so the default.
+    #[default]
+    Bbr,
+    /// Loss-based AIMD (RFC 9002 7 / RFC 6582 style).
+    NewReno,
+    /// One part per round trip (the original design); for comparisons.
+    StopAndWait,
+}
+
+/// The initial window (RFC 9002 7.2): min(10 parts, max(14720 bytes, 2 parts)). Ten parts is the
+/// tested Internet default; the byte cap keeps a client that asks for 64 KB parts from opening
+/// with a 640 KB burst into an unknown path.
+pub fn initial_window(part_size: u16) -> u64 {
+    let p = u64::from(part_size.max(1));
+    (10 * p).min(14_720u64.max(2 * p))
+}
+
+/// One part arrived (the controller's "ack").
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    pub now: Instant,
+    /// Payload bytes of the part.
+    pub bytes: u64,
+    /// When the request that asked for it was sent.
+    pub sent: Instant,
+    /// RTT sample of that request, if it was unambiguous.
+    pub rtt: Option<Duration>,
+    /// The delivery-rate sample this arrival completes, if valid.
+    pub rate: Option<RateSample>,
+    /// True on the first delivery of a new round trip (of a part requested after the previous
+    /// round's start was delivered).
+    pub round_start: bool,
+    /// Bytes in flight after this delivery.
+    pub in_flight: u64,
+    pub srtt: Duration,
+}
+
+/// A delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation).
+#[derive(Debug, Clone, Copy)]
+pub struct RateSample {
+    pub delivered: u64,
+    pub interval: Duration,
+    /// The receiver was not using its whole window (nothing left to ask): the sample may be low.
+    pub app_limited: bool,
+}
+
+impl RateSample {
+    /// Bytes per second.
+    pub fn rate(&self) -> f64 {
+        self.delivered as f64 / self.interval.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A congestion controller as seen by the receiver.
+pub trait Controller: Debug + Send {
+    /// A request for `bytes` of parts was sent.
+    fn on_sent(&mut self, _now: Instant, _bytes: u64, _in_flight: u64) {}
+    /// A requested part arrived.
+    fn on_delivered(&mut self, d: &Delivery);
+    /// Parts totalling `bytes`, requested at `sent`, were declared lost. `persistent` is set when
+    /// the probe timer fired repeatedly (RFC 9002 7.6 persistent congestion).
+    fn on_lost(&mut self, now: Instant, bytes: u64, sent: Instant, persistent: bool);
+    /// Bytes that may be in flight.
+    fn window(&self) -> u64;
+    /// Bytes per second to request at; `None` requests as fast as the window allows.
+    fn pacing_rate(&self, srtt: Duration) -> Option<f64>;
+    /// Bottleneck bandwidth estimate in bytes per second, if the controller has one.
+    fn bandwidth(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// Builds a controller.
+pub fn new_controller(kind: ControllerKind, part_size: u16) -> Box<dyn Controller> {
+    match kind {
+        ControllerKind::Bbr => Box::new(bbr::Bbr::new(part_size)),
+        ControllerKind::NewReno => Box::new(newreno::NewReno::new(part_size)),
+        ControllerKind::StopAndWait => Box::new(StopAndWait {
+            part: u64::from(part_size.max(1)),
+        }),
+    }
+}
+
+/// Exactly one part in flight, unpaced: each part is asked for when the previous one arrived
+/// or was declared lost.
+#[derive(Debug)]
+pub struct StopAndWait {
+    part: u64,
+}
+
+impl Controller for StopAndWait {
+    fn on_delivered(&mut self, _d: &Delivery) {}
+    fn on_lost(&mut self, _now: Instant, _bytes: u64, _sent: Instant, _persistent: bool) {}
+    fn window(&self) -> u64 {
+        self.part
+    }
+    fn pacing_rate(&self, _srtt: Duration) -> Option<f64> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_window_follows_rfc9002() {
+        assert_eq!(initial_window(1200), 12_000);
+        assert_eq!(initial_window(512), 5120);
+        assert_eq!(initial_window(65_000), 130_000);
+        assert_eq!(initial_window(1472), 14_720);
+    }
+}

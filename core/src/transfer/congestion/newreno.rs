@@ -1,0 +1,112 @@
+//! NewReno-style AIMD (RFC 9002 section 7): slow start, halve once per round trip on loss,
+//! then one part per window per round trip.
+//!
+//! It reads every loss as congestion, so random loss keeps its window small; it is here as the
+//! conservative baseline and to show in the goodput table why the default is delivery-rate based.
+
+use std::time::{Duration, Instant};
+
+use super::{Controller, Delivery, initial_window};
+
+#[derive(Debug)]
+pub struct NewReno {
+    part: u64,
+    cwnd: u64,
+    ssthresh: u64,
+    /// Losses of parts requested before this instant belong to the reduction already made.
+    recovery_start: Option<Instant>,
+}
+
+impl NewReno {
+    pub fn new(part_size: u16) -> Self {
+        NewReno {
+            part: u64::from(part_size.max(1)),
+            cwnd: initial_window(part_size),
+            ssthresh: u64::MAX,
+            recovery_start: None,
+        }
+    }
+
+    fn min_window(&self) -> u64 {
+        2 * self.part
+    }
+}
+
+impl Controller for NewReno {
+    fn on_delivered(&mut self, d: &Delivery) {
+        if self.recovery_start.is_some_and(|r| d.sent <= r) {
+            return;
+        }
+        if self.cwnd < self.ssthresh {
+            self.cwnd += d.bytes;
+        } else {
+            self.cwnd += (self.part * d.bytes / self.cwnd).max(1);
+        }
+    }
+
+    fn on_lost(&mut self, now: Instant, _bytes: u64, sent: Instant, persistent: bool) {
+        if persistent {
+            self.cwnd = self.min_window();
+            self.recovery_start = Some(now);
+            return;
+        }
+        if self.recovery_start.is_some_and(|r| sent <= r) {
+            return;
+        }
+        self.recovery_start = Some(now);
+        self.cwnd = (self.cwnd / 2).max(self.min_window());
+        self.ssthresh = self.cwnd;
+    }
+
+    fn window(&self) -> u64 {
+        self.cwnd
+    }
+
+    /// Paced at 1.25 x cwnd / srtt (as Linux and quinn do) so the window is spread over the
+    /// round trip with a little headroom, instead of sent as one burst.
+    fn pacing_rate(&self, srtt: Duration) -> Option<f64> {
+        Some(1.25 * self.cwnd as f64 / srtt.as_secs_f64().max(1e-4))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(now: Instant, sent: Instant) -> Delivery {
+        Delivery {
+            now,
+            bytes: 1000,
+            sent,
+            rtt: None,
+            rate: None,
+            round_start: false,
+            in_flight: 0,
+            srtt: Duration::from_millis(10),
+        }
+    }
+
+    #[test]
+    fn slow_start_then_one_halving_per_round() {
+        let t0 = Instant::now();
+        let mut c = NewReno::new(1000);
+        assert_eq!(c.window(), 10_000);
+        c.on_delivered(&delivery(t0, t0));
+        assert_eq!(c.window(), 11_000);
+        let t1 = t0 + Duration::from_millis(10);
+        c.on_lost(t1, 1000, t0, false);
+        assert_eq!(c.window(), 5500);
+        // A second loss from the same flight does not halve again.
+        c.on_lost(t1, 1000, t0, false);
+        assert_eq!(c.window(), 5500);
+        // Deliveries of the old flight do not grow the window during recovery.
+        c.on_delivered(&delivery(t1, t0));
+        assert_eq!(c.window(), 5500);
+        // Congestion avoidance: + part * bytes / cwnd.
+        let t2 = t1 + Duration::from_millis(10);
+        c.on_delivered(&delivery(t2, t2));
+        assert_eq!(c.window(), 5500 + 1000 * 1000 / 5500);
+        c.on_lost(t2, 1000, t2, true);
+        assert_eq!(c.window(), 2000);
+    }
+}
