@@ -1,1 +1,119 @@
-fn main() {}
+//! `natter`: the chat server, the line client and the one-shot downloader.
+
+mod cli;
+mod line_ui;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use natter_runtime_common::{ClientOptions, DownloadOptions, Runtime, ServerOptions};
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Server(args) => server(args),
+        Command::Client(args) => client(args),
+        Command::Get(args) => get(args),
+    }
+}
+
+fn server(args: cli::ServerArgs) -> ExitCode {
+    let mut options = ServerOptions::new(args.addr, args.files);
+    options.chat.udp_ports = args.udp_ports.0..=args.udp_ports.1;
+    options.chat.max_connections = args.max_connections;
+    options.idle_timeout = args.idle_timeout.into();
+    let result = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.run()),
+        Runtime::Smol => natter_runtime_smol::Server::bind(options).and_then(|s| s.run()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("natter server: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client(args: cli::ClientArgs) -> ExitCode {
+    let stdin = std::io::stdin();
+    let name = match args.name {
+        Some(name) => name,
+        None => {
+            print!("Your name: ");
+            let _ = std::io::stdout().flush();
+            let mut name = String::new();
+            if stdin.read_line(&mut name).is_err() {
+                return ExitCode::FAILURE;
+            }
+            name.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    println!("{}", line_ui::HELP);
+    let options = ClientOptions {
+        addr: args.addr,
+        name,
+        out_dir: args.out,
+        part_size: args.part_size,
+    };
+    let mut ui = line_ui::LineUi::new();
+    // Read on the runtime's input thread, so the iterator must own its handle.
+    let lines = std::iter::from_fn(move || {
+        let mut line = String::new();
+        match stdin.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end_matches(['\r', '\n']).to_owned()),
+        }
+    });
+    let result = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::run_client(options, &mut ui, lines),
+        Runtime::Smol => natter_runtime_smol::run_client(options, &mut ui, lines),
+    };
+    match result {
+        Ok(()) if ui.all_downloads_ok() => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("natter client: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn get(args: cli::GetArgs) -> ExitCode {
+    let options = DownloadOptions {
+        addr: args.addr,
+        name: args
+            .name
+            .unwrap_or_else(|| format!("get-{}", std::process::id())),
+        file: args.file,
+        out_dir: args.out,
+        part_size: args.part_size,
+        stall_timeout: args.stall_timeout.into(),
+    };
+    let mut bar = line_ui::ProgressBar::hidden_until_known(&options.file, args.quiet);
+    let result = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::download(&options, |p| bar.update(p)),
+        Runtime::Smol => natter_runtime_smol::download(&options, |p| bar.update(p)),
+    };
+    bar.finish();
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("natter get: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

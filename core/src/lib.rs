@@ -6,6 +6,8 @@
 //! the wire contract and `ARCHITECTURE.md` for the seams.
 
 pub mod chat;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod sim;
 pub mod transfer;
 pub mod wire;

@@ -1,1 +1,12 @@
-//! natter on mio: real sockets and files driving natter-core.
+//! natter on `mio`: one poll loop per server or client drives `natter-core` with real sockets.
+//!
+//! No protocol decisions live here: the loop reads what the kernel has, hands it to the core,
+//! and performs what the core asks (write, close, bind a transfer port, send a part).
+
+mod client;
+mod download;
+mod server;
+
+pub use client::run_client;
+pub use download::download;
+pub use server::{Server, ServerHandle};

@@ -1,0 +1,159 @@
+//! The command line: what each subcommand takes, and `--help` that explains it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use natter_runtime_common::Runtime;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "natter",
+    version,
+    about = "A small chat server with fast, reliable file downloads over UDP.",
+    long_about = "A small chat server with fast, reliable file downloads over UDP.\n\n\
+        Run `natter server` on one machine, then `natter client --name alice` anywhere that can \
+        reach it. People talk in public or in private, see who is online, list the files the \
+        server offers and download them over natter's own UDP protocol, checked with BLAKE3.",
+    after_help = "Log verbosity comes from RUST_LOG (for example RUST_LOG=debug)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the chat server and offer the files of a folder for download.
+    Server(ServerArgs),
+    /// Chat from the terminal: every line typed is sent, every line received is printed.
+    Client(ClientArgs),
+    /// Download one file and exit: 0 only when the file is byte-exact.
+    Get(GetArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum RuntimeArg {
+    /// One mio event loop.
+    #[default]
+    Mio,
+    /// smol tasks.
+    Smol,
+}
+
+impl From<RuntimeArg> for Runtime {
+    fn from(value: RuntimeArg) -> Self {
+        match value {
+            RuntimeArg::Mio => Runtime::Mio,
+            RuntimeArg::Smol => Runtime::Smol,
+        }
+    }
+}
+
+/// A span of seconds on the command line, like `10` or `2.5`.
+#[derive(Debug, Clone, Copy)]
+pub struct Seconds(pub f64);
+
+impl FromStr for Seconds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 && v < 1e9 => Ok(Seconds(v)),
+            _ => Err(format!("{s:?} is not a positive number of seconds")),
+        }
+    }
+}
+
+impl From<Seconds> for Duration {
+    fn from(value: Seconds) -> Self {
+        Duration::from_secs_f64(value.0)
+    }
+}
+
+/// An inclusive port range like `55000-55015`.
+#[derive(Debug, Clone, Copy)]
+pub struct PortRange(pub u16, pub u16);
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a port range like 55000-55015");
+        let (first, last) = s.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        Ok(PortRange(first, last))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// TCP address to listen on for chat; transfer ports bind on the same IP.
+    #[arg(long, default_value = "0.0.0.0:55000")]
+    pub addr: SocketAddr,
+    /// Folder whose regular files are offered for download (not subfolders, not links).
+    #[arg(long, default_value = "files")]
+    pub files: PathBuf,
+    /// UDP ports for transfers, one per download in progress.
+    #[arg(long, default_value = "55000-55015")]
+    pub udp_ports: PortRange,
+    /// Most connections at once; the next one gets an ERROR line and is closed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Seconds without a valid request before a transfer is aborted and its port freed.
+    #[arg(long, default_value = "10")]
+    pub idle_timeout: Seconds,
+    /// Event loop to run on.
+    #[arg(long, value_enum, default_value_t)]
+    pub runtime: RuntimeArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Server's chat address.
+    #[arg(long, default_value = "127.0.0.1:55000")]
+    pub addr: SocketAddr,
+    /// Your name in the chat (asked for when not given).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where downloads are saved.
+    #[arg(long, default_value = "Downloads")]
+    pub out: PathBuf,
+    /// Part size for downloads without one (default: 65000 on loopback, 1200 elsewhere).
+    #[arg(long)]
+    pub part_size: Option<u16>,
+    /// Event loop to run on.
+    #[arg(long, value_enum, default_value_t)]
+    pub runtime: RuntimeArg,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Name of the file on the server (see `get_list_file` in the client).
+    pub file: String,
+    /// Server's chat address.
+    #[arg(long, default_value = "127.0.0.1:55000")]
+    pub addr: SocketAddr,
+    /// Name to join with (default: get-<pid>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the file is saved.
+    #[arg(long, default_value = "Downloads")]
+    pub out: PathBuf,
+    /// Payload bytes per part, 512 to 65000 (default: 65000 on loopback, 1200 elsewhere).
+    #[arg(long)]
+    pub part_size: Option<u16>,
+    /// Give up after this many seconds without progress.
+    #[arg(long, default_value = "30")]
+    pub stall_timeout: Seconds,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Event loop to run on.
+    #[arg(long, value_enum, default_value_t)]
+    pub runtime: RuntimeArg,
+}

@@ -1,0 +1,206 @@
+//! The `natter` command as a person or a script meets it: help texts, exit codes, and a download
+//! that survives the client process being killed (U6).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+fn natter() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_natter"))
+}
+
+#[test]
+fn help_explains_every_command() {
+    let out = natter().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["server", "client", "get", "RUST_LOG"] {
+        assert!(
+            text.contains(word),
+            "--help does not mention {word}:\n{text}"
+        );
+    }
+    for (command, options) in [
+        (
+            "server",
+            &["--addr", "--files", "--udp-ports", "--runtime"][..],
+        ),
+        ("client", &["--addr", "--name", "--runtime"][..]),
+        (
+            "get",
+            &["--addr", "--name", "--out", "--part-size", "--runtime"][..],
+        ),
+    ] {
+        let out = natter().args([command, "--help"]).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        for option in options {
+            assert!(
+                text.contains(option),
+                "natter {command} --help lacks {option}:\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_reason() {
+    let out = natter()
+        .args(["server", "--udp-ports", "9-1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port range"));
+}
+
+/// `natter get` exits non-zero, with the server's reason, for a file that is not on offer (S1).
+#[test]
+fn get_of_unknown_file_fails_with_the_reason() {
+    let server = start(Rt::Mio, folder_with(&[("a.txt", b"a".to_vec())]), |_| {});
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = natter()
+        .args([
+            "get",
+            "../etc/passwd",
+            "--quiet",
+            "--addr",
+            &server.addr.to_string(),
+        ])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such file"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(out_dir.path()).unwrap().count(),
+        0,
+        "nothing may be written"
+    );
+}
+
+/// `natter get` prints size, time and goodput, and the file is byte-exact.
+#[test]
+fn get_prints_what_it_did() {
+    let server = start(
+        Rt::Smol,
+        folder_with(&[("a.bin", pattern(300_000, 5))]),
+        |_| {},
+    );
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = natter()
+        .args([
+            "get",
+            "a.bin",
+            "--quiet",
+            "--runtime",
+            "smol",
+            "--addr",
+            &server.addr.to_string(),
+        ])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("300000 bytes")
+            && stdout.contains("MB/s")
+            && stdout.contains("blake3 verified"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(out_dir.path().join("a.bin")).unwrap(),
+        pattern(300_000, 5)
+    );
+}
+
+/// U6, PROTOCOL 2.3: the client process is killed in the middle of a download; run again, it
+/// resumes from its `.part` file (only the missing parts are asked for) and ends byte-exact.
+#[test]
+fn download_resumes_after_the_client_is_killed() {
+    // Big enough, in small parts, that the download is still running when the first resume
+    // record appears (after half a second).
+    let block = pattern(1 << 20, 9);
+    let content: Vec<u8> = (0..256u32)
+        .flat_map(|i| {
+            let mut b = block.clone();
+            b[..4].copy_from_slice(&i.to_be_bytes());
+            b
+        })
+        .collect();
+    let server = start(Rt::Mio, folder_with(&[("big.bin", content)]), |_| {});
+    let out_dir = tempfile::tempdir().unwrap();
+    let resume_record = out_dir.path().join("big.bin.part.resume");
+    let mut child = natter()
+        .args([
+            "get",
+            "big.bin",
+            "--quiet",
+            "--part-size",
+            "512",
+            "--name",
+            "first",
+            "--addr",
+            &server.addr.to_string(),
+        ])
+        .arg("--out")
+        .arg(out_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("a resume record", Duration::from_secs(30), || {
+        resume_record.exists()
+    });
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the download finished before it could be killed; make the file bigger"
+    );
+    assert!(!out_dir.path().join("big.bin").exists());
+
+    let out = natter()
+        .args([
+            "get",
+            "big.bin",
+            "--quiet",
+            "--part-size",
+            "512",
+            "--name",
+            "second",
+            "--addr",
+            &server.addr.to_string(),
+        ])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("resumed with"),
+        "the second run started afresh: {stdout}"
+    );
+    let got = std::fs::read(out_dir.path().join("big.bin")).unwrap();
+    assert!(
+        got == std::fs::read(server.path("big.bin")).unwrap(),
+        "resumed file differs"
+    );
+    assert!(!resume_record.exists());
+}

@@ -1,0 +1,510 @@
+//! The conformance suite: every scenario on real sockets (127.0.0.1, ephemeral ports), on both
+//! runtimes, and across them for downloads (a mio server with a smol client and the other way).
+//! Each test names the PROTOCOL.md section and the TEST-CATALOGUE.md row it covers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use natter_core::wire::datagram::{self, Datagram};
+use support::*;
+
+/// Runs a chat scenario against each server runtime.
+macro_rules! on_each_server {
+    ($($name:ident),* $(,)?) => {
+        mod mio_server {
+            $( #[test] fn $name() { super::$name(super::Rt::Mio) } )*
+        }
+        mod smol_server {
+            $( #[test] fn $name() { super::$name(super::Rt::Smol) } )*
+        }
+    };
+}
+
+/// Runs a download scenario for each (server, client) runtime pair.
+macro_rules! on_each_pair {
+    ($($name:ident),* $(,)?) => {
+        mod mio_to_mio { $( #[test] fn $name() { super::$name(super::Rt::Mio, super::Rt::Mio) } )* }
+        mod smol_to_smol { $( #[test] fn $name() { super::$name(super::Rt::Smol, super::Rt::Smol) } )* }
+        mod mio_server_smol_client { $( #[test] fn $name() { super::$name(super::Rt::Mio, super::Rt::Smol) } )* }
+        mod smol_server_mio_client { $( #[test] fn $name() { super::$name(super::Rt::Smol, super::Rt::Mio) } )* }
+    };
+}
+
+fn sample_folder() -> tempfile::TempDir {
+    folder_with(&[
+        ("hello.c", pattern(1841, 1)),
+        ("alice.jpg", pattern(5000, 2)),
+    ])
+}
+
+// ---------------------------------------------------------------- chat
+
+/// PROTOCOL 3 (the example), 1.1-1.3, 2.1-2.2: joins, presence, private messages, the file list,
+/// an offer, a download by hand over UDP, a quit.
+fn protocol_example(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut alice = Raw::connect(server.addr);
+    alice.send("alice");
+    assert_eq!(alice.line(), "alice has joined the chat!");
+    assert_eq!(alice.line(), "ALL");
+    let mut bob = Raw::connect(server.addr);
+    bob.send("bob");
+    assert_eq!(bob.line(), "bob has joined the chat!");
+    assert_eq!(bob.line(), "ALL alice");
+    assert_eq!(alice.line(), "bob has joined the chat!");
+    assert_eq!(alice.line(), "ALL bob");
+    bob.send("~alice hi alice");
+    assert_eq!(bob.line(), "from you to alice: (PRIVATE) hi alice");
+    assert_eq!(alice.line(), "bob: (PRIVATE) hi alice");
+    alice.send("get_list_file");
+    assert_eq!(alice.line(), "CHOOSE_FILE alice.jpg hello.c");
+    alice.send("download_file hello.c");
+    let offer = alice.line();
+    let words: Vec<&str> = offer.split(' ').collect();
+    assert_eq!(words.len(), 8, "{offer}");
+    assert_eq!(words[0], "UDP");
+    assert_eq!(words[2], "0", "first transfer id");
+    assert_eq!(&words[3..6], &["hello.c", "1841", "1200"]);
+    let digest = blake3::hash(&pattern(1841, 1));
+    assert_eq!(words[6], digest.to_hex().as_str());
+    assert_eq!(words[7].len(), 16);
+
+    // Parts 0-1 by hand, as the example says.
+    let port: u16 = words[1].parse().unwrap();
+    let token = u64::from_str_radix(words[7], 16).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    udp.connect(("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = datagram::encode_request(token, 1, &[(0, 1)], &mut buf);
+    udp.send(&buf[..n]).unwrap();
+    let mut file = vec![0u8; 1841];
+    for _ in 0..2 {
+        let n = udp.recv(&mut buf).unwrap();
+        let Ok(Datagram::Part(part)) = datagram::parse(&buf[..n]) else {
+            panic!("not a part")
+        };
+        assert_eq!(part.req_seq, 1);
+        let at = part.part as usize * 1200;
+        file[at..at + part.data.len()].copy_from_slice(part.data);
+    }
+    assert_eq!(file, pattern(1841, 1));
+    let n = datagram::encode_finished(token, &mut buf);
+    udp.send(&buf[..n]).unwrap();
+
+    bob.send("{quit}");
+    assert_eq!(bob.until_closed(), Vec::<String>::new());
+    assert_eq!(alice.line(), "bob left the chat...");
+    assert_eq!(alice.line(), "ALL");
+}
+
+/// PROTOCOL 1.2, C1: every invalid name gets ERROR and the connection stays open for another try.
+fn name_errors(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let _alice = Raw::join(server.addr, "alice");
+    let mut c = Raw::connect(server.addr);
+    let long = "x".repeat(33);
+    for bad in [
+        "",
+        &long,
+        "ALL",
+        "show",
+        "from",
+        "Choose_File",
+        "ALICE",
+        "\u{0430}lice",
+        "a b",
+        "bad\u{1b}name",
+        "bo:b",
+    ] {
+        c.send(bad);
+        let reply = c.line();
+        assert!(reply.starts_with("ERROR "), "name {bad:?} got {reply:?}");
+    }
+    c.send("carol");
+    assert_eq!(c.line(), "carol has joined the chat!");
+    assert_eq!(c.line(), "ALL alice");
+}
+
+/// PROTOCOL 1.2, C4, S1: every error a joined client can meet, and the connection stays open.
+fn line_errors(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut a = Raw::join(server.addr, "alice");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"~nobody hi\n".to_vec(), "ERROR no such user: nobody"),
+        (b"~alice\n".to_vec(), "ERROR "),
+        (b"~alice \n".to_vec(), "ERROR "),
+        (b"download_file\n".to_vec(), "ERROR "),
+        (b"download_file a b c\n".to_vec(), "ERROR "),
+        (b"download_file hello.c big\n".to_vec(), "ERROR "),
+        (
+            b"download_file nothere.txt\n".to_vec(),
+            "ERROR no such file: nothere.txt",
+        ),
+        (b"download_file ../hello.c\n".to_vec(), "ERROR no such file"),
+        (
+            b"download_file /etc/passwd\n".to_vec(),
+            "ERROR no such file",
+        ),
+        (b"download_file %2e%2e%2f\n".to_vec(), "ERROR no such file"),
+        (
+            "download_file \u{2215}etc\u{FF0F}passwd\n"
+                .as_bytes()
+                .to_vec(),
+            "ERROR no such file",
+        ),
+        (
+            format!("download_file {}\n", "y".repeat(10_000)).into_bytes(),
+            "ERROR",
+        ),
+        (b"\xff\xfe bad utf-8\n".to_vec(), "ERROR "),
+        (b"nul \x00 inside\n".to_vec(), "ERROR "),
+        (b"esc \x1b[2J inside\n".to_vec(), "ERROR "),
+        (b"cr \r inside\n".to_vec(), "ERROR "),
+        ([vec![b'z'; 4097], b"\n".to_vec()].concat(), "ERROR "),
+    ];
+    for (bytes, expected) in cases {
+        a.send_bytes(&bytes);
+        let reply = a.line();
+        assert!(
+            reply.starts_with(expected),
+            "{:?} got {reply:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+        );
+        assert!(
+            !reply.chars().any(|c| c.is_control()),
+            "reply echoes a control character: {reply:?}"
+        );
+    }
+    // Still open and in sync. The longest message is the one whose relayed line (`alice: ` and the
+    // text) still fits the 4096-byte limit every client enforces; one byte more is refused.
+    let max = "m".repeat(4096 - "alice: ".len());
+    a.send(&max);
+    assert!(a.line() == format!("alice: {max}"), "the longest message was not relayed");
+    a.send(&format!("{max}m"));
+    assert!(a.line().starts_with("ERROR message too long"));
+    assert_eq!(a.sync(), vec!["ALL".to_owned()]);
+}
+
+/// C4: a megabyte without a newline is discarded without being stored, then the line works.
+fn megabyte_without_newline(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut a = Raw::join(server.addr, "alice");
+    let chunk = vec![b'q'; 64 * 1024];
+    for _ in 0..16 {
+        a.send_bytes(&chunk);
+    }
+    a.send_bytes(b"\nafter\n");
+    assert!(a.line().starts_with("ERROR "));
+    assert_eq!(a.line(), "alice: after");
+}
+
+/// C3, PROTOCOL 1.2: the same lines sent whole and one byte at a time (inside UTF-8 too).
+fn bytes_whole_and_one_at_a_time(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let script = "zoë\nhéllo wörld ✓\n~zoë to myself\nshow\n".as_bytes();
+    let mut whole = Raw::connect(server.addr);
+    whole.send_bytes(script);
+    let expect_whole = [
+        "zoë has joined the chat!",
+        "ALL",
+        "zoë: héllo wörld ✓",
+        "from you to zoë: (PRIVATE) to myself",
+        "zoë: (PRIVATE) to myself",
+        "ALL",
+    ];
+    for line in expect_whole {
+        assert_eq!(whole.line(), line);
+    }
+    let script2 = String::from_utf8(script.to_vec()).unwrap().replace("zoë", "ünï");
+    let mut slow = Raw::connect(server.addr);
+    slow.stream().set_nodelay(true).unwrap();
+    for byte in script2.as_bytes() {
+        slow.send_bytes(&[*byte]);
+    }
+    for line in [
+        "ünï has joined the chat!",
+        "ALL zoë",
+        "ünï: héllo wörld ✓",
+        "from you to ünï: (PRIVATE) to myself",
+        "ünï: (PRIVATE) to myself",
+        "ALL zoë",
+    ] {
+        assert_eq!(slow.line(), line);
+    }
+}
+
+/// PROTOCOL 1.1, 1.2: several joins and leaves, a quit in the middle of a private exchange, and
+/// a client that closes its socket without {quit} leaves exactly as if it had sent it (C7).
+fn joins_and_leaves(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut a = Raw::join(server.addr, "alice");
+    let mut b = Raw::join(server.addr, "bob");
+    assert_eq!(a.line(), "bob has joined the chat!");
+    assert_eq!(a.line(), "ALL bob");
+    let c = Raw::join(server.addr, "carol");
+    for r in [&mut a, &mut b] {
+        assert_eq!(r.line(), "carol has joined the chat!");
+    }
+    assert_eq!(a.line(), "ALL bob carol");
+    assert_eq!(b.line(), "ALL alice carol");
+    a.send("~bob are you there?");
+    assert_eq!(a.line(), "from you to bob: (PRIVATE) are you there?");
+    assert_eq!(b.line(), "alice: (PRIVATE) are you there?");
+    b.send("{quit}");
+    b.until_closed();
+    assert_eq!(a.line(), "bob left the chat...");
+    assert_eq!(a.line(), "ALL carol");
+    a.send("~bob still there?");
+    assert_eq!(a.line(), "ERROR no such user: bob");
+    drop(c); // closes without {quit}
+    assert_eq!(a.line(), "carol left the chat...");
+    assert_eq!(a.line(), "ALL");
+    assert_eq!(a.sync(), vec!["ALL".to_owned()]);
+}
+
+/// C2: two connections claim the same name at the same moment; exactly one joins.
+fn same_name_at_once(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut x = Raw::connect(server.addr);
+    let mut y = Raw::connect(server.addr);
+    x.send("dup");
+    y.send("DUP");
+    let rx = x.line();
+    let ry = y.line();
+    let joined = [&rx, &ry]
+        .iter()
+        .filter(|l| l.ends_with("has joined the chat!"))
+        .count();
+    let refused = [&rx, &ry]
+        .iter()
+        .filter(|l| l.starts_with("ERROR "))
+        .count();
+    assert_eq!((joined, refused), (1, 1), "{rx:?} / {ry:?}");
+}
+
+/// C8: past the maximum number of connections, one ERROR line and the connection is closed.
+fn too_many_connections(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| o.chat.max_connections = 2);
+    let _a = Raw::join(server.addr, "alice");
+    let _b = Raw::join(server.addr, "bob");
+    let mut c = Raw::connect(server.addr);
+    let lines = c.until_closed();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("ERROR "), "{lines:?}");
+}
+
+/// C7: a connection that never sends a name is closed after the timeout.
+fn name_timeout(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        o.chat.name_timeout = Duration::from_millis(300)
+    });
+    let mut a = Raw::join(server.addr, "alice");
+    let mut silent = Raw::connect(server.addr);
+    let lines = silent.until_closed();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("ERROR "),
+        "{lines:?}"
+    );
+    assert_eq!(
+        a.sync(),
+        vec!["ALL".to_owned()],
+        "nobody joined, nobody left"
+    );
+}
+
+/// C5: a client that never reads is disconnected when its queue passes the bound; the others go on.
+fn slow_reader_is_closed(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| o.chat.max_queued_bytes = 64 * 1024);
+    let mut talker = Raw::join(server.addr, "talker");
+    let sleeper = Raw::join(server.addr, "sleeper");
+    sleeper.stream().set_nodelay(true).unwrap();
+    assert_eq!(talker.line(), "sleeper has joined the chat!");
+    assert_eq!(talker.line(), "ALL sleeper");
+    let text = "w".repeat(4000);
+    // Enough to fill the sleeper's socket buffers and then its queue on the server.
+    let mut left = false;
+    for _ in 0..20_000 {
+        talker.send(&text);
+        let line = talker.line();
+        if line == "sleeper left the chat..." {
+            left = true;
+            break;
+        }
+        assert_eq!(line, format!("talker: {text}"));
+    }
+    assert!(left, "the sleeper was never disconnected");
+    drop(sleeper);
+}
+
+// ---------------------------------------------------------------- downloads
+
+/// PROTOCOL 2, U4: 0 B, 1 B, exactly one part, and 50 MiB, byte-exact, checked by BLAKE3.
+fn downloads_are_byte_exact(server_rt: Rt, client_rt: Rt) {
+    let big = pattern(50 << 20, 7);
+    let files = folder_with(&[
+        ("empty.bin", Vec::new()),
+        ("one.bin", vec![42]),
+        ("part.bin", pattern(65000, 3)),
+        ("big.bin", big.clone()),
+    ]);
+    let server = start(server_rt, files, |_| {});
+    let out = tempfile::tempdir().unwrap();
+    for (file, size) in [
+        ("empty.bin", 0usize),
+        ("one.bin", 1),
+        ("part.bin", 65000),
+        ("big.bin", 50 << 20),
+    ] {
+        let options = download_opts(&server, file, out.path(), "getter");
+        let report = download(client_rt, &options).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(report.size, size as u64);
+        let got = std::fs::read(&report.path).unwrap();
+        assert_eq!(
+            got,
+            std::fs::read(server.path(file)).unwrap(),
+            "{file} differs"
+        );
+        assert!(!out.path().join(format!("{file}.part")).exists());
+    }
+    // A second download of the same file takes the next free name.
+    let report = download(
+        client_rt,
+        &download_opts(&server, "one.bin", out.path(), "getter"),
+    )
+    .unwrap();
+    assert_eq!(report.path.file_name().unwrap(), "one (1).bin");
+}
+
+/// U10-style load, PROTOCOL 2.2: 16 downloads at once from several clients.
+fn sixteen_concurrent_downloads(server_rt: Rt, client_rt: Rt) {
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("f{i}.bin"), pattern(3 << 20, 10 + i)))
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let server = start(server_rt, folder_with(&refs), |_| {});
+    let out = tempfile::tempdir().unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let server = &server;
+                let dir = out.path().join(format!("c{i}"));
+                s.spawn(move || {
+                    let file = format!("f{}.bin", i % 4);
+                    let options = download_opts(server, &file, &dir, &format!("client{i}"));
+                    let report =
+                        download(client_rt, &options).unwrap_or_else(|e| panic!("client{i}: {e}"));
+                    assert_eq!(
+                        std::fs::read(report.path).unwrap(),
+                        pattern(3 << 20, 10 + (i % 4) as u64)
+                    );
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+on_each_pair!(downloads_are_byte_exact, sixteen_concurrent_downloads);
+
+// ---------------------------------------------------------------- transfer limits
+
+/// U9, PROTOCOL 2.1-2.2: all ports busy gives `ERROR server busy`; the per-client cap gives ERROR;
+/// other clients are still served.
+fn port_exhaustion_and_client_cap(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        let base = *o.chat.udp_ports.start();
+        o.chat.udp_ports = base..=base + 5;
+        o.chat.max_transfers_per_client = 4;
+    });
+    let mut a = Raw::join(server.addr, "alice");
+    for _ in 0..4 {
+        a.send("download_file hello.c");
+        assert!(a.line().starts_with("UDP "));
+    }
+    a.send("download_file hello.c");
+    let capped = a.line();
+    assert!(capped.starts_with("ERROR "), "{capped}");
+    let mut b = Raw::join(server.addr, "bob");
+    for _ in 0..2 {
+        b.send("download_file hello.c");
+        assert!(b.line().starts_with("UDP "));
+    }
+    b.send("download_file hello.c");
+    let busy = b.line();
+    assert!(busy.starts_with("ERROR server busy"), "{busy}");
+}
+
+/// U8, U2, PROTOCOL 2.1: a client that vanishes gets ABORT 3 after the idle timeout and its port is
+/// free again; datagrams with a wrong token get no reply at all.
+fn vanished_client_frees_its_port(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        let base = *o.chat.udp_ports.start();
+        o.chat.udp_ports = base..=base;
+        o.idle_timeout = Duration::from_millis(500);
+    });
+    let mut a = Raw::join(server.addr, "alice");
+    a.send("download_file hello.c");
+    let offer = a.line();
+    let words: Vec<&str> = offer.split(' ').collect();
+    let port: u16 = words[1].parse().unwrap();
+    let token = u64::from_str_radix(words[7], 16).unwrap();
+    a.send("download_file hello.c");
+    assert!(a.line().starts_with("ERROR server busy"));
+
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.connect(("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    // Wrong token: silence.
+    let n = datagram::encode_request(token ^ 1, 1, &[(0, 0)], &mut buf);
+    udp.send(&buf[..n]).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(udp.recv(&mut buf).is_err(), "a wrong token was answered");
+    // One real request, then silence: the part, then ABORT 3.
+    let n = datagram::encode_request(token, 1, &[(0, 0)], &mut buf);
+    udp.send(&buf[..n]).unwrap();
+    udp.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    let n = udp.recv(&mut buf).unwrap();
+    assert!(matches!(datagram::parse(&buf[..n]), Ok(Datagram::Part(_))));
+    let n = udp.recv(&mut buf).unwrap();
+    match datagram::parse(&buf[..n]) {
+        Ok(Datagram::Abort(abort)) => assert_eq!(u16::from(abort.code), 3),
+        other => panic!("expected ABORT 3, got {other:?}"),
+    }
+    // The port is free again: the next offer gets it.
+    let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        a.send("download_file hello.c");
+        let line = a.line();
+        if line.starts_with("UDP ") {
+            assert_eq!(line.split(' ').nth(1), Some(words[1]));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "port never freed: {line}"
+        );
+    }
+}
+
+on_each_server!(
+    protocol_example,
+    name_errors,
+    line_errors,
+    megabyte_without_newline,
+    bytes_whole_and_one_at_a_time,
+    joins_and_leaves,
+    same_name_at_once,
+    too_many_connections,
+    name_timeout,
+    slow_reader_is_closed,
+    port_exhaustion_and_client_cap,
+    vanished_client_frees_its_port,
+);

@@ -1,0 +1,190 @@
+//! Invariant checks shared by the fuzz targets in `fuzz/` and by the test that replays their
+//! corpora on stable Rust (`core/tests/fuzz_corpus.rs`), so CI exercises every saved input.
+//!
+//! Each function takes arbitrary bytes and panics only when an invariant of the protocol breaks:
+//! a parser that does not round-trip, a framer whose result depends on how bytes were split, a
+//! state machine whose queues outgrow their bounds or that accepts a wrong byte.
+
+use std::time::{Duration, Instant};
+
+use crate::wire::chat::{ClientLine, ServerLine};
+use crate::wire::datagram::{self, Datagram};
+use crate::wire::line::{Framed, LineFramer, MAX_LINE};
+
+/// Every datagram that parses encodes back to bytes that parse to the same value.
+pub fn datagram_round_trip(data: &[u8]) {
+    let Ok(parsed) = datagram::parse(data) else {
+        return;
+    };
+    let mut buf = vec![0u8; data.len().max(64) + 64];
+    let encoded: Vec<u8> = match &parsed {
+        Datagram::Request(r) => {
+            let n = datagram::encode_request(r.token, r.req_seq, &r.ranges, &mut buf);
+            buf[..n].to_vec()
+        }
+        Datagram::Part(p) => datagram::encode_part(p.token, p.req_seq, p.part, p.data),
+        Datagram::Finished { token } => {
+            let n = datagram::encode_finished(*token, &mut buf);
+            buf[..n].to_vec()
+        }
+        Datagram::Abort(a) => {
+            let n = datagram::encode_abort(a.token, a.code, a.reason, &mut buf);
+            buf[..n].to_vec()
+        }
+    };
+    let again = datagram::parse(&encoded);
+    assert_eq!(again.as_ref(), Ok(&parsed), "datagram does not round-trip");
+}
+
+/// Every chat line that parses (either direction) encodes back to a line that parses the same.
+pub fn chat_line_round_trip(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(line) = ClientLine::parse(text) {
+        let encoded = line.encode();
+        let body = encoded.strip_suffix('\n').unwrap_or(&encoded);
+        assert_eq!(
+            ClientLine::parse(body),
+            Ok(line),
+            "client line does not round-trip: {text:?}"
+        );
+    }
+    if let Ok(line) = ServerLine::parse(text) {
+        let encoded = line.encode();
+        let body = encoded.strip_suffix('\n').unwrap_or(&encoded);
+        assert_eq!(
+            ServerLine::parse(body),
+            Ok(line),
+            "server line does not round-trip: {text:?}"
+        );
+    }
+}
+
+/// Framing gives the same lines whatever the chunking, and never buffers past one line.
+/// The first byte picks the chunk sizes; the rest is the stream.
+pub fn line_framer_split_invariance(data: &[u8]) {
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let whole = frame_in_chunks(stream, stream.len().max(1));
+    let chunk = usize::from(seed % 7) + 1;
+    assert_eq!(
+        frame_in_chunks(stream, chunk),
+        whole,
+        "framing depends on chunk size {chunk}"
+    );
+    assert_eq!(
+        frame_in_chunks(stream, 1),
+        whole,
+        "framing depends on byte-by-byte delivery"
+    );
+}
+
+fn frame_in_chunks(stream: &[u8], chunk: usize) -> Vec<Framed> {
+    let mut framer = LineFramer::new();
+    let mut out = Vec::new();
+    for piece in stream.chunks(chunk) {
+        framer.push(piece);
+        while let Some(framed) = framer.next() {
+            out.push(framed);
+        }
+        assert!(
+            framer.buffered_partial() <= MAX_LINE + 1,
+            "framer holds more than one line"
+        );
+    }
+    out
+}
+
+/// Random connections, bytes, acknowledgements, closes and time, chosen by the fuzzer's bytes:
+/// the server never panics, never queues past its bound, never sends a line over the limit, and
+/// never holds more connections than allowed.
+///
+/// `start` is any instant (the core reads no clock; the caller does).
+pub fn chat_server_session(data: &[u8], start: Instant) {
+    use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use crate::chat::catalogue::{Catalogue, FileEntry};
+    use crate::chat::server::{ChatServer, ConnId, ServerConfig, ServerInput, ServerOutput};
+
+    const MAX_QUEUED: usize = 8192;
+    let config = ServerConfig {
+        max_connections: 5,
+        max_per_ip: 4,
+        max_queued_bytes: MAX_QUEUED,
+        presence_defer_bytes: 1024,
+        udp_ports: 55000..=55002,
+        ..Default::default()
+    };
+    let catalogue = Catalogue::from_entries(vec![FileEntry {
+        name: "hello.c".into(),
+        size: 1841,
+        blake3: [7; 32],
+    }]);
+    let mut server = ChatServer::new(config, catalogue, 1);
+    let mut now = start;
+    let mut live: Vec<ConnId> = Vec::new();
+    let mut next: ConnId = 0;
+    let mut input = data;
+    while let Some((&op, rest)) = input.split_first() {
+        input = rest;
+        match op % 8 {
+            0 => {
+                let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, op >> 6)), 4000);
+                server.handle_input(now, ServerInput::Opened { conn: next, peer });
+                live.push(next);
+                next += 1;
+            }
+            1 if !live.is_empty() => {
+                let conn = live.swap_remove(usize::from(op >> 3) % live.len());
+                server.handle_input(now, ServerInput::Closed { conn });
+            }
+            2 => {
+                let port = 54999 + u16::from(op >> 5);
+                server.handle_input(now, ServerInput::TransferEnded { port });
+            }
+            3 => {
+                now += Duration::from_secs(u64::from(op >> 3));
+                server.handle_timeout(now);
+            }
+            _ if !live.is_empty() => {
+                // The next bytes (up to a length byte's worth) are what this connection sent.
+                let conn = live[usize::from(op >> 3) % live.len()];
+                let (&len, rest) = input.split_first().unwrap_or((&0, &[]));
+                let take = usize::from(len).min(rest.len());
+                let (bytes, rest) = rest.split_at(take);
+                input = rest;
+                server.handle_input(now, ServerInput::Received { conn, bytes });
+            }
+            _ => {}
+        }
+        let mut ack = op & 1 == 0;
+        while let Some(out) = server.poll_output() {
+            if let ServerOutput::Send { conn, bytes } = out {
+                assert!(
+                    bytes.len() <= MAX_LINE + 1 && bytes.ends_with(b"\n"),
+                    "bad line sent"
+                );
+                if ack {
+                    server.handle_input(
+                        now,
+                        ServerInput::Sent {
+                            conn,
+                            len: bytes.len(),
+                        },
+                    );
+                }
+                ack = !ack;
+            }
+        }
+        assert!(server.joined_count() <= server.connection_count());
+        assert!(server.connection_count() <= 5);
+        for conn in &live {
+            assert!(
+                server.queued_bytes(*conn) <= MAX_QUEUED,
+                "queue past its bound"
+            );
+        }
+    }
+}

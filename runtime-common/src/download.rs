@@ -1,0 +1,327 @@
+//! One download on the client's disk: the `.part` file, its resume record, the final rename.
+//!
+//! [`Download`] wraps the core's [`Receiver`] with the file work every runtime does the same way,
+//! so a runtime only moves datagrams between a socket and these methods.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use natter_core::chat::catalogue::{free_final_name, is_offerable_name};
+use natter_core::chat::client::Offer;
+use natter_core::transfer::receiver::{Receiver, ReceiverConfig, ReceiverState, TransferError};
+
+/// How often the resume record is written while parts arrive: a process killed in between
+/// requests at most this much again.
+const SAVE_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("the server offered an unsafe file name: {0:?}")]
+    UnsafeName(String),
+    #[error("cannot use the download folder {path}: {source}")]
+    Folder { path: PathBuf, source: io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot reach the server at {addr}: {source}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        source: io::Error,
+    },
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("the server closed the connection")]
+    Disconnected,
+    #[error("download failed: {0}")]
+    Transfer(String),
+    #[error("network error: {0}")]
+    Network(#[from] io::Error),
+}
+
+/// The outcome of a finished download.
+#[derive(Debug, Clone)]
+pub struct DownloadReport {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Bytes that were already on disk from an interrupted attempt.
+    pub resumed: u64,
+    pub elapsed: Duration,
+    pub parts_retransmitted: u64,
+}
+
+impl DownloadReport {
+    /// Goodput in bytes per second: the bytes this run fetched over its wall time.
+    pub fn goodput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        (self.size - self.resumed) as f64 / secs
+    }
+}
+
+impl std::fmt::Display for DownloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "saved {} ({} bytes) in {:.3} s, {:.2} MB/s, blake3 verified",
+            self.path.display(),
+            self.size,
+            self.elapsed.as_secs_f64(),
+            self.goodput() / 1e6
+        )?;
+        if self.resumed > 0 {
+            write!(f, ", resumed with {} bytes already on disk", self.resumed)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `.part` file and its resume record.
+#[derive(Debug)]
+pub struct DownloadFile {
+    file: File,
+    out_dir: PathBuf,
+    name: String,
+    part_path: PathBuf,
+    resume_path: PathBuf,
+}
+
+impl DownloadFile {
+    /// Opens (or creates) `<out_dir>/<name>.part` and reads the resume record beside it, if any.
+    pub fn open(
+        out_dir: &Path,
+        name: &str,
+        size: u64,
+    ) -> Result<(Self, Option<Vec<u8>>), DownloadError> {
+        // The client state machine already refuses hostile offers (S3); this is the last line of
+        // defence before a name becomes a path.
+        if !is_offerable_name(name) {
+            return Err(DownloadError::UnsafeName(name.to_owned()));
+        }
+        std::fs::create_dir_all(out_dir).map_err(|source| DownloadError::Folder {
+            path: out_dir.to_owned(),
+            source,
+        })?;
+        let part_path = out_dir.join(format!("{name}.part"));
+        let resume_path = out_dir.join(format!("{name}.part.resume"));
+        let write_err = |source| DownloadError::Write {
+            path: part_path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&part_path)
+            .map_err(write_err)?;
+        file.set_len(size).map_err(write_err)?;
+        let saved = std::fs::read(&resume_path).ok();
+        let me = Self {
+            file,
+            out_dir: out_dir.to_owned(),
+            name: name.to_owned(),
+            part_path,
+            resume_path,
+        };
+        Ok((me, saved))
+    }
+
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<(), DownloadError> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|source| DownloadError::Write {
+                path: self.part_path.clone(),
+                source,
+            })
+    }
+
+    fn save_resume(&self, record: &[u8]) -> Result<(), DownloadError> {
+        // Written beside and renamed over, so a kill in the middle leaves the old record whole.
+        let tmp = self.resume_path.with_extension("resume.tmp");
+        std::fs::write(&tmp, record)
+            .and_then(|()| std::fs::rename(&tmp, &self.resume_path))
+            .map_err(|source| DownloadError::Write {
+                path: self.resume_path.clone(),
+                source,
+            })
+    }
+
+    /// Feeds the receiver's in-order hash: from `just_written` when it is the next range, else by
+    /// reading the `.part` file back (parts that arrived out of order, or a resumed prefix).
+    fn feed_hash(
+        &self,
+        receiver: &mut Receiver,
+        mut just_written: Option<(u64, &[u8])>,
+    ) -> Result<(), DownloadError> {
+        let mut scratch = Vec::new();
+        while let Some((offset, len)) = receiver.next_to_hash() {
+            match just_written {
+                Some((at, bytes)) if at == offset && bytes.len() == len => {
+                    receiver.hash(offset, bytes);
+                    just_written = None;
+                }
+                _ => {
+                    scratch.resize(len, 0);
+                    self.file
+                        .read_exact_at(&mut scratch, offset)
+                        .map_err(|source| DownloadError::Write {
+                            path: self.part_path.clone(),
+                            source,
+                        })?;
+                    receiver.hash(offset, &scratch);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the verified file to its final name (the first free `name (n).ext`).
+    fn finish(self) -> Result<PathBuf, DownloadError> {
+        let final_name = free_final_name(&self.name, |candidate| {
+            self.out_dir.join(candidate).exists()
+        });
+        let final_path = self.out_dir.join(final_name);
+        std::fs::rename(&self.part_path, &final_path).map_err(|source| DownloadError::Write {
+            path: final_path.clone(),
+            source,
+        })?;
+        let _ = std::fs::remove_file(&self.resume_path);
+        Ok(final_path)
+    }
+
+    /// Removes a download whose bytes are wrong: nothing is left under any name.
+    fn discard(self) {
+        let _ = std::fs::remove_file(&self.part_path);
+        let _ = std::fs::remove_file(&self.resume_path);
+    }
+}
+
+/// A download in progress: the receiver state machine plus its file.
+#[derive(Debug)]
+pub struct Download {
+    receiver: Receiver,
+    file: Option<DownloadFile>,
+    started: Instant,
+    last_save: Instant,
+    dirty: bool,
+    resumed: u64,
+    size: u64,
+}
+
+impl Download {
+    /// Starts (or resumes) the download of `offer` into `out_dir`.
+    pub fn start(now: Instant, offer: &Offer, out_dir: &Path) -> Result<Self, DownloadError> {
+        let (file, saved) = DownloadFile::open(out_dir, &offer.file, offer.size)?;
+        let config = ReceiverConfig::new(offer.token, offer.size, offer.part_size, offer.blake3);
+        let receiver = match saved
+            .as_deref()
+            .map(|saved| Receiver::resume(config.clone(), now, saved))
+        {
+            Some(Ok(receiver)) => receiver,
+            // A record from another version of the file, or a damaged one: start afresh.
+            Some(Err(_)) | None => Receiver::new(config, now),
+        };
+        let resumed = receiver.progress().bytes_received;
+        let mut me = Self {
+            receiver,
+            file: Some(file),
+            started: now,
+            last_save: now,
+            dirty: false,
+            resumed,
+            size: offer.size,
+        };
+        if let Some(file) = &me.file {
+            file.feed_hash(&mut me.receiver, None)?;
+        }
+        Ok(me)
+    }
+
+    pub fn receiver(&self) -> &Receiver {
+        &self.receiver
+    }
+
+    /// A datagram arrived from the server.
+    pub fn on_datagram(&mut self, now: Instant, buf: &[u8]) -> Result<(), DownloadError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if let Some(accept) = self.receiver.handle_datagram(now, buf) {
+            let payload = &buf[accept.payload.clone()];
+            file.write_at(accept.offset, payload)?;
+            file.feed_hash(&mut self.receiver, Some((accept.offset, payload)))?;
+            self.dirty = true;
+        }
+        self.maybe_save(now)
+    }
+
+    fn maybe_save(&mut self, now: Instant) -> Result<(), DownloadError> {
+        if self.dirty && now.saturating_duration_since(self.last_save) >= SAVE_EVERY {
+            if let (Some(file), ReceiverState::Running) = (&self.file, self.receiver.state()) {
+                file.save_resume(&self.receiver.save_state())?;
+            }
+            self.last_save = now;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// The next datagram to send now, if any.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.receiver.poll_transmit(now, buf)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.receiver.poll_timeout()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DownloadError> {
+        self.receiver.handle_timeout(now);
+        self.maybe_save(now)
+    }
+
+    /// Saves the resume record now (before the process exits on purpose).
+    pub fn save_now(&self) {
+        if let Some(file) = &self.file {
+            let _ = file.save_resume(&self.receiver.save_state());
+        }
+    }
+
+    /// `Some` once the download is over: the file is in place and verified, or it failed. Call
+    /// after the receiver's last datagram (FINISHED) has been sent.
+    pub fn outcome(&mut self, now: Instant) -> Option<Result<DownloadReport, DownloadError>> {
+        match self.receiver.state() {
+            ReceiverState::Running => None,
+            ReceiverState::Complete => {
+                let file = self.file.take()?;
+                Some(file.finish().map(|path| DownloadReport {
+                    path,
+                    size: self.size,
+                    resumed: self.resumed,
+                    elapsed: now.saturating_duration_since(self.started),
+                    parts_retransmitted: self.receiver.progress().parts_retransmitted,
+                }))
+            }
+            ReceiverState::Failed(err) => {
+                let err = DownloadError::Transfer(err.to_string());
+                if let Some(file) = self.file.take() {
+                    if err_is_wrong_bytes(&self.receiver) {
+                        file.discard();
+                    } else {
+                        file.save_resume(&self.receiver.save_state()).ok();
+                    }
+                }
+                Some(Err(err))
+            }
+        }
+    }
+}
+
+/// A digest mismatch means the bytes on disk are wrong: they must not be resumed from.
+fn err_is_wrong_bytes(receiver: &Receiver) -> bool {
+    matches!(
+        receiver.state(),
+        ReceiverState::Failed(TransferError::DigestMismatch)
+    )
+}

@@ -1,0 +1,72 @@
+//! The served folder, read into a catalogue.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use natter_core::chat::catalogue::{Catalogue, DigestCache, FileEntry, FileKey, is_offerable_name};
+
+use crate::served::identity_of;
+
+/// The files on offer, and the identity each had when its digest was taken: a transfer compares
+/// the file it opens against it, so an offer never serves bytes other than the ones it hashed.
+#[derive(Debug, Default)]
+pub struct ScannedFolder {
+    pub catalogue: Catalogue,
+    pub identities: HashMap<String, FileKey>,
+}
+
+/// Lists the files on offer in `folder` (PROTOCOL.md 1.4): regular files directly inside it whose
+/// names the core accepts. Links and subfolders are skipped (S2). Digests come from `cache` when
+/// the file's identity is unchanged, so a rescan of a folder of large files costs only `lstat`s
+/// (S5); a new or changed file is hashed once.
+pub fn scan_folder(folder: &Path, cache: &mut DigestCache) -> io::Result<ScannedFolder> {
+    let mut entries = Vec::new();
+    let mut identities = HashMap::new();
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_offerable_name(&name) {
+            continue;
+        }
+        let meta = match entry.path().symlink_metadata() {
+            Ok(meta) if meta.file_type().is_file() => meta,
+            _ => continue,
+        };
+        let identity = identity_of(&meta);
+        let blake3 = match cache.get(&identity) {
+            Some(digest) => digest,
+            None => match hash_file(&entry.path()) {
+                Ok(digest) => {
+                    cache.insert(identity, digest);
+                    digest
+                }
+                Err(err) => {
+                    tracing::warn!("skipping {name}: {err}");
+                    continue;
+                }
+            },
+        };
+        identities.insert(name.clone(), identity);
+        entries.push(FileEntry {
+            name,
+            size: identity.size,
+            blake3,
+        });
+    }
+    // Forget digests of files that are gone, so the cache is bounded by the folder.
+    cache.retain(&identities.values().copied().collect::<Vec<_>>());
+    Ok(ScannedFolder {
+        catalogue: Catalogue::from_entries(entries),
+        identities,
+    })
+}
+
+/// The BLAKE3 digest of a file, read in large blocks.
+pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path)?)?;
+    Ok(*hasher.finalize().as_bytes())
+}

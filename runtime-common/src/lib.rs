@@ -1,0 +1,26 @@
+//! What both runtimes do to the file system, in one place.
+//!
+//! The core decides (which names are on offer, where a part goes, what the final name is); this
+//! crate performs the blocking syscalls those decisions need, so `natter-runtime-mio` and
+//! `natter-runtime-smol` differ only in how they wait for sockets and timers, never in what they do
+//! to files. Everything here is synchronous: reads and writes hit the page cache and take
+//! microseconds, and hashing a newly seen file happens once per file identity (see
+//! [`natter_core::chat::catalogue::DigestCache`]).
+
+pub mod download;
+pub mod folder;
+pub mod log;
+pub mod net;
+pub mod options;
+pub mod served;
+pub mod session;
+pub mod ui;
+pub mod upload;
+
+pub use download::{Download, DownloadError, DownloadFile, DownloadReport};
+pub use folder::{ScannedFolder, scan_folder};
+pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
+pub use served::ServedFile;
+pub use session::GetSession;
+pub use ui::ClientUi;
+pub use upload::Upload;

@@ -1,0 +1,91 @@
+//! The chat steps of a one-shot download, shared by both runtimes: join, ask, wait for the offer.
+
+use natter_core::chat::client::{ChatClient, ClientEvent, Offer};
+
+use crate::DownloadError;
+
+/// Where a one-shot download stands in its chat conversation.
+#[derive(Debug)]
+pub struct GetSession {
+    client: ChatClient,
+    file: String,
+    part_size: u16,
+    joined: bool,
+}
+
+impl GetSession {
+    pub fn new(name: &str, file: &str, part_size: u16) -> Self {
+        Self {
+            client: ChatClient::new(name),
+            file: file.to_owned(),
+            part_size,
+            joined: false,
+        }
+    }
+
+    /// The first bytes to send: the name line.
+    pub fn hello(&self) -> Vec<u8> {
+        self.client.hello()
+    }
+
+    /// Bytes from the server. Returns the bytes to send next (the download request, once joined)
+    /// and the offer once it arrived.
+    pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<(Vec<u8>, Option<Offer>), DownloadError> {
+        self.client.handle_bytes(bytes);
+        let mut reply = Vec::new();
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                ClientEvent::Joined(_) if !self.joined && self.client.is_joined() => {
+                    self.joined = true;
+                    reply.extend_from_slice(
+                        format!("download_file {} {}\n", self.file, self.part_size).as_bytes(),
+                    );
+                }
+                ClientEvent::Error(reason) | ClientEvent::Rejected(reason) => {
+                    return Err(DownloadError::Refused(reason));
+                }
+                ClientEvent::Offer(offer) if self.joined && offer.file == self.file => {
+                    return Ok((reply, Some(offer)));
+                }
+                _ => {}
+            }
+        }
+        Ok((reply, None))
+    }
+
+    /// The line that says goodbye.
+    pub fn quit() -> &'static [u8] {
+        b"{quit}\n"
+    }
+}
+
+/// Adds the runtime's part size to a typed `download_file <file>` that names none, so a person on
+/// loopback gets large parts without knowing about them.
+pub fn with_part_size(typed: &str, part_size: u16) -> String {
+    let mut words = typed.split(' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some("download_file"), Some(file), None) if !file.is_empty() => {
+            format!("download_file {file} {part_size}")
+        }
+        _ => typed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_part_size;
+
+    #[test]
+    fn adds_a_part_size_only_where_none_is_given() {
+        assert_eq!(
+            with_part_size("download_file a.c", 65000),
+            "download_file a.c 65000"
+        );
+        assert_eq!(
+            with_part_size("download_file a.c 600", 65000),
+            "download_file a.c 600"
+        );
+        assert_eq!(with_part_size("download_file", 65000), "download_file");
+        assert_eq!(with_part_size("hello there", 65000), "hello there");
+    }
+}

@@ -1,0 +1,17 @@
+//! What an interactive client shows a person; the binary implements it, the runtimes call it.
+
+use natter_core::chat::client::ClientEvent;
+use natter_core::transfer::receiver::Progress;
+
+use crate::{DownloadError, DownloadReport};
+
+pub trait ClientUi: Send {
+    /// A line from the server, parsed.
+    fn event(&mut self, event: &ClientEvent);
+    /// A download moved on (called a few times a second at most).
+    fn progress(&mut self, file: &str, progress: &Progress);
+    /// A download ended.
+    fn download_done(&mut self, file: &str, result: &Result<DownloadReport, DownloadError>);
+    /// The connection to the server ended.
+    fn disconnected(&mut self, reason: &str);
+}

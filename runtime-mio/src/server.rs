@@ -1,0 +1,519 @@
+//! The chat server and its transfer ports on one mio `Poll`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+use natter_core::chat::catalogue::DigestCache;
+use natter_core::chat::server::{ChatServer, ServerInput, ServerOutput, TransferOffer};
+use natter_runtime_common::upload::MAX_DATAGRAM;
+use natter_runtime_common::{ScannedFolder, ServerOptions, Upload, log, net, scan_folder};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Transfer sockets use their port as token; connections start above every port.
+const FIRST_CONN: usize = 1 << 17;
+/// Bytes read from one connection before the others get their turn: a client that floods is read
+/// no faster than its share (C6).
+const READ_CHUNK: usize = 16 * 1024;
+/// Datagrams taken from one transfer socket before the loop looks at the others.
+const UDP_BATCH: usize = 64;
+const MAX_IOVECS: usize = 64;
+
+struct Conn {
+    stream: TcpStream,
+    queue: VecDeque<Bytes>,
+    /// How much of the front buffer is already written.
+    front_done: usize,
+    closing: bool,
+}
+
+struct Transfer {
+    socket: UdpSocket,
+    upload: Upload,
+    writable_wait: bool,
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    options: ServerOptions,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+/// A server running on its own thread; dropping the handle stops it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Server {
+    /// Binds the TCP listener (port 0 picks a free one).
+    pub fn bind(options: ServerOptions) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(options.addr)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Self {
+            poll,
+            listener,
+            local_addr,
+            options,
+            stop: Arc::new(AtomicBool::new(false)),
+            waker,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Runs the loop on a new thread.
+    pub fn spawn(self) -> ServerHandle {
+        let local_addr = self.local_addr;
+        let stop = self.stop.clone();
+        let waker = self.waker.clone();
+        let thread = std::thread::Builder::new()
+            .name("natter-server-mio".into())
+            .spawn(move || self.run())
+            .ok();
+        ServerHandle {
+            local_addr,
+            stop,
+            waker,
+            thread,
+        }
+    }
+
+    /// Runs the loop on this thread until stopped.
+    pub fn run(self) -> io::Result<()> {
+        let Server {
+            mut poll,
+            listener,
+            options,
+            stop,
+            ..
+        } = self;
+        let mut digests = DigestCache::default();
+        let folder = scan_folder(&options.files, &mut digests).unwrap_or_else(|err| {
+            tracing::warn!(
+                "cannot read the served folder {}: {err}",
+                options.files.display()
+            );
+            ScannedFolder::default()
+        });
+        let core = ChatServer::new(
+            options.chat.clone(),
+            folder.catalogue.clone(),
+            log::random_seed(),
+        );
+        let mut state = State {
+            core,
+            folder,
+            digests,
+            conns: HashMap::new(),
+            transfers: HashMap::new(),
+            readable: VecDeque::new(),
+            udp_readable: VecDeque::new(),
+            next_conn: 0,
+            read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
+            next_rescan: Instant::now() + options.rescan_every,
+            options,
+        };
+        tracing::info!("[STARTED] Waiting for connections...");
+        let mut events = Events::with_capacity(1024);
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let timeout = if state.readable.is_empty() && state.udp_readable.is_empty() {
+                state
+                    .next_deadline()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            match poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err),
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => state.accept_all(now, &listener, poll.registry()),
+                    WAKER => {}
+                    Token(t) if t >= FIRST_CONN => {
+                        let conn = (t - FIRST_CONN) as u64;
+                        let wants_read =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        if wants_read && !state.readable.contains(&conn) {
+                            state.readable.push_back(conn);
+                        }
+                        if event.is_writable() {
+                            state.flush(now, conn);
+                        }
+                    }
+                    Token(port) => state.transfer_ready(now, port as u16),
+                }
+            }
+            state.read_round(now);
+            for _ in 0..state.udp_readable.len() {
+                if let Some(port) = state.udp_readable.pop_front() {
+                    state.transfer_ready(now, port);
+                }
+            }
+            state.handle_timeouts(Instant::now());
+            state.apply_outputs(Instant::now(), poll.registry());
+        }
+        Ok(())
+    }
+}
+
+struct State {
+    core: ChatServer,
+    folder: ScannedFolder,
+    digests: DigestCache,
+    conns: HashMap<u64, Conn>,
+    transfers: HashMap<u16, Transfer>,
+    /// Connections with bytes (or an end) waiting in the kernel, read one chunk each per round.
+    readable: VecDeque<u64>,
+    /// Transfer sockets whose last read stopped at the batch limit, not at an empty queue.
+    udp_readable: VecDeque<u16>,
+    next_conn: u64,
+    read_buf: Vec<u8>,
+    next_rescan: Instant,
+    options: ServerOptions,
+}
+
+impl State {
+    fn next_deadline(&self) -> Option<Instant> {
+        let transfers = self
+            .transfers
+            .values()
+            .filter_map(|t| t.upload.poll_timeout());
+        [self.core.poll_timeout(), Some(self.next_rescan)]
+            .into_iter()
+            .flatten()
+            .chain(transfers)
+            .min()
+    }
+
+    fn accept_all(&mut self, now: Instant, listener: &TcpListener, registry: &mio::Registry) {
+        loop {
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let conn = self.next_conn;
+                    self.next_conn += 1;
+                    let token = Token(FIRST_CONN + conn as usize);
+                    if let Err(err) = registry.register(
+                        &mut stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        tracing::warn!("cannot watch a new connection: {err}");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            stream,
+                            queue: VecDeque::new(),
+                            front_done: 0,
+                            closing: false,
+                        },
+                    );
+                    self.core
+                        .handle_input(now, ServerInput::Opened { conn, peer });
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => {
+                    // Out of descriptors or a connection reset before accept: log and go on.
+                    tracing::warn!("accept failed: {err}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One chunk from every connection that has bytes waiting: fair between a flooder and the rest.
+    fn read_round(&mut self, now: Instant) {
+        for _ in 0..self.readable.len() {
+            let Some(conn) = self.readable.pop_front() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            match c.stream.read(&mut self.read_buf[..READ_CHUNK]) {
+                Ok(0) => self.lost(now, conn),
+                Ok(n) => {
+                    self.core.handle_input(
+                        now,
+                        ServerInput::Received {
+                            conn,
+                            bytes: &self.read_buf[..n],
+                        },
+                    );
+                    self.readable.push_back(conn);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                    self.readable.push_back(conn)
+                }
+                Err(_) => self.lost(now, conn),
+            }
+        }
+    }
+
+    /// The peer went away (closed, reset, or an error): the core announces the leave.
+    fn lost(&mut self, now: Instant, conn: u64) {
+        if self.conns.remove(&conn).is_some() {
+            self.core.handle_input(now, ServerInput::Closed { conn });
+        }
+    }
+
+    fn flush(&mut self, now: Instant, conn: u64) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let mut written_total = 0;
+        let mut failed = false;
+        while !c.queue.is_empty() {
+            let mut slices = Vec::with_capacity(MAX_IOVECS.min(c.queue.len()));
+            for (i, buf) in c.queue.iter().take(MAX_IOVECS).enumerate() {
+                let start = if i == 0 { c.front_done } else { 0 };
+                slices.push(IoSlice::new(&buf[start..]));
+            }
+            match c.stream.write_vectored(&slices) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(mut n) => {
+                    written_total += n;
+                    while n > 0 {
+                        let Some(front) = c.queue.front() else { break };
+                        let left = front.len() - c.front_done;
+                        if n >= left {
+                            n -= left;
+                            c.queue.pop_front();
+                            c.front_done = 0;
+                        } else {
+                            c.front_done += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        // The core has forgotten a connection it closed: what fits in the socket now is sent, the
+        // rest is dropped with it (a client that stopped reading gets no more of our memory).
+        let done_closing = c.closing;
+        if written_total > 0 {
+            self.core.handle_input(
+                now,
+                ServerInput::Sent {
+                    conn,
+                    len: written_total,
+                },
+            );
+        }
+        if failed {
+            self.lost(now, conn);
+        } else if done_closing && let Some(c) = self.conns.remove(&conn) {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        if self.core.poll_timeout().is_some_and(|at| at <= now) {
+            self.core.handle_timeout(now);
+        }
+        for transfer in self.transfers.values_mut() {
+            if transfer.upload.poll_timeout().is_some_and(|at| at <= now) {
+                transfer.upload.handle_timeout(now);
+            }
+        }
+        let ports: Vec<u16> = self.transfers.keys().copied().collect();
+        for port in ports {
+            self.send_parts(now, port);
+        }
+        if now >= self.next_rescan {
+            self.next_rescan = now + self.options.rescan_every;
+            match scan_folder(&self.options.files, &mut self.digests) {
+                Ok(folder) => {
+                    self.core.set_catalogue(folder.catalogue.clone());
+                    self.folder = folder;
+                }
+                Err(err) => tracing::warn!(
+                    "cannot read the served folder {}: {err}",
+                    self.options.files.display()
+                ),
+            }
+        }
+    }
+
+    fn apply_outputs(&mut self, now: Instant, registry: &mio::Registry) {
+        let mut touched = Vec::new();
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                ServerOutput::Send { conn, bytes } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.queue.push_back(bytes);
+                        touched.push(conn);
+                    }
+                }
+                ServerOutput::Close { conn } => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.closing = true;
+                        touched.push(conn);
+                    }
+                }
+                ServerOutput::StartTransfer(offer) => self.start_transfer(now, offer, registry),
+                ServerOutput::Log(event) => log::server_event(&event),
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for conn in touched {
+            self.flush(now, conn);
+        }
+    }
+
+    fn start_transfer(&mut self, now: Instant, offer: TransferOffer, registry: &mio::Registry) {
+        let port = offer.port;
+        let bound =
+            net::udp_socket(SocketAddr::new(self.options.addr.ip(), port)).map(UdpSocket::from_std);
+        let mut socket = match bound {
+            Ok(socket) => socket,
+            Err(err) => {
+                tracing::warn!(
+                    "cannot bind UDP port {port} for transfer {}: {err}",
+                    offer.transfer_id
+                );
+                self.core
+                    .handle_input(now, ServerInput::TransferEnded { port });
+                return;
+            }
+        };
+        if let Err(err) = registry.register(
+            &mut socket,
+            Token(port as usize),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!("cannot watch UDP port {port}: {err}");
+            self.core
+                .handle_input(now, ServerInput::TransferEnded { port });
+            return;
+        }
+        tracing::info!(
+            "[UDP STARTED] Waiting for connections... port {port}, transfer {}, file {}",
+            offer.transfer_id,
+            offer.file
+        );
+        let identity = self.folder.identities.get(&offer.file).copied();
+        let upload = Upload::start(
+            now,
+            &offer,
+            &self.options.files,
+            identity,
+            self.options.idle_timeout,
+        );
+        self.transfers.insert(
+            port,
+            Transfer {
+                socket,
+                upload,
+                writable_wait: false,
+            },
+        );
+    }
+
+    fn transfer_ready(&mut self, now: Instant, port: u16) {
+        let Some(t) = self.transfers.get_mut(&port) else {
+            return;
+        };
+        t.writable_wait = false;
+        let mut drained = false;
+        for _ in 0..UDP_BATCH {
+            match t.socket.recv_from(&mut self.read_buf) {
+                Ok((n, from)) => t.upload.on_datagram(now, from, &self.read_buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    drained = true;
+                    break;
+                }
+                // An ICMP error from an earlier send, or an interrupted call: go on reading.
+                Err(_) => {}
+            }
+        }
+        if !drained && !self.udp_readable.contains(&port) {
+            self.udp_readable.push_back(port);
+        }
+        self.send_parts(now, port);
+    }
+
+    fn send_parts(&mut self, now: Instant, port: u16) {
+        let Some(t) = self.transfers.get_mut(&port) else {
+            return;
+        };
+        if t.writable_wait {
+            return;
+        }
+        while let Some((to, datagram)) = t.upload.next_datagram(now) {
+            match t.socket.send_to(datagram, to) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    t.upload.unsend();
+                    t.writable_wait = true;
+                    return;
+                }
+                // The peer's port is unreachable or similar: the datagram is lost like any other.
+                Err(_) => {}
+            }
+        }
+        if let Some(end) = t.upload.end() {
+            tracing::info!("transfer on port {port} ended: {end:?}");
+            self.transfers.remove(&port);
+            self.core
+                .handle_input(now, ServerInput::TransferEnded { port });
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The interactive client on smol: one loop waits on the server, the person's input and the
+//! downloads' sockets at once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use natter_core::chat::client::{ChatClient, ClientEvent, Offer};
+use natter_runtime_common::session::with_part_size;
+use natter_runtime_common::upload::MAX_DATAGRAM;
+use natter_runtime_common::{
+    ClientOptions, ClientUi, Download, DownloadError, default_part_size, net,
+};
+use smol::Async;
+use smol::Timer;
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+
+use crate::download::UdpAsync;
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+struct Active {
+    socket: UdpAsync,
+    download: Download,
+    file: String,
+}
+
+enum Wake {
+    Server(io::Result<usize>),
+    Input(Option<String>),
+    Download(usize),
+    Timer,
+}
+
+/// Runs a chat session until the person quits (or their input ends and every download is over),
+/// or the server closes the connection.
+pub fn run_client(
+    options: ClientOptions,
+    ui: &mut dyn ClientUi,
+    input: impl Iterator<Item = String> + Send + 'static,
+) -> Result<(), DownloadError> {
+    smol::block_on(run(options, ui, input))
+}
+
+async fn run(
+    options: ClientOptions,
+    ui: &mut dyn ClientUi,
+    input: impl Iterator<Item = String> + Send + 'static,
+) -> Result<(), DownloadError> {
+    let mut tcp =
+        TcpStream::connect(options.addr)
+            .await
+            .map_err(|source| DownloadError::Connect {
+                addr: options.addr,
+                source,
+            })?;
+    let _ = tcp.set_nodelay(true);
+    let (tx, rx) = smol::channel::unbounded::<String>();
+    std::thread::Builder::new()
+        .name("natter-input".into())
+        .spawn(move || {
+            for line in input {
+                if tx.send_blocking(line).is_err() {
+                    break;
+                }
+            }
+        })?;
+
+    let part_size = options
+        .part_size
+        .unwrap_or_else(|| default_part_size(options.addr.ip()));
+    let mut client = ChatClient::new(&options.name);
+    tcp.write_all(&client.hello()).await?;
+    let mut downloads: Vec<Option<Active>> = Vec::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut tcp_buf = vec![0u8; 16 * 1024];
+    let mut input_open = true;
+    // Downloads asked for whose offer (or refusal) has not come yet: input may end before it does.
+    let mut awaiting_offers = 0usize;
+    let mut next_progress = Instant::now();
+
+    loop {
+        let now = Instant::now();
+        let deadline = downloads
+            .iter()
+            .flatten()
+            .filter_map(|a| a.download.poll_timeout())
+            .min();
+        let wake_at = deadline
+            .unwrap_or(now + PROGRESS_EVERY)
+            .min(now + PROGRESS_EVERY);
+        let wake = {
+            let server = async { Wake::Server(tcp.read(&mut tcp_buf).await) };
+            let line = async {
+                if input_open {
+                    Wake::Input(rx.recv().await.ok())
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let timer = async {
+                Timer::at(wake_at).await;
+                Wake::Timer
+            };
+            let mut any = server.or(line).boxed_local();
+            for (i, active) in downloads.iter().enumerate() {
+                if let Some(active) = active {
+                    let socket = &active.socket;
+                    any = any
+                        .or(async move {
+                            let _ = socket.readable().await;
+                            Wake::Download(i)
+                        })
+                        .boxed_local();
+                }
+            }
+            any.or(timer).await
+        };
+        match wake {
+            Wake::Server(Ok(0)) | Wake::Server(Err(_)) => {
+                for active in downloads.iter().flatten() {
+                    active.download.save_now();
+                }
+                ui.disconnected("the server closed the connection");
+                return Ok(());
+            }
+            Wake::Server(Ok(n)) => client.handle_bytes(&tcp_buf[..n]),
+            Wake::Input(Some(line)) if line.trim() == "{quit}" => {
+                tcp.write_all(b"{quit}\n").await?;
+                tcp.flush().await?;
+                break;
+            }
+            Wake::Input(Some(line)) => match client.line_for(&with_part_size(&line, part_size)) {
+                Ok(bytes) => {
+                    if bytes.starts_with(b"download_file ") {
+                        awaiting_offers += 1;
+                    }
+                    tcp.write_all(&bytes).await?
+                }
+                Err(err) => ui.event(&ClientEvent::Error(err.to_string())),
+            },
+            Wake::Input(None) => input_open = false,
+            Wake::Download(i) => {
+                if let Some(Some(active)) = downloads.get_mut(i) {
+                    let now = Instant::now();
+                    loop {
+                        match active.socket.get_ref().recv(&mut buf) {
+                            Ok(n) => {
+                                if let Err(err) = active.download.on_datagram(now, &buf[..n]) {
+                                    ui.download_done(&active.file, &Err(err));
+                                    downloads[i] = None;
+                                    break;
+                                }
+                            }
+                            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Wake::Timer => {}
+        }
+        while let Some(event) = client.poll_event() {
+            ui.event(&event);
+            if matches!(event, ClientEvent::Offer(_) | ClientEvent::Error(_)) {
+                awaiting_offers = awaiting_offers.saturating_sub(1);
+            }
+            if let ClientEvent::Offer(offer) = &event {
+                match start_download(&options, offer) {
+                    Ok(active) => downloads.push(Some(active)),
+                    Err(err) => ui.download_done(&offer.file, &Err(err)),
+                }
+            }
+        }
+        let now = Instant::now();
+        let show_progress = now >= next_progress;
+        if show_progress {
+            next_progress = now + PROGRESS_EVERY;
+        }
+        for slot in downloads.iter_mut() {
+            let Some(active) = slot else { continue };
+            if active.download.poll_timeout().is_some_and(|at| at <= now)
+                && let Err(err) = active.download.handle_timeout(now)
+            {
+                ui.download_done(&active.file, &Err(err));
+                *slot = None;
+                continue;
+            }
+            while let Some(len) = active.download.poll_transmit(now, &mut buf) {
+                if active.socket.get_ref().send(&buf[..len]).is_err() {
+                    break;
+                }
+            }
+            if show_progress {
+                ui.progress(&active.file, &active.download.receiver().progress());
+            }
+            if let Some(result) = active.download.outcome(now) {
+                ui.download_done(&active.file, &result);
+                *slot = None;
+            }
+        }
+        if downloads.iter().all(Option::is_none) {
+            downloads.clear();
+            if !input_open && awaiting_offers == 0 {
+                tcp.write_all(b"{quit}\n").await?;
+                tcp.flush().await?;
+                break;
+            }
+        }
+    }
+    for active in downloads.iter().flatten() {
+        active.download.save_now();
+    }
+    Ok(())
+}
+
+fn start_download(options: &ClientOptions, offer: &Offer) -> Result<Active, DownloadError> {
+    let socket = Async::new(net::udp_socket(net::any_addr_like(options.addr))?)?;
+    socket
+        .get_ref()
+        .connect(SocketAddr::new(options.addr.ip(), offer.port))?;
+    let download = Download::start(Instant::now(), offer, &options.out_dir)?;
+    Ok(Active {
+        socket,
+        download,
+        file: offer.file.clone(),
+    })
+}

@@ -1,0 +1,121 @@
+//! `natter get` on smol: join, ask for one file, download it over UDP, verify, quit.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use natter_core::transfer::receiver::Progress;
+use natter_runtime_common::upload::MAX_DATAGRAM;
+use natter_runtime_common::{
+    Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
+};
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::{Async, Timer};
+
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Downloads `options.file`; the file is byte-exact (BLAKE3) or this is an error.
+pub fn download(
+    options: &DownloadOptions,
+    on_progress: impl FnMut(&Progress),
+) -> Result<DownloadReport, DownloadError> {
+    smol::block_on(download_async(options, on_progress))
+}
+
+async fn download_async(
+    options: &DownloadOptions,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<DownloadReport, DownloadError> {
+    let connect = |source| DownloadError::Connect {
+        addr: options.addr,
+        source,
+    };
+    let mut tcp = TcpStream::connect(options.addr)
+        .or(async {
+            Timer::after(Duration::from_secs(10)).await;
+            Err(io::ErrorKind::TimedOut.into())
+        })
+        .await
+        .map_err(connect)?;
+    let _ = tcp.set_nodelay(true);
+    let part_size = options
+        .part_size
+        .unwrap_or_else(|| default_part_size(options.addr.ip()));
+    let mut session = GetSession::new(&options.name, &options.file, part_size);
+    tcp.write_all(&session.hello()).await?;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let stall = options.stall_timeout;
+    let offer = loop {
+        let n = tcp
+            .read(&mut buf)
+            .or(async {
+                Timer::after(stall).await;
+                Err(io::ErrorKind::TimedOut.into())
+            })
+            .await?;
+        if n == 0 {
+            return Err(DownloadError::Disconnected);
+        }
+        let (reply, offer) = session.on_bytes(&buf[..n])?;
+        tcp.write_all(&reply).await?;
+        if let Some(offer) = offer {
+            break offer;
+        }
+    };
+
+    let socket = Async::new(net::udp_socket(net::any_addr_like(options.addr))?)?;
+    socket
+        .get_ref()
+        .connect(SocketAddr::new(options.addr.ip(), offer.port))?;
+    let mut download = Download::start(Instant::now(), &offer, &options.out_dir)?;
+    let mut next_progress = Instant::now();
+    let result = loop {
+        let now = Instant::now();
+        while let Some(len) = download.poll_transmit(now, &mut buf) {
+            if socket.get_ref().send(&buf[..len]).is_err() {
+                break; // counted as lost; loss detection asks again
+            }
+        }
+        if let Some(outcome) = download.outcome(now) {
+            break outcome;
+        }
+        if now >= next_progress {
+            on_progress(&download.receiver().progress());
+            next_progress = now + PROGRESS_EVERY;
+        }
+        let wake = download
+            .poll_timeout()
+            .unwrap_or(next_progress)
+            .min(next_progress);
+        let readable = async { socket.readable().await.map(|()| true) };
+        let timer = async {
+            Timer::at(wake).await;
+            Ok(false)
+        };
+        if readable.or(timer).await? {
+            let now = Instant::now();
+            loop {
+                match socket.get_ref().recv(&mut buf) {
+                    Ok(n) => download.on_datagram(now, &buf[..n])?,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {}
+                }
+            }
+        }
+        if download
+            .poll_timeout()
+            .is_some_and(|at| at <= Instant::now())
+        {
+            download.handle_timeout(Instant::now())?;
+        }
+    };
+    on_progress(&download.receiver().progress());
+    let _ = tcp.write_all(GetSession::quit()).await;
+    let _ = tcp.flush().await;
+    result
+}
+
+/// Keeps the type visible to the client module.
+pub(crate) type UdpAsync = Async<UdpSocket>;

@@ -1,0 +1,415 @@
+//! The chat server and its transfer ports as smol tasks around one shared core.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::rc::Rc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use natter_core::chat::catalogue::DigestCache;
+use natter_core::chat::server::{ChatServer, ServerInput, ServerOutput, TransferOffer};
+use natter_runtime_common::upload::MAX_DATAGRAM;
+use natter_runtime_common::{ScannedFolder, ServerOptions, Upload, log, net, scan_folder};
+use smol::channel::{Receiver, Sender};
+use smol::future::FutureExt;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use smol::{Async, LocalExecutor, Timer};
+
+/// Bytes read from one connection before other tasks run: a flooding client is slowed (C6).
+const READ_CHUNK: usize = 16 * 1024;
+/// The timer task's longest sleep: the core's deadlines are re-read at least this often, because
+/// a task that changes them cannot interrupt the sleep cheaply.
+const TIMER_TICK: Duration = Duration::from_millis(50);
+/// How long a connection the core closed may take to receive what was queued before the close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+enum WriterMsg {
+    Data(Bytes),
+    Close,
+}
+
+struct Hub {
+    core: ChatServer,
+    writers: HashMap<u64, (Sender<WriterMsg>, TcpStream)>,
+    folder: ScannedFolder,
+    options: ServerOptions,
+}
+
+type Shared = Rc<RefCell<Hub>>;
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    options: ServerOptions,
+}
+
+/// A server running on its own thread; dropping the handle stops it.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Server {
+    pub fn bind(options: ServerOptions) -> io::Result<Self> {
+        let listener = TcpListener::bind(options.addr)?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            options,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn spawn(self) -> ServerHandle {
+        let local_addr = self.local_addr;
+        let (stop_tx, stop_rx) = smol::channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("natter-server-smol".into())
+            .spawn(move || self.run_until(stop_rx))
+            .ok();
+        ServerHandle {
+            local_addr,
+            stop: Some(stop_tx),
+            thread,
+        }
+    }
+
+    /// Runs on this thread until the process ends.
+    pub fn run(self) -> io::Result<()> {
+        let (_keep, stop_rx) = smol::channel::bounded::<()>(1);
+        self.run_until(stop_rx)
+    }
+
+    fn run_until(self, stop: Receiver<()>) -> io::Result<()> {
+        let executor = Rc::new(LocalExecutor::new());
+        let listener = Async::new(self.listener)?;
+        let mut digests = DigestCache::default();
+        let folder = scan_folder(&self.options.files, &mut digests).unwrap_or_else(|err| {
+            tracing::warn!(
+                "cannot read the served folder {}: {err}",
+                self.options.files.display()
+            );
+            ScannedFolder::default()
+        });
+        let core = ChatServer::new(
+            self.options.chat.clone(),
+            folder.catalogue.clone(),
+            log::random_seed(),
+        );
+        let hub: Shared = Rc::new(RefCell::new(Hub {
+            core,
+            writers: HashMap::new(),
+            folder,
+            options: self.options,
+        }));
+        tracing::info!("[STARTED] Waiting for connections...");
+        let ex = executor.clone();
+        let accept_loop = async move {
+            executor
+                .spawn(timer_task(hub.clone(), executor.clone(), digests))
+                .detach();
+            let mut next_conn = 0u64;
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let conn = next_conn;
+                        next_conn += 1;
+                        let stream = TcpStream::from(stream);
+                        let _ = stream.set_nodelay(true);
+                        let (tx, rx) = smol::channel::unbounded();
+                        {
+                            let mut h = hub.borrow_mut();
+                            h.writers.insert(conn, (tx, stream.clone()));
+                            h.core
+                                .handle_input(Instant::now(), ServerInput::Opened { conn, peer });
+                        }
+                        drain(&hub, &executor);
+                        executor
+                            .spawn(writer_task(
+                                hub.clone(),
+                                executor.clone(),
+                                conn,
+                                stream.clone(),
+                                rx,
+                            ))
+                            .detach();
+                        executor
+                            .spawn(reader_task(hub.clone(), executor.clone(), conn, stream))
+                            .detach();
+                    }
+                    Err(err) => {
+                        tracing::warn!("accept failed: {err}");
+                        Timer::after(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        };
+        let stopped = async move {
+            let _ = stop.recv().await;
+            Ok(())
+        };
+        smol::block_on(ex.run(accept_loop.or(stopped)))
+    }
+}
+
+/// Performs what the core asks, right after each input.
+fn drain(hub: &Shared, executor: &Rc<LocalExecutor<'static>>) {
+    loop {
+        let output = hub.borrow_mut().core.poll_output();
+        let Some(output) = output else { return };
+        match output {
+            ServerOutput::Send { conn, bytes } => {
+                if let Some((tx, _)) = hub.borrow().writers.get(&conn) {
+                    let _ = tx.try_send(WriterMsg::Data(bytes));
+                }
+            }
+            ServerOutput::Close { conn } => {
+                let known = hub.borrow_mut().writers.remove(&conn);
+                if let Some((tx, stream)) = known {
+                    let _ = tx.try_send(WriterMsg::Close);
+                    // What was queued before the close gets a moment to leave (an ERROR line
+                    // before a refusal); a client that does not read at all is cut off then.
+                    executor
+                        .spawn(async move {
+                            Timer::after(CLOSE_GRACE).await;
+                            let _ = stream.shutdown(std::net::Shutdown::Both);
+                        })
+                        .detach();
+                }
+            }
+            ServerOutput::StartTransfer(offer) => start_transfer(hub, executor, offer),
+            ServerOutput::Log(event) => log::server_event(&event),
+        }
+    }
+}
+
+fn input(hub: &Shared, executor: &Rc<LocalExecutor<'static>>, input: ServerInput<'_>) {
+    hub.borrow_mut().core.handle_input(Instant::now(), input);
+    drain(hub, executor);
+}
+
+async fn reader_task(
+    hub: Shared,
+    executor: Rc<LocalExecutor<'static>>,
+    conn: u64,
+    mut stream: TcpStream,
+) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => input(
+                &hub,
+                &executor,
+                ServerInput::Received {
+                    conn,
+                    bytes: &buf[..n],
+                },
+            ),
+        }
+        // Let every other connection have its turn before this one is read again.
+        smol::future::yield_now().await;
+        if !hub.borrow().writers.contains_key(&conn) {
+            return; // the core closed it; the writer task ends it
+        }
+    }
+    let known = hub.borrow_mut().writers.remove(&conn);
+    if let Some((tx, _)) = known {
+        let _ = tx.try_send(WriterMsg::Close);
+        input(&hub, &executor, ServerInput::Closed { conn });
+    }
+}
+
+async fn writer_task(
+    hub: Shared,
+    executor: Rc<LocalExecutor<'static>>,
+    conn: u64,
+    mut stream: TcpStream,
+    rx: Receiver<WriterMsg>,
+) {
+    while let Ok(msg) = rx.recv().await {
+        match msg {
+            WriterMsg::Data(bytes) => {
+                if stream.write_all(&bytes).await.is_err() {
+                    let known = hub.borrow_mut().writers.remove(&conn);
+                    if known.is_some() {
+                        input(&hub, &executor, ServerInput::Closed { conn });
+                    }
+                    break;
+                }
+                input(
+                    &hub,
+                    &executor,
+                    ServerInput::Sent {
+                        conn,
+                        len: bytes.len(),
+                    },
+                );
+            }
+            WriterMsg::Close => break,
+        }
+    }
+    let _ = stream.flush().await;
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>, mut digests: DigestCache) {
+    let rescan_every = hub.borrow().options.rescan_every;
+    let mut next_rescan = Instant::now() + rescan_every;
+    loop {
+        let now = Instant::now();
+        let due = hub.borrow().core.poll_timeout();
+        if due.is_some_and(|at| at <= now) {
+            hub.borrow_mut().core.handle_timeout(now);
+            drain(&hub, &executor);
+        }
+        if now >= next_rescan {
+            next_rescan = now + rescan_every;
+            let files = hub.borrow().options.files.clone();
+            match scan_folder(&files, &mut digests) {
+                Ok(folder) => {
+                    let mut h = hub.borrow_mut();
+                    h.core.set_catalogue(folder.catalogue.clone());
+                    h.folder = folder;
+                }
+                Err(err) => {
+                    tracing::warn!("cannot read the served folder {}: {err}", files.display())
+                }
+            }
+        }
+        let wake = [
+            hub.borrow().core.poll_timeout(),
+            Some(next_rescan),
+            Some(now + TIMER_TICK),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        Timer::at(wake.unwrap_or(now + TIMER_TICK)).await;
+    }
+}
+
+fn start_transfer(hub: &Shared, executor: &Rc<LocalExecutor<'static>>, offer: TransferOffer) {
+    let port = offer.port;
+    let now = Instant::now();
+    let (addr, upload) = {
+        let h = hub.borrow();
+        let identity = h.folder.identities.get(&offer.file).copied();
+        let upload = Upload::start(
+            now,
+            &offer,
+            &h.options.files,
+            identity,
+            h.options.idle_timeout,
+        );
+        (SocketAddr::new(h.options.addr.ip(), port), upload)
+    };
+    let socket = match net::udp_socket(addr).and_then(Async::new) {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::warn!(
+                "cannot bind UDP port {port} for transfer {}: {err}",
+                offer.transfer_id
+            );
+            input(hub, executor, ServerInput::TransferEnded { port });
+            return;
+        }
+    };
+    tracing::info!(
+        "[UDP STARTED] Waiting for connections... port {port}, transfer {}, file {}",
+        offer.transfer_id,
+        offer.file
+    );
+    executor
+        .spawn(transfer_task(
+            hub.clone(),
+            executor.clone(),
+            port,
+            socket,
+            upload,
+        ))
+        .detach();
+}
+
+async fn transfer_task(
+    hub: Shared,
+    executor: Rc<LocalExecutor<'static>>,
+    port: u16,
+    socket: Async<UdpSocket>,
+    mut upload: Upload,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        // Send everything the sender wants now.
+        loop {
+            let now = Instant::now();
+            let Some((to, datagram)) = upload.next_datagram(now) else {
+                break;
+            };
+            match socket.get_ref().send_to(datagram, to) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    upload.unsend();
+                    let _ = socket.writable().await;
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(end) = upload.end() {
+            tracing::info!("transfer on port {port} ended: {end:?}");
+            break;
+        }
+        let deadline = upload.poll_timeout();
+        let readable = async { socket.readable().await.map(|()| true) };
+        let timer = async {
+            match deadline {
+                Some(at) => Timer::at(at).await,
+                None => Timer::after(Duration::from_secs(3600)).await,
+            };
+            Ok(false)
+        };
+        match readable.or(timer).await {
+            Ok(true) => loop {
+                match socket.get_ref().recv_from(&mut buf) {
+                    Ok((n, from)) => upload.on_datagram(Instant::now(), from, &buf[..n]),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {}
+                }
+            },
+            Ok(false) => upload.handle_timeout(Instant::now()),
+            Err(_) => upload.handle_timeout(Instant::now()),
+        }
+        if upload.poll_timeout().is_some_and(|at| at <= Instant::now()) {
+            upload.handle_timeout(Instant::now());
+        }
+    }
+    drop(socket);
+    input(&hub, &executor, ServerInput::TransferEnded { port });
+}
