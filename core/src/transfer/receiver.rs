@@ -471,6 +471,16 @@ impl Receiver {
         self.pop_settled();
     }
 
+    /// The controller's pacing rate; none before the first RTT sample, so the initial window
+    /// goes out at once (RFC 9002 7.2) instead of being spread over a 333 ms guess of the RTT.
+    fn pacing_rate(&self) -> Option<f64> {
+        if self.rtt.has_sample() {
+            self.controller.pacing_rate(self.rtt.smoothed())
+        } else {
+            None
+        }
+    }
+
     /// Bytes the next request should ask for, if one may be sent now apart from pacing.
     fn request_need(&mut self) -> Option<u64> {
         if self.state != ReceiverState::Running || self.map.is_complete() {
@@ -481,7 +491,7 @@ impl Receiver {
             return None;
         }
         let window = self.controller.window();
-        let rate = self.controller.pacing_rate(self.rtt.smoothed());
+        let rate = self.pacing_rate();
         let part = u64::from(self.layout.part_size);
         let batch = Pacer::batch_bytes(rate, part, window).min(MAX_REQUEST_PAYLOAD);
         let need = batch.min(wanting);
@@ -576,7 +586,7 @@ impl Receiver {
         }
         self.last_sent = Some(now);
         self.progress.requests_sent += 1;
-        let rate = self.controller.pacing_rate(self.rtt.smoothed());
+        let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         self.controller.on_sent(now, bytes, self.in_flight);
         Some(datagram::encode_request(
@@ -640,7 +650,7 @@ impl Receiver {
             return false;
         }
         let window = self.controller.window();
-        let rate = self.controller.pacing_rate(self.rtt.smoothed());
+        let rate = self.pacing_rate();
         let batch = Pacer::batch_bytes(rate, u64::from(self.layout.part_size), window)
             .min(MAX_REQUEST_PAYLOAD);
         let need = batch.min(self.lost_bytes + self.unrequested_bytes);
