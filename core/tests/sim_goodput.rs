@@ -84,3 +84,21 @@ fn two_transfers_share_a_bottleneck_fairly_with_a_bounded_queue() {
     // Together they use the link well.
     assert!(a + b >= 0.9 * RATE as f64 * 0.5, "{a} + {b}");
 }
+
+/// The real benchmark's condition (1 Gbit/s, 20 ms, 5% loss each way), in the simulator. Slow in a
+/// debug build, so ignored; run with `cargo test --release -- --ignored`.
+#[test]
+#[ignore]
+fn gigabit_at_5_percent_loss() {
+    let config = SimConfig {
+        path: Path::symmetric(1_000_000_000, Duration::from_millis(20), 0.05),
+        seed: 5,
+        time_limit: Duration::from_secs(60),
+    };
+    let report = sim::run(Instant::now(), &config, &[FlowSpec::new(256 << 20, 1200)]);
+    let flow = &report.flows[0];
+    assert_eq!(flow.outcome, Outcome::Complete);
+    let pct = flow.goodput_bps / 1e9 * 100.0;
+    eprintln!("1 Gbit/s 20 ms 5%: {pct:.1}% {:?}", flow.progress);
+    assert!(pct >= 80.0, "{pct}");
+}
