@@ -39,6 +39,8 @@ pub struct LinkConfig {
     pub corrupt: f64,
     /// Drop-tail bound of the bottleneck queue, bytes.
     pub queue_bytes: u64,
+    /// Everything entering during `[from, until)` (simulated time) is lost: an outage.
+    pub blackhole: Option<(Duration, Duration)>,
 }
 
 impl LinkConfig {
@@ -53,6 +55,7 @@ impl LinkConfig {
             duplicate: 0.0,
             corrupt: 0.0,
             queue_bytes,
+            blackhole: None,
         }
     }
 }
@@ -119,6 +122,9 @@ impl Link {
                 rng.chance(ge.p_enter_bad)
             };
             lost |= self.bad && rng.chance(ge.loss_bad);
+        }
+        if let Some((from, until)) = self.config.blackhole {
+            lost |= (from.as_nanos()..until.as_nanos()).contains(&u128::from(now_ns));
         }
         if lost {
             self.stats.lost += 1;

@@ -1,4 +1,26 @@
 //! The UDP download engine (PROTOCOL.md section 2).
+//!
+//! - [`sender::Sender`]: one transfer, server side. Validates (token, client IP, first source
+//!   address, `req_seq` freshness, 256 parts / 2 MiB per request) and answers with
+//!   [`sender::SenderOutput::SendPart`] orders that the runtime fulfils with `pread` +
+//!   [`crate::wire::datagram::seal_part`] + `sendto`.
+//! - [`receiver::Receiver`]: one transfer, client side. The active end: a congestion-controlled,
+//!   paced window of requested parts, RFC 9002 loss detection, resume, in-order BLAKE3.
+//! - [`congestion`]: the controllers (delivery-rate BBR-like by default, NewReno, stop-and-wait).
+//! - [`pacing`], [`rtt`], [`parts`]: the pieces the receiver is built from.
+//!
+//! Everything takes time as an argument; timers are `poll_timeout` / `handle_timeout`.
+//!
+//! Runtime loop, client side (every input and timeout is followed by the same drain):
+//!
+//! ```text
+//! recv(buf)      -> if let Some(a) = rx.handle_datagram(now, &buf) { pwrite(a.offset, &buf[a.payload]) }
+//!                   while let Some((off, len)) = rx.next_to_hash() { rx.hash(off, bytes_at(off, len)) }
+//! timer fired    -> rx.handle_timeout(now)
+//! then always    -> while let Some(n) = rx.poll_transmit(now, &mut out) { send(&out[..n]) }
+//!                   arm a timer at rx.poll_timeout(); stop when rx.state() != Running and
+//!                   poll_transmit returns None (FINISHED has been sent)
+//! ```
 
 pub mod congestion;
 pub mod pacing;
@@ -6,3 +28,8 @@ pub mod parts;
 pub mod receiver;
 pub mod rtt;
 pub mod sender;
+
+pub use congestion::ControllerKind;
+pub use parts::ResumeError;
+pub use receiver::{Accept, Progress, Receiver, ReceiverConfig, ReceiverState, TransferError};
+pub use sender::{Sender, SenderConfig, SenderEnd, SenderOutput};

@@ -51,10 +51,16 @@ impl Pacer {
         self.next = Some(start + gap);
     }
 
-    /// How many payload bytes the next request should ask for.
+    /// How many payload bytes the next request should ask for. Unpaced (no rate yet: before
+    /// the first RTT sample, or a controller without pacing), the whole window goes in one
+    /// request, as QUIC sends its initial window.
     pub fn batch_bytes(rate: Option<f64>, part: u64, window: u64) -> u64 {
-        let by_rate = rate.map_or(u64::MAX, |r| (r * QUANTUM.as_secs_f64()) as u64);
-        by_rate.min(window / 4).max(part)
+        match rate {
+            Some(r) => ((r * QUANTUM.as_secs_f64()) as u64)
+                .min(window / 4)
+                .max(part),
+            None => window.max(part),
+        }
     }
 }
 
@@ -88,6 +94,7 @@ mod tests {
         assert_eq!(Pacer::batch_bytes(Some(12.5e6), 1200, 1 << 20), 12_500);
         assert_eq!(Pacer::batch_bytes(Some(12.5e6), 1200, 8_000), 2_000);
         assert_eq!(Pacer::batch_bytes(Some(1.0), 1200, 8_000), 1200);
-        assert_eq!(Pacer::batch_bytes(None, 1200, 4_800), 1200);
+        assert_eq!(Pacer::batch_bytes(None, 1200, 4_800), 4_800);
+        assert_eq!(Pacer::batch_bytes(None, 1200, 100), 1200);
     }
 }

@@ -5,7 +5,7 @@
 //! part size) so a record from another version of the file, or another part size, is refused
 //! instead of silently mixing two files' bytes (PROTOCOL.md 2.3, TEST-CATALOGUE U6).
 //!
-//! Record layout (big-endian): magic `NTRS`, version u8 = 1, digest [32], size u64, part_size u16,
+//! Record layout (big-endian): magic `NTRS`, version u8 = 1, digest (32 bytes), size u64, part_size u16,
 //! bitmap (ceil(n_parts / 8) bytes, part i is bit `i % 8` of byte `i / 8`), then a CRC32C of
 //! everything before it, so a torn write of the side-car is detected.
 

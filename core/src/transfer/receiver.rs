@@ -41,6 +41,12 @@ const PACKET_THRESHOLD: u64 = 3;
 const FINISHED_COPIES: u8 = 3;
 /// How many recent request send times are kept for RTT samples of late answers.
 const REQUEST_TIMES_KEPT: usize = 4096;
+/// The probe timeout backs off exponentially (RFC 9002 6.2) but not beyond this (unless one PTO is
+/// already longer): the server frees a transfer after 10 s without a valid request, so the gaps
+/// between our probes must stay well under that, and a path that comes back after a long outage
+/// (TEST-CATALOGUE U4: a 5 s blackhole) is noticed within 2 s, not 16. One window of requests
+/// every 2 s is no flood, all the more as the controllers collapse their window on persistent loss.
+const MAX_PTO: Duration = Duration::from_secs(2);
 /// Default for [`ReceiverConfig::give_up_after`].
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// The largest chunk [`Receiver::next_to_hash`] asks for, so a runtime reading back its `.part`
@@ -446,8 +452,9 @@ impl Receiver {
         if self.in_flight == 0 {
             return None;
         }
-        let backoff = 1u32 << self.pto_count.min(10);
-        Some(self.last_sent? + self.rtt.pto() * backoff)
+        let pto = self.rtt.pto();
+        let backed_off = (pto * (1u32 << self.pto_count.min(10))).min(MAX_PTO.max(pto));
+        Some(self.last_sent? + backed_off)
     }
 
     /// The probe timer fired: nothing has arrived for a PTO. Ask again for everything outstanding
@@ -464,6 +471,16 @@ impl Receiver {
         self.pop_settled();
     }
 
+    /// The controller's pacing rate; none before the first RTT sample, so the initial window
+    /// goes out at once (RFC 9002 7.2) instead of being spread over a 333 ms guess of the RTT.
+    fn pacing_rate(&self) -> Option<f64> {
+        if self.rtt.has_sample() {
+            self.controller.pacing_rate(self.rtt.smoothed())
+        } else {
+            None
+        }
+    }
+
     /// Bytes the next request should ask for, if one may be sent now apart from pacing.
     fn request_need(&mut self) -> Option<u64> {
         if self.state != ReceiverState::Running || self.map.is_complete() {
@@ -474,7 +491,7 @@ impl Receiver {
             return None;
         }
         let window = self.controller.window();
-        let rate = self.controller.pacing_rate(self.rtt.smoothed());
+        let rate = self.pacing_rate();
         let part = u64::from(self.layout.part_size);
         let batch = Pacer::batch_bytes(rate, part, window).min(MAX_REQUEST_PAYLOAD);
         let need = batch.min(wanting);
@@ -569,7 +586,7 @@ impl Receiver {
         }
         self.last_sent = Some(now);
         self.progress.requests_sent += 1;
-        let rate = self.controller.pacing_rate(self.rtt.smoothed());
+        let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         self.controller.on_sent(now, bytes, self.in_flight);
         Some(datagram::encode_request(
@@ -633,7 +650,7 @@ impl Receiver {
             return false;
         }
         let window = self.controller.window();
-        let rate = self.controller.pacing_rate(self.rtt.smoothed());
+        let rate = self.pacing_rate();
         let batch = Pacer::batch_bytes(rate, u64::from(self.layout.part_size), window)
             .min(MAX_REQUEST_PAYLOAD);
         let need = batch.min(self.lost_bytes + self.unrequested_bytes);

@@ -56,6 +56,9 @@ pub struct Bbr {
     round_lost: u64,
     round_min_rtt: Option<Duration>,
     in_flight: u64,
+    /// The probe timer fired repeatedly: the path may be gone, so keep the minimum window until
+    /// something arrives again (BBR does the same after a retransmission timeout).
+    collapsed: bool,
 }
 
 impl Bbr {
@@ -75,6 +78,7 @@ impl Bbr {
             round_lost: 0,
             round_min_rtt: None,
             in_flight: 0,
+            collapsed: false,
         }
     }
 
@@ -209,6 +213,7 @@ impl Controller for Bbr {
 
     fn on_delivered(&mut self, d: &Delivery) {
         self.in_flight = d.in_flight;
+        self.collapsed = false;
         if d.round_start {
             self.end_round();
         }
@@ -238,13 +243,14 @@ impl Controller for Bbr {
         self.update_mode(d.now);
     }
 
-    fn on_lost(&mut self, _now: Instant, bytes: u64, _sent: Instant, _persistent: bool) {
+    fn on_lost(&mut self, _now: Instant, bytes: u64, _sent: Instant, persistent: bool) {
+        self.collapsed |= persistent;
         self.round_lost += bytes;
         self.in_flight = self.in_flight.saturating_sub(bytes);
     }
 
     fn window(&self) -> u64 {
-        if matches!(self.mode, Mode::ProbeRtt { .. }) {
+        if self.collapsed || matches!(self.mode, Mode::ProbeRtt { .. }) {
             return self.min_window();
         }
         let (_, cwnd_gain) = self.gains();

@@ -1,0 +1,350 @@
+//! Scripted sessions with the client side of a transfer. PROTOCOL 2.2-2.3; TEST-CATALOGUE U4, U6.
+
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use natter_core::transfer::congestion::ControllerKind;
+use natter_core::transfer::parts::ResumeError;
+use natter_core::transfer::receiver::{
+    Accept, Receiver, ReceiverConfig, ReceiverState, TransferError,
+};
+use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
+
+const TOKEN: u64 = 0x0123_4567_89ab_cdef;
+
+fn file(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn config(content: &[u8], part_size: u16) -> ReceiverConfig {
+    ReceiverConfig::new(
+        TOKEN,
+        content.len() as u64,
+        part_size,
+        *blake3::hash(content).as_bytes(),
+    )
+}
+
+fn part(content: &[u8], part_size: usize, req_seq: u32, i: u32) -> Vec<u8> {
+    let start = i as usize * part_size;
+    let end = (start + part_size).min(content.len());
+    datagram::encode_part(TOKEN, req_seq, i, &content[start..end])
+}
+
+/// Sends whatever the receiver wants to send now; returns the parsed requests.
+fn transmit(r: &mut Receiver, now: Instant) -> Vec<(u32, Vec<(u32, u32)>)> {
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    let mut out = Vec::new();
+    while let Some(n) = r.poll_transmit(now, &mut buf) {
+        match datagram::parse(&buf[..n]) {
+            Ok(Datagram::Request(req)) => out.push((req.req_seq, req.ranges)),
+            Ok(Datagram::Finished { .. }) => out.push((u32::MAX, Vec::new())),
+            other => panic!("receiver sent {other:?}"),
+        }
+    }
+    out
+}
+
+/// Feeds a part, writes and hashes it like a runtime would.
+fn deliver(r: &mut Receiver, now: Instant, dgram: &[u8], written: &mut [u8]) -> Option<Accept> {
+    let acc = r.handle_datagram(now, dgram)?;
+    let at = acc.offset as usize;
+    written[at..at + acc.payload.len()].copy_from_slice(&dgram[acc.payload.clone()]);
+    while let Some((offset, len)) = r.next_to_hash() {
+        let at = offset as usize;
+        r.hash(offset, &written[at..at + len]);
+    }
+    Some(acc)
+}
+
+fn parts_of(ranges: &[(u32, u32)]) -> Vec<u32> {
+    ranges.iter().flat_map(|&(a, b)| a..=b).collect()
+}
+
+#[test]
+fn happy_path_transcript() {
+    // A 5-part file answered perfectly, 10 ms round trips.
+    let content = file(4 * 1000 + 321);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    let mut written = vec![0; content.len()];
+    let mut log = String::new();
+    let mut now = t0;
+    for _ in 0..4 {
+        let reqs = transmit(&mut r, now);
+        now += Duration::from_millis(10);
+        for (seq, ranges) in reqs {
+            if seq == u32::MAX {
+                writeln!(log, "send FINISHED").unwrap_or_default();
+                continue;
+            }
+            writeln!(log, "send REQUEST {seq} {ranges:?}").unwrap_or_default();
+            for i in parts_of(&ranges) {
+                let acc = deliver(&mut r, now, &part(&content, 1000, seq, i), &mut written);
+                writeln!(log, "  part {i} (req {seq}) -> {acc:?}").unwrap_or_default();
+            }
+        }
+        writeln!(log, "state {:?}", r.state()).unwrap_or_default();
+    }
+    assert!(written == content);
+    assert_eq!(r.state(), ReceiverState::Complete);
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn duplicates_corrupt_and_impossible_parts_are_dropped() {
+    let content = file(2500);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    let mut written = vec![0; content.len()];
+    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 2)])]);
+    let good = part(&content, 1000, 0, 0);
+    assert!(deliver(&mut r, t0, &good, &mut written).is_some());
+    assert_eq!(deliver(&mut r, t0, &good, &mut written), None, "duplicate");
+    let mut corrupt = part(&content, 1000, 0, 1);
+    corrupt[30] ^= 4;
+    assert_eq!(deliver(&mut r, t0, &corrupt, &mut written), None, "bad CRC");
+    // Wrong size for the offer: part 1 must be 1000 bytes, the last part 500.
+    let short = datagram::encode_part(TOKEN, 0, 1, &content[1000..1999]);
+    assert_eq!(
+        deliver(&mut r, t0, &short, &mut written),
+        None,
+        "short part"
+    );
+    let long_last = datagram::encode_part(TOKEN, 0, 2, &content[1000..2000]);
+    assert_eq!(
+        deliver(&mut r, t0, &long_last, &mut written),
+        None,
+        "long last part"
+    );
+    let past_end = datagram::encode_part(TOKEN, 0, 3, &content[..500]);
+    assert_eq!(
+        deliver(&mut r, t0, &past_end, &mut written),
+        None,
+        "index past end"
+    );
+    let other_token = datagram::encode_part(TOKEN ^ 1, 0, 1, &content[1000..2000]);
+    assert_eq!(
+        deliver(&mut r, t0, &other_token, &mut written),
+        None,
+        "token"
+    );
+    let p = r.progress();
+    assert_eq!(p.duplicates, 1);
+    assert_eq!(p.dropped, 5);
+    assert_eq!(p.parts_received, 1);
+    assert_eq!(r.state(), ReceiverState::Running);
+}
+
+#[test]
+fn digest_mismatch_fails_and_sends_no_finished() {
+    let content = file(3000);
+    let mut cfg = config(&content, 1000);
+    cfg.blake3[0] ^= 1;
+    let t0 = Instant::now();
+    let mut r = Receiver::new(cfg, t0);
+    let mut written = vec![0; content.len()];
+    transmit(&mut r, t0);
+    for i in 0..3 {
+        deliver(&mut r, t0, &part(&content, 1000, 0, i), &mut written);
+    }
+    assert_eq!(
+        r.state(),
+        ReceiverState::Failed(TransferError::DigestMismatch)
+    );
+    assert!(transmit(&mut r, t0).is_empty());
+}
+
+#[test]
+fn abort_from_server_fails_with_a_sanitised_reason() {
+    let content = file(3000);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    let mut buf = [0u8; 128];
+    let n = datagram::encode_abort(TOKEN, AbortCode::FileChanged, "gone\n\x1b[2Jfake", &mut buf);
+    assert_eq!(r.handle_datagram(t0, &buf[..n]), None);
+    assert_eq!(
+        r.state(),
+        ReceiverState::Failed(TransferError::Aborted {
+            code: AbortCode::FileChanged,
+            reason: "gone\u{fffd}\u{fffd}[2Jfake".into()
+        })
+    );
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn empty_file_completes_at_once_and_sends_finished() {
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&[], 1200), t0);
+    assert_eq!(r.state(), ReceiverState::Complete);
+    assert_eq!(transmit(&mut r, t0).len(), 3, "FINISHED three times");
+}
+
+#[test]
+fn packet_threshold_declares_the_gap_lost_and_asks_again() {
+    // 40 parts of 1000 bytes; the first request asks for the initial window (10 parts).
+    let content = file(40_000);
+    let t0 = Instant::now();
+    let mut cfg = config(&content, 1000);
+    cfg.controller = ControllerKind::NewReno;
+    let mut r = Receiver::new(cfg, t0);
+    let mut written = vec![0; content.len()];
+    let first = transmit(&mut r, t0);
+    assert_eq!(first, vec![(0, vec![(0, 9)])]);
+    // Parts 0 and 2..=9 arrive; part 1 is missing, then 3 later parts are in.
+    let t1 = t0 + Duration::from_millis(20);
+    for i in [0, 2, 3, 4] {
+        deliver(&mut r, t1, &part(&content, 1000, 0, i), &mut written);
+    }
+    assert_eq!(r.progress().parts_lost, 1);
+    let mut asked = Vec::new();
+    let mut now = t1;
+    while asked.is_empty() && now < t1 + Duration::from_secs(1) {
+        asked = transmit(&mut r, now);
+        now = r.poll_timeout().unwrap_or(now).max(now);
+    }
+    // The lost part goes first, before new parts.
+    assert_eq!(asked[0].1[0], (1, 1), "{asked:?}");
+    assert_eq!(r.progress().parts_retransmitted, 1);
+}
+
+#[test]
+fn probe_timeout_asks_again_for_everything_outstanding() {
+    let content = file(5000);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 4)])]);
+    // Nothing comes back. Before any RTT sample the PTO is 333 ms + 4 * 166.5 ms.
+    let pto = r.poll_timeout().unwrap_or(t0);
+    assert_eq!(pto - t0, Duration::from_millis(999));
+    r.handle_timeout(pto);
+    assert_eq!(transmit(&mut r, pto), vec![(1, vec![(0, 4)])]);
+    assert_eq!(r.progress().probe_timeouts, 1);
+    // Backed off: the second probe waits twice as long.
+    let pto2 = r.poll_timeout().unwrap_or(pto);
+    assert_eq!(pto2 - pto, Duration::from_millis(1998));
+    // A late answer to the first request is still good data.
+    let mut written = vec![0; content.len()];
+    assert!(deliver(&mut r, pto2, &part(&content, 1000, 0, 3), &mut written).is_some());
+}
+
+#[test]
+fn gives_up_after_no_progress() {
+    let content = file(5000);
+    let t0 = Instant::now();
+    let mut cfg = config(&content, 1000);
+    cfg.give_up_after = Duration::from_secs(3);
+    let mut r = Receiver::new(cfg, t0);
+    let mut now = t0;
+    while r.state() == ReceiverState::Running {
+        transmit(&mut r, now);
+        now = r.poll_timeout().unwrap_or(now);
+        r.handle_timeout(now);
+    }
+    assert_eq!(now - t0, Duration::from_secs(3));
+    assert_eq!(
+        r.state(),
+        ReceiverState::Failed(TransferError::NoProgress(Duration::from_secs(3)))
+    );
+}
+
+#[test]
+fn u6_resume_asks_only_for_missing_parts() {
+    let content = file(10_000);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    let mut written = vec![0; content.len()];
+    transmit(&mut r, t0);
+    for i in [0, 1, 2, 5, 7] {
+        deliver(&mut r, t0, &part(&content, 1000, 0, i), &mut written);
+    }
+    let saved = r.save_state();
+    drop(r);
+    // A new process: only the .part file and the record survive.
+    let mut r =
+        Receiver::resume(config(&content, 1000), t0, &saved).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.progress().bytes_received, 5000);
+    // The arrived prefix is hashed again from the file.
+    assert_eq!(r.next_to_hash(), Some((0, 3000)));
+    r.hash(0, &written[..3000]);
+    let asked = transmit(&mut r, t0);
+    let asked: Vec<u32> = asked.iter().flat_map(|(_, rs)| parts_of(rs)).collect();
+    assert_eq!(asked, vec![3, 4, 6, 8, 9]);
+    for i in asked {
+        deliver(&mut r, t0, &part(&content, 1000, 1, i), &mut written);
+    }
+    assert!(written == content);
+    assert_eq!(r.state(), ReceiverState::Complete);
+}
+
+#[test]
+fn u6_resume_refuses_a_record_from_another_offer() {
+    let content = file(10_000);
+    let t0 = Instant::now();
+    let r = Receiver::new(config(&content, 1000), t0);
+    let saved = r.save_state();
+    let mut changed = content.clone();
+    changed[0] ^= 1;
+    assert_eq!(
+        Receiver::resume(config(&changed, 1000), t0, &saved).map(|_| ()),
+        Err(ResumeError::DifferentOffer)
+    );
+    assert_eq!(
+        Receiver::resume(config(&content, 1001), t0, &saved).map(|_| ()),
+        Err(ResumeError::DifferentOffer)
+    );
+    assert!(Receiver::resume(config(&content, 1000), t0, &saved[..10]).is_err());
+}
+
+#[test]
+fn hash_ignores_bytes_outside_the_arrived_prefix() {
+    let content = file(3000);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    transmit(&mut r, t0);
+    assert!(r.handle_datagram(t0, &part(&content, 1000, 0, 1)).is_some());
+    // Part 0 has not arrived: nothing to hash, and bytes offered anyway are ignored.
+    assert_eq!(r.next_to_hash(), None);
+    r.hash(0, &content);
+    assert!(r.handle_datagram(t0, &part(&content, 1000, 0, 0)).is_some());
+    // Now 0..2000 is the prefix; a misaligned offset is ignored, and so are bytes past it.
+    assert_eq!(r.next_to_hash(), Some((0, 2000)));
+    r.hash(5, &content[5..2000]);
+    assert_eq!(r.next_to_hash(), Some((0, 2000)));
+    r.hash(0, &content[..1500]);
+    assert_eq!(r.next_to_hash(), Some((1500, 500)));
+    r.hash(1500, &content[1500..]);
+    assert_eq!(r.next_to_hash(), None);
+    assert_eq!(r.state(), ReceiverState::Running);
+    assert!(r.handle_datagram(t0, &part(&content, 1000, 0, 2)).is_some());
+    assert_eq!(r.next_to_hash(), Some((2000, 1000)));
+    r.hash(2000, &content[2000..]);
+    assert_eq!(r.state(), ReceiverState::Complete);
+}
+
+#[test]
+fn requests_are_paced_not_burst() {
+    // After the first RTT sample, requests of a big window go out spread over time.
+    let content = file(4 << 20);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1200), t0);
+    let mut written = vec![0; content.len()];
+    let first = transmit(&mut r, t0);
+    let t1 = t0 + Duration::from_millis(20);
+    for (seq, ranges) in first {
+        for i in parts_of(&ranges) {
+            deliver(&mut r, t1, &part(&content, 1200, seq, i), &mut written);
+        }
+    }
+    // At t1 one paced request goes out, the next only at the pacing timer.
+    let now_reqs = transmit(&mut r, t1);
+    assert_eq!(now_reqs.len(), 1, "{now_reqs:?}");
+    let next = r.poll_timeout().unwrap_or(t1);
+    assert!(
+        next > t1 && next < t1 + Duration::from_millis(20),
+        "{:?}",
+        next - t1
+    );
+    assert_eq!(transmit(&mut r, next).len(), 1);
+}

@@ -1,0 +1,341 @@
+//! Scripted sessions with the server side of a transfer. PROTOCOL 2.1-2.2; TEST-CATALOGUE U1-U3,
+//! U7, U8. Transcripts are insta snapshots: one line per thing the sender asks the runtime to do.
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use natter_core::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderOutput};
+use natter_core::wire::datagram::{self, AbortCode, Datagram};
+
+const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
+const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+fn client() -> SocketAddr {
+    SocketAddr::new(CLIENT_IP, 40_000)
+}
+
+fn sender(size: u64, part_size: u16, now: Instant) -> Sender {
+    Sender::new(
+        SenderConfig {
+            token: TOKEN,
+            peer_ip: CLIENT_IP,
+            size,
+            part_size,
+            idle_timeout: Duration::from_secs(10),
+        },
+        now,
+    )
+}
+
+fn request(req_seq: u32, ranges: &[(u32, u32)]) -> Vec<u8> {
+    let mut buf = vec![0; datagram::request_len(ranges.len())];
+    datagram::encode_request(TOKEN, req_seq, ranges, &mut buf);
+    buf
+}
+
+fn finished(token: u64) -> Vec<u8> {
+    let mut buf = vec![0; datagram::HEADER_LEN];
+    datagram::encode_finished(token, &mut buf);
+    buf
+}
+
+/// Drains the sender's outputs into transcript lines.
+fn drain(s: &mut Sender, log: &mut String) -> usize {
+    let mut n = 0;
+    while let Some(out) = s.poll_output() {
+        n += 1;
+        match out {
+            SenderOutput::SendPart {
+                to,
+                req_seq,
+                part,
+                offset,
+                len,
+            } => writeln!(
+                log,
+                "  send part {part} (req {req_seq}, offset {offset}, len {len}) to {to}"
+            ),
+            SenderOutput::SendDatagram { to, bytes } => match datagram::parse(&bytes) {
+                Ok(Datagram::Abort(a)) => writeln!(
+                    log,
+                    "  send ABORT {} \"{}\" to {to}",
+                    u16::from(a.code),
+                    a.reason
+                ),
+                other => writeln!(log, "  send unexpected {other:?}"),
+            },
+            SenderOutput::Done(end) => writeln!(log, "  done: {end:?}"),
+        }
+        .unwrap_or_default();
+    }
+    n
+}
+
+fn step(
+    s: &mut Sender,
+    now: Instant,
+    from: SocketAddr,
+    what: &str,
+    bytes: &[u8],
+    log: &mut String,
+) {
+    writeln!(log, "{what} from {from}").unwrap_or_default();
+    s.handle_datagram(now, from, bytes);
+    if drain(s, log) == 0 {
+        writeln!(log, "  (nothing)").unwrap_or_default();
+    }
+}
+
+#[test]
+fn answers_requests_and_finishes() {
+    // PROTOCOL 3 example: a 1841-byte file in 1200-byte parts.
+    let t0 = Instant::now();
+    let mut s = sender(1841, 1200, t0);
+    let mut log = String::new();
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 0 [0-1]",
+        &request(0, &[(0, 1)]),
+        &mut log,
+    );
+    step(&mut s, t0, client(), "FINISHED", &finished(TOKEN), &mut log);
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 1 [0-0] after the end",
+        &request(1, &[(0, 0)]),
+        &mut log,
+    );
+    assert!(s.is_done());
+    assert_eq!(s.poll_timeout(), None);
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn u2_answers_only_the_right_token_ip_and_first_address() {
+    let t0 = Instant::now();
+    let mut s = sender(10_000, 1000, t0);
+    let mut log = String::new();
+    let mut wrong_token = request(0, &[(0, 0)]);
+    wrong_token[11] ^= 1;
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST with a wrong token",
+        &wrong_token,
+        &mut log,
+    );
+    let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40_000);
+    step(
+        &mut s,
+        t0,
+        stranger,
+        "REQUEST 0 from another IP",
+        &request(0, &[(0, 0)]),
+        &mut log,
+    );
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 0 [3-4]",
+        &request(0, &[(3, 4)]),
+        &mut log,
+    );
+    let other_port = SocketAddr::new(CLIENT_IP, 40_001);
+    step(
+        &mut s,
+        t0,
+        other_port,
+        "REQUEST 1 from the client's IP, another port",
+        &request(1, &[(5, 5)]),
+        &mut log,
+    );
+    step(
+        &mut s,
+        t0,
+        other_port,
+        "FINISHED from another port",
+        &finished(TOKEN),
+        &mut log,
+    );
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 2 [5-5]",
+        &request(2, &[(5, 5)]),
+        &mut log,
+    );
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn u3_duplicated_and_replayed_requests_send_nothing_more() {
+    let t0 = Instant::now();
+    let mut s = sender(10_000, 1000, t0);
+    let req = request(4, &[(0, 1)]);
+    s.handle_datagram(t0, client(), &req);
+    let mut log = String::new();
+    assert_eq!(drain(&mut s, &mut log), 2);
+    for _ in 0..10 {
+        s.handle_datagram(t0, client(), &req);
+        assert_eq!(s.poll_output(), None);
+    }
+    // An older req_seq is a replay too.
+    s.handle_datagram(t0, client(), &request(3, &[(2, 2)]));
+    assert_eq!(s.poll_output(), None);
+    assert_eq!(s.stats().requests_ignored, 11);
+    assert_eq!(s.stats().parts_sent, 2);
+}
+
+#[test]
+fn answers_at_most_256_parts_per_request() {
+    let t0 = Instant::now();
+    let mut s = sender(1_000_000, 512, t0);
+    s.handle_datagram(t0, client(), &request(0, &[(0, 99), (200, 499)]));
+    let mut parts = Vec::new();
+    while let Some(SenderOutput::SendPart { part, .. }) = s.poll_output() {
+        parts.push(part);
+    }
+    assert_eq!(parts.len(), 256);
+    assert_eq!(parts[99], 99);
+    assert_eq!(parts[100], 200);
+    assert_eq!(parts.last(), Some(&355));
+}
+
+#[test]
+fn answers_at_most_2_mib_per_request() {
+    let t0 = Instant::now();
+    let mut s = sender(10_000_000, 65_000, t0);
+    s.handle_datagram(t0, client(), &request(0, &[(0, 100)]));
+    let mut total = 0;
+    let mut count = 0;
+    while let Some(SenderOutput::SendPart { len, .. }) = s.poll_output() {
+        total += len as u64;
+        count += 1;
+    }
+    // 2 MiB / 65000 = 32.26: the first 32 parts.
+    assert_eq!(count, 32);
+    assert!(total <= 2 << 20);
+}
+
+#[test]
+fn u1_part_past_the_end_is_answered_with_abort_2() {
+    let t0 = Instant::now();
+    let mut s = sender(2500, 1000, t0);
+    let mut log = String::new();
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 0 [0-0] [2-3] (3 parts exist)",
+        &request(0, &[(0, 0), (2, 3)]),
+        &mut log,
+    );
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn u1_garbage_never_panics_and_gets_no_reply() {
+    let t0 = Instant::now();
+    let mut s = sender(2500, 1000, t0);
+    let mut x: u32 = 12345;
+    for len in 0..2000usize {
+        let bytes: Vec<u8> = (0..len % 64)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            })
+            .collect();
+        s.handle_datagram(t0, client(), &bytes);
+        assert_eq!(s.poll_output(), None);
+    }
+    // A PART or an ABORT sent to the server is dropped too.
+    s.handle_datagram(t0, client(), &datagram::encode_part(TOKEN, 0, 0, b"x"));
+    assert_eq!(s.poll_output(), None);
+    assert_eq!(s.stats().dropped, 2001);
+}
+
+#[test]
+fn u7_file_changed_sends_abort_1() {
+    let t0 = Instant::now();
+    let mut s = sender(2500, 1000, t0);
+    let mut log = String::new();
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 0 [0-0]",
+        &request(0, &[(0, 0)]),
+        &mut log,
+    );
+    writeln!(log, "runtime: file changed").unwrap_or_default();
+    s.file_changed();
+    drain(&mut s, &mut log);
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn u8_idle_timeout_counts_from_offer_and_last_valid_request() {
+    let t0 = Instant::now();
+    let mut s = sender(2500, 1000, t0);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    let t1 = t0 + Duration::from_secs(4);
+    s.handle_datagram(t1, client(), &request(0, &[(0, 0)]));
+    drain(&mut s, &mut String::new());
+    assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    // A replayed request does not keep the port alive.
+    s.handle_datagram(
+        t1 + Duration::from_secs(5),
+        client(),
+        &request(0, &[(0, 0)]),
+    );
+    assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
+    s.handle_timeout(t1 + Duration::from_secs(9));
+    assert_eq!(s.poll_output(), None);
+    s.handle_timeout(t1 + Duration::from_secs(10));
+    let mut log = String::new();
+    drain(&mut s, &mut log);
+    assert!(s.is_done());
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn idle_timeout_without_any_client_ends_silently() {
+    let t0 = Instant::now();
+    let mut s = sender(2500, 1000, t0);
+    s.handle_timeout(t0 + Duration::from_secs(10));
+    assert_eq!(
+        s.poll_output(),
+        Some(SenderOutput::Done(SenderEnd::TimedOut))
+    );
+    assert_eq!(s.poll_output(), None);
+}
+
+#[test]
+fn empty_file_finishes_without_any_request() {
+    let t0 = Instant::now();
+    let mut s = sender(0, 1200, t0);
+    s.handle_datagram(t0, client(), &finished(TOKEN));
+    assert_eq!(
+        s.poll_output(),
+        Some(SenderOutput::Done(SenderEnd::Finished))
+    );
+    // Any request for an empty file is past its end.
+    let mut s = sender(0, 1200, t0);
+    s.handle_datagram(t0, client(), &request(0, &[(0, 0)]));
+    assert!(matches!(
+        s.poll_output(),
+        Some(SenderOutput::SendDatagram { .. })
+    ));
+    assert_eq!(
+        s.poll_output(),
+        Some(SenderOutput::Done(SenderEnd::Aborted(AbortCode::PastEnd)))
+    );
+}
