@@ -184,7 +184,10 @@ fn line_errors(rt: Rt) {
     // text) still fits the 4096-byte limit every client enforces; one byte more is refused.
     let max = "m".repeat(4096 - "alice: ".len());
     a.send(&max);
-    assert!(a.line() == format!("alice: {max}"), "the longest message was not relayed");
+    assert!(
+        a.line() == format!("alice: {max}"),
+        "the longest message was not relayed"
+    );
     a.send(&format!("{max}m"));
     assert!(a.line().starts_with("ERROR message too long"));
     assert_eq!(a.sync(), vec!["ALL".to_owned()]);
@@ -220,7 +223,9 @@ fn bytes_whole_and_one_at_a_time(rt: Rt) {
     for line in expect_whole {
         assert_eq!(whole.line(), line);
     }
-    let script2 = String::from_utf8(script.to_vec()).unwrap().replace("zoë", "ünï");
+    let script2 = String::from_utf8(script.to_vec())
+        .unwrap()
+        .replace("zoë", "ünï");
     let mut slow = Raw::connect(server.addr);
     slow.stream().set_nodelay(true).unwrap();
     for byte in script2.as_bytes() {

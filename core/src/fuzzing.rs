@@ -188,3 +188,124 @@ pub fn chat_server_session(data: &[u8], start: Instant) {
         }
     }
 }
+
+/// Hostile datagrams at both ends of a transfer. The input is a series of length-prefixed chunks;
+/// each is either sent raw or, when its first byte says so, turned into a well-formed PART (with
+/// the true bytes of the file, or with flipped bytes and a valid CRC, as a forger would) or a
+/// REQUEST. Invariants: no panic; the sender only asks for reads inside the file and answers at
+/// most one request's worth per REQUEST; the receiver accepts only parts that fit the offer, and
+/// declares the file complete only when what it wrote is the file (the BLAKE3 check catches a
+/// forged part that carried a valid CRC).
+pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
+    use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use crate::transfer::receiver::{Receiver, ReceiverConfig, ReceiverState};
+    use crate::transfer::sender::{Sender, SenderConfig, SenderOutput};
+    use crate::wire::datagram::{MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD};
+
+    const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
+    const PART_SIZE: u16 = 512;
+    let size: u64 = 3000;
+    let file: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let digest = *blake3::hash(&file).as_bytes();
+    let client_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut sender = Sender::new(
+        SenderConfig {
+            token: TOKEN,
+            peer_ip: client_ip,
+            size,
+            part_size: PART_SIZE,
+            idle_timeout: Duration::from_secs(10),
+        },
+        start,
+    );
+    let mut receiver = Receiver::new(ReceiverConfig::new(TOKEN, size, PART_SIZE, digest), start);
+    let mut written = vec![0u8; size as usize];
+    let mut now = start;
+    let mut input = data;
+    let mut out = [0u8; 4096];
+    while let Some((&len, rest)) = input.split_first() {
+        let take = usize::from(len).min(rest.len());
+        let (chunk, rest) = rest.split_at(take);
+        input = rest;
+        now += Duration::from_millis(u64::from(len % 16));
+        let kind = chunk.first().copied().unwrap_or(0);
+        let datagram: Vec<u8> = match kind % 4 {
+            // A real part (true bytes, or forged ones with a valid CRC).
+            0 | 1 => {
+                let part = u32::from(chunk.get(1).copied().unwrap_or(0) % 7);
+                let offset = (u64::from(part) * u64::from(PART_SIZE)).min(size) as usize;
+                let end = (offset + usize::from(PART_SIZE)).min(size as usize);
+                let mut payload = file[offset..end].to_vec();
+                if kind % 4 == 1
+                    && let Some(b) = payload.first_mut()
+                {
+                    *b ^= 0x55;
+                }
+                datagram::encode_part(TOKEN, u32::from(kind), part, &payload)
+            }
+            // A request with ranges taken from the chunk.
+            2 => {
+                let ranges: Vec<(u32, u32)> = chunk[1..]
+                    .chunks(2)
+                    .take(MAX_PARTS_PER_REQUEST)
+                    .map(|p| {
+                        let a = u32::from(p[0]) % 9;
+                        let b = a + u32::from(p.get(1).copied().unwrap_or(0)) % 9;
+                        (a, b)
+                    })
+                    .collect();
+                let n = datagram::encode_request(TOKEN, u32::from(len), &ranges, &mut out);
+                out[..n].to_vec()
+            }
+            _ => chunk.to_vec(),
+        };
+        // At the sender, from the client's address or from a stranger.
+        let port = if kind & 0x80 == 0 { 4000 } else { 4001 };
+        let ip = if kind & 0x40 == 0 {
+            client_ip
+        } else {
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+        };
+        sender.handle_datagram(now, SocketAddr::new(ip, port), &datagram);
+        let mut parts_this_request = 0usize;
+        let mut bytes_this_request = 0u64;
+        while let Some(output) = sender.poll_output() {
+            if let SenderOutput::SendPart { offset, len, .. } = output {
+                assert!(offset + len as u64 <= size, "read past the end of the file");
+                parts_this_request += 1;
+                bytes_this_request += len as u64;
+            }
+        }
+        assert!(parts_this_request <= MAX_PARTS_PER_REQUEST);
+        assert!(bytes_this_request <= MAX_REQUEST_PAYLOAD);
+        if sender.poll_timeout().is_some_and(|at| at <= now) {
+            sender.handle_timeout(now);
+        }
+
+        // At the receiver, as the runtime would: write what is accepted, hash in order.
+        if let Some(accept) = receiver.handle_datagram(now, &datagram) {
+            let payload = &datagram[accept.payload.clone()];
+            let expected_len = (size - accept.offset).min(u64::from(PART_SIZE)) as usize;
+            assert_eq!(accept.offset, u64::from(accept.part) * u64::from(PART_SIZE));
+            assert_eq!(
+                payload.len(),
+                expected_len,
+                "accepted a part of the wrong size"
+            );
+            let at = accept.offset as usize;
+            written[at..at + payload.len()].copy_from_slice(payload);
+            while let Some((offset, len)) = receiver.next_to_hash() {
+                let at = offset as usize;
+                receiver.hash(offset, &written[at..at + len]);
+            }
+        }
+        while receiver.poll_transmit(now, &mut out).is_some() {}
+        if receiver.poll_timeout().is_some_and(|at| at <= now) {
+            receiver.handle_timeout(now);
+        }
+        if receiver.state() == ReceiverState::Complete {
+            assert_eq!(written, file, "declared complete with wrong bytes");
+        }
+    }
+}

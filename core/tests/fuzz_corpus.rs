@@ -48,3 +48,11 @@ fn chat_server_corpus() {
         fuzzing::chat_server_session(data, start)
     });
 }
+
+#[test]
+fn transfer_corpus() {
+    let start = Instant::now();
+    replay("transfer", |data| {
+        fuzzing::transfer_hostile_datagrams(data, start)
+    });
+}

@@ -2,8 +2,8 @@
 //!
 //! It runs real [`Receiver`]s against real [`Sender`]s over a simulated path ([`link::Link`] each
 //! way) with an event queue keyed by simulated time. Nothing here reads a clock: all instants are
-//! `base + offset`, where `base` is an `Instant` the caller passes in (tests and examples take
-//! `Instant::now()` once). The same seed gives the same run, bit for bit, so a failing seed is a
+//! `base + offset`, where `base` is an `Instant` the caller passes in (tests and examples read the
+//! clock once for it). The same seed gives the same run, bit for bit, so a failing seed is a
 //! reproducible bug.
 //!
 //! Several transfers can share the path (and so its bottleneck queue), which is how fairness and
