@@ -101,11 +101,19 @@ fn get(args: cli::GetArgs) -> ExitCode {
         stall_timeout: args.stall_timeout.into(),
     };
     let mut bar = line_ui::ProgressBar::hidden_until_known(&options.file, args.quiet);
+    let mut last = None;
+    let mut on_progress = |p: &natter_core::transfer::receiver::Progress| {
+        bar.update(p);
+        last = Some(p.clone());
+    };
     let result = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::download(&options, |p| bar.update(p)),
-        Runtime::Smol => natter_runtime_smol::download(&options, |p| bar.update(p)),
+        Runtime::Mio => natter_runtime_mio::download(&options, &mut on_progress),
+        Runtime::Smol => natter_runtime_smol::download(&options, &mut on_progress),
     };
     bar.finish();
+    if let Some(progress) = last {
+        tracing::debug!("transfer statistics: {progress:?}");
+    }
     match result {
         Ok(report) => {
             println!("{report}");

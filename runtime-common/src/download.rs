@@ -242,7 +242,10 @@ impl Download {
         &self.receiver
     }
 
-    /// A datagram arrived from the server.
+    /// A datagram arrived from the server. `now` must be read for each datagram, not once per
+    /// batch of reads: the congestion controller divides delivered bytes by the time between
+    /// arrivals, and a batch stamped with one instant reads as an absurd bandwidth (we saw
+    /// 100 GB/s estimates on loopback, then a window that overflowed the socket buffer).
     pub fn on_datagram(&mut self, now: Instant, buf: &[u8]) -> Result<(), DownloadError> {
         let Some(file) = &self.file else {
             return Ok(());

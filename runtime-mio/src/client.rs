@@ -96,7 +96,6 @@ pub fn run_client(
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return Err(err.into()),
         }
-        let now = Instant::now();
         for event in events.iter() {
             match event.token() {
                 TCP => loop {
@@ -144,7 +143,9 @@ pub fn run_client(
                         loop {
                             match active.socket.recv(&mut buf) {
                                 Ok(n) => {
-                                    if let Err(err) = active.download.on_datagram(now, &buf[..n]) {
+                                    if let Err(err) =
+                                        active.download.on_datagram(Instant::now(), &buf[..n])
+                                    {
                                         ui.download_done(&active.file, &Err(err));
                                         break;
                                     }

@@ -87,11 +87,10 @@ pub fn download(
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(err.into()),
         }
-        let now = Instant::now();
         drained = false;
         for _ in 0..RECV_BATCH {
             match socket.recv(&mut buf) {
-                Ok(n) => download.on_datagram(now, &buf[..n])?,
+                Ok(n) => download.on_datagram(Instant::now(), &buf[..n])?,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;

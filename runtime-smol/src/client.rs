@@ -144,11 +144,12 @@ async fn run(
             Wake::Input(None) => input_open = false,
             Wake::Download(i) => {
                 if let Some(Some(active)) = downloads.get_mut(i) {
-                    let now = Instant::now();
                     loop {
                         match active.socket.get_ref().recv(&mut buf) {
                             Ok(n) => {
-                                if let Err(err) = active.download.on_datagram(now, &buf[..n]) {
+                                if let Err(err) =
+                                    active.download.on_datagram(Instant::now(), &buf[..n])
+                                {
                                     ui.download_done(&active.file, &Err(err));
                                     downloads[i] = None;
                                     break;

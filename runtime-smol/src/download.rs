@@ -95,10 +95,9 @@ async fn download_async(
             Ok(false)
         };
         if readable.or(timer).await? {
-            let now = Instant::now();
             loop {
                 match socket.get_ref().recv(&mut buf) {
-                    Ok(n) => download.on_datagram(now, &buf[..n])?,
+                    Ok(n) => download.on_datagram(Instant::now(), &buf[..n])?,
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {}
                 }
