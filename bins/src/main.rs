@@ -104,6 +104,17 @@ fn get(args: cli::GetArgs) -> ExitCode {
     let mut last = None;
     let mut on_progress = |p: &natter_core::transfer::receiver::Progress| {
         bar.update(p);
+        tracing::trace!(
+            "progress: {} of {} bytes, window {}, in flight {}, bw {:?}, srtt {:?}, lost {}, probes {}",
+            p.bytes_received,
+            p.size,
+            p.window,
+            p.in_flight,
+            p.bandwidth,
+            p.srtt,
+            p.parts_lost,
+            p.probe_timeouts
+        );
         last = Some(p.clone());
     };
     let result = match args.runtime.into() {

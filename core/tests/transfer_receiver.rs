@@ -348,3 +348,38 @@ fn requests_are_paced_not_burst() {
     );
     assert_eq!(transmit(&mut r, next).len(), 1);
 }
+
+/// U5: parts larger than the path carries. With large parts and nothing back for
+/// `LARGE_PART_PATIENCE`, the receiver says so (the runtime then asks again with small parts);
+/// with small parts, or once any part arrived, it never does.
+#[test]
+fn large_parts_that_never_arrive_are_reported() {
+    use natter_core::transfer::receiver::{LARGE_PART_PATIENCE, SAFE_PART_SIZE};
+    let content = file(200_000);
+    let t0 = Instant::now();
+    let mut large = Receiver::new(config(&content, 65000), t0);
+    assert!(!large.parts_too_large(t0), "nothing asked yet");
+    assert!(!transmit(&mut large, t0).is_empty());
+    assert!(!large.parts_too_large(t0 + LARGE_PART_PATIENCE / 2));
+    assert!(large.parts_too_large(t0 + LARGE_PART_PATIENCE));
+
+    let mut small = Receiver::new(config(&content, SAFE_PART_SIZE), t0);
+    transmit(&mut small, t0);
+    assert!(!small.parts_too_large(t0 + LARGE_PART_PATIENCE * 3));
+
+    let mut arrived = Receiver::new(config(&content, 65000), t0);
+    let requests = transmit(&mut arrived, t0);
+    let mut written = vec![0u8; content.len()];
+    let first = parts_of(&requests[0].1)[0];
+    let dgram = part(&content, 65000, requests[0].0, first);
+    assert!(
+        deliver(
+            &mut arrived,
+            t0 + Duration::from_millis(5),
+            &dgram,
+            &mut written
+        )
+        .is_some()
+    );
+    assert!(!arrived.parts_too_large(t0 + LARGE_PART_PATIENCE * 3));
+}

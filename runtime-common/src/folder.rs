@@ -70,3 +70,21 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     hasher.update_reader(std::fs::File::open(path)?)?;
     Ok(*hasher.finalize().as_bytes())
 }
+
+/// The first look at the served folder, before the server accepts anyone: every digest is ready
+/// when the first `download_file` comes (a folder of large files is hashed once, here, instead of
+/// stalling the first person who asks). A folder that cannot be read is served as empty, with a
+/// warning, so a typo in `--files` does not keep the chat down.
+pub fn initial_scan(folder: &Path) -> (ScannedFolder, DigestCache) {
+    let mut digests = DigestCache::default();
+    let scanned = scan_folder(folder, &mut digests).unwrap_or_else(|err| {
+        tracing::warn!("cannot read the served folder {}: {err}", folder.display());
+        ScannedFolder::default()
+    });
+    tracing::info!(
+        "offering {} files from {}",
+        scanned.catalogue.len(),
+        folder.display()
+    );
+    (scanned, digests)
+}

@@ -53,6 +53,13 @@ impl GetSession {
         Ok((reply, None))
     }
 
+    /// The line that asks for the same file again with another part size (U5: the path dropped
+    /// the larger parts). The next offer for the file comes out of [`GetSession::on_bytes`].
+    pub fn ask_again(&mut self, part_size: u16) -> Vec<u8> {
+        self.part_size = part_size;
+        format!("download_file {} {}\n", self.file, part_size).into_bytes()
+    }
+
     /// The line that says goodbye.
     pub fn quit() -> &'static [u8] {
         b"{quit}\n"

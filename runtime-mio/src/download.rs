@@ -1,12 +1,13 @@
 //! `natter get` on mio: join, ask for one file, download it over UDP, verify, quit.
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
-use natter_core::transfer::receiver::Progress;
+use natter_core::chat::client::Offer;
+use natter_core::transfer::receiver::{Progress, SAFE_PART_SIZE};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
     Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
@@ -17,6 +18,13 @@ const UDP: Token = Token(0);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// Datagrams read before the loop sends what they allowed: keeps requests flowing under load.
 const RECV_BATCH: usize = 64;
+
+/// How one offer's download ended.
+enum Attempt {
+    Over(Result<DownloadReport, DownloadError>),
+    /// No part of this size got through (U5): ask again with small parts.
+    PartsTooLarge,
+}
 
 /// Downloads `options.file` and returns where it was saved; the file is byte-exact (BLAKE3) or
 /// this is an error.
@@ -39,39 +47,71 @@ pub fn download(
     let mut session = GetSession::new(&options.name, &options.file, part_size);
     tcp.write_all(&session.hello())?;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let offer = loop {
-        let n = tcp.read(&mut buf)?;
+    let result = loop {
+        let offer = wait_for_offer(&mut tcp, &mut session, &mut buf)?;
+        match over_udp(options, &offer, &mut buf, &mut on_progress)? {
+            Attempt::Over(result) => break result,
+            Attempt::PartsTooLarge => {
+                tracing::info!(
+                    "no part of {} bytes got through in time; asking again with {SAFE_PART_SIZE}",
+                    offer.part_size
+                );
+                tcp.write_all(&session.ask_again(SAFE_PART_SIZE))?;
+            }
+        }
+    };
+    let _ = tcp.write_all(GetSession::quit());
+    result
+}
+
+fn wait_for_offer(
+    tcp: &mut TcpStream,
+    session: &mut GetSession,
+    buf: &mut [u8],
+) -> Result<Offer, DownloadError> {
+    loop {
+        let n = tcp.read(buf)?;
         if n == 0 {
             return Err(DownloadError::Disconnected);
         }
         let (reply, offer) = session.on_bytes(&buf[..n])?;
         tcp.write_all(&reply)?;
         if let Some(offer) = offer {
-            break offer;
+            return Ok(offer);
         }
-    };
+    }
+}
 
+fn over_udp(
+    options: &DownloadOptions,
+    offer: &Offer,
+    buf: &mut [u8],
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<Attempt, DownloadError> {
     let mut socket = UdpSocket::from_std(net::udp_socket(net::any_addr_like(options.addr))?);
-    socket.connect(std::net::SocketAddr::new(options.addr.ip(), offer.port))?;
+    socket.connect(SocketAddr::new(options.addr.ip(), offer.port))?;
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut socket, UDP, Interest::READABLE)?;
     let mut events = Events::with_capacity(16);
-    let mut download = Download::start(Instant::now(), &offer, &options.out_dir)?;
+    let mut download = Download::start(Instant::now(), offer, &options.out_dir)?;
     let mut next_progress = Instant::now();
     let mut drained = true;
     let result = loop {
         let now = Instant::now();
-        while let Some(len) = download.poll_transmit(now, &mut buf) {
-            match socket.send(&buf[..len]) {
-                Ok(_) => {}
-                // A full socket buffer or an ICMP error: the request counts as lost and loss
-                // detection asks again.
-                Err(_) => break,
+        while let Some(len) = download.poll_transmit(now, buf) {
+            // A full socket buffer or an ICMP error: the request counts as lost and loss
+            // detection asks again.
+            if socket.send(&buf[..len]).is_err() {
+                break;
             }
         }
         if let Some(outcome) = download.outcome(now) {
             break outcome;
+        }
+        if download.receiver().parts_too_large(now) {
+            download.save_now();
+            return Ok(Attempt::PartsTooLarge);
         }
         if now >= next_progress {
             on_progress(&download.receiver().progress());
@@ -89,7 +129,7 @@ pub fn download(
         }
         drained = false;
         for _ in 0..RECV_BATCH {
-            match socket.recv(&mut buf) {
+            match socket.recv(buf) {
                 Ok(n) => download.on_datagram(Instant::now(), &buf[..n])?,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
@@ -106,6 +146,5 @@ pub fn download(
         }
     };
     on_progress(&download.receiver().progress());
-    let _ = tcp.write_all(GetSession::quit());
-    result
+    Ok(Attempt::Over(result))
 }

@@ -14,7 +14,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use natter_core::chat::catalogue::DigestCache;
 use natter_core::chat::server::{ChatServer, ServerInput, ServerOutput, TransferOffer};
 use natter_runtime_common::upload::MAX_DATAGRAM;
-use natter_runtime_common::{ScannedFolder, ServerOptions, Upload, log, net, scan_folder};
+use natter_runtime_common::{
+    ScannedFolder, ServerOptions, Upload, initial_scan, log, net, scan_folder,
+};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -50,6 +52,8 @@ pub struct Server {
     options: ServerOptions,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    folder: ScannedFolder,
+    digests: DigestCache,
 }
 
 /// A server running on its own thread; dropping the handle stops it.
@@ -78,8 +82,10 @@ impl Drop for ServerHandle {
 }
 
 impl Server {
-    /// Binds the TCP listener (port 0 picks a free one).
+    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
+    /// port accepts, every digest is ready.
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
+        let (folder, digests) = initial_scan(&options.files);
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(options.addr)?;
         let local_addr = listener.local_addr()?;
@@ -93,6 +99,8 @@ impl Server {
             options,
             stop: Arc::new(AtomicBool::new(false)),
             waker,
+            folder,
+            digests,
         })
     }
 
@@ -124,16 +132,10 @@ impl Server {
             listener,
             options,
             stop,
+            folder,
+            digests,
             ..
         } = self;
-        let mut digests = DigestCache::default();
-        let folder = scan_folder(&options.files, &mut digests).unwrap_or_else(|err| {
-            tracing::warn!(
-                "cannot read the served folder {}: {err}",
-                options.files.display()
-            );
-            ScannedFolder::default()
-        });
         let core = ChatServer::new(
             options.chat.clone(),
             folder.catalogue.clone(),

@@ -4,7 +4,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use natter_core::transfer::receiver::Progress;
+use natter_core::chat::client::Offer;
+use natter_core::transfer::receiver::{Progress, SAFE_PART_SIZE};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
     Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
@@ -15,6 +16,13 @@ use smol::net::TcpStream;
 use smol::{Async, Timer};
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// How one offer's download ended.
+enum Attempt {
+    Over(Result<DownloadReport, DownloadError>),
+    /// No part of this size got through (U5): ask again with small parts.
+    PartsTooLarge,
+}
 
 /// Downloads `options.file`; the file is byte-exact (BLAKE3) or this is an error.
 pub fn download(
@@ -46,10 +54,33 @@ async fn download_async(
     let mut session = GetSession::new(&options.name, &options.file, part_size);
     tcp.write_all(&session.hello()).await?;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let stall = options.stall_timeout;
-    let offer = loop {
+    let result = loop {
+        let offer = wait_for_offer(&mut tcp, &mut session, &mut buf, options.stall_timeout).await?;
+        match over_udp(options, &offer, &mut buf, &mut on_progress).await? {
+            Attempt::Over(result) => break result,
+            Attempt::PartsTooLarge => {
+                tracing::info!(
+                    "no part of {} bytes got through in time; asking again with {SAFE_PART_SIZE}",
+                    offer.part_size
+                );
+                tcp.write_all(&session.ask_again(SAFE_PART_SIZE)).await?;
+            }
+        }
+    };
+    let _ = tcp.write_all(GetSession::quit()).await;
+    let _ = tcp.flush().await;
+    result
+}
+
+async fn wait_for_offer(
+    tcp: &mut TcpStream,
+    session: &mut GetSession,
+    buf: &mut [u8],
+    stall: Duration,
+) -> Result<Offer, DownloadError> {
+    loop {
         let n = tcp
-            .read(&mut buf)
+            .read(buf)
             .or(async {
                 Timer::after(stall).await;
                 Err(io::ErrorKind::TimedOut.into())
@@ -61,25 +92,36 @@ async fn download_async(
         let (reply, offer) = session.on_bytes(&buf[..n])?;
         tcp.write_all(&reply).await?;
         if let Some(offer) = offer {
-            break offer;
+            return Ok(offer);
         }
-    };
+    }
+}
 
+async fn over_udp(
+    options: &DownloadOptions,
+    offer: &Offer,
+    buf: &mut [u8],
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<Attempt, DownloadError> {
     let socket = Async::new(net::udp_socket(net::any_addr_like(options.addr))?)?;
     socket
         .get_ref()
         .connect(SocketAddr::new(options.addr.ip(), offer.port))?;
-    let mut download = Download::start(Instant::now(), &offer, &options.out_dir)?;
+    let mut download = Download::start(Instant::now(), offer, &options.out_dir)?;
     let mut next_progress = Instant::now();
     let result = loop {
         let now = Instant::now();
-        while let Some(len) = download.poll_transmit(now, &mut buf) {
+        while let Some(len) = download.poll_transmit(now, buf) {
             if socket.get_ref().send(&buf[..len]).is_err() {
                 break; // counted as lost; loss detection asks again
             }
         }
         if let Some(outcome) = download.outcome(now) {
             break outcome;
+        }
+        if download.receiver().parts_too_large(now) {
+            download.save_now();
+            return Ok(Attempt::PartsTooLarge);
         }
         if now >= next_progress {
             on_progress(&download.receiver().progress());
@@ -96,7 +138,7 @@ async fn download_async(
         };
         if readable.or(timer).await? {
             loop {
-                match socket.get_ref().recv(&mut buf) {
+                match socket.get_ref().recv(buf) {
                     Ok(n) => download.on_datagram(Instant::now(), &buf[..n])?,
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                     Err(_) => {}
@@ -111,9 +153,7 @@ async fn download_async(
         }
     };
     on_progress(&download.receiver().progress());
-    let _ = tcp.write_all(GetSession::quit()).await;
-    let _ = tcp.flush().await;
-    result
+    Ok(Attempt::Over(result))
 }
 
 /// Keeps the type visible to the client module.

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use natter_core::chat::catalogue::DigestCache;
 use natter_core::chat::server::{ChatServer, ServerInput, ServerOutput, TransferOffer};
 use natter_runtime_common::upload::MAX_DATAGRAM;
-use natter_runtime_common::{ScannedFolder, ServerOptions, Upload, log, net, scan_folder};
+use natter_runtime_common::{
+    ScannedFolder, ServerOptions, Upload, initial_scan, log, net, scan_folder,
+};
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +49,8 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     options: ServerOptions,
+    folder: ScannedFolder,
+    digests: DigestCache,
 }
 
 /// A server running on its own thread; dropping the handle stops it.
@@ -73,13 +77,18 @@ impl Drop for ServerHandle {
 }
 
 impl Server {
+    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
+    /// port accepts, every digest is ready.
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
+        let (folder, digests) = initial_scan(&options.files);
         let listener = TcpListener::bind(options.addr)?;
         let local_addr = listener.local_addr()?;
         Ok(Self {
             listener,
             local_addr,
             options,
+            folder,
+            digests,
         })
     }
 
@@ -110,14 +119,7 @@ impl Server {
     fn run_until(self, stop: Receiver<()>) -> io::Result<()> {
         let executor = Rc::new(LocalExecutor::new());
         let listener = Async::new(self.listener)?;
-        let mut digests = DigestCache::default();
-        let folder = scan_folder(&self.options.files, &mut digests).unwrap_or_else(|err| {
-            tracing::warn!(
-                "cannot read the served folder {}: {err}",
-                self.options.files.display()
-            );
-            ScannedFolder::default()
-        });
+        let (folder, digests) = (self.folder, self.digests);
         let core = ChatServer::new(
             self.options.chat.clone(),
             folder.catalogue.clone(),

@@ -157,6 +157,15 @@ enum Track {
     Queued,
 }
 
+/// A part size every path carries: 1200 bytes of payload and 74 of headers fit IPv6's minimum
+/// MTU of 1280 (QUIC's reasoning).
+pub const SAFE_PART_SIZE: u16 = 1200;
+
+/// How long a download of large parts waits for its first part before concluding that the path
+/// drops datagrams that large (U5). Dozens of round trips on any real path, and short enough that
+/// the person waiting notices little.
+pub const LARGE_PART_PATIENCE: Duration = Duration::from_secs(2);
+
 /// One download, client side. See the module documentation.
 #[derive(Debug)]
 pub struct Receiver {
@@ -196,6 +205,10 @@ pub struct Receiver {
     last_progress: Instant,
     finished_left: u8,
     progress: Progress,
+    /// When the first REQUEST of this run went out, and whether any part has arrived since:
+    /// together they tell a path that drops large datagrams (U5).
+    first_request: Option<Instant>,
+    any_part_arrived: bool,
 }
 
 impl Receiver {
@@ -248,10 +261,26 @@ impl Receiver {
             last_progress: now,
             finished_left: 0,
             progress: Progress::default(),
+            first_request: None,
+            any_part_arrived: false,
             config,
         };
         r.check_complete();
         r
+    }
+
+    /// U5: whether this download asks for parts larger than [`SAFE_PART_SIZE`] and not one has
+    /// arrived in [`LARGE_PART_PATIENCE`] since the first request. Then the path drops datagrams
+    /// that large (a smaller MTU past the first hop, or a firewall that drops fragments), and the
+    /// runtime should ask for a new offer with [`SAFE_PART_SIZE`] instead of waiting to give up.
+    /// A path that drops everything also says yes; the retry with small parts then fails on its own.
+    pub fn parts_too_large(&self, now: Instant) -> bool {
+        self.config.part_size > SAFE_PART_SIZE
+            && !self.any_part_arrived
+            && self.state == ReceiverState::Running
+            && self
+                .first_request
+                .is_some_and(|at| now.saturating_duration_since(at) >= LARGE_PART_PATIENCE)
     }
 
     /// The resume record for the `.part` file's side-car (see [`PartMap::save`]).
@@ -315,6 +344,7 @@ impl Receiver {
     }
 
     fn on_part(&mut self, now: Instant, req_seq: u32, part: u32, len: usize) -> Option<Accept> {
+        self.any_part_arrived = true;
         // Impossible for the offer: dropped as if lost (PROTOCOL.md 2.2).
         if part >= self.layout.n_parts() || len != self.layout.part_len(part) {
             self.progress.dropped += 1;
@@ -585,6 +615,7 @@ impl Receiver {
             }
         }
         self.last_sent = Some(now);
+        self.first_request.get_or_insert(now);
         self.progress.requests_sent += 1;
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
