@@ -45,8 +45,13 @@ impl LineUi {
     }
 
     fn say(&self, line: &str) {
-        // Printed through the bars so a line never tears a bar in half.
-        let _ = self.bars.println(line);
+        // Printed through the bars so a line never tears a bar in half; when there are no bars
+        // (output is not a terminal) indicatif would swallow the line, so it is printed plainly.
+        if self.bars.is_hidden() {
+            println!("{line}");
+        } else {
+            let _ = self.bars.println(line);
+        }
     }
 }
 
@@ -77,6 +82,10 @@ impl ClientUi for LineUi {
                 self.say(&format!("download of {file} failed: {err}"));
             }
         }
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.say(&format!("({text})"));
     }
 
     fn disconnected(&mut self, reason: &str) {

@@ -204,3 +204,68 @@ fn download_resumes_after_the_client_is_killed() {
     );
     assert!(!resume_record.exists());
 }
+
+/// PROTOCOL 1.1-1.3, 2.3: the line client as a person uses it, on both runtimes. It asks for the
+/// name when none is given, prints every line received, downloads an offered file into the
+/// folder with a verified digest, and leaves when its input ends and the download is over.
+#[test]
+fn line_client_chats_and_downloads() {
+    use std::io::Write as _;
+    for runtime in ["mio", "smol"] {
+        let server = start(
+            Rt::Mio,
+            folder_with(&[("hello.c", pattern(5000, 3))]),
+            |_| {},
+        );
+        let mut watcher = Raw::join(server.addr, "watcher");
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = natter()
+            .args([
+                "client",
+                "--runtime",
+                runtime,
+                "--addr",
+                &server.addr.to_string(),
+            ])
+            .current_dir(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"alice\nhello everyone\nget_list_file\ndownload_file hello.c\n")
+            .unwrap();
+        // The watcher sees alice arrive and speak: the client sent what was typed.
+        assert_eq!(watcher.line(), "alice has joined the chat!");
+        assert_eq!(watcher.line(), "ALL alice");
+        assert_eq!(watcher.line(), "alice: hello everyone");
+        drop(stdin); // input ends; the client leaves once the download is over
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{runtime}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for expected in [
+            "Your name:",
+            "alice has joined the chat!",
+            "alice: hello everyone",
+            "CHOOSE_FILE hello.c",
+            "UDP ",
+            "blake3 verified",
+        ] {
+            assert!(
+                stdout.contains(expected),
+                "{runtime}: missing {expected:?} in:\n{stdout}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(dir.path().join("Downloads/hello.c")).unwrap(),
+            pattern(5000, 3)
+        );
+        assert_eq!(watcher.line(), "alice left the chat...");
+    }
+}

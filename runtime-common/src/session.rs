@@ -66,6 +66,18 @@ impl GetSession {
     }
 }
 
+/// What an interactive client says and sends when a download's large parts never arrive (U5):
+/// the notice for the person and the line that asks for the file again with small parts.
+pub fn retry_with_small_parts(file: &str) -> (String, Vec<u8>) {
+    let part_size = natter_core::transfer::receiver::SAFE_PART_SIZE;
+    (
+        format!(
+            "no part of {file} got through: the path drops large datagrams; asking again with {part_size}-byte parts"
+        ),
+        format!("download_file {file} {part_size}\n").into_bytes(),
+    )
+}
+
 /// Adds the runtime's part size to a typed `download_file <file>` that names none, so a person on
 /// loopback gets large parts without knowing about them.
 pub fn with_part_size(typed: &str, part_size: u16) -> String {

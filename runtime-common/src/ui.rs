@@ -12,6 +12,8 @@ pub trait ClientUi: Send {
     fn progress(&mut self, file: &str, progress: &Progress);
     /// A download ended.
     fn download_done(&mut self, file: &str, result: &Result<DownloadReport, DownloadError>);
+    /// Something the client did on its own that the person should know about.
+    fn notice(&mut self, text: &str);
     /// The connection to the server ended.
     fn disconnected(&mut self, reason: &str);
 }

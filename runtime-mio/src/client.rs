@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use natter_core::chat::client::{ChatClient, ClientEvent};
-use natter_runtime_common::session::with_part_size;
+use natter_runtime_common::session::{retry_with_small_parts, with_part_size};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
     ClientOptions, ClientUi, Download, DownloadError, default_part_size, net,
@@ -197,6 +197,13 @@ pub fn run_client(
             }
             if let Some(result) = active.download.outcome(now) {
                 ui.download_done(&active.file, &result);
+                finished.push(token);
+            } else if active.download.receiver().parts_too_large(now) {
+                active.download.save_now();
+                let (notice, line) = retry_with_small_parts(&active.file);
+                ui.notice(&notice);
+                out.extend_from_slice(&line);
+                awaiting_offers += 1;
                 finished.push(token);
             }
         }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use natter_core::chat::client::{ChatClient, ClientEvent, Offer};
-use natter_runtime_common::session::with_part_size;
+use natter_runtime_common::session::{retry_with_small_parts, with_part_size};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
     ClientOptions, ClientUi, Download, DownloadError, default_part_size, net,
@@ -80,6 +80,7 @@ async fn run(
     // Downloads asked for whose offer (or refusal) has not come yet: input may end before it does.
     let mut awaiting_offers = 0usize;
     let mut next_progress = Instant::now();
+    let mut retries: Vec<Vec<u8>> = Vec::new();
 
     loop {
         let now = Instant::now();
@@ -200,7 +201,17 @@ async fn run(
             if let Some(result) = active.download.outcome(now) {
                 ui.download_done(&active.file, &result);
                 *slot = None;
+            } else if active.download.receiver().parts_too_large(now) {
+                active.download.save_now();
+                let (notice, line) = retry_with_small_parts(&active.file);
+                ui.notice(&notice);
+                retries.push(line);
+                *slot = None;
             }
+        }
+        for line in retries.drain(..) {
+            awaiting_offers += 1;
+            tcp.write_all(&line).await?;
         }
         if downloads.iter().all(Option::is_none) {
             downloads.clear();
