@@ -8,7 +8,7 @@ use std::time::Instant;
 use natter_core::chat::catalogue::{Catalogue, FileEntry};
 use natter_core::chat::client::{ChatClient, ClientEvent, InputError, Offer};
 use natter_core::chat::server::{ChatServer, ServerConfig, ServerInput, ServerOutput};
-use natter_core::wire::chat::LineError;
+use natter_core::wire::chat::{LineError, UdpOffer};
 
 fn events(client: &mut ChatClient, bytes: &[u8]) -> Vec<ClientEvent> {
     client.handle_bytes(bytes);
@@ -48,15 +48,18 @@ fn every_server_line_becomes_an_event() {
                 text: "yes".into()
             },
             ClientEvent::Files(vec!["alice.jpg".into(), "hello.c".into()]),
-            ClientEvent::Offer(Offer {
-                port: 55000,
-                transfer_id: 0,
-                file: "hello.c".into(),
-                size: 1841,
-                part_size: 1200,
-                blake3: [0x7d; 32],
-                token: 0x5c1e_0f3a_9b2d_4e71,
-            }),
+            ClientEvent::Offer(
+                Offer::checked(UdpOffer {
+                    port: 55000,
+                    transfer_id: 0,
+                    file: "hello.c".into(),
+                    size: 1841,
+                    part_size: 1200,
+                    blake3: [0x7d; 32],
+                    token: 0x5c1e_0f3a_9b2d_4e71,
+                })
+                .expect("a safe offer")
+            ),
             ClientEvent::Error("no such user: carol".into()),
             ClientEvent::Left("bob".into()),
         ]
@@ -88,6 +91,8 @@ fn s3_hostile_offers_are_refused() {
         "..\\x",
         "/etc/passwd",
         "x.part",
+        "x.part.resume",
+        "x.part.resume.tmp",
         &"n".repeat(256),
     ] {
         let mut c = ChatClient::new("alice");

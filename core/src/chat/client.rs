@@ -17,16 +17,39 @@ use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 /// The longest file name the client will create (common file system limit, in bytes).
 pub const MAX_FILE_NAME_BYTES: usize = 255;
 
-/// A download offer that passed the client's checks; safe to use as a file name in `Downloads/`.
+/// A download offer that passed the client's checks (S3): its file name is safe to use in
+/// `Downloads/` and its numbers are possible. The only way to get one is [`Offer::checked`], so a
+/// runtime holding an `Offer` never has to check again. Its fields are the wire offer's, read
+/// through `Deref`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Offer {
-    pub port: u16,
-    pub transfer_id: u64,
-    pub file: String,
-    pub size: u64,
-    pub part_size: u16,
-    pub blake3: [u8; 32],
-    pub token: u64,
+pub struct Offer(UdpOffer);
+
+impl std::ops::Deref for Offer {
+    type Target = UdpOffer;
+
+    fn deref(&self) -> &UdpOffer {
+        &self.0
+    }
+}
+
+impl Offer {
+    /// S3: refuses offers whose name could escape `Downloads/` or clash with the client's own
+    /// files, or whose numbers are impossible. The error is escaped and safe to print.
+    pub fn checked(o: UdpOffer) -> Result<Offer, String> {
+        if !is_safe_file_name(&o.file) {
+            return Err(format!(
+                "refused an offer with an unsafe file name: {}",
+                escape_truncated(&o.file, 80)
+            ));
+        }
+        if o.part_size == 0 {
+            return Err(format!("refused an offer with part size 0 for {}", o.file));
+        }
+        if o.port == 0 {
+            return Err(format!("refused an offer on port 0 for {}", o.file));
+        }
+        Ok(Offer(o))
+    }
 }
 
 /// What the server told us, one event per line.
@@ -175,7 +198,7 @@ impl ChatClient {
                 }
                 ClientEvent::Files(safe)
             }
-            ServerLine::Udp(offer) => match check_offer(offer) {
+            ServerLine::Udp(offer) => match Offer::checked(offer) {
                 Ok(offer) => ClientEvent::Offer(offer),
                 Err(reason) => ClientEvent::Rejected(reason),
             },
@@ -184,32 +207,11 @@ impl ChatClient {
 }
 
 /// A name the client may create in `Downloads/`: offerable (1.4), short enough for a file system,
-/// and not ending in `.part`, which would collide with another download's resume file (2.3).
+/// and not one of the names the client keeps beside a download (`<file>.part`, its resume record
+/// `<file>.part.resume` and that record's temporary `.tmp`), which another download would clobber.
 pub fn is_safe_file_name(name: &str) -> bool {
-    is_offerable_name(name) && name.len() <= MAX_FILE_NAME_BYTES && !name.ends_with(".part")
-}
-
-/// S3: refuse offers whose name could escape `Downloads/` or whose numbers are impossible.
-fn check_offer(o: UdpOffer) -> Result<Offer, String> {
-    if !is_safe_file_name(&o.file) {
-        return Err(format!(
-            "refused an offer with an unsafe file name: {}",
-            escape_truncated(&o.file, 80)
-        ));
-    }
-    if o.part_size == 0 {
-        return Err(format!("refused an offer with part size 0 for {}", o.file));
-    }
-    if o.port == 0 {
-        return Err(format!("refused an offer on port 0 for {}", o.file));
-    }
-    Ok(Offer {
-        port: o.port,
-        transfer_id: o.transfer_id,
-        file: o.file,
-        size: o.size,
-        part_size: o.part_size,
-        blake3: o.blake3,
-        token: o.token,
-    })
+    const OWN_SUFFIXES: [&str; 3] = [".part", ".part.resume", ".part.resume.tmp"];
+    is_offerable_name(name)
+        && name.len() <= MAX_FILE_NAME_BYTES
+        && !OWN_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
 }
