@@ -104,6 +104,19 @@ pub struct ServerArgs {
     /// Most connections at once; the next one gets an ERROR line and is closed.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most connections at once from one IP address.
+    #[arg(long, default_value_t = 200)]
+    pub max_per_ip: usize,
+    /// Most downloads one client may have in progress at once.
+    #[arg(long, default_value_t = 4)]
+    pub transfers_per_client: usize,
+    /// Largest room in which every join and leave sends everyone a fresh `ALL` line; above it,
+    /// only the joined/left lines announce changes and `show` gives the list.
+    #[arg(long, default_value_t = 100)]
+    pub presence_limit: usize,
+    /// Seconds a new connection has to send its name.
+    #[arg(long, default_value = "30")]
+    pub name_timeout: Seconds,
     /// Seconds without a valid request before a transfer is aborted and its port freed.
     #[arg(long, default_value = "10")]
     pub idle_timeout: Seconds,

@@ -28,9 +28,14 @@ fn main() -> ExitCode {
 }
 
 fn server(args: cli::ServerArgs) -> ExitCode {
+    raise_descriptor_limit(args.max_connections);
     let mut options = ServerOptions::new(args.addr, args.files);
     options.chat.udp_ports = args.udp_ports.0..=args.udp_ports.1;
     options.chat.max_connections = args.max_connections;
+    options.chat.max_per_ip = args.max_per_ip;
+    options.chat.max_transfers_per_client = args.transfers_per_client;
+    options.chat.presence_room_limit = args.presence_limit;
+    options.chat.name_timeout = args.name_timeout.into();
     options.idle_timeout = args.idle_timeout.into();
     let result = match args.runtime.into() {
         Runtime::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.run()),
@@ -134,5 +139,26 @@ fn get(args: cli::GetArgs) -> ExitCode {
             eprintln!("natter get: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Each connection and each transfer holds a descriptor, and the usual soft limit (1024) is lower
+/// than a busy room needs. Raise it toward the hard limit the administrator allows; a server that
+/// cannot only warns, and refuses connections past its own maximum anyway.
+fn raise_descriptor_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let wanted = (max_connections as u64).saturating_add(256);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= wanted {
+        return;
+    }
+    limit.current = Some(limit.maximum.map_or(wanted, |max| max.min(wanted)));
+    if let Err(err) = setrlimit(Resource::Nofile, limit) {
+        tracing::warn!("cannot raise the open-file limit from {current}: {err}");
+    } else if let Some(now) = limit.current.filter(|&now| now < wanted) {
+        tracing::warn!(
+            "open-file limit is {now}: fewer than the {max_connections} connections asked for may fit"
+        );
     }
 }
