@@ -40,3 +40,18 @@ pub fn route_mtu(peer: std::net::IpAddr) -> Option<(u32, bool)> {
     };
     Some((mtu, peer.is_ipv6()))
 }
+
+/// How long a silent chat connection may go unprobed, and how it is probed: a peer that vanished
+/// without a FIN or RST (power cut, cable pulled: a half-open connection, C7) is noticed after
+/// about `KEEPALIVE_IDLE + 3 * KEEPALIVE_INTERVAL` instead of never, and leaves like any other.
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Turns on TCP keepalive for an accepted chat connection (best effort).
+pub fn keep_alive<S: std::os::fd::AsFd>(stream: &S) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(3);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}

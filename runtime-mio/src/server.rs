@@ -247,6 +247,7 @@ impl State {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
+                    net::keep_alive(&stream);
                     self.conns.insert(
                         conn,
                         Conn {

@@ -145,6 +145,7 @@ impl Server {
                         next_conn += 1;
                         let stream = TcpStream::from(stream);
                         let _ = stream.set_nodelay(true);
+                        net::keep_alive(&stream);
                         let (tx, rx) = smol::channel::unbounded();
                         {
                             let mut h = hub.borrow_mut();
