@@ -499,7 +499,40 @@ fn vanished_client_frees_its_port(rt: Rt) {
     }
 }
 
+/// PROTOCOL 1.4, S2: the served folder is watched; a new file is offered, a removed one is not,
+/// and a subfolder or a link never is.
+fn folder_changes_are_seen(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        o.rescan_every = Duration::from_millis(50)
+    });
+    let mut a = Raw::join(server.addr, "alice");
+    std::fs::write(server.path("new.txt"), b"fresh").unwrap();
+    std::fs::remove_file(server.path("alice.jpg")).unwrap();
+    std::fs::create_dir(server.path("sub")).unwrap();
+    std::fs::write(server.path("sub/inner.txt"), b"hidden").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", server.path("link")).unwrap();
+    std::fs::write(server.path(".hidden"), b"dot file").unwrap();
+    let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        a.send("get_list_file");
+        let list = a.line();
+        if list == "CHOOSE_FILE hello.c new.txt" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the folder change was never seen: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for name in ["link", "sub", ".hidden", "alice.jpg"] {
+        a.send(&format!("download_file {name}"));
+        assert_eq!(a.line(), format!("ERROR no such file: {name}"));
+    }
+}
+
 on_each_server!(
+    folder_changes_are_seen,
     protocol_example,
     name_errors,
     line_errors,

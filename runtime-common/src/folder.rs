@@ -88,3 +88,44 @@ pub fn initial_scan(folder: &Path) -> (ScannedFolder, DigestCache) {
     );
     (scanned, digests)
 }
+
+/// Looks at the served folder again every `every` on a thread of its own, so that hashing a new
+/// or changed large file never stalls the chat or a transfer; hands each view that differs from
+/// the last to `deliver`. Ends when `stop` is set or `deliver` says the server is gone.
+pub fn watch_folder(
+    folder: std::path::PathBuf,
+    every: std::time::Duration,
+    mut digests: DigestCache,
+    mut last: HashMap<String, FileKey>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
+) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    std::thread::Builder::new()
+        .name("natter-folder".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(every);
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                match scan_folder(&folder, &mut digests) {
+                    Ok(scanned) if scanned.identities != last => {
+                        tracing::info!(
+                            "the served folder changed: {} files on offer",
+                            scanned.catalogue.len()
+                        );
+                        last = scanned.identities.clone();
+                        if !deliver(scanned) {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!("cannot read the served folder {}: {err}", folder.display())
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -15,7 +15,7 @@ use natter_core::chat::catalogue::DigestCache;
 use natter_core::chat::server::{ChatServer, ServerInput, ServerOutput, TransferOffer};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    ScannedFolder, ServerOptions, Upload, initial_scan, log, net, scan_folder,
+    ScannedFolder, ServerOptions, Upload, initial_scan, log, net, watch_folder,
 };
 
 const LISTENER: Token = Token(0);
@@ -134,8 +134,18 @@ impl Server {
             stop,
             folder,
             digests,
+            waker,
             ..
         } = self;
+        let (folder_tx, folder_rx) = std::sync::mpsc::channel();
+        watch_folder(
+            options.files.clone(),
+            options.rescan_every,
+            digests,
+            folder.identities.clone(),
+            stop.clone(),
+            move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok(),
+        )?;
         let core = ChatServer::new(
             options.chat.clone(),
             folder.catalogue.clone(),
@@ -144,14 +154,12 @@ impl Server {
         let mut state = State {
             core,
             folder,
-            digests,
             conns: HashMap::new(),
             transfers: HashMap::new(),
             readable: VecDeque::new(),
             udp_readable: VecDeque::new(),
             next_conn: 0,
             read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
-            next_rescan: Instant::now() + options.rescan_every,
             options,
         };
         tracing::info!("[STARTED] Waiting for connections...");
@@ -174,7 +182,13 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => state.accept_all(now, &listener, poll.registry()),
-                    WAKER => {}
+                    WAKER => {
+                        // The folder watcher has news (or the handle asks us to stop).
+                        while let Ok(scanned) = folder_rx.try_recv() {
+                            state.core.set_catalogue(scanned.catalogue.clone());
+                            state.folder = scanned;
+                        }
+                    }
                     Token(t) if t >= FIRST_CONN => {
                         let conn = (t - FIRST_CONN) as u64;
                         let wants_read =
@@ -205,7 +219,6 @@ impl Server {
 struct State {
     core: ChatServer,
     folder: ScannedFolder,
-    digests: DigestCache,
     conns: HashMap<u64, Conn>,
     transfers: HashMap<u16, Transfer>,
     /// Connections with bytes (or an end) waiting in the kernel, read one chunk each per round.
@@ -214,7 +227,6 @@ struct State {
     udp_readable: VecDeque<u16>,
     next_conn: u64,
     read_buf: Vec<u8>,
-    next_rescan: Instant,
     options: ServerOptions,
 }
 
@@ -224,11 +236,7 @@ impl State {
             .transfers
             .values()
             .filter_map(|t| t.upload.poll_timeout());
-        [self.core.poll_timeout(), Some(self.next_rescan)]
-            .into_iter()
-            .flatten()
-            .chain(transfers)
-            .min()
+        self.core.poll_timeout().into_iter().chain(transfers).min()
     }
 
     fn accept_all(&mut self, now: Instant, listener: &TcpListener, registry: &mio::Registry) {
@@ -378,19 +386,6 @@ impl State {
         let ports: Vec<u16> = self.transfers.keys().copied().collect();
         for port in ports {
             self.send_parts(now, port);
-        }
-        if now >= self.next_rescan {
-            self.next_rescan = now + self.options.rescan_every;
-            match scan_folder(&self.options.files, &mut self.digests) {
-                Ok(folder) => {
-                    self.core.set_catalogue(folder.catalogue.clone());
-                    self.folder = folder;
-                }
-                Err(err) => tracing::warn!(
-                    "cannot read the served folder {}: {err}",
-                    self.options.files.display()
-                ),
-            }
         }
     }
 

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use natter_core::chat::catalogue::DigestCache;
 use natter_core::chat::server::{ChatServer, ServerInput, ServerOutput, TransferOffer};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    ScannedFolder, ServerOptions, Upload, initial_scan, log, net, scan_folder,
+    ScannedFolder, ServerOptions, Upload, initial_scan, log, net, watch_folder,
 };
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
@@ -120,6 +122,17 @@ impl Server {
         let executor = Rc::new(LocalExecutor::new());
         let listener = Async::new(self.listener)?;
         let (folder, digests) = (self.folder, self.digests);
+        // The watcher thread stops when this function returns (and with it the executor).
+        let stopped = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let (folder_tx, folder_rx) = smol::channel::unbounded();
+        watch_folder(
+            self.options.files.clone(),
+            self.options.rescan_every,
+            digests,
+            folder.identities.clone(),
+            stopped.0.clone(),
+            move |scanned| folder_tx.send_blocking(scanned).is_ok(),
+        )?;
         let core = ChatServer::new(
             self.options.chat.clone(),
             folder.catalogue.clone(),
@@ -135,7 +148,17 @@ impl Server {
         let ex = executor.clone();
         let accept_loop = async move {
             executor
-                .spawn(timer_task(hub.clone(), executor.clone(), digests))
+                .spawn(timer_task(hub.clone(), executor.clone()))
+                .detach();
+            let folder_hub = hub.clone();
+            executor
+                .spawn(async move {
+                    while let Ok(scanned) = folder_rx.recv().await {
+                        let mut h = folder_hub.borrow_mut();
+                        h.core.set_catalogue(scanned.catalogue.clone());
+                        h.folder = scanned;
+                    }
+                })
                 .detach();
             let mut next_conn = 0u64;
             loop {
@@ -283,9 +306,7 @@ async fn writer_task(
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>, mut digests: DigestCache) {
-    let rescan_every = hub.borrow().options.rescan_every;
-    let mut next_rescan = Instant::now() + rescan_every;
+async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>) {
     loop {
         let now = Instant::now();
         let due = hub.borrow().core.poll_timeout();
@@ -293,29 +314,22 @@ async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>, mut diges
             hub.borrow_mut().core.handle_timeout(now);
             drain(&hub, &executor);
         }
-        if now >= next_rescan {
-            next_rescan = now + rescan_every;
-            let files = hub.borrow().options.files.clone();
-            match scan_folder(&files, &mut digests) {
-                Ok(folder) => {
-                    let mut h = hub.borrow_mut();
-                    h.core.set_catalogue(folder.catalogue.clone());
-                    h.folder = folder;
-                }
-                Err(err) => {
-                    tracing::warn!("cannot read the served folder {}: {err}", files.display())
-                }
-            }
-        }
-        let wake = [
-            hub.borrow().core.poll_timeout(),
-            Some(next_rescan),
-            Some(now + TIMER_TICK),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        Timer::at(wake.unwrap_or(now + TIMER_TICK)).await;
+        let wake = hub
+            .borrow()
+            .core
+            .poll_timeout()
+            .unwrap_or(now + TIMER_TICK)
+            .min(now + TIMER_TICK);
+        Timer::at(wake).await;
+    }
+}
+
+/// Sets the flag when dropped: tells the folder watcher that the server is gone.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
