@@ -30,6 +30,8 @@ pub enum Command {
     Server(ServerArgs),
     /// Chat from the terminal: every line typed is sent, every line received is printed.
     Client(ClientArgs),
+    /// Chat in a terminal window: messages, who is here, the files on offer, download gauges.
+    Tui(ClientArgs),
     /// Download one file and exit: 0 only when the file is byte-exact.
     Get(GetArgs),
 }

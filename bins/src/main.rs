@@ -2,6 +2,7 @@
 
 mod cli;
 mod line_ui;
+mod tui;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -13,9 +14,17 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Log lines would scribble over the terminal window of `natter tui`: there, only RUST_LOG
+    // turns them on.
+    let default_filter = if matches!(cli.command, Command::Tui(_)) {
+        "off"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)
@@ -23,6 +32,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => server(args),
         Command::Client(args) => client(args),
+        Command::Tui(args) => tui(args),
         Command::Get(args) => get(args),
     }
 }
@@ -50,19 +60,22 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     }
 }
 
+/// The name given on the command line, or asked for on the terminal.
+fn name_or_ask(given: Option<String>) -> Option<String> {
+    if given.is_some() {
+        return given;
+    }
+    print!("Your name: ");
+    let _ = std::io::stdout().flush();
+    let mut name = String::new();
+    std::io::stdin().read_line(&mut name).ok()?;
+    Some(name.trim_end_matches(['\r', '\n']).to_owned())
+}
+
 fn client(args: cli::ClientArgs) -> ExitCode {
     let stdin = std::io::stdin();
-    let name = match args.name {
-        Some(name) => name,
-        None => {
-            print!("Your name: ");
-            let _ = std::io::stdout().flush();
-            let mut name = String::new();
-            if stdin.read_line(&mut name).is_err() {
-                return ExitCode::FAILURE;
-            }
-            name.trim_end_matches(['\r', '\n']).to_owned()
-        }
+    let Some(name) = name_or_ask(args.name) else {
+        return ExitCode::FAILURE;
     };
     println!("{}", line_ui::HELP);
     let options = ClientOptions {
@@ -89,6 +102,32 @@ fn client(args: cli::ClientArgs) -> ExitCode {
         Ok(()) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("natter client: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tui(args: cli::ClientArgs) -> ExitCode {
+    let Some(name) = name_or_ask(args.name) else {
+        return ExitCode::FAILURE;
+    };
+    let options = ClientOptions {
+        addr: args.addr,
+        name,
+        out_dir: args.out,
+        part_size: args.part_size,
+    };
+    let mut ui = tui::TuiUi::start();
+    let keyboard = ui.keyboard();
+    let result = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::run_client(options, &mut ui, keyboard),
+        Runtime::Smol => natter_runtime_smol::run_client(options, &mut ui, keyboard),
+    };
+    ui.restore();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("natter tui: {err}");
             ExitCode::FAILURE
         }
     }

@@ -81,7 +81,8 @@ pub fn retry_with_small_parts(file: &str) -> (String, Vec<u8>) {
 /// Adds the runtime's part size to a typed `download_file <file>` that names none, so a person on
 /// loopback gets large parts without knowing about them.
 pub fn with_part_size(typed: &str, part_size: u16) -> String {
-    let mut words = typed.split(' ');
+    // A space left after the file name (a completion, a habit) is not an extra word.
+    let mut words = typed.trim_end_matches(' ').split(' ');
     match (words.next(), words.next(), words.next()) {
         (Some("download_file"), Some(file), None) if !file.is_empty() => {
             format!("download_file {file} {part_size}")
