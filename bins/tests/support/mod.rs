@@ -92,16 +92,34 @@ pub fn start(
     }
 }
 
-/// A block of `n` UDP ports, picked so that parallel tests in this process do not share one.
+/// A block of `n` UDP ports that were free a moment ago, different for every call in this
+/// process. They are taken below the kernel's ephemeral range (32768 and up), where the clients'
+/// own sockets land, and each test binary starts at its own place, so that test processes
+/// running side by side rarely meet; a block with a port in use is skipped.
 pub fn free_udp_range(n: u16) -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // Start high, away from the default range and the kernel's ephemeral range (32768-60999 by
-    // default), and hand out consecutive blocks.
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let offset = NEXT.fetch_add(n, Ordering::SeqCst);
-    let base = 61_000 + (std::process::id() as u16 % 8) * 512 + offset;
-    assert!(base < 65_000, "ran out of test ports");
-    base
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() * 997 % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN / u32::from(n) {
+        let offset = NEXT.fetch_add(u32::from(n), Ordering::SeqCst) % (SPAN - u32::from(n));
+        let base = (FIRST + offset) as u16;
+        let all_free =
+            (base..base + n).all(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!(
+        "no block of {n} free UDP ports between {FIRST} and {}",
+        FIRST + SPAN
+    );
 }
 
 /// A client speaking the protocol by hand, as netcat would.
