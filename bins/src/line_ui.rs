@@ -121,7 +121,9 @@ fn display_line(event: &ClientEvent) -> String {
             offer.token
         ),
         ClientEvent::Error(reason) => format!("ERROR {reason}"),
-        ClientEvent::Rejected(why) => format!("(refused by this client: {why})"),
+        ClientEvent::Rejected(why) | ClientEvent::OfferRefused(why) => {
+            format!("(refused by this client: {why})")
+        }
     }
 }
 

@@ -104,7 +104,7 @@ impl TuiState {
                     .into()
             }
             ClientEvent::Error(reason) => format!("ERROR {reason}").red().into(),
-            ClientEvent::Rejected(why) => {
+            ClientEvent::Rejected(why) | ClientEvent::OfferRefused(why) => {
                 format!("(refused by this client: {why})").yellow().into()
             }
         };

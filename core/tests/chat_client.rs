@@ -100,19 +100,25 @@ fn s3_hostile_offers_are_refused() {
         let got = events(&mut c, line.as_bytes());
         assert_eq!(got.len(), 1);
         assert!(
-            matches!(&got[0], ClientEvent::Rejected(r) if r.starts_with("refused an offer")),
+            matches!(&got[0], ClientEvent::OfferRefused(r) if r.starts_with("refused an offer")),
             "{file}: {got:?}"
         );
     }
-    // control characters and U+2028 in the name: refused, and the reason is printable
-    for file in ["evil\u{1b}[2J", "a\u{2028}b", "nbsp\u{a0}x"] {
+    // control characters, U+2028 and a bidi override in the name: refused (as an unreadable line
+    // or as an unsafe offer), and the reason is printable
+    for file in [
+        "evil\u{1b}[2J",
+        "a\u{2028}b",
+        "nbsp\u{a0}x",
+        "txt.\u{202e}exe",
+    ] {
         let mut c = ChatClient::new("alice");
         let got = events(
             &mut c,
             format!("UDP 55000 0 {file} 10 1200 {digest} 0000000000000001\n").as_bytes(),
         );
         match &got[..] {
-            [ClientEvent::Rejected(reason)] => {
+            [ClientEvent::Rejected(reason) | ClientEvent::OfferRefused(reason)] => {
                 assert!(
                     !reason.chars().any(|ch| ch.is_control() || ch == '\u{2028}'),
                     "{reason:?}"
@@ -127,9 +133,39 @@ fn s3_hostile_offers_are_refused() {
         format!("UDP 55000 0 ok.txt 10 0 {digest} 0000000000000001\n").as_bytes(),
     );
     assert!(
-        matches!(&got[..], [ClientEvent::Rejected(_)]),
+        matches!(&got[..], [ClientEvent::OfferRefused(_)]),
         "part size 0"
     );
+}
+
+/// S4: what the server relays cannot disguise itself on a terminal: line separators and bidi
+/// overrides in names and messages reach the UI as visible escapes.
+#[test]
+fn s4_events_are_safe_to_print() {
+    let mut c = ChatClient::new("alice");
+    let got = events(
+        &mut c,
+        "bob: look \u{202e}evil\u{202c} and \u{2028} next\n".as_bytes(),
+    );
+    match &got[..] {
+        [ClientEvent::Public { from, text }] => {
+            assert_eq!(from, "bob");
+            assert_eq!(text, "look \\u{202e}evil\\u{202c} and \\u{2028} next");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A large room's presence line is longer than the 4096 bytes a client may send; the client
+/// still reads it (up to MAX_SERVER_LINE).
+#[test]
+fn long_server_lines_are_read() {
+    let names: Vec<String> = (0..1000).map(|i| format!("user{i:028}")).collect();
+    let line = format!("ALL {}\n", names.join(" "));
+    assert!(line.len() > 30_000);
+    let mut c = ChatClient::new("alice");
+    let got = events(&mut c, line.as_bytes());
+    assert_eq!(got, vec![ClientEvent::Presence(names)]);
 }
 
 #[test]

@@ -41,7 +41,10 @@ impl GetSession {
                         format!("download_file {} {}\n", self.file, self.part_size).as_bytes(),
                     );
                 }
-                ClientEvent::Error(reason) | ClientEvent::Rejected(reason) => {
+                // The server's refusal, or an offer this client will not take (S3). A line it
+                // could not read (say, a presence line of a kind it does not know) is no reason
+                // to give up the download.
+                ClientEvent::Error(reason) | ClientEvent::OfferRefused(reason) => {
                     return Err(DownloadError::Refused(reason));
                 }
                 ClientEvent::Offer(offer) if self.joined && offer.file == self.file => {

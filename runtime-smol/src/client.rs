@@ -166,7 +166,10 @@ async fn run(
         }
         while let Some(event) = client.poll_event() {
             ui.event(&event);
-            if matches!(event, ClientEvent::Offer(_) | ClientEvent::Error(_)) {
+            if matches!(
+                event,
+                ClientEvent::Offer(_) | ClientEvent::OfferRefused(_) | ClientEvent::Error(_)
+            ) {
                 awaiting_offers = awaiting_offers.saturating_sub(1);
             }
             if let ClientEvent::Offer(offer) = &event {

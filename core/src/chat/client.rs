@@ -10,9 +10,15 @@
 use std::collections::VecDeque;
 
 use crate::chat::catalogue::is_offerable_name;
-use crate::chat::display::escape_truncated;
+use crate::chat::display::{escape_for_display, escape_truncated, is_display_unsafe};
 use crate::wire::chat::{ClientLine, LineError, ServerLine, UdpOffer};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
+
+/// The longest server line the client reads. The 4096-byte limit of PROTOCOL 1.2 bounds what
+/// clients send; the server's `ALL` and `CHOOSE_FILE` lines grow with the room and the folder (a
+/// thousand people of 32-character names make a 33 KB `ALL` line), so the client allows far more
+/// while still bounding what a hostile server can make it hold.
+pub const MAX_SERVER_LINE: usize = 1 << 20;
 
 /// The longest file name the client will create (common file system limit, in bytes).
 pub const MAX_FILE_NAME_BYTES: usize = 255;
@@ -52,7 +58,10 @@ impl Offer {
     }
 }
 
-/// What the server told us, one event per line.
+/// What the server told us, one event per line. Every string in it is safe to print (S4): the
+/// characters that move a terminal's cursor or reorder what a reader sees (the Unicode line
+/// separators, bidirectional overrides) are written as visible `\u{..}` escapes, so a message
+/// cannot pass for another line or another sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
     /// `<name> has joined the chat!` (our own join included; see [`ChatClient::is_joined`]).
@@ -80,8 +89,11 @@ pub enum ClientEvent {
     Offer(Offer),
     /// `ERROR <reason>` from the server.
     Error(String),
-    /// Something the client refused: a malformed or over-long line, or a hostile offer (S3).
-    /// The text is escaped and safe to print.
+    /// A download offer the client refused (S3): a name that could escape `Downloads/` or
+    /// impossible numbers. Nothing is downloaded.
+    OfferRefused(String),
+    /// A server line the client could not read (malformed, or not UTF-8), or unsafe names left
+    /// out of a file list.
     Rejected(String),
 }
 
@@ -109,7 +121,7 @@ impl ChatClient {
         Self {
             name: name.into(),
             joined: false,
-            framer: LineFramer::new(),
+            framer: LineFramer::with_limit(MAX_SERVER_LINE),
             events: VecDeque::new(),
         }
     }
@@ -178,14 +190,23 @@ impl ChatClient {
                 if name == self.name {
                     self.joined = true;
                 }
-                ClientEvent::Joined(name)
+                ClientEvent::Joined(safe(name))
             }
-            ServerLine::Left(name) => ClientEvent::Left(name),
-            ServerLine::All(names) => ClientEvent::Presence(names),
-            ServerLine::Public { from, text } => ClientEvent::Public { from, text },
-            ServerLine::Private { from, text } => ClientEvent::Private { from, text },
-            ServerLine::PrivateEcho { to, text } => ClientEvent::PrivateSent { to, text },
-            ServerLine::Error(reason) => ClientEvent::Error(reason),
+            ServerLine::Left(name) => ClientEvent::Left(safe(name)),
+            ServerLine::All(names) => ClientEvent::Presence(names.into_iter().map(safe).collect()),
+            ServerLine::Public { from, text } => ClientEvent::Public {
+                from: safe(from),
+                text: safe(text),
+            },
+            ServerLine::Private { from, text } => ClientEvent::Private {
+                from: safe(from),
+                text: safe(text),
+            },
+            ServerLine::PrivateEcho { to, text } => ClientEvent::PrivateSent {
+                to: safe(to),
+                text: safe(text),
+            },
+            ServerLine::Error(reason) => ClientEvent::Error(safe(reason)),
             ServerLine::ChooseFile(files) => {
                 let (safe, unsafe_): (Vec<String>, Vec<String>) =
                     files.into_iter().partition(|f| is_safe_file_name(f));
@@ -200,18 +221,27 @@ impl ChatClient {
             }
             ServerLine::Udp(offer) => match Offer::checked(offer) {
                 Ok(offer) => ClientEvent::Offer(offer),
-                Err(reason) => ClientEvent::Rejected(reason),
+                Err(reason) => ClientEvent::OfferRefused(reason),
             },
         }
     }
 }
 
+/// Text from the server, made safe to print (S4).
+fn safe(text: String) -> String {
+    match escape_for_display(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
 /// A name the client may create in `Downloads/`: offerable (1.4), short enough for a file system,
-/// and not one of the names the client keeps beside a download (`<file>.part`, its resume record
+/// free of characters that would disguise it on screen (S4), and not one of the names the client keeps beside a download (`<file>.part`, its resume record
 /// `<file>.part.resume` and that record's temporary `.tmp`), which another download would clobber.
 pub fn is_safe_file_name(name: &str) -> bool {
     const OWN_SUFFIXES: [&str; 3] = [".part", ".part.resume", ".part.resume.tmp"];
     is_offerable_name(name)
         && name.len() <= MAX_FILE_NAME_BYTES
+        && !name.chars().any(is_display_unsafe)
         && !OWN_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
 }

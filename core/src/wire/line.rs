@@ -33,8 +33,11 @@ pub enum Framed {
 }
 
 /// Bytes in, complete lines out. See the module documentation for the rules.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LineFramer {
+    /// The longest line accepted: [`MAX_LINE`] for what a client sends, more for what a server
+    /// sends (an `ALL` line of a large room is longer).
+    limit: usize,
     /// Bytes pushed but not yet scanned by `next`.
     input: Vec<u8>,
     /// How much of `input` has been scanned already.
@@ -46,14 +49,31 @@ pub struct LineFramer {
     discarding: bool,
 }
 
+impl Default for LineFramer {
+    fn default() -> Self {
+        Self::with_limit(MAX_LINE)
+    }
+}
+
 /// Chunks bigger than this are not kept as spare capacity once scanned, so a single huge read
 /// does not pin its buffer for the life of the connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
 impl LineFramer {
-    /// A framer with nothing buffered.
+    /// A framer with nothing buffered, for lines of at most [`MAX_LINE`] bytes.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A framer for lines of at most `limit` bytes; the memory bound is `limit + 1` likewise.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            input: Vec::new(),
+            pos: 0,
+            partial: Vec::new(),
+            discarding: false,
+        }
     }
 
     /// Appends a chunk of received bytes. Drain with [`LineFramer::next`] before the next push.
@@ -89,7 +109,7 @@ impl LineFramer {
         let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
             // No terminator yet: keep what fits, drop the rest of an over-long line.
             if !self.discarding {
-                let room = (MAX_LINE + 1).saturating_sub(self.partial.len());
+                let room = (self.limit + 1).saturating_sub(self.partial.len());
                 if rest.len() > room {
                     self.partial.clear();
                     self.discarding = true;
@@ -107,16 +127,16 @@ impl LineFramer {
             return Some(Framed::TooLong);
         }
         let result = if self.partial.is_empty() {
-            frame_complete(segment)
+            frame_complete(segment, self.limit)
         } else {
             // Bounded: refuse before copying when the joined line is already too long.
-            if self.partial.len() + segment.len() > MAX_LINE + 1 {
+            if self.partial.len() + segment.len() > self.limit + 1 {
                 self.partial.clear();
                 return Some(Framed::TooLong);
             }
             self.partial.extend_from_slice(segment);
             let line = std::mem::take(&mut self.partial);
-            frame_complete(&line)
+            frame_complete(&line, self.limit)
         };
         Some(result)
     }
@@ -131,9 +151,9 @@ impl LineFramer {
 }
 
 /// Applies the per-line rules to the bytes before a `\n`.
-fn frame_complete(bytes: &[u8]) -> Framed {
+fn frame_complete(bytes: &[u8], limit: usize) -> Framed {
     let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
-    if bytes.len() > MAX_LINE {
+    if bytes.len() > limit {
         return Framed::TooLong;
     }
     match std::str::from_utf8(bytes) {
