@@ -34,6 +34,20 @@ pub enum NameError {
     Confusable(String),
 }
 
+/// PROTOCOL 1.1: "a Unicode letter or digit, or one of `_ - .`". Letters are the general
+/// categories L* and digits Nd: `char::is_alphanumeric` would also let in combining marks and
+/// numerals such as `½` or `Ⅻ`. The Hangul fillers are letters (Lo) that draw nothing, so a name
+/// made of them would be invisible on every screen: they are refused too.
+pub fn is_name_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+    const INVISIBLE_LETTERS: [char; 4] = ['\u{115f}', '\u{1160}', '\u{3164}', '\u{ffa0}'];
+    match c.general_category_group() {
+        GeneralCategoryGroup::Letter => !INVISIBLE_LETTERS.contains(&c),
+        GeneralCategoryGroup::Number => c.general_category() == GeneralCategory::DecimalNumber,
+        _ => matches!(c, '_' | '-' | '.'),
+    }
+}
+
 /// Length and character rules, independent of who is connected.
 pub fn check_syntax(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
@@ -43,10 +57,7 @@ pub fn check_syntax(name: &str) -> Result<(), NameError> {
     if chars > MAX_NAME_CHARS {
         return Err(NameError::TooLong { chars });
     }
-    if let Some(c) = name
-        .chars()
-        .find(|&c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
+    if let Some(c) = name.chars().find(|&c| !is_name_char(c)) {
         return Err(NameError::BadChar { code: u32::from(c) });
     }
     let folded = fold(name);
@@ -153,6 +164,21 @@ mod tests {
         assert!(check_syntax("Zoë_2.0-x").is_ok());
         assert!(check_syntax("東京").is_ok());
         assert!(check_syntax("٣").is_ok(), "Arabic-Indic digit");
+        // Numerals that are not decimal digits, combining marks, invisible letters: refused.
+        for bad in [
+            "½",
+            "①",
+            "Ⅻ",
+            "a\u{0345}",
+            "x\u{0903}",
+            "\u{3164}",
+            "\u{115f}\u{1160}",
+        ] {
+            assert!(
+                matches!(check_syntax(bad), Err(NameError::BadChar { .. })),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
