@@ -121,6 +121,7 @@ fn display_line(event: &ClientEvent) -> String {
             offer.token
         ),
         ClientEvent::Error(reason) => format!("ERROR {reason}"),
+        ClientEvent::NameRefused(reason) => format!("ERROR {reason} (type another name)"),
         ClientEvent::Rejected(why) | ClientEvent::OfferRefused(why) => {
             format!("(refused by this client: {why})")
         }

@@ -104,6 +104,9 @@ impl TuiState {
                     .into()
             }
             ClientEvent::Error(reason) => format!("ERROR {reason}").red().into(),
+            ClientEvent::NameRefused(reason) => {
+                format!("ERROR {reason}: type another name").red().into()
+            }
             ClientEvent::Rejected(why) | ClientEvent::OfferRefused(why) => {
                 format!("(refused by this client: {why})").yellow().into()
             }

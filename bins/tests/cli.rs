@@ -269,3 +269,46 @@ fn line_client_chats_and_downloads() {
         assert_eq!(watcher.line(), "alice left the chat...");
     }
 }
+
+/// PROTOCOL 1.1, C1: a refused name keeps the connection open; the line client says so and takes
+/// the next line typed as the next name.
+#[test]
+fn line_client_tries_another_name() {
+    use std::io::Write as _;
+    for runtime in ["mio", "smol"] {
+        let server = start(Rt::Smol, folder_with(&[]), |_| {});
+        let mut watcher = Raw::join(server.addr, "watcher");
+        let mut child = natter()
+            .args([
+                "client",
+                "--name",
+                "WATCHER",
+                "--runtime",
+                runtime,
+                "--addr",
+                &server.addr.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"carol\nhello\n").unwrap();
+        assert_eq!(watcher.line(), "carol has joined the chat!");
+        assert_eq!(watcher.line(), "ALL carol");
+        assert_eq!(watcher.line(), "carol: hello");
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{runtime}: {stdout}");
+        assert!(
+            stdout.contains("ERROR name already taken: watcher (type another name)"),
+            "{runtime}: {stdout}"
+        );
+        assert!(
+            stdout.contains("carol has joined the chat!"),
+            "{runtime}: {stdout}"
+        );
+    }
+}

@@ -21,6 +21,6 @@ pub use download::{Download, DownloadError, DownloadFile, DownloadReport};
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
 pub use served::ServedFile;
-pub use session::GetSession;
+pub use session::{ChatSession, GetSession, Typed};
 pub use ui::ClientUi;
 pub use upload::Upload;

@@ -44,7 +44,9 @@ impl GetSession {
                 // The server's refusal, or an offer this client will not take (S3). A line it
                 // could not read (say, a presence line of a kind it does not know) is no reason
                 // to give up the download.
-                ClientEvent::Error(reason) | ClientEvent::OfferRefused(reason) => {
+                ClientEvent::Error(reason)
+                | ClientEvent::NameRefused(reason)
+                | ClientEvent::OfferRefused(reason) => {
                     return Err(DownloadError::Refused(reason));
                 }
                 ClientEvent::Offer(offer) if self.joined && offer.file == self.file => {
@@ -66,6 +68,84 @@ impl GetSession {
     /// The line that says goodbye.
     pub fn quit() -> &'static [u8] {
         b"{quit}\n"
+    }
+}
+
+/// What a line typed into an interactive client amounts to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Typed {
+    /// These bytes go to the server.
+    Send(Vec<u8>),
+    /// `{quit}`: say goodbye and stop.
+    Quit,
+    /// Not sendable; the reason is for the person.
+    Invalid(String),
+}
+
+/// An interactive chat session as both runtimes drive it: typed lines in, wire lines out; server
+/// bytes in, events out. It also counts the downloads asked for whose offer (or refusal) has not
+/// come yet, so that a client whose input ends (a script piping lines in) waits for them.
+#[derive(Debug)]
+pub struct ChatSession {
+    client: ChatClient,
+    part_size: u16,
+    awaiting_offers: usize,
+}
+
+impl ChatSession {
+    pub fn new(name: &str, part_size: u16) -> Self {
+        Self {
+            client: ChatClient::new(name),
+            part_size,
+            awaiting_offers: 0,
+        }
+    }
+
+    /// The first bytes to send: the name line.
+    pub fn hello(&self) -> Vec<u8> {
+        self.client.hello()
+    }
+
+    pub fn typed(&mut self, line: &str) -> Typed {
+        if line.trim() == "{quit}" {
+            return Typed::Quit;
+        }
+        match self.client.line_for(&with_part_size(line, self.part_size)) {
+            Ok(bytes) => {
+                if self.client.is_joined() && bytes.starts_with(b"download_file ") {
+                    self.awaiting_offers += 1;
+                }
+                Typed::Send(bytes)
+            }
+            Err(err) => Typed::Invalid(err.to_string()),
+        }
+    }
+
+    /// Asks again for a file whose large parts never arrived (U5); the notice is for the person.
+    pub fn retry_with_small_parts(&mut self, file: &str) -> (String, Vec<u8>) {
+        self.awaiting_offers += 1;
+        retry_with_small_parts(file)
+    }
+
+    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+        self.client.handle_bytes(bytes);
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        let event = self.client.poll_event()?;
+        if matches!(
+            event,
+            ClientEvent::Offer(_) | ClientEvent::OfferRefused(_) | ClientEvent::Error(_)
+        ) {
+            // An ERROR may answer another request; counting it keeps a piped client from waiting
+            // forever for an offer that was refused.
+            self.awaiting_offers = self.awaiting_offers.saturating_sub(1);
+        }
+        Some(event)
+    }
+
+    pub fn awaiting_offers(&self) -> usize {
+        self.awaiting_offers
     }
 }
 

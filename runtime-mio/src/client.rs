@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use natter_core::chat::client::{ChatClient, ClientEvent};
-use natter_runtime_common::session::{retry_with_small_parts, with_part_size};
+use natter_core::chat::client::ClientEvent;
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    ClientOptions, ClientUi, Download, DownloadError, default_part_size, net,
+    ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
+    default_part_size, net,
 };
 
 const TCP: Token = Token(0);
@@ -65,17 +65,16 @@ pub fn run_client(
     let part_size = options
         .part_size
         .unwrap_or_else(|| default_part_size(options.addr.ip()));
-    let mut client = ChatClient::new(&options.name);
-    let mut out: Vec<u8> = client.hello();
+    let mut session = ChatSession::new(&options.name, part_size);
+    let mut out: Vec<u8> = session.hello();
     let mut downloads: HashMap<usize, Active> = HashMap::new();
     let mut next_token = FIRST_DOWNLOAD;
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut events = Events::with_capacity(64);
     let mut input_open = true;
     let mut quitting = false;
-    // Downloads asked for whose offer (or refusal) has not come yet: input may end before it does.
-    let mut awaiting_offers = 0usize;
     let mut next_progress = Instant::now();
+    let mut failed: Vec<usize> = Vec::new();
 
     loop {
         flush(&mut tcp, &mut out)?;
@@ -107,7 +106,7 @@ pub fn run_client(
                             ui.disconnected("the server closed the connection");
                             return Ok(());
                         }
-                        Ok(n) => client.handle_bytes(&buf[..n]),
+                        Ok(n) => session.handle_bytes(&buf[..n]),
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                         Err(err) => {
@@ -118,18 +117,13 @@ pub fn run_client(
                 },
                 INPUT => loop {
                     match rx.try_recv() {
-                        Ok(line) if line.trim() == "{quit}" => {
-                            out.extend_from_slice(b"{quit}\n");
-                            quitting = true;
-                        }
-                        Ok(line) => match client.line_for(&with_part_size(&line, part_size)) {
-                            Ok(bytes) => {
-                                if bytes.starts_with(b"download_file ") {
-                                    awaiting_offers += 1;
-                                }
-                                out.extend_from_slice(&bytes)
+                        Ok(line) => match session.typed(&line) {
+                            Typed::Send(bytes) => out.extend_from_slice(&bytes),
+                            Typed::Quit => {
+                                out.extend_from_slice(GetSession::quit());
+                                quitting = true;
                             }
-                            Err(err) => ui.event(&ClientEvent::Error(err.to_string())),
+                            Typed::Invalid(why) => ui.notice(&why),
                         },
                         Err(mpsc::TryRecvError::Empty) => break,
                         Err(mpsc::TryRecvError::Disconnected) => {
@@ -147,6 +141,7 @@ pub fn run_client(
                                         active.download.on_datagram(Instant::now(), &buf[..n])
                                     {
                                         ui.download_done(&active.file, &Err(err));
+                                        failed.push(token);
                                         break;
                                     }
                                 }
@@ -158,14 +153,11 @@ pub fn run_client(
                 }
             }
         }
-        while let Some(event) = client.poll_event() {
+        for token in failed.drain(..) {
+            downloads.remove(&token);
+        }
+        while let Some(event) = session.poll_event() {
             ui.event(&event);
-            if matches!(
-                event,
-                ClientEvent::Offer(_) | ClientEvent::OfferRefused(_) | ClientEvent::Error(_)
-            ) {
-                awaiting_offers = awaiting_offers.saturating_sub(1);
-            }
             if let ClientEvent::Offer(offer) = &event {
                 match start_download(&poll, &options, offer, next_token) {
                     Ok(active) => {
@@ -203,18 +195,17 @@ pub fn run_client(
                 finished.push(token);
             } else if active.download.receiver().parts_too_large(now) {
                 active.download.save_now();
-                let (notice, line) = retry_with_small_parts(&active.file);
+                let (notice, line) = session.retry_with_small_parts(&active.file);
                 ui.notice(&notice);
                 out.extend_from_slice(&line);
-                awaiting_offers += 1;
                 finished.push(token);
             }
         }
         for token in finished {
             downloads.remove(&token);
         }
-        if !input_open && !quitting && downloads.is_empty() && awaiting_offers == 0 {
-            out.extend_from_slice(b"{quit}\n");
+        if !input_open && !quitting && downloads.is_empty() && session.awaiting_offers() == 0 {
+            out.extend_from_slice(GetSession::quit());
             quitting = true;
         }
     }

@@ -5,11 +5,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use natter_core::chat::client::{ChatClient, ClientEvent, Offer};
-use natter_runtime_common::session::{retry_with_small_parts, with_part_size};
+use natter_core::chat::client::{ClientEvent, Offer};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    ClientOptions, ClientUi, Download, DownloadError, default_part_size, net,
+    ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
+    default_part_size, net,
 };
 use smol::Async;
 use smol::Timer;
@@ -71,14 +71,12 @@ async fn run(
     let part_size = options
         .part_size
         .unwrap_or_else(|| default_part_size(options.addr.ip()));
-    let mut client = ChatClient::new(&options.name);
-    tcp.write_all(&client.hello()).await?;
+    let mut session = ChatSession::new(&options.name, part_size);
+    tcp.write_all(&session.hello()).await?;
     let mut downloads: Vec<Option<Active>> = Vec::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut tcp_buf = vec![0u8; 16 * 1024];
     let mut input_open = true;
-    // Downloads asked for whose offer (or refusal) has not come yet: input may end before it does.
-    let mut awaiting_offers = 0usize;
     let mut next_progress = Instant::now();
     let mut retries: Vec<Vec<u8>> = Vec::new();
 
@@ -127,20 +125,15 @@ async fn run(
                 ui.disconnected("the server closed the connection");
                 return Ok(());
             }
-            Wake::Server(Ok(n)) => client.handle_bytes(&tcp_buf[..n]),
-            Wake::Input(Some(line)) if line.trim() == "{quit}" => {
-                tcp.write_all(b"{quit}\n").await?;
-                tcp.flush().await?;
-                break;
-            }
-            Wake::Input(Some(line)) => match client.line_for(&with_part_size(&line, part_size)) {
-                Ok(bytes) => {
-                    if bytes.starts_with(b"download_file ") {
-                        awaiting_offers += 1;
-                    }
-                    tcp.write_all(&bytes).await?
+            Wake::Server(Ok(n)) => session.handle_bytes(&tcp_buf[..n]),
+            Wake::Input(Some(line)) => match session.typed(&line) {
+                Typed::Send(bytes) => tcp.write_all(&bytes).await?,
+                Typed::Quit => {
+                    tcp.write_all(GetSession::quit()).await?;
+                    tcp.flush().await?;
+                    break;
                 }
-                Err(err) => ui.event(&ClientEvent::Error(err.to_string())),
+                Typed::Invalid(why) => ui.notice(&why),
             },
             Wake::Input(None) => input_open = false,
             Wake::Download(i) => {
@@ -164,14 +157,8 @@ async fn run(
             }
             Wake::Timer => {}
         }
-        while let Some(event) = client.poll_event() {
+        while let Some(event) = session.poll_event() {
             ui.event(&event);
-            if matches!(
-                event,
-                ClientEvent::Offer(_) | ClientEvent::OfferRefused(_) | ClientEvent::Error(_)
-            ) {
-                awaiting_offers = awaiting_offers.saturating_sub(1);
-            }
             if let ClientEvent::Offer(offer) = &event {
                 match start_download(&options, offer) {
                     Ok(active) => downloads.push(Some(active)),
@@ -206,20 +193,19 @@ async fn run(
                 *slot = None;
             } else if active.download.receiver().parts_too_large(now) {
                 active.download.save_now();
-                let (notice, line) = retry_with_small_parts(&active.file);
+                let (notice, line) = session.retry_with_small_parts(&active.file);
                 ui.notice(&notice);
                 retries.push(line);
                 *slot = None;
             }
         }
         for line in retries.drain(..) {
-            awaiting_offers += 1;
             tcp.write_all(&line).await?;
         }
         if downloads.iter().all(Option::is_none) {
             downloads.clear();
-            if !input_open && awaiting_offers == 0 {
-                tcp.write_all(b"{quit}\n").await?;
+            if !input_open && session.awaiting_offers() == 0 {
+                tcp.write_all(GetSession::quit()).await?;
                 tcp.flush().await?;
                 break;
             }

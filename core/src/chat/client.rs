@@ -89,6 +89,9 @@ pub enum ClientEvent {
     Offer(Offer),
     /// `ERROR <reason>` from the server.
     Error(String),
+    /// `ERROR <reason>` before we joined: the name was refused (1.1). The connection stays open;
+    /// the next line typed is taken as another name.
+    NameRefused(String),
     /// A download offer the client refused (S3): a name that could escape `Downloads/` or
     /// impossible numbers. Nothing is downloaded.
     OfferRefused(String),
@@ -111,6 +114,8 @@ pub enum InputError {
 pub struct ChatClient {
     name: String,
     joined: bool,
+    /// The server refused our name and waits for another (1.1).
+    name_refused: bool,
     framer: LineFramer,
     events: VecDeque<ClientEvent>,
 }
@@ -121,6 +126,7 @@ impl ChatClient {
         Self {
             name: name.into(),
             joined: false,
+            name_refused: false,
             framer: LineFramer::with_limit(MAX_SERVER_LINE),
             events: VecDeque::new(),
         }
@@ -170,7 +176,17 @@ impl ChatClient {
 
     /// What a person typed, as a wire line with its `\n`. Commands are checked here so the
     /// person learns of a typo at once; whatever passes is re-encoded in canonical form.
-    pub fn line_for(&self, typed: &str) -> Result<Vec<u8>, InputError> {
+    ///
+    /// After the server refused our name, what is typed is the next name to try (1.1 keeps the
+    /// connection open for it), so a person whose name was taken just types another.
+    pub fn line_for(&mut self, typed: &str) -> Result<Vec<u8>, InputError> {
+        if self.name_refused && !self.joined {
+            if typed.len() > MAX_LINE {
+                return Err(InputError::TooLong);
+            }
+            self.name_refused = false;
+            return Ok(self.retry_name(typed));
+        }
         if typed.len() > MAX_LINE {
             return Err(InputError::TooLong);
         }
@@ -206,6 +222,10 @@ impl ChatClient {
                 to: safe(to),
                 text: safe(text),
             },
+            ServerLine::Error(reason) if !self.joined => {
+                self.name_refused = true;
+                ClientEvent::NameRefused(safe(reason))
+            }
             ServerLine::Error(reason) => ClientEvent::Error(safe(reason)),
             ServerLine::ChooseFile(files) => {
                 let (safe, unsafe_): (Vec<String>, Vec<String>) =
