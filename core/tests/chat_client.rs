@@ -202,7 +202,7 @@ fn malformed_server_lines_are_rejected_not_fatal() {
 #[test]
 fn typed_text_to_lines() {
     // PROTOCOL 1.2: intents become canonical lines; mistakes are caught before sending.
-    let c = ChatClient::new("alice");
+    let mut c = ChatClient::new("alice");
     assert_eq!(c.line_for("hello").unwrap(), b"hello\n");
     assert_eq!(c.line_for("get list file").unwrap(), b"get_list_file\n");
     assert_eq!(
