@@ -267,3 +267,19 @@ fn client_and_server_in_memory() {
         matches!(&got[3], ClientEvent::Offer(o) if o.file == "hello.c" && o.part_size == 8000 && o.blake3 == [9; 32])
     );
 }
+
+/// PROTOCOL 1.1: an ERROR before the join is a refused name; what is typed next is the next name,
+/// and once joined, typed text is a message again.
+#[test]
+fn a_refused_name_is_followed_by_another() {
+    let mut c = ChatClient::new("alice");
+    assert_eq!(c.hello(), b"alice\n");
+    let got = events(&mut c, b"ERROR name already taken: alice\n");
+    assert_eq!(got, vec![ClientEvent::NameRefused("name already taken: alice".into())]);
+    assert_eq!(c.line_for("alice2").unwrap(), b"alice2\n");
+    assert_eq!(c.name(), "alice2");
+    let got = events(&mut c, b"alice2 has joined the chat!\nERROR no such user: bob\n");
+    assert!(c.is_joined());
+    assert_eq!(got[1], ClientEvent::Error("no such user: bob".into()));
+    assert_eq!(c.line_for("hello").unwrap(), b"hello\n");
+}
