@@ -104,7 +104,7 @@ pub struct ServerArgs {
     #[arg(long, default_value = "55000-55015")]
     pub udp_ports: PortRange,
     /// Most connections at once; the next one gets an ERROR line and is closed.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1000)]
     pub max_connections: usize,
     /// Most connections at once from one IP address.
     #[arg(long, default_value_t = 200)]
@@ -116,6 +116,10 @@ pub struct ServerArgs {
     /// only the joined/left lines announce changes and `show` gives the list.
     #[arg(long, default_value_t = 100)]
     pub presence_limit: usize,
+    /// Bytes per second one connection may send before its socket is read less (flood
+    /// protection; 0 turns it off).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_input_rate: u32,
     /// Seconds a new connection has to send its name.
     #[arg(long, default_value = "30")]
     pub name_timeout: Seconds,

@@ -46,6 +46,7 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     options.chat.max_transfers_per_client = args.transfers_per_client;
     options.chat.presence_room_limit = args.presence_limit;
     options.chat.name_timeout = args.name_timeout.into();
+    options.chat.max_input_rate = args.max_input_rate;
     options.idle_timeout = args.idle_timeout.into();
     let result = match args.runtime.into() {
         Runtime::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.run()),

@@ -324,7 +324,11 @@ fn name_timeout(rt: Rt) {
 
 /// C5: a client that never reads is disconnected when its queue passes the bound; the others go on.
 fn slow_reader_is_closed(rt: Rt) {
-    let server = start(rt, sample_folder(), |o| o.chat.max_queued_bytes = 64 * 1024);
+    // The talker's input is not limited here: this is about the reader (C6 is its own test).
+    let server = start(rt, sample_folder(), |o| {
+        o.chat.max_queued_bytes = 64 * 1024;
+        o.chat.max_input_rate = 0;
+    });
     let mut talker = Raw::join(server.addr, "talker");
     let sleeper = Raw::join(server.addr, "sleeper");
     sleeper.stream().set_nodelay(true).unwrap();

@@ -275,10 +275,16 @@ fn a_refused_name_is_followed_by_another() {
     let mut c = ChatClient::new("alice");
     assert_eq!(c.hello(), b"alice\n");
     let got = events(&mut c, b"ERROR name already taken: alice\n");
-    assert_eq!(got, vec![ClientEvent::NameRefused("name already taken: alice".into())]);
+    assert_eq!(
+        got,
+        vec![ClientEvent::NameRefused("name already taken: alice".into())]
+    );
     assert_eq!(c.line_for("alice2").unwrap(), b"alice2\n");
     assert_eq!(c.name(), "alice2");
-    let got = events(&mut c, b"alice2 has joined the chat!\nERROR no such user: bob\n");
+    let got = events(
+        &mut c,
+        b"alice2 has joined the chat!\nERROR no such user: bob\n",
+    );
     assert!(c.is_joined());
     assert_eq!(got[1], ClientEvent::Error("no such user: bob".into()));
     assert_eq!(c.line_for("hello").unwrap(), b"hello\n");

@@ -16,6 +16,8 @@ use natter_runtime_common::{
 const UDP: Token = Token(0);
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How long to wait for the server to close after `{quit}`.
+const QUIT_GRACE: Duration = Duration::from_secs(2);
 /// Datagrams read before the loop sends what they allowed: keeps requests flowing under load.
 const RECV_BATCH: usize = 64;
 
@@ -61,6 +63,10 @@ pub fn download(
         }
     };
     let _ = tcp.write_all(GetSession::quit());
+    // Wait for the server to close, so that our name is free again when this returns: a script
+    // that runs `natter get` in a loop with one name would otherwise race its own last run.
+    let _ = tcp.set_read_timeout(Some(QUIT_GRACE));
+    while matches!(tcp.read(&mut buf), Ok(n) if n > 0) {}
     result
 }
 

@@ -158,6 +158,7 @@ impl Server {
             transfers: HashMap::new(),
             readable: VecDeque::new(),
             udp_readable: VecDeque::new(),
+            paused: Vec::new(),
             next_conn: 0,
             read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
             options,
@@ -203,6 +204,7 @@ impl Server {
                     Token(port) => state.transfer_ready(now, port as u16),
                 }
             }
+            state.resume_paused(now);
             state.read_round(now);
             for _ in 0..state.udp_readable.len() {
                 if let Some(port) = state.udp_readable.pop_front() {
@@ -223,6 +225,8 @@ struct State {
     transfers: HashMap<u16, Transfer>,
     /// Connections with bytes (or an end) waiting in the kernel, read one chunk each per round.
     readable: VecDeque<u64>,
+    /// Connections not to be read before a time, because they sent more than their share (C6).
+    paused: Vec<(Instant, u64)>,
     /// Transfer sockets whose last read stopped at the batch limit, not at an empty queue.
     udp_readable: VecDeque<u16>,
     next_conn: u64,
@@ -231,12 +235,30 @@ struct State {
 }
 
 impl State {
+    /// Connections whose pause is over are read again.
+    fn resume_paused(&mut self, now: Instant) {
+        let readable = &mut self.readable;
+        self.paused.retain(|&(until, conn)| {
+            let due = until <= now;
+            if due && !readable.contains(&conn) {
+                readable.push_back(conn);
+            }
+            !due
+        });
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let transfers = self
             .transfers
             .values()
             .filter_map(|t| t.upload.poll_timeout());
-        self.core.poll_timeout().into_iter().chain(transfers).min()
+        let paused = self.paused.iter().map(|&(until, _)| until);
+        self.core
+            .poll_timeout()
+            .into_iter()
+            .chain(transfers)
+            .chain(paused)
+            .min()
     }
 
     fn accept_all(&mut self, now: Instant, listener: &TcpListener, registry: &mio::Registry) {
@@ -284,6 +306,11 @@ impl State {
             let Some(conn) = self.readable.pop_front() else {
                 break;
             };
+            if let Some(until) = self.core.may_read(conn, now) {
+                // It sent more than its share (C6): its bytes wait in the kernel meanwhile.
+                self.paused.push((until, conn));
+                continue;
+            }
             let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };

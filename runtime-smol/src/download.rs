@@ -16,6 +16,8 @@ use smol::net::TcpStream;
 use smol::{Async, Timer};
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How long to wait for the server to close after `{quit}`.
+const QUIT_GRACE: Duration = Duration::from_secs(2);
 
 /// How one offer's download ended.
 enum Attempt {
@@ -69,6 +71,14 @@ async fn download_async(
     };
     let _ = tcp.write_all(GetSession::quit()).await;
     let _ = tcp.flush().await;
+    // Wait for the server to close, so that our name is free again when this returns: a script
+    // that runs `natter get` in a loop with one name would otherwise race its own last run.
+    let closed = async { while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {} };
+    closed
+        .or(async {
+            Timer::after(QUIT_GRACE).await;
+        })
+        .await;
     result
 }
 

@@ -249,6 +249,14 @@ async fn reader_task(
 ) {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
+        // A connection that sent more than its share (C6) waits; its bytes stay in the kernel.
+        loop {
+            let pause = hub.borrow_mut().core.may_read(conn, Instant::now());
+            match pause {
+                Some(until) => Timer::at(until).await,
+                None => break,
+            };
+        }
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => input(

@@ -3,5 +3,6 @@
 pub mod catalogue;
 pub mod client;
 pub mod display;
+pub mod flood;
 pub mod names;
 pub mod server;

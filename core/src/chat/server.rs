@@ -27,6 +27,7 @@ use rand_core::RngCore;
 
 use crate::chat::catalogue::Catalogue;
 use crate::chat::display::{escape_for_display, escape_truncated};
+use crate::chat::flood::InputBudget;
 use crate::chat::names::NameRegistry;
 use crate::wire::chat::{ClientLine, ServerLine, UdpOffer};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
@@ -62,6 +63,11 @@ pub struct ServerConfig {
     pub max_transfers_per_client: usize,
     /// The part size when the client names none (2.1).
     pub default_part_size: u16,
+    /// Bytes per second one connection may send, sustained; 0 for no limit (C6, see
+    /// [`crate::chat::flood`]).
+    pub max_input_rate: u32,
+    /// Bytes one connection may send at once above the rate.
+    pub input_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +82,11 @@ impl Default for ServerConfig {
             udp_ports: 55000..=55015,
             max_transfers_per_client: 4,
             default_part_size: 1200,
+            // A person types a few bytes a second and pastes a few kilobytes; a script relaying
+            // a log may send more. 256 KiB/s per connection is far above both and still keeps
+            // one flooder from burying a room of a hundred (25 MB/s of fan-out).
+            max_input_rate: 256 * 1024,
+            input_burst: 1024 * 1024,
         }
     }
 }
@@ -264,6 +275,8 @@ struct Conn {
     presence_gen: u64,
     /// A presence line is owed but held back until this client's queue drains.
     presence_deferred: bool,
+    /// What this connection may still send before its socket is read less (C6).
+    budget: InputBudget,
 }
 
 /// An output waiting in the server's queue.
@@ -355,6 +368,13 @@ impl ChatServer {
         self.room.len()
     }
 
+    /// Whether the runtime may read `conn` now (`None`), or should leave its socket alone until
+    /// the returned instant because it has sent more than its share (C6). A runtime that ignores
+    /// this loses nothing but the flood protection.
+    pub fn may_read(&mut self, conn: ConnId, now: Instant) -> Option<Instant> {
+        self.conns.get_mut(&conn)?.budget.paused_until(now)
+    }
+
     /// Bytes emitted for `conn` and not yet reported `Sent` (0 for unknown connections).
     pub fn queued_bytes(&self, conn: ConnId) -> usize {
         self.conns.get(&conn).map_or(0, |c| c.queued)
@@ -363,7 +383,7 @@ impl ChatServer {
     pub fn handle_input(&mut self, now: Instant, input: ServerInput<'_>) {
         match input {
             ServerInput::Opened { conn, peer } => self.on_opened(now, conn, peer),
-            ServerInput::Received { conn, bytes } => self.on_received(conn, bytes),
+            ServerInput::Received { conn, bytes } => self.on_received(now, conn, bytes),
             ServerInput::Sent { conn, len } => self.on_sent(conn, len),
             ServerInput::Closed { conn } => self.leave(conn, DisconnectReason::PeerClosed, false),
             ServerInput::TransferEnded { port } => {
@@ -460,6 +480,7 @@ impl ChatServer {
                 transfers: 0,
                 presence_gen: 0,
                 presence_deferred: false,
+                budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
             },
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
@@ -467,10 +488,11 @@ impl ChatServer {
         self.push(ServerOutput::Log(LogEvent::Connected { conn, peer }));
     }
 
-    fn on_received(&mut self, conn: ConnId, bytes: &[u8]) {
+    fn on_received(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        c.budget.spend(now, bytes.len());
         c.framer.push(bytes);
         loop {
             // Re-fetch every time: handling a line may close this very connection.

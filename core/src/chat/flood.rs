@@ -1,0 +1,95 @@
+//! How fast one connection may send (C6).
+//!
+//! Round-robin reading is fair between senders, but a line from one sender is multiplied by the
+//! size of the room on the way out: a single client that floods as fast as the server reads it
+//! fills every other client's queue, and the slow readers among them get closed for it (C5)
+//! while the flooder stays. A token bucket of input bytes per connection bounds what any one
+//! client can make the server relay; when it is empty the runtime stops reading that socket until
+//! it refills, so the flooder's own TCP window closes and nobody else notices. The rate is far
+//! above what a person types or pastes.
+
+use std::time::{Duration, Instant};
+
+/// A token bucket of bytes: `rate` per second, at most `burst` saved up.
+#[derive(Debug, Clone)]
+pub struct InputBudget {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+}
+
+impl InputBudget {
+    /// A full bucket. A rate of 0 means no limit.
+    pub fn new(now: Instant, rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            last: now,
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// `bytes` were read from this connection. The bucket may go below zero: a read is not cut
+    /// short, the pause that follows is longer instead.
+    pub fn spend(&mut self, now: Instant, bytes: usize) {
+        if self.rate == 0.0 {
+            return;
+        }
+        self.refill(now);
+        self.tokens -= bytes as f64;
+    }
+
+    /// When reading may resume, or `None` when it may go on now.
+    pub fn paused_until(&mut self, now: Instant) -> Option<Instant> {
+        if self.rate == 0.0 {
+            return None;
+        }
+        self.refill(now);
+        if self.tokens > 0.0 {
+            return None;
+        }
+        // Resume once a little more than the debt is paid back, so reads are not one byte each.
+        let wait = (1.0 - self.tokens) / self.rate;
+        Some(now + Duration::from_secs_f64(wait))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        let t0 = Instant::now();
+        let mut b = InputBudget::new(t0, 1000, 4000);
+        assert_eq!(b.paused_until(t0), None);
+        b.spend(t0, 3000);
+        assert_eq!(b.paused_until(t0), None, "within the burst");
+        b.spend(t0, 3000);
+        let resume = b.paused_until(t0).expect("over the burst: paused");
+        // 2000 bytes of debt at 1000 bytes/s: two seconds (and a millisecond for the next byte).
+        assert!(
+            resume >= t0 + Duration::from_secs(2) && resume <= t0 + Duration::from_millis(2002)
+        );
+        assert_eq!(b.paused_until(resume), None);
+        // Never more than the burst saved up, however long the silence.
+        let later = resume + Duration::from_secs(3600);
+        b.spend(later, 4000);
+        assert!(b.paused_until(later).is_some());
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let t0 = Instant::now();
+        let mut b = InputBudget::new(t0, 0, 0);
+        b.spend(t0, 10_000_000);
+        assert_eq!(b.paused_until(t0), None);
+    }
+}

@@ -1,0 +1,71 @@
+//! C6: a client that floods is read less, the others are not. PROTOCOL 1.2 (public messages).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use natter_core::chat::catalogue::Catalogue;
+use natter_core::chat::server::{ChatServer, ServerConfig, ServerInput, ServerOutput};
+
+#[test]
+fn a_flooder_is_paused_and_resumes_at_the_rate() {
+    let config = ServerConfig {
+        max_input_rate: 100_000,
+        input_burst: 200_000,
+        ..Default::default()
+    };
+    let mut server = ChatServer::new(config, Catalogue::default(), 7);
+    let t0 = Instant::now();
+    let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
+    for (conn, name) in [(1, "flood"), (2, "calm")] {
+        server.handle_input(t0, ServerInput::Opened { conn, peer });
+        server.handle_input(
+            t0,
+            ServerInput::Received {
+                conn,
+                bytes: format!("{name}\n").as_bytes(),
+            },
+        );
+    }
+    let line = format!("{}\n", "f".repeat(999));
+    // 300 lines of 1000 bytes at once: 100 kB past the burst.
+    for _ in 0..300 {
+        server.handle_input(
+            t0,
+            ServerInput::Received {
+                conn: 1,
+                bytes: line.as_bytes(),
+            },
+        );
+    }
+    let resume = server.may_read(1, t0).expect("the flooder is paused");
+    let pause = resume - t0;
+    assert!(
+        pause >= Duration::from_millis(1000) && pause < Duration::from_millis(1020),
+        "{pause:?}"
+    );
+    assert_eq!(
+        server.may_read(2, t0),
+        None,
+        "the calm client is read as usual"
+    );
+    assert_eq!(
+        server.may_read(1, resume),
+        None,
+        "after the pause, reading goes on"
+    );
+    // Every line that was read is still relayed: slowing a sender loses nothing.
+    let mut relayed = 0;
+    while let Some(out) = server.poll_output() {
+        if let ServerOutput::Send { conn: 2, bytes } = out {
+            relayed += usize::from(bytes.starts_with(b"flood: "));
+            server.handle_input(
+                t0,
+                ServerInput::Sent {
+                    conn: 2,
+                    len: bytes.len(),
+                },
+            );
+        }
+    }
+    assert_eq!(relayed, 300);
+}
