@@ -255,9 +255,17 @@ fn client_and_server_in_memory() {
                 bytes: &bytes,
             },
         );
+        // Written at once, as a runtime reports it: the presence line follows its join line.
         while let Some(out) = server.poll_output() {
-            if let ServerOutput::Send { bytes, .. } = out {
+            if let ServerOutput::Send { conn, bytes } = out {
                 got.extend(events(&mut alice, &bytes));
+                server.handle_input(
+                    now,
+                    ServerInput::Sent {
+                        conn,
+                        len: bytes.len(),
+                    },
+                );
             }
         }
     }

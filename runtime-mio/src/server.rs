@@ -416,30 +416,39 @@ impl State {
         }
     }
 
+    /// Performs what the core asks until it asks nothing more. Writing reports `Sent`, which can
+    /// release a presence line the core held back, so this loops until a round produces nothing.
     fn apply_outputs(&mut self, now: Instant, registry: &mio::Registry) {
-        let mut touched = Vec::new();
-        while let Some(output) = self.core.poll_output() {
-            match output {
-                ServerOutput::Send { conn, bytes } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.queue.push_back(bytes);
-                        touched.push(conn);
+        loop {
+            let mut touched = Vec::new();
+            let mut any = false;
+            while let Some(output) = self.core.poll_output() {
+                any = true;
+                match output {
+                    ServerOutput::Send { conn, bytes } => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.queue.push_back(bytes);
+                            touched.push(conn);
+                        }
                     }
-                }
-                ServerOutput::Close { conn } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.closing = true;
-                        touched.push(conn);
+                    ServerOutput::Close { conn } => {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.closing = true;
+                            touched.push(conn);
+                        }
                     }
+                    ServerOutput::StartTransfer(offer) => self.start_transfer(now, offer, registry),
+                    ServerOutput::Log(event) => log::server_event(&event),
                 }
-                ServerOutput::StartTransfer(offer) => self.start_transfer(now, offer, registry),
-                ServerOutput::Log(event) => log::server_event(&event),
             }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for conn in touched {
-            self.flush(now, conn);
+            if !any {
+                return;
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            for conn in touched {
+                self.flush(now, conn);
+            }
         }
     }
 

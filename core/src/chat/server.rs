@@ -53,7 +53,13 @@ pub struct ServerConfig {
     pub presence_room_limit: usize,
     /// Bytes handed to the runtime and not yet reported `Sent`, past which a connection is closed (C5).
     pub max_queued_bytes: usize,
-    /// A client whose unsent bytes exceed this gets its presence line later, coalesced (1.1).
+    /// A client with more unsent bytes than this gets its presence line later, coalesced (1.1).
+    /// Below it the line goes out at once, right after the join or leave it follows; above it the
+    /// core keeps it until the client's queue drains (reported `Sent`), replacing it with every
+    /// newer one. The default, one line's worth (4096 bytes), means a client that reads keeps
+    /// that order, and one that lags holds at most one stale `ALL` line in a runtime's queue.
+    /// 0 is the strictest reading of 1.1 (no stale line queued at all, ever) at the cost of an
+    /// `ALL` line arriving after messages that were sent while it waited.
     pub presence_defer_bytes: usize,
     /// How long a new connection may take to send an acceptable name (C7).
     pub name_timeout: Duration,
@@ -77,7 +83,7 @@ impl Default for ServerConfig {
             max_per_ip: 200,
             presence_room_limit: 100,
             max_queued_bytes: 1 << 20,
-            presence_defer_bytes: 64 * 1024,
+            presence_defer_bytes: crate::wire::line::MAX_LINE,
             name_timeout: Duration::from_secs(30),
             udp_ports: 55000..=55015,
             max_transfers_per_client: 4,
