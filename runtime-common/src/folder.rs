@@ -24,7 +24,8 @@ pub fn scan_folder(folder: &Path, cache: &mut DigestCache) -> io::Result<Scanned
     let mut entries = Vec::new();
     let mut identities = HashMap::new();
     for entry in std::fs::read_dir(folder)? {
-        let entry = entry?;
+        // One entry that cannot be read is skipped; it must not empty the whole catalogue.
+        let Ok(entry) = entry else { continue };
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };

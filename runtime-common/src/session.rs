@@ -112,7 +112,8 @@ impl ChatSession {
         }
         match self.client.line_for(&with_part_size(line, self.part_size)) {
             Ok(bytes) => {
-                if self.client.is_joined() && bytes.starts_with(b"download_file ") {
+                // (A name never contains a space, so a name line never looks like this.)
+                if bytes.starts_with(b"download_file ") {
                     self.awaiting_offers += 1;
                 }
                 Typed::Send(bytes)

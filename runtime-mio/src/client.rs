@@ -20,6 +20,8 @@ const TCP: Token = Token(0);
 const INPUT: Token = Token(1);
 const FIRST_DOWNLOAD: usize = 2;
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// How long to wait for the server to close after `{quit}`.
+const QUIT_GRACE: Duration = Duration::from_secs(2);
 
 struct Active {
     socket: UdpSocket,
@@ -76,10 +78,17 @@ pub fn run_client(
     let mut next_progress = Instant::now();
     let mut failed: Vec<usize> = Vec::new();
 
+    // After {quit} the server answers everything sent before it and closes; the client keeps
+    // reading until then (so a piped `show` still prints its answer), but not forever.
+    let mut quit_deadline: Option<Instant> = None;
+    let mut server_closed = false;
     loop {
         flush(&mut tcp, &mut out)?;
-        if quitting && out.is_empty() {
-            break;
+        if quitting {
+            let deadline = *quit_deadline.get_or_insert_with(|| Instant::now() + QUIT_GRACE);
+            if Instant::now() >= deadline {
+                break;
+            }
         }
         let now = Instant::now();
         let deadline = downloads
@@ -100,11 +109,8 @@ pub fn run_client(
                 TCP => loop {
                     match tcp.read(&mut buf) {
                         Ok(0) => {
-                            for active in downloads.values() {
-                                active.download.save_now();
-                            }
-                            ui.disconnected("the server closed the connection");
-                            return Ok(());
+                            server_closed = true;
+                            break;
                         }
                         Ok(n) => session.handle_bytes(&buf[..n]),
                         Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -155,6 +161,15 @@ pub fn run_client(
         }
         for token in failed.drain(..) {
             downloads.remove(&token);
+        }
+        if server_closed {
+            while let Some(event) = session.poll_event() {
+                ui.event(&event);
+            }
+            if !quitting {
+                ui.disconnected("the server closed the connection");
+            }
+            break;
         }
         while let Some(event) = session.poll_event() {
             ui.event(&event);

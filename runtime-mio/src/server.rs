@@ -28,6 +28,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Datagrams taken from one transfer socket before the loop looks at the others.
 const UDP_BATCH: usize = 64;
 const MAX_IOVECS: usize = 64;
+/// How long to wait before accepting again after running out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 struct Conn {
     stream: TcpStream,
@@ -159,6 +161,7 @@ impl Server {
             readable: VecDeque::new(),
             udp_readable: VecDeque::new(),
             paused: Vec::new(),
+            accept_retry: None,
             next_conn: 0,
             read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
             options,
@@ -204,6 +207,10 @@ impl Server {
                     Token(port) => state.transfer_ready(now, port as u16),
                 }
             }
+            if state.accept_retry.is_some_and(|at| at <= now) {
+                state.accept_retry = None;
+                state.accept_all(now, &listener, poll.registry());
+            }
             state.resume_paused(now);
             state.read_round(now);
             for _ in 0..state.udp_readable.len() {
@@ -225,6 +232,8 @@ struct State {
     transfers: HashMap<u16, Transfer>,
     /// Connections with bytes (or an end) waiting in the kernel, read one chunk each per round.
     readable: VecDeque<u64>,
+    /// When to call `accept` again after it failed for want of resources.
+    accept_retry: Option<Instant>,
     /// Connections not to be read before a time, because they sent more than their share (C6).
     paused: Vec<(Instant, u64)>,
     /// Transfer sockets whose last read stopped at the batch limit, not at an empty queue.
@@ -291,9 +300,18 @@ impl State {
                         .handle_input(now, ServerInput::Opened { conn, peer });
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                // A connection reset before we took it: the next one may be fine.
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(err) => {
-                    // Out of descriptors or a connection reset before accept: log and go on.
-                    tracing::warn!("accept failed: {err}");
+                    // Out of descriptors, most likely. The listener is edge-triggered, so the
+                    // connections already waiting would sit there until a new one arrived: try
+                    // again shortly instead.
+                    tracing::warn!("accept failed: {err}; trying again shortly");
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }

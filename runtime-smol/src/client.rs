@@ -20,6 +20,8 @@ use smol::net::TcpStream;
 use crate::download::UdpAsync;
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// How long to wait for the server to close after `{quit}`.
+const QUIT_GRACE: Duration = Duration::from_secs(2);
 
 struct Active {
     socket: UdpAsync,
@@ -122,6 +124,9 @@ async fn run(
                 for active in downloads.iter().flatten() {
                     active.download.save_now();
                 }
+                while let Some(event) = session.poll_event() {
+                    ui.event(&event);
+                }
                 ui.disconnected("the server closed the connection");
                 return Ok(());
             }
@@ -129,8 +134,7 @@ async fn run(
             Wake::Input(Some(line)) => match session.typed(&line) {
                 Typed::Send(bytes) => tcp.write_all(&bytes).await?,
                 Typed::Quit => {
-                    tcp.write_all(GetSession::quit()).await?;
-                    tcp.flush().await?;
+                    quit(&mut tcp, &mut session, ui, &mut tcp_buf).await?;
                     break;
                 }
                 Typed::Invalid(why) => ui.notice(&why),
@@ -205,8 +209,7 @@ async fn run(
         if downloads.iter().all(Option::is_none) {
             downloads.clear();
             if !input_open && session.awaiting_offers() == 0 {
-                tcp.write_all(GetSession::quit()).await?;
-                tcp.flush().await?;
+                quit(&mut tcp, &mut session, ui, &mut tcp_buf).await?;
                 break;
             }
         }
@@ -214,6 +217,32 @@ async fn run(
     for active in downloads.iter().flatten() {
         active.download.save_now();
     }
+    Ok(())
+}
+
+/// Says goodbye, then shows what the server still had to say (it answers everything sent before
+/// `{quit}` and closes), waiting at most `QUIT_GRACE`.
+async fn quit(
+    tcp: &mut TcpStream,
+    session: &mut ChatSession,
+    ui: &mut dyn ClientUi,
+    buf: &mut [u8],
+) -> Result<(), DownloadError> {
+    tcp.write_all(GetSession::quit()).await?;
+    tcp.flush().await?;
+    let drain = async {
+        while let Ok(n @ 1..) = tcp.read(buf).await {
+            session.handle_bytes(&buf[..n]);
+            while let Some(event) = session.poll_event() {
+                ui.event(&event);
+            }
+        }
+    };
+    drain
+        .or(async {
+            Timer::after(QUIT_GRACE).await;
+        })
+        .await;
     Ok(())
 }
 

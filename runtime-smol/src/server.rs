@@ -28,6 +28,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The timer task's longest sleep: the core's deadlines are re-read at least this often, because
 /// a task that changes them cannot interrupt the sleep cheaply.
 const TIMER_TICK: Duration = Duration::from_millis(50);
+/// Buffers handed to one vectored write.
+const MAX_IOVECS: usize = 64;
 /// How long a connection the core closed may take to receive what was queued before the close.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -288,30 +290,67 @@ async fn writer_task(
     mut stream: TcpStream,
     rx: Receiver<WriterMsg>,
 ) {
-    while let Ok(msg) = rx.recv().await {
-        match msg {
-            WriterMsg::Data(bytes) => {
-                if stream.write_all(&bytes).await.is_err() {
-                    let known = hub.borrow_mut().writers.remove(&conn);
-                    if known.is_some() {
-                        input(&hub, &executor, ServerInput::Closed { conn });
-                    }
+    // Everything queued by the time the socket is writable goes out in one vectored write: a
+    // burst of chat lines costs one syscall, not one each.
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut closing = false;
+    while !closing {
+        match rx.recv().await {
+            Ok(WriterMsg::Data(bytes)) => batch.push(bytes),
+            Ok(WriterMsg::Close) | Err(_) => break,
+        }
+        while batch.len() < MAX_IOVECS {
+            match rx.try_recv() {
+                Ok(WriterMsg::Data(bytes)) => batch.push(bytes),
+                Ok(WriterMsg::Close) => {
+                    closing = true;
                     break;
                 }
-                input(
-                    &hub,
-                    &executor,
-                    ServerInput::Sent {
-                        conn,
-                        len: bytes.len(),
-                    },
-                );
+                Err(_) => break,
             }
-            WriterMsg::Close => break,
         }
+        let len: usize = batch.iter().map(Bytes::len).sum();
+        if write_all_vectored(&mut stream, &mut batch).await.is_err() {
+            let known = hub.borrow_mut().writers.remove(&conn);
+            if known.is_some() {
+                input(&hub, &executor, ServerInput::Closed { conn });
+            }
+            break;
+        }
+        input(&hub, &executor, ServerInput::Sent { conn, len });
     }
     let _ = stream.flush().await;
     let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// Writes every buffer of `batch` (and empties it), as few syscalls as the socket allows.
+async fn write_all_vectored(stream: &mut TcpStream, batch: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut first = 0;
+    let mut offset = 0;
+    while first < batch.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = batch[first..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| std::io::IoSlice::new(if i == 0 { &b[offset..] } else { b }))
+            .collect();
+        let mut written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && first < batch.len() {
+            let left = batch[first].len() - offset;
+            if written >= left {
+                written -= left;
+                first += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    batch.clear();
+    Ok(())
 }
 
 async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>) {
