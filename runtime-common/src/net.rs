@@ -1,7 +1,10 @@
 //! Socket set-up both runtimes share.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -39,4 +42,31 @@ pub fn route_mtu(peer: std::net::IpAddr) -> Option<(u32, bool)> {
         std::net::IpAddr::V6(_) => rustix::net::sockopt::ipv6_mtu(&socket).ok()?,
     };
     Some((mtu, peer.is_ipv6()))
+}
+
+/// Sends `datagrams` with one `sendmmsg` call; returns how many went out (the rest stay to be
+/// sent again: the kernel stops at the first one that would block). Why: one system call per
+/// 1500-byte datagram was a large part of the server's CPU at 1 Gbit/s (~85k datagrams/s).
+/// `WouldBlock` comes back only when not even the first could go.
+pub fn send_batch(socket: impl AsFd, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    if datagrams.is_empty() {
+        return Ok(0);
+    }
+    let addrs: Vec<SocketAddrAny> = datagrams.iter().map(|&(to, _)| to.into()).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|&(_, d)| [IoSlice::new(d)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = datagrams
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    Ok(rustix::net::sendmmsg(
+        socket,
+        &mut msgs,
+        SendFlags::empty(),
+    )?)
 }
