@@ -12,6 +12,10 @@
 //! - when nothing arrives at all (a lost tail, a blackhole) the probe timeout fires after
 //!   srtt + 4 rttvar, doubling each time; everything outstanding is then asked for again.
 //!
+//! Each REQUEST goes out twice by default ([`ReceiverConfig::request_copies`]): the server answers
+//! a `req_seq` once, so the copy costs nothing but a small datagram and saves a lost request's
+//! whole batch.
+//!
 //! Only parts judged lost are asked for again; duplicates and corrupt parts are dropped. Every part
 //! is checked against the offer (token, CRC, index, exact size) before its bytes are accepted, and
 //! the whole file against the BLAKE3 digest of the offer, hashed in order as the prefix grows so no
