@@ -12,22 +12,6 @@ const RATE_BPS: u64 = 1_000_000_000;
 
 fn main() {
     let base = Instant::now();
-    if std::env::var("DBG").is_ok() {
-        let config = SimConfig {
-            path: Path::symmetric(100_000_000, Duration::from_millis(20), 0.0),
-            seed: 7,
-            time_limit: Duration::from_secs(5),
-        };
-        let mut spec = FlowSpec::new(1 << 20, 1448);
-        spec.client_stalls = Some(Stalls {
-            every: Duration::from_millis(10),
-            length: Duration::from_millis(2),
-        });
-        let report = sim::run(base, &config, &[spec]);
-        println!("{:?}", report.flows[0]);
-        println!("{:?} {:?} end {:?}", report.down, report.up, report.end);
-        return;
-    }
     for (every_ms, length_ms) in [(0u64, 0u64), (10, 2), (10, 4), (20, 8)] {
         for copies in [1u8, 2] {
             let config = SimConfig {
@@ -52,6 +36,3 @@ fn main() {
         }
     }
 }
-
-#[allow(dead_code)]
-fn debug() {}
