@@ -16,13 +16,17 @@ fn file(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
+/// One copy of each request, so the transcripts below show each request once; the copies have
+/// their own test.
 fn config(content: &[u8], part_size: u16) -> ReceiverConfig {
-    ReceiverConfig::new(
+    let mut c = ReceiverConfig::new(
         TOKEN,
         content.len() as u64,
         part_size,
         *blake3::hash(content).as_bytes(),
-    )
+    );
+    c.request_copies = 1;
+    c
 }
 
 fn part(content: &[u8], part_size: usize, req_seq: u32, i: u32) -> Vec<u8> {
@@ -382,4 +386,28 @@ fn large_parts_that_never_arrive_are_reported() {
         .is_some()
     );
     assert!(!arrived.parts_too_large(t0 + LARGE_PART_PATIENCE * 3));
+}
+
+// PROTOCOL 2.2: the server answers a req_seq once, so a copy of a REQUEST is answered only when
+// the first copy was lost; the receiver sends two by default so one lost REQUEST loses no parts.
+#[test]
+fn each_request_goes_out_twice_by_default_and_a_lost_copy_costs_nothing() {
+    let content = file(5000);
+    let t0 = Instant::now();
+    let mut cfg = config(&content, 1000);
+    cfg.request_copies = ReceiverConfig::new(0, 0, 1000, [0; 32]).request_copies;
+    assert_eq!(cfg.request_copies, 2);
+    let mut r = Receiver::new(cfg, t0);
+    let sent = transmit(&mut r, t0);
+    assert_eq!(sent, vec![(0, vec![(0, 4)]), (0, vec![(0, 4)])]);
+    assert_eq!(r.progress().requests_sent, 1);
+    // The first copy was lost, the second answered: every part arrives, none is lost.
+    let mut written = vec![0; content.len()];
+    let now = t0 + Duration::from_millis(20);
+    for i in 0..5 {
+        assert!(deliver(&mut r, now, &part(&content, 1000, 0, i), &mut written).is_some());
+    }
+    assert_eq!(r.progress().parts_lost, 0);
+    assert_eq!(written, content);
+    assert_eq!(r.state(), ReceiverState::Complete);
 }

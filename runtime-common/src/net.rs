@@ -1,7 +1,10 @@
 //! Socket set-up both runtimes share.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -48,10 +51,37 @@ const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Turns on TCP keepalive for an accepted chat connection (best effort).
-pub fn keep_alive<S: std::os::fd::AsFd>(stream: &S) {
+pub fn keep_alive<S: AsFd>(stream: &S) {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL)
         .with_retries(3);
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+/// Sends `datagrams` with one `sendmmsg` call; returns how many went out (the rest stay to be
+/// sent again: the kernel stops at the first one that would block). Why: one system call per
+/// 1500-byte datagram was a large part of the server's CPU at 1 Gbit/s (~85k datagrams/s).
+/// `WouldBlock` comes back only when not even the first could go.
+pub fn send_batch(socket: impl AsFd, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    if datagrams.is_empty() {
+        return Ok(0);
+    }
+    let addrs: Vec<SocketAddrAny> = datagrams.iter().map(|&(to, _)| to.into()).collect();
+    let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|&(_, d)| [IoSlice::new(d)]).collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = datagrams
+        .iter()
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = addrs
+        .iter()
+        .zip(&iovs)
+        .zip(controls.iter_mut())
+        .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+        .collect();
+    Ok(rustix::net::sendmmsg(
+        socket,
+        &mut msgs,
+        SendFlags::empty(),
+    )?)
 }

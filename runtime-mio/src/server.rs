@@ -549,16 +549,24 @@ impl State {
         if t.writable_wait {
             return;
         }
-        while let Some((to, datagram)) = t.upload.next_datagram(now) {
-            match t.socket.send_to(datagram, to) {
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    t.upload.unsend();
+        loop {
+            let batch = t.upload.fill_batch(now);
+            if batch.is_empty() {
+                break;
+            }
+            match net::send_batch(&t.socket, &batch) {
+                Ok(sent) if sent > 0 => t.upload.batch_sent(sent),
+                Ok(_) => {
                     t.writable_wait = true;
                     return;
                 }
-                // The peer's port is unreachable or similar: the datagram is lost like any other.
-                Err(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    t.writable_wait = true;
+                    return;
+                }
+                // The peer's port is unreachable or similar: the first datagram is lost like any
+                // other; go on with the rest.
+                Err(_) => t.upload.batch_sent(1),
             }
         }
         if let Some(end) = t.upload.end() {

@@ -431,19 +431,23 @@ async fn transfer_task(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        // Send everything the sender wants now.
+        // Send everything the sender wants now, a batch per system call.
         loop {
-            let now = Instant::now();
-            let Some((to, datagram)) = upload.next_datagram(now) else {
+            let batch = upload.fill_batch(Instant::now());
+            if batch.is_empty() {
                 break;
-            };
-            match socket.get_ref().send_to(datagram, to) {
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    upload.unsend();
+            }
+            match net::send_batch(socket.get_ref(), &batch) {
+                Ok(sent) if sent > 0 => upload.batch_sent(sent),
+                Ok(_) => {
                     let _ = socket.writable().await;
                 }
-                Err(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = socket.writable().await;
+                }
+                // The peer's port is unreachable or similar: the first datagram is lost like any
+                // other; go on with the rest.
+                Err(_) => upload.batch_sent(1),
             }
         }
         if let Some(end) = upload.end() {

@@ -12,6 +12,10 @@
 //! - when nothing arrives at all (a lost tail, a blackhole) the probe timeout fires after
 //!   srtt + 4 rttvar, doubling each time; everything outstanding is then asked for again.
 //!
+//! Each REQUEST goes out twice by default ([`ReceiverConfig::request_copies`]): the server answers
+//! a `req_seq` once, so the copy costs nothing but a small datagram and saves a lost request's
+//! whole batch.
+//!
 //! Only parts judged lost are asked for again; duplicates and corrupt parts are dropped. Every part
 //! is checked against the offer (token, CRC, index, exact size) before its bytes are accepted, and
 //! the whole file against the BLAKE3 digest of the offer, hashed in order as the prefix grows so no
@@ -47,6 +51,8 @@ const REQUEST_TIMES_KEPT: usize = 4096;
 /// (TEST-CATALOGUE U4: a 5 s blackhole) is noticed within 2 s, not 16. One window of requests
 /// every 2 s is no flood, all the more as the controllers collapse their window on persistent loss.
 const MAX_PTO: Duration = Duration::from_secs(2);
+/// Default for [`ReceiverConfig::request_copies`].
+pub const DEFAULT_REQUEST_COPIES: u8 = 2;
 /// Default for [`ReceiverConfig::give_up_after`].
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// The largest chunk [`Receiver::next_to_hash`] asks for, so a runtime reading back its `.part`
@@ -65,6 +71,15 @@ pub struct ReceiverConfig {
     pub controller: ControllerKind,
     /// Fail with [`TransferError::NoProgress`] when no new part arrived for this long.
     pub give_up_after: Duration,
+    /// How many identical copies of each REQUEST are sent, back to back (1 or more).
+    ///
+    /// Why more than one: a lost REQUEST loses its whole batch (up to a millisecond of the rate,
+    /// ~100 parts at 1 Gbit/s), so on a path with 5% loss each way a third to a half of all
+    /// lost parts were lost *requests*, each costing a loss-detection delay and a retransmission
+    /// round. The server answers a `req_seq` once and ignores anything not newer (PROTOCOL 2.2),
+    /// so a second copy can never multiply traffic: it is answered only when the first was lost.
+    /// Two copies turn a 5% request loss into 0.25% for ~30 upstream bytes per request.
+    pub request_copies: u8,
 }
 
 impl ReceiverConfig {
@@ -77,6 +92,7 @@ impl ReceiverConfig {
             blake3,
             controller: ControllerKind::default(),
             give_up_after: DEFAULT_GIVE_UP_AFTER,
+            request_copies: DEFAULT_REQUEST_COPIES,
         }
     }
 }
@@ -209,6 +225,10 @@ pub struct Receiver {
     /// together they tell a path that drops large datagrams (U5).
     first_request: Option<Instant>,
     any_part_arrived: bool,
+    /// The last REQUEST sent and how many more copies of it are due (see
+    /// [`ReceiverConfig::request_copies`]).
+    repeat: Vec<u8>,
+    repeats_left: u8,
 }
 
 impl Receiver {
@@ -263,6 +283,8 @@ impl Receiver {
             progress: Progress::default(),
             first_request: None,
             any_part_arrived: false,
+            repeat: Vec::new(),
+            repeats_left: 0,
             config,
         };
         r.check_complete();
@@ -547,6 +569,14 @@ impl Receiver {
             }
             return None;
         }
+        if self.repeats_left > 0 && self.state == ReceiverState::Running {
+            self.repeats_left -= 1;
+            let n = self.repeat.len();
+            if buf.len() >= n {
+                buf[..n].copy_from_slice(&self.repeat);
+                return Some(n);
+            }
+        }
         if !self.pacer.can_send(now) {
             return None;
         }
@@ -620,12 +650,13 @@ impl Receiver {
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         self.controller.on_sent(now, bytes, self.in_flight);
-        Some(datagram::encode_request(
-            self.config.token,
-            req_seq,
-            &ranges,
-            buf,
-        ))
+        let n = datagram::encode_request(self.config.token, req_seq, &ranges, buf);
+        self.repeats_left = self.config.request_copies.saturating_sub(1);
+        if self.repeats_left > 0 {
+            self.repeat.clear();
+            self.repeat.extend_from_slice(&buf[..n]);
+        }
+        Some(n)
     }
 
     /// The next part to ask for: parts judged lost first (they hold up the in-order prefix and the

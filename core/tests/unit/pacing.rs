@@ -15,6 +15,12 @@ fn spaces_requests_by_size_over_rate() {
     let t1 = t0 + Duration::from_millis(10);
     p.on_send(t1 + Duration::from_micros(300), 10_000, Some(1e6));
     assert_eq!(p.next_send(), Some(t1 + Duration::from_millis(10)));
+    // Late by 3 ms (a slow event loop): counted from the slot, so the next one is due already
+    // and the average rate holds.
+    let t3 = t1 + Duration::from_millis(10);
+    p.on_send(t3 + Duration::from_millis(3), 1_000, Some(1e6));
+    assert_eq!(p.next_send(), Some(t3 + Duration::from_millis(1)));
+    assert!(p.can_send(t3 + Duration::from_millis(3)));
     // After an idle second no credit is banked.
     let t2 = t0 + Duration::from_secs(1);
     p.on_send(t2, 10_000, Some(1e6));
