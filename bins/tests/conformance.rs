@@ -535,7 +535,26 @@ fn folder_changes_are_seen(rt: Rt) {
     }
 }
 
+/// U9, PROTOCOL 2.1: a port of the range that another program holds is never offered; the next
+/// free one is.
+fn port_held_by_another_program_is_skipped(rt: Rt) {
+    let base = free_udp_range(2);
+    let _held = UdpSocket::bind(("127.0.0.1", base)).unwrap();
+    let server = start(rt, sample_folder(), |o| o.chat.udp_ports = base..=base + 1);
+    let mut a = Raw::join(server.addr, "alice");
+    a.send("download_file hello.c");
+    let offer = a.line();
+    assert_eq!(
+        offer.split(' ').nth(1),
+        Some((base + 1).to_string().as_str()),
+        "{offer}"
+    );
+    a.send("download_file hello.c");
+    assert!(a.line().starts_with("ERROR server busy"));
+}
+
 on_each_server!(
+    port_held_by_another_program_is_skipped,
     folder_changes_are_seen,
     protocol_example,
     name_errors,

@@ -22,6 +22,8 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Transfer sockets use their port as token; connections start above every port.
 const FIRST_CONN: usize = 1 << 17;
+/// Transfer sockets are `Token(UDP_TOKENS + port)`, clear of the listener and the waker.
+const UDP_TOKENS: usize = 2;
 /// Bytes read from one connection before the others get their turn: a client that floods is read
 /// no faster than its share (C6).
 const READ_CHUNK: usize = 16 * 1024;
@@ -161,11 +163,13 @@ impl Server {
             readable: VecDeque::new(),
             udp_readable: VecDeque::new(),
             paused: Vec::new(),
+            idle_ports: HashMap::new(),
             accept_retry: None,
             next_conn: 0,
             read_buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
             options,
         };
+        state.bind_transfer_ports(Instant::now(), poll.registry());
         tracing::info!("[STARTED] Waiting for connections...");
         let mut events = Events::with_capacity(1024);
         while !stop.load(Ordering::SeqCst) {
@@ -204,7 +208,11 @@ impl Server {
                             state.flush(now, conn);
                         }
                     }
-                    Token(port) => state.transfer_ready(now, port as u16),
+                    Token(t) => {
+                        if let Ok(port) = u16::try_from(t - UDP_TOKENS) {
+                            state.transfer_ready(now, port);
+                        }
+                    }
                 }
             }
             if state.accept_retry.is_some_and(|at| at <= now) {
@@ -219,7 +227,7 @@ impl Server {
                 }
             }
             state.handle_timeouts(Instant::now());
-            state.apply_outputs(Instant::now(), poll.registry());
+            state.apply_outputs(Instant::now());
         }
         Ok(())
     }
@@ -234,6 +242,8 @@ struct State {
     readable: VecDeque<u64>,
     /// When to call `accept` again after it failed for want of resources.
     accept_retry: Option<Instant>,
+    /// Bound transfer ports with no transfer on them.
+    idle_ports: HashMap<u16, UdpSocket>,
     /// Connections not to be read before a time, because they sent more than their share (C6).
     paused: Vec<(Instant, u64)>,
     /// Transfer sockets whose last read stopped at the batch limit, not at an empty queue.
@@ -436,7 +446,7 @@ impl State {
 
     /// Performs what the core asks until it asks nothing more. Writing reports `Sent`, which can
     /// release a presence line the core held back, so this loops until a round produces nothing.
-    fn apply_outputs(&mut self, now: Instant, registry: &mio::Registry) {
+    fn apply_outputs(&mut self, now: Instant) {
         loop {
             let mut touched = Vec::new();
             let mut any = false;
@@ -455,7 +465,7 @@ impl State {
                             touched.push(conn);
                         }
                     }
-                    ServerOutput::StartTransfer(offer) => self.start_transfer(now, offer, registry),
+                    ServerOutput::StartTransfer(offer) => self.start_transfer(now, offer),
                     ServerOutput::Log(event) => log::server_event(&event),
                 }
             }
@@ -470,32 +480,48 @@ impl State {
         }
     }
 
-    fn start_transfer(&mut self, now: Instant, offer: TransferOffer, registry: &mio::Registry) {
-        let port = offer.port;
-        let bound =
-            net::udp_socket(SocketAddr::new(self.options.addr.ip(), port)).map(UdpSocket::from_std);
-        let mut socket = match bound {
-            Ok(socket) => socket,
-            Err(err) => {
-                tracing::warn!(
-                    "cannot bind UDP port {port} for transfer {}: {err}",
-                    offer.transfer_id
-                );
-                self.core
-                    .handle_input(now, ServerInput::TransferEnded { port });
-                return;
+    /// Binds every transfer port once, at start-up, and keeps them: a port that another program
+    /// holds is known before anyone is offered it (the core skips it), instead of an offer going
+    /// out for a port nobody will answer on.
+    fn bind_transfer_ports(&mut self, now: Instant, registry: &mio::Registry) {
+        for port in self.options.chat.udp_ports.clone() {
+            let addr = SocketAddr::new(self.options.addr.ip(), port);
+            let bound = net::udp_socket(addr)
+                .map(UdpSocket::from_std)
+                .and_then(|mut socket| {
+                    registry.register(
+                        &mut socket,
+                        Token(UDP_TOKENS + usize::from(port)),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    Ok(socket)
+                });
+            match bound {
+                Ok(socket) => {
+                    self.idle_ports.insert(port, socket);
+                }
+                Err(err) => {
+                    tracing::warn!("UDP port {port} is not usable ({err}); it will not be offered");
+                    self.core
+                        .handle_input(now, ServerInput::PortUnavailable { port });
+                }
             }
-        };
-        if let Err(err) = registry.register(
-            &mut socket,
-            Token(port as usize),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            tracing::warn!("cannot watch UDP port {port}: {err}");
+        }
+        if self.idle_ports.is_empty() {
+            tracing::warn!("no transfer port could be bound: downloads are off");
+        }
+    }
+
+    fn start_transfer(&mut self, now: Instant, offer: TransferOffer) {
+        let port = offer.port;
+        let Some(socket) = self.idle_ports.remove(&port) else {
+            // The core only offers ports that were bound and are free; this cannot happen, but
+            // if it did, ending the transfer frees the port in the core again.
+            tracing::warn!("no socket for UDP port {port}");
             self.core
                 .handle_input(now, ServerInput::TransferEnded { port });
             return;
-        }
+        };
         tracing::info!(
             "[UDP STARTED] Waiting for connections... port {port}, transfer {}, file {}",
             offer.transfer_id,
@@ -571,7 +597,9 @@ impl State {
         }
         if let Some(end) = t.upload.end() {
             tracing::info!("transfer on port {port} ended: {end:?}");
-            self.transfers.remove(&port);
+            if let Some(t) = self.transfers.remove(&port) {
+                self.idle_ports.insert(port, t.socket);
+            }
             self.core
                 .handle_input(now, ServerInput::TransferEnded { port });
         }

@@ -43,6 +43,8 @@ struct Hub {
     writers: HashMap<u64, (Sender<WriterMsg>, TcpStream)>,
     folder: ScannedFolder,
     options: ServerOptions,
+    /// Bound transfer ports with no transfer on them (see `bind_transfer_ports`).
+    idle_ports: HashMap<u16, Async<UdpSocket>>,
 }
 
 type Shared = Rc<RefCell<Hub>>;
@@ -145,7 +147,9 @@ impl Server {
             writers: HashMap::new(),
             folder,
             options: self.options,
+            idle_ports: HashMap::new(),
         }));
+        bind_transfer_ports(&hub);
         tracing::info!("[STARTED] Waiting for connections...");
         let ex = executor.clone();
         let accept_loop = async move {
@@ -380,11 +384,35 @@ impl Drop for StopOnDrop {
     }
 }
 
+/// Binds every transfer port once, at start-up, and keeps them: a port that another program holds
+/// is known before anyone is offered it (the core skips it), instead of an offer going out for a
+/// port nobody will answer on.
+fn bind_transfer_ports(hub: &Shared) {
+    let now = Instant::now();
+    let mut h = hub.borrow_mut();
+    for port in h.options.chat.udp_ports.clone() {
+        let addr = SocketAddr::new(h.options.addr.ip(), port);
+        match net::udp_socket(addr).and_then(Async::new) {
+            Ok(socket) => {
+                h.idle_ports.insert(port, socket);
+            }
+            Err(err) => {
+                tracing::warn!("UDP port {port} is not usable ({err}); it will not be offered");
+                h.core
+                    .handle_input(now, ServerInput::PortUnavailable { port });
+            }
+        }
+    }
+    if h.idle_ports.is_empty() {
+        tracing::warn!("no transfer port could be bound: downloads are off");
+    }
+}
+
 fn start_transfer(hub: &Shared, executor: &Rc<LocalExecutor<'static>>, offer: TransferOffer) {
     let port = offer.port;
     let now = Instant::now();
-    let (addr, upload) = {
-        let h = hub.borrow();
+    let (socket, upload) = {
+        let mut h = hub.borrow_mut();
         let identity = h.folder.identities.get(&offer.file).copied();
         let upload = Upload::start(
             now,
@@ -393,18 +421,14 @@ fn start_transfer(hub: &Shared, executor: &Rc<LocalExecutor<'static>>, offer: Tr
             identity,
             h.options.idle_timeout,
         );
-        (SocketAddr::new(h.options.addr.ip(), port), upload)
+        (h.idle_ports.remove(&port), upload)
     };
-    let socket = match net::udp_socket(addr).and_then(Async::new) {
-        Ok(socket) => socket,
-        Err(err) => {
-            tracing::warn!(
-                "cannot bind UDP port {port} for transfer {}: {err}",
-                offer.transfer_id
-            );
-            input(hub, executor, ServerInput::TransferEnded { port });
-            return;
-        }
+    let Some(socket) = socket else {
+        // The core only offers ports that were bound and are free; should it happen anyway,
+        // ending the transfer frees the port in the core again.
+        tracing::warn!("no socket for UDP port {port}");
+        input(hub, executor, ServerInput::TransferEnded { port });
+        return;
     };
     tracing::info!(
         "[UDP STARTED] Waiting for connections... port {port}, transfer {}, file {}",
@@ -478,6 +502,6 @@ async fn transfer_task(
             upload.handle_timeout(Instant::now());
         }
     }
-    drop(socket);
+    hub.borrow_mut().idle_ports.insert(port, socket);
     input(&hub, &executor, ServerInput::TransferEnded { port });
 }

@@ -110,6 +110,8 @@ pub enum ServerInput<'a> {
     Closed { conn: ConnId },
     /// The UDP transfer on `port` is over (FINISHED, ABORT, idle timeout, bind failure).
     TransferEnded { port: u16 },
+    /// The runtime cannot use this UDP port (another program holds it): it is never offered.
+    PortUnavailable { port: u16 },
 }
 
 /// Something the runtime must do.
@@ -311,6 +313,8 @@ pub struct ChatServer {
     name_deadlines: BTreeSet<(Instant, ConnId)>,
     /// UDP ports in use and the connection whose offer holds each.
     ports: BTreeMap<u16, ConnId>,
+    /// Ports of the range the runtime could not bind; skipped when choosing.
+    unavailable: BTreeSet<u16>,
     next_transfer_id: u64,
     out: VecDeque<Pending>,
     /// Connections whose queue passed the bound, closed once the current input is handled.
@@ -352,6 +356,7 @@ impl ChatServer {
             next_join_seq: 0,
             name_deadlines: BTreeSet::new(),
             ports: BTreeMap::new(),
+            unavailable: BTreeSet::new(),
             next_transfer_id: 0,
             out: VecDeque::new(),
             to_kick: Vec::new(),
@@ -397,6 +402,9 @@ impl ChatServer {
                 if let Some(c) = owner.and_then(|owner| self.conns.get_mut(&owner)) {
                     c.transfers = c.transfers.saturating_sub(1);
                 }
+            }
+            ServerInput::PortUnavailable { port } => {
+                self.unavailable.insert(port);
             }
         }
         self.kick_slow_readers();
@@ -637,7 +645,7 @@ impl ChatServer {
             .config
             .udp_ports
             .clone()
-            .find(|p| !self.ports.contains_key(p))
+            .find(|p| !self.ports.contains_key(p) && !self.unavailable.contains(p))
         else {
             return self.send_error(conn, "server busy: no free transfer port, try again later");
         };
