@@ -145,6 +145,9 @@ pub struct ClientArgs {
     /// Part size for downloads without one (default: 65000 on loopback, 1200 elsewhere).
     #[arg(long)]
     pub part_size: Option<u16>,
+    /// A download gives up after this many seconds without progress.
+    #[arg(long, default_value = "30")]
+    pub stall_timeout: Seconds,
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,

@@ -84,6 +84,7 @@ fn client(args: cli::ClientArgs) -> ExitCode {
         name,
         out_dir: args.out,
         part_size: args.part_size,
+        stall_timeout: args.stall_timeout.into(),
     };
     let mut ui = line_ui::LineUi::new();
     // Read on the runtime's input thread, so the iterator must own its handle.
@@ -117,6 +118,7 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
         name,
         out_dir: args.out,
         part_size: args.part_size,
+        stall_timeout: args.stall_timeout.into(),
     };
     let mut ui = tui::TuiUi::start();
     let keyboard = ui.keyboard();

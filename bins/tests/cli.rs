@@ -312,3 +312,60 @@ fn line_client_tries_another_name() {
         );
     }
 }
+
+/// U8 from the client's side, and `--stall-timeout`: when the server goes silent, `natter get`
+/// gives up with a clear error after the stall timeout and leaves no file under the final name.
+#[test]
+fn get_gives_up_on_a_silent_server() {
+    use std::io::{BufRead, BufReader, Write as _};
+    // A chat server by hand that offers a transfer on a UDP port where nobody answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let fake = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let name = line.trim_end().to_owned();
+        writer
+            .write_all(format!("{name} has joined the chat!\nALL\n").as_bytes())
+            .unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("download_file a.bin"), "{line}");
+        let digest = "ab".repeat(32);
+        writer
+            .write_all(
+                format!("UDP {port} 0 a.bin 5000 1200 {digest} 00000000000000aa\n").as_bytes(),
+            )
+            .unwrap();
+        // Stay connected until the client leaves.
+        let _ = reader.read_line(&mut line);
+    });
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = natter()
+        .args([
+            "get",
+            "a.bin",
+            "--quiet",
+            "--part-size",
+            "1200",
+            "--stall-timeout",
+            "1",
+            "--addr",
+            &addr.to_string(),
+        ])
+        .arg("--out")
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no progress"), "{err}");
+    assert!(!out_dir.path().join("a.bin").exists());
+    fake.join().unwrap();
+    drop(silent);
+}

@@ -272,9 +272,17 @@ pub struct Download {
 
 impl Download {
     /// Starts (or resumes) the download of `offer` into `out_dir`.
-    pub fn start(now: Instant, offer: &Offer, out_dir: &Path) -> Result<Self, DownloadError> {
+    /// `give_up_after`: the download fails when no new part has arrived for this long.
+    pub fn start(
+        now: Instant,
+        offer: &Offer,
+        out_dir: &Path,
+        give_up_after: Duration,
+    ) -> Result<Self, DownloadError> {
         let (file, saved) = DownloadFile::open(out_dir, &offer.file, offer.size)?;
-        let config = ReceiverConfig::new(offer.token, offer.size, offer.part_size, offer.blake3);
+        let mut config =
+            ReceiverConfig::new(offer.token, offer.size, offer.part_size, offer.blake3);
+        config.give_up_after = give_up_after;
         let receiver = match saved
             .as_deref()
             .map(|saved| Receiver::resume(config.clone(), now, saved))

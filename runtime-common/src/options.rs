@@ -52,6 +52,8 @@ pub struct ClientOptions {
     pub out_dir: PathBuf,
     /// Part size asked for when the user does not name one; `None` picks [`default_part_size`].
     pub part_size: Option<u16>,
+    /// A download gives up when no part has arrived for this long.
+    pub stall_timeout: Duration,
 }
 
 /// A one-shot download: join, download, verify, quit.

@@ -240,7 +240,12 @@ fn start_download(
     socket.connect(std::net::SocketAddr::new(options.addr.ip(), offer.port))?;
     poll.registry()
         .register(&mut socket, Token(token), Interest::READABLE)?;
-    let download = Download::start(Instant::now(), offer, &options.out_dir)?;
+    let download = Download::start(
+        Instant::now(),
+        offer,
+        &options.out_dir,
+        options.stall_timeout,
+    )?;
     Ok(Active {
         socket,
         download,

@@ -100,7 +100,12 @@ fn over_udp(
     poll.registry()
         .register(&mut socket, UDP, Interest::READABLE)?;
     let mut events = Events::with_capacity(16);
-    let mut download = Download::start(Instant::now(), offer, &options.out_dir)?;
+    let mut download = Download::start(
+        Instant::now(),
+        offer,
+        &options.out_dir,
+        options.stall_timeout,
+    )?;
     let mut next_progress = Instant::now();
     let mut drained = true;
     let result = loop {

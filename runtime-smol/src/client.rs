@@ -251,7 +251,12 @@ fn start_download(options: &ClientOptions, offer: &Offer) -> Result<Active, Down
     socket
         .get_ref()
         .connect(SocketAddr::new(options.addr.ip(), offer.port))?;
-    let download = Download::start(Instant::now(), offer, &options.out_dir)?;
+    let download = Download::start(
+        Instant::now(),
+        offer,
+        &options.out_dir,
+        options.stall_timeout,
+    )?;
     Ok(Active {
         socket,
         download,

@@ -117,7 +117,12 @@ async fn over_udp(
     socket
         .get_ref()
         .connect(SocketAddr::new(options.addr.ip(), offer.port))?;
-    let mut download = Download::start(Instant::now(), offer, &options.out_dir)?;
+    let mut download = Download::start(
+        Instant::now(),
+        offer,
+        &options.out_dir,
+        options.stall_timeout,
+    )?;
     let mut next_progress = Instant::now();
     let mut drained = true;
     let result = loop {
