@@ -286,3 +286,94 @@ impl UdpReceiver {
             })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// `count` datagrams of `stride` bytes (the last `last` bytes), each filled with its index.
+    fn batch_bytes(count: usize, stride: usize, last: usize) -> (Vec<u8>, Vec<usize>) {
+        let mut buf = vec![0u8; count * stride];
+        let mut lens = Vec::new();
+        for i in 0..count {
+            let len = if i + 1 == count { last } else { stride };
+            buf[i * stride..i * stride + len].fill(i as u8 + 1);
+            lens.push(len);
+        }
+        (buf, lens)
+    }
+
+    /// Reads until `want` datagrams arrived or a second passed.
+    fn receive(rx: &mut UdpReceiver, socket: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while got.len() < want && Instant::now() < deadline {
+            match rx.recv(socket) {
+                Ok(_) => got.extend(rx.datagrams().map(<[u8]>::to_vec)),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(err) => panic!("recv failed: {err}"),
+            }
+        }
+        got
+    }
+
+    /// A GSO run (equal datagrams, a shorter last one) arrives as separate datagrams, whether the
+    /// kernel hands them over one by one or as a GRO bundle that the receiver takes apart.
+    #[test]
+    fn a_gso_run_arrives_as_separate_datagrams() {
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = udp_socket(local).unwrap();
+        let client = udp_socket(local).unwrap();
+        let to = client.local_addr().unwrap();
+        let sender = UdpSender::new(&server, to.ip());
+        let mut rx = UdpReceiver::new(&client, 1500);
+        let (buf, lens) = batch_bytes(5, 1400, 300);
+        let meta: Vec<(SocketAddr, usize)> = lens.iter().map(|&l| (to, l)).collect();
+        let batch = SendBatch {
+            buf: &buf,
+            stride: 1400,
+            meta: &meta,
+        };
+        let mut sent = 0;
+        while sent < meta.len() {
+            let rest = SendBatch {
+                buf: &batch.buf[sent * 1400..],
+                stride: 1400,
+                meta: &batch.meta[sent..],
+            };
+            sent += sender.send(&server, &rest).unwrap();
+        }
+        let got = receive(&mut rx, &client, 5);
+        let want: Vec<Vec<u8>> = batch.datagrams().map(|(_, d)| d.to_vec()).collect();
+        assert_eq!(got, want);
+    }
+
+    /// Only equal-sized datagrams to one peer form a run; a different peer or size ends it.
+    #[test]
+    fn a_run_ends_at_another_peer_or_size() {
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let server = udp_socket(local).unwrap();
+        let sender = UdpSender::new(&server, local.ip());
+        if sender.max_segments() <= 1 {
+            return; // no GSO on this kernel: every send is a sendmmsg, nothing to check
+        }
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let buf = vec![0u8; 6 * 1000];
+        let run = |meta: &[(SocketAddr, usize)]| {
+            sender.gso_run(&SendBatch {
+                buf: &buf,
+                stride: 1000,
+                meta,
+            })
+        };
+        assert_eq!(run(&[(a, 1000), (a, 1000), (a, 500), (a, 1000)]), 3);
+        assert_eq!(run(&[(a, 1000), (a, 1000), (b, 1000)]), 2);
+        assert_eq!(run(&[(a, 500), (a, 1000)]), 1);
+        assert_eq!(run(&[(a, 1000)]), 1);
+    }
+}
