@@ -1,8 +1,10 @@
 //! One transfer on the server's side: the core's [`Sender`], the file it reads parts from, and the
 //! datagram buffer parts are read into. Both runtimes drive it the same way: datagrams in through
-//! [`Upload::on_datagram`], datagrams out through [`Upload::next_datagram`] until it returns `None`.
+//! [`Upload::on_datagram`], datagrams out through [`Upload::send_due`] until it has sent all.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,7 @@ use natter_core::chat::server::TransferOffer;
 use natter_core::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderOutput};
 use natter_core::wire::datagram::{PART_HEADER_LEN, seal_part};
 
+use crate::net::{self, SendBatch, UdpSender};
 use crate::served::ServedFile;
 
 /// How often the served file is checked for a change while parts are being sent (one `lstat`).
@@ -19,35 +22,33 @@ const CHANGE_CHECK_EVERY: Duration = Duration::from_millis(100);
 /// The largest datagram natter sends: a 65000-byte part and its header.
 pub const MAX_DATAGRAM: usize = PART_HEADER_LEN + 65_000;
 
-/// How many datagrams [`Upload::fill_batch`] prepares for one `sendmmsg`. Why batch: at
-/// 1 Gbit/s with 1500-byte packets the server makes ~85k sends a second, and on a machine whose
-/// two cores are shared the per-call cost is throughput lost; 32 per call makes it negligible
-/// while a batch (48 KB at MTU 1500) stays well under one bottleneck buffer.
-pub const SEND_BATCH: usize = 32;
+/// How many datagrams [`Upload::send_due`] prepares for one system call: as many as one UDP GSO
+/// send may carry. Why batch: at 1 Gbit/s with 1500-byte packets the server makes ~85k sends a
+/// second, and on a machine whose two cores are shared the per-packet cost is throughput lost.
+pub const SEND_BATCH: usize = 64;
 
-/// A batch also ends once it holds this many bytes. Why: the buffers of a batch are the
-/// server's working set; 32 loopback parts of 64 KB would be 2 MB, out of the CPU's cache by
-/// the time the kernel copies them, where one part per call (a buffer that stays hot) was
-/// faster. Large parts gain little from batching anyway: the copy dwarfs the call.
-const SEND_BATCH_BYTES: usize = 64 << 10;
+/// A batch also ends before it passes this many bytes (but holds at least one datagram). Why:
+/// a GSO send must fit one IP packet, and the buffers of a batch are the server's working set:
+/// 32 loopback parts of 64 KB would be 2 MB, out of the CPU's cache by the time the kernel
+/// copies them, where one part per call (a buffer that stays hot) was faster.
+const SEND_BATCH_BYTES: usize = net::GSO_MAX_BYTES;
 
 #[derive(Debug)]
 pub struct Upload {
     sender: Sender,
     token: u64,
     file: Option<ServedFile>,
-    buf: Vec<u8>,
-    /// The datagram in `buf` that the socket refused (would block), to send again first.
-    unsent: Option<(SocketAddr, usize)>,
-    last_len: Option<(SocketAddr, usize)>,
     last_check: Instant,
     end: Option<SenderEnd>,
-    /// Datagrams prepared by [`Upload::fill_batch`]: `batch[i]` holds the one that goes to
-    /// `batch_meta[i].0`, `batch_meta[i].1` bytes long. Each buffer is sized for this transfer's
-    /// parts.
-    batch: Vec<Vec<u8>>,
+    /// Datagrams prepared for the next send, one every `stride` bytes (a part with its header):
+    /// the one at `batch[i * stride..]` goes to `batch_meta[i].0`, `batch_meta[i].1` bytes long.
+    /// Laid out so because a run of them is one GSO send as it is.
+    batch: Vec<u8>,
     batch_meta: Vec<(SocketAddr, usize)>,
-    part_size: u16,
+    stride: usize,
+    /// Made on the first send, when the socket is known.
+    udp: Option<UdpSender>,
+    peer_ip: std::net::IpAddr,
 }
 
 impl Upload {
@@ -79,14 +80,13 @@ impl Upload {
             sender,
             token: offer.token,
             file,
-            buf: vec![0; MAX_DATAGRAM],
-            unsent: None,
-            last_len: None,
             last_check: now,
             end: None,
             batch: Vec::new(),
             batch_meta: Vec::new(),
-            part_size: offer.part_size,
+            stride: (PART_HEADER_LEN + usize::from(offer.part_size)).min(MAX_DATAGRAM),
+            udp: None,
+            peer_ip: offer.peer_ip,
         }
     }
 
@@ -94,77 +94,49 @@ impl Upload {
         self.sender.handle_datagram(now, from, datagram);
     }
 
-    /// The next datagram to send now. When the socket would block, call [`Upload::unsend`] and the
-    /// same datagram comes back first next time.
-    pub fn next_datagram(&mut self, now: Instant) -> Option<(SocketAddr, &[u8])> {
-        if let Some((to, len)) = self.unsent.take() {
-            self.last_len = Some((to, len));
-            return Some((to, &self.buf[..len]));
-        }
-        self.check_file(now);
-        let (to, len) = produce(
-            &mut self.sender,
-            &mut self.file,
-            &mut self.end,
-            self.token,
-            &mut self.buf,
-        )?;
-        self.last_len = Some((to, len));
-        Some((to, &self.buf[..len]))
-    }
-
-    /// Prepares up to [`SEND_BATCH`] datagrams (the ones a short send left over come first) and
-    /// returns them with where each goes, for one `sendmmsg`; then call [`Upload::batch_sent`]
-    /// with how many went out. Do not mix with [`Upload::next_datagram`] on one transfer.
-    pub fn fill_batch(&mut self, now: Instant) -> Vec<(SocketAddr, &[u8])> {
-        self.check_file(now);
-        let buf_len = (PART_HEADER_LEN + usize::from(self.part_size)).min(MAX_DATAGRAM);
-        let mut bytes: usize = self.batch_meta.iter().map(|&(_, len)| len).sum();
-        while self.batch_meta.len() < SEND_BATCH && bytes < SEND_BATCH_BYTES {
-            let i = self.batch_meta.len();
-            if self.batch.len() <= i {
-                self.batch.push(vec![0; buf_len]);
-            }
-            let Some(meta) = produce(
+    /// Sends every datagram due now on `socket`, a batch per system call. `Err(WouldBlock)`: the
+    /// socket's buffer is full; wait until it is writable and call again (the datagrams not sent
+    /// are kept, in order). Any other error loses one datagram, as the network might: loss
+    /// detection asks for it again.
+    pub fn send_due<S: AsFd>(&mut self, now: Instant, socket: &S) -> io::Result<()> {
+        let peer_ip = self.peer_ip;
+        let udp = self
+            .udp
+            .get_or_insert_with(|| UdpSender::new(socket, peer_ip));
+        loop {
+            fill_batch(
+                now,
                 &mut self.sender,
                 &mut self.file,
                 &mut self.end,
+                &mut self.last_check,
                 self.token,
-                &mut self.batch[i],
-            ) else {
-                break;
-            };
-            bytes += meta.1;
-            self.batch_meta.push(meta);
-        }
-        self.batch
-            .iter()
-            .zip(&self.batch_meta)
-            .map(|(buf, &(to, len))| (to, &buf[..len]))
-            .collect()
-    }
-
-    /// The first `n` datagrams of the last [`Upload::fill_batch`] were sent (or are given up on:
-    /// a datagram the network refused counts as lost, and loss detection asks again).
-    pub fn batch_sent(&mut self, n: usize) {
-        let n = n.min(self.batch_meta.len());
-        self.batch_meta.drain(..n);
-        self.batch.rotate_left(n);
-    }
-
-    fn check_file(&mut self, now: Instant) {
-        if now.saturating_duration_since(self.last_check) >= CHANGE_CHECK_EVERY {
-            self.last_check = now;
-            if self.file.as_ref().is_some_and(ServedFile::changed) {
-                self.file = None;
-                self.sender.file_changed();
+                self.stride,
+                &mut self.batch,
+                &mut self.batch_meta,
+            );
+            if self.batch_meta.is_empty() {
+                return Ok(());
             }
+            let batch = SendBatch {
+                buf: &self.batch,
+                stride: self.stride,
+                meta: &self.batch_meta,
+            };
+            let sent = match udp.send(socket, &batch) {
+                Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
+                Ok(sent) => sent,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Err(err),
+                // The peer's port is unreachable or similar: the first datagram is lost like any
+                // other; go on with the rest.
+                Err(_) => 1,
+            };
+            let sent = sent.min(self.batch_meta.len());
+            let left = self.batch_meta.len() - sent;
+            self.batch
+                .copy_within(sent * self.stride..(sent + left) * self.stride, 0);
+            self.batch_meta.drain(..sent);
         }
-    }
-
-    /// The datagram last returned by [`Upload::next_datagram`] was not sent: keep it.
-    pub fn unsend(&mut self) {
-        self.unsent = self.last_len.take();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -177,11 +149,46 @@ impl Upload {
 
     /// `Some` once the transfer is over and its port can be freed.
     pub fn end(&self) -> Option<&SenderEnd> {
-        if self.unsent.is_some() || !self.batch_meta.is_empty() {
+        if !self.batch_meta.is_empty() {
             None
         } else {
             self.end.as_ref()
         }
+    }
+}
+
+/// Tops the batch up to [`SEND_BATCH`] datagrams or [`SEND_BATCH_BYTES`] (the ones a short send
+/// left over come first), checking first whether the served file changed.
+#[allow(clippy::too_many_arguments)]
+fn fill_batch(
+    now: Instant,
+    sender: &mut Sender,
+    file: &mut Option<ServedFile>,
+    end: &mut Option<SenderEnd>,
+    last_check: &mut Instant,
+    token: u64,
+    stride: usize,
+    batch: &mut Vec<u8>,
+    meta: &mut Vec<(SocketAddr, usize)>,
+) {
+    if now.saturating_duration_since(*last_check) >= CHANGE_CHECK_EVERY {
+        *last_check = now;
+        if file.as_ref().is_some_and(ServedFile::changed) {
+            *file = None;
+            sender.file_changed();
+        }
+    }
+    while meta.len() < SEND_BATCH
+        && (meta.is_empty() || (meta.len() + 1) * stride <= SEND_BATCH_BYTES)
+    {
+        let at = meta.len() * stride;
+        if batch.len() < at + stride {
+            batch.resize(at + stride, 0);
+        }
+        let Some(m) = produce(sender, file, end, token, &mut batch[at..at + stride]) else {
+            break;
+        };
+        meta.push(m);
     }
 }
 

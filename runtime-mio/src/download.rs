@@ -8,6 +8,7 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use natter_core::chat::client::Offer;
 use natter_core::transfer::receiver::{Progress, SAFE_PART_SIZE};
+use natter_core::wire::datagram::PART_HEADER_LEN;
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
     Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
@@ -18,7 +19,8 @@ const UDP: Token = Token(0);
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// How long to wait for the server to close after `{quit}`.
 const QUIT_GRACE: Duration = Duration::from_secs(2);
-/// Datagrams read before the loop sends what they allowed: keeps requests flowing under load.
+/// Reads (a `recvmmsg` batch or GRO bundle counts as many) before the loop sends what they
+/// allowed: keeps requests flowing under load.
 const RECV_BATCH: usize = 64;
 
 /// How one offer's download ended.
@@ -106,6 +108,7 @@ fn over_udp(
         &options.out_dir,
         options.stall_timeout,
     )?;
+    let mut udp = net::UdpReceiver::new(&socket, PART_HEADER_LEN + usize::from(offer.part_size));
     let mut next_progress = Instant::now();
     let mut drained = true;
     let result = loop {
@@ -139,14 +142,21 @@ fn over_udp(
             Err(err) => return Err(err.into()),
         }
         drained = false;
-        for _ in 0..RECV_BATCH {
-            match socket.recv(buf) {
-                Ok(n) => download.on_datagram(Instant::now(), &buf[..n])?,
+        let mut read = 0;
+        while read < RECV_BATCH {
+            match udp.recv(&socket) {
+                Ok(n) => read += n.max(1),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     drained = true;
                     break;
                 }
-                Err(_) => {}
+                Err(_) => {
+                    read += 1;
+                    continue;
+                }
+            }
+            for datagram in udp.datagrams() {
+                download.on_datagram(Instant::now(), datagram)?;
             }
         }
         if download

@@ -575,25 +575,10 @@ impl State {
         if t.writable_wait {
             return;
         }
-        loop {
-            let batch = t.upload.fill_batch(now);
-            if batch.is_empty() {
-                break;
-            }
-            match net::send_batch(&t.socket, &batch) {
-                Ok(sent) if sent > 0 => t.upload.batch_sent(sent),
-                Ok(_) => {
-                    t.writable_wait = true;
-                    return;
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    t.writable_wait = true;
-                    return;
-                }
-                // The peer's port is unreachable or similar: the first datagram is lost like any
-                // other; go on with the rest.
-                Err(_) => t.upload.batch_sent(1),
-            }
+        // Everything the sender wants now, a GSO send (or a `sendmmsg`) per system call.
+        if t.upload.send_due(now, &t.socket).is_err() {
+            t.writable_wait = true;
+            return;
         }
         if let Some(end) = t.upload.end() {
             tracing::info!("transfer on port {port} ended: {end:?}");

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use natter_core::chat::client::Offer;
 use natter_core::transfer::receiver::{Progress, SAFE_PART_SIZE};
+use natter_core::wire::datagram::PART_HEADER_LEN;
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
     Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
@@ -123,6 +124,10 @@ async fn over_udp(
         &options.out_dir,
         options.stall_timeout,
     )?;
+    let mut udp = net::UdpReceiver::new(
+        socket.get_ref(),
+        PART_HEADER_LEN + usize::from(offer.part_size),
+    );
     let mut next_progress = Instant::now();
     let mut drained = true;
     let result = loop {
@@ -156,11 +161,18 @@ async fn over_udp(
         let ready = !drained || readable.or(timer).await?;
         drained = true;
         if ready {
-            for _ in 0..RECV_BATCH {
-                match socket.get_ref().recv(buf) {
-                    Ok(n) => download.on_datagram(Instant::now(), &buf[..n])?,
+            let mut read = 0;
+            while read < RECV_BATCH {
+                match udp.recv(socket.get_ref()) {
+                    Ok(n) => read += n.max(1),
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {}
+                    Err(_) => {
+                        read += 1;
+                        continue;
+                    }
+                }
+                for datagram in udp.datagrams() {
+                    download.on_datagram(Instant::now(), datagram)?;
                 }
                 drained = false;
             }

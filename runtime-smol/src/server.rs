@@ -455,24 +455,9 @@ async fn transfer_task(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        // Send everything the sender wants now, a batch per system call.
-        loop {
-            let batch = upload.fill_batch(Instant::now());
-            if batch.is_empty() {
-                break;
-            }
-            match net::send_batch(socket.get_ref(), &batch) {
-                Ok(sent) if sent > 0 => upload.batch_sent(sent),
-                Ok(_) => {
-                    let _ = socket.writable().await;
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = socket.writable().await;
-                }
-                // The peer's port is unreachable or similar: the first datagram is lost like any
-                // other; go on with the rest.
-                Err(_) => upload.batch_sent(1),
-            }
+        // Send everything the sender wants now, a GSO send (or a `sendmmsg`) per system call.
+        while upload.send_due(Instant::now(), socket.get_ref()).is_err() {
+            let _ = socket.writable().await;
         }
         if let Some(end) = upload.end() {
             tracing::info!("transfer on port {port} ended: {end:?}");
