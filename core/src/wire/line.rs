@@ -55,9 +55,10 @@ impl Default for LineFramer {
     }
 }
 
-/// Chunks bigger than this are not kept as spare capacity once scanned, so a single huge read
-/// does not pin its buffer for the life of the connection.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// A scanned buffer bigger than this is freed rather than kept for the next push. Chat reads are
+/// mostly a line or two, which reuse the buffer; a burst of 16 KiB reads does not leave 16 KiB
+/// behind on every idle connection (a room of ten thousand would hold 160 MB for nothing).
+const KEEP_CAPACITY: usize = 1024;
 
 impl LineFramer {
     /// A framer with nothing buffered, for lines of at most [`MAX_LINE`] bytes.
