@@ -142,7 +142,8 @@ pub struct ClientArgs {
     /// Where downloads are saved.
     #[arg(long, default_value = "Downloads")]
     pub out: PathBuf,
-    /// Part size for downloads without one (default: 65000 on loopback, 1200 elsewhere).
+    /// Part size for downloads without one (default: the largest that fits the route's MTU,
+    /// 65000 on loopback; 1200 when the MTU is unknown).
     #[arg(long)]
     pub part_size: Option<u16>,
     /// A download gives up after this many seconds without progress.
@@ -166,7 +167,8 @@ pub struct GetArgs {
     /// Where the file is saved.
     #[arg(long, default_value = "Downloads")]
     pub out: PathBuf,
-    /// Payload bytes per part, 512 to 65000 (default: 65000 on loopback, 1200 elsewhere).
+    /// Payload bytes per part, 512 to 65000 (default: the largest that fits the route's MTU,
+    /// 65000 on loopback; 1200 when the MTU is unknown).
     #[arg(long)]
     pub part_size: Option<u16>,
     /// Give up after this many seconds without progress.

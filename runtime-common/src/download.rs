@@ -258,6 +258,14 @@ impl DownloadFile {
     }
 }
 
+/// How the download of one offer ended.
+#[derive(Debug)]
+pub enum Attempt {
+    Over(Result<DownloadReport, DownloadError>),
+    /// No part of this size got through (U5): ask again with small parts.
+    PartsTooLarge,
+}
+
 /// A download in progress: the receiver state machine plus its file.
 #[derive(Debug)]
 pub struct Download {
@@ -360,9 +368,23 @@ impl Download {
         }
     }
 
+    /// `Some` when this offer's download has ended: over (verified and in place, or failed), or
+    /// to be asked for again with small parts because no large part got through (U5; the resume
+    /// record is saved first). Call after the datagrams due now have been sent.
+    pub fn finished(&mut self, now: Instant) -> Option<Attempt> {
+        if let Some(result) = self.outcome(now) {
+            return Some(Attempt::Over(result));
+        }
+        if self.receiver.parts_too_large(now) {
+            self.save_now();
+            return Some(Attempt::PartsTooLarge);
+        }
+        None
+    }
+
     /// `Some` once the download is over: the file is in place and verified, or it failed. Call
     /// after the receiver's last datagram (FINISHED) has been sent.
-    pub fn outcome(&mut self, now: Instant) -> Option<Result<DownloadReport, DownloadError>> {
+    fn outcome(&mut self, now: Instant) -> Option<Result<DownloadReport, DownloadError>> {
         match self.receiver.state() {
             ReceiverState::Running => None,
             ReceiverState::Complete => {

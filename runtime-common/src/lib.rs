@@ -17,7 +17,7 @@ pub mod session;
 pub mod ui;
 pub mod upload;
 
-pub use download::{Download, DownloadError, DownloadFile, DownloadReport};
+pub use download::{Attempt, Download, DownloadError, DownloadFile, DownloadReport};
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
 pub use served::ServedFile;

@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use natter_core::chat::client::ClientEvent;
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
+    Attempt, ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
     default_part_size, net,
 };
 
@@ -205,16 +205,16 @@ pub fn run_client(
             if show_progress {
                 ui.progress(&active.file, &active.download.receiver().progress());
             }
-            if let Some(result) = active.download.outcome(now) {
-                ui.download_done(&active.file, &result);
-                finished.push(token);
-            } else if active.download.receiver().parts_too_large(now) {
-                active.download.save_now();
-                let (notice, line) = session.retry_with_small_parts(&active.file);
-                ui.notice(&notice);
-                out.extend_from_slice(&line);
-                finished.push(token);
+            match active.download.finished(now) {
+                Some(Attempt::Over(result)) => ui.download_done(&active.file, &result),
+                Some(Attempt::PartsTooLarge) => {
+                    let (notice, line) = session.retry_with_small_parts(&active.file);
+                    ui.notice(&notice);
+                    out.extend_from_slice(&line);
+                }
+                None => continue,
             }
+            finished.push(token);
         }
         for token in finished {
             downloads.remove(&token);

@@ -11,7 +11,8 @@ use natter_core::transfer::receiver::{Progress, SAFE_PART_SIZE};
 use natter_core::wire::datagram::PART_HEADER_LEN;
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
+    Attempt, Download, DownloadError, DownloadOptions, DownloadReport, GetSession,
+    default_part_size, net,
 };
 
 const UDP: Token = Token(0);
@@ -22,13 +23,6 @@ const QUIT_GRACE: Duration = Duration::from_secs(2);
 /// Reads (a `recvmmsg` batch or GRO bundle counts as many) before the loop sends what they
 /// allowed: keeps requests flowing under load.
 const RECV_BATCH: usize = 64;
-
-/// How one offer's download ended.
-enum Attempt {
-    Over(Result<DownloadReport, DownloadError>),
-    /// No part of this size got through (U5): ask again with small parts.
-    PartsTooLarge,
-}
 
 /// Downloads `options.file` and returns where it was saved; the file is byte-exact (BLAKE3) or
 /// this is an error.
@@ -120,12 +114,10 @@ fn over_udp(
                 break;
             }
         }
-        if let Some(outcome) = download.outcome(now) {
-            break outcome;
-        }
-        if download.receiver().parts_too_large(now) {
-            download.save_now();
-            return Ok(Attempt::PartsTooLarge);
+        match download.finished(now) {
+            Some(Attempt::Over(outcome)) => break outcome,
+            Some(Attempt::PartsTooLarge) => return Ok(Attempt::PartsTooLarge),
+            None => {}
         }
         if now >= next_progress {
             on_progress(&download.receiver().progress());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use natter_core::chat::client::{ClientEvent, Offer};
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
+    Attempt, ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
     default_part_size, net,
 };
 use smol::Async;
@@ -192,16 +192,16 @@ async fn run(
             if show_progress {
                 ui.progress(&active.file, &active.download.receiver().progress());
             }
-            if let Some(result) = active.download.outcome(now) {
-                ui.download_done(&active.file, &result);
-                *slot = None;
-            } else if active.download.receiver().parts_too_large(now) {
-                active.download.save_now();
-                let (notice, line) = session.retry_with_small_parts(&active.file);
-                ui.notice(&notice);
-                retries.push(line);
-                *slot = None;
+            match active.download.finished(now) {
+                Some(Attempt::Over(result)) => ui.download_done(&active.file, &result),
+                Some(Attempt::PartsTooLarge) => {
+                    let (notice, line) = session.retry_with_small_parts(&active.file);
+                    ui.notice(&notice);
+                    retries.push(line);
+                }
+                None => continue,
             }
+            *slot = None;
         }
         for line in retries.drain(..) {
             tcp.write_all(&line).await?;

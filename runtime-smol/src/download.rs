@@ -9,7 +9,8 @@ use natter_core::transfer::receiver::{Progress, SAFE_PART_SIZE};
 use natter_core::wire::datagram::PART_HEADER_LEN;
 use natter_runtime_common::upload::MAX_DATAGRAM;
 use natter_runtime_common::{
-    Download, DownloadError, DownloadOptions, DownloadReport, GetSession, default_part_size, net,
+    Attempt, Download, DownloadError, DownloadOptions, DownloadReport, GetSession,
+    default_part_size, net,
 };
 use smol::future::FutureExt;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,13 +20,6 @@ use smol::{Async, Timer};
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// How long to wait for the server to close after `{quit}`.
 const QUIT_GRACE: Duration = Duration::from_secs(2);
-
-/// How one offer's download ended.
-enum Attempt {
-    Over(Result<DownloadReport, DownloadError>),
-    /// No part of this size got through (U5): ask again with small parts.
-    PartsTooLarge,
-}
 
 /// Downloads `options.file`; the file is byte-exact (BLAKE3) or this is an error.
 pub fn download(
@@ -137,12 +131,10 @@ async fn over_udp(
                 break; // counted as lost; loss detection asks again
             }
         }
-        if let Some(outcome) = download.outcome(now) {
-            break outcome;
-        }
-        if download.receiver().parts_too_large(now) {
-            download.save_now();
-            return Ok(Attempt::PartsTooLarge);
+        match download.finished(now) {
+            Some(Attempt::Over(outcome)) => break outcome,
+            Some(Attempt::PartsTooLarge) => return Ok(Attempt::PartsTooLarge),
+            None => {}
         }
         if now >= next_progress {
             on_progress(&download.receiver().progress());
