@@ -553,7 +553,33 @@ fn port_held_by_another_program_is_skipped(rt: Rt) {
     assert!(a.line().starts_with("ERROR server busy"));
 }
 
+/// C7, PROTOCOL 1.2: a client reset in the middle of a line leaves exactly as if it had quit,
+/// announced once; the half line is never relayed.
+fn reset_in_the_middle_of_a_line(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut a = Raw::join(server.addr, "alice");
+    let mut b = Raw::join(server.addr, "bob");
+    assert_eq!(a.line(), "bob has joined the chat!");
+    assert_eq!(a.line(), "ALL bob");
+    // Whether the half line reaches the server before the reset or is thrown away with it, the
+    // result must be the same: no message, one leave.
+    b.send_bytes(b"half a li");
+    socket2::SockRef::from(b.stream())
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(b); // RST, not FIN
+    assert_eq!(a.line(), "bob left the chat...");
+    assert_eq!(a.line(), "ALL");
+    a.send("~bob still there?");
+    assert_eq!(
+        a.line(),
+        "ERROR no such user: bob",
+        "bob left once and is gone"
+    );
+}
+
 on_each_server!(
+    reset_in_the_middle_of_a_line,
     port_held_by_another_program_is_skipped,
     folder_changes_are_seen,
     protocol_example,
