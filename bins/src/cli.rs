@@ -123,6 +123,9 @@ pub struct ServerArgs {
     /// Seconds a new connection has to send its name.
     #[arg(long, default_value = "30")]
     pub name_timeout: Seconds,
+    /// Seconds between looks at the served folder for new, changed or removed files.
+    #[arg(long, default_value = "2")]
+    pub rescan_every: Seconds,
     /// Seconds without a valid request before a transfer is aborted and its port freed.
     #[arg(long, default_value = "10")]
     pub idle_timeout: Seconds,

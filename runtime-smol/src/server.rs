@@ -25,9 +25,6 @@ use smol::{Async, LocalExecutor, Timer};
 
 /// Bytes a connection's task reads at a time.
 const IDLE_READ_BUFFER: usize = 2048;
-/// The timer task's longest sleep: the core's deadlines are re-read at least this often, because
-/// a task that changes them cannot interrupt the sleep cheaply.
-const TIMER_TICK: Duration = Duration::from_millis(50);
 /// Buffers handed to one vectored write.
 const MAX_IOVECS: usize = 64;
 /// How long a connection the core closed may take to receive what was queued before the close.
@@ -152,9 +149,11 @@ impl Server {
         bind_transfer_ports(&hub);
         tracing::info!("[STARTED] Waiting for connections...");
         let ex = executor.clone();
+        // Capacity 1: one pending "look again" is as good as many.
+        let (deadline_tx, deadline_rx) = smol::channel::bounded::<()>(1);
         let accept_loop = async move {
             executor
-                .spawn(timer_task(hub.clone(), executor.clone()))
+                .spawn(timer_task(hub.clone(), executor.clone(), deadline_rx))
                 .detach();
             let folder_hub = hub.clone();
             executor
@@ -182,6 +181,7 @@ impl Server {
                             h.core
                                 .handle_input(Instant::now(), ServerInput::Opened { conn, peer });
                         }
+                        let _ = deadline_tx.try_send(());
                         drain(&hub, &executor);
                         executor
                             .spawn(writer_task(
@@ -359,7 +359,14 @@ async fn write_all_vectored(stream: &mut TcpStream, batch: &mut Vec<Bytes>) -> i
     Ok(())
 }
 
-async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>) {
+/// Calls the core's `handle_timeout` when its deadline comes. It sleeps until that deadline, or
+/// until a new connection may have brought an earlier one (only `Opened` adds deadlines): an idle
+/// server does not wake at all.
+async fn timer_task(
+    hub: Shared,
+    executor: Rc<LocalExecutor<'static>>,
+    deadline_moved: Receiver<()>,
+) {
     loop {
         let now = Instant::now();
         let due = hub.borrow().core.poll_timeout();
@@ -367,13 +374,20 @@ async fn timer_task(hub: Shared, executor: Rc<LocalExecutor<'static>>) {
             hub.borrow_mut().core.handle_timeout(now);
             drain(&hub, &executor);
         }
-        let wake = hub
-            .borrow()
-            .core
-            .poll_timeout()
-            .unwrap_or(now + TIMER_TICK)
-            .min(now + TIMER_TICK);
-        Timer::at(wake).await;
+        let next = hub.borrow().core.poll_timeout();
+        let moved = async {
+            let _ = deadline_moved.recv().await;
+        };
+        match next {
+            Some(at) => {
+                moved
+                    .or(async {
+                        Timer::at(at).await;
+                    })
+                    .await
+            }
+            None => moved.await,
+        }
     }
 }
 
