@@ -10,6 +10,17 @@ use std::time::Duration;
 
 use support::*;
 
+/// `natter get FILE --quiet --addr ADDR --out OUT` with `extra` arguments, ready to run.
+fn get(addr: std::net::SocketAddr, file: &str, out: &std::path::Path, extra: &[&str]) -> Command {
+    let mut command = natter();
+    command
+        .args(["get", file, "--quiet", "--addr", &addr.to_string()])
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    command
+}
+
 fn natter() -> Command {
     Command::new(env!("CARGO_BIN_EXE_natter"))
 }
@@ -62,16 +73,7 @@ fn bad_arguments_are_refused_with_a_reason() {
 fn get_of_unknown_file_fails_with_the_reason() {
     let server = start(Rt::Mio, folder_with(&[("a.txt", b"a".to_vec())]), |_| {});
     let out_dir = tempfile::tempdir().unwrap();
-    let out = natter()
-        .args([
-            "get",
-            "../etc/passwd",
-            "--quiet",
-            "--addr",
-            &server.addr.to_string(),
-        ])
-        .arg("--out")
-        .arg(out_dir.path())
+    let out = get(server.addr, "../etc/passwd", out_dir.path(), &[])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -93,18 +95,7 @@ fn get_prints_what_it_did() {
         |_| {},
     );
     let out_dir = tempfile::tempdir().unwrap();
-    let out = natter()
-        .args([
-            "get",
-            "a.bin",
-            "--quiet",
-            "--runtime",
-            "smol",
-            "--addr",
-            &server.addr.to_string(),
-        ])
-        .arg("--out")
-        .arg(out_dir.path())
+    let out = get(server.addr, "a.bin", out_dir.path(), &["--runtime", "smol"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -142,24 +133,16 @@ fn download_resumes_after_the_client_is_killed() {
     let server = start(Rt::Mio, folder_with(&[("big.bin", content)]), |_| {});
     let out_dir = tempfile::tempdir().unwrap();
     let resume_record = out_dir.path().join("big.bin.part.resume");
-    let mut child = natter()
-        .args([
-            "get",
-            "big.bin",
-            "--quiet",
-            "--part-size",
-            "512",
-            "--name",
-            "first",
-            "--addr",
-            &server.addr.to_string(),
-        ])
-        .arg("--out")
-        .arg(out_dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = get(
+        server.addr,
+        "big.bin",
+        out_dir.path(),
+        &["--part-size", "512", "--name", "first"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     eventually("a resume record", Duration::from_secs(30), || {
         resume_record.exists()
     });
@@ -171,22 +154,14 @@ fn download_resumes_after_the_client_is_killed() {
     );
     assert!(!out_dir.path().join("big.bin").exists());
 
-    let out = natter()
-        .args([
-            "get",
-            "big.bin",
-            "--quiet",
-            "--part-size",
-            "512",
-            "--name",
-            "second",
-            "--addr",
-            &server.addr.to_string(),
-        ])
-        .arg("--out")
-        .arg(out_dir.path())
-        .output()
-        .unwrap();
+    let out = get(
+        server.addr,
+        "big.bin",
+        out_dir.path(),
+        &["--part-size", "512", "--name", "second"],
+    )
+    .output()
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -346,22 +321,14 @@ fn get_gives_up_on_a_silent_server() {
         let _ = reader.read_line(&mut line);
     });
     let out_dir = tempfile::tempdir().unwrap();
-    let out = natter()
-        .args([
-            "get",
-            "a.bin",
-            "--quiet",
-            "--part-size",
-            "1200",
-            "--stall-timeout",
-            "1",
-            "--addr",
-            &addr.to_string(),
-        ])
-        .arg("--out")
-        .arg(out_dir.path())
-        .output()
-        .unwrap();
+    let out = get(
+        addr,
+        "a.bin",
+        out_dir.path(),
+        &["--part-size", "1200", "--stall-timeout", "1"],
+    )
+    .output()
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no progress"), "{err}");
