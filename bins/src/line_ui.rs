@@ -110,16 +110,10 @@ fn display_line(event: &ClientEvent) -> String {
         ClientEvent::Private { from, text } => format!("{from}: (PRIVATE) {text}"),
         ClientEvent::PrivateSent { to, text } => format!("from you to {to}: (PRIVATE) {text}"),
         ClientEvent::Files(files) => list("CHOOSE_FILE", files),
-        ClientEvent::Offer(offer) => format!(
-            "UDP {} {} {} {} {} {} {:016x}",
-            offer.port,
-            offer.transfer_id,
-            offer.file,
-            offer.size,
-            offer.part_size,
-            natter_core::wire::chat::hex32(&offer.blake3),
-            offer.token
-        ),
+        ClientEvent::Offer(offer) => {
+            let line = natter_core::wire::chat::ServerLine::Udp((**offer).clone()).encode();
+            line.trim_end().to_owned()
+        }
         ClientEvent::Error(reason) => format!("ERROR {reason}"),
         ClientEvent::NameRefused(reason) => format!("ERROR {reason} (type another name)"),
         ClientEvent::Rejected(why) | ClientEvent::OfferRefused(why) => {

@@ -128,19 +128,22 @@ pub enum ServerOutput {
     Log(LogEvent),
 }
 
-/// Everything a runtime needs to serve one download.
+/// Everything a runtime needs to serve one download: the offer as the client receives it, and
+/// who it was made to. The offer's fields read through `Deref`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferOffer {
     pub conn: ConnId,
-    pub port: u16,
-    pub transfer_id: u64,
-    pub file: String,
-    pub size: u64,
-    pub part_size: u16,
-    pub blake3: [u8; 32],
-    pub token: u64,
     /// Only datagrams from this address are answered (2.2, U2).
     pub peer_ip: IpAddr,
+    pub offer: UdpOffer,
+}
+
+impl std::ops::Deref for TransferOffer {
+    type Target = UdpOffer;
+
+    fn deref(&self) -> &UdpOffer {
+        &self.offer
+    }
 }
 
 /// Why a connection ended.
@@ -669,16 +672,11 @@ impl ChatServer {
             blake3,
             token,
         };
+        let line = Bytes::from(ServerLine::Udp(offer.clone()).encode());
         self.push(ServerOutput::StartTransfer(TransferOffer {
             conn,
-            port,
-            transfer_id,
-            file: file.to_owned(),
-            size,
-            part_size,
-            blake3,
-            token,
             peer_ip,
+            offer,
         }));
         self.push(ServerOutput::Log(LogEvent::TransferOffered {
             conn,
@@ -686,7 +684,7 @@ impl ChatServer {
             transfer_id,
             file: file.to_owned(),
         }));
-        self.send(conn, Bytes::from(ServerLine::Udp(offer).encode()));
+        self.send(conn, line);
     }
 
     /// Removes a connection; announces the leave if it had joined. `close`: the server ends it.
