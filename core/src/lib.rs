@@ -6,6 +6,7 @@
 //! the wire contract and `ARCHITECTURE.md` for the seams.
 
 pub mod chat;
+pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod sim;

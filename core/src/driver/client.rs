@@ -1,0 +1,1 @@
+//! The client driver (being written).

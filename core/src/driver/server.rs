@@ -1,0 +1,1 @@
+//! The server driver (being written).
