@@ -6,8 +6,12 @@
 //! characters) or whose fields are impossible is turned into a [`ClientEvent::Rejected`] and
 //! never into an [`Offer`], so a runtime that only acts on `Offer`s cannot be tricked into
 //! writing outside its folder.
+//!
+//! What the client *does* with events (downloads, which reply answers which request, when to
+//! leave) is the client driver's business: [`crate::driver::client`].
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::chat::catalogue::is_offerable_name;
 use crate::chat::display::{escape_for_display, escape_truncated, is_display_unsafe};
@@ -109,30 +113,85 @@ pub enum InputError {
     Line(#[from] LineError),
 }
 
-/// The client side of one chat connection.
+/// How long the client waits for the server to close the connection after `{quit}` (PROTOCOL
+/// 1.2: the server answers everything sent before it, then closes). Long enough for the answers
+/// of a piped script to arrive; short enough that a server that never closes does not hold the
+/// person.
+pub const QUIT_GRACE: Duration = Duration::from_secs(2);
+
+/// What happened to the chat connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatInput<'a> {
+    /// Bytes read from the server.
+    Received(&'a [u8]),
+    /// A line a person typed (without its line terminator).
+    Typed(&'a str),
+    /// The server closed the connection (or reading it failed).
+    Closed,
+}
+
+/// What a sent line is to the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// A name: the first line, or the next try after a refusal (1.1).
+    Name(String),
+    /// A command (1.2). `maybe_name`: sent before the join was answered, so the server reads it as
+    /// the next name if every earlier name is refused.
+    Line { line: ClientLine, maybe_name: bool },
+}
+
+/// What the client asks of its runtime, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatOutput {
+    /// Write these bytes to the server; `sent` says what they are.
+    Send { bytes: Vec<u8>, sent: Sent },
+    /// A line from the server, parsed and safe to print.
+    Event(ClientEvent),
+    /// Typed text that cannot be sent, and why (for the person).
+    Invalid(InputError),
+    /// The conversation is over: close the connection. `quit`: we said `{quit}` (the server
+    /// closed, or [`QUIT_GRACE`] ran out); otherwise the server closed on its own.
+    Over { quit: bool },
+}
+
+/// The client side of one chat connection. Sans-IO: the four verbs of every state machine in
+/// this crate (`handle_input`, `poll_output`, `poll_timeout`, `handle_timeout`); its one timer is
+/// the `{quit}` grace. The name line is the first output of a new client.
 #[derive(Debug)]
 pub struct ChatClient {
     name: String,
     joined: bool,
-    /// The server refused our name and waits for another (1.1).
+    /// Names sent and not yet answered, oldest first: the server reads every line before the join
+    /// as a name, so a line typed while the first name is pending is also the next try.
+    attempts: VecDeque<String>,
+    /// Every name sent was refused: the next line typed is a name (1.1).
     name_refused: bool,
     framer: LineFramer,
-    events: VecDeque<ClientEvent>,
+    outputs: VecDeque<ChatOutput>,
+    /// `{quit}` was sent at this time; the connection is closed by [`QUIT_GRACE`] after it.
+    quit_at: Option<Instant>,
+    over: bool,
 }
 
 impl ChatClient {
-    /// A client that will introduce itself as `name`.
+    /// A client that will introduce itself as `name`; its first output sends the name.
     pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
+        let name = name.into();
+        let mut me = Self {
+            name: String::new(),
             joined: false,
+            attempts: VecDeque::new(),
             name_refused: false,
             framer: LineFramer::with_limit(MAX_SERVER_LINE),
-            events: VecDeque::new(),
-        }
+            outputs: VecDeque::new(),
+            quit_at: None,
+            over: false,
+        };
+        me.send_name(name);
+        me
     }
 
-    /// The name this client asked for.
+    /// The name this client asked for last (or joined with).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -142,19 +201,65 @@ impl ChatClient {
         self.joined
     }
 
-    /// The first line to send: the name.
-    pub fn hello(&self) -> Vec<u8> {
-        format!("{}\n", self.name).into_bytes()
+    /// Every name sent was refused and none is on its way: the next line typed is a name.
+    pub fn wants_name(&self) -> bool {
+        self.name_refused && !self.joined
     }
 
-    /// Tries another name after the server refused one (1.1: the connection stays open).
-    pub fn retry_name(&mut self, name: impl Into<String>) -> Vec<u8> {
-        self.name = name.into();
-        self.hello()
+    /// Has `{quit}` been sent?
+    pub fn is_quitting(&self) -> bool {
+        self.quit_at.is_some()
     }
 
-    /// Feeds bytes read from the server; drain events with [`ChatClient::poll_event`].
-    pub fn handle_bytes(&mut self, bytes: &[u8]) {
+    /// Is the conversation over (see [`ChatOutput::Over`])?
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: ChatInput<'_>) {
+        if self.over {
+            return;
+        }
+        match input {
+            ChatInput::Received(bytes) => self.on_bytes(bytes),
+            ChatInput::Typed(typed) => self.on_typed(now, typed),
+            ChatInput::Closed => {
+                self.over = true;
+                let quit = self.quit_at.is_some();
+                self.outputs.push_back(ChatOutput::Over { quit });
+            }
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<ChatOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The end of the `{quit}` grace, while it runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.quit_at.filter(|_| !self.over).map(|at| at + QUIT_GRACE)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(at) = self.poll_timeout()
+            && now >= at
+        {
+            self.over = true;
+            self.outputs.push_back(ChatOutput::Over { quit: true });
+        }
+    }
+
+    fn send_name(&mut self, name: String) {
+        self.name.clone_from(&name);
+        self.attempts.push_back(name.clone());
+        let bytes = format!("{name}\n").into_bytes();
+        self.outputs.push_back(ChatOutput::Send {
+            bytes,
+            sent: Sent::Name(name),
+        });
+    }
+
+    fn on_bytes(&mut self, bytes: &[u8]) {
         self.framer.push(bytes);
         while let Some(framed) = self.framer.next() {
             let event = match framed {
@@ -166,32 +271,46 @@ impl ChatClient {
                 }
                 Framed::Line(line) => self.on_line(&line),
             };
-            self.events.push_back(event);
+            self.outputs.push_back(ChatOutput::Event(event));
         }
     }
 
-    pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.events.pop_front()
-    }
-
-    /// What a person typed, as a wire line with its `\n`. Commands are checked here so the
-    /// person learns of a typo at once; whatever passes is re-encoded in canonical form.
-    ///
-    /// After the server refused our name, what is typed is the next name to try (1.1 keeps the
-    /// connection open for it), so a person whose name was taken just types another.
-    pub fn line_for(&mut self, typed: &str) -> Result<Vec<u8>, InputError> {
-        if self.name_refused && !self.joined {
-            if typed.len() > MAX_LINE {
-                return Err(InputError::TooLong);
-            }
-            self.name_refused = false;
-            return Ok(self.retry_name(typed));
+    /// What a person typed becomes a wire line. Commands are checked here so the person learns
+    /// of a typo at once; whatever passes is re-encoded in canonical form. After the server refused
+    /// every name sent, what is typed is the next name to try (1.1 keeps the connection open for
+    /// it), so a person whose name was taken just types another.
+    fn on_typed(&mut self, now: Instant, typed: &str) {
+        if self.quit_at.is_some() {
+            return; // the server reads nothing after {quit}
         }
         if typed.len() > MAX_LINE {
-            return Err(InputError::TooLong);
+            self.outputs
+                .push_back(ChatOutput::Invalid(InputError::TooLong));
+            return;
         }
-        let line = ClientLine::parse(typed)?;
-        Ok(line.encode().into_bytes())
+        if self.name_refused && !self.joined {
+            self.name_refused = false;
+            self.send_name(typed.to_owned());
+            return;
+        }
+        let line = match ClientLine::parse(typed) {
+            Ok(line) => line,
+            Err(err) => {
+                self.outputs.push_back(ChatOutput::Invalid(err.into()));
+                return;
+            }
+        };
+        let maybe_name = !self.joined;
+        if maybe_name {
+            self.attempts.push_back(typed.to_owned());
+        }
+        if line == ClientLine::Quit {
+            self.quit_at = Some(now);
+        }
+        self.outputs.push_back(ChatOutput::Send {
+            bytes: line.encode().into_bytes(),
+            sent: Sent::Line { line, maybe_name },
+        });
     }
 
     fn on_line(&mut self, line: &str) -> ClientEvent {
@@ -203,8 +322,12 @@ impl ChatClient {
         };
         match parsed {
             ServerLine::Joined(name) => {
-                if name == self.name {
+                // The server answers names in order: our join is the one of the oldest name
+                // still waiting for its answer.
+                if !self.joined && self.attempts.front() == Some(&name) {
                     self.joined = true;
+                    self.attempts.clear();
+                    self.name.clone_from(&name);
                 }
                 ClientEvent::Joined(safe(name))
             }
@@ -223,7 +346,9 @@ impl ChatClient {
                 text: safe(text),
             },
             ServerLine::Error(reason) if !self.joined => {
-                self.name_refused = true;
+                self.attempts.pop_front();
+                // Only when no other line is on its way as the next name does the person type one.
+                self.name_refused = self.attempts.is_empty();
                 ClientEvent::NameRefused(safe(reason))
             }
             ServerLine::Error(reason) => ClientEvent::Error(safe(reason)),
@@ -231,11 +356,12 @@ impl ChatClient {
                 let (safe, unsafe_): (Vec<String>, Vec<String>) =
                     files.into_iter().partition(|f| is_safe_file_name(f));
                 if let Some(first) = unsafe_.first() {
-                    self.events.push_back(ClientEvent::Rejected(format!(
-                        "the server listed {} unsafe file name(s), e.g. {}",
-                        unsafe_.len(),
-                        escape_truncated(first, 80)
-                    )));
+                    self.outputs
+                        .push_back(ChatOutput::Event(ClientEvent::Rejected(format!(
+                            "the server listed {} unsafe file name(s), e.g. {}",
+                            unsafe_.len(),
+                            escape_truncated(first, 80)
+                        ))));
                 }
                 ClientEvent::Files(safe)
             }

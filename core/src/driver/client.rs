@@ -1,1 +1,845 @@
-//! The client driver (being written).
+//! The client driver: one chat connection with its downloads, as a sans-IO state machine.
+//!
+//! [`ClientDriver`] owns everything a client decides: the [`ChatClient`], every download's
+//! [`Receiver`] (keyed by a [`DownloadId`]), which server line answers which request, the `{quit}`
+//! grace, the small-part fallback (U5), resume checkpoints, what becomes of a download's files when
+//! it ends, and `natter get`'s auto-quit ([`Mode::Get`]). A runtime waits, reads, feeds, performs
+//! the [`Output`]s and arms the timer; it decides nothing.
+//!
+//! ```text
+//! TCP readable   -> handle_input(now, Input::Received(bytes))    (0 bytes: Input::ServerClosed)
+//! line typed     -> handle_input(now, Input::Typed(line))        (end of input: InputEnded)
+//! UDP readable   -> per datagram, with its own `now`:
+//!                   if let Some(a) = handle_datagram(now, id, &buf) { pwrite(a.offset, &buf[a.payload]) }
+//!                   while let Some((off, len)) = next_to_hash(id) { hash(id, off, bytes_at(off, len)) }
+//! timer fired    -> handle_timeout(now)
+//! then always    -> loop { perform every poll_output(); send every poll_transmit(now, &mut buf);
+//!                          stop when the transmissions were none } ; arm poll_timeout()
+//! ```
+//!
+//! Outputs that ask for file work ([`Output::Open`], [`Output::Keep`]) are answered with an input
+//! ([`Input::Opened`], [`Input::Saved`] or [`Input::IoFailed`]) as soon as the work is done.
+//!
+//! Why transmissions are drained before outputs are polled again: a finished download's socket is
+//! released ([`Output::Release`]) only once its FINISHED datagrams have gone out.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::chat::client::{ChatClient, ChatInput, ChatOutput, ClientEvent, Offer, Sent};
+use crate::transfer::receiver::{
+    Accept, DEFAULT_GIVE_UP_AFTER, Progress, Receiver, ReceiverConfig, ReceiverEvent,
+    SAFE_PART_SIZE, TransferError,
+};
+use crate::wire::chat::ClientLine;
+
+/// A download, numbered by the driver in the order offers arrive. Never reused.
+pub type DownloadId = u64;
+
+/// How often a running download's progress is shown: smooth for a bar, cheap for a terminal.
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+/// How often, while parts arrive, the resume record is saved: a process killed in between asks
+/// for at most this much of the download again.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// What the client is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// A person chats; what they type is sent. When their input ends, the client leaves once no
+    /// download runs and no offer is awaited.
+    Interactive,
+    /// `natter get`: join, ask for `file`, download it, leave. The session's result is the
+    /// download's.
+    Get { file: String },
+}
+
+/// How a client behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub name: String,
+    pub mode: Mode,
+    /// The chat server's address: download sockets are connected to this IP and the offer's port.
+    pub server_ip: IpAddr,
+    /// The part size asked for when a `download_file` names none (and in [`Mode::Get`]).
+    pub part_size: u16,
+    /// A download fails when no new part arrived for this long; in [`Mode::Get`], the session
+    /// also fails when the server does not answer the download request within it.
+    pub give_up_after: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(name: impl Into<String>, mode: Mode, server_ip: IpAddr, part_size: u16) -> Self {
+        Self {
+            name: name.into(),
+            mode,
+            server_ip,
+            part_size,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
+        }
+    }
+}
+
+/// Something happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Bytes read from the chat connection.
+    Received(&'a [u8]),
+    /// The server closed the chat connection (or reading it failed).
+    ServerClosed,
+    /// A line the person typed, without its terminator.
+    Typed(&'a str),
+    /// The person's input ended (a script's pipe closed).
+    InputEnded,
+    /// [`Output::Open`] done: the `.part` file is open, and `resume` is the resume record found
+    /// beside it, if any.
+    Opened {
+        id: DownloadId,
+        resume: Option<Vec<u8>>,
+    },
+    /// [`Output::Keep`] done: the verified file is at `path`.
+    Saved { id: DownloadId, path: PathBuf },
+    /// The I/O of download `id` failed (opening, writing, saving, renaming, its socket).
+    IoFailed { id: DownloadId, error: String },
+}
+
+/// Something to do or to show, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Write these bytes to the chat connection.
+    Send(Vec<u8>),
+    /// Show a line from the server.
+    Event(ClientEvent),
+    /// Show something the client did or refused on its own.
+    Notice(String),
+    /// Show how a download is going (every [`PROGRESS_EVERY`] while it runs).
+    Progress {
+        id: DownloadId,
+        file: String,
+        progress: Progress,
+    },
+    /// The server closed the connection while the person was not leaving.
+    Disconnected(String),
+    /// Open download `id`: `<file>.part` of `size` bytes (creating it if need be) with the resume
+    /// record beside it, and a UDP socket connected to `peer`. Answer with [`Input::Opened`] or
+    /// [`Input::IoFailed`].
+    Open {
+        id: DownloadId,
+        file: String,
+        size: u64,
+        peer: SocketAddr,
+    },
+    /// Save this resume record beside download `id`'s `.part` file (atomically: the old record
+    /// stays whole until the new one is complete).
+    SaveRecord { id: DownloadId, record: Vec<u8> },
+    /// Download `id` is verified: rename its `.part` file to the first free `name (n).ext` and
+    /// remove its record. Answer with [`Input::Saved`] or [`Input::IoFailed`].
+    Keep { id: DownloadId },
+    /// Download `id`'s bytes are wrong: delete its `.part` file and its record.
+    Discard { id: DownloadId },
+    /// Download `id` is done with: close its socket and its file, leaving what is on disk.
+    Release { id: DownloadId },
+    /// Download `id` ended (shown to the person).
+    Ended {
+        id: DownloadId,
+        file: String,
+        result: Result<DownloadReport, DownloadFailure>,
+    },
+    /// Close the chat connection; the session is over. In [`Mode::Get`], the download's result.
+    Finish(Option<Result<DownloadReport, DownloadFailure>>),
+}
+
+/// The outcome of a finished download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadReport {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Bytes that were already on disk from an interrupted attempt.
+    pub resumed: u64,
+    pub elapsed: Duration,
+    pub parts_retransmitted: u64,
+}
+
+impl DownloadReport {
+    /// Goodput in bytes per second: the bytes this run fetched over its wall time.
+    pub fn goodput(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        (self.size - self.resumed) as f64 / secs
+    }
+}
+
+impl std::fmt::Display for DownloadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "saved {} ({} bytes) in {:.3} s, {:.2} MB/s, blake3 verified",
+            self.path.display(),
+            self.size,
+            self.elapsed.as_secs_f64(),
+            self.goodput() / 1e6
+        )?;
+        if self.resumed > 0 {
+            write!(f, ", resumed with {} bytes already on disk", self.resumed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a download ended without a file (or a session without its download).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DownloadFailure {
+    #[error("the server refused: {0}")]
+    Refused(String),
+    #[error("no answer from the server within {0:?}")]
+    NoAnswer(Duration),
+    #[error("download failed: {0}")]
+    Transfer(TransferError),
+    #[error("{0}")]
+    Io(String),
+    #[error("the server closed the connection")]
+    Disconnected,
+    #[error("interrupted by leaving the chat; the next download of the file resumes")]
+    Interrupted,
+}
+
+/// What a line sent to the server waits for (PROTOCOL 1.2). The server answers lines in order, so
+/// each answer belongs to the oldest line that waits for its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// A name: our join, or an ERROR (1.1).
+    Name,
+    /// `show`: an ALL line.
+    Show,
+    /// `get_list_file`: CHOOSE_FILE.
+    List,
+    /// A public message: our own line back, or an ERROR.
+    Public,
+    /// A private message: the PRIVATE echo, or an ERROR.
+    Private,
+    /// `download_file`: a UDP offer (ours to check), or an ERROR.
+    Download { file: String },
+    /// An empty line: nothing (kept only while it may be read as a name).
+    Nothing,
+}
+
+#[derive(Debug)]
+struct Pending {
+    expect: Expect,
+    /// Sent before the join was answered: the server reads it as a name if the ones before fail.
+    maybe_name: bool,
+}
+
+#[derive(Debug)]
+struct Download {
+    offer: Offer,
+    /// `None` until the files are open.
+    receiver: Option<Receiver>,
+    started: Instant,
+    resumed: u64,
+    /// Verified, waiting for [`Input::Saved`].
+    keeping: bool,
+    /// [`Output::Ended`] was given; released once its last datagrams are out.
+    ended: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct ClientDriver {
+    config: ClientConfig,
+    chat: ClientChat,
+    pending: VecDeque<Pending>,
+    downloads: BTreeMap<DownloadId, Download>,
+    next_id: DownloadId,
+    outputs: VecDeque<Output>,
+    /// The latest time handed in; for what is decided while outputs are polled.
+    now: Instant,
+    input_ended: bool,
+    next_progress: Option<Instant>,
+    /// [`Mode::Get`]: the download request must be answered by then.
+    answer_deadline: Option<Instant>,
+    /// [`Mode::Get`]: the session's result, once known.
+    result: Option<Result<DownloadReport, DownloadFailure>>,
+    finished: bool,
+}
+
+/// The chat client and whether the driver has seen our join.
+#[derive(Debug)]
+struct ClientChat {
+    client: ChatClient,
+    joined: bool,
+}
+
+impl ClientDriver {
+    pub fn new(config: ClientConfig, now: Instant) -> Self {
+        let client = ChatClient::new(config.name.clone());
+        Self {
+            config,
+            chat: ClientChat {
+                client,
+                joined: false,
+            },
+            pending: VecDeque::new(),
+            downloads: BTreeMap::new(),
+            next_id: 1,
+            outputs: VecDeque::new(),
+            now,
+            input_ended: false,
+            next_progress: None,
+            answer_deadline: None,
+            result: None,
+            finished: false,
+        }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.now = now;
+        if self.finished {
+            if let Input::Opened { id, .. } = input {
+                self.outputs.push_back(Output::Release { id });
+            }
+            return;
+        }
+        match input {
+            Input::Received(bytes) => self.chat_input(ChatInput::Received(bytes)),
+            Input::ServerClosed => self.chat_input(ChatInput::Closed),
+            Input::Typed(typed) => {
+                if self.config.mode == Mode::Interactive {
+                    let line = with_part_size(typed, self.config.part_size);
+                    self.chat_input(ChatInput::Typed(&line));
+                }
+            }
+            Input::InputEnded => self.input_ended = true,
+            Input::Opened { id, resume } => self.on_opened(now, id, resume.as_deref()),
+            Input::Saved { id, path } => self.on_saved(now, id, path),
+            Input::IoFailed { id, error } => self.on_io_failed(id, error),
+        }
+    }
+
+    /// The next thing to do or show; call until `None` after every input, timeout and batch of
+    /// datagrams (see the module documentation for the order).
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return Some(output);
+            }
+            if !self.step() {
+                return None;
+            }
+        }
+    }
+
+    /// When [`ClientDriver::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.finished {
+            return None;
+        }
+        let receivers = self
+            .downloads
+            .values()
+            .filter(|d| !d.ended)
+            .filter_map(|d| d.receiver.as_ref()?.poll_timeout());
+        receivers
+            .chain(self.chat.client.poll_timeout())
+            .chain(self.answer_deadline)
+            .chain(self.next_progress)
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        if self.finished {
+            return;
+        }
+        self.chat.client.handle_timeout(now);
+        for d in self.downloads.values_mut().filter(|d| !d.ended) {
+            if let Some(rx) = &mut d.receiver
+                && rx.poll_timeout().is_some_and(|at| at <= now)
+            {
+                rx.handle_timeout(now);
+            }
+        }
+        if self.answer_deadline.is_some_and(|at| at <= now) {
+            self.answer_deadline = None;
+            self.end_session(Err(DownloadFailure::NoAnswer(self.config.give_up_after)));
+        }
+        if self.next_progress.is_some_and(|at| at <= now) {
+            self.show_progress();
+            let running = self.downloads.values().any(|d| d.receiver.is_some() && !d.ended);
+            self.next_progress = running.then_some(now + PROGRESS_EVERY);
+        }
+    }
+
+    /// A datagram arrived on download `id`'s socket. `now` must be read for each datagram, not
+    /// once per batch: the congestion controller divides delivered bytes by the time between
+    /// arrivals, and a batch stamped with one instant reads as an absurd bandwidth. On an accepted
+    /// part, write `buf[payload]` at `offset`, then feed the hash ([`ClientDriver::next_to_hash`]).
+    pub fn handle_datagram(&mut self, now: Instant, id: DownloadId, buf: &[u8]) -> Option<Accept> {
+        self.now = now;
+        let d = self.downloads.get_mut(&id)?;
+        if d.ended {
+            return None;
+        }
+        d.receiver.as_mut()?.handle_datagram(now, buf)
+    }
+
+    /// The range of download `id` to hash next: feed it with [`ClientDriver::hash`].
+    pub fn next_to_hash(&self, id: DownloadId) -> Option<(u64, usize)> {
+        self.downloads.get(&id)?.receiver.as_ref()?.next_to_hash()
+    }
+
+    /// `bytes` are download `id`'s file at `offset` (see [`Receiver::hash`]).
+    pub fn hash(&mut self, id: DownloadId, offset: u64, bytes: &[u8]) {
+        if let Some(rx) = self.downloads.get_mut(&id).and_then(|d| d.receiver.as_mut()) {
+            rx.hash(offset, bytes);
+        }
+    }
+
+    /// The next datagram to send, written into `buf`: which download's socket, and its length.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(DownloadId, usize)> {
+        self.now = now;
+        self.downloads.iter_mut().find_map(|(&id, d)| {
+            let rx = d.receiver.as_mut()?;
+            // An ended download only sends its FINISHED copies.
+            if d.ended && !rx.is_finishing() {
+                return None;
+            }
+            rx.poll_transmit(now, buf).map(|n| (id, n))
+        })
+    }
+
+    /// Whether the session is over ([`Output::Finish`] was given).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Moves every state machine on as far as it goes without new input; says whether anything
+    /// happened.
+    fn step(&mut self) -> bool {
+        let before = self.outputs.len();
+        while let Some(output) = self.chat.client.poll_output() {
+            self.on_chat(output);
+        }
+        while let Some((id, event)) = self.downloads.iter_mut().find_map(|(&id, d)| {
+            let event = d.receiver.as_mut()?.poll_event()?;
+            (!d.ended).then_some((id, event))
+        }) {
+            self.on_receiver_event(id, event);
+        }
+        let done = self
+            .downloads
+            .iter()
+            .find(|(_, d)| d.ended && !d.receiver.as_ref().is_some_and(Receiver::is_finishing))
+            .map(|(&id, _)| id);
+        if let Some(id) = done {
+            self.downloads.remove(&id);
+            self.outputs.push_back(Output::Release { id });
+        }
+        self.maybe_leave();
+        self.outputs.len() > before || done.is_some()
+    }
+
+    fn chat_input(&mut self, input: ChatInput<'_>) {
+        self.chat.client.handle_input(self.now, input);
+    }
+
+    fn typed(&mut self, line: &str) {
+        self.chat.client.handle_input(self.now, ChatInput::Typed(line));
+    }
+
+    fn on_chat(&mut self, output: ChatOutput) {
+        match output {
+            ChatOutput::Send { bytes, sent } => {
+                self.expect(sent);
+                self.outputs.push_back(Output::Send(bytes));
+            }
+            ChatOutput::Event(event) => self.on_event(event),
+            ChatOutput::Invalid(err) => self.outputs.push_back(Output::Notice(err.to_string())),
+            ChatOutput::Over { quit } => {
+                if !quit && self.config.mode == Mode::Interactive {
+                    self.outputs.push_back(Output::Disconnected(
+                        "the server closed the connection".into(),
+                    ));
+                }
+                self.result.get_or_insert(Err(DownloadFailure::Disconnected));
+                self.finish();
+            }
+        }
+    }
+
+    /// Records what a line sent waits for.
+    fn expect(&mut self, sent: Sent) {
+        let (expect, maybe_name) = match sent {
+            Sent::Name(_) => (Expect::Name, true),
+            Sent::Line { line, maybe_name } => {
+                let expect = match line {
+                    ClientLine::Show => Expect::Show,
+                    ClientLine::GetListFile => Expect::List,
+                    ClientLine::Public(_) => Expect::Public,
+                    ClientLine::Private { .. } => Expect::Private,
+                    ClientLine::Download { file, .. } => Expect::Download { file },
+                    // The server answers `{quit}` by closing, and an empty line not at all.
+                    ClientLine::Quit | ClientLine::Empty => Expect::Nothing,
+                };
+                (expect, maybe_name)
+            }
+        };
+        if expect != Expect::Nothing || maybe_name {
+            self.pending.push_back(Pending { expect, maybe_name });
+        }
+    }
+
+    /// Takes the oldest pending request that `answers` accepts.
+    fn answer(&mut self, answers: impl Fn(&Expect) -> bool) -> Option<Expect> {
+        let i = self.pending.iter().position(|p| answers(&p.expect))?;
+        self.pending.remove(i).map(|p| p.expect)
+    }
+
+    fn on_event(&mut self, event: ClientEvent) {
+        self.outputs.push_back(Output::Event(event.clone()));
+        match event {
+            ClientEvent::NameRefused(reason) => {
+                // The oldest name sent is refused; a line typed before the refusal was read by the
+                // server as the next name, and whatever it asked for is answered with this too.
+                if self.pending.front().is_some_and(|p| p.maybe_name) {
+                    self.pending.pop_front();
+                }
+                if self.config.mode != Mode::Interactive {
+                    self.end_session(Err(DownloadFailure::Refused(reason)));
+                }
+            }
+            ClientEvent::Joined(_) if !self.chat.joined && self.chat.client.is_joined() => {
+                self.chat.joined = true;
+                self.pending.pop_front();
+                // Every line sent after the accepted name is a command after all.
+                self.pending.retain(|p| p.expect != Expect::Nothing);
+                for p in &mut self.pending {
+                    p.maybe_name = false;
+                }
+                if let Mode::Get { file } = &self.config.mode {
+                    let line = format!("download_file {file} {}", self.config.part_size);
+                    self.ask(&line);
+                }
+            }
+            ClientEvent::Presence(_) => {
+                // An unasked presence line (someone joined or left) is taken for the answer to a
+                // `show` only when one waits, and an ALL never answers anything else.
+                self.answer(|e| *e == Expect::Show);
+            }
+            ClientEvent::Files(_) => {
+                self.answer(|e| *e == Expect::List);
+            }
+            ClientEvent::PrivateSent { .. } => {
+                self.answer(|e| *e == Expect::Private);
+            }
+            ClientEvent::Public { from, .. } if from == self.chat.client.name() => {
+                self.answer(|e| *e == Expect::Public);
+            }
+            ClientEvent::Error(reason) => {
+                let answered = self.answer(|e| {
+                    matches!(
+                        e,
+                        Expect::Public | Expect::Private | Expect::Download { .. }
+                    )
+                });
+                if matches!(answered, Some(Expect::Download { .. })) {
+                    self.download_refused(reason);
+                }
+            }
+            ClientEvent::OfferRefused(reason) => {
+                let asked = self.answer(|e| matches!(e, Expect::Download { .. }));
+                if asked.is_some() {
+                    self.download_refused(reason);
+                }
+            }
+            ClientEvent::Offer(offer) => {
+                let asked = self.answer(|e| matches!(e, Expect::Download { file } if *file == offer.file));
+                if asked.is_some() {
+                    self.start(offer);
+                } else {
+                    self.outputs.push_back(Output::Notice(format!(
+                        "ignored an offer of {} that this client did not ask for",
+                        offer.file
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends a download request of the driver's own (Get mode, U5).
+    fn ask(&mut self, line: &str) {
+        self.typed(line);
+        if self.config.mode != Mode::Interactive {
+            self.answer_deadline = Some(self.now + self.config.give_up_after);
+        }
+    }
+
+    fn download_refused(&mut self, reason: String) {
+        if self.config.mode != Mode::Interactive {
+            self.answer_deadline = None;
+            self.end_session(Err(DownloadFailure::Refused(reason)));
+        }
+    }
+
+    fn start(&mut self, offer: Offer) {
+        self.answer_deadline = None;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.outputs.push_back(Output::Open {
+            id,
+            file: offer.file.clone(),
+            size: offer.size,
+            peer: SocketAddr::new(self.config.server_ip, offer.port),
+        });
+        self.downloads.insert(
+            id,
+            Download {
+                offer,
+                receiver: None,
+                started: self.now,
+                resumed: 0,
+                keeping: false,
+                ended: false,
+            },
+        );
+    }
+
+    fn on_opened(&mut self, now: Instant, id: DownloadId, resume: Option<&[u8]>) {
+        let Some(d) = self.downloads.get_mut(&id) else {
+            self.outputs.push_back(Output::Release { id });
+            return;
+        };
+        if d.receiver.is_some() || d.ended {
+            return;
+        }
+        let o = &d.offer;
+        let mut config = ReceiverConfig::new(o.token, o.size, o.part_size, o.blake3);
+        config.give_up_after = self.config.give_up_after;
+        config.checkpoint_every = Some(CHECKPOINT_EVERY);
+        // A record of another version of the file, or a damaged one: start afresh.
+        let receiver = resume
+            .and_then(|saved| Receiver::resume(config.clone(), now, saved).ok())
+            .unwrap_or_else(|| Receiver::new(config, now));
+        d.resumed = receiver.progress().bytes_received;
+        d.started = now;
+        self.outputs.push_back(Output::Progress {
+            id,
+            file: d.offer.file.clone(),
+            progress: receiver.progress(),
+        });
+        d.receiver = Some(receiver);
+        self.next_progress.get_or_insert(now + PROGRESS_EVERY);
+    }
+
+    fn on_receiver_event(&mut self, id: DownloadId, event: ReceiverEvent) {
+        let Some(d) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let Some(rx) = &d.receiver else {
+            return;
+        };
+        match event {
+            ReceiverEvent::Checkpoint => {
+                let record = rx.save_state();
+                self.outputs.push_back(Output::SaveRecord { id, record });
+            }
+            ReceiverEvent::PartsTooLarge => {
+                // U5: the path drops datagrams this large. What arrived (nothing, or a resumed
+                // prefix) is kept, and the file is asked for again in parts every path carries.
+                let record = rx.save_state();
+                let (file, part_size) = (d.offer.file.clone(), d.offer.part_size);
+                self.downloads.remove(&id);
+                self.outputs.push_back(Output::SaveRecord { id, record });
+                self.outputs.push_back(Output::Release { id });
+                self.outputs.push_back(Output::Notice(format!(
+                    "no part of {file} got through in {part_size}-byte parts: the path drops \
+                     large datagrams; asking again with {SAFE_PART_SIZE}-byte parts"
+                )));
+                self.ask(&format!("download_file {file} {SAFE_PART_SIZE}"));
+            }
+            ReceiverEvent::Complete => {
+                d.keeping = true;
+                self.outputs.push_back(Output::Keep { id });
+            }
+            ReceiverEvent::Failed(err) => {
+                // Wrong bytes must not be resumed from; anything else (an abort, a path gone
+                // quiet) leaves a `.part` file and a record that the next attempt continues.
+                if err == TransferError::DigestMismatch {
+                    self.outputs.push_back(Output::Discard { id });
+                } else {
+                    let record = rx.save_state();
+                    self.outputs.push_back(Output::SaveRecord { id, record });
+                }
+                self.end(id, Err(DownloadFailure::Transfer(err)));
+            }
+        }
+    }
+
+    fn on_saved(&mut self, now: Instant, id: DownloadId, path: PathBuf) {
+        let Some(d) = self.downloads.get(&id) else {
+            return;
+        };
+        let Some(rx) = d.receiver.as_ref().filter(|_| d.keeping && !d.ended) else {
+            return;
+        };
+        let report = DownloadReport {
+            path,
+            size: d.offer.size,
+            resumed: d.resumed,
+            elapsed: now.saturating_duration_since(d.started),
+            parts_retransmitted: rx.progress().parts_retransmitted,
+        };
+        self.end(id, Ok(report));
+    }
+
+    fn on_io_failed(&mut self, id: DownloadId, error: String) {
+        let Some(d) = self.downloads.get(&id) else {
+            return;
+        };
+        if d.ended {
+            return; // the files of a download that is over: nothing more to decide
+        }
+        if let Some(rx) = &d.receiver {
+            // Best effort: what is on disk may still be resumed from.
+            let record = rx.save_state();
+            self.outputs.push_back(Output::SaveRecord { id, record });
+        }
+        self.end(id, Err(DownloadFailure::Io(error)));
+    }
+
+    /// Download `id` is over: show it, and in [`Mode::Get`] end the session with it. The socket
+    /// is released in [`ClientDriver::step`] once its FINISHED copies are out.
+    fn end(&mut self, id: DownloadId, result: Result<DownloadReport, DownloadFailure>) {
+        let Some(d) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        d.ended = true;
+        if let Some(rx) = &d.receiver {
+            self.outputs.push_back(Output::Progress {
+                id,
+                file: d.offer.file.clone(),
+                progress: rx.progress(),
+            });
+        }
+        self.outputs.push_back(Output::Ended {
+            id,
+            file: d.offer.file.clone(),
+            result: result.clone(),
+        });
+        if self.config.mode != Mode::Interactive {
+            self.end_session(result);
+        }
+    }
+
+    /// [`Mode::Get`]: the result is known; leave.
+    fn end_session(&mut self, result: Result<DownloadReport, DownloadFailure>) {
+        if self.result.is_some() {
+            return;
+        }
+        self.result = Some(result);
+        self.leave();
+    }
+
+    /// Says `{quit}` and waits for the server to close (so that our name is free again when the
+    /// session is over: a script running `natter get` in a loop with one name would otherwise
+    /// race its own last run). A client the server has not joined has nothing to wait for.
+    fn leave(&mut self) {
+        if self.chat.client.is_quitting() {
+            return;
+        }
+        if self.chat.client.is_joined() || !self.chat.client.wants_name() {
+            self.typed("{quit}");
+        } else {
+            self.finish();
+        }
+    }
+
+    /// Interactive: the person's input ended; leave once nothing is awaited.
+    fn maybe_leave(&mut self) {
+        if self.config.mode == Mode::Interactive
+            && self.input_ended
+            && !self.finished
+            && !self.chat.client.is_quitting()
+            && self.downloads.is_empty()
+            && !self
+                .pending
+                .iter()
+                .any(|p| matches!(p.expect, Expect::Download { .. }))
+        {
+            self.leave();
+        }
+    }
+
+    /// The session is over: every download still running keeps its files to resume from.
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        let downloads = std::mem::take(&mut self.downloads);
+        for (id, d) in downloads {
+            if !d.ended {
+                if let Some(rx) = &d.receiver {
+                    let record = rx.save_state();
+                    self.outputs.push_back(Output::SaveRecord { id, record });
+                }
+                self.outputs.push_back(Output::Ended {
+                    id,
+                    file: d.offer.file.clone(),
+                    result: Err(DownloadFailure::Interrupted),
+                });
+            }
+            self.outputs.push_back(Output::Release { id });
+        }
+        self.finished = true;
+        let result = match self.config.mode {
+            Mode::Interactive => None,
+            Mode::Get { .. } => self.result.take(),
+        };
+        self.outputs.push_back(Output::Finish(result));
+    }
+
+    fn show_progress(&mut self) {
+        for (&id, d) in &self.downloads {
+            if let Some(rx) = d.receiver.as_ref().filter(|_| !d.ended) {
+                self.outputs.push_back(Output::Progress {
+                    id,
+                    file: d.offer.file.clone(),
+                    progress: rx.progress(),
+                });
+            }
+        }
+    }
+}
+
+/// Adds the configured part size to a typed `download_file <file>` that names none, so a person
+/// on loopback gets large parts without knowing about them.
+pub fn with_part_size(typed: &str, part_size: u16) -> std::borrow::Cow<'_, str> {
+    // A space left after the file name (a completion, a habit) is not an extra word.
+    let mut words = typed.trim_end_matches(' ').split(' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some("download_file"), Some(file), None) if !file.is_empty() => {
+            format!("download_file {file} {part_size}").into()
+        }
+        _ => typed.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_part_size;
+
+    #[test]
+    fn adds_a_part_size_only_where_none_is_given() {
+        assert_eq!(
+            with_part_size("download_file a.c", 65000),
+            "download_file a.c 65000"
+        );
+        assert_eq!(
+            with_part_size("download_file a.c 600", 65000),
+            "download_file a.c 600"
+        );
+        assert_eq!(with_part_size("download_file", 65000), "download_file");
+        assert_eq!(with_part_size("hello there", 65000), "hello there");
+    }
+}

@@ -18,8 +18,9 @@
 //!                   while let Some((off, len)) = rx.next_to_hash() { rx.hash(off, bytes_at(off, len)) }
 //! timer fired    -> rx.handle_timeout(now)
 //! then always    -> while let Some(n) = rx.poll_transmit(now, &mut out) { send(&out[..n]) }
-//!                   arm a timer at rx.poll_timeout(); stop when rx.state() != Running and
-//!                   poll_transmit returns None (FINISHED has been sent)
+//!                   while let Some(event) = rx.poll_event() { act on Complete, Failed, U5, Checkpoint }
+//!                   arm a timer at rx.poll_timeout(); after Complete, keep the socket until
+//!                   rx.is_finishing() is false (FINISHED has been sent)
 //! ```
 
 pub mod congestion;
@@ -31,5 +32,7 @@ pub mod sender;
 
 pub use congestion::ControllerKind;
 pub use parts::ResumeError;
-pub use receiver::{Accept, Progress, Receiver, ReceiverConfig, ReceiverState, TransferError};
+pub use receiver::{
+    Accept, Progress, Receiver, ReceiverConfig, ReceiverEvent, ReceiverState, TransferError,
+};
 pub use sender::{Sender, SenderConfig, SenderEnd, SenderOutput};

@@ -80,6 +80,9 @@ pub struct ReceiverConfig {
     /// so a second copy can never multiply traffic: it is answered only when the first was lost.
     /// Two copies turn a 5% request loss into 0.25% for ~30 upstream bytes per request.
     pub request_copies: u8,
+    /// How often, while new parts arrive, a [`ReceiverEvent::Checkpoint`] says that a resume
+    /// record is due; `None`: never (a caller with nowhere to keep one).
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl ReceiverConfig {
@@ -93,6 +96,7 @@ impl ReceiverConfig {
             controller: ControllerKind::default(),
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             request_copies: DEFAULT_REQUEST_COPIES,
+            checkpoint_every: None,
         }
     }
 }
@@ -115,6 +119,23 @@ pub enum ReceiverState {
     /// Every part arrived and the digest matched; FINISHED is being sent.
     Complete,
     Failed(TransferError),
+}
+
+/// What happened to a download that its owner must act on; drained with
+/// [`Receiver::poll_event`] after every input and timeout. Each is reported once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Every part arrived and the digest matched; FINISHED goes out through `poll_transmit`.
+    Complete,
+    /// The download failed; nothing more is sent.
+    Failed(TransferError),
+    /// U5: not one part arrived in [`LARGE_PART_PATIENCE`] with parts larger than
+    /// [`SAFE_PART_SIZE`] (see [`Receiver::parts_too_large`]). The receiver keeps running; its
+    /// owner decides whether to ask for the file again with small parts.
+    PartsTooLarge,
+    /// New parts arrived since the last checkpoint and [`ReceiverConfig::checkpoint_every`] has
+    /// passed: save [`Receiver::save_state`] beside the `.part` file.
+    Checkpoint,
 }
 
 /// A new part was accepted: write `buf[payload]` at `offset` in the `.part` file.
@@ -229,6 +250,11 @@ pub struct Receiver {
     /// [`ReceiverConfig::request_copies`]).
     repeat: Vec<u8>,
     repeats_left: u8,
+    events: VecDeque<ReceiverEvent>,
+    too_large_reported: bool,
+    /// Parts arrived since the last checkpoint, and when that was.
+    dirty: bool,
+    last_checkpoint: Instant,
 }
 
 impl Receiver {
@@ -285,6 +311,10 @@ impl Receiver {
             any_part_arrived: false,
             repeat: Vec::new(),
             repeats_left: 0,
+            events: VecDeque::new(),
+            too_large_reported: false,
+            dirty: false,
+            last_checkpoint: now,
             config,
         };
         r.check_complete();
@@ -308,6 +338,11 @@ impl Receiver {
     /// The resume record for the `.part` file's side-car (see [`PartMap::save`]).
     pub fn save_state(&self) -> Vec<u8> {
         self.map.save(&self.config.blake3)
+    }
+
+    /// Complete, with FINISHED copies still to send: the socket must stay open until they are out.
+    pub fn is_finishing(&self) -> bool {
+        self.state == ReceiverState::Complete && self.finished_left > 0
     }
 
     pub fn state(&self) -> ReceiverState {
@@ -352,7 +387,7 @@ impl Receiver {
                     .take(MAX_REASON_CHARS)
                     .map(|c| if c.is_control() { '\u{fffd}' } else { c })
                     .collect();
-                self.state = ReceiverState::Failed(TransferError::Aborted {
+                self.fail(TransferError::Aborted {
                     code: a.code,
                     reason,
                 });
@@ -395,6 +430,8 @@ impl Receiver {
             }
         }
         self.detect_lost(now);
+        self.dirty = true;
+        self.maybe_checkpoint(now);
         Some(Accept {
             part,
             offset: self.layout.offset(part),
@@ -703,6 +740,9 @@ impl Receiver {
         {
             t = t.min(p);
         }
+        if let Some(e) = self.event_deadline() {
+            t = t.min(e);
+        }
         Some(t)
     }
 
@@ -724,10 +764,14 @@ impl Receiver {
             return;
         }
         if now >= self.last_progress + self.config.give_up_after {
-            self.state =
-                ReceiverState::Failed(TransferError::NoProgress(self.config.give_up_after));
+            self.fail(TransferError::NoProgress(self.config.give_up_after));
             return;
         }
+        if !self.too_large_reported && self.parts_too_large(now) {
+            self.too_large_reported = true;
+            self.events.push_back(ReceiverEvent::PartsTooLarge);
+        }
+        self.maybe_checkpoint(now);
         if let Some(lt) = self.loss_time {
             if now >= lt {
                 self.detect_lost(now);
@@ -771,8 +815,53 @@ impl Receiver {
         if *self.hasher.finalize().as_bytes() == self.config.blake3 {
             self.state = ReceiverState::Complete;
             self.finished_left = FINISHED_COPIES;
+            self.events.push_back(ReceiverEvent::Complete);
         } else {
-            self.state = ReceiverState::Failed(TransferError::DigestMismatch);
+            self.fail(TransferError::DigestMismatch);
+        }
+    }
+
+    fn fail(&mut self, error: TransferError) {
+        self.state = ReceiverState::Failed(error.clone());
+        self.events.push_back(ReceiverEvent::Failed(error));
+    }
+
+    /// The next thing its owner must act on (see [`ReceiverEvent`]).
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.events.pop_front()
+    }
+
+    /// Reports a checkpoint when one is due: new parts since the last one, and the interval
+    /// passed. Why not one per part: a record is a file write; one every half second bounds what
+    /// a killed process fetches again to half a second of download.
+    fn maybe_checkpoint(&mut self, now: Instant) {
+        if let Some(every) = self.config.checkpoint_every
+            && self.dirty
+            && self.state == ReceiverState::Running
+            && now.saturating_duration_since(self.last_checkpoint) >= every
+        {
+            self.dirty = false;
+            self.last_checkpoint = now;
+            self.events.push_back(ReceiverEvent::Checkpoint);
+        }
+    }
+
+    /// When a checkpoint or the U5 verdict falls due, if one may.
+    fn event_deadline(&self) -> Option<Instant> {
+        let checkpoint = self
+            .config
+            .checkpoint_every
+            .filter(|_| self.dirty)
+            .map(|every| self.last_checkpoint + every);
+        let too_large = (self.config.part_size > SAFE_PART_SIZE
+            && !self.any_part_arrived
+            && !self.too_large_reported)
+            .then_some(self.first_request)
+            .flatten()
+            .map(|at| at + LARGE_PART_PATIENCE);
+        match (checkpoint, too_large) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
