@@ -6,20 +6,56 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use natter_core::chat::catalogue::{Catalogue, FileEntry};
-use natter_core::chat::client::{ChatClient, ClientEvent, InputError, Offer};
+use natter_core::chat::client::{
+    ChatClient, ChatInput, ChatOutput, ClientEvent, InputError, Offer, QUIT_GRACE, Sent,
+};
 use natter_core::chat::server::{ChatServer, ServerConfig, ServerInput, ServerOutput};
-use natter_core::wire::chat::{LineError, UdpOffer};
+use natter_core::wire::chat::{ClientLine, LineError, UdpOffer};
 
+fn outputs(client: &mut ChatClient) -> Vec<ChatOutput> {
+    std::iter::from_fn(|| client.poll_output()).collect()
+}
+
+/// The events the server's `bytes` give (the name line a new client sends first is skipped).
 fn events(client: &mut ChatClient, bytes: &[u8]) -> Vec<ClientEvent> {
-    client.handle_bytes(bytes);
-    std::iter::from_fn(|| client.poll_event()).collect()
+    outputs(client);
+    client.handle_input(Instant::now(), ChatInput::Received(bytes));
+    outputs(client)
+        .into_iter()
+        .filter_map(|o| match o {
+            ChatOutput::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The line sent for `text`, or why none is.
+fn line_for(client: &mut ChatClient, text: &str) -> Result<Vec<u8>, InputError> {
+    outputs(client);
+    client.handle_input(Instant::now(), ChatInput::Typed(text));
+    match outputs(client).as_slice() {
+        [ChatOutput::Send { bytes, .. }] => Ok(bytes.clone()),
+        [ChatOutput::Invalid(err)] => Err(err.clone()),
+        other => panic!("{text:?}: {other:?}"),
+    }
+}
+
+/// The first output of a new client: its name line.
+fn hello(client: &mut ChatClient) -> Vec<u8> {
+    match client.poll_output() {
+        Some(ChatOutput::Send {
+            bytes,
+            sent: Sent::Name(_),
+        }) => bytes,
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
 fn every_server_line_becomes_an_event() {
     // PROTOCOL 1.3
     let mut c = ChatClient::new("alice");
-    assert_eq!(c.hello(), b"alice\n");
+    assert_eq!(hello(&mut c), b"alice\n");
     let digest = "7d".repeat(32);
     let stream = format!(
         "alice has joined the chat!\r\nALL\nbob has joined the chat!\nALL bob\n\
@@ -203,28 +239,78 @@ fn malformed_server_lines_are_rejected_not_fatal() {
 fn typed_text_to_lines() {
     // PROTOCOL 1.2: intents become canonical lines; mistakes are caught before sending.
     let mut c = ChatClient::new("alice");
-    assert_eq!(c.line_for("hello").unwrap(), b"hello\n");
-    assert_eq!(c.line_for("get list file").unwrap(), b"get_list_file\n");
+    assert_eq!(line_for(&mut c, "hello").unwrap(), b"hello\n");
+    assert_eq!(line_for(&mut c, "get list file").unwrap(), b"get_list_file\n");
     assert_eq!(
-        c.line_for("download_file hello.c 60000").unwrap(),
+        line_for(&mut c, "download_file hello.c 60000").unwrap(),
         b"download_file hello.c 60000\n"
     );
-    assert_eq!(c.line_for("~bob hi").unwrap(), b"~bob hi\n");
-    assert_eq!(c.line_for("{quit}").unwrap(), b"{quit}\n");
-    assert_eq!(c.line_for("").unwrap(), b"\n");
+    assert_eq!(line_for(&mut c, "~bob hi").unwrap(), b"~bob hi\n");
+    assert_eq!(line_for(&mut c, "").unwrap(), b"\n");
     assert!(matches!(
-        c.line_for("~bob"),
+        line_for(&mut c, "~bob"),
         Err(InputError::Line(LineError::PrivateUsage { .. }))
     ));
     assert!(matches!(
-        c.line_for("download_file"),
+        line_for(&mut c, "download_file"),
         Err(InputError::Line(LineError::DownloadUsage { .. }))
     ));
     assert!(matches!(
-        c.line_for("two\nlines"),
+        line_for(&mut c, "two\nlines"),
         Err(InputError::Line(LineError::ControlChar { code: 10, .. }))
     ));
-    assert_eq!(c.line_for(&"x".repeat(4097)), Err(InputError::TooLong));
+    assert_eq!(line_for(&mut c, &"x".repeat(4097)), Err(InputError::TooLong));
+    // Only what the server takes for {quit} is {quit}: with a space it is a public message.
+    assert_eq!(line_for(&mut c, "{quit} ").unwrap(), b"{quit} \n");
+    assert!(!c.is_quitting());
+    assert_eq!(line_for(&mut c, "{quit}").unwrap(), b"{quit}\n");
+    assert!(c.is_quitting());
+}
+
+/// PROTOCOL 1.2: after `{quit}` the server answers what came before and closes; the client waits
+/// for that close at most QUIT_GRACE, reading on meanwhile, then closes itself.
+#[test]
+fn quit_waits_for_the_close_then_gives_up() {
+    let t0 = Instant::now();
+    let mut c = ChatClient::new("alice");
+    outputs(&mut c);
+    c.handle_input(t0, ChatInput::Received(b"alice has joined the chat!\n"));
+    c.handle_input(t0, ChatInput::Typed("{quit}"));
+    assert_eq!(c.poll_timeout(), Some(t0 + QUIT_GRACE));
+    c.handle_input(t0, ChatInput::Typed("typed after quit"));
+    c.handle_input(t0, ChatInput::Received(b"ALL\n"));
+    c.handle_timeout(t0 + QUIT_GRACE / 2);
+    let got = outputs(&mut c);
+    assert!(
+        matches!(&got[..], [_, ChatOutput::Send { sent: Sent::Line { line: ClientLine::Quit, .. }, .. }, ChatOutput::Event(ClientEvent::Presence(_))]),
+        "{got:?}"
+    );
+    c.handle_timeout(t0 + QUIT_GRACE);
+    assert_eq!(outputs(&mut c), vec![ChatOutput::Over { quit: true }]);
+    assert_eq!(c.poll_timeout(), None);
+
+    // The server closing in time ends it the same way; a close nobody asked for says so.
+    let mut c = ChatClient::new("bob");
+    c.handle_input(t0, ChatInput::Closed);
+    assert_eq!(outputs(&mut c).last(), Some(&ChatOutput::Over { quit: false }));
+}
+
+/// PROTOCOL 1.1: the server reads every line before the join as a name. A line typed while the
+/// first name was still unanswered is the next try when that name is refused, and our join is the
+/// join of the oldest name still unanswered.
+#[test]
+fn a_line_typed_before_the_refusal_is_the_next_name() {
+    let mut c = ChatClient::new("WATCHER");
+    assert_eq!(line_for(&mut c, "carol").unwrap(), b"carol\n");
+    assert_eq!(line_for(&mut c, "hello").unwrap(), b"hello\n");
+    let got = events(
+        &mut c,
+        b"ERROR name already taken: watcher\ncarol has joined the chat!\nALL watcher\ncarol: hello\n",
+    );
+    assert!(matches!(got[0], ClientEvent::NameRefused(_)));
+    assert!(c.is_joined());
+    assert_eq!(c.name(), "carol");
+    assert!(!c.wants_name());
 }
 
 #[test]
@@ -244,9 +330,9 @@ fn client_and_server_in_memory() {
     let typed = ["", "get_list_file", "download_file hello.c 8000"];
     for (i, text) in typed.iter().enumerate() {
         let bytes = if i == 0 {
-            alice.hello()
+            hello(&mut alice)
         } else {
-            alice.line_for(text).unwrap()
+            line_for(&mut alice, text).unwrap()
         };
         server.handle_input(
             now,
@@ -281,13 +367,13 @@ fn client_and_server_in_memory() {
 #[test]
 fn a_refused_name_is_followed_by_another() {
     let mut c = ChatClient::new("alice");
-    assert_eq!(c.hello(), b"alice\n");
+    assert_eq!(hello(&mut c), b"alice\n");
     let got = events(&mut c, b"ERROR name already taken: alice\n");
     assert_eq!(
         got,
         vec![ClientEvent::NameRefused("name already taken: alice".into())]
     );
-    assert_eq!(c.line_for("alice2").unwrap(), b"alice2\n");
+    assert_eq!(line_for(&mut c, "alice2").unwrap(), b"alice2\n");
     assert_eq!(c.name(), "alice2");
     let got = events(
         &mut c,
@@ -295,5 +381,5 @@ fn a_refused_name_is_followed_by_another() {
     );
     assert!(c.is_joined());
     assert_eq!(got[1], ClientEvent::Error("no such user: bob".into()));
-    assert_eq!(c.line_for("hello").unwrap(), b"hello\n");
+    assert_eq!(line_for(&mut c, "hello").unwrap(), b"hello\n");
 }

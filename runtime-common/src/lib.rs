@@ -7,20 +7,21 @@
 //! microseconds, and hashing a newly seen file happens once per file identity (see
 //! [`natter_core::chat::catalogue::DigestCache`]).
 
+pub mod client;
 pub mod download;
 pub mod folder;
 pub mod log;
 pub mod net;
 pub mod options;
 pub mod served;
-pub mod session;
 pub mod ui;
 pub mod upload;
 
-pub use download::{Attempt, Download, DownloadError, DownloadFile, DownloadReport};
+pub use client::{ClientError, ClientIo, DownloadError, ProgressUi, Sockets};
+pub use download::DownloadFiles;
+pub use natter_core::driver::client::{DownloadFailure, DownloadReport};
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
 pub use served::ServedFile;
-pub use session::{ChatSession, GetSession, Typed};
 pub use ui::ClientUi;
 pub use upload::Upload;

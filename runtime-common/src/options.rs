@@ -4,7 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use natter_core::chat::server::ServerConfig;
+use natter_core::chat::server::{PART_SIZE_RANGE, ServerConfig};
+use natter_core::transfer::receiver::SAFE_PART_SIZE;
+use natter_core::transfer::sender::DEFAULT_IDLE_TIMEOUT;
 
 /// Which event loop drives the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +39,7 @@ impl ServerOptions {
             addr,
             files,
             chat: ServerConfig::default(),
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             rescan_every: Duration::from_secs(2),
         }
     }
@@ -78,19 +80,17 @@ pub struct DownloadOptions {
 /// reasoning). A path whose far side has a smaller MTU than the first hop is handled by the
 /// download's fallback to 1200 when no part of the larger size gets through.
 pub fn default_part_size(server: IpAddr) -> u16 {
-    crate::net::route_mtu(server).map_or(FALLBACK_PART_SIZE, |(mtu, ipv6)| {
+    crate::net::route_mtu(server).map_or(SAFE_PART_SIZE, |(mtu, ipv6)| {
         part_size_for_mtu(mtu, ipv6)
     })
 }
-
-/// Part size that works on any path.
-pub const FALLBACK_PART_SIZE: u16 = 1200;
 
 /// The largest part whose datagram (IP, UDP and natter headers included) fits `mtu`.
 pub fn part_size_for_mtu(mtu: u32, ipv6: bool) -> u16 {
     let ip_header = if ipv6 { 40 } else { 20 };
     let overhead = ip_header + 8 + natter_core::wire::datagram::PART_HEADER_LEN as u32;
-    mtu.saturating_sub(overhead).clamp(512, 65_000) as u16
+    let (min, max) = (*PART_SIZE_RANGE.start(), *PART_SIZE_RANGE.end());
+    u16::try_from(mtu.saturating_sub(overhead)).map_or(max, |size| size.clamp(min, max))
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use natter_core::transfer::receiver::Progress;
 
 use crate::{DownloadError, DownloadReport};
 
-pub trait ClientUi: Send {
+/// Not `Send`: the runtimes call it on the thread that runs the client.
+pub trait ClientUi {
     /// A line from the server, parsed.
     fn event(&mut self, event: &ClientEvent);
     /// A download moved on (called a few times a second at most).

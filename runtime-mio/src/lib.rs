@@ -4,9 +4,7 @@
 //! and performs what the core asks (write, close, bind a transfer port, send a part).
 
 mod client;
-mod download;
 mod server;
 
-pub use client::run_client;
-pub use download::download;
+pub use client::{download, run_client};
 pub use server::{Server, ServerHandle};

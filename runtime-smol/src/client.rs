@@ -1,65 +1,158 @@
-//! The interactive client on smol: one loop waits on the server, the person's input and the
-//! downloads' sockets at once.
+//! The client on smol: one task waits on the chat connection, the person's input, every download
+//! socket and the driver's timer at once, and hands what it reads to the core's client driver
+//! (through [`ClientIo`]). The chat client and `natter get` are the same loop in two modes.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::pin::Pin;
+use std::time::Instant;
 
-use natter_core::chat::client::{ClientEvent, Offer};
-use natter_runtime_common::upload::MAX_DATAGRAM;
+use natter_core::driver::client::{DownloadId, Input};
+use natter_core::transfer::receiver::Progress;
+use natter_runtime_common::net::{self, UdpReceiver};
 use natter_runtime_common::{
-    Attempt, ChatSession, ClientOptions, ClientUi, Download, DownloadError, GetSession, Typed,
-    default_part_size, net,
+    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions,
+    DownloadReport, ProgressUi, Sockets, client,
 };
-use smol::Async;
-use smol::Timer;
 use smol::future::FutureExt;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
+use smol::{Async, Timer};
 
-use crate::download::UdpAsync;
-
-const PROGRESS_EVERY: Duration = Duration::from_millis(200);
-/// How long to wait for the server to close after `{quit}`.
-const QUIT_GRACE: Duration = Duration::from_secs(2);
-
-struct Active {
-    socket: UdpAsync,
-    download: Download,
-    file: String,
-}
-
-enum Wake {
-    Server(io::Result<usize>),
-    Input(Option<String>),
-    Download(usize),
-    Timer,
-}
-
-/// Runs a chat session until the person quits (or their input ends and every download is over),
-/// or the server closes the connection.
+/// Runs a chat session until the person quits (or their input ends and nothing is awaited), or
+/// the server closes the connection.
 pub fn run_client(
     options: ClientOptions,
     ui: &mut dyn ClientUi,
     input: impl Iterator<Item = String> + Send + 'static,
-) -> Result<(), DownloadError> {
-    smol::block_on(run(options, ui, input))
+) -> Result<(), ClientError> {
+    let mut io = ClientIo::interactive(&options, Instant::now());
+    smol::block_on(run(options.addr, &mut io, ui, Some(input)))
+}
+
+/// `natter get`: downloads `options.file`; the file is byte-exact (BLAKE3) or this is an error.
+pub fn download(
+    options: &DownloadOptions,
+    on_progress: impl FnMut(&Progress),
+) -> Result<DownloadReport, DownloadError> {
+    let mut io = ClientIo::get(options, Instant::now());
+    let no_input: Option<std::iter::Empty<String>> = None;
+    let ui = &mut ProgressUi(on_progress);
+    smol::block_on(run(options.addr, &mut io, ui, no_input))?;
+    io.download_result()
+}
+
+struct Download {
+    socket: Async<UdpSocket>,
+    rx: UdpReceiver,
+}
+
+#[derive(Default)]
+struct SmolSockets {
+    downloads: HashMap<DownloadId, Download>,
+}
+
+impl Sockets for SmolSockets {
+    fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()> {
+        let socket = Async::new(net::udp_socket(net::any_addr_like(peer))?)?;
+        socket.get_ref().connect(peer)?;
+        let rx = UdpReceiver::new(socket.get_ref(), max_datagram);
+        self.downloads.insert(id, Download { socket, rx });
+        Ok(())
+    }
+
+    fn send(&mut self, id: DownloadId, datagram: &[u8]) -> io::Result<usize> {
+        match self.downloads.get(&id) {
+            Some(d) => d.socket.get_ref().send(datagram),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn release(&mut self, id: DownloadId) {
+        self.downloads.remove(&id);
+    }
+}
+
+/// What woke the loop.
+enum Wake {
+    Chat,
+    Line(Option<String>),
+    Datagrams,
+    Timer,
 }
 
 async fn run(
-    options: ClientOptions,
+    addr: SocketAddr,
+    io: &mut ClientIo,
     ui: &mut dyn ClientUi,
+    input: Option<impl Iterator<Item = String> + Send + 'static>,
+) -> Result<(), ClientError> {
+    let tcp: Async<TcpStream> = Async::new(client::connect(addr)?)?;
+    let mut lines = input.map(read_lines).transpose()?;
+    let mut sockets = SmolSockets::default();
+    let mut buf = vec![0u8; 64 << 10];
+    io.drive(Instant::now(), ui, &mut sockets);
+    while !io.is_finished() {
+        io.write_chat(&mut tcp.get_ref());
+        let wake = {
+            let chat = &tcp;
+            let writing = !io.outbox.is_empty();
+            let mut any: Pin<Box<dyn Future<Output = Wake> + '_>> = Box::pin(async move {
+                // Writable matters only while the outbox waits; a read wakes either way.
+                let _ = if writing {
+                    chat.readable().or(chat.writable()).await
+                } else {
+                    chat.readable().await
+                };
+                Wake::Chat
+            });
+            if let Some(rx) = &lines {
+                any = Box::pin(any.or(async move { Wake::Line(rx.recv().await.ok()) }));
+            }
+            for d in sockets.downloads.values() {
+                any = Box::pin(any.or(async move {
+                    let _ = d.socket.readable().await;
+                    Wake::Datagrams
+                }));
+            }
+            if let Some(at) = io.poll_timeout() {
+                any = Box::pin(any.or(async move {
+                    Timer::at(at).await;
+                    Wake::Timer
+                }));
+            }
+            any.await
+        };
+        match wake {
+            Wake::Chat => io.read_chat(&mut tcp.get_ref(), &mut buf),
+            Wake::Line(Some(line)) => io.handle_input(Instant::now(), Input::Typed(&line)),
+            Wake::Line(None) => {
+                lines = None;
+                io.handle_input(Instant::now(), Input::InputEnded);
+            }
+            Wake::Datagrams => {
+                // Every socket gets its batch, so that the first one cannot starve the others; one
+                // left unread stays readable and wakes the next wait at once.
+                for (&id, d) in &mut sockets.downloads {
+                    io.read_datagrams(id, d.socket.get_ref(), &mut d.rx);
+                }
+            }
+            Wake::Timer => {}
+        }
+        let now = Instant::now();
+        if io.poll_timeout().is_some_and(|at| at <= now) {
+            io.handle_timeout(now);
+        }
+        io.drive(now, ui, &mut sockets);
+    }
+    Ok(())
+}
+
+/// Reads the person's lines on a thread of their own (the iterator blocks).
+fn read_lines(
     input: impl Iterator<Item = String> + Send + 'static,
-) -> Result<(), DownloadError> {
-    let mut tcp =
-        TcpStream::connect(options.addr)
-            .await
-            .map_err(|source| DownloadError::Connect {
-                addr: options.addr,
-                source,
-            })?;
-    let _ = tcp.set_nodelay(true);
-    let (tx, rx) = smol::channel::unbounded::<String>();
+) -> io::Result<smol::channel::Receiver<String>> {
+    let (tx, rx) = smol::channel::unbounded();
     std::thread::Builder::new()
         .name("natter-input".into())
         .spawn(move || {
@@ -69,197 +162,5 @@ async fn run(
                 }
             }
         })?;
-
-    let part_size = options
-        .part_size
-        .unwrap_or_else(|| default_part_size(options.addr.ip()));
-    let mut session = ChatSession::new(&options.name, part_size);
-    tcp.write_all(&session.hello()).await?;
-    let mut downloads: Vec<Option<Active>> = Vec::new();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut tcp_buf = vec![0u8; 16 * 1024];
-    let mut input_open = true;
-    let mut next_progress = Instant::now();
-    let mut retries: Vec<Vec<u8>> = Vec::new();
-
-    loop {
-        let now = Instant::now();
-        let deadline = downloads
-            .iter()
-            .flatten()
-            .filter_map(|a| a.download.poll_timeout())
-            .min();
-        let wake_at = deadline
-            .unwrap_or(now + PROGRESS_EVERY)
-            .min(now + PROGRESS_EVERY);
-        let wake = {
-            let server = async { Wake::Server(tcp.read(&mut tcp_buf).await) };
-            let line = async {
-                if input_open {
-                    Wake::Input(rx.recv().await.ok())
-                } else {
-                    std::future::pending().await
-                }
-            };
-            let timer = async {
-                Timer::at(wake_at).await;
-                Wake::Timer
-            };
-            let mut any = server.or(line).boxed_local();
-            for (i, active) in downloads.iter().enumerate() {
-                if let Some(active) = active {
-                    let socket = &active.socket;
-                    any = any
-                        .or(async move {
-                            let _ = socket.readable().await;
-                            Wake::Download(i)
-                        })
-                        .boxed_local();
-                }
-            }
-            any.or(timer).await
-        };
-        match wake {
-            Wake::Server(Ok(0)) | Wake::Server(Err(_)) => {
-                for active in downloads.iter().flatten() {
-                    active.download.save_now();
-                }
-                while let Some(event) = session.poll_event() {
-                    ui.event(&event);
-                }
-                ui.disconnected("the server closed the connection");
-                return Ok(());
-            }
-            Wake::Server(Ok(n)) => session.handle_bytes(&tcp_buf[..n]),
-            Wake::Input(Some(line)) => match session.typed(&line) {
-                Typed::Send(bytes) => tcp.write_all(&bytes).await?,
-                Typed::Quit => {
-                    quit(&mut tcp, &mut session, ui, &mut tcp_buf).await?;
-                    break;
-                }
-                Typed::Invalid(why) => ui.notice(&why),
-            },
-            Wake::Input(None) => input_open = false,
-            Wake::Download(i) => {
-                if let Some(Some(active)) = downloads.get_mut(i) {
-                    loop {
-                        match active.socket.get_ref().recv(&mut buf) {
-                            Ok(n) => {
-                                if let Err(err) =
-                                    active.download.on_datagram(Instant::now(), &buf[..n])
-                                {
-                                    ui.download_done(&active.file, &Err(err));
-                                    downloads[i] = None;
-                                    break;
-                                }
-                            }
-                            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(_) => {}
-                        }
-                    }
-                }
-            }
-            Wake::Timer => {}
-        }
-        while let Some(event) = session.poll_event() {
-            ui.event(&event);
-            if let ClientEvent::Offer(offer) = &event {
-                match start_download(&options, offer) {
-                    Ok(active) => downloads.push(Some(active)),
-                    Err(err) => ui.download_done(&offer.file, &Err(err)),
-                }
-            }
-        }
-        let now = Instant::now();
-        let show_progress = now >= next_progress;
-        if show_progress {
-            next_progress = now + PROGRESS_EVERY;
-        }
-        for slot in downloads.iter_mut() {
-            let Some(active) = slot else { continue };
-            if active.download.poll_timeout().is_some_and(|at| at <= now)
-                && let Err(err) = active.download.handle_timeout(now)
-            {
-                ui.download_done(&active.file, &Err(err));
-                *slot = None;
-                continue;
-            }
-            while let Some(len) = active.download.poll_transmit(now, &mut buf) {
-                if active.socket.get_ref().send(&buf[..len]).is_err() {
-                    break;
-                }
-            }
-            if show_progress {
-                ui.progress(&active.file, &active.download.receiver().progress());
-            }
-            match active.download.finished(now) {
-                Some(Attempt::Over(result)) => ui.download_done(&active.file, &result),
-                Some(Attempt::PartsTooLarge) => {
-                    let (notice, line) = session.retry_with_small_parts(&active.file);
-                    ui.notice(&notice);
-                    retries.push(line);
-                }
-                None => continue,
-            }
-            *slot = None;
-        }
-        for line in retries.drain(..) {
-            tcp.write_all(&line).await?;
-        }
-        if downloads.iter().all(Option::is_none) {
-            downloads.clear();
-            if !input_open && session.awaiting_offers() == 0 {
-                quit(&mut tcp, &mut session, ui, &mut tcp_buf).await?;
-                break;
-            }
-        }
-    }
-    for active in downloads.iter().flatten() {
-        active.download.save_now();
-    }
-    Ok(())
-}
-
-/// Says goodbye, then shows what the server still had to say (it answers everything sent before
-/// `{quit}` and closes), waiting at most `QUIT_GRACE`.
-async fn quit(
-    tcp: &mut TcpStream,
-    session: &mut ChatSession,
-    ui: &mut dyn ClientUi,
-    buf: &mut [u8],
-) -> Result<(), DownloadError> {
-    tcp.write_all(GetSession::quit()).await?;
-    tcp.flush().await?;
-    let drain = async {
-        while let Ok(n @ 1..) = tcp.read(buf).await {
-            session.handle_bytes(&buf[..n]);
-            while let Some(event) = session.poll_event() {
-                ui.event(&event);
-            }
-        }
-    };
-    drain
-        .or(async {
-            Timer::after(QUIT_GRACE).await;
-        })
-        .await;
-    Ok(())
-}
-
-fn start_download(options: &ClientOptions, offer: &Offer) -> Result<Active, DownloadError> {
-    let socket = Async::new(net::udp_socket(net::any_addr_like(options.addr))?)?;
-    socket
-        .get_ref()
-        .connect(SocketAddr::new(options.addr.ip(), offer.port))?;
-    let download = Download::start(
-        Instant::now(),
-        offer,
-        &options.out_dir,
-        options.stall_timeout,
-    )?;
-    Ok(Active {
-        socket,
-        download,
-        file: offer.file.clone(),
-    })
+    Ok(rx)
 }

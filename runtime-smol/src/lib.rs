@@ -4,9 +4,7 @@
 //! they meet in a shared hub that owns the chat core. No protocol decisions live here.
 
 mod client;
-mod download;
 mod server;
 
-pub use client::run_client;
-pub use download::download;
+pub use client::{download, run_client};
 pub use server::{Server, ServerHandle};

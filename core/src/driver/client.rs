@@ -34,6 +34,7 @@ use crate::transfer::receiver::{
     SAFE_PART_SIZE, TransferError,
 };
 use crate::wire::chat::ClientLine;
+use crate::wire::datagram::PART_HEADER_LEN;
 
 /// A download, numbered by the driver in the order offers arrive. Never reused.
 pub type DownloadId = u64;
@@ -122,13 +123,14 @@ pub enum Output {
     /// The server closed the connection while the person was not leaving.
     Disconnected(String),
     /// Open download `id`: `<file>.part` of `size` bytes (creating it if need be) with the resume
-    /// record beside it, and a UDP socket connected to `peer`. Answer with [`Input::Opened`] or
-    /// [`Input::IoFailed`].
+    /// record beside it, and a UDP socket connected to `peer` that receives datagrams of up to
+    /// `max_datagram` bytes. Answer with [`Input::Opened`] or [`Input::IoFailed`].
     Open {
         id: DownloadId,
         file: String,
         size: u64,
         peer: SocketAddr,
+        max_datagram: usize,
     },
     /// Save this resume record beside download `id`'s `.part` file (atomically: the old record
     /// stays whole until the new one is complete).
@@ -591,6 +593,7 @@ impl ClientDriver {
             file: offer.file.clone(),
             size: offer.size,
             peer: SocketAddr::new(self.config.server_ip, offer.port),
+            max_datagram: PART_HEADER_LEN + usize::from(offer.part_size),
         });
         self.downloads.insert(
             id,

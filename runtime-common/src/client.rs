@@ -1,0 +1,309 @@
+//! What both runtimes do for a client, once: the core's [`ClientDriver`] with the files of its
+//! downloads ([`DownloadFiles`]), the chat connection's outbox, and the mapping of the driver's
+//! outputs to what a person sees ([`ClientUi`]). A runtime only waits on its sockets, the
+//! person's input and the timer, and hands what it read to a [`ClientIo`].
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use natter_core::chat::client::ClientEvent;
+use natter_core::driver::client::{
+    ClientConfig, ClientDriver, DownloadFailure, DownloadId, DownloadReport, Input, Mode, Output,
+};
+use natter_core::transfer::receiver::Progress;
+use natter_core::wire::datagram::MAX_REQUEST_LEN;
+
+use crate::download::DownloadFiles;
+use crate::net::UdpReceiver;
+use crate::options::{ClientOptions, DownloadOptions, default_part_size};
+use crate::ui::ClientUi;
+
+/// Why a chat session could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the server at {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("network error: {0}")]
+    Network(#[from] io::Error),
+}
+
+/// Why a download did not leave a verified file: the session failed, or the download did.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Failed(#[from] DownloadFailure),
+}
+
+impl From<io::Error> for DownloadError {
+    fn from(err: io::Error) -> Self {
+        DownloadError::Client(err.into())
+    }
+}
+
+/// Datagram reads (a `recvmmsg` batch or GRO bundle counts as many) before a runtime sends what
+/// they allowed. Why a bound: at 1 Gbit/s the socket may never run dry while the machine is busy,
+/// and a loop that reads until it does sends no request meanwhile, so the pipe empties behind it.
+pub const READS_PER_WAKE: usize = 64;
+
+/// How long connecting to the chat server may take before the client gives up.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to the chat server (blocking, at most [`CONNECT_TIMEOUT`]); the stream is returned
+/// non-blocking, with Nagle off so that typed lines go out at once.
+pub fn connect(addr: SocketAddr) -> Result<std::net::TcpStream, ClientError> {
+    let connect = |source| ClientError::Connect { addr, source };
+    let stream = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(connect)?;
+    stream.set_nodelay(true).map_err(connect)?;
+    stream.set_nonblocking(true).map_err(connect)?;
+    Ok(stream)
+}
+
+/// The download sockets of one client, as a runtime keeps them.
+pub trait Sockets {
+    /// Opens download `id`'s UDP socket, connected to `peer`, for datagrams of up to
+    /// `max_datagram` bytes, and starts watching it.
+    fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()>;
+    /// Sends one datagram on download `id`'s socket.
+    fn send(&mut self, id: DownloadId, datagram: &[u8]) -> io::Result<usize>;
+    /// Closes download `id`'s socket (if it is open).
+    fn release(&mut self, id: DownloadId);
+}
+
+/// A client session's state outside the driver's decisions.
+#[derive(Debug)]
+pub struct ClientIo {
+    driver: ClientDriver,
+    files: DownloadFiles,
+    /// Bytes for the chat connection not yet written.
+    pub outbox: Vec<u8>,
+    transmit: Vec<u8>,
+    finished: Option<Option<Result<DownloadReport, DownloadFailure>>>,
+}
+
+impl ClientIo {
+    /// An interactive chat client.
+    pub fn interactive(options: &ClientOptions, now: Instant) -> Self {
+        let part_size = options
+            .part_size
+            .unwrap_or_else(|| default_part_size(options.addr.ip()));
+        let mut config = ClientConfig::new(
+            options.name.clone(),
+            Mode::Interactive,
+            options.addr.ip(),
+            part_size,
+        );
+        config.give_up_after = options.stall_timeout;
+        Self::new(config, options.out_dir.clone(), now)
+    }
+
+    /// `natter get`: one download, then leave.
+    pub fn get(options: &DownloadOptions, now: Instant) -> Self {
+        let part_size = options
+            .part_size
+            .unwrap_or_else(|| default_part_size(options.addr.ip()));
+        let mode = Mode::Get {
+            file: options.file.clone(),
+        };
+        let mut config =
+            ClientConfig::new(options.name.clone(), mode, options.addr.ip(), part_size);
+        config.give_up_after = options.stall_timeout;
+        Self::new(config, options.out_dir.clone(), now)
+    }
+
+    fn new(config: ClientConfig, out_dir: PathBuf, now: Instant) -> Self {
+        Self {
+            driver: ClientDriver::new(config, now),
+            files: DownloadFiles::new(out_dir),
+            outbox: Vec::new(),
+            transmit: vec![0; MAX_REQUEST_LEN],
+            finished: None,
+        }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.driver.handle_input(now, input);
+    }
+
+    /// A datagram on download `id`'s socket; read `now` for each one (see
+    /// [`ClientDriver::handle_datagram`]).
+    pub fn on_datagram(&mut self, now: Instant, id: DownloadId, buf: &[u8]) {
+        self.files.on_datagram(&mut self.driver, now, id, buf);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.driver.handle_timeout(now);
+    }
+
+    /// When [`ClientIo::handle_timeout`] is due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.driver.poll_timeout()
+    }
+
+    /// Performs everything the driver asks for now: file work, what to show, sockets to open and
+    /// close, datagrams to send, bytes for the chat connection (into [`ClientIo::outbox`]).
+    pub fn drive(&mut self, now: Instant, ui: &mut dyn ClientUi, sockets: &mut impl Sockets) {
+        loop {
+            while let Some(output) = self.driver.poll_output() {
+                let Some(output) = self.files.perform(&mut self.driver, now, output) else {
+                    continue;
+                };
+                let Some(output) = show(ui, output) else {
+                    continue;
+                };
+                match output {
+                    Output::Send(bytes) => self.outbox.extend_from_slice(&bytes),
+                    Output::Open {
+                        id,
+                        peer,
+                        max_datagram,
+                        ..
+                    } => {
+                        if let Err(err) = sockets.open(id, peer, max_datagram) {
+                            let error = format!("cannot open a UDP socket to {peer}: {err}");
+                            self.driver.handle_input(now, Input::IoFailed { id, error });
+                        }
+                    }
+                    Output::Release { id } => sockets.release(id),
+                    Output::Finish(result) => self.finished = Some(result),
+                    _ => {}
+                }
+            }
+            // The outputs are drained before the transmissions, and again after them: a download
+            // is released only once its last datagrams are out.
+            let mut sent = false;
+            while let Some((id, len)) = self.driver.poll_transmit(now, &mut self.transmit) {
+                sent = true;
+                // A full socket buffer or an ICMP error: the request counts as lost, and loss
+                // detection asks again.
+                let _ = sockets.send(id, &self.transmit[..len]);
+            }
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    /// Reads what the (non-blocking) chat connection holds, until it would block, into the driver.
+    /// A read error is the end of the connection, as a close is.
+    pub fn read_chat(&mut self, stream: &mut impl Read, buf: &mut [u8]) {
+        while !self.driver.is_finished() {
+            let input = match stream.read(buf) {
+                Ok(0) => Input::ServerClosed,
+                Ok(n) => Input::Received(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => Input::ServerClosed,
+            };
+            let closed = input == Input::ServerClosed;
+            self.driver.handle_input(Instant::now(), input);
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// Writes what the (non-blocking) chat connection takes now; the rest waits in the outbox for
+    /// the connection to be writable. A write error is the end of the connection.
+    pub fn write_chat(&mut self, stream: &mut impl Write) {
+        while !self.outbox.is_empty() {
+            match stream.write(&self.outbox) {
+                Ok(n) if n > 0 => {
+                    self.outbox.drain(..n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) | Err(_) => {
+                    self.outbox.clear();
+                    self.driver.handle_input(Instant::now(), Input::ServerClosed);
+                }
+            }
+        }
+    }
+
+    /// Reads a batch of datagrams (recvmmsg, GRO) from download `id`'s socket into the driver and
+    /// the files; returns whether the socket is drained (it would block). The batch is bounded
+    /// ([`READS_PER_WAKE`]) so that the requests its parts allow go out before more is read.
+    pub fn read_datagrams(&mut self, id: DownloadId, socket: &impl AsFd, rx: &mut UdpReceiver) -> bool {
+        let mut reads = 0;
+        while reads < READS_PER_WAKE {
+            match rx.recv(socket) {
+                Ok(n) => reads += n.max(1),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
+                // An ICMP error from an earlier send, say: nothing to read, nothing to decide.
+                Err(_) => {
+                    reads += 1;
+                    continue;
+                }
+            }
+            for datagram in rx.datagrams() {
+                // Read per datagram: see ClientDriver::handle_datagram.
+                self.files
+                    .on_datagram(&mut self.driver, Instant::now(), id, datagram);
+            }
+        }
+        false
+    }
+
+    /// Whether the session is over: then close the chat connection and stop.
+    pub fn is_finished(&self) -> bool {
+        self.finished.is_some()
+    }
+
+    /// The result of a [`ClientIo::get`] session once it is over.
+    pub fn download_result(&mut self) -> Result<DownloadReport, DownloadError> {
+        match self.finished.take().flatten() {
+            Some(result) => Ok(result?),
+            None => Err(DownloadFailure::Disconnected.into()),
+        }
+    }
+}
+
+/// Shows the outputs meant for a person; hands back the others.
+pub fn show(ui: &mut dyn ClientUi, output: Output) -> Option<Output> {
+    match output {
+        Output::Event(event) => ui.event(&event),
+        Output::Notice(text) => ui.notice(&text),
+        Output::Progress { file, progress, .. } => ui.progress(&file, &progress),
+        Output::Disconnected(reason) => ui.disconnected(&reason),
+        Output::Ended { file, result, .. } => {
+            ui.download_done(&file, &result.map_err(DownloadError::from));
+        }
+        other => return Some(other),
+    }
+    None
+}
+
+/// The face of `natter get`: progress goes to a callback, notices to the log.
+pub struct ProgressUi<F>(pub F);
+
+impl<F> std::fmt::Debug for ProgressUi<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressUi")
+    }
+}
+
+impl<F: FnMut(&Progress)> ClientUi for ProgressUi<F> {
+    fn event(&mut self, event: &ClientEvent) {
+        tracing::debug!("server: {event:?}");
+    }
+
+    fn progress(&mut self, _file: &str, progress: &Progress) {
+        (self.0)(progress);
+    }
+
+    fn download_done(&mut self, _file: &str, _result: &Result<DownloadReport, DownloadError>) {}
+
+    fn notice(&mut self, text: &str) {
+        tracing::info!("{text}");
+    }
+
+    fn disconnected(&mut self, _reason: &str) {}
+}
