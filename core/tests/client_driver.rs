@@ -1,0 +1,604 @@
+//! Scripted sessions of the client driver: a person (or `natter get`), a scripted server, simulated
+//! time and an in-memory disk. PROTOCOL.md 1 and 2 from the client's side; TEST-CATALOGUE U5, U6.
+//!
+//! The snapshots read like a conversation: `[ms] < line` is a line from the server, `[ms] typed:`
+//! what the person typed, `[ms] > line` what the client sent, `#n` a download and its datagrams
+//! (`#n > REQUEST seq: ranges`, `#n < parts ...`), and the rest are the driver's outputs: what to
+//! show, what to do to files and sockets, and when the session finishes.
+
+#![allow(clippy::unwrap_used)] // a test panicking is a failing test
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use natter_core::chat::catalogue::free_final_name;
+use natter_core::driver::client::{
+    CHECKPOINT_EVERY, ClientConfig, ClientDriver, DownloadFailure, DownloadId, DownloadReport,
+    Input, Mode, Output, PROGRESS_EVERY,
+};
+use natter_core::transfer::receiver::{LARGE_PART_PATIENCE, SAFE_PART_SIZE};
+use natter_core::wire::chat::{ServerLine, UdpOffer};
+use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
+use natter_core::chat::client::{ClientEvent, QUIT_GRACE};
+
+const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+
+fn content(size: usize, seed: u8) -> Vec<u8> {
+    (0..size).map(|i| (i * 7 + i / 251) as u8 ^ seed).collect()
+}
+
+/// One client driver with everything around it simulated.
+struct Script {
+    d: ClientDriver,
+    t0: Instant,
+    now: Instant,
+    log: String,
+    /// The server's files, by name.
+    served: BTreeMap<String, Vec<u8>>,
+    /// The client's `Downloads/`: final files, `.part` files and resume records, by name.
+    disk: BTreeMap<String, Vec<u8>>,
+    parts: BTreeMap<String, Vec<u8>>,
+    records: BTreeMap<String, Vec<u8>>,
+    /// Open downloads: file name and the token of their offer.
+    open: BTreeMap<DownloadId, (String, u64)>,
+    /// Parts asked for and not answered yet, with their req_seq.
+    wanted: BTreeMap<DownloadId, Vec<(u32, u32)>>,
+    show_progress: bool,
+    progress_at: Vec<Duration>,
+    finished: Option<Option<Result<DownloadReport, DownloadFailure>>>,
+    next_port: u16,
+    /// The part size of each offer, by port.
+    part_sizes: BTreeMap<u16, u16>,
+}
+
+impl Script {
+    fn new(mode: Mode, part_size: u16) -> Self {
+        let now = Instant::now();
+        let mut config = ClientConfig::new("alice", mode, SERVER, part_size);
+        config.give_up_after = Duration::from_secs(5);
+        let mut s = Self {
+            d: ClientDriver::new(config, now),
+            t0: now,
+            now,
+            log: String::new(),
+            served: BTreeMap::new(),
+            disk: BTreeMap::new(),
+            parts: BTreeMap::new(),
+            records: BTreeMap::new(),
+            open: BTreeMap::new(),
+            wanted: BTreeMap::new(),
+            show_progress: false,
+            progress_at: Vec::new(),
+            finished: None,
+            next_port: 50000,
+            part_sizes: BTreeMap::new(),
+        };
+        s.serve_file("hello.c", content(5000, 1));
+        s.drain();
+        s
+    }
+
+    fn interactive() -> Self {
+        Self::new(Mode::Interactive, 1200)
+    }
+
+    fn serve_file(&mut self, name: &str, bytes: Vec<u8>) {
+        self.served.insert(name.to_owned(), bytes);
+    }
+
+    fn at(&self) -> u128 {
+        self.now.duration_since(self.t0).as_millis()
+    }
+
+    fn note(&mut self, text: &str) {
+        writeln!(self.log, "# {text}").unwrap();
+    }
+
+    fn say(&mut self, text: String) {
+        let at = self.at();
+        writeln!(self.log, "[{at}] {text}").unwrap();
+    }
+
+    fn server(&mut self, line: &str) {
+        self.say(format!("< {line}"));
+        self.d
+            .handle_input(self.now, Input::Received(format!("{line}\n").as_bytes()));
+        self.drain();
+    }
+
+    fn join(&mut self) {
+        self.server("alice has joined the chat!");
+        self.server("ALL");
+    }
+
+    /// The UDP line offering `file` (served) in parts of `part_size`, on a port of its own.
+    fn offer(&mut self, file: &str, part_size: u16) -> String {
+        let bytes = &self.served[file];
+        let port = self.next_port;
+        self.next_port += 1;
+        self.part_sizes.insert(port, part_size);
+        let line = ServerLine::Udp(UdpOffer {
+            port,
+            transfer_id: u64::from(port - 50000),
+            file: file.to_owned(),
+            size: bytes.len() as u64,
+            part_size,
+            blake3: *blake3::hash(bytes).as_bytes(),
+            token: u64::from(port),
+        })
+        .encode();
+        line.trim_end().to_owned()
+    }
+
+    fn typed(&mut self, text: &str) {
+        self.say(format!("typed: {text}"));
+        self.d.handle_input(self.now, Input::Typed(text));
+        self.drain();
+    }
+
+    fn input_ended(&mut self) {
+        self.say("input ends".into());
+        self.d.handle_input(self.now, Input::InputEnded);
+        self.drain();
+    }
+
+    fn server_closes(&mut self) {
+        self.say("server closes the connection".into());
+        self.d.handle_input(self.now, Input::ServerClosed);
+        self.drain();
+    }
+
+    /// Lets simulated time pass, firing the driver's timers on the way.
+    fn wait(&mut self, by: Duration) {
+        let until = self.now + by;
+        while let Some(at) = self.d.poll_timeout().filter(|&at| at <= until) {
+            self.now = self.now.max(at);
+            self.d.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = until;
+    }
+
+    /// Answers the parts asked of download `id` (at most `max`), as the server would; `corrupt`
+    /// flips a byte of every payload before its CRC is computed (wrong bytes, valid datagrams).
+    fn deliver(&mut self, id: DownloadId, max: usize, corrupt: bool) {
+        let Some((file, token)) = self.open.get(&id).cloned() else {
+            return; // over and released
+        };
+        let bytes = self.served[&file].clone();
+        let part_size = self.part_size(id);
+        let wanted = self.wanted.entry(id).or_default();
+        let n = max.min(wanted.len());
+        let batch: Vec<(u32, u32)> = wanted.drain(..n).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let list: Vec<String> = batch.iter().map(|(_, p)| p.to_string()).collect();
+        self.say(format!("#{id} < parts {}", list.join(" ")));
+        for (req_seq, part) in batch {
+            let start = part as usize * part_size;
+            let end = (start + part_size).min(bytes.len());
+            let mut payload = bytes[start..end].to_vec();
+            if corrupt && !payload.is_empty() {
+                payload[0] ^= 0xff;
+            }
+            let dgram = datagram::encode_part(token, req_seq, part, &payload);
+            if let Some(accept) = self.d.handle_datagram(self.now, id, &dgram) {
+                let buf = self.parts.get_mut(&file).unwrap();
+                let at = accept.offset as usize;
+                buf[at..at + accept.payload.len()].copy_from_slice(&dgram[accept.payload]);
+            }
+            while let Some((offset, len)) = self.d.next_to_hash(id) {
+                let at = offset as usize;
+                let chunk = self.parts[&file][at..at + len].to_vec();
+                self.d.hash(id, offset, &chunk);
+            }
+        }
+        self.drain();
+    }
+
+    fn abort(&mut self, id: DownloadId, reason: &str) {
+        let (_, token) = self.open[&id].clone();
+        let mut buf = vec![0; 200];
+        let n = datagram::encode_abort(token, AbortCode::TimedOut, reason, &mut buf);
+        self.say(format!("#{id} < ABORT {reason}"));
+        self.d.handle_datagram(self.now, id, &buf[..n]);
+        self.drain();
+    }
+
+    fn part_size(&self, id: DownloadId) -> usize {
+        let port = self.open[&id].1 as u16;
+        usize::from(self.part_sizes[&port])
+    }
+
+    /// Performs every output and sends every datagram, as a runtime's loop does.
+    fn drain(&mut self) {
+        loop {
+            while let Some(output) = self.d.poll_output() {
+                self.perform(output);
+            }
+            let mut buf = [0u8; MAX_REQUEST_LEN];
+            let mut sent = false;
+            while let Some((id, n)) = self.d.poll_transmit(self.now, &mut buf) {
+                sent = true;
+                match datagram::parse(&buf[..n]).unwrap() {
+                    Datagram::Request(r) => {
+                        let ranges: Vec<String> =
+                            r.ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+                        self.say(format!("#{id} > REQUEST {}: {}", r.req_seq, ranges.join(" ")));
+                        let wanted = self.wanted.entry(id).or_default();
+                        for &(a, b) in &r.ranges {
+                            for p in a..=b {
+                                if !wanted.iter().any(|&(_, w)| w == p) {
+                                    wanted.push((r.req_seq, p));
+                                }
+                            }
+                        }
+                    }
+                    Datagram::Finished { .. } => self.say(format!("#{id} > FINISHED")),
+                    other => panic!("client sent {other:?}"),
+                }
+            }
+            if !sent {
+                return;
+            }
+        }
+    }
+
+    fn perform(&mut self, output: Output) {
+        let now = self.now;
+        match output {
+            Output::Send(bytes) => {
+                let text = String::from_utf8(bytes).unwrap();
+                for line in text.lines() {
+                    self.say(format!("> {line}"));
+                }
+            }
+            Output::Event(ClientEvent::Offer(o)) => {
+                self.say(format!("  show the offer of {} on port {}", o.file, o.port));
+            }
+            Output::Event(event) => self.say(format!("  show {event:?}")),
+            Output::Notice(text) => self.say(format!("  notice: {text}")),
+            Output::Progress { id, progress, .. } => {
+                self.progress_at.push(now.duration_since(self.t0));
+                if self.show_progress {
+                    let (got, size) = (progress.bytes_received, progress.size);
+                    self.say(format!("  #{id} progress {got}/{size}"));
+                }
+            }
+            Output::Disconnected(reason) => self.say(format!("  disconnected: {reason}")),
+            Output::Open {
+                id,
+                file,
+                size,
+                peer,
+                max_datagram,
+            } => {
+                let resume = self.records.get(&file).cloned();
+                self.say(format!(
+                    "  open #{id}: {file}.part ({size} bytes{}), udp to {peer} (datagrams of {max_datagram})",
+                    if resume.is_some() { ", record found" } else { "" }
+                ));
+                self.parts
+                    .entry(file.clone())
+                    .or_insert_with(|| vec![0; size as usize]);
+                self.open.insert(id, (file, u64::from(peer.port())));
+                self.d.handle_input(now, Input::Opened { id, resume });
+            }
+            Output::SaveRecord { id, record } => {
+                let file = self.open[&id].0.clone();
+                self.say(format!("  save record #{id}"));
+                self.records.insert(file, record);
+            }
+            Output::Keep { id } => {
+                let file = self.open[&id].0.clone();
+                let name = free_final_name(&file, |c| self.disk.contains_key(c));
+                self.say(format!("  keep #{id} as {name}"));
+                let bytes = self.parts.remove(&file).unwrap();
+                assert_eq!(bytes, self.served[&file], "kept bytes differ");
+                self.disk.insert(name.clone(), bytes);
+                self.records.remove(&file);
+                let path = PathBuf::from("Downloads").join(name);
+                self.d.handle_input(now, Input::Saved { id, path });
+            }
+            Output::Discard { id } => {
+                let file = self.open[&id].0.clone();
+                self.say(format!("  discard #{id}"));
+                self.parts.remove(&file);
+                self.records.remove(&file);
+            }
+            Output::Release { id } => {
+                self.say(format!("  release #{id}"));
+                self.open.remove(&id);
+                self.wanted.remove(&id);
+            }
+            Output::Ended { id, file, result } => {
+                let text = match result {
+                    Ok(r) => format!(
+                        "saved {} ({} bytes, {} resumed) in {} ms",
+                        r.path.display(),
+                        r.size,
+                        r.resumed,
+                        r.elapsed.as_millis()
+                    ),
+                    Err(e) => format!("failed: {e}"),
+                };
+                self.say(format!("  ended #{id} {file}: {text}"));
+            }
+            Output::Finish(result) => {
+                let text = match &result {
+                    None => "the chat session".to_owned(),
+                    Some(Ok(r)) => format!("got {}", r.path.display()),
+                    Some(Err(e)) => format!("error: {e}"),
+                };
+                self.say(format!("  finish: {text}"));
+                assert!(self.finished.is_none(), "finished twice");
+                self.finished = Some(result);
+            }
+        }
+    }
+}
+
+/// PROTOCOL 1.1-1.3: join, chat, ask; `{quit}` is what the server takes for it, exactly.
+#[test]
+fn join_chat_and_quit() {
+    let mut s = Script::interactive();
+    s.join();
+    s.typed("hello all");
+    s.server("alice: hello all");
+    s.typed("~bob psst");
+    s.server("from you to bob: (PRIVATE) psst");
+    s.typed("show");
+    s.server("bob has joined the chat!");
+    s.server("ALL bob");
+    s.server("ALL bob");
+    s.typed("download_file");
+    s.typed("{quit} ");
+    s.server("alice: {quit} ");
+    s.typed("{quit}");
+    s.typed("too late");
+    s.server_closes();
+    assert_eq!(s.finished, Some(None));
+    insta::assert_snapshot!(s.log);
+}
+
+/// The drift that motivated the driver: an ERROR answers the oldest open request (the private
+/// message), not the download, so a script whose input ends waits for the offer and downloads.
+#[test]
+fn an_error_for_a_private_message_does_not_answer_a_download() {
+    let mut s = Script::interactive();
+    s.join();
+    s.typed("~nobody hi");
+    s.typed("download_file hello.c");
+    s.input_ended();
+    s.server("ERROR no such user: nobody");
+    s.note("the download request is still open: no {quit} yet");
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(1, 10, false);
+    s.server_closes();
+    assert_eq!(s.disk["hello.c"], s.served["hello.c"]);
+    insta::assert_snapshot!(s.log);
+}
+
+/// A presence line nobody asked for (someone joined) does not answer anything but a `show`, and an
+/// ERROR for a download is what the piped client waited for.
+#[test]
+fn unasked_presence_lines_do_not_break_matching() {
+    let mut s = Script::interactive();
+    s.join();
+    s.typed("download_file nothing.txt");
+    s.input_ended();
+    s.server("bob has joined the chat!");
+    s.server("ALL bob");
+    s.server("ERROR no such file: nothing.txt");
+    s.server_closes();
+    insta::assert_snapshot!(s.log);
+}
+
+/// S3 spirit: an offer pushed without a request is not downloaded.
+#[test]
+fn an_unasked_offer_is_ignored() {
+    let mut s = Script::interactive();
+    s.join();
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.typed("download_file other.c");
+    s.server(&offer);
+    assert!(s.open.is_empty());
+    insta::assert_snapshot!(s.log);
+}
+
+/// After `{quit}` the client reads on for QUIT_GRACE, then gives up on the server's close.
+#[test]
+fn quit_grace() {
+    let mut s = Script::interactive();
+    s.join();
+    s.typed("{quit}");
+    s.wait(QUIT_GRACE / 2);
+    s.server("bob: still here");
+    s.wait(QUIT_GRACE);
+    assert_eq!(s.finished, Some(None));
+    insta::assert_snapshot!(s.log);
+}
+
+/// Input ends while an offer is awaited: the client waits for it, downloads, then leaves.
+#[test]
+fn input_ended_with_an_awaited_offer() {
+    let mut s = Script::interactive();
+    s.join();
+    s.typed("download_file hello.c");
+    s.input_ended();
+    s.wait(Duration::from_secs(1));
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(1, 2, false);
+    s.note("the download runs: still no {quit}");
+    s.deliver(1, 10, false);
+    s.wait(QUIT_GRACE);
+    assert_eq!(s.finished, Some(None));
+    insta::assert_snapshot!(s.log);
+}
+
+/// U5: no part of 65000 bytes arrives in LARGE_PART_PATIENCE; the record is kept, the socket
+/// released, and the file asked for again in SAFE_PART_SIZE parts, which go through.
+#[test]
+fn u5_falls_back_to_small_parts() {
+    let mut s = Script::new(Mode::Interactive, 65000);
+    s.serve_file("big.bin", content(10_000, 2));
+    s.join();
+    s.typed("download_file big.bin");
+    let offer = s.offer("big.bin", 65000);
+    s.server(&offer);
+    s.note("the path drops every datagram this large");
+    s.wanted.clear();
+    s.wait(LARGE_PART_PATIENCE);
+    assert!(s.records.contains_key("big.bin"), "the record is kept");
+    let offer = s.offer("big.bin", SAFE_PART_SIZE);
+    s.server(&offer);
+    s.deliver(2, 100, false);
+    assert_eq!(s.disk["big.bin"], s.served["big.bin"]);
+    insta::assert_snapshot!(s.log);
+}
+
+/// U6: while parts arrive, a resume record is saved every CHECKPOINT_EVERY, not more often; a
+/// new download of the file after a stall resumes from it.
+#[test]
+fn checkpoints_and_resume() {
+    let mut s = Script::interactive();
+    s.serve_file("big.bin", content(60 * 1200, 3));
+    s.join();
+    s.typed("download_file big.bin");
+    let offer = s.offer("big.bin", 1200);
+    s.server(&offer);
+    for _ in 0..12 {
+        s.deliver(1, 2, false);
+        s.wait(Duration::from_millis(100));
+    }
+    let saves = s.log.matches("save record").count();
+    assert_eq!(saves, 2, "one record per {CHECKPOINT_EVERY:?}");
+    s.note("the path goes quiet: the download gives up and keeps what it has");
+    s.wanted.clear();
+    s.wait(Duration::from_secs(6));
+    s.typed("download_file big.bin");
+    let offer = s.offer("big.bin", 1200);
+    s.server(&offer);
+    for _ in 0..20 {
+        s.deliver(2, 100, false);
+        s.wait(Duration::from_millis(10));
+    }
+    assert_eq!(s.disk["big.bin"], s.served["big.bin"]);
+    insta::assert_snapshot!(s.log);
+}
+
+/// What becomes of a download's files: verified -> kept under the first free name; wrong bytes
+/// -> deleted with the record; an abort -> `.part` and record kept, socket released.
+#[test]
+fn keep_discard_release() {
+    let mut s = Script::interactive();
+    s.disk.insert("hello.c".into(), b"an older download".to_vec());
+    s.join();
+    s.typed("download_file hello.c");
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(1, 10, false);
+    assert_eq!(s.disk["hello (1).c"], s.served["hello.c"]);
+
+    s.note("wrong bytes, right CRCs: the digest catches them");
+    s.typed("download_file hello.c");
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(2, 10, true);
+    assert!(!s.parts.contains_key("hello.c") && !s.records.contains_key("hello.c"));
+
+    s.note("the server gives up on the transfer");
+    s.typed("download_file hello.c");
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(3, 2, false);
+    s.abort(3, "idle");
+    assert!(s.parts.contains_key("hello.c") && s.records.contains_key("hello.c"));
+    insta::assert_snapshot!(s.log);
+}
+
+/// `natter get`: join, ask, download, leave; the result is the download's.
+#[test]
+fn get_mode_success() {
+    let mut s = Script::new(
+        Mode::Get {
+            file: "hello.c".into(),
+        },
+        1200,
+    );
+    s.join();
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(1, 10, false);
+    s.server_closes();
+    assert!(matches!(&s.finished, Some(Some(Ok(r))) if r.size == 5000));
+    insta::assert_snapshot!(s.log);
+}
+
+/// `natter get` of a file the server refuses: the server's reason is the result, after `{quit}`;
+/// a refused name ends it at once; a server that never answers ends it after the stall time.
+#[test]
+fn get_mode_refusals() {
+    let get = || {
+        Script::new(
+            Mode::Get {
+                file: "nothing.txt".into(),
+            },
+            1200,
+        )
+    };
+    let mut s = get();
+    s.join();
+    s.server("ERROR no such file: nothing.txt");
+    s.server_closes();
+    assert!(
+        matches!(&s.finished, Some(Some(Err(DownloadFailure::Refused(r)))) if r.contains("no such file"))
+    );
+    let mut log = s.log;
+
+    let mut s = get();
+    s.server("ERROR name already taken: alice");
+    assert!(matches!(
+        &s.finished,
+        Some(Some(Err(DownloadFailure::Refused(_))))
+    ));
+    log += "\n";
+    log += &s.log;
+
+    let mut s = get();
+    s.join();
+    s.wait(Duration::from_secs(5));
+    s.wait(QUIT_GRACE);
+    assert!(matches!(
+        &s.finished,
+        Some(Some(Err(DownloadFailure::NoAnswer(_))))
+    ));
+    log += "\n";
+    log += &s.log;
+    insta::assert_snapshot!(log);
+}
+
+/// One progress cadence for every client: every PROGRESS_EVERY while a download runs.
+#[test]
+fn progress_every_100_ms() {
+    let mut s = Script::interactive();
+    s.serve_file("big.bin", content(600 * 1200, 4));
+    s.join();
+    s.typed("download_file big.bin");
+    let offer = s.offer("big.bin", 1200);
+    s.server(&offer);
+    for _ in 0..10 {
+        s.deliver(1, 5, false);
+        s.wait(Duration::from_millis(50));
+    }
+    let ticks: Vec<u128> = s.progress_at.iter().map(Duration::as_millis).collect();
+    let step = PROGRESS_EVERY.as_millis();
+    assert_eq!(ticks, vec![0, step, 2 * step, 3 * step, 4 * step, 5 * step]);
+}
