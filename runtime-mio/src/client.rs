@@ -94,7 +94,8 @@ fn run(
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut tcp, CHAT, Interest::READABLE | Interest::WRITABLE)?;
-    let mut lines = input.map(|input| read_lines(&poll, input)).transpose()?;
+    let waker = Arc::new(Waker::new(poll.registry(), INPUT)?);
+    let mut lines = input.map(|input| read_lines(&waker, input)).transpose()?;
     let mut sockets = MioSockets {
         registry: poll.registry().try_clone()?,
         downloads: HashMap::new(),
@@ -157,12 +158,14 @@ fn typed_lines(io: &mut ClientIo, rx: &mpsc::Receiver<String>) -> bool {
 }
 
 /// Reads the person's lines on a thread of their own (the iterator blocks) and wakes the loop.
+/// The loop keeps its own handle on the waker: were the thread's the last, the waker's descriptor
+/// would close with it, and its last wake (the end of input) would be lost.
 fn read_lines(
-    poll: &Poll,
+    waker: &Arc<Waker>,
     input: impl Iterator<Item = String> + Send + 'static,
 ) -> io::Result<mpsc::Receiver<String>> {
     let (tx, rx) = mpsc::channel();
-    let waker = Arc::new(Waker::new(poll.registry(), INPUT)?);
+    let waker = Arc::clone(waker);
     std::thread::Builder::new()
         .name("natter-input".into())
         .spawn(move || {
