@@ -420,7 +420,62 @@ fn sixteen_concurrent_downloads(server_rt: Rt, client_rt: Rt) {
     });
 }
 
-on_each_pair!(downloads_are_byte_exact, sixteen_concurrent_downloads);
+// ---------------------------------------------------------------- client policy
+
+/// PROTOCOL 1.2: the client treats as `{quit}` exactly what the server does. `{quit} ` with a
+/// space is a public message (the client once trimmed it and left); the lines after it are sent,
+/// and when the input ends the client leaves on its own.
+fn client_quit_is_exactly_the_servers(server_rt: Rt, client_rt: Rt) {
+    let server = start(server_rt, sample_folder(), |_| {});
+    let mut watcher = Raw::join(server.addr, "watcher");
+    let out = tempfile::tempdir().unwrap();
+    let options = client_opts(&server, out.path(), "alice");
+    let (result, shown) = run_client(client_rt, options, &["{quit} ", " {quit}", "still here"]);
+    result.unwrap();
+    assert_eq!(watcher.line(), "alice has joined the chat!");
+    assert_eq!(watcher.line(), "ALL alice");
+    assert_eq!(watcher.line(), "alice: {quit} ");
+    assert_eq!(watcher.line(), "alice:  {quit}");
+    assert_eq!(watcher.line(), "alice: still here");
+    assert_eq!(watcher.line(), "alice left the chat...");
+    assert!(
+        shown.iter().any(|l| l.contains("still here")),
+        "the client saw its own line before leaving: {shown:?}"
+    );
+    assert!(!shown.iter().any(|l| l.starts_with("disconnected")), "{shown:?}");
+}
+
+/// The drift that motivated the client driver: piped `~nobody hi` then `download_file hello.c`.
+/// The server's ERROR answers the private message, not the download, so the client whose input
+/// has ended waits for the offer, downloads the file, and only then leaves.
+fn piped_private_error_then_download(server_rt: Rt, client_rt: Rt) {
+    let server = start(server_rt, sample_folder(), |_| {});
+    let out = tempfile::tempdir().unwrap();
+    let options = client_opts(&server, out.path(), "alice");
+    let (result, shown) =
+        run_client(client_rt, options, &["~nobody hi", "download_file hello.c"]);
+    result.unwrap();
+    assert!(
+        shown.iter().any(|l| l.contains("no such user: nobody")),
+        "{shown:?}"
+    );
+    assert!(
+        shown.iter().any(|l| l.starts_with("done hello.c: saved")),
+        "{shown:?}"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("hello.c")).unwrap(),
+        std::fs::read(server.path("hello.c")).unwrap()
+    );
+    assert!(!out.path().join("hello.c.part").exists());
+}
+
+on_each_pair!(
+    downloads_are_byte_exact,
+    sixteen_concurrent_downloads,
+    client_quit_is_exactly_the_servers,
+    piped_private_error_then_download,
+);
 
 // ---------------------------------------------------------------- transfer limits
 

@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use natter_core::transfer::receiver::Progress;
-use natter_runtime_common::{DownloadError, DownloadOptions, DownloadReport, ServerOptions};
+use natter_core::chat::client::ClientEvent;
+use natter_runtime_common::{
+    ClientError, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
+    ServerOptions,
+};
 
 /// How long any single expected reply may take before the test fails (generous: CI is shared).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -243,4 +247,59 @@ pub fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+pub fn client_opts(server: &TestServer, out: &Path, name: &str) -> ClientOptions {
+    ClientOptions {
+        addr: server.addr,
+        name: name.to_owned(),
+        out_dir: out.to_owned(),
+        part_size: None,
+        stall_timeout: Duration::from_secs(20),
+    }
+}
+
+/// A client face that writes down what it is shown, one line each.
+#[derive(Default)]
+pub struct Recorder {
+    pub lines: Vec<String>,
+}
+
+impl ClientUi for Recorder {
+    fn event(&mut self, event: &ClientEvent) {
+        self.lines.push(format!("{event:?}"));
+    }
+
+    fn progress(&mut self, _file: &str, _progress: &Progress) {}
+
+    fn download_done(&mut self, file: &str, result: &Result<DownloadReport, DownloadError>) {
+        match result {
+            Ok(report) => self.lines.push(format!("done {file}: {report}")),
+            Err(err) => self.lines.push(format!("done {file}: failed: {err}")),
+        }
+    }
+
+    fn notice(&mut self, text: &str) {
+        self.lines.push(format!("notice: {text}"));
+    }
+
+    fn disconnected(&mut self, reason: &str) {
+        self.lines.push(format!("disconnected: {reason}"));
+    }
+}
+
+/// Runs the interactive client of runtime `rt` with `lines` as the person's input (which then
+/// ends); returns its result and what it showed.
+pub fn run_client(
+    rt: Rt,
+    options: ClientOptions,
+    lines: &[&str],
+) -> (Result<(), ClientError>, Vec<String>) {
+    let mut ui = Recorder::default();
+    let input: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    let result = match rt {
+        Rt::Mio => natter_runtime_mio::run_client(options, &mut ui, input.into_iter()),
+        Rt::Smol => natter_runtime_smol::run_client(options, &mut ui, input.into_iter()),
+    };
+    (result, ui.lines)
 }
