@@ -442,7 +442,10 @@ fn client_quit_is_exactly_the_servers(server_rt: Rt, client_rt: Rt) {
         shown.iter().any(|l| l.contains("still here")),
         "the client saw its own line before leaving: {shown:?}"
     );
-    assert!(!shown.iter().any(|l| l.starts_with("disconnected")), "{shown:?}");
+    assert!(
+        !shown.iter().any(|l| l.starts_with("disconnected")),
+        "{shown:?}"
+    );
 }
 
 /// The drift that motivated the client driver: piped `~nobody hi` then `download_file hello.c`.
@@ -452,8 +455,7 @@ fn piped_private_error_then_download(server_rt: Rt, client_rt: Rt) {
     let server = start(server_rt, sample_folder(), |_| {});
     let out = tempfile::tempdir().unwrap();
     let options = client_opts(&server, out.path(), "alice");
-    let (result, shown) =
-        run_client(client_rt, options, &["~nobody hi", "download_file hello.c"]);
+    let (result, shown) = run_client(client_rt, options, &["~nobody hi", "download_file hello.c"]);
     result.unwrap();
     assert!(
         shown.iter().any(|l| l.contains("no such user: nobody")),

@@ -240,7 +240,10 @@ fn typed_text_to_lines() {
     // PROTOCOL 1.2: intents become canonical lines; mistakes are caught before sending.
     let mut c = ChatClient::new("alice");
     assert_eq!(line_for(&mut c, "hello").unwrap(), b"hello\n");
-    assert_eq!(line_for(&mut c, "get list file").unwrap(), b"get_list_file\n");
+    assert_eq!(
+        line_for(&mut c, "get list file").unwrap(),
+        b"get_list_file\n"
+    );
     assert_eq!(
         line_for(&mut c, "download_file hello.c 60000").unwrap(),
         b"download_file hello.c 60000\n"
@@ -259,7 +262,10 @@ fn typed_text_to_lines() {
         line_for(&mut c, "two\nlines"),
         Err(InputError::Line(LineError::ControlChar { code: 10, .. }))
     ));
-    assert_eq!(line_for(&mut c, &"x".repeat(4097)), Err(InputError::TooLong));
+    assert_eq!(
+        line_for(&mut c, &"x".repeat(4097)),
+        Err(InputError::TooLong)
+    );
     // Only what the server takes for {quit} is {quit}: with a space it is a public message.
     assert_eq!(line_for(&mut c, "{quit} ").unwrap(), b"{quit} \n");
     assert!(!c.is_quitting());
@@ -282,7 +288,20 @@ fn quit_waits_for_the_close_then_gives_up() {
     c.handle_timeout(t0 + QUIT_GRACE / 2);
     let got = outputs(&mut c);
     assert!(
-        matches!(&got[..], [_, ChatOutput::Send { sent: Sent::Line { line: ClientLine::Quit, .. }, .. }, ChatOutput::Event(ClientEvent::Presence(_))]),
+        matches!(
+            &got[..],
+            [
+                _,
+                ChatOutput::Send {
+                    sent: Sent::Line {
+                        line: ClientLine::Quit,
+                        ..
+                    },
+                    ..
+                },
+                ChatOutput::Event(ClientEvent::Presence(_))
+            ]
+        ),
         "{got:?}"
     );
     c.handle_timeout(t0 + QUIT_GRACE);
@@ -292,7 +311,10 @@ fn quit_waits_for_the_close_then_gives_up() {
     // The server closing in time ends it the same way; a close nobody asked for says so.
     let mut c = ChatClient::new("bob");
     c.handle_input(t0, ChatInput::Closed);
-    assert_eq!(outputs(&mut c).last(), Some(&ChatOutput::Over { quit: false }));
+    assert_eq!(
+        outputs(&mut c).last(),
+        Some(&ChatOutput::Over { quit: false })
+    );
 }
 
 /// PROTOCOL 1.1: the server reads every line before the join as a name. A line typed while the

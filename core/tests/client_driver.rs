@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use natter_core::chat::catalogue::free_final_name;
+use natter_core::chat::client::{ClientEvent, QUIT_GRACE};
 use natter_core::driver::client::{
     CHECKPOINT_EVERY, ClientConfig, ClientDriver, DownloadFailure, DownloadId, DownloadReport,
     Input, Mode, Output, PROGRESS_EVERY,
@@ -22,7 +23,6 @@ use natter_core::driver::client::{
 use natter_core::transfer::receiver::{LARGE_PART_PATIENCE, SAFE_PART_SIZE};
 use natter_core::wire::chat::{ServerLine, UdpOffer};
 use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
-use natter_core::chat::client::{ClientEvent, QUIT_GRACE};
 
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
@@ -228,7 +228,11 @@ impl Script {
                     Datagram::Request(r) => {
                         let ranges: Vec<String> =
                             r.ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
-                        self.say(format!("#{id} > REQUEST {}: {}", r.req_seq, ranges.join(" ")));
+                        self.say(format!(
+                            "#{id} > REQUEST {}: {}",
+                            r.req_seq,
+                            ranges.join(" ")
+                        ));
                         let wanted = self.wanted.entry(id).or_default();
                         for &(a, b) in &r.ranges {
                             for p in a..=b {
@@ -499,7 +503,8 @@ fn checkpoints_and_resume() {
 #[test]
 fn keep_discard_release() {
     let mut s = Script::interactive();
-    s.disk.insert("hello.c".into(), b"an older download".to_vec());
+    s.disk
+        .insert("hello.c".into(), b"an older download".to_vec());
     s.join();
     s.typed("download_file hello.c");
     let offer = s.offer("hello.c", 1200);

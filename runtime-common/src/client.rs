@@ -4,8 +4,8 @@
 //! person's input and the timer, and hands what it read to a [`ClientIo`].
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -25,10 +25,7 @@ use crate::ui::ClientUi;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the server at {addr}: {source}")]
-    Connect {
-        addr: SocketAddr,
-        source: io::Error,
-    },
+    Connect { addr: SocketAddr, source: io::Error },
     #[error("network error: {0}")]
     Network(#[from] io::Error),
 }
@@ -222,7 +219,8 @@ impl ClientIo {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Ok(_) | Err(_) => {
                     self.outbox.clear();
-                    self.driver.handle_input(Instant::now(), Input::ServerClosed);
+                    self.driver
+                        .handle_input(Instant::now(), Input::ServerClosed);
                 }
             }
         }
@@ -231,7 +229,12 @@ impl ClientIo {
     /// Reads a batch of datagrams (recvmmsg, GRO) from download `id`'s socket into the driver and
     /// the files; returns whether the socket is drained (it would block). The batch is bounded
     /// ([`READS_PER_WAKE`]) so that the requests its parts allow go out before more is read.
-    pub fn read_datagrams(&mut self, id: DownloadId, socket: &impl AsFd, rx: &mut UdpReceiver) -> bool {
+    pub fn read_datagrams(
+        &mut self,
+        id: DownloadId,
+        socket: &impl AsFd,
+        rx: &mut UdpReceiver,
+    ) -> bool {
         let mut reads = 0;
         while reads < READS_PER_WAKE {
             match rx.recv(socket) {

@@ -206,12 +206,16 @@ impl DownloadFiles {
         let Some(accept) = driver.handle_datagram(now, id, buf) else {
             return;
         };
-        let (Some(file), Some(payload)) = (self.files.get_mut(&id), buf.get(accept.payload))
-        else {
+        let (Some(file), Some(payload)) = (self.files.get_mut(&id), buf.get(accept.payload)) else {
             return;
         };
         let written = file.write_at(accept.offset, payload).and_then(|()| {
-            file.feed_hash(driver, id, Some((accept.offset, payload)), &mut self.scratch)
+            file.feed_hash(
+                driver,
+                id,
+                Some((accept.offset, payload)),
+                &mut self.scratch,
+            )
         });
         if let Err(error) = written {
             driver.handle_input(now, Input::IoFailed { id, error });
@@ -228,7 +232,9 @@ impl DownloadFiles {
         output: Output,
     ) -> Option<Output> {
         match output {
-            Output::Open { id, ref file, size, .. } => {
+            Output::Open {
+                id, ref file, size, ..
+            } => {
                 match DownloadFile::open(&self.out_dir, file, size) {
                     Ok((mut opened, resume)) => {
                         driver.handle_input(now, Input::Opened { id, resume });

@@ -19,8 +19,8 @@ pub mod upload;
 
 pub use client::{ClientError, ClientIo, DownloadError, ProgressUi, Sockets};
 pub use download::DownloadFiles;
-pub use natter_core::driver::client::{DownloadFailure, DownloadReport};
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
+pub use natter_core::driver::client::{DownloadFailure, DownloadReport};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
 pub use served::ServedFile;
 pub use ui::ClientUi;

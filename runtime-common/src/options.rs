@@ -80,9 +80,7 @@ pub struct DownloadOptions {
 /// reasoning). A path whose far side has a smaller MTU than the first hop is handled by the
 /// download's fallback to 1200 when no part of the larger size gets through.
 pub fn default_part_size(server: IpAddr) -> u16 {
-    crate::net::route_mtu(server).map_or(SAFE_PART_SIZE, |(mtu, ipv6)| {
-        part_size_for_mtu(mtu, ipv6)
-    })
+    crate::net::route_mtu(server).map_or(SAFE_PART_SIZE, |(mtu, ipv6)| part_size_for_mtu(mtu, ipv6))
 }
 
 /// The largest part whose datagram (IP, UDP and natter headers included) fits `mtu`.

@@ -14,8 +14,8 @@ use natter_core::driver::client::{DownloadId, Input};
 use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::net::{self, UdpReceiver};
 use natter_runtime_common::{
-    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions,
-    DownloadReport, ProgressUi, Sockets, client,
+    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
+    ProgressUi, Sockets, client,
 };
 
 const CHAT: Token = Token(0);
@@ -41,7 +41,12 @@ pub fn download(
 ) -> Result<DownloadReport, DownloadError> {
     let mut io = ClientIo::get(options, Instant::now());
     let no_input: Option<std::iter::Empty<String>> = None;
-    run(options.addr, &mut io, &mut ProgressUi(on_progress), no_input)?;
+    run(
+        options.addr,
+        &mut io,
+        &mut ProgressUi(on_progress),
+        no_input,
+    )?;
     io.download_result()
 }
 

@@ -13,8 +13,8 @@ use natter_core::driver::client::{DownloadId, Input};
 use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::net::{self, UdpReceiver};
 use natter_runtime_common::{
-    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions,
-    DownloadReport, ProgressUi, Sockets, client,
+    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
+    ProgressUi, Sockets, client,
 };
 use smol::future::FutureExt;
 use smol::{Async, Timer};

@@ -10,8 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use natter_core::transfer::receiver::Progress;
 use natter_core::chat::client::ClientEvent;
+use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::{
     ClientError, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
     ServerOptions,

@@ -237,7 +237,9 @@ impl ChatClient {
 
     /// The end of the `{quit}` grace, while it runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.quit_at.filter(|_| !self.over).map(|at| at + QUIT_GRACE)
+        self.quit_at
+            .filter(|_| !self.over)
+            .map(|at| at + QUIT_GRACE)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

@@ -367,7 +367,10 @@ impl ClientDriver {
         }
         if self.next_progress.is_some_and(|at| at <= now) {
             self.show_progress();
-            let running = self.downloads.values().any(|d| d.receiver.is_some() && !d.ended);
+            let running = self
+                .downloads
+                .values()
+                .any(|d| d.receiver.is_some() && !d.ended);
             self.next_progress = running.then_some(now + PROGRESS_EVERY);
         }
     }
@@ -392,7 +395,11 @@ impl ClientDriver {
 
     /// `bytes` are download `id`'s file at `offset` (see [`Receiver::hash`]).
     pub fn hash(&mut self, id: DownloadId, offset: u64, bytes: &[u8]) {
-        if let Some(rx) = self.downloads.get_mut(&id).and_then(|d| d.receiver.as_mut()) {
+        if let Some(rx) = self
+            .downloads
+            .get_mut(&id)
+            .and_then(|d| d.receiver.as_mut())
+        {
             rx.hash(offset, bytes);
         }
     }
@@ -446,7 +453,9 @@ impl ClientDriver {
     }
 
     fn typed(&mut self, line: &str) {
-        self.chat.client.handle_input(self.now, ChatInput::Typed(line));
+        self.chat
+            .client
+            .handle_input(self.now, ChatInput::Typed(line));
     }
 
     fn on_chat(&mut self, output: ChatOutput) {
@@ -463,7 +472,8 @@ impl ClientDriver {
                         "the server closed the connection".into(),
                     ));
                 }
-                self.result.get_or_insert(Err(DownloadFailure::Disconnected));
+                self.result
+                    .get_or_insert(Err(DownloadFailure::Disconnected));
                 self.finish();
             }
         }
@@ -555,7 +565,8 @@ impl ClientDriver {
                 }
             }
             ClientEvent::Offer(offer) => {
-                let asked = self.answer(|e| matches!(e, Expect::Download { file } if *file == offer.file));
+                let asked =
+                    self.answer(|e| matches!(e, Expect::Download { file } if *file == offer.file));
                 if asked.is_some() {
                     self.start(offer);
                 } else {
