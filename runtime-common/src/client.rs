@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::Instant;
 
 use natter_core::chat::client::ClientEvent;
@@ -252,6 +253,20 @@ impl ClientIo {
                     .on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }
         }
+        false
+    }
+
+    /// Hands the lines typed so far, from a thread that reads the person's input, to the driver;
+    /// `false` once that input has ended (the thread dropped its sender).
+    pub fn take_typed(&mut self, lines: &mpsc::Receiver<String>) -> bool {
+        loop {
+            match lines.try_recv() {
+                Ok(line) => self.handle_input(Instant::now(), Input::Typed(&line)),
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+        self.handle_input(Instant::now(), Input::InputEnded);
         false
     }
 

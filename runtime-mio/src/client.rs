@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, mpsc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use natter_core::driver::client::{DownloadId, Input};
+use natter_core::driver::client::DownloadId;
 use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::net::{self, UdpReceiver};
 use natter_runtime_common::{
@@ -40,13 +40,8 @@ pub fn download(
     on_progress: impl FnMut(&Progress),
 ) -> Result<DownloadReport, DownloadError> {
     let mut io = ClientIo::get(options, Instant::now());
-    let no_input: Option<std::iter::Empty<String>> = None;
-    run(
-        options.addr,
-        &mut io,
-        &mut ProgressUi(on_progress),
-        no_input,
-    )?;
+    let ui = &mut ProgressUi(on_progress);
+    run(options.addr, &mut io, ui, None::<std::iter::Empty<String>>)?;
     io.download_result()
 }
 
@@ -70,16 +65,18 @@ impl Sockets for MioSockets {
         self.registry
             .register(&mut socket, token, Interest::READABLE)?;
         let rx = UdpReceiver::new(&socket, max_datagram);
-        let ready = true;
-        self.downloads.insert(id, Download { socket, rx, ready });
+        let download = Download {
+            socket,
+            rx,
+            ready: true,
+        };
+        self.downloads.insert(id, download);
         Ok(())
     }
 
     fn send(&mut self, id: DownloadId, datagram: &[u8]) -> io::Result<usize> {
-        match self.downloads.get(&id) {
-            Some(d) => d.socket.send(datagram),
-            None => Err(io::ErrorKind::NotConnected.into()),
-        }
+        let d = self.downloads.get(&id).ok_or(io::ErrorKind::NotConnected)?;
+        d.socket.send(datagram)
     }
 
     fn release(&mut self, id: DownloadId) {
@@ -110,21 +107,20 @@ fn run(
     io.drive(Instant::now(), ui, &mut sockets);
     while !io.is_finished() {
         io.write_chat(&mut tcp);
-        let undrained = sockets.downloads.values().any(|d| d.ready);
         let timeout = match io.poll_timeout() {
-            _ if undrained => Some(std::time::Duration::ZERO),
-            Some(at) => Some(at.saturating_duration_since(Instant::now())),
-            None => None,
+            _ if sockets.downloads.values().any(|d| d.ready) => Some(Duration::ZERO),
+            at => at.map(|at| at.saturating_duration_since(Instant::now())),
         };
-        match poll.poll(&mut events, timeout) {
-            Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err.into()),
-            _ => {}
+        if let Err(err) = poll.poll(&mut events, timeout)
+            && err.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(err.into());
         }
         for event in &events {
             match event.token() {
                 CHAT => io.read_chat(&mut tcp, &mut buf),
                 INPUT => {
-                    if lines.as_ref().is_some_and(|rx| !typed_lines(io, rx)) {
+                    if lines.as_ref().is_some_and(|rx| !io.take_typed(rx)) {
                         lines = None;
                     }
                 }
@@ -146,20 +142,6 @@ fn run(
         io.drive(now, ui, &mut sockets);
     }
     Ok(())
-}
-
-/// Hands the lines typed so far to the driver; `false` once the input has ended.
-fn typed_lines(io: &mut ClientIo, rx: &mpsc::Receiver<String>) -> bool {
-    loop {
-        match rx.try_recv() {
-            Ok(line) => io.handle_input(Instant::now(), Input::Typed(&line)),
-            Err(mpsc::TryRecvError::Empty) => return true,
-            Err(mpsc::TryRecvError::Disconnected) => {
-                io.handle_input(Instant::now(), Input::InputEnded);
-                return false;
-            }
-        }
-    }
 }
 
 /// Reads the person's lines on a thread of their own (the iterator blocks) and wakes the loop.

@@ -62,10 +62,8 @@ impl Sockets for SmolSockets {
     }
 
     fn send(&mut self, id: DownloadId, datagram: &[u8]) -> io::Result<usize> {
-        match self.downloads.get(&id) {
-            Some(d) => d.socket.get_ref().send(datagram),
-            None => Err(io::ErrorKind::NotConnected.into()),
-        }
+        let d = self.downloads.get(&id).ok_or(io::ErrorKind::NotConnected)?;
+        d.socket.get_ref().send(datagram)
     }
 
     fn release(&mut self, id: DownloadId) {
