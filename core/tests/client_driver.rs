@@ -403,7 +403,8 @@ fn unasked_presence_lines_do_not_break_matching() {
     insta::assert_snapshot!(s.log);
 }
 
-/// S3 spirit: an offer pushed without a request is not downloaded.
+/// S3 spirit: an offer pushed without a request is not downloaded, nor a second concurrent one
+/// of the same file.
 #[test]
 fn an_unasked_offer_is_ignored() {
     let mut s = Script::interactive();
@@ -413,6 +414,13 @@ fn an_unasked_offer_is_ignored() {
     s.typed("download_file other.c");
     s.server(&offer);
     assert!(s.open.is_empty());
+    s.note("two offers of one file at once: the second would write over the first's .part file");
+    s.typed("download_file hello.c");
+    s.typed("download_file hello.c");
+    let (first, second) = (s.offer("hello.c", 1200), s.offer("hello.c", 1200));
+    s.server(&first);
+    s.server(&second);
+    assert_eq!(s.open.len(), 1);
     insta::assert_snapshot!(s.log);
 }
 

@@ -201,7 +201,7 @@ pub enum DownloadFailure {
     Io(String),
     #[error("the server closed the connection")]
     Disconnected,
-    #[error("interrupted by leaving the chat; the next download of the file resumes")]
+    #[error("interrupted: the chat session ended; the next download of the file resumes")]
     Interrupted,
 }
 
@@ -275,6 +275,9 @@ struct ClientChat {
 impl ClientDriver {
     pub fn new(config: ClientConfig, now: Instant) -> Self {
         let client = ChatClient::new(config.name.clone());
+        // `natter get` must not wait forever for a server that accepts and says nothing.
+        let answer_deadline =
+            (config.mode != Mode::Interactive).then_some(now + config.give_up_after);
         Self {
             config,
             chat: ClientChat {
@@ -288,7 +291,7 @@ impl ClientDriver {
             now,
             input_ended: false,
             next_progress: None,
-            answer_deadline: None,
+            answer_deadline,
             result: None,
             finished: false,
         }
@@ -597,6 +600,18 @@ impl ClientDriver {
 
     fn start(&mut self, offer: Offer) {
         self.answer_deadline = None;
+        // Two downloads into one `.part` file would write over each other.
+        if self
+            .downloads
+            .values()
+            .any(|d| !d.ended && d.offer.file == offer.file)
+        {
+            self.outputs.push_back(Output::Notice(format!(
+                "already downloading {}: this offer is not taken",
+                offer.file
+            )));
+            return;
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.outputs.push_back(Output::Open {
