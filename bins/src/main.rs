@@ -47,7 +47,7 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     options.chat.presence_room_limit = args.presence_limit;
     options.chat.name_timeout = args.name_timeout.into();
     options.chat.max_input_rate = args.max_input_rate;
-    options.idle_timeout = args.idle_timeout.into();
+    options.chat.transfer_idle_timeout = args.idle_timeout.into();
     options.rescan_every = args.rescan_every.into();
     let result = match args.runtime.into() {
         Runtime::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.run()),

@@ -200,7 +200,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
     use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use crate::transfer::receiver::{Receiver, ReceiverConfig, ReceiverState};
-    use crate::transfer::sender::{Sender, SenderConfig, SenderOutput};
+    use crate::transfer::sender::{Sender, SenderConfig, SenderInput, SenderOutput};
     use crate::wire::datagram::{MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD};
 
     const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
@@ -267,7 +267,13 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
         } else {
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
         };
-        sender.handle_datagram(now, SocketAddr::new(ip, port), &datagram);
+        sender.handle_input(
+            now,
+            SenderInput::Datagram {
+                from: SocketAddr::new(ip, port),
+                bytes: &datagram,
+            },
+        );
         let mut parts_this_request = 0usize;
         let mut bytes_this_request = 0u64;
         while let Some(output) = sender.poll_output() {

@@ -12,15 +12,20 @@ pub mod folder;
 pub mod log;
 pub mod net;
 pub mod options;
+pub mod serve;
 pub mod served;
 pub mod session;
 pub mod ui;
-pub mod upload;
 
 pub use download::{Attempt, Download, DownloadError, DownloadFile, DownloadReport};
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
+pub use serve::ServedFiles;
 pub use served::ServedFile;
 pub use session::{ChatSession, GetSession, Typed};
 pub use ui::ClientUi;
-pub use upload::Upload;
+
+/// Where the largest datagram's size used to live; it is the core's now.
+pub mod upload {
+    pub use natter_core::wire::datagram::MAX_DATAGRAM;
+}

@@ -25,8 +25,6 @@ pub struct ServerOptions {
     pub files: PathBuf,
     /// Limits, the UDP port range and the rest of the chat rules.
     pub chat: ServerConfig,
-    /// A transfer whose client sent no valid request for this long is aborted (code 3).
-    pub idle_timeout: Duration,
     /// How often the served folder is looked at again for new, changed or removed files.
     pub rescan_every: Duration,
 }
@@ -37,7 +35,6 @@ impl ServerOptions {
             addr,
             files,
             chat: ServerConfig::default(),
-            idle_timeout: Duration::from_secs(10),
             rescan_every: Duration::from_secs(2),
         }
     }

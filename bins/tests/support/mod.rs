@@ -71,7 +71,7 @@ pub fn start(
     // Each test gets its own UDP port range so tests running in parallel never collide.
     let base = free_udp_range(16);
     options.chat.udp_ports = base..=base + 15;
-    options.idle_timeout = Duration::from_secs(10);
+    options.chat.transfer_idle_timeout = Duration::from_secs(10);
     tweak(&mut options);
     let (addr, handle) = match rt {
         Rt::Mio => {

@@ -29,6 +29,7 @@ use crate::chat::catalogue::Catalogue;
 use crate::chat::display::{escape_for_display, escape_truncated};
 use crate::chat::flood::InputBudget;
 use crate::chat::names::NameRegistry;
+use crate::transfer::sender::SenderEnd;
 use crate::wire::chat::{ClientLine, ServerLine, UdpOffer};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
@@ -67,6 +68,8 @@ pub struct ServerConfig {
     pub udp_ports: RangeInclusive<u16>,
     /// Live transfers per client (2.2, U9).
     pub max_transfers_per_client: usize,
+    /// A transfer whose client sent no valid request for this long is aborted (2.1, U8).
+    pub transfer_idle_timeout: Duration,
     /// The part size when the client names none (2.1).
     pub default_part_size: u16,
     /// Bytes per second one connection may send, sustained; 0 for no limit (C6, see
@@ -87,6 +90,7 @@ impl Default for ServerConfig {
             name_timeout: Duration::from_secs(30),
             udp_ports: 55000..=55015,
             max_transfers_per_client: 4,
+            transfer_idle_timeout: crate::transfer::sender::DEFAULT_IDLE_TIMEOUT,
             default_part_size: 1200,
             // A person types a few bytes a second and pastes a few kilobytes; a script relaying
             // a log may send more. 256 KiB/s per connection is far above both and still keeps
@@ -112,6 +116,9 @@ pub enum ServerInput<'a> {
     TransferEnded { port: u16 },
     /// The runtime cannot use this UDP port (another program holds it): it is never offered.
     PortUnavailable { port: u16 },
+    /// The served folder was read again: these are the files on offer from now on. Live
+    /// transfers are not affected; they hold their own copy of what was offered.
+    Catalogue(&'a Catalogue),
 }
 
 /// Something the runtime must do.
@@ -124,6 +131,11 @@ pub enum ServerOutput {
     Close { conn: ConnId },
     /// Bind `offer.port` and serve the transfer. Emitted before the `UDP ...` line's `Send`.
     StartTransfer(TransferOffer),
+    /// Stop reading this connection: it sent more than its share (C6). Its bytes wait in the
+    /// kernel meanwhile, so its own TCP window closes and nobody else notices.
+    PauseReading { conn: ConnId },
+    /// Read this connection again (its pause is over).
+    ResumeReading { conn: ConnId },
     /// Something worth a log line.
     Log(LogEvent),
 }
@@ -197,6 +209,17 @@ pub enum LogEvent {
         transfer_id: u64,
         file: String,
     },
+    /// `[UDP STARTED] Waiting for connections... port <port>`: the port serves the transfer.
+    TransferStarted {
+        port: u16,
+        transfer_id: u64,
+        file: String,
+    },
+    /// The transfer on `port` is over and the port is free again.
+    TransferEnded {
+        port: u16,
+        end: SenderEnd,
+    },
 }
 
 struct Peer(SocketAddr);
@@ -265,6 +288,18 @@ impl fmt::Display for LogEvent {
                 "[TRANSFER] #{transfer_id} {} to connection {conn} on UDP port {port}",
                 escape_for_display(file)
             ),
+            LogEvent::TransferStarted {
+                port,
+                transfer_id,
+                file,
+            } => write!(
+                f,
+                "[UDP STARTED] Waiting for connections... port {port}, transfer {transfer_id}, file {}",
+                escape_for_display(file)
+            ),
+            LogEvent::TransferEnded { port, end } => {
+                write!(f, "[UDP ENDED] port {port}: {end}")
+            }
         }
     }
 }
@@ -314,6 +349,8 @@ pub struct ChatServer {
     room: BTreeMap<u64, ConnId>,
     next_join_seq: u64,
     name_deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Connections not read until then, because they sent more than their share (C6).
+    paused: BTreeSet<(Instant, ConnId)>,
     /// UDP ports in use and the connection whose offer holds each.
     ports: BTreeMap<u16, ConnId>,
     /// Ports of the range the runtime could not bind; skipped when choosing.
@@ -358,18 +395,13 @@ impl ChatServer {
             room: BTreeMap::new(),
             next_join_seq: 0,
             name_deadlines: BTreeSet::new(),
+            paused: BTreeSet::new(),
             ports: BTreeMap::new(),
             unavailable: BTreeSet::new(),
             next_transfer_id: 0,
             out: VecDeque::new(),
             to_kick: Vec::new(),
         }
-    }
-
-    /// Replaces the files on offer (after the runtime rescanned its folder). Live transfers are
-    /// not affected; they hold their own copy of what was offered.
-    pub fn set_catalogue(&mut self, catalogue: Catalogue) {
-        self.catalogue = catalogue;
     }
 
     /// How many connections the server knows (named or not).
@@ -380,13 +412,6 @@ impl ChatServer {
     /// How many clients have joined.
     pub fn joined_count(&self) -> usize {
         self.room.len()
-    }
-
-    /// Whether the runtime may read `conn` now (`None`), or should leave its socket alone until
-    /// the returned instant because it has sent more than its share (C6). A runtime that ignores
-    /// this loses nothing but the flood protection.
-    pub fn may_read(&mut self, conn: ConnId, now: Instant) -> Option<Instant> {
-        self.conns.get_mut(&conn)?.budget.paused_until(now)
     }
 
     /// Bytes emitted for `conn` and not yet reported `Sent` (0 for unknown connections).
@@ -409,6 +434,7 @@ impl ChatServer {
             ServerInput::PortUnavailable { port } => {
                 self.unavailable.insert(port);
             }
+            ServerInput::Catalogue(catalogue) => self.catalogue = catalogue.clone(),
         }
         self.kick_slow_readers();
     }
@@ -436,11 +462,29 @@ impl ChatServer {
 
     /// When [`ChatServer::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.name_deadlines.first().map(|(at, _)| *at)
+        let names = self.name_deadlines.first().map(|(at, _)| *at);
+        let pauses = self.paused.first().map(|(at, _)| *at);
+        names.into_iter().chain(pauses).min()
     }
 
-    /// Closes connections that did not give a name in time (C7).
+    /// Closes connections that did not give a name in time (C7) and resumes reading the ones
+    /// whose pause is over (C6).
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, conn)) = self.paused.first() {
+            if at > now {
+                break;
+            }
+            self.paused.remove(&(at, conn));
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            match c.budget.paused_until(now) {
+                Some(until) => {
+                    self.paused.insert((until, conn));
+                }
+                None => self.push(ServerOutput::ResumeReading { conn }),
+            }
+        }
         while let Some(&(at, conn)) = self.name_deadlines.first() {
             if at > now {
                 break;
@@ -510,7 +554,21 @@ impl ChatServer {
             return;
         };
         c.budget.spend(now, bytes.len());
+        let pause = c.budget.paused_until(now);
         c.framer.push(bytes);
+        if let Some(until) = pause {
+            // It sent more than its share (C6): what it sent is still handled, the next read
+            // waits until the whole debt is paid back (a read that arrived while paused, already
+            // in flight, makes the pause longer).
+            let was_paused = self.paused.iter().find(|&&(_, p)| p == conn).copied();
+            match was_paused {
+                Some(entry) => {
+                    self.paused.remove(&entry);
+                }
+                None => self.push(ServerOutput::PauseReading { conn }),
+            }
+            self.paused.insert((until, conn));
+        }
         loop {
             // Re-fetch every time: handling a line may close this very connection.
             let Some(c) = self.conns.get_mut(&conn) else {
@@ -704,6 +762,7 @@ impl ChatServer {
         if let Some(deadline) = c.deadline {
             self.name_deadlines.remove(&(deadline, conn));
         }
+        self.paused.retain(|&(_, paused)| paused != conn);
         let name = c.joined.as_ref().map(|(n, _)| n.clone());
         self.push(ServerOutput::Log(LogEvent::Disconnected {
             conn,

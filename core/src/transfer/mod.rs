@@ -23,6 +23,7 @@
 //! ```
 
 pub mod congestion;
+pub mod endpoint;
 pub mod pacing;
 pub mod parts;
 pub mod receiver;
@@ -32,4 +33,4 @@ pub mod sender;
 pub use congestion::ControllerKind;
 pub use parts::ResumeError;
 pub use receiver::{Accept, Progress, Receiver, ReceiverConfig, ReceiverState, TransferError};
-pub use sender::{Sender, SenderConfig, SenderEnd, SenderOutput};
+pub use sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};

@@ -46,6 +46,26 @@ pub enum SenderEnd {
     TimedOut,
 }
 
+/// Something that happened to one transfer, server side.
+#[derive(Debug, Clone, Copy)]
+pub enum SenderInput<'a> {
+    /// A datagram arrived on the transfer's port from `from`.
+    Datagram { from: SocketAddr, bytes: &'a [u8] },
+    /// The served file is no longer the one offered (edited, replaced, removed, or shorter than
+    /// offered when read): tell the client (ABORT 1) and end (U7).
+    FileChanged,
+}
+
+impl std::fmt::Display for SenderEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SenderEnd::Finished => write!(f, "the client finished"),
+            SenderEnd::Aborted(code) => write!(f, "aborted ({code})"),
+            SenderEnd::TimedOut => write!(f, "no valid request within the idle timeout"),
+        }
+    }
+}
+
 /// What the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderOutput {
@@ -116,8 +136,19 @@ impl Sender {
         self.peer
     }
 
-    /// A datagram arrived on the transfer's port from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
+    /// Something happened: a datagram arrived, or the file changed.
+    pub fn handle_input(&mut self, now: Instant, input: SenderInput<'_>) {
+        match input {
+            SenderInput::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
+            SenderInput::FileChanged => {
+                if self.end.is_none() {
+                    self.abort_with(AbortCode::FileChanged, "the file changed on the server");
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
         if self.end.is_some() {
             return;
         }
@@ -201,13 +232,6 @@ impl Sender {
         });
     }
 
-    /// The runtime noticed the file changed on disk: tell the client (ABORT 1) and end.
-    pub fn file_changed(&mut self) {
-        if self.end.is_none() {
-            self.abort_with(AbortCode::FileChanged, "the file changed on the server");
-        }
-    }
-
     /// The next thing to do; call until `None`.
     pub fn poll_output(&mut self) -> Option<SenderOutput> {
         if let Some((to, bytes)) = self.abort.take() {
@@ -254,6 +278,17 @@ impl Sender {
                 "no valid request within the idle timeout",
             );
         }
+    }
+
+    /// Whether [`Sender::poll_output`] has something now.
+    pub fn has_output(&self) -> bool {
+        if self.abort.is_some() {
+            return true;
+        }
+        if self.end.is_some() {
+            return !self.done_emitted;
+        }
+        self.peer.is_some() && !self.pending.is_empty()
     }
 
     /// True once [`SenderOutput::Done`] has been emitted.

@@ -15,6 +15,9 @@ use thiserror::Error;
 pub const HEADER_LEN: usize = 12;
 /// Bytes of a PART before its payload: header + req_seq u32 + part u32 + size u16 + crc32c u32.
 pub const PART_HEADER_LEN: usize = 26;
+/// The largest datagram natter sends: a part of the largest size a server grants (65000 bytes)
+/// and its header.
+pub const MAX_DATAGRAM: usize = PART_HEADER_LEN + 65_000;
 /// Bytes of a REQUEST before its ranges: header + req_seq u32 + count u16.
 pub const REQUEST_HEADER_LEN: usize = 18;
 /// Bytes of one REQUEST range: first u32 + last u32.
