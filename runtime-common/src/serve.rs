@@ -12,7 +12,12 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
 use std::time::Instant;
+
+use natter_core::chat::catalogue::DigestCache;
 
 use natter_core::driver::server::{Input, Output, ServerDriver};
 use natter_core::transfer::endpoint::Transmit;
@@ -247,15 +252,31 @@ pub struct Prepared {
     pub ports: Vec<(u16, UdpSocket)>,
 }
 
-/// Builds the driver for `options` over the folder as first scanned, binds the transfer ports,
-/// and says that the server has started.
-pub fn prepare(now: Instant, options: &crate::ServerOptions, folder: &ScannedFolder) -> Prepared {
+/// Starts watching the served folder (each new view goes to `deliver`, on the watcher's thread,
+/// until `stop` is set or `deliver` says the server is gone), builds the driver for `options`
+/// over the folder as first scanned, binds the transfer ports, and says that the server started.
+pub fn prepare(
+    now: Instant,
+    options: &crate::ServerOptions,
+    scanned: (ScannedFolder, DigestCache),
+    stop: Arc<AtomicBool>,
+    deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
+) -> io::Result<Prepared> {
+    let (folder, digests) = scanned;
+    crate::watch_folder(
+        options.files.clone(),
+        options.rescan_every,
+        digests,
+        folder.identities.clone(),
+        stop,
+        deliver,
+    )?;
     let mut driver = ServerDriver::new(
         options.chat.clone(),
         folder.catalogue.clone(),
         log::random_seed(),
     );
-    feed_folder(now, &mut driver, folder);
+    feed_folder(now, &mut driver, &folder);
     let ports = bind_transfer_ports(
         now,
         options.addr.ip(),
@@ -263,9 +284,60 @@ pub fn prepare(now: Instant, options: &crate::ServerOptions, folder: &ScannedFol
         &mut driver,
     );
     tracing::info!("[STARTED] Waiting for connections...");
-    Prepared {
+    Ok(Prepared {
         driver,
         files: ServedFiles::new(options.files.clone()),
         ports,
+    })
+}
+
+/// A server running on its own thread; dropping the handle stops it and waits for the thread.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Option<Box<dyn FnOnce() + Send + Sync>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Runs `run` on a thread named `name`; `stop` is how the drop asks it to return.
+    pub fn spawn(
+        name: &str,
+        local_addr: SocketAddr,
+        stop: impl FnOnce() + Send + Sync + 'static,
+        run: impl FnOnce() -> io::Result<()> + Send + 'static,
+    ) -> Self {
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(run)
+            .ok();
+        Self {
+            local_addr,
+            stop: Some(Box::new(stop)),
+            thread,
+        }
+    }
+
+    /// Where the chat listener is bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

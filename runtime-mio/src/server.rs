@@ -5,7 +5,6 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -13,7 +12,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use natter_core::chat::catalogue::DigestCache;
 use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, Prepared};
+use natter_runtime_common::serve::{self, Prepared, ServerHandle};
 use natter_runtime_common::{ScannedFolder, ServedFiles, ServerOptions, initial_scan, net};
 
 const LISTENER: Token = Token(0);
@@ -27,110 +26,72 @@ const FIRST_CONN: usize = 1 << 17;
 pub struct Server {
     poll: Poll,
     listener: TcpListener,
-    local_addr: SocketAddr,
     options: ServerOptions,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    folder: ScannedFolder,
-    digests: DigestCache,
-}
-
-/// A server running on its own thread; dropping the handle stops it.
-#[derive(Debug)]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl ServerHandle {
-    /// Where the chat listener is bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    scanned: (ScannedFolder, DigestCache),
 }
 
 impl Server {
     /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
     /// port accepts, every digest is ready.
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
-        let (folder, digests) = initial_scan(&options.files);
+        let scanned = initial_scan(&options.files);
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(options.addr)?;
-        let local_addr = listener.local_addr()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let stop = Arc::new(AtomicBool::new(false));
         Ok(Self {
             poll,
             listener,
-            local_addr,
             options,
-            stop,
-            waker,
-            folder,
-            digests,
+            scanned,
         })
     }
 
     /// Where the chat listener is bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
     /// Runs the loop on a new thread.
-    pub fn spawn(self) -> ServerHandle {
-        let (local_addr, stop, waker) = (self.local_addr, self.stop.clone(), self.waker.clone());
-        let thread = std::thread::Builder::new()
-            .name("natter-server-mio".into())
-            .spawn(move || self.run())
-            .ok();
-        ServerHandle {
-            local_addr,
-            stop,
-            waker,
-            thread,
-        }
+    pub fn spawn(self) -> io::Result<ServerHandle> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let waker = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
+        let (flag, wake) = (stop.clone(), waker.clone());
+        let ask_to_stop = move || {
+            flag.store(true, Ordering::SeqCst);
+            let _ = wake.wake();
+        };
+        let addr = self.local_addr()?;
+        let run = move || self.run_until(&stop, waker);
+        Ok(ServerHandle::spawn(
+            "natter-server-mio",
+            addr,
+            ask_to_stop,
+            run,
+        ))
     }
 
-    /// Runs the loop on this thread until stopped.
+    /// Runs the loop on this thread until the process ends.
     pub fn run(self) -> io::Result<()> {
+        let waker = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
+        self.run_until(&Arc::new(AtomicBool::new(false)), waker)
+    }
+
+    fn run_until(self, stop: &Arc<AtomicBool>, waker: Arc<Waker>) -> io::Result<()> {
         let Server {
             mut poll,
             listener,
             options,
-            stop,
-            waker,
-            folder,
-            digests,
-            ..
+            scanned,
         } = self;
         let (folder_tx, folder_rx) = std::sync::mpsc::channel();
-        natter_runtime_common::watch_folder(
-            options.files.clone(),
-            options.rescan_every,
-            digests,
-            folder.identities.clone(),
-            stop.clone(),
-            move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok(),
-        )?;
+        let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
+        let now = Instant::now();
         let Prepared {
             driver,
             files,
             ports,
-        } = serve::prepare(Instant::now(), &options, &folder);
+        } = serve::prepare(now, &options, scanned, stop.clone(), deliver)?;
         let mut udp = HashMap::new();
         for (port, socket) in ports {
             let mut socket = UdpSocket::from_std(socket);

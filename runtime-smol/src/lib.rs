@@ -9,4 +9,5 @@ mod server;
 
 pub use client::run_client;
 pub use download::download;
-pub use server::{Server, ServerHandle};
+pub use natter_runtime_common::serve::ServerHandle;
+pub use server::Server;

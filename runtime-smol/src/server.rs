@@ -8,13 +8,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Instant;
 
 use natter_core::chat::catalogue::DigestCache;
 use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, Prepared};
+use natter_runtime_common::serve::{self, Prepared, ServerHandle};
 use natter_runtime_common::{ScannedFolder, ServedFiles, ServerOptions, initial_scan, net};
 use smol::channel::{Receiver, Sender, bounded};
 use smol::future::FutureExt;
@@ -51,70 +50,39 @@ type Shared = Rc<RefCell<Hub>>;
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    local_addr: SocketAddr,
     options: ServerOptions,
-    folder: ScannedFolder,
-    digests: DigestCache,
-}
-
-/// A server running on its own thread; dropping the handle stops it.
-#[derive(Debug)]
-pub struct ServerHandle {
-    local_addr: SocketAddr,
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl ServerHandle {
-    /// Where the chat listener is bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    scanned: (ScannedFolder, DigestCache),
 }
 
 impl Server {
     /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
     /// port accepts, every digest is ready.
     pub fn bind(options: ServerOptions) -> io::Result<Self> {
-        let (folder, digests) = initial_scan(&options.files);
+        let scanned = initial_scan(&options.files);
         let listener = TcpListener::bind(options.addr)?;
-        let local_addr = listener.local_addr()?;
         Ok(Self {
             listener,
-            local_addr,
             options,
-            folder,
-            digests,
+            scanned,
         })
     }
 
     /// Where the chat listener is bound.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
     /// Runs the server on a new thread.
-    pub fn spawn(self) -> ServerHandle {
-        let local_addr = self.local_addr;
+    pub fn spawn(self) -> io::Result<ServerHandle> {
         let (stop_tx, stop_rx) = signal();
-        let thread = std::thread::Builder::new()
-            .name("natter-server-smol".into())
-            .spawn(move || self.run_until(stop_rx))
-            .ok();
-        ServerHandle {
-            local_addr,
-            stop: Some(stop_tx),
-            thread,
-        }
+        let addr = self.local_addr()?;
+        let run = move || self.run_until(stop_rx);
+        Ok(ServerHandle::spawn(
+            "natter-server-smol",
+            addr,
+            move || drop(stop_tx),
+            run,
+        ))
     }
 
     /// Runs on this thread until the process ends.
@@ -126,21 +94,16 @@ impl Server {
     fn run_until(self, stop: Receiver<()>) -> io::Result<()> {
         let ex = Rc::new(LocalExecutor::new());
         let listener = Async::new(self.listener)?;
+        // The watcher thread stops when this function returns (and with it the executor).
         let stopped = StopOnDrop(Arc::new(AtomicBool::new(false)));
         let (folder_tx, folder_rx) = smol::channel::unbounded();
-        natter_runtime_common::watch_folder(
-            self.options.files.clone(),
-            self.options.rescan_every,
-            self.digests,
-            self.folder.identities.clone(),
-            stopped.0.clone(),
-            move |scanned| folder_tx.send_blocking(scanned).is_ok(),
-        )?;
+        let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
+        let now = Instant::now();
         let Prepared {
             driver,
             files,
             ports,
-        } = serve::prepare(Instant::now(), &self.options, &self.folder);
+        } = serve::prepare(now, &self.options, self.scanned, stopped.0.clone(), deliver)?;
         let (accept_tx, accept_rx) = signal();
         let (timer_tx, timer_rx) = signal();
         let hub: Shared = Rc::new(RefCell::new(Hub {
@@ -191,14 +154,12 @@ impl Server {
                             paused: false,
                         };
                         hub.borrow_mut().conns.insert(conn, c);
-                        executor
-                            .spawn(writer_task(hub.clone(), conn, stream.clone(), write_rx))
-                            .detach();
-                        executor
-                            .spawn(reader_task(hub.clone(), conn, stream, resume_rx))
-                            .detach();
+                        let writer = writer_task(hub.clone(), conn, stream.clone(), write_rx);
+                        executor.spawn(writer).detach();
+                        let reader = reader_task(hub.clone(), conn, stream, resume_rx);
+                        executor.spawn(reader).detach();
                         feed(&hub, |d| {
-                            d.handle_input(Instant::now(), Input::Accepted { conn, peer })
+                            d.handle_input(Instant::now(), Input::Accepted { conn, peer });
                         });
                     }
                     Err(err) => {

@@ -22,16 +22,11 @@ pub enum Rt {
     Smol,
 }
 
-pub enum Handle {
-    Mio(natter_runtime_mio::ServerHandle),
-    Smol(natter_runtime_smol::ServerHandle),
-}
-
 /// A running server with its own served folder; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub files: tempfile::TempDir,
-    _handle: Handle,
+    _handle: natter_runtime_common::serve::ServerHandle,
 }
 
 impl TestServer {
@@ -73,18 +68,12 @@ pub fn start(
     options.chat.udp_ports = base..=base + 15;
     options.chat.transfer_idle_timeout = Duration::from_secs(10);
     tweak(&mut options);
-    let (addr, handle) = match rt {
-        Rt::Mio => {
-            let server = natter_runtime_mio::Server::bind(options).unwrap();
-            let h = server.spawn();
-            (h.local_addr(), Handle::Mio(h))
-        }
-        Rt::Smol => {
-            let server = natter_runtime_smol::Server::bind(options).unwrap();
-            let h = server.spawn();
-            (h.local_addr(), Handle::Smol(h))
-        }
-    };
+    let handle = match rt {
+        Rt::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.spawn()),
+        Rt::Smol => natter_runtime_smol::Server::bind(options).and_then(|s| s.spawn()),
+    }
+    .unwrap();
+    let addr = handle.local_addr();
     TestServer {
         addr,
         files,
