@@ -236,7 +236,7 @@ fn offered_token(received: &str) -> u64 {
 
 /// The token of an offer line: its last field, in hex (PROTOCOL 2.1).
 fn token_of(line: &str) -> u64 {
-    u64::from_str_radix(line.split(' ').last().unwrap(), 16).unwrap()
+    u64::from_str_radix(line.rsplit(' ').next().unwrap(), 16).unwrap()
 }
 
 #[test]
