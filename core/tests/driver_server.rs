@@ -115,10 +115,10 @@ impl Script {
     /// Writes everything owed to `conn` as a socket that takes it all would.
     fn write_all(&mut self, conn: ConnId) {
         while self.driver.has_unsent(conn) {
-            let owed: Vec<_> = self.driver.unsent(conn).collect();
-            let len = owed.iter().map(|b| b.len()).sum();
+            let owed: Vec<Vec<u8>> = self.driver.unsent(conn).map(<[u8]>::to_vec).collect();
+            let len = owed.iter().map(Vec::len).sum();
             for bytes in owed {
-                let text = String::from_utf8(bytes.to_vec()).unwrap();
+                let text = String::from_utf8(bytes).unwrap();
                 self.received.entry(conn).or_default().push_str(&text);
                 for line in text.lines() {
                     writeln!(self.transcript, "{} <- {line}", self.labels[&conn]).unwrap();

@@ -330,8 +330,7 @@ impl Io {
             let Some(stream) = self.conns.get_mut(&conn) else {
                 return;
             };
-            let owed: Vec<_> = self.driver.unsent(conn).collect();
-            let slices: Vec<IoSlice<'_>> = owed.iter().map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> = self.driver.unsent(conn).map(IoSlice::new).collect();
             match stream.write_vectored(&slices) {
                 Ok(0) => return self.driver.handle_input(now, Input::PeerClosed { conn }),
                 Ok(len) => self.driver.handle_input(now, Input::Written { conn, len }),

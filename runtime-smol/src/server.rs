@@ -282,13 +282,16 @@ async fn reader_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resum
 
 async fn writer_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, wake: Receiver<()>) {
     while wake.recv().await.is_ok() {
-        loop {
-            let owed: Vec<_> = hub.borrow().driver.unsent(conn).collect();
-            if owed.is_empty() {
-                break;
-            }
-            let slices: Vec<IoSlice<'_>> = owed.iter().map(|b| IoSlice::new(b)).collect();
-            let written = stream.write_with(|mut s| s.write_vectored(&slices)).await;
+        while hub.borrow().driver.has_unsent(conn) {
+            // The owed buffers are lent for the one call, never held across an await.
+            let written = stream
+                .write_with(|mut s| {
+                    let h = hub.borrow();
+                    let slices: Vec<IoSlice<'_>> =
+                        h.driver.unsent(conn).map(IoSlice::new).collect();
+                    s.write_vectored(&slices)
+                })
+                .await;
             let input = match written {
                 Ok(0) | Err(_) => Input::PeerClosed { conn },
                 Ok(len) => Input::Written { conn, len },

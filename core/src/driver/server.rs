@@ -31,7 +31,7 @@
 //!     match output {
 //!         Output::Write { conn } => {
 //!             // write driver.unsent(conn) to the socket, then report how much went out:
-//!             let len: usize = driver.unsent(conn).map(|b| b.len()).sum();
+//!             let len: usize = driver.unsent(conn).map(<[u8]>::len).sum();
 //!             driver.handle_input(now, Input::Written { conn, len });
 //!         }
 //!         Output::Close { .. } => { /* drop the socket */ }
@@ -351,8 +351,8 @@ impl ServerDriver {
     }
 
     /// What is owed to `conn`, oldest first, at most [`MAX_WRITE_BUFFERS`] buffers: write them
-    /// (a vectored write) and report [`Input::Written`]. The buffers are shared, not copied.
-    pub fn unsent(&self, conn: ConnId) -> impl Iterator<Item = Bytes> + '_ {
+    /// (a vectored write) and report [`Input::Written`]. Shared buffers, lent, not copied.
+    pub fn unsent(&self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
         let outbox = self.outboxes.get(&conn);
         let front_done = outbox.map_or(0, |o| o.front_done);
         outbox
@@ -360,13 +360,7 @@ impl ServerDriver {
             .flat_map(|o| o.queue.iter())
             .take(MAX_WRITE_BUFFERS)
             .enumerate()
-            .map(move |(i, b)| {
-                if i == 0 {
-                    b.slice(front_done..)
-                } else {
-                    b.clone()
-                }
-            })
+            .map(move |(i, b)| if i == 0 { &b[front_done..] } else { &b[..] })
     }
 
     /// Whether `conn` has bytes owed.
