@@ -12,8 +12,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -259,7 +259,7 @@ pub fn prepare(
     now: Instant,
     options: &crate::ServerOptions,
     scanned: (ScannedFolder, DigestCache),
-    stop: Arc<AtomicBool>,
+    stop: &Stop,
     deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
 ) -> io::Result<Prepared> {
     let (folder, digests) = scanned;
@@ -268,7 +268,7 @@ pub fn prepare(
         options.rescan_every,
         digests,
         folder.identities.clone(),
-        stop,
+        stop.asked.clone(),
         deliver,
     )?;
     let mut driver = ServerDriver::new(
@@ -291,40 +291,114 @@ pub fn prepare(
     })
 }
 
-/// A server running on its own thread; dropping the handle stops it and waits for the thread.
-pub struct ServerHandle {
-    local_addr: SocketAddr,
-    stop: Option<Box<dyn FnOnce() + Send + Sync>>,
-    thread: Option<JoinHandle<io::Result<()>>>,
+/// A request to stop, that reaches a server loop however it waits: the loop says how it wants to
+/// be woken ([`Stop::on_ask`]) and looks at [`Stop::asked`] when it wakes.
+#[derive(Clone, Default)]
+pub struct Stop {
+    asked: Arc<AtomicBool>,
+    wake: Arc<Mutex<Option<Waker>>>,
 }
 
-impl std::fmt::Debug for ServerHandle {
+type Waker = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerHandle")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Stop")
+            .field("asked", &self.asked())
+            .finish()
     }
 }
 
-impl ServerHandle {
-    /// Runs `run` on a thread named `name`; `stop` is how the drop asks it to return.
-    pub fn spawn(
-        name: &str,
-        local_addr: SocketAddr,
-        stop: impl FnOnce() + Send + Sync + 'static,
-        run: impl FnOnce() -> io::Result<()> + Send + 'static,
-    ) -> Self {
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(run)
-            .ok();
-        Self {
-            local_addr,
-            stop: Some(Box::new(stop)),
-            thread,
+impl Stop {
+    /// Asks the loop to stop and wakes it.
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+        if let Ok(wake) = self.wake.lock()
+            && let Some(wake) = wake.as_ref()
+        {
+            wake();
         }
     }
 
+    /// Whether a stop was asked for.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    /// How the loop is woken when a stop is asked for (at once, if it was asked already).
+    pub fn on_ask(&self, wake: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.wake.lock() {
+            *slot = Some(Box::new(wake));
+        }
+        if self.asked() {
+            self.ask();
+        }
+    }
+}
+
+/// The loop of one runtime: serves `server` until `stop` is asked.
+pub type RunServer = fn(BoundServer, Stop) -> io::Result<()>;
+
+/// A server whose folder is read and whose chat listener is bound, not yet running.
+#[derive(Debug)]
+pub struct BoundServer {
+    /// The chat listener, non-blocking.
+    pub listener: std::net::TcpListener,
+    /// What was asked for.
+    pub options: crate::ServerOptions,
+    /// The served folder as first read, and the digests taken.
+    pub scanned: (ScannedFolder, DigestCache),
+}
+
+impl BoundServer {
+    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
+    /// port accepts, every digest is ready.
+    pub fn bind(options: crate::ServerOptions) -> io::Result<Self> {
+        let scanned = crate::initial_scan(&options.files);
+        let listener = std::net::TcpListener::bind(options.addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener,
+            options,
+            scanned,
+        })
+    }
+
+    /// Where the chat listener is bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs the server with `run` on this thread until the process ends.
+    pub fn run(self, run: RunServer) -> io::Result<()> {
+        run(self, Stop::default())
+    }
+
+    /// Runs the server with `run` on a thread of its own.
+    pub fn spawn(self, run: RunServer) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr()?;
+        let stop = Stop::default();
+        let asked = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("natter-server".into())
+            .spawn(move || run(self, asked))?;
+        Ok(ServerHandle {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running on its own thread; dropping the handle stops it and waits for the thread.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Stop,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
     /// Where the chat listener is bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -333,9 +407,7 @@ impl ServerHandle {
 
 impl Drop for ServerHandle {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            stop();
-        }
+        self.stop.ask();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

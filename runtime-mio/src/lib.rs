@@ -9,5 +9,4 @@ mod server;
 
 pub use client::run_client;
 pub use download::download;
-pub use natter_runtime_common::serve::ServerHandle;
-pub use server::Server;
+pub use server::serve;

@@ -2,18 +2,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use natter_core::chat::catalogue::DigestCache;
 use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, Prepared, ServerHandle};
-use natter_runtime_common::{ScannedFolder, ServedFiles, ServerOptions, initial_scan, net};
+use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop};
+use natter_runtime_common::{ServedFiles, net};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -21,157 +18,105 @@ const WAKER: Token = Token(1);
 const UDP_TOKENS: usize = 2;
 const FIRST_CONN: usize = 1 << 17;
 
-/// A bound server, ready to run.
-#[derive(Debug)]
-pub struct Server {
-    poll: Poll,
-    listener: TcpListener,
-    options: ServerOptions,
-    scanned: (ScannedFolder, DigestCache),
-}
-
-impl Server {
-    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
-    /// port accepts, every digest is ready.
-    pub fn bind(options: ServerOptions) -> io::Result<Self> {
-        let scanned = initial_scan(&options.files);
-        let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(options.addr)?;
+/// Serves `server` on one mio `Poll` on this thread until `stop` is asked.
+pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
+    let BoundServer {
+        listener,
+        options,
+        scanned,
+    } = server;
+    let mut poll = Poll::new()?;
+    let mut listener = TcpListener::from_std(listener);
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let wake = waker.clone();
+    stop.on_ask(move || {
+        let _ = wake.wake();
+    });
+    let (folder_tx, folder_rx) = std::sync::mpsc::channel();
+    let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
+    let Prepared {
+        driver,
+        files,
+        ports,
+    } = serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+    let mut udp = HashMap::new();
+    for (port, socket) in ports {
+        let mut socket = UdpSocket::from_std(socket);
+        let token = Token(UDP_TOKENS + usize::from(port));
         poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        Ok(Self {
-            poll,
-            listener,
-            options,
-            scanned,
-        })
+            .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
+        udp.insert(port, socket);
     }
-
-    /// Where the chat listener is bound.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Runs the loop on a new thread.
-    pub fn spawn(self) -> io::Result<ServerHandle> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let waker = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
-        let (flag, wake) = (stop.clone(), waker.clone());
-        let ask_to_stop = move || {
-            flag.store(true, Ordering::SeqCst);
-            let _ = wake.wake();
+    let mut io = Io {
+        driver,
+        files,
+        listener,
+        registry: poll.registry().try_clone()?,
+        conns: HashMap::new(),
+        udp,
+        readable: VecDeque::new(),
+        paused: HashSet::new(),
+        udp_readable: VecDeque::new(),
+        send_blocked: HashSet::new(),
+        next_conn: 0,
+        buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
+    };
+    let mut events = Events::with_capacity(1024);
+    while !stop.asked() {
+        let busy = !io.readable.is_empty() || !io.udp_readable.is_empty();
+        let timeout = match io.driver.poll_timeout() {
+            _ if busy => Some(Duration::ZERO),
+            at => at.map(|at| at.saturating_duration_since(Instant::now())),
         };
-        let addr = self.local_addr()?;
-        let run = move || self.run_until(&stop, waker);
-        Ok(ServerHandle::spawn(
-            "natter-server-mio",
-            addr,
-            ask_to_stop,
-            run,
-        ))
-    }
-
-    /// Runs the loop on this thread until the process ends.
-    pub fn run(self) -> io::Result<()> {
-        let waker = Arc::new(Waker::new(self.poll.registry(), WAKER)?);
-        self.run_until(&Arc::new(AtomicBool::new(false)), waker)
-    }
-
-    fn run_until(self, stop: &Arc<AtomicBool>, waker: Arc<Waker>) -> io::Result<()> {
-        let Server {
-            mut poll,
-            listener,
-            options,
-            scanned,
-        } = self;
-        let (folder_tx, folder_rx) = std::sync::mpsc::channel();
-        let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
-        let now = Instant::now();
-        let Prepared {
-            driver,
-            files,
-            ports,
-        } = serve::prepare(now, &options, scanned, stop.clone(), deliver)?;
-        let mut udp = HashMap::new();
-        for (port, socket) in ports {
-            let mut socket = UdpSocket::from_std(socket);
-            let token = Token(UDP_TOKENS + usize::from(port));
-            poll.registry().register(
-                &mut socket,
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            udp.insert(port, socket);
+        match poll.poll(&mut events, timeout) {
+            Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
+            _ => {}
         }
-        let mut io = Io {
-            driver,
-            files,
-            listener,
-            registry: poll.registry().try_clone()?,
-            conns: HashMap::new(),
-            udp,
-            readable: VecDeque::new(),
-            paused: HashSet::new(),
-            udp_readable: VecDeque::new(),
-            send_blocked: HashSet::new(),
-            next_conn: 0,
-            buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
-        };
-        let mut events = Events::with_capacity(1024);
-        while !stop.load(Ordering::SeqCst) {
-            let busy = !io.readable.is_empty() || !io.udp_readable.is_empty();
-            let timeout = match io.driver.poll_timeout() {
-                _ if busy => Some(Duration::ZERO),
-                at => at.map(|at| at.saturating_duration_since(Instant::now())),
-            };
-            match poll.poll(&mut events, timeout) {
-                Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
-                _ => {}
-            }
-            let now = Instant::now();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => io.accept_all(now),
-                    WAKER => {
-                        while let Ok(scanned) = folder_rx.try_recv() {
-                            serve::feed_folder(now, &mut io.driver, &scanned);
-                        }
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => io.accept_all(now),
+                WAKER => {
+                    while let Ok(scanned) = folder_rx.try_recv() {
+                        serve::feed_folder(now, &mut io.driver, &scanned);
                     }
-                    Token(t) if t >= FIRST_CONN => {
-                        let conn = (t - FIRST_CONN) as u64;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            io.mark_readable(conn);
-                        }
-                        if event.is_writable() {
-                            io.flush(now, conn);
-                        }
+                }
+                Token(t) if t >= FIRST_CONN => {
+                    let conn = (t - FIRST_CONN) as u64;
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        io.mark_readable(conn);
                     }
-                    Token(t) => {
-                        let Ok(port) = u16::try_from(t - UDP_TOKENS) else {
-                            continue;
-                        };
-                        if event.is_readable() && !io.udp_readable.contains(&port) {
-                            io.udp_readable.push_back(port);
-                        }
-                        if event.is_writable() && io.send_blocked.remove(&port) {
-                            io.transmit(now, port);
-                        }
+                    if event.is_writable() {
+                        io.flush(now, conn);
+                    }
+                }
+                Token(t) => {
+                    let Ok(port) = u16::try_from(t - UDP_TOKENS) else {
+                        continue;
+                    };
+                    if event.is_readable() && !io.udp_readable.contains(&port) {
+                        io.udp_readable.push_back(port);
+                    }
+                    if event.is_writable() && io.send_blocked.remove(&port) {
+                        io.transmit(now, port);
                     }
                 }
             }
-            io.read_round(now);
-            io.receive_round();
-            if io
-                .driver
-                .poll_timeout()
-                .is_some_and(|at| at <= Instant::now())
-            {
-                io.driver.handle_timeout(Instant::now());
-            }
-            io.perform(Instant::now());
         }
-        Ok(())
+        io.read_round(now);
+        io.receive_round();
+        if io
+            .driver
+            .poll_timeout()
+            .is_some_and(|at| at <= Instant::now())
+        {
+            io.driver.handle_timeout(Instant::now());
+        }
+        io.perform(Instant::now());
     }
+    Ok(())
 }
 
 /// The sockets and the driver they feed.

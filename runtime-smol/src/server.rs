@@ -4,17 +4,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use natter_core::chat::catalogue::DigestCache;
 use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, Prepared, ServerHandle};
-use natter_runtime_common::{ScannedFolder, ServedFiles, ServerOptions, initial_scan, net};
+use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop};
+use natter_runtime_common::{ServedFiles, net};
 use smol::channel::{Receiver, Sender, bounded};
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Timer};
@@ -46,138 +43,99 @@ struct Hub {
 
 type Shared = Rc<RefCell<Hub>>;
 
-/// A bound server, ready to run.
-#[derive(Debug)]
-pub struct Server {
-    listener: TcpListener,
-    options: ServerOptions,
-    scanned: (ScannedFolder, DigestCache),
-}
-
-impl Server {
-    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
-    /// port accepts, every digest is ready.
-    pub fn bind(options: ServerOptions) -> io::Result<Self> {
-        let scanned = initial_scan(&options.files);
-        let listener = TcpListener::bind(options.addr)?;
-        Ok(Self {
-            listener,
-            options,
-            scanned,
-        })
+/// Serves `server` as smol tasks on this thread until `stop` is asked.
+pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
+    let BoundServer {
+        listener,
+        options,
+        scanned,
+    } = server;
+    let ex = Rc::new(LocalExecutor::new());
+    let listener = Async::new(listener)?;
+    let (stop_tx, stop_rx) = signal();
+    stop.on_ask(move || {
+        let _ = stop_tx.try_send(());
+    });
+    let (folder_tx, folder_rx) = smol::channel::unbounded();
+    let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
+    let Prepared {
+        driver,
+        files,
+        ports,
+    } = serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+    let (accept_tx, accept_rx) = signal();
+    let (timer_tx, timer_rx) = signal();
+    let hub: Shared = Rc::new(RefCell::new(Hub {
+        driver,
+        files,
+        conns: HashMap::new(),
+        transmit: HashMap::new(),
+        accept_again: accept_tx,
+        timer_moved: timer_tx,
+        armed: None,
+        buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
+    }));
+    for (port, socket) in ports {
+        let socket = Rc::new(Async::new(socket)?);
+        let (tx, rx) = signal();
+        hub.borrow_mut().transmit.insert(port, tx);
+        ex.spawn(receive_task(hub.clone(), port, socket.clone()))
+            .detach();
+        ex.spawn(transmit_task(hub.clone(), port, socket, rx))
+            .detach();
     }
-
-    /// Where the chat listener is bound.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Runs the server on a new thread.
-    pub fn spawn(self) -> io::Result<ServerHandle> {
-        let (stop_tx, stop_rx) = signal();
-        let addr = self.local_addr()?;
-        let run = move || self.run_until(stop_rx);
-        Ok(ServerHandle::spawn(
-            "natter-server-smol",
-            addr,
-            move || drop(stop_tx),
-            run,
-        ))
-    }
-
-    /// Runs on this thread until the process ends.
-    pub fn run(self) -> io::Result<()> {
-        let (_keep, stop_rx) = signal();
-        self.run_until(stop_rx)
-    }
-
-    fn run_until(self, stop: Receiver<()>) -> io::Result<()> {
-        let ex = Rc::new(LocalExecutor::new());
-        let listener = Async::new(self.listener)?;
-        // The watcher thread stops when this function returns (and with it the executor).
-        let stopped = StopOnDrop(Arc::new(AtomicBool::new(false)));
-        let (folder_tx, folder_rx) = smol::channel::unbounded();
-        let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
-        let now = Instant::now();
-        let Prepared {
-            driver,
-            files,
-            ports,
-        } = serve::prepare(now, &self.options, self.scanned, stopped.0.clone(), deliver)?;
-        let (accept_tx, accept_rx) = signal();
-        let (timer_tx, timer_rx) = signal();
-        let hub: Shared = Rc::new(RefCell::new(Hub {
-            driver,
-            files,
-            conns: HashMap::new(),
-            transmit: HashMap::new(),
-            accept_again: accept_tx,
-            timer_moved: timer_tx,
-            armed: None,
-            buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
-        }));
-        for (port, socket) in ports {
-            let socket = Rc::new(Async::new(socket)?);
-            let (tx, rx) = signal();
-            hub.borrow_mut().transmit.insert(port, tx);
-            ex.spawn(receive_task(hub.clone(), port, socket.clone()))
-                .detach();
-            ex.spawn(transmit_task(hub.clone(), port, socket, rx))
-                .detach();
+    ex.spawn(timer_task(hub.clone(), timer_rx)).detach();
+    let folder_hub = hub.clone();
+    ex.spawn(async move {
+        while let Ok(scanned) = folder_rx.recv().await {
+            feed(&folder_hub, |d| {
+                serve::feed_folder(Instant::now(), d, &scanned)
+            });
         }
-        ex.spawn(timer_task(hub.clone(), timer_rx)).detach();
-        let folder_hub = hub.clone();
-        ex.spawn(async move {
-            while let Ok(scanned) = folder_rx.recv().await {
-                feed(&folder_hub, |d| {
-                    serve::feed_folder(Instant::now(), d, &scanned)
-                });
-            }
-        })
-        .detach();
-        let executor = ex.clone();
-        let accept_loop = async move {
-            let mut next_conn = 0u64;
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let conn = next_conn;
-                        next_conn += 1;
-                        let _ = stream.get_ref().set_nodelay(true);
-                        net::keep_alive(stream.get_ref());
-                        let stream = Rc::new(stream);
-                        let ((write, write_rx), (resume, resume_rx)) = (signal(), signal());
-                        let c = Conn {
-                            stream: stream.clone(),
-                            write,
-                            resume,
-                            paused: false,
-                        };
-                        hub.borrow_mut().conns.insert(conn, c);
-                        let writer = writer_task(hub.clone(), conn, stream.clone(), write_rx);
-                        executor.spawn(writer).detach();
-                        let reader = reader_task(hub.clone(), conn, stream, resume_rx);
-                        executor.spawn(reader).detach();
-                        feed(&hub, |d| {
-                            d.handle_input(Instant::now(), Input::Accepted { conn, peer });
-                        });
-                    }
-                    Err(err) => {
-                        tracing::warn!("accept failed: {err}; trying again shortly");
-                        feed(&hub, |d| {
-                            d.handle_input(Instant::now(), Input::AcceptFailed)
-                        });
-                        let _ = accept_rx.recv().await;
-                    }
+    })
+    .detach();
+    let executor = ex.clone();
+    let accept_loop = async move {
+        let mut next_conn = 0u64;
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let conn = next_conn;
+                    next_conn += 1;
+                    let _ = stream.get_ref().set_nodelay(true);
+                    net::keep_alive(stream.get_ref());
+                    let stream = Rc::new(stream);
+                    let ((write, write_rx), (resume, resume_rx)) = (signal(), signal());
+                    let c = Conn {
+                        stream: stream.clone(),
+                        write,
+                        resume,
+                        paused: false,
+                    };
+                    hub.borrow_mut().conns.insert(conn, c);
+                    let writer = writer_task(hub.clone(), conn, stream.clone(), write_rx);
+                    executor.spawn(writer).detach();
+                    let reader = reader_task(hub.clone(), conn, stream, resume_rx);
+                    executor.spawn(reader).detach();
+                    feed(&hub, |d| {
+                        d.handle_input(Instant::now(), Input::Accepted { conn, peer });
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}; trying again shortly");
+                    feed(&hub, |d| {
+                        d.handle_input(Instant::now(), Input::AcceptFailed)
+                    });
+                    let _ = accept_rx.recv().await;
                 }
             }
-        };
-        let stopped = async move {
-            let _ = stop.recv().await;
-            Ok(())
-        };
-        smol::block_on(ex.run(accept_loop.or(stopped)))
-    }
+        }
+    };
+    let stopped = async move {
+        let _ = stop_rx.recv().await;
+        Ok(())
+    };
+    smol::block_on(ex.run(accept_loop.or(stopped)))
 }
 
 /// Feeds the driver, then performs everything it asks.
@@ -371,14 +329,5 @@ async fn timer_task(hub: Shared, moved: Receiver<()>) {
             }
             None => woken.await,
         }
-    }
-}
-
-/// Sets the flag when dropped: tells the folder watcher that the server is gone.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use natter_core::transfer::receiver::Progress;
+use natter_runtime_common::serve::{BoundServer, RunServer};
 use natter_runtime_common::{DownloadError, DownloadOptions, DownloadReport, ServerOptions};
 
 /// How long any single expected reply may take before the test fails (generous: CI is shared).
@@ -68,11 +69,11 @@ pub fn start(
     options.chat.udp_ports = base..=base + 15;
     options.chat.transfer_idle_timeout = Duration::from_secs(10);
     tweak(&mut options);
-    let handle = match rt {
-        Rt::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.spawn()),
-        Rt::Smol => natter_runtime_smol::Server::bind(options).and_then(|s| s.spawn()),
-    }
-    .unwrap();
+    let run: RunServer = match rt {
+        Rt::Mio => natter_runtime_mio::serve,
+        Rt::Smol => natter_runtime_smol::serve,
+    };
+    let handle = BoundServer::bind(options).unwrap().spawn(run).unwrap();
     let addr = handle.local_addr();
     TestServer {
         addr,
