@@ -11,6 +11,7 @@
 
 pub mod link;
 pub mod rng;
+pub mod system;
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::cmp::Reverse;
