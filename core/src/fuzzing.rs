@@ -4,6 +4,11 @@
 //! Each function takes arbitrary bytes and panics only when an invariant of the protocol breaks:
 //! a parser that does not round-trip, a framer whose result depends on how bytes were split, a
 //! state machine whose queues outgrow their bounds or that accepts a wrong byte.
+//!
+//! Spec: `docs/PROTOCOL.md` [§7] (Test catalogue map), row P1: every parser and state machine under
+//! a fuzzer (sections 0, 1.2, 1.3, 2.2 and 2.4).
+//!
+//! [§7]: ../../docs/PROTOCOL.md#7-test-catalogue-map
 
 use std::time::{Duration, Instant};
 

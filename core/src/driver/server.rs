@@ -9,6 +9,14 @@
 //! what was queued before its close ([`CLOSE_GRACE`]), when to accept again after running out
 //! of descriptors ([`ACCEPT_RETRY`]).
 //!
+//! Spec: `docs/PROTOCOL.md` [§4] (Behaviour a client can rely on: outboxes, the 2 s close grace,
+//! replies in request order), [§1.5] (Limits and protection: 16 KiB per read, read pauses) and
+//! [§2.6] (Timeouts and how a transfer ends: the port pool).
+//!
+//! [§4]: ../../../docs/PROTOCOL.md#4-behaviour-a-client-can-rely-on
+//! [§1.5]: ../../../docs/PROTOCOL.md#15-limits-and-protection
+//! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
+//!
 //! The call order, as a runtime runs it (this compiles; the socket work is elided):
 //!
 //! ```
@@ -93,7 +101,7 @@ pub enum Input<'a> {
     Received {
         /// The connection.
         conn: ConnId,
-        /// What was read.
+        /// What was read, as it came: a line may be split anywhere, even inside a character.
         bytes: &'a [u8],
     },
     /// `len` bytes of what [`ServerDriver::unsent`] gave for `conn` were written.
@@ -111,11 +119,11 @@ pub enum Input<'a> {
     },
     /// A datagram arrived on a transfer port.
     Datagram {
-        /// The port it arrived on.
+        /// The transfer port it arrived on.
         port: u16,
-        /// Who sent it.
+        /// Who sent it; only the offer's client IP (then its first REQUEST's address) is answered.
         from: SocketAddr,
-        /// The datagram.
+        /// The whole datagram, header included; unparsed and untrusted.
         bytes: &'a [u8],
     },
     /// A port of the range cannot be bound (another program holds it): it is never offered.

@@ -5,6 +5,12 @@
 //! again ([`EndpointEvent::CheckFile`]), and reports each transfer's end once, after its last
 //! datagram was handed out ([`EndpointEvent::Ended`]). The server driver connects these events
 //! to the chat server, which owns the port pool.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.6] (Timeouts and how a transfer ends: when a port is free again,
+//! the 100 ms file check) and [§2.2] (Datagrams).
+//!
+//! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
+//! [§2.2]: ../../../docs/PROTOCOL.md#22-datagrams
 
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
@@ -25,27 +31,49 @@ pub enum Transmit {
     /// to `to`. A read that comes up short means the file changed: report
     /// [`SenderInput::FileChanged`].
     Part {
+        /// The client's address, locked by its first valid REQUEST.
         to: SocketAddr,
+        /// The transfer's token, written into the PART header.
         token: u64,
+        /// The `req_seq` of the REQUEST this part answers.
         req_seq: u32,
+        /// The part index.
         part: u32,
+        /// Where the part starts in the served file, in bytes.
         offset: u64,
+        /// The payload length in bytes (`part_size`, or less for the last part).
         len: usize,
     },
     /// Send these bytes to `to` (an ABORT: rare, so an allocation is fine).
-    Datagram { to: SocketAddr, bytes: Vec<u8> },
+    Datagram {
+        /// The client's address.
+        to: SocketAddr,
+        /// The encoded datagram.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the endpoint asks of the one who drives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointEvent {
     /// `port` has datagrams to send: call [`Endpoint::poll_transmit`] until `None`.
-    Transmit { port: u16 },
+    Transmit {
+        /// The transfer's UDP port.
+        port: u16,
+    },
     /// Look whether the file served on `port` is still the one offered; if not, report
     /// [`SenderInput::FileChanged`].
-    CheckFile { port: u16 },
+    CheckFile {
+        /// The transfer's UDP port.
+        port: u16,
+    },
     /// The transfer on `port` is over, its last datagram handed out; the port is free.
-    Ended { port: u16, end: SenderEnd },
+    Ended {
+        /// The port that is now free for another offer.
+        port: u16,
+        /// How the transfer ended (FINISHED, an ABORT, or the idle timeout), for the log.
+        end: SenderEnd,
+    },
 }
 
 #[derive(Debug)]

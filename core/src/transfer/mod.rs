@@ -11,6 +11,16 @@
 //!
 //! Everything takes time as an argument; timers are `poll_timeout` / `handle_timeout`.
 //!
+//! Spec: `docs/PROTOCOL.md` [§2] (Downloads over UDP), chiefly [§2.2] (Datagrams: the server's
+//! rules), [§2.3] (The client's side of a download), [§2.4] (Resume) and [§2.6] (Timeouts and how a
+//! transfer ends).
+//!
+//! [§2]: ../../../docs/PROTOCOL.md#2-downloads-over-udp
+//! [§2.2]: ../../../docs/PROTOCOL.md#22-datagrams
+//! [§2.3]: ../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
+//! [§2.4]: ../../../docs/PROTOCOL.md#24-resume
+//! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
+//!
 //! Runtime loop, client side (every input and timeout is followed by the same drain):
 //!
 //! ```text
