@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use natter_runtime_common::serve::{BoundServer, RunServer};
 use natter_runtime_common::{ClientOptions, DownloadOptions, Runtime, ServerOptions};
 
 use cli::{Cli, Command};
@@ -47,12 +48,13 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     options.chat.presence_room_limit = args.presence_limit;
     options.chat.name_timeout = args.name_timeout.into();
     options.chat.max_input_rate = args.max_input_rate;
-    options.idle_timeout = args.idle_timeout.into();
+    options.chat.transfer_idle_timeout = args.idle_timeout.into();
     options.rescan_every = args.rescan_every.into();
-    let result = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::Server::bind(options).and_then(|s| s.run()),
-        Runtime::Smol => natter_runtime_smol::Server::bind(options).and_then(|s| s.run()),
+    let run: RunServer = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::serve,
+        Runtime::Smol => natter_runtime_smol::serve,
     };
+    let result = BoundServer::bind(options).and_then(|server| server.run(run));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -336,3 +336,80 @@ fn get_gives_up_on_a_silent_server() {
     fake.join().unwrap();
     drop(silent);
 }
+
+/// The accept back-off, one value in the server driver (`ACCEPT_RETRY`) where the two runtimes
+/// had 50 ms and 10 ms: a server out of descriptors leaves new connections waiting in the kernel's
+/// backlog and takes them once others have left. On both runtimes.
+#[test]
+fn out_of_descriptors_the_server_accepts_again_later() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+    /// A joining client that reads with a short timeout, so a connection the server has not
+    /// accepted yet shows as silence rather than as a failed test.
+    fn joins(stream: &TcpStream, name: &str, wait: Duration) -> bool {
+        stream.set_read_timeout(Some(wait)).unwrap();
+        let mut line = String::new();
+        let mut reader = BufReader::new(stream);
+        matches!(reader.read_line(&mut line), Ok(n) if n > 0)
+            && line.trim_end() == format!("{name} has joined the chat!")
+    }
+    for runtime in ["mio", "smol"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let udp = free_udp_range(2);
+        let script = format!(
+            "ulimit -n 48 && exec \"$0\" server --addr 127.0.0.1:{port} --files {} \
+             --udp-ports {udp}-{} --runtime {runtime}",
+            dir.path().display(),
+            udp + 1
+        );
+        let mut server = Command::new("bash")
+            .args(["-c", &script, env!("CARGO_BIN_EXE_natter")])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        eventually("the server listens", REPLY_TIMEOUT, || {
+            TcpStream::connect(addr).is_ok()
+        });
+        let mut joined = Vec::new();
+        let mut waiting = None;
+        for i in 0..100 {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let name = format!("c{i}");
+            stream.write_all(format!("{name}\n").as_bytes()).unwrap();
+            if joins(&stream, &name, Duration::from_millis(500)) {
+                joined.push(stream);
+            } else {
+                waiting = Some((stream, name));
+                break;
+            }
+        }
+        let (stream, name) = waiting.expect("the descriptor limit was never reached");
+        assert!(
+            joined.len() >= 10,
+            "{runtime}: only {} joined",
+            joined.len()
+        );
+        // Five leave: the one waiting in the backlog is taken and joins.
+        joined.truncate(joined.len() - 5);
+        let mut reader = BufReader::new(&stream);
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).unwrap_or(0);
+            assert!(n > 0, "{runtime}: {name} was never accepted ({seen:?})");
+            if line.trim_end() == format!("{name} has joined the chat!") {
+                break;
+            }
+            seen.push(line);
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}

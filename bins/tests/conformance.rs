@@ -513,7 +513,7 @@ fn vanished_client_frees_its_port(rt: Rt) {
     let server = start(rt, sample_folder(), |o| {
         let base = *o.chat.udp_ports.start();
         o.chat.udp_ports = base..=base;
-        o.idle_timeout = Duration::from_millis(500);
+        o.chat.transfer_idle_timeout = Duration::from_millis(500);
     });
     let mut a = Raw::join(server.addr, "alice");
     a.send("download_file hello.c");

@@ -4,6 +4,11 @@
 //! Each function takes arbitrary bytes and panics only when an invariant of the protocol breaks:
 //! a parser that does not round-trip, a framer whose result depends on how bytes were split, a
 //! state machine whose queues outgrow their bounds or that accepts a wrong byte.
+//!
+//! Spec: `docs/PROTOCOL.md` [§7] (Test catalogue map), row P1: every parser and state machine under
+//! a fuzzer (sections 0, 1.2, 1.3, 2.2 and 2.4).
+//!
+//! [§7]: ../../docs/PROTOCOL.md#7-test-catalogue-map
 
 use std::time::{Duration, Instant};
 
@@ -200,7 +205,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
     use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use crate::transfer::receiver::{Receiver, ReceiverConfig, ReceiverState};
-    use crate::transfer::sender::{Sender, SenderConfig, SenderOutput};
+    use crate::transfer::sender::{Sender, SenderConfig, SenderInput, SenderOutput};
     use crate::wire::datagram::{MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD};
 
     const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
@@ -267,7 +272,13 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
         } else {
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
         };
-        sender.handle_datagram(now, SocketAddr::new(ip, port), &datagram);
+        sender.handle_input(
+            now,
+            SenderInput::Datagram {
+                from: SocketAddr::new(ip, port),
+                bytes: &datagram,
+            },
+        );
         let mut parts_this_request = 0usize;
         let mut bytes_this_request = 0u64;
         while let Some(output) = sender.poll_output() {

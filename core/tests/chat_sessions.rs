@@ -125,6 +125,12 @@ impl Session {
                 ServerOutput::Close { conn } => {
                     writeln!(self.transcript, "[close] {}", self.labels[conn]).unwrap();
                 }
+                ServerOutput::PauseReading { conn } => {
+                    writeln!(self.transcript, "[pause reading] {}", self.labels[conn]).unwrap();
+                }
+                ServerOutput::ResumeReading { conn } => {
+                    writeln!(self.transcript, "[resume reading] {}", self.labels[conn]).unwrap();
+                }
                 ServerOutput::StartTransfer(o) => writeln!(
                     self.transcript,
                     "[udp] start port {} id {} {} for {} ({} bytes, parts of {}, from {})",

@@ -5,7 +5,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use natter_core::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderOutput};
+use natter_core::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};
 use natter_core::wire::datagram::{self, AbortCode, Datagram};
 
 const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
@@ -81,7 +81,7 @@ fn step(
     log: &mut String,
 ) {
     writeln!(log, "{what} from {from}").unwrap_or_default();
-    s.handle_datagram(now, from, bytes);
+    s.handle_input(now, SenderInput::Datagram { from, bytes });
     if drain(s, log) == 0 {
         writeln!(log, "  (nothing)").unwrap_or_default();
     }
@@ -180,15 +180,33 @@ fn u3_duplicated_and_replayed_requests_send_nothing_more() {
     let t0 = Instant::now();
     let mut s = sender(10_000, 1000, t0);
     let req = request(4, &[(0, 1)]);
-    s.handle_datagram(t0, client(), &req);
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &req,
+        },
+    );
     let mut log = String::new();
     assert_eq!(drain(&mut s, &mut log), 2);
     for _ in 0..10 {
-        s.handle_datagram(t0, client(), &req);
+        s.handle_input(
+            t0,
+            SenderInput::Datagram {
+                from: client(),
+                bytes: &req,
+            },
+        );
         assert_eq!(s.poll_output(), None);
     }
     // An older req_seq is a replay too.
-    s.handle_datagram(t0, client(), &request(3, &[(2, 2)]));
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &request(3, &[(2, 2)]),
+        },
+    );
     assert_eq!(s.poll_output(), None);
     assert_eq!(s.stats().requests_ignored, 11);
     assert_eq!(s.stats().parts_sent, 2);
@@ -198,7 +216,13 @@ fn u3_duplicated_and_replayed_requests_send_nothing_more() {
 fn answers_at_most_256_parts_per_request() {
     let t0 = Instant::now();
     let mut s = sender(1_000_000, 512, t0);
-    s.handle_datagram(t0, client(), &request(0, &[(0, 99), (200, 499)]));
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &request(0, &[(0, 99), (200, 499)]),
+        },
+    );
     let mut parts = Vec::new();
     while let Some(SenderOutput::SendPart { part, .. }) = s.poll_output() {
         parts.push(part);
@@ -213,7 +237,13 @@ fn answers_at_most_256_parts_per_request() {
 fn answers_at_most_2_mib_per_request() {
     let t0 = Instant::now();
     let mut s = sender(10_000_000, 65_000, t0);
-    s.handle_datagram(t0, client(), &request(0, &[(0, 100)]));
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &request(0, &[(0, 100)]),
+        },
+    );
     let mut total = 0;
     let mut count = 0;
     while let Some(SenderOutput::SendPart { len, .. }) = s.poll_output() {
@@ -253,11 +283,23 @@ fn u1_garbage_never_panics_and_gets_no_reply() {
                 (x >> 16) as u8
             })
             .collect();
-        s.handle_datagram(t0, client(), &bytes);
+        s.handle_input(
+            t0,
+            SenderInput::Datagram {
+                from: client(),
+                bytes: &bytes,
+            },
+        );
         assert_eq!(s.poll_output(), None);
     }
     // A PART or an ABORT sent to the server is dropped too.
-    s.handle_datagram(t0, client(), &datagram::encode_part(TOKEN, 0, 0, b"x"));
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &datagram::encode_part(TOKEN, 0, 0, b"x"),
+        },
+    );
     assert_eq!(s.poll_output(), None);
     assert_eq!(s.stats().dropped, 2001);
 }
@@ -276,7 +318,7 @@ fn u7_file_changed_sends_abort_1() {
         &mut log,
     );
     writeln!(log, "runtime: file changed").unwrap_or_default();
-    s.file_changed();
+    s.handle_input(t0, SenderInput::FileChanged);
     drain(&mut s, &mut log);
     insta::assert_snapshot!(log);
 }
@@ -287,14 +329,22 @@ fn u8_idle_timeout_counts_from_offer_and_last_valid_request() {
     let mut s = sender(2500, 1000, t0);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     let t1 = t0 + Duration::from_secs(4);
-    s.handle_datagram(t1, client(), &request(0, &[(0, 0)]));
+    s.handle_input(
+        t1,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &request(0, &[(0, 0)]),
+        },
+    );
     drain(&mut s, &mut String::new());
     assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
     // A replayed request does not keep the port alive.
-    s.handle_datagram(
+    s.handle_input(
         t1 + Duration::from_secs(5),
-        client(),
-        &request(0, &[(0, 0)]),
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &request(0, &[(0, 0)]),
+        },
     );
     assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
     s.handle_timeout(t1 + Duration::from_secs(9));
@@ -322,14 +372,26 @@ fn idle_timeout_without_any_client_ends_silently() {
 fn empty_file_finishes_without_any_request() {
     let t0 = Instant::now();
     let mut s = sender(0, 1200, t0);
-    s.handle_datagram(t0, client(), &finished(TOKEN));
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &finished(TOKEN),
+        },
+    );
     assert_eq!(
         s.poll_output(),
         Some(SenderOutput::Done(SenderEnd::Finished))
     );
     // Any request for an empty file is past its end.
     let mut s = sender(0, 1200, t0);
-    s.handle_datagram(t0, client(), &request(0, &[(0, 0)]));
+    s.handle_input(
+        t0,
+        SenderInput::Datagram {
+            from: client(),
+            bytes: &request(0, &[(0, 0)]),
+        },
+    );
     assert!(matches!(
         s.poll_output(),
         Some(SenderOutput::SendDatagram { .. })

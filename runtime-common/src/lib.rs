@@ -13,15 +13,20 @@ pub mod folder;
 pub mod log;
 pub mod net;
 pub mod options;
+pub mod serve;
 pub mod served;
 pub mod ui;
-pub mod upload;
 
 pub use client::{ClientError, ClientIo, DownloadError, ProgressUi, Sockets};
 pub use download::DownloadFiles;
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
 pub use natter_core::driver::client::{DownloadFailure, DownloadReport};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
+pub use serve::ServedFiles;
 pub use served::ServedFile;
 pub use ui::ClientUi;
-pub use upload::Upload;
+
+/// Where the largest datagram's size used to live; it is the core's now.
+pub mod upload {
+    pub use natter_core::wire::datagram::MAX_DATAGRAM;
+}

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use natter_core::chat::server::{PART_SIZE_RANGE, ServerConfig};
 use natter_core::transfer::receiver::SAFE_PART_SIZE;
-use natter_core::transfer::sender::DEFAULT_IDLE_TIMEOUT;
 
 /// Which event loop drives the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,8 +26,6 @@ pub struct ServerOptions {
     pub files: PathBuf,
     /// Limits, the UDP port range and the rest of the chat rules.
     pub chat: ServerConfig,
-    /// A transfer whose client sent no valid request for this long is aborted (code 3).
-    pub idle_timeout: Duration,
     /// How often the served folder is looked at again for new, changed or removed files.
     pub rescan_every: Duration,
 }
@@ -39,7 +36,6 @@ impl ServerOptions {
             addr,
             files,
             chat: ServerConfig::default(),
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             rescan_every: Duration::from_secs(2),
         }
     }

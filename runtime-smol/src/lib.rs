@@ -7,4 +7,4 @@ mod client;
 mod server;
 
 pub use client::{download, run_client};
-pub use server::{Server, ServerHandle};
+pub use server::serve;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use natter_core::chat::client::ClientEvent;
 use natter_core::transfer::receiver::Progress;
+use natter_runtime_common::serve::{BoundServer, RunServer};
 use natter_runtime_common::{
     ClientError, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
     ServerOptions,
@@ -26,16 +27,11 @@ pub enum Rt {
     Smol,
 }
 
-pub enum Handle {
-    Mio(natter_runtime_mio::ServerHandle),
-    Smol(natter_runtime_smol::ServerHandle),
-}
-
 /// A running server with its own served folder; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub files: tempfile::TempDir,
-    _handle: Handle,
+    _handle: natter_runtime_common::serve::ServerHandle,
 }
 
 impl TestServer {
@@ -75,20 +71,14 @@ pub fn start(
     // Each test gets its own UDP port range so tests running in parallel never collide.
     let base = free_udp_range(16);
     options.chat.udp_ports = base..=base + 15;
-    options.idle_timeout = Duration::from_secs(10);
+    options.chat.transfer_idle_timeout = Duration::from_secs(10);
     tweak(&mut options);
-    let (addr, handle) = match rt {
-        Rt::Mio => {
-            let server = natter_runtime_mio::Server::bind(options).unwrap();
-            let h = server.spawn();
-            (h.local_addr(), Handle::Mio(h))
-        }
-        Rt::Smol => {
-            let server = natter_runtime_smol::Server::bind(options).unwrap();
-            let h = server.spawn();
-            (h.local_addr(), Handle::Smol(h))
-        }
+    let run: RunServer = match rt {
+        Rt::Mio => natter_runtime_mio::serve,
+        Rt::Smol => natter_runtime_smol::serve,
     };
+    let handle = BoundServer::bind(options).unwrap().spawn(run).unwrap();
+    let addr = handle.local_addr();
     TestServer {
         addr,
         files,

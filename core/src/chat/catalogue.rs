@@ -5,14 +5,23 @@
 //! [`Catalogue`], never a piece of a path. The runtime builds the catalogue by listing its folder
 //! and keeping entries that pass [`is_offerable_name`] and are regular files; `download_file ../x`
 //! then fails simply because no key `../x` exists.
+//!
+//! Spec: `docs/PROTOCOL.md` [§1.4] (The files on offer) and, for the final name of a download,
+//! [§2.3] (The client's side of a download).
+//!
+//! [§1.4]: ../../../docs/PROTOCOL.md#14-the-files-on-offer
+//! [§2.3]: ../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
 
 use std::collections::{BTreeMap, HashMap};
 
 /// One file on offer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
+    /// The name as listed in `CHOOSE_FILE` and matched, byte for byte, by `download_file`.
     pub name: String,
+    /// The file's length in bytes when it was listed; the offer's `size`.
     pub size: u64,
+    /// BLAKE3 digest of the whole file when it was listed; the offer's `blake3`.
     pub blake3: [u8; 32],
 }
 
@@ -46,10 +55,12 @@ impl Catalogue {
         self.files.keys().map(String::as_str)
     }
 
+    /// How many files are on offer.
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
+    /// Whether nothing is on offer (`CHOOSE_FILE` alone on its line).
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
@@ -70,11 +81,13 @@ pub fn is_offerable_name(name: &str) -> bool {
 /// the content may have changed and the digest is computed again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileKey {
+    /// The file's length in bytes.
     pub size: u64,
     /// Modification time: seconds since the Unix epoch (may be negative) ...
     pub mtime_secs: i64,
     /// ... and the nanoseconds within that second.
     pub mtime_nanos: u32,
+    /// The inode number, so a file replaced by another of the same size and time is hashed again.
     pub inode: u64,
 }
 
@@ -95,6 +108,7 @@ impl Default for DigestCache {
 }
 
 impl DigestCache {
+    /// An empty cache holding at most `capacity` digests (at least 1); the default is 4096.
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             map: HashMap::new(),
@@ -102,10 +116,12 @@ impl DigestCache {
         }
     }
 
+    /// The digest cached for exactly this file identity, if any.
     pub fn get(&self, key: &FileKey) -> Option<[u8; 32]> {
         self.map.get(key).copied()
     }
 
+    /// Caches `digest` for `key`, evicting an arbitrary entry first when the cache is full.
     pub fn insert(&mut self, key: FileKey, digest: [u8; 32]) {
         let full = self.map.len() >= self.capacity && !self.map.contains_key(&key);
         if let Some(victim) = self.map.keys().next().copied().filter(|_| full) {
@@ -133,10 +149,12 @@ impl DigestCache {
         self.map.retain(|k, _| live.contains(k));
     }
 
+    /// How many digests are cached.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no digest is cached.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }

@@ -5,6 +5,13 @@
 //! and paragraph separators, and the bidirectional overrides that reorder what a reader sees.
 //! [`escape_for_display`] replaces each with a visible `\u{..}` escape; every log line and every
 //! error that echoes input goes through it.
+//!
+//! Spec: `docs/PROTOCOL.md` [§1.3] (What the server sends: what a client escapes before printing)
+//! and [§1.2] (What a client sends: names quoted in `ERROR` reasons, at most 64 characters, then
+//! `…`).
+//!
+//! [§1.3]: ../../../docs/PROTOCOL.md#13-what-the-server-sends
+//! [§1.2]: ../../../docs/PROTOCOL.md#12-what-a-client-sends
 
 use std::borrow::Cow;
 

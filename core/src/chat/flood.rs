@@ -7,6 +7,11 @@
 //! client can make the server relay; when it is empty the runtime stops reading that socket until
 //! it refills, so the flooder's own TCP window closes and nobody else notices. The rate is far
 //! above what a person types or pastes.
+//!
+//! Spec: `docs/PROTOCOL.md` [§1.5] (Limits and protection: 256 KiB/s sustained, 1 MiB burst by
+//! default; a rate of 0 turns it off).
+//!
+//! [§1.5]: ../../../docs/PROTOCOL.md#15-limits-and-protection
 
 use std::time::{Duration, Instant};
 

@@ -8,6 +8,11 @@
 //!   private message must name its recipient exactly up to case.
 //!
 //! [`NameRegistry`] holds the connected names under both keys so both checks are O(name length).
+//!
+//! Spec: `docs/PROTOCOL.md` [§1.1] (Joining, names and presence: the table of checks, their order
+//! and their refusal texts).
+//!
+//! [§1.1]: ../../../docs/PROTOCOL.md#11-joining-names-and-presence
 
 use std::collections::HashMap;
 
@@ -20,16 +25,28 @@ pub const RESERVED: [&str; 6] = ["ALL", "CHOOSE_FILE", "UDP", "ERROR", "from", "
 /// Why a name was refused. The `Display` text follows `ERROR ` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    /// The empty line: a name needs at least one character.
     #[error("a name is required: 1 to 32 letters, digits, _ - or .")]
     Empty,
+    /// More than [`MAX_NAME_CHARS`] code points.
     #[error("name too long: {chars} characters, at most 32")]
-    TooLong { chars: usize },
+    TooLong {
+        /// The name's length in Unicode code points (not bytes).
+        chars: usize,
+    },
+    /// A character that fails [`is_name_char`].
     #[error("a name may only contain letters, digits, _ - and . (not U+{code:04X})")]
-    BadChar { code: u32 },
+    BadChar {
+        /// The first such character's Unicode scalar value, shown as `U+XXXX`.
+        code: u32,
+    },
+    /// Equal to one of [`RESERVED`] ignoring case; carries the reserved word as listed there.
     #[error("name is reserved: {0}")]
     Reserved(&'static str),
+    /// Equal to a connected name ignoring case; carries that name as its holder registered it.
     #[error("name already taken: {0}")]
     Taken(String),
+    /// Same UTS #39 skeleton as a connected name; carries that name as its holder registered it.
     #[error("name looks too much like {0}, who is here")]
     Confusable(String),
 }
@@ -85,6 +102,7 @@ pub struct NameRegistry<Id> {
 }
 
 impl<Id: Copy> NameRegistry<Id> {
+    /// An empty registry: nobody connected.
     pub fn new() -> Self {
         Self {
             by_fold: HashMap::new(),
@@ -125,10 +143,12 @@ impl<Id: Copy> NameRegistry<Id> {
             .map(|(id, n)| (*id, n.as_str()))
     }
 
+    /// How many names are registered (members who have joined).
     pub fn len(&self) -> usize {
         self.by_fold.len()
     }
 
+    /// Whether no name is registered.
     pub fn is_empty(&self) -> bool {
         self.by_fold.is_empty()
     }

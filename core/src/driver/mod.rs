@@ -18,6 +18,12 @@
 //! file work that is the same on every runtime lives once, in `natter-runtime-common`.
 //!
 //! See `docs/PROTOCOL.md` for which rule of the protocol lives where.
+//!
+//! Spec: `docs/PROTOCOL.md` [§6] (Who implements what: the policies a driver owns) and [§4]
+//! (Behaviour a client can rely on).
+//!
+//! [§6]: ../../../docs/PROTOCOL.md#6-who-implements-what
+//! [§4]: ../../../docs/PROTOCOL.md#4-behaviour-a-client-can-rely-on
 
 pub mod client;
 pub mod server;

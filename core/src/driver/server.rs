@@ -1,1 +1,524 @@
-//! The server driver (being written).
+//! The server driver: a whole natter server as one sans-IO machine.
+//!
+//! [`ServerDriver`] owns the [`ChatServer`], the transfer [`Endpoint`] (every sender by port),
+//! each connection's outbox, the close grace and the accept back-off. A runtime accepts, reads
+//! and receives, feeds what it got as an [`Input`], performs every [`Output`], and arms one timer
+//! at [`ServerDriver::poll_timeout`]. Everything a server decides is here, once, with one value
+//! per policy: how much to read from one connection per turn ([`READ_CHUNK`]), how many datagrams
+//! per port per turn ([`UDP_READS_PER_TURN`]), how long a closed connection may take to receive
+//! what was queued before its close ([`CLOSE_GRACE`]), when to accept again after running out
+//! of descriptors ([`ACCEPT_RETRY`]).
+//!
+//! Spec: `docs/PROTOCOL.md` [§4] (Behaviour a client can rely on: outboxes, the 2 s close grace,
+//! replies in request order), [§1.5] (Limits and protection: 16 KiB per read, read pauses) and
+//! [§2.6] (Timeouts and how a transfer ends: the port pool).
+//!
+//! [§4]: ../../../docs/PROTOCOL.md#4-behaviour-a-client-can-rely-on
+//! [§1.5]: ../../../docs/PROTOCOL.md#15-limits-and-protection
+//! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
+//!
+//! The call order, as a runtime runs it (this compiles; the socket work is elided):
+//!
+//! ```
+//! use std::time::Instant;
+//! use natter_core::chat::catalogue::Catalogue;
+//! use natter_core::chat::server::ServerConfig;
+//! use natter_core::driver::server::{Input, Output, ServerDriver};
+//!
+//! let mut driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 7);
+//! let peer = "127.0.0.1:40000".parse().unwrap();
+//! // 1. Feed what happened: a connection, its bytes, a datagram, a timer.
+//! let now = Instant::now();
+//! driver.handle_input(now, Input::Accepted { conn: 1, peer });
+//! driver.handle_input(now, Input::Received { conn: 1, bytes: b"alice\n" });
+//! if driver.poll_timeout().is_some_and(|at| at <= now) {
+//!     driver.handle_timeout(now);
+//! }
+//! // 2. Perform what it asks, until it asks nothing more.
+//! while let Some(output) = driver.poll_output() {
+//!     match output {
+//!         Output::Write { conn } => {
+//!             // write driver.unsent(conn) to the socket, then report how much went out:
+//!             let len: usize = driver.unsent(conn).map(<[u8]>::len).sum();
+//!             driver.handle_input(now, Input::Written { conn, len });
+//!         }
+//!         Output::Close { .. } => { /* drop the socket */ }
+//!         Output::PauseReading { .. } | Output::ResumeReading { .. } => {}
+//!         Output::AcceptAgain => {}
+//!         Output::Serve { .. } | Output::CheckFile { .. } | Output::StopServing { .. } => {}
+//!         Output::Transmit { port } => while let Some(_datagram) = driver.poll_transmit(now, port) {},
+//!         Output::Log(event) => println!("{event}"),
+//!     }
+//! }
+//! // 3. Sleep until a socket is ready or until driver.poll_timeout(), then go to 1.
+//! ```
+
+use core::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::chat::catalogue::{Catalogue, FileKey};
+use crate::chat::server::{ChatServer, ConnId, LogEvent, ServerConfig, ServerInput, ServerOutput};
+use crate::transfer::endpoint::{Endpoint, EndpointEvent, Transmit};
+use crate::transfer::sender::SenderInput;
+
+/// The most bytes read from one connection before the others get their turn: a client that
+/// floods is read no faster than its share (C6), and one read of a person's line is one call.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// The most datagrams taken from one transfer port before the other ports and the chat get
+/// their turn.
+pub const UDP_READS_PER_TURN: usize = 64;
+
+/// The most buffers handed to one vectored write.
+pub const MAX_WRITE_BUFFERS: usize = 64;
+
+/// How long a connection the server closed (a refusal, `{quit}`, a name timeout, a slow reader)
+/// may take to receive what was queued for it before the close. What is still unsent then is
+/// dropped with the connection: a client that stopped reading gets no more of our memory.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait before accepting again after `accept` failed for want of resources (most
+/// likely descriptors): the connections waiting meanwhile stay in the kernel's backlog.
+pub const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// Something that happened at the edge.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A TCP connection was accepted; the runtime numbers connections and never reuses a number.
+    Accepted {
+        /// The runtime's number for it.
+        conn: ConnId,
+        /// Who connected.
+        peer: SocketAddr,
+    },
+    /// `accept` failed for want of resources; the driver says when to try again
+    /// ([`Output::AcceptAgain`]).
+    AcceptFailed,
+    /// Bytes arrived on a connection (at most [`READ_CHUNK`] per read).
+    Received {
+        /// The connection.
+        conn: ConnId,
+        /// What was read, as it came: a line may be split anywhere, even inside a character.
+        bytes: &'a [u8],
+    },
+    /// `len` bytes of what [`ServerDriver::unsent`] gave for `conn` were written.
+    Written {
+        /// The connection.
+        conn: ConnId,
+        /// How many bytes the kernel took.
+        len: usize,
+    },
+    /// The peer closed or reset the connection, or it failed; it leaves as with `{quit}` and the
+    /// runtime gets [`Output::Close`] for it.
+    PeerClosed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A datagram arrived on a transfer port.
+    Datagram {
+        /// The transfer port it arrived on.
+        port: u16,
+        /// Who sent it; only the offer's client IP (then its first REQUEST's address) is answered.
+        from: SocketAddr,
+        /// The whole datagram, header included; unparsed and untrusted.
+        bytes: &'a [u8],
+    },
+    /// A port of the range cannot be bound (another program holds it): it is never offered.
+    PortUnavailable {
+        /// The port.
+        port: u16,
+    },
+    /// The served folder was read again: the files on offer from now on, and the identity of
+    /// each when its digest was taken.
+    Folder {
+        /// Names, sizes and digests.
+        catalogue: &'a Catalogue,
+        /// The identity of each file when it was hashed.
+        identities: &'a HashMap<String, FileKey>,
+    },
+    /// The file served on `port` is not the one offered any more (it was replaced, changed, or
+    /// read shorter than offered): the client gets ABORT 1 (U7).
+    FileChanged {
+        /// The port.
+        port: u16,
+    },
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// `conn`'s outbox went from empty to not empty: write [`ServerDriver::unsent`] and report
+    /// [`Input::Written`]; when the socket is full, go on when it is writable, until the outbox
+    /// is empty.
+    Write {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Close the connection and forget it: everything owed was written, or the grace is over.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Stop reading this connection for now (C6, or it is being closed).
+    PauseReading {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Read this connection again.
+    ResumeReading {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Call `accept` again (after [`Input::AcceptFailed`]).
+    AcceptAgain,
+    /// Open `file` of the served folder for the transfer on `port`; when it cannot be opened or
+    /// its identity is not `identity` (the one its digest was taken from), report
+    /// [`Input::FileChanged`].
+    Serve {
+        /// The port.
+        port: u16,
+        /// The name in the served folder.
+        file: String,
+        /// The identity it had when hashed; `None` when unknown (then it is refused).
+        identity: Option<FileKey>,
+        /// The part size of the offer: no datagram of this transfer is larger than it and its
+        /// header.
+        part_size: u16,
+    },
+    /// Look whether the file served on `port` is still the one offered; if not, report
+    /// [`Input::FileChanged`].
+    CheckFile {
+        /// The port.
+        port: u16,
+    },
+    /// `port` has datagrams to send: take them with [`ServerDriver::poll_transmit`] until `None`
+    /// (when the socket is full, keep the ones taken and go on when it is writable).
+    Transmit {
+        /// The port.
+        port: u16,
+    },
+    /// The transfer on `port` is over: close its file. Datagrams already taken are still sent.
+    StopServing {
+        /// The port.
+        port: u16,
+    },
+    /// Something worth a log line.
+    Log(LogEvent),
+}
+
+/// What is owed to one connection.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Bytes>,
+    /// How much of the front buffer is already written.
+    front_done: usize,
+    /// The server closed it: it ends when the queue is empty or at this instant.
+    close_by: Option<Instant>,
+}
+
+/// A whole server. See the module documentation.
+#[derive(Debug)]
+pub struct ServerDriver {
+    chat: ChatServer,
+    endpoint: Endpoint,
+    outboxes: HashMap<ConnId, Outbox>,
+    /// Connections the server closed, by the end of their grace.
+    closing: BTreeSet<(Instant, ConnId)>,
+    identities: HashMap<String, FileKey>,
+    accept_retry: Option<Instant>,
+    out: VecDeque<Output>,
+}
+
+impl ServerDriver {
+    /// A server offering `catalogue` (identities follow with the first [`Input::Folder`]),
+    /// whose transfer tokens come from a generator seeded with `seed` (see [`ChatServer::new`]).
+    pub fn new(config: ServerConfig, catalogue: Catalogue, seed: u64) -> Self {
+        let endpoint = Endpoint::new(config.transfer_idle_timeout);
+        Self::from_parts(ChatServer::new(config, catalogue, seed), endpoint)
+    }
+
+    /// A driver around a chat server built by the caller (a test's own token source, say).
+    pub fn from_parts(chat: ChatServer, endpoint: Endpoint) -> Self {
+        Self {
+            chat,
+            endpoint,
+            outboxes: HashMap::new(),
+            closing: BTreeSet::new(),
+            identities: HashMap::new(),
+            accept_retry: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The chat server, for counts and tests.
+    pub fn chat(&self) -> &ChatServer {
+        &self.chat
+    }
+
+    /// How many transfers are being served.
+    pub fn transfers(&self) -> usize {
+        self.endpoint.len()
+    }
+
+    /// Connections the runtime still holds a socket for (closing ones included).
+    pub fn open_connections(&self) -> usize {
+        self.outboxes.len()
+    }
+
+    /// Something happened; then drain [`ServerDriver::poll_output`].
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::Accepted { conn, peer } => {
+                self.outboxes.insert(conn, Outbox::default());
+                self.chat
+                    .handle_input(now, ServerInput::Opened { conn, peer });
+            }
+            Input::AcceptFailed => {
+                self.accept_retry.get_or_insert(now + ACCEPT_RETRY);
+            }
+            Input::Received { conn, bytes } => {
+                self.chat
+                    .handle_input(now, ServerInput::Received { conn, bytes });
+            }
+            Input::Written { conn, len } => self.on_written(now, conn, len),
+            Input::PeerClosed { conn } => {
+                if self.outboxes.remove(&conn).is_some() {
+                    self.closing.retain(|&(_, c)| c != conn);
+                    self.chat.handle_input(now, ServerInput::Closed { conn });
+                    self.out.push_back(Output::Close { conn });
+                }
+            }
+            Input::Datagram { port, from, bytes } => {
+                self.endpoint
+                    .handle_input(now, port, SenderInput::Datagram { from, bytes });
+            }
+            Input::PortUnavailable { port } => {
+                self.chat
+                    .handle_input(now, ServerInput::PortUnavailable { port });
+            }
+            Input::Folder {
+                catalogue,
+                identities,
+            } => {
+                self.identities.clone_from(identities);
+                self.chat
+                    .handle_input(now, ServerInput::Catalogue(catalogue));
+            }
+            Input::FileChanged { port } => {
+                self.endpoint
+                    .handle_input(now, port, SenderInput::FileChanged);
+            }
+        }
+        self.collect(now);
+    }
+
+    /// The next thing to do, or `None` when there is nothing (call until `None`).
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`ServerDriver::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let closing = self.closing.first().map(|&(at, _)| at);
+        [
+            self.chat.poll_timeout(),
+            self.endpoint.poll_timeout(),
+            closing,
+            self.accept_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The time has come: name timeouts, read pauses, idle transfers, close graces, accept.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.chat.poll_timeout().is_some_and(|at| at <= now) {
+            self.chat.handle_timeout(now);
+        }
+        if self.endpoint.poll_timeout().is_some_and(|at| at <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        while let Some(&(at, conn)) = self.closing.first() {
+            if at > now {
+                break;
+            }
+            self.closing.remove(&(at, conn));
+            if self.outboxes.remove(&conn).is_some() {
+                self.out.push_back(Output::Close { conn });
+            }
+        }
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            self.out.push_back(Output::AcceptAgain);
+        }
+        self.collect(now);
+    }
+
+    /// What is owed to `conn`, oldest first, at most [`MAX_WRITE_BUFFERS`] buffers: write them
+    /// (a vectored write) and report [`Input::Written`]. Shared buffers, lent, not copied.
+    pub fn unsent(&self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
+        let outbox = self.outboxes.get(&conn);
+        let front_done = outbox.map_or(0, |o| o.front_done);
+        outbox
+            .into_iter()
+            .flat_map(|o| o.queue.iter())
+            .take(MAX_WRITE_BUFFERS)
+            .enumerate()
+            .map(move |(i, b)| if i == 0 { &b[front_done..] } else { &b[..] })
+    }
+
+    /// Whether `conn` has bytes owed.
+    pub fn has_unsent(&self, conn: ConnId) -> bool {
+        self.outboxes
+            .get(&conn)
+            .is_some_and(|o| !o.queue.is_empty())
+    }
+
+    /// The next datagram to send on `port` (after [`Output::Transmit`]), or `None`.
+    pub fn poll_transmit(&mut self, now: Instant, port: u16) -> Option<Transmit> {
+        let transmit = self.endpoint.poll_transmit(port);
+        if transmit.is_none() {
+            // The transfer may have ended just now: its end frees the port in the chat server.
+            self.collect(now);
+        }
+        transmit
+    }
+
+    fn on_written(&mut self, now: Instant, conn: ConnId, mut len: usize) {
+        let Some(outbox) = self.outboxes.get_mut(&conn) else {
+            return;
+        };
+        let written = len;
+        while len > 0 {
+            let Some(front) = outbox.queue.front() else {
+                break;
+            };
+            let left = front.len() - outbox.front_done;
+            if len >= left {
+                len -= left;
+                outbox.queue.pop_front();
+                outbox.front_done = 0;
+            } else {
+                outbox.front_done += len;
+                len = 0;
+            }
+        }
+        if outbox.queue.is_empty()
+            && let Some(at) = outbox.close_by
+        {
+            self.closing.remove(&(at, conn));
+            self.outboxes.remove(&conn);
+            self.out.push_back(Output::Close { conn });
+            return;
+        }
+        self.chat
+            .handle_input(now, ServerInput::Sent { conn, len: written });
+    }
+
+    /// Moves what the chat server and the endpoint asked for into the driver's outputs.
+    fn collect(&mut self, now: Instant) {
+        loop {
+            let chat = self.collect_chat(now);
+            let endpoint = self.collect_endpoint(now);
+            if !chat && !endpoint {
+                return;
+            }
+        }
+    }
+
+    fn collect_chat(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(output) = self.chat.poll_output() {
+            any = true;
+            self.on_chat_output(now, output);
+        }
+        any
+    }
+
+    fn on_chat_output(&mut self, now: Instant, output: ServerOutput) {
+        match output {
+            ServerOutput::Send { conn, bytes } => {
+                let Some(outbox) = self.outboxes.get_mut(&conn) else {
+                    return;
+                };
+                if outbox.close_by.is_some() {
+                    return;
+                }
+                let was_empty = outbox.queue.is_empty();
+                outbox.queue.push_back(bytes);
+                if was_empty {
+                    self.out.push_back(Output::Write { conn });
+                }
+            }
+            ServerOutput::Close { conn } => {
+                let Some(outbox) = self.outboxes.get_mut(&conn) else {
+                    return;
+                };
+                if outbox.close_by.is_some() {
+                    return;
+                }
+                self.out.push_back(Output::PauseReading { conn });
+                if outbox.queue.is_empty() {
+                    self.outboxes.remove(&conn);
+                    self.out.push_back(Output::Close { conn });
+                } else {
+                    let at = now + CLOSE_GRACE;
+                    outbox.close_by = Some(at);
+                    self.closing.insert((at, conn));
+                }
+            }
+            ServerOutput::StartTransfer(offer) => {
+                self.endpoint.start(now, &offer);
+                self.out.push_back(Output::Log(LogEvent::TransferStarted {
+                    port: offer.port,
+                    transfer_id: offer.transfer_id,
+                    file: offer.file.clone(),
+                }));
+                self.out.push_back(Output::Serve {
+                    port: offer.port,
+                    identity: self.identities.get(&offer.file).copied(),
+                    part_size: offer.part_size,
+                    file: offer.offer.file,
+                });
+            }
+            ServerOutput::PauseReading { conn } => {
+                self.out.push_back(Output::PauseReading { conn });
+            }
+            ServerOutput::ResumeReading { conn } => {
+                if self
+                    .outboxes
+                    .get(&conn)
+                    .is_some_and(|o| o.close_by.is_none())
+                {
+                    self.out.push_back(Output::ResumeReading { conn });
+                }
+            }
+            ServerOutput::Log(event) => self.out.push_back(Output::Log(event)),
+        }
+    }
+
+    fn collect_endpoint(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(event) = self.endpoint.poll_event() {
+            any = true;
+            match event {
+                EndpointEvent::Transmit { port } => self.out.push_back(Output::Transmit { port }),
+                EndpointEvent::CheckFile { port } => {
+                    self.out.push_back(Output::CheckFile { port });
+                }
+                EndpointEvent::Ended { port, end } => {
+                    self.out.push_back(Output::StopServing { port });
+                    self.out
+                        .push_back(Output::Log(LogEvent::TransferEnded { port, end }));
+                    self.chat
+                        .handle_input(now, ServerInput::TransferEnded { port });
+                }
+            }
+        }
+        any
+    }
+}

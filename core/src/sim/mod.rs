@@ -11,6 +11,7 @@
 
 pub mod link;
 pub mod rng;
+pub mod system;
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::cmp::Reverse;
@@ -22,7 +23,7 @@ use crate::transfer::receiver::{
     DEFAULT_GIVE_UP_AFTER, Progress, Receiver, ReceiverConfig, ReceiverState, TransferError,
 };
 use crate::transfer::sender::{
-    DEFAULT_IDLE_TIMEOUT, Sender, SenderConfig, SenderEnd, SenderOutput,
+    DEFAULT_IDLE_TIMEOUT, Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput,
 };
 use crate::wire::datagram::{self, PART_HEADER_LEN};
 pub use link::{GilbertElliott, LinkConfig, LinkStats};
@@ -376,7 +377,13 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                 continue;
             }
             if ev.to_sender {
-                flow.sender.handle_datagram(now, flow.client, &ev.bytes);
+                flow.sender.handle_input(
+                    now,
+                    SenderInput::Datagram {
+                        from: flow.client,
+                        bytes: &ev.bytes,
+                    },
+                );
             } else if let Some(rx) = flow.receiver.as_mut()
                 && let Some(acc) = rx.handle_datagram(now, &ev.bytes)
             {

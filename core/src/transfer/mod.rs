@@ -11,6 +11,16 @@
 //!
 //! Everything takes time as an argument; timers are `poll_timeout` / `handle_timeout`.
 //!
+//! Spec: `docs/PROTOCOL.md` [§2] (Downloads over UDP), chiefly [§2.2] (Datagrams: the server's
+//! rules), [§2.3] (The client's side of a download), [§2.4] (Resume) and [§2.6] (Timeouts and how a
+//! transfer ends).
+//!
+//! [§2]: ../../../docs/PROTOCOL.md#2-downloads-over-udp
+//! [§2.2]: ../../../docs/PROTOCOL.md#22-datagrams
+//! [§2.3]: ../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
+//! [§2.4]: ../../../docs/PROTOCOL.md#24-resume
+//! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
+//!
 //! Runtime loop, client side (every input and timeout is followed by the same drain):
 //!
 //! ```text
@@ -24,6 +34,7 @@
 //! ```
 
 pub mod congestion;
+pub mod endpoint;
 pub mod pacing;
 pub mod parts;
 pub mod receiver;
@@ -35,4 +46,4 @@ pub use parts::ResumeError;
 pub use receiver::{
     Accept, Progress, Receiver, ReceiverConfig, ReceiverEvent, ReceiverState, TransferError,
 };
-pub use sender::{Sender, SenderConfig, SenderEnd, SenderOutput};
+pub use sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};

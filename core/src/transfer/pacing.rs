@@ -10,6 +10,12 @@
 //! [`QUANTUM`] (1 ms) of data at the pacing rate, at least one part and at most a quarter of the
 //! window, and never more than a REQUEST may carry (256 parts, 2 MiB). At 100 Mbit/s and 1200-byte
 //! parts that is ~10 parts per request, at 1 Gbit/s ~100.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.3] (The client's side of a download: "requests go out paced") and
+//! [§2.2] (Datagrams: the per-request limits).
+//!
+//! [§2.3]: ../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
+//! [§2.2]: ../../../docs/PROTOCOL.md#22-datagrams
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +49,7 @@ impl Pacer {
         self.next
     }
 
+    /// Whether a request may go out at `now`: no slot is scheduled, or its time has come.
     pub fn can_send(&self, now: Instant) -> bool {
         self.next.is_none_or(|t| now >= t)
     }

@@ -3,11 +3,17 @@
 //! The resume record is what a client keeps beside its `.part` file so an interrupted download
 //! asks only for the missing parts. It names the offer it belongs to (BLAKE3 digest, size,
 //! part size) so a record from another version of the file, or another part size, is refused
-//! instead of silently mixing two files' bytes (PROTOCOL.md 2.3, TEST-CATALOGUE U6).
+//! instead of silently mixing two files' bytes (PROTOCOL.md 2.4, TEST-CATALOGUE U6).
 //!
 //! Record layout (big-endian): magic `NTRS`, version u8 = 1, digest (32 bytes), size u64, part_size u16,
 //! bitmap (ceil(n_parts / 8) bytes, part i is bit `i % 8` of byte `i / 8`), then a CRC32C of
 //! everything before it, so a torn write of the side-car is detected.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.4] (Resume: the record) and [§2.1] (The offer: part numbering and
+//! lengths).
+//!
+//! [§2.4]: ../../../docs/PROTOCOL.md#24-resume
+//! [§2.1]: ../../../docs/PROTOCOL.md#21-the-offer
 
 use thiserror::Error;
 
@@ -18,7 +24,9 @@ const RECORD_HEADER: usize = 4 + 1 + 32 + 8 + 2;
 /// The geometry of an offer: how many parts and how big each one is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
+    /// The file's length in bytes, from the offer.
     pub size: u64,
+    /// Payload bytes of every part but the last; at least 1 when built with [`Layout::new`].
     pub part_size: u16,
 }
 
@@ -59,14 +67,21 @@ impl Layout {
 /// Why a saved resume record cannot be used for this offer.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ResumeError {
+    /// Shorter than a header and CRC, or not the length the offer's bitmap needs; carries the
+    /// record's length in bytes.
     #[error("resume record is truncated or has the wrong length ({0} bytes)")]
     BadLength(usize),
+    /// Does not start with `NTRS`.
     #[error("not a natter resume record (bad magic)")]
     BadMagic,
+    /// A version byte other than 1; carries the version found.
     #[error("resume record version {0} is not supported")]
     UnsupportedVersion(u8),
+    /// The trailing CRC32C does not match: a torn or damaged write.
     #[error("resume record is corrupt (checksum mismatch)")]
     Corrupt,
+    /// A sound record, but for another offer: digest, size or part size differ (PROTOCOL 2.4,
+    /// "Implementation note"). The download starts from scratch.
     #[error(
         "resume record belongs to another version of the file (digest, size or part size differ)"
     )]
@@ -95,10 +110,12 @@ impl PartMap {
         }
     }
 
+    /// The offer geometry this map was built for.
     pub fn layout(&self) -> Layout {
         self.layout
     }
 
+    /// How many parts the file has; see [`Layout::n_parts`].
     pub fn n_parts(&self) -> u32 {
         self.layout.n_parts()
     }
@@ -108,10 +125,12 @@ impl PartMap {
         self.count
     }
 
+    /// Whether every part has arrived (true at once for an empty file).
     pub fn is_complete(&self) -> bool {
         self.count == self.n_parts()
     }
 
+    /// Whether `part` has arrived; false for an index past the end.
     pub fn has(&self, part: u32) -> bool {
         part < self.n_parts() && self.bits[(part / 8) as usize] & (1 << (part % 8)) != 0
     }

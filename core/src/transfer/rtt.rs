@@ -7,6 +7,11 @@
 //! The PTO deliberately has no 1-second floor (RFC 6298 has one; RFC 9002 does not): on a 2 ms path
 //! a lost tail would otherwise stall the download for 500 round trips. Exponential backoff keeps
 //! repeated timeouts (a blackholed path) from flooding.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.3] (The client's side of a download: loss after 9/8 × max(srtt,
+//! latest RTT), probe timeout srtt + 4·rttvar, doubling, capped at 2 s).
+//!
+//! [§2.3]: ../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
 
 use std::time::Duration;
 
@@ -54,22 +59,30 @@ impl RttEstimator {
         }
     }
 
+    /// Whether at least one sample arrived; until then every estimate is derived from
+    /// [`INITIAL_RTT`].
     pub fn has_sample(&self) -> bool {
         self.smoothed.is_some()
     }
 
+    /// The smoothed RTT (srtt, an EWMA with weight 1/8), or [`INITIAL_RTT`] before any sample.
     pub fn smoothed(&self) -> Duration {
         self.smoothed.unwrap_or(INITIAL_RTT)
     }
 
+    /// The most recent sample ([`INITIAL_RTT`] before any); the loss threshold uses it so a sudden
+    /// rise in delay is not taken for loss.
     pub fn latest(&self) -> Duration {
         self.latest
     }
 
+    /// The smallest sample seen so far ([`INITIAL_RTT`] before any): the path's propagation delay
+    /// as best known. A delivery-rate sample over a shorter interval is not taken.
     pub fn min(&self) -> Duration {
         self.min
     }
 
+    /// The RTT variation (rttvar, an EWMA of |srtt - sample| with weight 1/4); it sizes the PTO.
     pub fn var(&self) -> Duration {
         self.var
     }

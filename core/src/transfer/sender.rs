@@ -10,6 +10,12 @@
 //! The sender does not read the file: [`SenderOutput::SendPart`] says which bytes to send and the
 //! runtime `pread`s them straight into its datagram buffer and calls
 //! [`crate::wire::datagram::seal_part`], so the payload is copied once, kernel to buffer.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: tokens and addresses, `req_seq`, per-request limits)
+//! and [§2.6] (Timeouts and how a transfer ends).
+//!
+//! [§2.2]: ../../../docs/PROTOCOL.md#22-datagrams
+//! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;
@@ -20,18 +26,23 @@ use crate::wire::datagram::{
     self, AbortCode, Datagram, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD,
 };
 
-/// The default idle timeout (PROTOCOL.md 2.1): the port is freed when no valid request arrived
+/// The default idle timeout (PROTOCOL.md 2.6): the port is freed when no valid request arrived
 /// for this long, counted from the offer.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the sender needs to know about the offer.
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
+    /// The transfer's token from the offer; a datagram carrying any other is dropped (U2).
     pub token: u64,
     /// The IP address of the TCP connection that received the offer.
     pub peer_ip: IpAddr,
+    /// The served file's length in bytes, as offered; a range past its last part gets ABORT 2.
     pub size: u64,
+    /// Payload bytes per part, as offered (already clamped to 512..=65000 by the chat server).
     pub part_size: u16,
+    /// How long the transfer lives without a valid REQUEST before it ends with ABORT 3
+    /// ([`DEFAULT_IDLE_TIMEOUT`] unless configured).
     pub idle_timeout: Duration,
 }
 
@@ -46,20 +57,55 @@ pub enum SenderEnd {
     TimedOut,
 }
 
+/// Something that happened to one transfer, server side.
+#[derive(Debug, Clone, Copy)]
+pub enum SenderInput<'a> {
+    /// A datagram arrived on the transfer's port from `from`.
+    Datagram {
+        /// The datagram's source address, checked against the offer's IP and the locked peer.
+        from: SocketAddr,
+        /// The whole datagram as received, header included; unparsed and untrusted.
+        bytes: &'a [u8],
+    },
+    /// The served file is no longer the one offered (edited, replaced, removed, or shorter than
+    /// offered when read): tell the client (ABORT 1) and end (U7).
+    FileChanged,
+}
+
+impl std::fmt::Display for SenderEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SenderEnd::Finished => write!(f, "the client finished"),
+            SenderEnd::Aborted(code) => write!(f, "aborted ({code})"),
+            SenderEnd::TimedOut => write!(f, "no valid request within the idle timeout"),
+        }
+    }
+}
+
 /// What the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderOutput {
     /// Read `len` bytes at `offset` into `buf[PART_HEADER_LEN..]`, call
     /// `seal_part(buf, token, req_seq, part, len)` and send the result to `to`.
     SendPart {
+        /// The client's address, locked by the first valid REQUEST.
         to: SocketAddr,
+        /// The `req_seq` of the REQUEST this part answers, echoed in the PART.
         req_seq: u32,
+        /// The part index.
         part: u32,
+        /// Where the part starts in the served file, in bytes (`part * part_size`).
         offset: u64,
+        /// The payload length in bytes: `part_size`, or less for the last part.
         len: usize,
     },
     /// Send these bytes (ABORT; rare, so an allocation is fine).
-    SendDatagram { to: SocketAddr, bytes: Vec<u8> },
+    SendDatagram {
+        /// The client's address, locked by the first valid REQUEST.
+        to: SocketAddr,
+        /// The encoded datagram, ready to send.
+        bytes: Vec<u8>,
+    },
     /// The transfer is over; free the port. Emitted exactly once, last.
     Done(SenderEnd),
 }
@@ -67,9 +113,14 @@ pub enum SenderOutput {
 /// Counters for logs and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SenderStats {
+    /// REQUESTs accepted: fresh `req_seq`, every range inside the file.
     pub requests_answered: u64,
+    /// REQUESTs ignored because their `req_seq` was not newer than the last answered (U3).
     pub requests_ignored: u64,
+    /// [`SenderOutput::SendPart`] orders handed out.
     pub parts_sent: u64,
+    /// Datagrams dropped without a reply: wrong source address, unparsable, wrong token, or a
+    /// kind a client never sends (PART, ABORT).
     pub dropped: u64,
 }
 
@@ -107,6 +158,7 @@ impl Sender {
         }
     }
 
+    /// The counters so far.
     pub fn stats(&self) -> SenderStats {
         self.stats
     }
@@ -116,8 +168,19 @@ impl Sender {
         self.peer
     }
 
-    /// A datagram arrived on the transfer's port from `from`.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
+    /// Something happened: a datagram arrived, or the file changed.
+    pub fn handle_input(&mut self, now: Instant, input: SenderInput<'_>) {
+        match input {
+            SenderInput::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
+            SenderInput::FileChanged => {
+                if self.end.is_none() {
+                    self.abort_with(AbortCode::FileChanged, "the file changed on the server");
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, now: Instant, from: SocketAddr, buf: &[u8]) {
         if self.end.is_some() {
             return;
         }
@@ -201,13 +264,6 @@ impl Sender {
         });
     }
 
-    /// The runtime noticed the file changed on disk: tell the client (ABORT 1) and end.
-    pub fn file_changed(&mut self) {
-        if self.end.is_none() {
-            self.abort_with(AbortCode::FileChanged, "the file changed on the server");
-        }
-    }
-
     /// The next thing to do; call until `None`.
     pub fn poll_output(&mut self) -> Option<SenderOutput> {
         if let Some((to, bytes)) = self.abort.take() {
@@ -247,6 +303,8 @@ impl Sender {
         }
     }
 
+    /// Ends the transfer with ABORT 3 (sent only if a client address is known) when the idle
+    /// deadline has passed; does nothing earlier.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.end.is_none() && now >= self.deadline {
             self.abort_with(
@@ -254,6 +312,17 @@ impl Sender {
                 "no valid request within the idle timeout",
             );
         }
+    }
+
+    /// Whether [`Sender::poll_output`] has something now.
+    pub fn has_output(&self) -> bool {
+        if self.abort.is_some() {
+            return true;
+        }
+        if self.end.is_some() {
+            return !self.done_emitted;
+        }
+        self.peer.is_some() && !self.pending.is_empty()
     }
 
     /// True once [`SenderOutput::Done`] has been emitted.

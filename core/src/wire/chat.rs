@@ -5,6 +5,13 @@
 //! returns a [`LineError`] that says, in words a person understands, what was wrong: the server
 //! sends that text back as `ERROR <reason>`, so the messages double as usage hints.
 //!
+//! Spec: `docs/PROTOCOL.md` [§1.2] (What a client sends), [§1.3] (What the server sends) and [§2.1]
+//! (The offer: the `UDP` line).
+//!
+//! [§1.2]: ../../../docs/PROTOCOL.md#12-what-a-client-sends
+//! [§1.3]: ../../../docs/PROTOCOL.md#13-what-the-server-sends
+//! [§2.1]: ../../../docs/PROTOCOL.md#21-the-offer
+//!
 //! The name line (the first line a client sends) is not a [`ClientLine`]: what it means depends on
 //! the connection's state, so the server validates it with [`crate::chat::names`] instead.
 
@@ -21,19 +28,36 @@ use nom::{
 pub enum LineError {
     /// C0 (other than TAB), DEL or C1 inside a line: it could forge lines on a terminal.
     #[error("control character U+{code:04X} at byte {at} is not allowed in a line")]
-    ControlChar { code: u32, at: usize },
+    ControlChar {
+        /// The offending character's Unicode scalar value, shown as `U+XXXX`.
+        code: u32,
+        /// Its byte offset in the line (terminator excluded), so the sender can find it.
+        at: usize,
+    },
     /// `download_file` without a usable file name or with a bad part size.
     #[error("usage: download_file <file> [<part_size>] ({problem})")]
-    DownloadUsage { problem: &'static str },
+    DownloadUsage {
+        /// What was wrong: `no file name`, `too many words` or `part size is not a number`.
+        problem: &'static str,
+    },
     /// `~` without a name, or without text after the name.
     #[error("usage: ~<name> <text> ({problem})")]
-    PrivateUsage { problem: &'static str },
+    PrivateUsage {
+        /// What was wrong: `no name` or `no text after the name`.
+        problem: &'static str,
+    },
     /// A server line whose first word names no known kind, or that does not fit its kind.
     #[error("unrecognised server line ({problem})")]
-    UnknownServerLine { problem: &'static str },
+    UnknownServerLine {
+        /// Which rule of PROTOCOL 1.3 the line broke, for the client's report.
+        problem: &'static str,
+    },
     /// A `UDP` offer line whose fields do not parse.
     #[error("malformed UDP offer ({problem})")]
-    BadOffer { problem: &'static str },
+    BadOffer {
+        /// The expected field layout, or which field failed to parse.
+        problem: &'static str,
+    },
 }
 
 /// Is `c` one of the characters PROTOCOL 1.2 forbids inside a line (C0 but TAB, DEL, C1)?
@@ -62,11 +86,18 @@ pub enum ClientLine {
     /// `download_file <file> [<part_size>]`. The part size is the client's wish, before clamping;
     /// numbers too large for a `u32` saturate (they are clamped to 65000 later anyway).
     Download {
+        /// The requested file name, one word; only a key into the catalogue, never a path (S1).
         file: String,
+        /// The wished part size in payload bytes, `None` for the default (1200).
         part_size: Option<u32>,
     },
     /// `~<name> <text>`.
-    Private { to: String, text: String },
+    Private {
+        /// The recipient's name as typed; the server looks it up ignoring case.
+        to: String,
+        /// The message: everything after the first space, never empty.
+        text: String,
+    },
     /// `{quit}`.
     Quit,
     /// An empty line: does nothing.
@@ -187,12 +218,21 @@ fn parse_private(rest: &str) -> Result<ClientLine, LineError> {
 /// file name is safe to write is the client's decision ([`crate::chat::client`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpOffer {
+    /// The UDP port that serves this transfer (from the server's pool, 55000..=55015 by default);
+    /// a client refuses 0 (S3).
     pub port: u16,
+    /// How many offers the server made before this one, counting from 0.
     pub transfer_id: u64,
+    /// The file name exactly as on offer; unchecked here (S3 is the client's job).
     pub file: String,
+    /// The file's length in bytes.
     pub size: u64,
+    /// Payload bytes of every part but the last; a server clamps it to 512..=65000, a client
+    /// refuses 0 (S3).
     pub part_size: u16,
+    /// BLAKE3 digest of the whole file; on the wire as 64 lowercase hex digits.
     pub blake3: [u8; 32],
+    /// The transfer's secret, in every datagram header; 16 lowercase hex digits on the wire.
     pub token: u64,
 }
 
@@ -210,11 +250,26 @@ pub enum ServerLine {
     /// `<name> left the chat...`
     Left(String),
     /// `<name>: <text>`
-    Public { from: String, text: String },
+    Public {
+        /// The sender's name.
+        from: String,
+        /// The message as the sender typed it.
+        text: String,
+    },
     /// `<name>: (PRIVATE) <text>`
-    Private { from: String, text: String },
+    Private {
+        /// The sender's name.
+        from: String,
+        /// The message, without the `(PRIVATE) ` mark.
+        text: String,
+    },
     /// `from you to <name>: (PRIVATE) <text>`
-    PrivateEcho { to: String, text: String },
+    PrivateEcho {
+        /// The recipient's name as its holder registered it (not as the sender typed it).
+        to: String,
+        /// The message, without the `(PRIVATE) ` mark.
+        text: String,
+    },
     /// `ERROR <reason>`
     Error(String),
 }

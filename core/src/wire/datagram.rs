@@ -5,6 +5,12 @@
 //! the datagram) so the receive path never copies. Encoding writes into a buffer the caller owns so
 //! the runtime decides about memory and batching; for PART the runtime first `pread`s the payload
 //! into place and then [`seal_part`] writes the header and checksum around it (zero copies).
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: layouts, integrity, drop rules) and [§5]
+//! (Versioning: the version byte).
+//!
+//! [§2.2]: ../../../docs/PROTOCOL.md#22-datagrams
+//! [§5]: ../../../docs/PROTOCOL.md#5-versioning
 
 use nom::Parser;
 use nom::bytes::complete::tag;
@@ -15,6 +21,9 @@ use thiserror::Error;
 pub const HEADER_LEN: usize = 12;
 /// Bytes of a PART before its payload: header + req_seq u32 + part u32 + size u16 + crc32c u32.
 pub const PART_HEADER_LEN: usize = 26;
+/// The largest datagram natter sends: a part of the largest size a server grants (65000 bytes)
+/// and its header.
+pub const MAX_DATAGRAM: usize = PART_HEADER_LEN + 65_000;
 /// Bytes of a REQUEST before its ranges: header + req_seq u32 + count u16.
 pub const REQUEST_HEADER_LEN: usize = 18;
 /// Bytes of one REQUEST range: first u32 + last u32.
@@ -40,9 +49,17 @@ const CRC_AT: usize = 22;
 /// One parsed datagram, borrowing from the bytes it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Datagram<'a> {
+    /// Kind 1, client to server: parts wanted.
     Request(Request),
+    /// Kind 2, server to client: one part's payload, CRC already verified.
     Part(Part<'a>),
-    Finished { token: u64 },
+    /// Kind 3, client to server: the download is complete and verified; the server frees the port.
+    /// The header alone, 12 bytes exactly.
+    Finished {
+        /// The transfer's token, from the offer.
+        token: u64,
+    },
+    /// Kind 4, server to client: the transfer is over.
     Abort(Abort<'a>),
 }
 
@@ -61,7 +78,10 @@ impl Datagram<'_> {
 /// Client to server: "answer request `req_seq` with these inclusive part ranges".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// The transfer's token, from the offer; anything else is ignored by the server (U2).
     pub token: u64,
+    /// The client's request number: +1 per new REQUEST, same for an identical copy. The server
+    /// answers only a `req_seq` greater than the last one it answered (U3).
     pub req_seq: u32,
     /// Inclusive `(first, last)` part indices, `first <= last` guaranteed by the parser.
     pub ranges: Vec<(u32, u32)>,
@@ -70,18 +90,25 @@ pub struct Request {
 /// Server to client: one part's payload. The CRC has already been checked when this exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part<'a> {
+    /// The transfer's token, from the offer.
     pub token: u64,
     /// Echo of the REQUEST that asked for this part (the client's RTT sample key).
     pub req_seq: u32,
+    /// The part index, from 0; its payload starts at byte `part * part_size` of the file.
     pub part: u32,
+    /// The payload, borrowed from the datagram; its length matched the `size` field.
     pub data: &'a [u8],
 }
 
 /// Server to client: the transfer is over, with a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Abort<'a> {
+    /// The transfer's token, from the offer.
     pub token: u64,
+    /// Why the transfer ended; unknown codes are kept as [`AbortCode::Other`].
     pub code: AbortCode,
+    /// Text meant for a person, borrowed from the datagram. Valid UTF-8 but untrusted: a client
+    /// truncates it and escapes controls before showing it.
     pub reason: &'a str,
 }
 
@@ -136,26 +163,52 @@ impl std::fmt::Display for AbortCode {
 /// Why a datagram was rejected. Every one of these means "drop it as if it were lost".
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DatagramError {
+    /// Shorter than its header or its fixed fields; carries the datagram's length in bytes.
     #[error("datagram too short: {0} bytes")]
     Truncated(usize),
+    /// The first two bytes are not `NT`: not a natter datagram.
     #[error("not a natter datagram (bad magic)")]
     BadMagic,
+    /// A version byte other than 1 (PROTOCOL 5); carries the version found.
     #[error("unsupported natter datagram version {0}")]
     BadVersion(u8),
+    /// A kind byte other than 1 to 4; carries the kind found.
     #[error("unknown datagram kind {0}")]
     UnknownKind(u8),
+    /// A PART whose `size` field disagrees with the payload that arrived.
     #[error("PART size field says {declared} bytes but {actual} payload bytes arrived")]
-    SizeMismatch { declared: usize, actual: usize },
+    SizeMismatch {
+        /// The payload length the `size` field claims, in bytes.
+        declared: usize,
+        /// The payload bytes actually present after the PART header.
+        actual: usize,
+    },
+    /// A PART whose CRC32C does not match: corrupted on the way.
     #[error("PART checksum (CRC32C) does not match: the datagram was corrupted")]
     BadCrc,
+    /// A REQUEST whose `count` is above [`MAX_PARTS_PER_REQUEST`]; carries the count.
     #[error("REQUEST has {0} ranges, more than the limit of 256")]
     TooManyRanges(usize),
+    /// A REQUEST whose length is not `18 + 8 * count`.
     #[error("REQUEST says {count} ranges but carries {bytes} bytes of ranges")]
-    RangeCountMismatch { count: usize, bytes: usize },
+    RangeCountMismatch {
+        /// The `count` field.
+        count: usize,
+        /// The bytes that follow the REQUEST header (should be `8 * count`).
+        bytes: usize,
+    },
+    /// A REQUEST range with `first > last`.
     #[error("REQUEST range {first}-{last} is backwards")]
-    InvertedRange { first: u32, last: u32 },
+    InvertedRange {
+        /// The range's `first` part index.
+        first: u32,
+        /// The range's `last` part index, smaller than `first`.
+        last: u32,
+    },
+    /// A FINISHED with bytes after its 12-byte header; carries how many.
     #[error("FINISHED datagram has {0} unexpected trailing bytes")]
     TrailingBytes(usize),
+    /// An ABORT whose reason text is not UTF-8.
     #[error("ABORT reason is not valid UTF-8")]
     InvalidReason,
 }

@@ -1,4 +1,4 @@
-//! Line framing for the chat protocol (PROTOCOL.md 1, "Conventions" and 1.2).
+//! Line framing for the chat protocol (PROTOCOL.md 0, "Conventions" and 1.2).
 //!
 //! TCP delivers a byte stream in arbitrary chunks; the chat protocol is made of `\n`-terminated
 //! UTF-8 lines. [`LineFramer`] turns the one into the other and nothing more: it does not know
@@ -16,6 +16,12 @@
 //! (or use [`LineFramer::feed`] which does both). `push` only appends; the scanning happens in
 //! `next`, so the memory a framer holds is bounded by `MAX_LINE + 1` plus the last chunk pushed,
 //! provided the caller drains between pushes.
+//!
+//! Spec: `docs/PROTOCOL.md` [§0] (Conventions: what a line is) and [§1.5] (Limits and protection:
+//! the 4096-byte limit).
+//!
+//! [§0]: ../../../docs/PROTOCOL.md#0-conventions
+//! [§1.5]: ../../../docs/PROTOCOL.md#15-limits-and-protection
 
 /// The longest line the protocol accepts, in bytes, not counting the `\n` / `\r\n` terminator.
 pub const MAX_LINE: usize = 4096;

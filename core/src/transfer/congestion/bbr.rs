@@ -16,6 +16,11 @@
 //! RTT within 25% + 1 ms of min_rtt): losses with a full queue are congestion, and compensating for
 //! them would feed the queue. The compensation is capped at 50% loss so that a broken path cannot
 //! make us send more than twice the useful rate.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.3] (The client's side of a download; this is the default
+//! controller).
+//!
+//! [§2.3]: ../../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -38,6 +43,8 @@ enum Mode {
     ProbeRtt { done_at: Option<Instant> },
 }
 
+/// The default controller ([`super::ControllerKind::Bbr`]): window and pacing rate from the
+/// bottleneck-bandwidth and min-RTT model described in the module documentation.
 #[derive(Debug)]
 pub struct Bbr {
     part: u64,
@@ -62,6 +69,9 @@ pub struct Bbr {
 }
 
 impl Bbr {
+    /// A controller in STARTUP for parts of `part_size` payload bytes, starting from
+    /// [`super::initial_window`] and no bandwidth estimate; until the first rate sample it paces
+    /// the initial window over the smoothed RTT at the startup gain.
     pub fn new(part_size: u16) -> Self {
         Bbr {
             part: u64::from(part_size.max(1)),

@@ -11,6 +11,11 @@
 //!   random loss as congestion and collapse at a few percent loss; this one keeps the link full.
 //! - [`newreno::NewReno`]: the classic loss-based AIMD, as a baseline and a conservative choice.
 //! - [`StopAndWait`]: one part in flight, the original design, for comparison tables only.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.3] (The client's side of a download: "a congestion controller sizes
+//! the window"). The wire does not depend on the choice: only the client runs a controller.
+//!
+//! [§2.3]: ../../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
@@ -41,6 +46,7 @@ pub fn initial_window(part_size: u16) -> u64 {
 /// One part arrived (the controller's "ack").
 #[derive(Debug, Clone, Copy)]
 pub struct Delivery {
+    /// When the part arrived.
     pub now: Instant,
     /// Payload bytes of the part.
     pub bytes: u64,
@@ -55,13 +61,18 @@ pub struct Delivery {
     pub round_start: bool,
     /// Bytes in flight after this delivery.
     pub in_flight: u64,
+    /// The smoothed RTT after this delivery's sample ([`crate::transfer::rtt::INITIAL_RTT`] until
+    /// the first one).
     pub srtt: Duration,
 }
 
 /// A delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation).
 #[derive(Debug, Clone, Copy)]
 pub struct RateSample {
+    /// Payload bytes delivered between the request of this part and its arrival.
     pub delivered: u64,
+    /// The time those bytes took: the longer of the send and the arrival spans, never shorter than
+    /// the minimum RTT (shorter samples are not taken).
     pub interval: Duration,
     /// The receiver was not using its whole window (nothing left to ask): the sample may be low.
     pub app_limited: bool,

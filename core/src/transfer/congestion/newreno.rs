@@ -3,11 +3,18 @@
 //!
 //! It reads every loss as congestion, so random loss keeps its window small; it is here as the
 //! conservative baseline and to show in the goodput table why the default is delivery-rate based.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.3] (The client's side of a download; NewReno is one of the
+//! controllers a client may run).
+//!
+//! [§2.3]: ../../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
 
 use std::time::{Duration, Instant};
 
 use super::{Controller, Delivery, initial_window};
 
+/// The loss-based controller ([`super::ControllerKind::NewReno`]): a byte window that grows in slow
+/// start, then by one part per round trip, and halves at most once per round trip of losses.
 #[derive(Debug)]
 pub struct NewReno {
     part: u64,
@@ -18,6 +25,8 @@ pub struct NewReno {
 }
 
 impl NewReno {
+    /// A controller in slow start for parts of `part_size` payload bytes, with the
+    /// [`super::initial_window`] and no slow-start threshold yet.
     pub fn new(part_size: u16) -> Self {
         NewReno {
             part: u64::from(part_size.max(1)),

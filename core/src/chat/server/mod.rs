@@ -1,0 +1,454 @@
+//! The chat server as a sans-IO state machine: all of PROTOCOL.md section 1, plus the bookkeeping
+//! of download offers (2.1) that the chat connection hands out.
+//!
+//! A runtime feeds [`ServerInput`]s to [`ChatServer::handle_input`], then drains
+//! [`ChatServer::poll_output`] until `None`, and arms a timer for [`ChatServer::poll_timeout`].
+//! The server never blocks, reads a clock or touches a socket.
+//!
+//! Three decisions shape this module:
+//! - **Fan-out is shared.** A public line is encoded once into [`Bytes`]; every recipient gets a
+//!   clone of the same buffer, so one line to a room of n costs one allocation, not n.
+//! - **Every connection's outgoing bytes are counted.** `queued` grows when the server emits a
+//!   `Send` and shrinks when the runtime reports `Sent`. Past `max_queued_bytes` the connection is
+//!   closed (C5): a client that does not read cannot make the server hold unbounded memory.
+//! - **Presence lines are snapshots, not history.** A presence line (`ALL ...`) that has not gone
+//!   out yet is replaced by a newer one (1.1): in the output queue a stale one is dropped, and for a
+//!   client whose socket is backed up (more than `presence_defer_bytes` unsent) the line is not
+//!   produced at all until its queue drains, and then reflects the room as it is at that moment.
+//!
+//! The server's jobs live in one file each. This one holds the types a runtime sees, the read
+//! pauses of flood protection (C6), and the dispatch of inputs, outputs, timeouts and of each
+//! client line to its command (`docs/PROTOCOL.md` section 1.2 "What a client sends"):
+//! - `admission`: opening connections under the caps, names and the name timeout, leaving;
+//! - `outbox`: queued-bytes accounting, slow-reader kicks, presence lines, send helpers;
+//! - `offers`: `download_file`, transfer counts, the token generator;
+//! - `ports`: the UDP port pool;
+//! - `log`: [`LogEvent`] and its `Display` forms.
+//!
+//! The rules themselves are specified in `docs/PROTOCOL.md`, sections 1.1 to 1.5 and 2.1.
+
+mod admission;
+mod log;
+mod offers;
+mod outbox;
+mod ports;
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_core::RngCore;
+
+use crate::chat::catalogue::Catalogue;
+use crate::chat::flood::InputBudget;
+use crate::chat::names::NameRegistry;
+use crate::wire::chat::{ClientLine, ServerLine};
+use crate::wire::line::{Framed, LineFramer, MAX_LINE};
+
+pub use self::log::{DisconnectReason, LogEvent, RefuseReason};
+pub use self::offers::TransferOffer;
+
+use self::offers::SeededTokens;
+use self::ports::PortPool;
+
+/// A connection, numbered by the runtime. Never reused while the server knows it.
+pub type ConnId = u64;
+
+/// The smallest and largest part size the server grants (PROTOCOL 2.1).
+pub const PART_SIZE_RANGE: RangeInclusive<u16> = 512..=65000;
+
+/// How many characters of an unknown user or file name an `ERROR` echoes back: enough to
+/// recognise it, short enough that the error line always fits the 4096-byte limit (S1).
+const ECHO_CHARS: usize = 64;
+
+/// Limits and defaults. Every number here is a policy a deployment may want to change.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Connections at once, named or not (C8).
+    pub max_connections: usize,
+    /// Connections at once from one IP address (C8).
+    pub max_per_ip: usize,
+    /// Above this many people, joins and leaves no longer send everyone a presence line (1.1).
+    pub presence_room_limit: usize,
+    /// Bytes handed to the runtime and not yet reported `Sent`, past which a connection is closed (C5).
+    pub max_queued_bytes: usize,
+    /// A client with more unsent bytes than this gets its presence line later, coalesced (1.1).
+    /// Below it the line goes out at once, right after the join or leave it follows; above it the
+    /// core keeps it until the client's queue drains (reported `Sent`), replacing it with every
+    /// newer one. The default, one line's worth (4096 bytes), means a client that reads keeps
+    /// that order, and one that lags holds at most one stale `ALL` line in a runtime's queue.
+    /// 0 is the strictest reading of 1.1 (no stale line queued at all, ever) at the cost of an
+    /// `ALL` line arriving after messages that were sent while it waited.
+    pub presence_defer_bytes: usize,
+    /// How long a new connection may take to send an acceptable name (C7).
+    pub name_timeout: Duration,
+    /// The UDP ports offers may use; the first free one is taken (2.1).
+    pub udp_ports: RangeInclusive<u16>,
+    /// Live transfers per client (2.2, U9).
+    pub max_transfers_per_client: usize,
+    /// A transfer whose client sent no valid request for this long is aborted (2.1, U8).
+    pub transfer_idle_timeout: Duration,
+    /// The part size when the client names none (2.1).
+    pub default_part_size: u16,
+    /// Bytes per second one connection may send, sustained; 0 for no limit (C6, see
+    /// [`crate::chat::flood`]).
+    pub max_input_rate: u32,
+    /// Bytes one connection may send at once above the rate.
+    pub input_burst: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            max_per_ip: 200,
+            presence_room_limit: 100,
+            max_queued_bytes: 1 << 20,
+            presence_defer_bytes: crate::wire::line::MAX_LINE,
+            name_timeout: Duration::from_secs(30),
+            udp_ports: 55000..=55015,
+            max_transfers_per_client: 4,
+            transfer_idle_timeout: crate::transfer::sender::DEFAULT_IDLE_TIMEOUT,
+            default_part_size: 1200,
+            // A person types a few bytes a second and pastes a few kilobytes; a script relaying
+            // a log may send more. 256 KiB/s per connection is far above both and still keeps
+            // one flooder from burying a room of a hundred (25 MB/s of fan-out).
+            max_input_rate: 256 * 1024,
+            input_burst: 1024 * 1024,
+        }
+    }
+}
+
+/// Something that happened at the edge.
+#[derive(Debug, Clone, Copy)]
+pub enum ServerInput<'a> {
+    /// A TCP connection was accepted.
+    Opened {
+        /// The id the runtime gave it.
+        conn: ConnId,
+        /// Its remote address.
+        peer: SocketAddr,
+    },
+    /// Bytes arrived on a connection.
+    Received {
+        /// The connection they arrived on.
+        conn: ConnId,
+        /// The bytes, as read (any chunking).
+        bytes: &'a [u8],
+    },
+    /// The runtime wrote `len` bytes of what it was given for `conn` to the kernel.
+    Sent {
+        /// The connection written to.
+        conn: ConnId,
+        /// How many bytes were written.
+        len: usize,
+    },
+    /// The peer closed, reset or errored. Leaves exactly like `{quit}` (1.2).
+    Closed {
+        /// The connection that ended.
+        conn: ConnId,
+    },
+    /// The UDP transfer on `port` is over (FINISHED, ABORT, idle timeout, bind failure).
+    TransferEnded {
+        /// The port the transfer was served on.
+        port: u16,
+    },
+    /// The runtime cannot use this UDP port (another program holds it): it is never offered.
+    PortUnavailable {
+        /// The port that could not be bound.
+        port: u16,
+    },
+    /// The served folder was read again: these are the files on offer from now on. Live
+    /// transfers are not affected; they hold their own copy of what was offered.
+    Catalogue(&'a Catalogue),
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerOutput {
+    /// Write these bytes to the connection (buffer shared between recipients).
+    Send {
+        /// The connection to write to.
+        conn: ConnId,
+        /// The bytes: one or more whole lines.
+        bytes: Bytes,
+    },
+    /// Close the connection after writing everything queued for it before this. The server has
+    /// already forgotten it: later inputs for this id are ignored.
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+    },
+    /// Bind `offer.port` and serve the transfer. Emitted before the `UDP ...` line's `Send`.
+    StartTransfer(TransferOffer),
+    /// Stop reading this connection: it sent more than its share (C6). Its bytes wait in the
+    /// kernel meanwhile, so its own TCP window closes and nobody else notices.
+    PauseReading {
+        /// The connection not to read.
+        conn: ConnId,
+    },
+    /// Read this connection again (its pause is over).
+    ResumeReading {
+        /// The connection to read again.
+        conn: ConnId,
+    },
+    /// Something worth a log line.
+    Log(LogEvent),
+}
+
+/// One TCP connection's state.
+#[derive(Debug)]
+struct Conn {
+    peer: SocketAddr,
+    framer: LineFramer,
+    /// `Some` once joined: the name as registered and the join sequence number (room order).
+    joined: Option<(String, u64)>,
+    /// The name deadline, while no name has been accepted.
+    deadline: Option<Instant>,
+    /// Bytes emitted as `Send` (or waiting in the output queue) and not yet reported `Sent`.
+    queued: usize,
+    /// Live transfers offered on this connection.
+    transfers: usize,
+    /// Generation of the newest presence line queued for this client; older ones are stale.
+    presence_gen: u64,
+    /// A presence line is owed but held back until this client's queue drains.
+    presence_deferred: bool,
+    /// What this connection may still send before its socket is read less (C6).
+    budget: InputBudget,
+}
+
+/// An output waiting in the server's queue.
+#[derive(Debug)]
+enum Pending {
+    Ready(ServerOutput),
+    /// A presence line, dropped at poll time if a newer one was queued for the same client.
+    Presence {
+        conn: ConnId,
+        generation: u64,
+        bytes: Bytes,
+    },
+}
+
+/// The chat server. See the module documentation.
+pub struct ChatServer {
+    config: ServerConfig,
+    catalogue: Catalogue,
+    rng: Box<dyn RngCore + Send>,
+    conns: HashMap<ConnId, Conn>,
+    per_ip: HashMap<IpAddr, usize>,
+    names: NameRegistry<ConnId>,
+    /// Joined clients by join sequence: iteration is join order (1.3).
+    room: BTreeMap<u64, ConnId>,
+    next_join_seq: u64,
+    name_deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Connections not read until then, because they sent more than their share (C6).
+    paused: BTreeSet<(Instant, ConnId)>,
+    /// UDP ports in use (and by whom) and the ones the runtime could not bind.
+    ports: PortPool,
+    next_transfer_id: u64,
+    out: VecDeque<Pending>,
+    /// Connections whose queue passed the bound, closed once the current input is handled.
+    to_kick: Vec<ConnId>,
+}
+
+impl fmt::Debug for ChatServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatServer")
+            .field("connections", &self.conns.len())
+            .field("joined", &self.room.len())
+            .field("ports_in_use", &self.ports.in_use())
+            .field("pending_outputs", &self.out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatServer {
+    /// A server whose tokens come from a BLAKE3-based generator seeded with `seed`. The runtime
+    /// should pass a seed from the OS random source; tests pass a constant to get fixed tokens.
+    pub fn new(config: ServerConfig, catalogue: Catalogue, seed: u64) -> Self {
+        Self::with_rng(config, catalogue, Box::new(SeededTokens::new(seed)))
+    }
+
+    /// A server drawing tokens from the caller's generator.
+    pub fn with_rng(
+        config: ServerConfig,
+        catalogue: Catalogue,
+        rng: Box<dyn RngCore + Send>,
+    ) -> Self {
+        let ports = PortPool::new(config.udp_ports.clone());
+        Self {
+            config,
+            catalogue,
+            rng,
+            conns: HashMap::new(),
+            per_ip: HashMap::new(),
+            names: NameRegistry::new(),
+            room: BTreeMap::new(),
+            next_join_seq: 0,
+            name_deadlines: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            ports,
+            next_transfer_id: 0,
+            out: VecDeque::new(),
+            to_kick: Vec::new(),
+        }
+    }
+
+    /// How many connections the server knows (named or not).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// How many clients have joined.
+    pub fn joined_count(&self) -> usize {
+        self.room.len()
+    }
+
+    /// Bytes emitted for `conn` and not yet reported `Sent` (0 for unknown connections).
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |c| c.queued)
+    }
+
+    /// Handles one input; then drain [`ChatServer::poll_output`].
+    pub fn handle_input(&mut self, now: Instant, input: ServerInput<'_>) {
+        match input {
+            ServerInput::Opened { conn, peer } => self.on_opened(now, conn, peer),
+            ServerInput::Received { conn, bytes } => self.on_received(now, conn, bytes),
+            ServerInput::Sent { conn, len } => self.on_sent(conn, len),
+            ServerInput::Closed { conn } => self.leave(conn, DisconnectReason::PeerClosed, false),
+            ServerInput::TransferEnded { port } => self.on_transfer_ended(port),
+            ServerInput::PortUnavailable { port } => self.ports.mark_unavailable(port),
+            ServerInput::Catalogue(catalogue) => self.catalogue = catalogue.clone(),
+        }
+        self.kick_slow_readers();
+    }
+
+    /// The next thing to do, or `None` when there is nothing (call until `None`).
+    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+        while let Some(pending) = self.out.pop_front() {
+            match pending {
+                Pending::Ready(output) => return Some(output),
+                Pending::Presence {
+                    conn,
+                    generation,
+                    bytes,
+                } => match self.conns.get_mut(&conn) {
+                    Some(c) if c.presence_gen == generation => {
+                        return Some(ServerOutput::Send { conn, bytes });
+                    }
+                    Some(c) => c.queued = c.queued.saturating_sub(bytes.len()),
+                    None => {}
+                },
+            }
+        }
+        None
+    }
+
+    /// When [`ChatServer::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let names = self.name_deadlines.first().map(|(at, _)| *at);
+        let pauses = self.paused.first().map(|(at, _)| *at);
+        names.into_iter().chain(pauses).min()
+    }
+
+    /// Closes connections that did not give a name in time (C7) and resumes reading the ones
+    /// whose pause is over (C6).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, conn)) = self.paused.first() {
+            if at > now {
+                break;
+            }
+            self.paused.remove(&(at, conn));
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            match c.budget.paused_until(now) {
+                Some(until) => {
+                    self.paused.insert((until, conn));
+                }
+                None => self.push(ServerOutput::ResumeReading { conn }),
+            }
+        }
+        self.expire_name_deadlines(now);
+        self.kick_slow_readers();
+    }
+
+    /// Bytes from a connection: charged to its input budget (C6), then handled line by line.
+    fn on_received(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.budget.spend(now, bytes.len());
+        let pause = c.budget.paused_until(now);
+        c.framer.push(bytes);
+        if let Some(until) = pause {
+            // It sent more than its share (C6): what it sent is still handled, the next read
+            // waits until the whole debt is paid back (a read that arrived while paused, already
+            // in flight, makes the pause longer).
+            let was_paused = self.paused.iter().find(|&&(_, p)| p == conn).copied();
+            match was_paused {
+                Some(entry) => {
+                    self.paused.remove(&entry);
+                }
+                None => self.push(ServerOutput::PauseReading { conn }),
+            }
+            self.paused.insert((until, conn));
+        }
+        loop {
+            // Re-fetch every time: handling a line may close this very connection.
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let Some(framed) = c.framer.next() else {
+                return;
+            };
+            match framed {
+                Framed::TooLong => {
+                    self.send_error(conn, &format!("line too long: at most {MAX_LINE} bytes"));
+                }
+                Framed::InvalidUtf8 => self.send_error(conn, "line is not valid UTF-8"),
+                Framed::Line(line) => {
+                    if c.joined.is_some() {
+                        self.on_command(conn, &line);
+                    } else {
+                        self.on_name(conn, &line);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Any line after the name (1.2).
+    fn on_command(&mut self, conn: ConnId, line: &str) {
+        let command = match ClientLine::parse(line) {
+            Ok(command) => command,
+            Err(e) => return self.send_error(conn, &e.to_string()),
+        };
+        match command {
+            ClientLine::Empty => {}
+            ClientLine::Show => {
+                let line = self.presence_line(conn);
+                self.send(conn, line);
+            }
+            ClientLine::GetListFile => {
+                let files = self.catalogue.names().map(str::to_owned).collect();
+                self.send(conn, Bytes::from(ServerLine::ChooseFile(files).encode()));
+            }
+            ClientLine::Quit => self.leave(conn, DisconnectReason::Quit, true),
+            ClientLine::Public(text) => {
+                let Some(from) = self.name_of(conn) else {
+                    return;
+                };
+                let line = ServerLine::Public { from, text }.encode();
+                if self.fits(conn, &line) {
+                    self.broadcast(line);
+                }
+            }
+            ClientLine::Private { to, text } => self.on_private(conn, &to, text),
+            ClientLine::Download { file, part_size } => self.on_download(conn, &file, part_size),
+        }
+    }
+}

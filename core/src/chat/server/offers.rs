@@ -1,0 +1,139 @@
+//! Download offers: `download_file` handling, the choice of a port, each client's count of live
+//! transfers, and the generator of transfer tokens.
+//!
+//! Implements `docs/PROTOCOL.md` section 2.1 "The offer" (the `UDP ...` line and its fields, the
+//! per-client transfer cap) on the chat side; the transfer itself is section 2.2 and lives in
+//! [`crate::transfer`].
+
+use core::net::IpAddr;
+
+use bytes::Bytes;
+use rand_core::RngCore;
+
+use crate::chat::display::escape_truncated;
+use crate::wire::chat::{ServerLine, UdpOffer};
+
+use super::{ChatServer, ConnId, ECHO_CHARS, LogEvent, PART_SIZE_RANGE, ServerOutput};
+
+/// Everything a runtime needs to serve one download: the offer as the client receives it, and
+/// who it was made to. The offer's fields read through `Deref`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOffer {
+    /// The connection the offer was made to.
+    pub conn: ConnId,
+    /// Only datagrams from this address are answered (2.2, U2).
+    pub peer_ip: IpAddr,
+    /// The offer exactly as sent in the `UDP ...` line.
+    pub offer: UdpOffer,
+}
+
+impl std::ops::Deref for TransferOffer {
+    type Target = UdpOffer;
+
+    fn deref(&self) -> &UdpOffer {
+        &self.offer
+    }
+}
+
+impl ChatServer {
+    /// `download_file <file> [<part_size>]` (2.1): an offer on the first free port, or an error.
+    pub(super) fn on_download(&mut self, conn: ConnId, file: &str, part_size: Option<u32>) {
+        // S1: the name is only ever a key into the catalogue.
+        let Some(entry) = self.catalogue.get(file) else {
+            return self.send_error(
+                conn,
+                &format!("no such file: {}", escape_truncated(file, ECHO_CHARS)),
+            );
+        };
+        let (size, blake3) = (entry.size, entry.blake3);
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let peer_ip = c.peer.ip();
+        let cap = self.config.max_transfers_per_client;
+        if c.transfers >= cap {
+            return self.send_error(conn, &format!("too many transfers: at most {cap} at once"));
+        }
+        let Some(port) = self.ports.first_free() else {
+            return self.send_error(conn, "server busy: no free transfer port, try again later");
+        };
+        let wanted = part_size.unwrap_or(u32::from(self.config.default_part_size));
+        let part_size = u16::try_from(wanted)
+            .unwrap_or(u16::MAX)
+            .clamp(*PART_SIZE_RANGE.start(), *PART_SIZE_RANGE.end());
+        let transfer_id = self.next_transfer_id;
+        self.next_transfer_id += 1;
+        let token = self.rng.next_u64();
+        self.ports.take(port, conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.transfers += 1;
+        }
+        let offer = UdpOffer {
+            port,
+            transfer_id,
+            file: file.to_owned(),
+            size,
+            part_size,
+            blake3,
+            token,
+        };
+        let line = Bytes::from(ServerLine::Udp(offer.clone()).encode());
+        self.push(ServerOutput::StartTransfer(TransferOffer {
+            conn,
+            peer_ip,
+            offer,
+        }));
+        self.push(ServerOutput::Log(LogEvent::TransferOffered {
+            conn,
+            port,
+            transfer_id,
+            file: file.to_owned(),
+        }));
+        self.send(conn, line);
+    }
+
+    /// The transfer on `port` is over: the port is free and its client holds one transfer less.
+    pub(super) fn on_transfer_ended(&mut self, port: u16) {
+        let owner = self.ports.release(port);
+        if let Some(c) = owner.and_then(|owner| self.conns.get_mut(&owner)) {
+            c.transfers = c.transfers.saturating_sub(1);
+        }
+    }
+}
+
+/// The default token source: BLAKE3 in keyed mode over a counter. Tokens must not be guessable
+/// from one another (U2), which a plain seeded PRNG like SplitMix would not guarantee.
+pub(super) struct SeededTokens {
+    key: [u8; 32],
+    counter: u64,
+}
+
+impl SeededTokens {
+    /// A generator whose key is derived from `seed`.
+    pub(super) fn new(seed: u64) -> Self {
+        Self {
+            key: *blake3::hash(&seed.to_le_bytes()).as_bytes(),
+            counter: 0,
+        }
+    }
+}
+
+impl RngCore for SeededTokens {
+    fn next_u32(&mut self) -> u32 {
+        // Truncation intended: the low half of a uniformly random u64.
+        self.next_u64() as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut out = [0u8; 8];
+        self.fill_bytes(&mut out);
+        u64::from_le_bytes(out)
+    }
+
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(&self.counter.to_le_bytes());
+        self.counter += 1;
+        hasher.finalize_xof().fill(dst);
+    }
+}

@@ -1,0 +1,162 @@
+//! Getting lines out: the count of each connection's queued bytes, the kick of slow readers,
+//! presence lines (superseded while queued, deferred while a client lags), and the helpers that
+//! send one line to one client, to the whole room, or as a private message.
+//!
+//! Implements `docs/PROTOCOL.md` section 1.1 "Joining, names and presence" (the presence rules),
+//! the lines of section 1.3 "What the server sends", the delivery of messages of section 1.2
+//! "What a client sends", and the slow-reader bound (C5) of section 1.5 "Limits and protection".
+
+use bytes::Bytes;
+
+use crate::chat::display::escape_truncated;
+use crate::wire::chat::ServerLine;
+use crate::wire::line::MAX_LINE;
+
+use super::{ChatServer, ConnId, DisconnectReason, ECHO_CHARS, Pending, ServerOutput};
+
+impl ChatServer {
+    /// The runtime wrote `len` bytes for `conn`; a deferred presence line goes out once the
+    /// queue has drained enough.
+    pub(super) fn on_sent(&mut self, conn: ConnId, len: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.queued = c.queued.saturating_sub(len);
+        if c.presence_deferred && c.queued <= self.config.presence_defer_bytes {
+            c.presence_deferred = false;
+            self.queue_presence(conn);
+        }
+    }
+
+    /// Closes the connections whose queue passed the bound while handling the last input (C5).
+    pub(super) fn kick_slow_readers(&mut self) {
+        while let Some(conn) = self.to_kick.pop() {
+            let queued = self.queued_bytes(conn);
+            if self.conns.contains_key(&conn) {
+                self.leave(conn, DisconnectReason::SlowReader { queued }, true);
+            }
+        }
+    }
+
+    /// A private message (1.2): the sender's copy and the recipient's, or an error.
+    pub(super) fn on_private(&mut self, conn: ConnId, to: &str, text: String) {
+        let Some(from) = self.name_of(conn) else {
+            return;
+        };
+        let Some((recipient, to_name)) = self.names.lookup(to) else {
+            return self.send_error(
+                conn,
+                &format!("no such user: {}", escape_truncated(to, ECHO_CHARS)),
+            );
+        };
+        let echo = ServerLine::PrivateEcho {
+            to: to_name.to_owned(),
+            text: text.clone(),
+        }
+        .encode();
+        let delivered = ServerLine::Private { from, text }.encode();
+        if self.fits(conn, &echo) && self.fits(conn, &delivered) {
+            self.send(conn, Bytes::from(echo));
+            self.send(recipient, Bytes::from(delivered));
+        }
+    }
+
+    /// A reply line must itself fit the line limit, or the client would refuse it. The sender's
+    /// name makes the reply longer than the request, so a request near the limit can overflow.
+    pub(super) fn fits(&mut self, conn: ConnId, line: &str) -> bool {
+        if line.len() - 1 <= MAX_LINE {
+            return true;
+        }
+        self.send_error(conn, "message too long once your name is added: shorten it");
+        false
+    }
+
+    /// `ALL` and the other joined names in join order.
+    pub(super) fn presence_line(&self, conn: ConnId) -> Bytes {
+        let others = self.room.values().filter(|&&c| c != conn).filter_map(|c| {
+            self.conns
+                .get(c)
+                .and_then(|c| c.joined.as_ref())
+                .map(|(n, _)| n.clone())
+        });
+        Bytes::from(ServerLine::All(others.collect()).encode())
+    }
+
+    /// Queues a presence line for every member of the room.
+    pub(super) fn presence_to_everyone(&mut self) {
+        let members: Vec<ConnId> = self.room.values().copied().collect();
+        for conn in members {
+            self.queue_presence(conn);
+        }
+    }
+
+    /// Queues a presence line for `conn`, superseding one not yet polled; defers it while the
+    /// client's socket is backed up.
+    pub(super) fn queue_presence(&mut self, conn: ConnId) {
+        let line = self.presence_line(conn);
+        let defer_above = self.config.presence_defer_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.queued > defer_above {
+            c.presence_deferred = true;
+            return;
+        }
+        c.presence_gen += 1;
+        let generation = c.presence_gen;
+        if self.account(conn, line.len()) {
+            self.out.push_back(Pending::Presence {
+                conn,
+                generation,
+                bytes: line,
+            });
+        }
+    }
+
+    /// Sends `line` to every member of the room, encoded once and shared.
+    pub(super) fn broadcast(&mut self, line: String) {
+        let bytes = Bytes::from(line);
+        let members: Vec<ConnId> = self.room.values().copied().collect();
+        for conn in members {
+            self.send(conn, bytes.clone());
+        }
+    }
+
+    /// Sends `ERROR <reason>` to `conn`.
+    pub(super) fn send_error(&mut self, conn: ConnId, reason: &str) {
+        self.send(
+            conn,
+            Bytes::from(ServerLine::Error(reason.to_owned()).encode()),
+        );
+    }
+
+    /// Sends `bytes` to `conn`, unless that passes its queue bound.
+    pub(super) fn send(&mut self, conn: ConnId, bytes: Bytes) {
+        if self.account(conn, bytes.len()) {
+            self.push(ServerOutput::Send { conn, bytes });
+        }
+    }
+
+    /// Adds `len` to the connection's queue; false (and a kick scheduled) when over the bound or
+    /// the connection is unknown or already being kicked.
+    fn account(&mut self, conn: ConnId, len: usize) -> bool {
+        let max = self.config.max_queued_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if c.queued > max {
+            return false; // already over: kick pending
+        }
+        c.queued += len;
+        if c.queued > max {
+            self.to_kick.push(conn);
+            return false;
+        }
+        true
+    }
+
+    /// Queues an output as it is.
+    pub(super) fn push(&mut self, output: ServerOutput) {
+        self.out.push_back(Pending::Ready(output));
+    }
+}

@@ -1,0 +1,421 @@
+//! Scripted sessions against `ServerDriver`: the policies the runtimes used to decide each on
+//! their own (outboxes, the close grace, read pauses, the accept back-off, serving a transfer
+//! port) as transcripts a person can read.
+//!
+//! `alice -> text` is what alice sent, `alice <- text` what the runtime wrote to her socket,
+//! `[out] ...` any other output the runtime is asked to perform, `[udp] ...` a datagram taken
+//! with `poll_transmit`.
+
+#![allow(clippy::unwrap_used)] // a test panicking is a failing test
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use natter_core::chat::catalogue::{Catalogue, FileEntry, FileKey};
+use natter_core::chat::server::{ConnId, ServerConfig};
+use natter_core::driver::server::{ACCEPT_RETRY, CLOSE_GRACE, Input, Output, ServerDriver};
+use natter_core::transfer::endpoint::Transmit;
+use natter_core::wire::datagram::{self, Datagram};
+
+const TOKEN_SEED: u64 = 7;
+
+/// A driver with simulated time and sockets that take everything written to them, unless a
+/// connection is marked as not reading (then its writes stay owed).
+struct Script {
+    driver: ServerDriver,
+    now: Instant,
+    labels: BTreeMap<ConnId, String>,
+    not_reading: Vec<ConnId>,
+    next_conn: ConnId,
+    transcript: String,
+    /// Ports the runtime is serving, as the runtime sees them (after `Serve`).
+    serving: BTreeMap<u16, String>,
+    /// Every line each connection received, in order.
+    received: BTreeMap<ConnId, String>,
+}
+
+fn identity(size: u64) -> FileKey {
+    FileKey {
+        size,
+        mtime_secs: 1,
+        mtime_nanos: 0,
+        inode: size,
+    }
+}
+
+impl Script {
+    fn new(config: ServerConfig) -> Self {
+        let catalogue = Catalogue::from_entries(vec![FileEntry {
+            name: "hello.c".into(),
+            size: 3000,
+            blake3: [0x7d; 32],
+        }]);
+        let mut identities = HashMap::new();
+        identities.insert("hello.c".to_owned(), identity(3000));
+        let now = Instant::now();
+        let mut driver = ServerDriver::new(config, catalogue.clone(), TOKEN_SEED);
+        driver.handle_input(
+            now,
+            Input::Folder {
+                catalogue: &catalogue,
+                identities: &identities,
+            },
+        );
+        Self {
+            driver,
+            now,
+            labels: BTreeMap::new(),
+            not_reading: Vec::new(),
+            next_conn: 1,
+            transcript: String::new(),
+            serving: BTreeMap::new(),
+            received: BTreeMap::new(),
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        writeln!(self.transcript, "# {text}").unwrap();
+    }
+
+    fn connect(&mut self, label: &str) -> ConnId {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.labels.insert(conn, label.to_owned());
+        let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + conn as u16);
+        self.driver
+            .handle_input(self.now, Input::Accepted { conn, peer });
+        self.drain();
+        conn
+    }
+
+    fn send(&mut self, conn: ConnId, line: &str) {
+        writeln!(self.transcript, "{} -> {line}", self.labels[&conn]).unwrap();
+        let bytes = format!("{line}\n");
+        self.driver.handle_input(
+            self.now,
+            Input::Received {
+                conn,
+                bytes: bytes.as_bytes(),
+            },
+        );
+        self.drain();
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        writeln!(self.transcript, "[time] +{by:?}").unwrap();
+        if self.driver.poll_timeout().is_some_and(|at| at <= self.now) {
+            self.driver.handle_timeout(self.now);
+        }
+        self.drain();
+    }
+
+    /// Writes everything owed to `conn` as a socket that takes it all would.
+    fn write_all(&mut self, conn: ConnId) {
+        while self.driver.has_unsent(conn) {
+            let owed: Vec<Vec<u8>> = self.driver.unsent(conn).map(<[u8]>::to_vec).collect();
+            let len = owed.iter().map(Vec::len).sum();
+            for bytes in owed {
+                let text = String::from_utf8(bytes).unwrap();
+                self.received.entry(conn).or_default().push_str(&text);
+                for line in text.lines() {
+                    writeln!(self.transcript, "{} <- {line}", self.labels[&conn]).unwrap();
+                }
+            }
+            self.driver
+                .handle_input(self.now, Input::Written { conn, len });
+        }
+    }
+
+    fn start_reading(&mut self, conn: ConnId) {
+        self.not_reading.retain(|&c| c != conn);
+        writeln!(self.transcript, "[{} reads again]", self.labels[&conn]).unwrap();
+        self.write_all(conn);
+        self.drain();
+    }
+
+    /// Performs every output the way a runtime would, writing it down.
+    fn drain(&mut self) {
+        while let Some(output) = self.driver.poll_output() {
+            match output {
+                Output::Write { conn } => {
+                    if !self.not_reading.contains(&conn) {
+                        self.write_all(conn);
+                    }
+                }
+                Output::Close { conn } => {
+                    writeln!(self.transcript, "[out] close {}", self.labels[&conn]).unwrap();
+                }
+                Output::PauseReading { conn } => {
+                    writeln!(
+                        self.transcript,
+                        "[out] pause reading {}",
+                        self.labels[&conn]
+                    )
+                    .unwrap();
+                }
+                Output::ResumeReading { conn } => {
+                    writeln!(
+                        self.transcript,
+                        "[out] resume reading {}",
+                        self.labels[&conn]
+                    )
+                    .unwrap();
+                }
+                Output::AcceptAgain => writeln!(self.transcript, "[out] accept again").unwrap(),
+                Output::Serve {
+                    port,
+                    file,
+                    identity,
+                    part_size,
+                } => {
+                    writeln!(
+                        self.transcript,
+                        "[out] serve {file} on port {port} (parts of {part_size}, identity known: {})",
+                        identity.is_some()
+                    )
+                    .unwrap();
+                    self.serving.insert(port, file);
+                }
+                Output::CheckFile { port } => {
+                    writeln!(self.transcript, "[out] check the file on port {port}").unwrap();
+                }
+                Output::Transmit { port } => {
+                    while let Some(t) = self.driver.poll_transmit(self.now, port) {
+                        let line = match t {
+                            Transmit::Part {
+                                part,
+                                offset,
+                                len,
+                                req_seq,
+                                ..
+                            } => {
+                                format!(
+                                    "part {part} ({len} bytes at {offset}) for request {req_seq}"
+                                )
+                            }
+                            Transmit::Datagram { bytes, .. } => match datagram::parse(&bytes) {
+                                Ok(Datagram::Abort(a)) => format!("ABORT {} {}", a.code, a.reason),
+                                other => format!("{other:?}"),
+                            },
+                        };
+                        writeln!(self.transcript, "[udp] port {port}: {line}").unwrap();
+                    }
+                }
+                Output::StopServing { port } => {
+                    writeln!(self.transcript, "[out] stop serving port {port}").unwrap();
+                    self.serving.remove(&port);
+                }
+                Output::Log(event) => writeln!(self.transcript, "[log] {event}").unwrap(),
+            }
+        }
+    }
+
+    fn datagram(&mut self, port: u16, from_port: u16, bytes: &[u8]) {
+        let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), from_port);
+        self.driver
+            .handle_input(self.now, Input::Datagram { port, from, bytes });
+        self.drain();
+    }
+}
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        udp_ports: 55000..=55001,
+        ..ServerConfig::default()
+    }
+}
+
+/// The token of the first offer a driver seeded with TOKEN_SEED makes, read off its UDP line.
+fn offered_token(received: &str) -> u64 {
+    let line = received.lines().find(|l| l.starts_with("UDP ")).unwrap();
+    token_of(line)
+}
+
+/// The token of an offer line: its last field, in hex (PROTOCOL 2.1).
+fn token_of(line: &str) -> u64 {
+    u64::from_str_radix(line.rsplit(' ').next().unwrap(), 16).unwrap()
+}
+
+#[test]
+fn chat_through_the_driver() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    let bob = s.connect("bob");
+    s.send(alice, "alice");
+    s.send(bob, "bob");
+    s.send(alice, "hello bob");
+    s.send(bob, "~alice hi");
+    s.send(bob, "{quit}");
+    assert_eq!(s.driver.open_connections(), 1);
+    insta::assert_snapshot!(s.transcript);
+}
+
+#[test]
+fn a_closed_connection_gets_what_was_queued_within_the_grace() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    let bob = s.connect("bob");
+    s.send(alice, "alice");
+    s.send(bob, "bob");
+    s.note("bob stops reading; alice talks; bob quits: his socket stays until his replies are out");
+    s.not_reading.push(bob);
+    s.send(alice, "are you there?");
+    s.send(bob, "{quit}");
+    assert_eq!(s.driver.open_connections(), 2, "bob is owed lines");
+    s.advance(CLOSE_GRACE / 2);
+    s.start_reading(bob);
+    assert_eq!(s.driver.open_connections(), 1, "closed once written");
+    assert!(s.received[&bob].ends_with("alice: are you there?\n"));
+
+    s.note("carol quits without reading at all: after the grace her socket is closed anyway");
+    let carol = s.connect("carol");
+    s.send(carol, "carol");
+    s.not_reading.push(carol);
+    s.send(alice, "bye carol");
+    s.send(carol, "{quit}");
+    s.advance(CLOSE_GRACE - Duration::from_millis(1));
+    assert_eq!(s.driver.open_connections(), 2);
+    s.advance(Duration::from_millis(1));
+    assert_eq!(s.driver.open_connections(), 1);
+    assert!(
+        !s.driver.has_unsent(carol),
+        "what was owed is dropped with her"
+    );
+    insta::assert_snapshot!(s.transcript);
+}
+
+#[test]
+fn a_peer_that_goes_away_is_closed_once() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    let bob = s.connect("bob");
+    s.send(alice, "alice");
+    s.send(bob, "bob");
+    s.note("bob's socket reports an end twice (a read and a failed write)");
+    s.driver
+        .handle_input(s.now, Input::PeerClosed { conn: bob });
+    s.driver
+        .handle_input(s.now, Input::PeerClosed { conn: bob });
+    s.drain();
+    let closes = s.transcript.matches("[out] close bob").count();
+    assert_eq!(closes, 1);
+    assert_eq!(s.received[&alice].matches("bob left the chat").count(), 1);
+}
+
+#[test]
+fn accept_is_tried_again_after_the_back_off() {
+    let mut s = Script::new(config());
+    s.driver.handle_input(s.now, Input::AcceptFailed);
+    s.driver.handle_input(s.now, Input::AcceptFailed);
+    s.drain();
+    assert_eq!(s.driver.poll_timeout(), Some(s.now + ACCEPT_RETRY));
+    s.advance(ACCEPT_RETRY - Duration::from_millis(1));
+    assert!(!s.transcript.contains("accept again"));
+    s.advance(Duration::from_millis(1));
+    assert_eq!(s.transcript.matches("[out] accept again").count(), 1);
+    assert_eq!(s.driver.poll_timeout(), None, "an idle server sleeps");
+}
+
+#[test]
+fn a_flooder_is_paused_then_resumed() {
+    let mut s = Script::new(ServerConfig {
+        max_input_rate: 10_000,
+        input_burst: 10_000,
+        ..config()
+    });
+    let flood = s.connect("flood");
+    let calm = s.connect("calm");
+    s.send(flood, "flood");
+    s.send(calm, "calm");
+    let line = "x".repeat(999);
+    let text = format!("{line}\n").repeat(20);
+    s.driver.handle_input(
+        s.now,
+        Input::Received {
+            conn: flood,
+            bytes: text.as_bytes(),
+        },
+    );
+    s.drain();
+    assert_eq!(s.transcript.matches("[out] pause reading flood").count(), 1);
+    assert!(!s.transcript.contains("pause reading calm"));
+    let resume = s.driver.poll_timeout().unwrap();
+    s.advance(resume - s.now);
+    assert_eq!(
+        s.transcript.matches("[out] resume reading flood").count(),
+        1
+    );
+    assert_eq!(s.received[&calm].matches("flood: x").count(), 20);
+}
+
+#[test]
+fn a_download_is_served_then_the_port_is_free_again() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c 1200");
+    let token = offered_token(&s.received[&alice]);
+    let mut buf = [0u8; 64];
+    let n = datagram::encode_request(token, 0, &[(0, 2)], &mut buf);
+    s.datagram(55000, 50000, &buf[..n]);
+    s.note("the same request again is not answered twice");
+    s.datagram(55000, 50000, &buf[..n]);
+    let n = datagram::encode_finished(token, &mut buf);
+    s.datagram(55000, 50000, &buf[..n]);
+    assert!(s.serving.is_empty());
+    s.note("the port is free for the next offer");
+    s.send(alice, "download_file hello.c 1200");
+    assert!(
+        s.received[&alice]
+            .lines()
+            .filter(|l| l.starts_with("UDP 55000 "))
+            .count()
+            == 2
+    );
+    insta::assert_snapshot!(s.transcript);
+}
+
+#[test]
+fn a_changed_file_aborts_and_a_silent_client_times_out() {
+    let mut s = Script::new(ServerConfig {
+        transfer_idle_timeout: Duration::from_secs(10),
+        ..config()
+    });
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c 1200");
+    s.send(alice, "download_file hello.c 1200");
+    let text = s.received[&alice].clone();
+    let mut offers = text.lines().filter(|l| l.starts_with("UDP "));
+    let first = token_of(offers.next().unwrap());
+    let mut buf = [0u8; 64];
+    let n = datagram::encode_request(first, 0, &[(0, 0)], &mut buf);
+    s.datagram(55000, 50000, &buf[..n]);
+    s.note("the runtime finds the file changed on port 55000 (U7)");
+    s.driver
+        .handle_input(s.now, Input::FileChanged { port: 55000 });
+    s.drain();
+    s.note("nobody ever asks on port 55001 (U8)");
+    s.advance(Duration::from_secs(10));
+    assert!(s.serving.is_empty());
+    assert_eq!(s.driver.transfers(), 0);
+    insta::assert_snapshot!(s.transcript);
+}
+
+#[test]
+fn an_unusable_port_is_never_offered() {
+    let mut s = Script::new(config());
+    s.driver
+        .handle_input(s.now, Input::PortUnavailable { port: 55000 });
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c");
+    s.send(alice, "download_file hello.c");
+    let text = &s.received[&alice];
+    assert!(text.contains("UDP 55001 "));
+    assert!(!text.contains("UDP 55000 "));
+    assert!(text.contains("ERROR server busy"));
+}

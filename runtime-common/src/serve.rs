@@ -1,0 +1,415 @@
+//! The server's file and datagram work, the same on every runtime: what the server driver's
+//! [`Output`]s ask of files (open the served file, look whether it changed, close it), its log
+//! lines, binding the transfer ports, and turning [`Transmit`] orders into batched sends (a part
+//! is read with one `pread` straight into the datagram buffer and sealed there).
+//!
+//! A runtime hands every output to [`ServedFiles::perform`], which does this work and gives back
+//! the outputs only a runtime can do (write to a connection, close it, pause or resume reading
+//! it, accept again, transmit on a port).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use natter_core::chat::catalogue::DigestCache;
+
+use natter_core::driver::server::{Input, Output, ServerDriver};
+use natter_core::transfer::endpoint::Transmit;
+use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN, seal_part};
+
+use crate::net::{self, SendBatch, UdpSender};
+use crate::served::ServedFile;
+use crate::{ScannedFolder, log};
+
+/// How many datagrams one send prepares: as many as one UDP GSO send may carry. Why batch: at
+/// 1 Gbit/s with 1500-byte packets the server makes ~85k sends a second, and on a machine whose
+/// two cores are shared the per-packet cost is throughput lost.
+const SEND_BATCH: usize = 64;
+
+/// A batch also ends before it passes this many bytes (but holds at least one datagram). Why:
+/// a GSO send must fit one IP packet, and the buffers of a batch are the server's working set:
+/// 32 loopback parts of 64 KB would be 2 MB, out of the CPU's cache by the time the kernel
+/// copies them, where one part per call (a buffer that stays hot) was faster.
+const SEND_BATCH_BYTES: usize = net::GSO_MAX_BYTES;
+
+/// Binds every transfer port of `options` once, at start-up, and keeps them: a port that another
+/// program holds is reported to the driver (it is never offered) instead of an offer going out
+/// for a port nobody will answer on.
+pub fn bind_transfer_ports(
+    now: Instant,
+    ip: IpAddr,
+    ports: std::ops::RangeInclusive<u16>,
+    driver: &mut ServerDriver,
+) -> Vec<(u16, UdpSocket)> {
+    let mut bound = Vec::new();
+    for port in ports {
+        match net::udp_socket(SocketAddr::new(ip, port)) {
+            Ok(socket) => bound.push((port, socket)),
+            Err(err) => {
+                tracing::warn!("UDP port {port} is not usable ({err}); it will not be offered");
+                driver.handle_input(now, Input::PortUnavailable { port });
+            }
+        }
+    }
+    if bound.is_empty() {
+        tracing::warn!("no transfer port could be bound: downloads are off");
+    }
+    bound
+}
+
+/// Hands a newly scanned folder to the driver.
+pub fn feed_folder(now: Instant, driver: &mut ServerDriver, folder: &ScannedFolder) {
+    driver.handle_input(
+        now,
+        Input::Folder {
+            catalogue: &folder.catalogue,
+            identities: &folder.identities,
+        },
+    );
+}
+
+/// The served folder and, per transfer port, the open file and the datagrams prepared for it.
+#[derive(Debug)]
+pub struct ServedFiles {
+    folder: PathBuf,
+    ports: HashMap<u16, PortIo>,
+}
+
+/// One transfer port's side of the work.
+#[derive(Debug, Default)]
+struct PortIo {
+    file: Option<ServedFile>,
+    /// Datagrams prepared for the next send, one every `stride` bytes (a part with its header):
+    /// the one at `batch[i * stride..]` goes to `meta[i].0`, `meta[i].1` bytes long. Laid out so
+    /// because a run of them is one GSO send as it is.
+    batch: Vec<u8>,
+    meta: Vec<(SocketAddr, usize)>,
+    stride: usize,
+    /// Made on the first send of a transfer, when the peer is known.
+    udp: Option<UdpSender>,
+}
+
+impl ServedFiles {
+    /// Serves files from `folder`.
+    pub fn new(folder: PathBuf) -> Self {
+        Self {
+            folder,
+            ports: HashMap::new(),
+        }
+    }
+
+    /// Does the file and log work of `output`; gives back the outputs that need the runtime's
+    /// sockets.
+    pub fn perform(
+        &mut self,
+        now: Instant,
+        driver: &mut ServerDriver,
+        output: Output,
+    ) -> Option<Output> {
+        match output {
+            Output::Serve {
+                port,
+                file,
+                identity,
+                part_size,
+            } => {
+                let io = self.ports.entry(port).or_default();
+                io.stride = (PART_HEADER_LEN + usize::from(part_size)).min(MAX_DATAGRAM);
+                io.udp = None;
+                io.file = match ServedFile::open(&self.folder, &file) {
+                    Ok(opened) if Some(opened.identity()) == identity => Some(opened),
+                    Ok(_) | Err(_) => None,
+                };
+                if io.file.is_none() {
+                    driver.handle_input(now, Input::FileChanged { port });
+                }
+            }
+            Output::CheckFile { port } => {
+                let io = self.ports.entry(port).or_default();
+                if io.file.as_ref().is_none_or(ServedFile::changed) {
+                    io.file = None;
+                    driver.handle_input(now, Input::FileChanged { port });
+                }
+            }
+            Output::StopServing { port } => {
+                if let Some(io) = self.ports.get_mut(&port) {
+                    io.file = None;
+                }
+            }
+            Output::Log(event) => log::server_event(&event),
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Sends every datagram due on `port` on `socket`, a batch per system call. `Err(WouldBlock)`:
+    /// the socket's buffer is full; call again when it is writable (the datagrams not sent are
+    /// kept, in order). Any other error loses one datagram, as the network might: loss detection
+    /// asks for it again.
+    pub fn send_due<S: AsFd>(
+        &mut self,
+        now: Instant,
+        driver: &mut ServerDriver,
+        port: u16,
+        socket: &S,
+    ) -> io::Result<()> {
+        let io = self.ports.entry(port).or_default();
+        loop {
+            io.fill(now, driver, port);
+            let Some(&(first_to, _)) = io.meta.first() else {
+                return Ok(());
+            };
+            let udp = io
+                .udp
+                .get_or_insert_with(|| UdpSender::new(socket, first_to.ip()));
+            let batch = SendBatch {
+                buf: &io.batch,
+                stride: io.stride,
+                meta: &io.meta,
+            };
+            let sent = match udp.send(socket, &batch) {
+                Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
+                Ok(sent) => sent,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Err(err),
+                // The peer's port is unreachable or similar: the first datagram is lost like any
+                // other; go on with the rest.
+                Err(_) => 1,
+            };
+            let sent = sent.min(io.meta.len());
+            let left = io.meta.len() - sent;
+            io.batch
+                .copy_within(sent * io.stride..(sent + left) * io.stride, 0);
+            io.meta.drain(..sent);
+        }
+    }
+}
+
+impl PortIo {
+    /// Tops the batch up to [`SEND_BATCH`] datagrams or [`SEND_BATCH_BYTES`] (the ones a short
+    /// send left over come first).
+    fn fill(&mut self, now: Instant, driver: &mut ServerDriver, port: u16) {
+        let stride = self.stride.max(PART_HEADER_LEN);
+        while self.meta.len() < SEND_BATCH
+            && (self.meta.is_empty() || (self.meta.len() + 1) * stride <= SEND_BATCH_BYTES)
+        {
+            let at = self.meta.len() * stride;
+            if self.batch.len() < at + stride {
+                self.batch.resize(at + stride, 0);
+            }
+            let Some(transmit) = driver.poll_transmit(now, port) else {
+                return;
+            };
+            let buf = &mut self.batch[at..at + stride];
+            match transmit {
+                Transmit::Part {
+                    to,
+                    token,
+                    req_seq,
+                    part,
+                    offset,
+                    len,
+                } => {
+                    let read = match (
+                        &self.file,
+                        buf.get_mut(PART_HEADER_LEN..PART_HEADER_LEN + len),
+                    ) {
+                        (Some(file), Some(payload)) => file.read_part(offset, payload).is_ok(),
+                        _ => false,
+                    };
+                    if !read {
+                        // Shorter than offered, or gone: it changed under us (U7).
+                        self.file = None;
+                        driver.handle_input(now, Input::FileChanged { port });
+                        continue;
+                    }
+                    self.meta
+                        .push((to, seal_part(buf, token, req_seq, part, len)));
+                }
+                Transmit::Datagram { to, bytes } => {
+                    let len = bytes.len().min(buf.len());
+                    buf[..len].copy_from_slice(&bytes[..len]);
+                    self.meta.push((to, len));
+                }
+            }
+        }
+    }
+}
+
+/// What a server needs before its loop starts: the driver, the file work, the bound ports.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The whole server's decisions.
+    pub driver: ServerDriver,
+    /// The file work of its outputs.
+    pub files: ServedFiles,
+    /// The transfer ports that could be bound, each with its socket.
+    pub ports: Vec<(u16, UdpSocket)>,
+}
+
+/// Starts watching the served folder (each new view goes to `deliver`, on the watcher's thread,
+/// until `stop` is set or `deliver` says the server is gone), builds the driver for `options`
+/// over the folder as first scanned, binds the transfer ports, and says that the server started.
+pub fn prepare(
+    now: Instant,
+    options: &crate::ServerOptions,
+    scanned: (ScannedFolder, DigestCache),
+    stop: &Stop,
+    deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
+) -> io::Result<Prepared> {
+    let (folder, digests) = scanned;
+    crate::watch_folder(
+        options.files.clone(),
+        options.rescan_every,
+        digests,
+        folder.identities.clone(),
+        stop.asked.clone(),
+        deliver,
+    )?;
+    let mut driver = ServerDriver::new(
+        options.chat.clone(),
+        folder.catalogue.clone(),
+        log::random_seed(),
+    );
+    feed_folder(now, &mut driver, &folder);
+    let ports = bind_transfer_ports(
+        now,
+        options.addr.ip(),
+        options.chat.udp_ports.clone(),
+        &mut driver,
+    );
+    tracing::info!("[STARTED] Waiting for connections...");
+    Ok(Prepared {
+        driver,
+        files: ServedFiles::new(options.files.clone()),
+        ports,
+    })
+}
+
+/// A request to stop, that reaches a server loop however it waits: the loop says how it wants to
+/// be woken ([`Stop::on_ask`]) and looks at [`Stop::asked`] when it wakes.
+#[derive(Clone, Default)]
+pub struct Stop {
+    asked: Arc<AtomicBool>,
+    wake: Arc<Mutex<Option<Waker>>>,
+}
+
+type Waker = Box<dyn Fn() + Send + Sync>;
+
+impl std::fmt::Debug for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stop")
+            .field("asked", &self.asked())
+            .finish()
+    }
+}
+
+impl Stop {
+    /// Asks the loop to stop and wakes it.
+    pub fn ask(&self) {
+        self.asked.store(true, Ordering::SeqCst);
+        if let Ok(wake) = self.wake.lock()
+            && let Some(wake) = wake.as_ref()
+        {
+            wake();
+        }
+    }
+
+    /// Whether a stop was asked for.
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    /// How the loop is woken when a stop is asked for (at once, if it was asked already).
+    pub fn on_ask(&self, wake: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.wake.lock() {
+            *slot = Some(Box::new(wake));
+        }
+        if self.asked() {
+            self.ask();
+        }
+    }
+}
+
+/// The loop of one runtime: serves `server` until `stop` is asked.
+pub type RunServer = fn(BoundServer, Stop) -> io::Result<()>;
+
+/// A server whose folder is read and whose chat listener is bound, not yet running.
+#[derive(Debug)]
+pub struct BoundServer {
+    /// The chat listener, non-blocking.
+    pub listener: std::net::TcpListener,
+    /// What was asked for.
+    pub options: crate::ServerOptions,
+    /// The served folder as first read, and the digests taken.
+    pub scanned: (ScannedFolder, DigestCache),
+}
+
+impl BoundServer {
+    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
+    /// port accepts, every digest is ready.
+    pub fn bind(options: crate::ServerOptions) -> io::Result<Self> {
+        let scanned = crate::initial_scan(&options.files);
+        let listener = std::net::TcpListener::bind(options.addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener,
+            options,
+            scanned,
+        })
+    }
+
+    /// Where the chat listener is bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs the server with `run` on this thread until the process ends.
+    pub fn run(self, run: RunServer) -> io::Result<()> {
+        run(self, Stop::default())
+    }
+
+    /// Runs the server with `run` on a thread of its own.
+    pub fn spawn(self, run: RunServer) -> io::Result<ServerHandle> {
+        let local_addr = self.local_addr()?;
+        let stop = Stop::default();
+        let asked = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("natter-server".into())
+            .spawn(move || run(self, asked))?;
+        Ok(ServerHandle {
+            local_addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A server running on its own thread; dropping the handle stops it and waits for the thread.
+#[derive(Debug)]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    stop: Stop,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// Where the chat listener is bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop.ask();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
