@@ -432,12 +432,25 @@ fn client_quit_is_exactly_the_servers(server_rt: Rt, client_rt: Rt) {
     let options = client_opts(&server, out.path(), "alice");
     let (result, shown) = run_client(client_rt, options, &["{quit} ", " {quit}", "still here"]);
     result.unwrap();
-    assert_eq!(watcher.line(), "alice has joined the chat!");
-    assert_eq!(watcher.line(), "ALL alice");
-    assert_eq!(watcher.line(), "alice: {quit} ");
-    assert_eq!(watcher.line(), "alice:  {quit}");
-    assert_eq!(watcher.line(), "alice: still here");
-    assert_eq!(watcher.line(), "alice left the chat...");
+    // Presence lines are snapshots (1.1): when alice's lines arrive in the same read as her
+    // name, the `ALL alice` not yet sent is replaced by the newer one, so they are left out here.
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|l| l != "alice left the chat...") {
+        let line = watcher.line();
+        if !line.starts_with("ALL") {
+            seen.push(line);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "alice has joined the chat!",
+            "alice: {quit} ",
+            "alice:  {quit}",
+            "alice: still here",
+            "alice left the chat...",
+        ]
+    );
     assert!(
         shown.iter().any(|l| l.contains("still here")),
         "the client saw its own line before leaving: {shown:?}"
