@@ -8,6 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use natter_runtime_common::client;
 use natter_runtime_common::serve::{BoundServer, RunServer};
 use natter_runtime_common::{ClientOptions, DownloadOptions, Runtime, ServerOptions};
 
@@ -99,8 +100,8 @@ fn client(args: cli::ClientArgs) -> ExitCode {
         }
     });
     let result = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::run_client(options, &mut ui, lines),
-        Runtime::Smol => natter_runtime_smol::run_client(options, &mut ui, lines),
+        Runtime::Mio => client::run_client(natter_runtime_mio::client, options, &mut ui, lines),
+        Runtime::Smol => client::run_client(natter_runtime_smol::client, options, &mut ui, lines),
     };
     match result {
         Ok(()) if ui.all_downloads_ok() => ExitCode::SUCCESS,
@@ -126,8 +127,10 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
     let mut ui = tui::TuiUi::start();
     let keyboard = ui.keyboard();
     let result = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::run_client(options, &mut ui, keyboard),
-        Runtime::Smol => natter_runtime_smol::run_client(options, &mut ui, keyboard),
+        Runtime::Mio => client::run_client(natter_runtime_mio::client, options, &mut ui, keyboard),
+        Runtime::Smol => {
+            client::run_client(natter_runtime_smol::client, options, &mut ui, keyboard)
+        }
     };
     ui.restore();
     match result {
@@ -168,8 +171,8 @@ fn get(args: cli::GetArgs) -> ExitCode {
         last = Some(p.clone());
     };
     let result = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::download(&options, &mut on_progress),
-        Runtime::Smol => natter_runtime_smol::download(&options, &mut on_progress),
+        Runtime::Mio => client::download(natter_runtime_mio::client, &options, &mut on_progress),
+        Runtime::Smol => client::download(natter_runtime_smol::client, &options, &mut on_progress),
     };
     bar.finish();
     if let Some(progress) = last {

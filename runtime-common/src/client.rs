@@ -64,6 +64,37 @@ pub fn connect(addr: SocketAddr) -> Result<std::net::TcpStream, ClientError> {
     Ok(stream)
 }
 
+/// The person's typed lines (the iterator may block: a runtime reads it on a thread of its own).
+pub type Lines = Box<dyn Iterator<Item = String> + Send>;
+
+/// The client loop of one runtime: connects to `addr` and runs `io` until it is finished.
+pub type RunClient =
+    fn(SocketAddr, &mut ClientIo, &mut dyn ClientUi, Option<Lines>) -> Result<(), ClientError>;
+
+/// Runs a chat session with `run` until the person quits (or their input ends and nothing is
+/// awaited), or the server closes the connection.
+pub fn run_client(
+    run: RunClient,
+    options: ClientOptions,
+    ui: &mut dyn ClientUi,
+    input: impl Iterator<Item = String> + Send + 'static,
+) -> Result<(), ClientError> {
+    let mut io = ClientIo::interactive(&options, Instant::now());
+    run(options.addr, &mut io, ui, Some(Box::new(input)))
+}
+
+/// `natter get` with `run`: downloads `options.file`; the file is byte-exact (BLAKE3) or this is
+/// an error.
+pub fn download(
+    run: RunClient,
+    options: &DownloadOptions,
+    on_progress: impl FnMut(&Progress),
+) -> Result<DownloadReport, DownloadError> {
+    let mut io = ClientIo::get(options, Instant::now());
+    run(options.addr, &mut io, &mut ProgressUi(on_progress), None)?;
+    io.download_result()
+}
+
 /// The download sockets of one client, as a runtime keeps them.
 pub trait Sockets {
     /// Opens download `id`'s UDP socket, connected to `peer`, for datagrams of up to

@@ -17,7 +17,7 @@ pub mod serve;
 pub mod served;
 pub mod ui;
 
-pub use client::{ClientError, ClientIo, DownloadError, ProgressUi, Sockets};
+pub use client::{ClientError, ClientIo, DownloadError, Lines, ProgressUi, RunClient, Sockets};
 pub use download::DownloadFiles;
 pub use folder::{ScannedFolder, initial_scan, scan_folder, watch_folder};
 pub use natter_core::driver::client::{DownloadFailure, DownloadReport};
@@ -25,8 +25,3 @@ pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, defaul
 pub use serve::ServedFiles;
 pub use served::ServedFile;
 pub use ui::ClientUi;
-
-/// Where the largest datagram's size used to live; it is the core's now.
-pub mod upload {
-    pub use natter_core::wire::datagram::MAX_DATAGRAM;
-}

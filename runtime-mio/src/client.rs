@@ -11,39 +11,13 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use natter_core::driver::client::DownloadId;
-use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::net::{self, UdpReceiver};
-use natter_runtime_common::{
-    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
-    ProgressUi, Sockets, client,
-};
+use natter_runtime_common::{ClientError, ClientIo, ClientUi, Lines, Sockets, client};
 
 const CHAT: Token = Token(0);
 const INPUT: Token = Token(1);
 /// Download `id` is watched as `Token(FIRST_DOWNLOAD + id)`.
 const FIRST_DOWNLOAD: usize = 2;
-
-/// Runs a chat session until the person quits (or their input ends and nothing is awaited), or
-/// the server closes the connection.
-pub fn run_client(
-    options: ClientOptions,
-    ui: &mut dyn ClientUi,
-    input: impl Iterator<Item = String> + Send + 'static,
-) -> Result<(), ClientError> {
-    let mut io = ClientIo::interactive(&options, Instant::now());
-    run(options.addr, &mut io, ui, Some(input))
-}
-
-/// `natter get`: downloads `options.file`; the file is byte-exact (BLAKE3) or this is an error.
-pub fn download(
-    options: &DownloadOptions,
-    on_progress: impl FnMut(&Progress),
-) -> Result<DownloadReport, DownloadError> {
-    let mut io = ClientIo::get(options, Instant::now());
-    let ui = &mut ProgressUi(on_progress);
-    run(options.addr, &mut io, ui, None::<std::iter::Empty<String>>)?;
-    io.download_result()
-}
 
 struct Download {
     socket: UdpSocket,
@@ -86,11 +60,12 @@ impl Sockets for MioSockets {
     }
 }
 
-fn run(
+/// Runs `io` on one mio `Poll` on this thread until it is finished.
+pub fn client(
     addr: SocketAddr,
     io: &mut ClientIo,
     ui: &mut dyn ClientUi,
-    input: Option<impl Iterator<Item = String> + Send + 'static>,
+    input: Option<Lines>,
 ) -> Result<(), ClientError> {
     let mut tcp = TcpStream::from_std(client::connect(addr)?);
     let mut poll = Poll::new()?;
@@ -147,10 +122,7 @@ fn run(
 /// Reads the person's lines on a thread of their own (the iterator blocks) and wakes the loop.
 /// The loop keeps its own handle on the waker: were the thread's the last, the waker's descriptor
 /// would close with it, and its last wake (the end of input) would be lost.
-fn read_lines(
-    waker: &Arc<Waker>,
-    input: impl Iterator<Item = String> + Send + 'static,
-) -> io::Result<mpsc::Receiver<String>> {
+fn read_lines(waker: &Arc<Waker>, input: Lines) -> io::Result<mpsc::Receiver<String>> {
     let (tx, rx) = mpsc::channel();
     let waker = Arc::clone(waker);
     std::thread::Builder::new()

@@ -6,5 +6,5 @@
 mod client;
 mod server;
 
-pub use client::{download, run_client};
+pub use client::client;
 pub use server::serve;

@@ -10,37 +10,10 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use natter_core::driver::client::{DownloadId, Input};
-use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::net::{self, UdpReceiver};
-use natter_runtime_common::{
-    ClientError, ClientIo, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
-    ProgressUi, Sockets, client,
-};
+use natter_runtime_common::{ClientError, ClientIo, ClientUi, Lines, Sockets, client};
 use smol::future::FutureExt;
 use smol::{Async, Timer};
-
-/// Runs a chat session until the person quits (or their input ends and nothing is awaited), or
-/// the server closes the connection.
-pub fn run_client(
-    options: ClientOptions,
-    ui: &mut dyn ClientUi,
-    input: impl Iterator<Item = String> + Send + 'static,
-) -> Result<(), ClientError> {
-    let mut io = ClientIo::interactive(&options, Instant::now());
-    smol::block_on(run(options.addr, &mut io, ui, Some(input)))
-}
-
-/// `natter get`: downloads `options.file`; the file is byte-exact (BLAKE3) or this is an error.
-pub fn download(
-    options: &DownloadOptions,
-    on_progress: impl FnMut(&Progress),
-) -> Result<DownloadReport, DownloadError> {
-    let mut io = ClientIo::get(options, Instant::now());
-    let no_input: Option<std::iter::Empty<String>> = None;
-    let ui = &mut ProgressUi(on_progress);
-    smol::block_on(run(options.addr, &mut io, ui, no_input))?;
-    io.download_result()
-}
 
 struct Download {
     socket: Async<UdpSocket>,
@@ -79,11 +52,21 @@ enum Wake {
     Timer,
 }
 
+/// Runs `io` as one smol task on this thread until it is finished.
+pub fn client(
+    addr: SocketAddr,
+    io: &mut ClientIo,
+    ui: &mut dyn ClientUi,
+    input: Option<Lines>,
+) -> Result<(), ClientError> {
+    smol::block_on(run(addr, io, ui, input))
+}
+
 async fn run(
     addr: SocketAddr,
     io: &mut ClientIo,
     ui: &mut dyn ClientUi,
-    input: Option<impl Iterator<Item = String> + Send + 'static>,
+    input: Option<Lines>,
 ) -> Result<(), ClientError> {
     let tcp: Async<TcpStream> = Async::new(client::connect(addr)?)?;
     let mut lines = input.map(read_lines).transpose()?;
@@ -147,9 +130,7 @@ async fn run(
 }
 
 /// Reads the person's lines on a thread of their own (the iterator blocks).
-fn read_lines(
-    input: impl Iterator<Item = String> + Send + 'static,
-) -> io::Result<smol::channel::Receiver<String>> {
+fn read_lines(input: Lines) -> io::Result<smol::channel::Receiver<String>> {
     let (tx, rx) = smol::channel::unbounded();
     std::thread::Builder::new()
         .name("natter-input".into())

@@ -27,6 +27,22 @@ pub enum Rt {
     Smol,
 }
 
+impl Rt {
+    pub fn serve(self) -> RunServer {
+        match self {
+            Rt::Mio => natter_runtime_mio::serve,
+            Rt::Smol => natter_runtime_smol::serve,
+        }
+    }
+
+    pub fn client(self) -> natter_runtime_common::RunClient {
+        match self {
+            Rt::Mio => natter_runtime_mio::client,
+            Rt::Smol => natter_runtime_smol::client,
+        }
+    }
+}
+
 /// A running server with its own served folder; stops when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -73,11 +89,10 @@ pub fn start(
     options.chat.udp_ports = base..=base + 15;
     options.chat.transfer_idle_timeout = Duration::from_secs(10);
     tweak(&mut options);
-    let run: RunServer = match rt {
-        Rt::Mio => natter_runtime_mio::serve,
-        Rt::Smol => natter_runtime_smol::serve,
-    };
-    let handle = BoundServer::bind(options).unwrap().spawn(run).unwrap();
+    let handle = BoundServer::bind(options)
+        .unwrap()
+        .spawn(rt.serve())
+        .unwrap();
     let addr = handle.local_addr();
     TestServer {
         addr,
@@ -222,11 +237,7 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
 }
 
 pub fn download(rt: Rt, options: &DownloadOptions) -> Result<DownloadReport, DownloadError> {
-    let progress = |_: &Progress| {};
-    match rt {
-        Rt::Mio => natter_runtime_mio::download(options, progress),
-        Rt::Smol => natter_runtime_smol::download(options, progress),
-    }
+    natter_runtime_common::client::download(rt.client(), options, |_: &Progress| {})
 }
 
 /// Polls `cond` until it holds or the deadline passes; for waiting on the file system or a port,
@@ -287,9 +298,7 @@ pub fn run_client(
 ) -> (Result<(), ClientError>, Vec<String>) {
     let mut ui = Recorder::default();
     let input: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
-    let result = match rt {
-        Rt::Mio => natter_runtime_mio::run_client(options, &mut ui, input.into_iter()),
-        Rt::Smol => natter_runtime_smol::run_client(options, &mut ui, input.into_iter()),
-    };
+    let result =
+        natter_runtime_common::client::run_client(rt.client(), options, &mut ui, input.into_iter());
     (result, ui.lines)
 }
