@@ -33,11 +33,7 @@ pub struct LineUi {
 
 impl LineUi {
     pub fn new() -> Self {
-        Self {
-            bars: MultiProgress::new(),
-            active: HashMap::new(),
-            failed: false,
-        }
+        Self { bars: MultiProgress::new(), active: HashMap::new(), failed: false }
     }
 
     pub fn all_downloads_ok(&self) -> bool {
@@ -97,10 +93,7 @@ impl ClientUi for LineUi {
 /// client's own warning for what it refused.
 fn display_line(event: &ClientEvent) -> String {
     fn list(head: &str, items: &[String]) -> String {
-        std::iter::once(head)
-            .chain(items.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ")
+        std::iter::once(head).chain(items.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
     }
     match event {
         ClientEvent::Joined(name) => format!("{name} has joined the chat!"),
@@ -131,11 +124,7 @@ impl ProgressBar {
     pub fn hidden_until_known(file: &str, quiet: bool) -> Self {
         let bar = indicatif::ProgressBar::with_draw_target(
             Some(0),
-            if quiet {
-                ProgressDrawTarget::hidden()
-            } else {
-                ProgressDrawTarget::stderr()
-            },
+            if quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() },
         );
         bar.set_style(bar_style());
         bar.set_message(file.to_owned());

@@ -18,11 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Log lines would scribble over the terminal window of `natter tui`: there, only RUST_LOG
     // turns them on.
-    let default_filter = if matches!(cli.command, Command::Tui(_)) {
-        "off"
-    } else {
-        "info"
-    };
+    let default_filter = if matches!(cli.command, Command::Tui(_)) { "off" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -145,9 +141,7 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
 fn get(args: cli::GetArgs) -> ExitCode {
     let options = DownloadOptions {
         addr: args.addr,
-        name: args
-            .name
-            .unwrap_or_else(|| format!("get-{}", std::process::id())),
+        name: args.name.unwrap_or_else(|| format!("get-{}", std::process::id())),
         file: args.file,
         out_dir: args.out,
         part_size: args.part_size,

@@ -46,10 +46,7 @@ pub enum KeyAction {
 
 impl TuiState {
     pub fn new() -> Self {
-        let mut state = Self {
-            connected: true,
-            ..Self::default()
-        };
+        let mut state = Self { connected: true, ..Self::default() };
         state.say(Line::from(
             "Type and press Enter to talk. show, get_list_file, download_file <file>, ~name text. \
              Tab completes files and names; PgUp/PgDn scroll; Esc quits."
@@ -76,10 +73,9 @@ impl TuiState {
                 self.online = names.clone();
                 return;
             }
-            ClientEvent::Public { from, text } => Line::from(vec![
-                Span::from(format!("{from}: ")).bold(),
-                Span::from(text.clone()),
-            ]),
+            ClientEvent::Public { from, text } => {
+                Line::from(vec![Span::from(format!("{from}: ")).bold(), Span::from(text.clone())])
+            }
             ClientEvent::Private { from, text } => Line::from(vec![
                 Span::from(format!("{from} (private): ")).magenta().bold(),
                 Span::from(text.clone()).magenta(),
@@ -90,18 +86,13 @@ impl TuiState {
             ]),
             ClientEvent::Files(files) => {
                 self.files = files.clone();
-                format!(
-                    "{} files on offer (right); download_file <file> fetches one",
-                    files.len()
-                )
-                .dark_gray()
-                .into()
+                format!("{} files on offer (right); download_file <file> fetches one", files.len())
+                    .dark_gray()
+                    .into()
             }
             ClientEvent::Offer(offer) => {
                 self.downloads.insert(offer.file.clone(), (0, offer.size));
-                format!("downloading {} ({} bytes)", offer.file, offer.size)
-                    .cyan()
-                    .into()
+                format!("downloading {} ({} bytes)", offer.file, offer.size).cyan().into()
             }
             ClientEvent::Error(reason) => format!("ERROR {reason}").red().into(),
             ClientEvent::NameRefused(reason) => {
@@ -115,8 +106,7 @@ impl TuiState {
     }
 
     pub fn on_progress(&mut self, file: &str, progress: &Progress) {
-        self.downloads
-            .insert(file.to_owned(), (progress.bytes_received, progress.size));
+        self.downloads.insert(file.to_owned(), (progress.bytes_received, progress.size));
     }
 
     pub fn on_download_done(&mut self, file: &str, result: &Result<DownloadReport, DownloadError>) {
@@ -198,16 +188,9 @@ impl TuiState {
         self.render_messages(frame, messages);
         self.render_side(frame, side);
         self.render_downloads(frame, gauges);
-        let title = if self.connected {
-            " say "
-        } else {
-            " disconnected: Esc quits "
-        };
-        let prompt = Paragraph::new(format!("{}_", self.input)).block(
-            Block::bordered()
-                .title(title)
-                .border_style(Style::new().cyan()),
-        );
+        let title = if self.connected { " say " } else { " disconnected: Esc quits " };
+        let prompt = Paragraph::new(format!("{}_", self.input))
+            .block(Block::bordered().title(title).border_style(Style::new().cyan()));
         frame.render_widget(prompt, input);
     }
 
@@ -228,50 +211,31 @@ impl TuiState {
             start -= 1;
         }
         let lines: Vec<Line> = self.messages.range(start..end).cloned().collect();
-        let title = if self.scroll > 0 {
-            " natter (scrolled) "
-        } else {
-            " natter "
-        };
-        let text = Paragraph::new(lines)
-            .block(Block::bordered().title(title))
-            .wrap(Wrap { trim: false });
+        let title = if self.scroll > 0 { " natter (scrolled) " } else { " natter " };
+        let text =
+            Paragraph::new(lines).block(Block::bordered().title(title)).wrap(Wrap { trim: false });
         frame.render_widget(text, area);
     }
 
     fn render_side(&self, frame: &mut Frame, area: Rect) {
         let [people, files] =
             Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
-        let online: Vec<ListItem> = self
-            .online
-            .iter()
-            .map(|n| ListItem::new(n.as_str()))
-            .collect();
+        let online: Vec<ListItem> = self.online.iter().map(|n| ListItem::new(n.as_str())).collect();
         let title = format!(" here ({}) ", self.online.len());
-        frame.render_widget(
-            List::new(online).block(Block::bordered().title(title)),
-            people,
-        );
+        frame.render_widget(List::new(online).block(Block::bordered().title(title)), people);
         let files_list: Vec<ListItem> = self
             .files
             .iter()
             .map(|f| ListItem::new(f.as_str()).style(Style::new().cyan()))
             .collect();
         let title = " files (get_list_file) ";
-        frame.render_widget(
-            List::new(files_list).block(Block::bordered().title(title)),
-            files,
-        );
+        frame.render_widget(List::new(files_list).block(Block::bordered().title(title)), files);
     }
 
     fn render_downloads(&self, frame: &mut Frame, area: Rect) {
         let rows = Layout::vertical(vec![Constraint::Length(1); self.downloads.len()]).split(area);
         for (row, (file, &(received, size))) in rows.iter().zip(&self.downloads) {
-            let ratio = if size == 0 {
-                1.0
-            } else {
-                received as f64 / size as f64
-            };
+            let ratio = if size == 0 { 1.0 } else { received as f64 / size as f64 };
             let gauge = Gauge::default()
                 .gauge_style(Style::new().fg(Color::Green).add_modifier(Modifier::BOLD))
                 .ratio(ratio.clamp(0.0, 1.0))
@@ -304,14 +268,9 @@ impl TuiUi {
     /// Takes over the terminal (raw mode, alternate screen) until [`TuiUi::restore`].
     pub fn start() -> Self {
         let terminal = ratatui::init();
-        let mut screen = Screen {
-            state: TuiState::new(),
-            terminal,
-        };
+        let mut screen = Screen { state: TuiState::new(), terminal };
         screen.draw();
-        Self {
-            screen: Arc::new(Mutex::new(screen)),
-        }
+        Self { screen: Arc::new(Mutex::new(screen)) }
     }
 
     fn with(&self, change: impl FnOnce(&mut TuiState)) {
@@ -322,9 +281,7 @@ impl TuiUi {
 
     fn lock(&self) -> MutexGuard<'_, Screen> {
         // A panic while drawing leaves the state usable; keep going with it.
-        self.screen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.screen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The lines the person types, for the runtime's input thread: reads the keyboard, redraws
@@ -405,9 +362,7 @@ mod tests {
         let buffer = terminal.backend().buffer();
         (0..buffer.area.height)
             .map(|y| {
-                let row: String = (0..buffer.area.width)
-                    .map(|x| buffer[(x, y)].symbol())
-                    .collect();
+                let row: String = (0..buffer.area.width).map(|x| buffer[(x, y)].symbol()).collect();
                 row.trim_end().to_owned()
             })
             .collect::<Vec<_>>()
@@ -419,15 +374,8 @@ mod tests {
         let mut state = TuiState::new();
         typed(&mut state, "hello");
         state.on_key(key(KeyCode::Backspace));
-        assert_eq!(
-            state.on_key(key(KeyCode::Enter)),
-            KeyAction::Send("hell".into())
-        );
-        assert_eq!(
-            state.on_key(key(KeyCode::Enter)),
-            KeyAction::Nothing,
-            "empty line"
-        );
+        assert_eq!(state.on_key(key(KeyCode::Enter)), KeyAction::Send("hell".into()));
+        assert_eq!(state.on_key(key(KeyCode::Enter)), KeyAction::Nothing, "empty line");
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
         assert_eq!(state.on_key(ctrl_c), KeyAction::Quit);
         assert_eq!(state.on_key(key(KeyCode::Esc)), KeyAction::Quit);
@@ -448,10 +396,7 @@ mod tests {
         state.input.clear();
         typed(&mut state, "download_file hel");
         state.on_key(key(KeyCode::Tab));
-        assert_eq!(
-            state.input, "download_file hel",
-            "two matches: nothing completed"
-        );
+        assert_eq!(state.input, "download_file hel", "two matches: nothing completed");
         state.input.clear();
         typed(&mut state, "~ca");
         state.on_key(key(KeyCode::Tab));
@@ -465,24 +410,11 @@ mod tests {
         state.on_event(&ClientEvent::Presence(vec![]));
         state.on_event(&ClientEvent::Joined("bob".into()));
         state.on_event(&ClientEvent::Presence(vec!["bob".into()]));
-        state.on_event(&ClientEvent::Public {
-            from: "bob".into(),
-            text: "hi all".into(),
-        });
-        state.on_event(&ClientEvent::Private {
-            from: "bob".into(),
-            text: "psst".into(),
-        });
-        state.on_event(&ClientEvent::Files(vec![
-            "hello.c".into(),
-            "photo.png".into(),
-        ]));
+        state.on_event(&ClientEvent::Public { from: "bob".into(), text: "hi all".into() });
+        state.on_event(&ClientEvent::Private { from: "bob".into(), text: "psst".into() });
+        state.on_event(&ClientEvent::Files(vec!["hello.c".into(), "photo.png".into()]));
         state.on_event(&ClientEvent::Error("no such user: carol".into()));
-        let progress = Progress {
-            bytes_received: 600,
-            size: 1841,
-            ..Progress::default()
-        };
+        let progress = Progress { bytes_received: 600, size: 1841, ..Progress::default() };
         state.on_progress("hello.c", &progress);
         typed(&mut state, "download_file pho");
         insta::assert_snapshot!(screen(&state));
@@ -493,10 +425,7 @@ mod tests {
         let mut state = TuiState::new();
         for i in 0..40 {
             let text = format!("message {i} {}", "long ".repeat(i % 3 * 8));
-            state.on_event(&ClientEvent::Public {
-                from: "x".into(),
-                text,
-            });
+            state.on_event(&ClientEvent::Public { from: "x".into(), text });
         }
         let shown = screen(&state);
         assert!(shown.contains("message 39"), "{shown}");
@@ -506,10 +435,7 @@ mod tests {
     fn history_is_bounded() {
         let mut state = TuiState::new();
         for i in 0..HISTORY + 50 {
-            state.on_event(&ClientEvent::Public {
-                from: "x".into(),
-                text: i.to_string(),
-            });
+            state.on_event(&ClientEvent::Public { from: "x".into(), text: i.to_string() });
         }
         assert_eq!(state.messages.len(), HISTORY);
     }

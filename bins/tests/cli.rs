@@ -31,39 +31,24 @@ fn help_explains_every_command() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     for word in ["server", "client", "get", "RUST_LOG"] {
-        assert!(
-            text.contains(word),
-            "--help does not mention {word}:\n{text}"
-        );
+        assert!(text.contains(word), "--help does not mention {word}:\n{text}");
     }
     for (command, options) in [
-        (
-            "server",
-            &["--addr", "--files", "--udp-ports", "--runtime"][..],
-        ),
+        ("server", &["--addr", "--files", "--udp-ports", "--runtime"][..]),
         ("client", &["--addr", "--name", "--runtime"][..]),
-        (
-            "get",
-            &["--addr", "--name", "--out", "--part-size", "--runtime"][..],
-        ),
+        ("get", &["--addr", "--name", "--out", "--part-size", "--runtime"][..]),
     ] {
         let out = natter().args([command, "--help"]).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         for option in options {
-            assert!(
-                text.contains(option),
-                "natter {command} --help lacks {option}:\n{text}"
-            );
+            assert!(text.contains(option), "natter {command} --help lacks {option}:\n{text}");
         }
     }
 }
 
 #[test]
 fn bad_arguments_are_refused_with_a_reason() {
-    let out = natter()
-        .args(["server", "--udp-ports", "9-1"])
-        .output()
-        .unwrap();
+    let out = natter().args(["server", "--udp-ports", "9-1"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("port range"));
 }
@@ -73,47 +58,28 @@ fn bad_arguments_are_refused_with_a_reason() {
 fn get_of_unknown_file_fails_with_the_reason() {
     let server = start(Rt::Mio, folder_with(&[("a.txt", b"a".to_vec())]), |_| {});
     let out_dir = tempfile::tempdir().unwrap();
-    let out = get(server.addr, "../etc/passwd", out_dir.path(), &[])
-        .output()
-        .unwrap();
+    let out = get(server.addr, "../etc/passwd", out_dir.path(), &[]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no such file"), "{err}");
-    assert_eq!(
-        std::fs::read_dir(out_dir.path()).unwrap().count(),
-        0,
-        "nothing may be written"
-    );
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0, "nothing may be written");
 }
 
 /// `natter get` prints size, time and goodput, and the file is byte-exact.
 #[test]
 fn get_prints_what_it_did() {
-    let server = start(
-        Rt::Smol,
-        folder_with(&[("a.bin", pattern(300_000, 5))]),
-        |_| {},
-    );
+    let server = start(Rt::Smol, folder_with(&[("a.bin", pattern(300_000, 5))]), |_| {});
     let out_dir = tempfile::tempdir().unwrap();
-    let out = get(server.addr, "a.bin", out_dir.path(), &["--runtime", "smol"])
-        .output()
-        .unwrap();
+    let out = get(server.addr, "a.bin", out_dir.path(), &["--runtime", "smol"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert!(
         stdout.contains("300000 bytes")
             && stdout.contains("MB/s")
             && stdout.contains("blake3 verified"),
         "{stdout}"
     );
-    assert_eq!(
-        std::fs::read(out_dir.path().join("a.bin")).unwrap(),
-        pattern(300_000, 5)
-    );
+    assert_eq!(std::fs::read(out_dir.path().join("a.bin")).unwrap(), pattern(300_000, 5));
 }
 
 /// U6, PROTOCOL 2.3: the client process is killed in the middle of a download; run again, it
@@ -133,19 +99,13 @@ fn download_resumes_after_the_client_is_killed() {
     let server = start(Rt::Mio, folder_with(&[("big.bin", content)]), |_| {});
     let out_dir = tempfile::tempdir().unwrap();
     let resume_record = out_dir.path().join("big.bin.part.resume");
-    let mut child = get(
-        server.addr,
-        "big.bin",
-        out_dir.path(),
-        &["--part-size", "512", "--name", "first"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    eventually("a resume record", Duration::from_secs(30), || {
-        resume_record.exists()
-    });
+    let mut child =
+        get(server.addr, "big.bin", out_dir.path(), &["--part-size", "512", "--name", "first"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+    eventually("a resume record", Duration::from_secs(30), || resume_record.exists());
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(
@@ -154,29 +114,15 @@ fn download_resumes_after_the_client_is_killed() {
     );
     assert!(!out_dir.path().join("big.bin").exists());
 
-    let out = get(
-        server.addr,
-        "big.bin",
-        out_dir.path(),
-        &["--part-size", "512", "--name", "second"],
-    )
-    .output()
-    .unwrap();
+    let out =
+        get(server.addr, "big.bin", out_dir.path(), &["--part-size", "512", "--name", "second"])
+            .output()
+            .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("resumed with"),
-        "the second run started afresh: {stdout}"
-    );
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("resumed with"), "the second run started afresh: {stdout}");
     let got = std::fs::read(out_dir.path().join("big.bin")).unwrap();
-    assert!(
-        got == std::fs::read(server.path("big.bin")).unwrap(),
-        "resumed file differs"
-    );
+    assert!(got == std::fs::read(server.path("big.bin")).unwrap(), "resumed file differs");
     assert!(!resume_record.exists());
 }
 
@@ -187,21 +133,11 @@ fn download_resumes_after_the_client_is_killed() {
 fn line_client_chats_and_downloads() {
     use std::io::Write as _;
     for runtime in ["mio", "smol"] {
-        let server = start(
-            Rt::Mio,
-            folder_with(&[("hello.c", pattern(5000, 3))]),
-            |_| {},
-        );
+        let server = start(Rt::Mio, folder_with(&[("hello.c", pattern(5000, 3))]), |_| {});
         let mut watcher = Raw::join(server.addr, "watcher");
         let dir = tempfile::tempdir().unwrap();
         let mut child = natter()
-            .args([
-                "client",
-                "--runtime",
-                runtime,
-                "--addr",
-                &server.addr.to_string(),
-            ])
+            .args(["client", "--runtime", runtime, "--addr", &server.addr.to_string()])
             .current_dir(dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -209,9 +145,7 @@ fn line_client_chats_and_downloads() {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"alice\nhello everyone\nget_list_file\ndownload_file hello.c\n")
-            .unwrap();
+        stdin.write_all(b"alice\nhello everyone\nget_list_file\ndownload_file hello.c\n").unwrap();
         // The watcher sees alice arrive and speak: the client sent what was typed.
         assert_eq!(watcher.line(), "alice has joined the chat!");
         assert_eq!(watcher.line(), "ALL alice");
@@ -232,15 +166,9 @@ fn line_client_chats_and_downloads() {
             "UDP ",
             "blake3 verified",
         ] {
-            assert!(
-                stdout.contains(expected),
-                "{runtime}: missing {expected:?} in:\n{stdout}"
-            );
+            assert!(stdout.contains(expected), "{runtime}: missing {expected:?} in:\n{stdout}");
         }
-        assert_eq!(
-            std::fs::read(dir.path().join("Downloads/hello.c")).unwrap(),
-            pattern(5000, 3)
-        );
+        assert_eq!(std::fs::read(dir.path().join("Downloads/hello.c")).unwrap(), pattern(5000, 3));
         assert_eq!(watcher.line(), "alice left the chat...");
     }
 }
@@ -281,10 +209,7 @@ fn line_client_tries_another_name() {
             stdout.contains("ERROR name already taken: watcher (type another name)"),
             "{runtime}: {stdout}"
         );
-        assert!(
-            stdout.contains("carol has joined the chat!"),
-            "{runtime}: {stdout}"
-        );
+        assert!(stdout.contains("carol has joined the chat!"), "{runtime}: {stdout}");
     }
 }
 
@@ -305,9 +230,7 @@ fn get_gives_up_on_a_silent_server() {
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
         let name = line.trim_end().to_owned();
-        writer
-            .write_all(format!("{name} has joined the chat!\nALL\n").as_bytes())
-            .unwrap();
+        writer.write_all(format!("{name} has joined the chat!\nALL\n").as_bytes()).unwrap();
         line.clear();
         reader.read_line(&mut line).unwrap();
         assert!(line.starts_with("download_file a.bin"), "{line}");
@@ -321,14 +244,9 @@ fn get_gives_up_on_a_silent_server() {
         let _ = reader.read_line(&mut line);
     });
     let out_dir = tempfile::tempdir().unwrap();
-    let out = get(
-        addr,
-        "a.bin",
-        out_dir.path(),
-        &["--part-size", "1200", "--stall-timeout", "1"],
-    )
-    .output()
-    .unwrap();
+    let out = get(addr, "a.bin", out_dir.path(), &["--part-size", "1200", "--stall-timeout", "1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no progress"), "{err}");
@@ -355,11 +273,7 @@ fn out_of_descriptors_the_server_accepts_again_later() {
     }
     for runtime in ["mio", "smol"] {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let udp = free_udp_range(2);
         let script = format!(
             "ulimit -n 48 && exec \"$0\" server --addr 127.0.0.1:{port} --files {} \
@@ -373,9 +287,7 @@ fn out_of_descriptors_the_server_accepts_again_later() {
             .spawn()
             .unwrap();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        eventually("the server listens", REPLY_TIMEOUT, || {
-            TcpStream::connect(addr).is_ok()
-        });
+        eventually("the server listens", REPLY_TIMEOUT, || TcpStream::connect(addr).is_ok());
         let mut joined = Vec::new();
         let mut waiting = None;
         for i in 0..100 {
@@ -390,11 +302,7 @@ fn out_of_descriptors_the_server_accepts_again_later() {
             }
         }
         let (stream, name) = waiting.expect("the descriptor limit was never reached");
-        assert!(
-            joined.len() >= 10,
-            "{runtime}: only {} joined",
-            joined.len()
-        );
+        assert!(joined.len() >= 10, "{runtime}: only {} joined", joined.len());
         // Five leave: the one waiting in the backlog is taken and joins.
         joined.truncate(joined.len() - 5);
         let mut reader = BufReader::new(&stream);

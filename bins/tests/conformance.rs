@@ -35,10 +35,7 @@ macro_rules! on_each_pair {
 }
 
 fn sample_folder() -> tempfile::TempDir {
-    folder_with(&[
-        ("hello.c", pattern(1841, 1)),
-        ("alice.jpg", pattern(5000, 2)),
-    ])
+    folder_with(&[("hello.c", pattern(1841, 1)), ("alice.jpg", pattern(5000, 2))])
 }
 
 // ---------------------------------------------------------------- chat
@@ -85,9 +82,7 @@ fn protocol_example(rt: Rt) {
     let mut file = vec![0u8; 1841];
     for _ in 0..2 {
         let n = udp.recv(&mut buf).unwrap();
-        let Ok(Datagram::Part(part)) = datagram::parse(&buf[..n]) else {
-            panic!("not a part")
-        };
+        let Ok(Datagram::Part(part)) = datagram::parse(&buf[..n]) else { panic!("not a part") };
         assert_eq!(part.req_seq, 1);
         let at = part.part as usize * 1200;
         file[at..at + part.data.len()].copy_from_slice(part.data);
@@ -141,26 +136,12 @@ fn line_errors(rt: Rt) {
         (b"download_file\n".to_vec(), "ERROR "),
         (b"download_file a b c\n".to_vec(), "ERROR "),
         (b"download_file hello.c big\n".to_vec(), "ERROR "),
-        (
-            b"download_file nothere.txt\n".to_vec(),
-            "ERROR no such file: nothere.txt",
-        ),
+        (b"download_file nothere.txt\n".to_vec(), "ERROR no such file: nothere.txt"),
         (b"download_file ../hello.c\n".to_vec(), "ERROR no such file"),
-        (
-            b"download_file /etc/passwd\n".to_vec(),
-            "ERROR no such file",
-        ),
+        (b"download_file /etc/passwd\n".to_vec(), "ERROR no such file"),
         (b"download_file %2e%2e%2f\n".to_vec(), "ERROR no such file"),
-        (
-            "download_file \u{2215}etc\u{FF0F}passwd\n"
-                .as_bytes()
-                .to_vec(),
-            "ERROR no such file",
-        ),
-        (
-            format!("download_file {}\n", "y".repeat(10_000)).into_bytes(),
-            "ERROR",
-        ),
+        ("download_file \u{2215}etc\u{FF0F}passwd\n".as_bytes().to_vec(), "ERROR no such file"),
+        (format!("download_file {}\n", "y".repeat(10_000)).into_bytes(), "ERROR"),
         (b"\xff\xfe bad utf-8\n".to_vec(), "ERROR "),
         (b"nul \x00 inside\n".to_vec(), "ERROR "),
         (b"esc \x1b[2J inside\n".to_vec(), "ERROR "),
@@ -184,10 +165,7 @@ fn line_errors(rt: Rt) {
     // text) still fits the 4096-byte limit every client enforces; one byte more is refused.
     let max = "m".repeat(4096 - "alice: ".len());
     a.send(&max);
-    assert!(
-        a.line() == format!("alice: {max}"),
-        "the longest message was not relayed"
-    );
+    assert!(a.line() == format!("alice: {max}"), "the longest message was not relayed");
     a.send(&format!("{max}m"));
     assert!(a.line().starts_with("ERROR message too long"));
     assert_eq!(a.sync(), vec!["ALL".to_owned()]);
@@ -223,9 +201,7 @@ fn bytes_whole_and_one_at_a_time(rt: Rt) {
     for line in expect_whole {
         assert_eq!(whole.line(), line);
     }
-    let script2 = String::from_utf8(script.to_vec())
-        .unwrap()
-        .replace("zoë", "ünï");
+    let script2 = String::from_utf8(script.to_vec()).unwrap().replace("zoë", "ünï");
     let mut slow = Raw::connect(server.addr);
     slow.stream().set_nodelay(true).unwrap();
     for byte in script2.as_bytes() {
@@ -281,14 +257,8 @@ fn same_name_at_once(rt: Rt) {
     y.send("DUP");
     let rx = x.line();
     let ry = y.line();
-    let joined = [&rx, &ry]
-        .iter()
-        .filter(|l| l.ends_with("has joined the chat!"))
-        .count();
-    let refused = [&rx, &ry]
-        .iter()
-        .filter(|l| l.starts_with("ERROR "))
-        .count();
+    let joined = [&rx, &ry].iter().filter(|l| l.ends_with("has joined the chat!")).count();
+    let refused = [&rx, &ry].iter().filter(|l| l.starts_with("ERROR ")).count();
     assert_eq!((joined, refused), (1, 1), "{rx:?} / {ry:?}");
 }
 
@@ -305,21 +275,12 @@ fn too_many_connections(rt: Rt) {
 
 /// C7: a connection that never sends a name is closed after the timeout.
 fn name_timeout(rt: Rt) {
-    let server = start(rt, sample_folder(), |o| {
-        o.chat.name_timeout = Duration::from_millis(300)
-    });
+    let server = start(rt, sample_folder(), |o| o.chat.name_timeout = Duration::from_millis(300));
     let mut a = Raw::join(server.addr, "alice");
     let mut silent = Raw::connect(server.addr);
     let lines = silent.until_closed();
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("ERROR "),
-        "{lines:?}"
-    );
-    assert_eq!(
-        a.sync(),
-        vec!["ALL".to_owned()],
-        "nobody joined, nobody left"
-    );
+    assert!(lines.len() == 1 && lines[0].starts_with("ERROR "), "{lines:?}");
+    assert_eq!(a.sync(), vec!["ALL".to_owned()], "nobody joined, nobody left");
 }
 
 /// C5: a client that never reads is disconnected when its queue passes the bound; the others go on.
@@ -363,37 +324,26 @@ fn downloads_are_byte_exact(server_rt: Rt, client_rt: Rt) {
     ]);
     let server = start(server_rt, files, |_| {});
     let out = tempfile::tempdir().unwrap();
-    for (file, size) in [
-        ("empty.bin", 0usize),
-        ("one.bin", 1),
-        ("part.bin", 65000),
-        ("big.bin", 50 << 20),
-    ] {
+    for (file, size) in
+        [("empty.bin", 0usize), ("one.bin", 1), ("part.bin", 65000), ("big.bin", 50 << 20)]
+    {
         let options = download_opts(&server, file, out.path(), "getter");
         let report = download(client_rt, &options).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(report.size, size as u64);
         let got = std::fs::read(&report.path).unwrap();
-        assert_eq!(
-            got,
-            std::fs::read(server.path(file)).unwrap(),
-            "{file} differs"
-        );
+        assert_eq!(got, std::fs::read(server.path(file)).unwrap(), "{file} differs");
         assert!(!out.path().join(format!("{file}.part")).exists());
     }
     // A second download of the same file takes the next free name.
-    let report = download(
-        client_rt,
-        &download_opts(&server, "one.bin", out.path(), "getter"),
-    )
-    .unwrap();
+    let report =
+        download(client_rt, &download_opts(&server, "one.bin", out.path(), "getter")).unwrap();
     assert_eq!(report.path.file_name().unwrap(), "one (1).bin");
 }
 
 /// U10-style load, PROTOCOL 2.2: 16 downloads at once from several clients.
 fn sixteen_concurrent_downloads(server_rt: Rt, client_rt: Rt) {
-    let files: Vec<(String, Vec<u8>)> = (0..4)
-        .map(|i| (format!("f{i}.bin"), pattern(3 << 20, 10 + i)))
-        .collect();
+    let files: Vec<(String, Vec<u8>)> =
+        (0..4).map(|i| (format!("f{i}.bin"), pattern(3 << 20, 10 + i))).collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
     let server = start(server_rt, folder_with(&refs), |_| {});
     let out = tempfile::tempdir().unwrap();
@@ -455,10 +405,7 @@ fn client_quit_is_exactly_the_servers(server_rt: Rt, client_rt: Rt) {
         shown.iter().any(|l| l.contains("still here")),
         "the client saw its own line before leaving: {shown:?}"
     );
-    assert!(
-        !shown.iter().any(|l| l.starts_with("disconnected")),
-        "{shown:?}"
-    );
+    assert!(!shown.iter().any(|l| l.starts_with("disconnected")), "{shown:?}");
 }
 
 /// The drift that motivated the client driver: piped `~nobody hi` then `download_file hello.c`.
@@ -470,14 +417,8 @@ fn piped_private_error_then_download(server_rt: Rt, client_rt: Rt) {
     let options = client_opts(&server, out.path(), "alice");
     let (result, shown) = run_client(client_rt, options, &["~nobody hi", "download_file hello.c"]);
     result.unwrap();
-    assert!(
-        shown.iter().any(|l| l.contains("no such user: nobody")),
-        "{shown:?}"
-    );
-    assert!(
-        shown.iter().any(|l| l.starts_with("done hello.c: saved")),
-        "{shown:?}"
-    );
+    assert!(shown.iter().any(|l| l.contains("no such user: nobody")), "{shown:?}");
+    assert!(shown.iter().any(|l| l.starts_with("done hello.c: saved")), "{shown:?}");
     assert_eq!(
         std::fs::read(out.path().join("hello.c")).unwrap(),
         std::fs::read(server.path("hello.c")).unwrap()
@@ -543,8 +484,7 @@ fn vanished_client_frees_its_port(rt: Rt) {
     // Wrong token: silence.
     let n = datagram::encode_request(token ^ 1, 1, &[(0, 0)], &mut buf);
     udp.send(&buf[..n]).unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     assert!(udp.recv(&mut buf).is_err(), "a wrong token was answered");
     // One real request, then silence: the part, then ABORT 3.
     let n = datagram::encode_request(token, 1, &[(0, 0)], &mut buf);
@@ -566,19 +506,14 @@ fn vanished_client_frees_its_port(rt: Rt) {
             assert_eq!(line.split(' ').nth(1), Some(words[1]));
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "port never freed: {line}"
-        );
+        assert!(std::time::Instant::now() < deadline, "port never freed: {line}");
     }
 }
 
 /// PROTOCOL 1.4, S2: the served folder is watched; a new file is offered, a removed one is not,
 /// and a subfolder or a link never is.
 fn folder_changes_are_seen(rt: Rt) {
-    let server = start(rt, sample_folder(), |o| {
-        o.rescan_every = Duration::from_millis(50)
-    });
+    let server = start(rt, sample_folder(), |o| o.rescan_every = Duration::from_millis(50));
     let mut a = Raw::join(server.addr, "alice");
     std::fs::write(server.path("new.txt"), b"fresh").unwrap();
     std::fs::remove_file(server.path("alice.jpg")).unwrap();
@@ -593,10 +528,7 @@ fn folder_changes_are_seen(rt: Rt) {
         if list == "CHOOSE_FILE hello.c new.txt" {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the folder change was never seen: {list}"
-        );
+        assert!(std::time::Instant::now() < deadline, "the folder change was never seen: {list}");
         std::thread::sleep(Duration::from_millis(20));
     }
     for name in ["link", "sub", ".hidden", "alice.jpg"] {
@@ -614,11 +546,7 @@ fn port_held_by_another_program_is_skipped(rt: Rt) {
     let mut a = Raw::join(server.addr, "alice");
     a.send("download_file hello.c");
     let offer = a.line();
-    assert_eq!(
-        offer.split(' ').nth(1),
-        Some((base + 1).to_string().as_str()),
-        "{offer}"
-    );
+    assert_eq!(offer.split(' ').nth(1), Some((base + 1).to_string().as_str()), "{offer}");
     a.send("download_file hello.c");
     assert!(a.line().starts_with("ERROR server busy"));
 }
@@ -634,18 +562,12 @@ fn reset_in_the_middle_of_a_line(rt: Rt) {
     // Whether the half line reaches the server before the reset or is thrown away with it, the
     // result must be the same: no message, one leave.
     b.send_bytes(b"half a li");
-    socket2::SockRef::from(b.stream())
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
+    socket2::SockRef::from(b.stream()).set_linger(Some(Duration::ZERO)).unwrap();
     drop(b); // RST, not FIN
     assert_eq!(a.line(), "bob left the chat...");
     assert_eq!(a.line(), "ALL");
     a.send("~bob still there?");
-    assert_eq!(
-        a.line(),
-        "ERROR no such user: bob",
-        "bob left once and is gone"
-    );
+    assert_eq!(a.line(), "ERROR no such user: bob", "bob left once and is gone");
 }
 
 on_each_server!(

@@ -17,17 +17,12 @@ use support::*;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn sample_folder() -> tempfile::TempDir {
-    folder_with(&[
-        ("hello.c", pattern(1841, 1)),
-        ("alice.jpg", pattern(5000, 2)),
-    ])
+    folder_with(&[("hello.c", pattern(1841, 1)), ("alice.jpg", pattern(5000, 2))])
 }
 
 /// Open file descriptors of this process (the servers under test run in it).
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
 }
 
 /// U7, PROTOCOL 2.2: the file changes on disk after the offer; the client gets ABORT 1, never
@@ -76,16 +71,12 @@ fn connect_disconnect_cycles(rt: Rt) {
             assert!(left.insert(name.to_owned()), "{name} left twice");
         }
     }
-    eventually("descriptors to be released", REPLY_TIMEOUT, || {
-        open_fds() <= before + 4
-    });
+    eventually("descriptors to be released", REPLY_TIMEOUT, || open_fds() <= before + 4);
 }
 
 /// C6: a client that floods lines without reading does not hold up the others.
 fn flooder_does_not_starve_others(rt: Rt) {
-    let server = start(rt, sample_folder(), |o| {
-        o.chat.max_queued_bytes = 256 * 1024
-    });
+    let server = start(rt, sample_folder(), |o| o.chat.max_queued_bytes = 256 * 1024);
     let mut calm = Raw::join(server.addr, "calm");
     let flood = Raw::join(server.addr, "flood");
     calm.sync();
@@ -115,14 +106,10 @@ fn flooder_does_not_starve_others(rt: Rt) {
 
 /// U10: a thousand downloads in a row leave no descriptors, ports or memory behind.
 fn thousand_downloads(server_rt: Rt, client_rt: Rt) {
-    let server = start(
-        server_rt,
-        folder_with(&[("tiny.bin", pattern(3000, 4))]),
-        |o| {
-            let base = *o.chat.udp_ports.start();
-            o.chat.udp_ports = base..=base + 1;
-        },
-    );
+    let server = start(server_rt, folder_with(&[("tiny.bin", pattern(3000, 4))]), |o| {
+        let base = *o.chat.udp_ports.start();
+        o.chat.udp_ports = base..=base + 1;
+    });
     let out = tempfile::tempdir().unwrap();
     let options = download_opts(&server, "tiny.bin", out.path(), "repeat");
     let before = open_fds();
@@ -132,9 +119,7 @@ fn thousand_downloads(server_rt: Rt, client_rt: Rt) {
     }
     // With two ports, a thousand offers in a row only work if every finished transfer freed its
     // port; the descriptors of sockets and files must be back too.
-    eventually("descriptors to be released", REPLY_TIMEOUT, || {
-        open_fds() <= before + 8
-    });
+    eventually("descriptors to be released", REPLY_TIMEOUT, || open_fds() <= before + 8);
 }
 
 mod endurance {

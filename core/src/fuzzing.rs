@@ -49,20 +49,12 @@ pub fn chat_line_round_trip(data: &[u8]) {
     if let Ok(line) = ClientLine::parse(text) {
         let encoded = line.encode();
         let body = encoded.strip_suffix('\n').unwrap_or(&encoded);
-        assert_eq!(
-            ClientLine::parse(body),
-            Ok(line),
-            "client line does not round-trip: {text:?}"
-        );
+        assert_eq!(ClientLine::parse(body), Ok(line), "client line does not round-trip: {text:?}");
     }
     if let Ok(line) = ServerLine::parse(text) {
         let encoded = line.encode();
         let body = encoded.strip_suffix('\n').unwrap_or(&encoded);
-        assert_eq!(
-            ServerLine::parse(body),
-            Ok(line),
-            "server line does not round-trip: {text:?}"
-        );
+        assert_eq!(ServerLine::parse(body), Ok(line), "server line does not round-trip: {text:?}");
     }
 }
 
@@ -74,16 +66,8 @@ pub fn line_framer_split_invariance(data: &[u8]) {
     };
     let whole = frame_in_chunks(stream, stream.len().max(1));
     let chunk = usize::from(seed % 7) + 1;
-    assert_eq!(
-        frame_in_chunks(stream, chunk),
-        whole,
-        "framing depends on chunk size {chunk}"
-    );
-    assert_eq!(
-        frame_in_chunks(stream, 1),
-        whole,
-        "framing depends on byte-by-byte delivery"
-    );
+    assert_eq!(frame_in_chunks(stream, chunk), whole, "framing depends on chunk size {chunk}");
+    assert_eq!(frame_in_chunks(stream, 1), whole, "framing depends on byte-by-byte delivery");
 }
 
 fn frame_in_chunks(stream: &[u8], chunk: usize) -> Vec<Framed> {
@@ -94,10 +78,7 @@ fn frame_in_chunks(stream: &[u8], chunk: usize) -> Vec<Framed> {
         while let Some(framed) = framer.next() {
             out.push(framed);
         }
-        assert!(
-            framer.buffered_partial() <= MAX_LINE + 1,
-            "framer holds more than one line"
-        );
+        assert!(framer.buffered_partial() <= MAX_LINE + 1, "framer holds more than one line");
     }
     out
 }
@@ -167,18 +148,9 @@ pub fn chat_server_session(data: &[u8], start: Instant) {
         let mut ack = op & 1 == 0;
         while let Some(out) = server.poll_output() {
             if let ServerOutput::Send { conn, bytes } = out {
-                assert!(
-                    bytes.len() <= MAX_LINE + 1 && bytes.ends_with(b"\n"),
-                    "bad line sent"
-                );
+                assert!(bytes.len() <= MAX_LINE + 1 && bytes.ends_with(b"\n"), "bad line sent");
                 if ack {
-                    server.handle_input(
-                        now,
-                        ServerInput::Sent {
-                            conn,
-                            len: bytes.len(),
-                        },
-                    );
+                    server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
                 }
                 ack = !ack;
             }
@@ -186,10 +158,7 @@ pub fn chat_server_session(data: &[u8], start: Instant) {
         assert!(server.joined_count() <= server.connection_count());
         assert!(server.connection_count() <= 5);
         for conn in &live {
-            assert!(
-                server.queued_bytes(*conn) <= MAX_QUEUED,
-                "queue past its bound"
-            );
+            assert!(server.queued_bytes(*conn) <= MAX_QUEUED, "queue past its bound");
         }
     }
 }
@@ -267,17 +236,10 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
         };
         // At the sender, from the client's address or from a stranger.
         let port = if kind & 0x80 == 0 { 4000 } else { 4001 };
-        let ip = if kind & 0x40 == 0 {
-            client_ip
-        } else {
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
-        };
+        let ip = if kind & 0x40 == 0 { client_ip } else { IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)) };
         sender.handle_input(
             now,
-            SenderInput::Datagram {
-                from: SocketAddr::new(ip, port),
-                bytes: &datagram,
-            },
+            SenderInput::Datagram { from: SocketAddr::new(ip, port), bytes: &datagram },
         );
         let mut parts_this_request = 0usize;
         let mut bytes_this_request = 0u64;
@@ -299,11 +261,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
             let payload = &datagram[accept.payload.clone()];
             let expected_len = (size - accept.offset).min(u64::from(PART_SIZE)) as usize;
             assert_eq!(accept.offset, u64::from(accept.part) * u64::from(PART_SIZE));
-            assert_eq!(
-                payload.len(),
-                expected_len,
-                "accepted a part of the wrong size"
-            );
+            assert_eq!(payload.len(), expected_len, "accepted a part of the wrong size");
             let at = accept.offset as usize;
             written[at..at + payload.len()].copy_from_slice(payload);
             while let Some((offset, len)) = receiver.next_to_hash() {

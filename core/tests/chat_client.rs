@@ -43,10 +43,7 @@ fn line_for(client: &mut ChatClient, text: &str) -> Result<Vec<u8>, InputError> 
 /// The first output of a new client: its name line.
 fn hello(client: &mut ChatClient) -> Vec<u8> {
     match client.poll_output() {
-        Some(ChatOutput::Send {
-            bytes,
-            sent: Sent::Name(_),
-        }) => bytes,
+        Some(ChatOutput::Send { bytes, sent: Sent::Name(_) }) => bytes,
         other => panic!("{other:?}"),
     }
 }
@@ -71,18 +68,9 @@ fn every_server_line_becomes_an_event() {
             ClientEvent::Presence(vec![]),
             ClientEvent::Joined("bob".into()),
             ClientEvent::Presence(vec!["bob".into()]),
-            ClientEvent::Public {
-                from: "bob".into(),
-                text: "hi all".into()
-            },
-            ClientEvent::Private {
-                from: "bob".into(),
-                text: "psst".into()
-            },
-            ClientEvent::PrivateSent {
-                to: "bob".into(),
-                text: "yes".into()
-            },
+            ClientEvent::Public { from: "bob".into(), text: "hi all".into() },
+            ClientEvent::Private { from: "bob".into(), text: "psst".into() },
+            ClientEvent::PrivateSent { to: "bob".into(), text: "yes".into() },
             ClientEvent::Files(vec!["alice.jpg".into(), "hello.c".into()]),
             ClientEvent::Offer(
                 Offer::checked(UdpOffer {
@@ -142,12 +130,7 @@ fn s3_hostile_offers_are_refused() {
     }
     // control characters, U+2028 and a bidi override in the name: refused (as an unreadable line
     // or as an unsafe offer), and the reason is printable
-    for file in [
-        "evil\u{1b}[2J",
-        "a\u{2028}b",
-        "nbsp\u{a0}x",
-        "txt.\u{202e}exe",
-    ] {
+    for file in ["evil\u{1b}[2J", "a\u{2028}b", "nbsp\u{a0}x", "txt.\u{202e}exe"] {
         let mut c = ChatClient::new("alice");
         let got = events(
             &mut c,
@@ -155,23 +138,15 @@ fn s3_hostile_offers_are_refused() {
         );
         match &got[..] {
             [ClientEvent::Rejected(reason) | ClientEvent::OfferRefused(reason)] => {
-                assert!(
-                    !reason.chars().any(|ch| ch.is_control() || ch == '\u{2028}'),
-                    "{reason:?}"
-                )
+                assert!(!reason.chars().any(|ch| ch.is_control() || ch == '\u{2028}'), "{reason:?}")
             }
             other => panic!("{file:?}: {other:?}"),
         }
     }
     let mut c = ChatClient::new("alice");
-    let got = events(
-        &mut c,
-        format!("UDP 55000 0 ok.txt 10 0 {digest} 0000000000000001\n").as_bytes(),
-    );
-    assert!(
-        matches!(&got[..], [ClientEvent::OfferRefused(_)]),
-        "part size 0"
-    );
+    let got =
+        events(&mut c, format!("UDP 55000 0 ok.txt 10 0 {digest} 0000000000000001\n").as_bytes());
+    assert!(matches!(&got[..], [ClientEvent::OfferRefused(_)]), "part size 0");
 }
 
 /// S4: what the server relays cannot disguise itself on a terminal: line separators and bidi
@@ -179,10 +154,7 @@ fn s3_hostile_offers_are_refused() {
 #[test]
 fn s4_events_are_safe_to_print() {
     let mut c = ChatClient::new("alice");
-    let got = events(
-        &mut c,
-        "bob: look \u{202e}evil\u{202c} and \u{2028} next\n".as_bytes(),
-    );
+    let got = events(&mut c, "bob: look \u{202e}evil\u{202c} and \u{2028} next\n".as_bytes());
     match &got[..] {
         [ClientEvent::Public { from, text }] => {
             assert_eq!(from, "bob");
@@ -221,18 +193,8 @@ fn malformed_server_lines_are_rejected_not_fatal() {
     bytes.extend(b"\nbob: still fine\n");
     let got = events(&mut c, &bytes);
     assert_eq!(got.len(), 4);
-    assert!(
-        got[..3]
-            .iter()
-            .all(|e| matches!(e, ClientEvent::Rejected(_)))
-    );
-    assert_eq!(
-        got[3],
-        ClientEvent::Public {
-            from: "bob".into(),
-            text: "still fine".into()
-        }
-    );
+    assert!(got[..3].iter().all(|e| matches!(e, ClientEvent::Rejected(_))));
+    assert_eq!(got[3], ClientEvent::Public { from: "bob".into(), text: "still fine".into() });
 }
 
 #[test]
@@ -240,10 +202,7 @@ fn typed_text_to_lines() {
     // PROTOCOL 1.2: intents become canonical lines; mistakes are caught before sending.
     let mut c = ChatClient::new("alice");
     assert_eq!(line_for(&mut c, "hello").unwrap(), b"hello\n");
-    assert_eq!(
-        line_for(&mut c, "get list file").unwrap(),
-        b"get_list_file\n"
-    );
+    assert_eq!(line_for(&mut c, "get list file").unwrap(), b"get_list_file\n");
     assert_eq!(
         line_for(&mut c, "download_file hello.c 60000").unwrap(),
         b"download_file hello.c 60000\n"
@@ -262,10 +221,7 @@ fn typed_text_to_lines() {
         line_for(&mut c, "two\nlines"),
         Err(InputError::Line(LineError::ControlChar { code: 10, .. }))
     ));
-    assert_eq!(
-        line_for(&mut c, &"x".repeat(4097)),
-        Err(InputError::TooLong)
-    );
+    assert_eq!(line_for(&mut c, &"x".repeat(4097)), Err(InputError::TooLong));
     // Only what the server takes for {quit} is {quit}: with a space it is a public message.
     assert_eq!(line_for(&mut c, "{quit} ").unwrap(), b"{quit} \n");
     assert!(!c.is_quitting());
@@ -292,13 +248,7 @@ fn quit_waits_for_the_close_then_gives_up() {
             &got[..],
             [
                 _,
-                ChatOutput::Send {
-                    sent: Sent::Line {
-                        line: ClientLine::Quit,
-                        ..
-                    },
-                    ..
-                },
+                ChatOutput::Send { sent: Sent::Line { line: ClientLine::Quit, .. }, .. },
                 ChatOutput::Event(ClientEvent::Presence(_))
             ]
         ),
@@ -311,10 +261,7 @@ fn quit_waits_for_the_close_then_gives_up() {
     // The server closing in time ends it the same way; a close nobody asked for says so.
     let mut c = ChatClient::new("bob");
     c.handle_input(t0, ChatInput::Closed);
-    assert_eq!(
-        outputs(&mut c).last(),
-        Some(&ChatOutput::Over { quit: false })
-    );
+    assert_eq!(outputs(&mut c).last(), Some(&ChatOutput::Over { quit: false }));
 }
 
 /// PROTOCOL 1.1: the server reads every line before the join as a name. A line typed while the
@@ -338,11 +285,7 @@ fn a_line_typed_before_the_refusal_is_the_next_name() {
 #[test]
 fn client_and_server_in_memory() {
     // The two state machines talk to each other with no socket: PROTOCOL 3 from alice's side.
-    let files = vec![FileEntry {
-        name: "hello.c".into(),
-        size: 1841,
-        blake3: [9; 32],
-    }];
+    let files = vec![FileEntry { name: "hello.c".into(), size: 1841, blake3: [9; 32] }];
     let mut server = ChatServer::new(ServerConfig::default(), Catalogue::from_entries(files), 1);
     let now = Instant::now();
     let peer: SocketAddr = "127.0.0.1:40000".parse().unwrap();
@@ -351,29 +294,13 @@ fn client_and_server_in_memory() {
     let mut got = Vec::new();
     let typed = ["", "get_list_file", "download_file hello.c 8000"];
     for (i, text) in typed.iter().enumerate() {
-        let bytes = if i == 0 {
-            hello(&mut alice)
-        } else {
-            line_for(&mut alice, text).unwrap()
-        };
-        server.handle_input(
-            now,
-            ServerInput::Received {
-                conn: 1,
-                bytes: &bytes,
-            },
-        );
+        let bytes = if i == 0 { hello(&mut alice) } else { line_for(&mut alice, text).unwrap() };
+        server.handle_input(now, ServerInput::Received { conn: 1, bytes: &bytes });
         // Written at once, as a runtime reports it: the presence line follows its join line.
         while let Some(out) = server.poll_output() {
             if let ServerOutput::Send { conn, bytes } = out {
                 got.extend(events(&mut alice, &bytes));
-                server.handle_input(
-                    now,
-                    ServerInput::Sent {
-                        conn,
-                        len: bytes.len(),
-                    },
-                );
+                server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
             }
         }
     }
@@ -391,16 +318,10 @@ fn a_refused_name_is_followed_by_another() {
     let mut c = ChatClient::new("alice");
     assert_eq!(hello(&mut c), b"alice\n");
     let got = events(&mut c, b"ERROR name already taken: alice\n");
-    assert_eq!(
-        got,
-        vec![ClientEvent::NameRefused("name already taken: alice".into())]
-    );
+    assert_eq!(got, vec![ClientEvent::NameRefused("name already taken: alice".into())]);
     assert_eq!(line_for(&mut c, "alice2").unwrap(), b"alice2\n");
     assert_eq!(c.name(), "alice2");
-    let got = events(
-        &mut c,
-        b"alice2 has joined the chat!\nERROR no such user: bob\n",
-    );
+    let got = events(&mut c, b"alice2 has joined the chat!\nERROR no such user: bob\n");
     assert!(c.is_joined());
     assert_eq!(got[1], ClientEvent::Error("no such user: bob".into()));
     assert_eq!(line_for(&mut c, "hello").unwrap(), b"hello\n");

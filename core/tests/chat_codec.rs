@@ -14,22 +14,10 @@ fn client_lines_round_trip() {
     let lines = [
         ClientLine::Show,
         ClientLine::GetListFile,
-        ClientLine::Download {
-            file: "hello.c".into(),
-            part_size: None,
-        },
-        ClientLine::Download {
-            file: "big.iso".into(),
-            part_size: Some(65000),
-        },
-        ClientLine::Download {
-            file: "x".into(),
-            part_size: Some(u32::MAX),
-        },
-        ClientLine::Private {
-            to: "alice".into(),
-            text: "hi  there ~ :)".into(),
-        },
+        ClientLine::Download { file: "hello.c".into(), part_size: None },
+        ClientLine::Download { file: "big.iso".into(), part_size: Some(65000) },
+        ClientLine::Download { file: "x".into(), part_size: Some(u32::MAX) },
+        ClientLine::Private { to: "alice".into(), text: "hi  there ~ :)".into() },
         ClientLine::Quit,
         ClientLine::Empty,
         ClientLine::Public("hello world".into()),
@@ -39,39 +27,26 @@ fn client_lines_round_trip() {
     for line in lines {
         let wire = line.encode();
         assert!(wire.ends_with('\n'));
-        assert_eq!(
-            ClientLine::parse(strip_nl(&wire)),
-            Ok(line.clone()),
-            "{wire:?}"
-        );
+        assert_eq!(ClientLine::parse(strip_nl(&wire)), Ok(line.clone()), "{wire:?}");
     }
 }
 
 #[test]
 fn client_line_aliases_and_edges() {
-    assert_eq!(
-        ClientLine::parse("get list file"),
-        Ok(ClientLine::GetListFile)
-    );
+    assert_eq!(ClientLine::parse("get list file"), Ok(ClientLine::GetListFile));
     assert_eq!(
         ClientLine::parse("Show"),
         Ok(ClientLine::Public("Show".into())),
         "matched whole, case-sensitive"
     );
-    assert_eq!(
-        ClientLine::parse("show "),
-        Ok(ClientLine::Public("show ".into()))
-    );
+    assert_eq!(ClientLine::parse("show "), Ok(ClientLine::Public("show ".into())));
     assert_eq!(
         ClientLine::parse("download_files x"),
         Ok(ClientLine::Public("download_files x".into()))
     );
     assert_eq!(
         ClientLine::parse("download_file x 099999999999999"),
-        Ok(ClientLine::Download {
-            file: "x".into(),
-            part_size: Some(u32::MAX)
-        }),
+        Ok(ClientLine::Download { file: "x".into(), part_size: Some(u32::MAX) }),
         "huge part sizes saturate; the server clamps"
     );
 }
@@ -83,35 +58,14 @@ fn malformed_download_file() {
     assert_eq!(ClientLine::parse("download_file"), usage("no file name"));
     assert_eq!(ClientLine::parse("download_file "), usage("no file name"));
     assert_eq!(ClientLine::parse("download_file  x"), usage("no file name"));
-    assert_eq!(
-        ClientLine::parse("download_file x y z"),
-        usage("too many words")
-    );
-    assert_eq!(
-        ClientLine::parse("download_file x 12 "),
-        usage("too many words")
-    );
-    assert_eq!(
-        ClientLine::parse("download_file x abc"),
-        usage("part size is not a number")
-    );
-    assert_eq!(
-        ClientLine::parse("download_file x -5"),
-        usage("part size is not a number")
-    );
-    assert_eq!(
-        ClientLine::parse("download_file x +5"),
-        usage("part size is not a number")
-    );
-    assert_eq!(
-        ClientLine::parse("download_file x "),
-        usage("part size is not a number")
-    );
+    assert_eq!(ClientLine::parse("download_file x y z"), usage("too many words"));
+    assert_eq!(ClientLine::parse("download_file x 12 "), usage("too many words"));
+    assert_eq!(ClientLine::parse("download_file x abc"), usage("part size is not a number"));
+    assert_eq!(ClientLine::parse("download_file x -5"), usage("part size is not a number"));
+    assert_eq!(ClientLine::parse("download_file x +5"), usage("part size is not a number"));
+    assert_eq!(ClientLine::parse("download_file x "), usage("part size is not a number"));
     let msg = ClientLine::parse("download_file").unwrap_err().to_string();
-    assert_eq!(
-        msg,
-        "usage: download_file <file> [<part_size>] (no file name)"
-    );
+    assert_eq!(msg, "usage: download_file <file> [<part_size>] (no file name)");
 }
 
 #[test]
@@ -120,16 +74,10 @@ fn malformed_private() {
     assert_eq!(ClientLine::parse("~"), usage("no name"));
     assert_eq!(ClientLine::parse("~ hi"), usage("no name"));
     assert_eq!(ClientLine::parse("~alice"), usage("no text after the name"));
-    assert_eq!(
-        ClientLine::parse("~alice "),
-        usage("no text after the name")
-    );
+    assert_eq!(ClientLine::parse("~alice "), usage("no text after the name"));
     assert_eq!(
         ClientLine::parse("~alice  x"),
-        Ok(ClientLine::Private {
-            to: "alice".into(),
-            text: " x".into()
-        })
+        Ok(ClientLine::Private { to: "alice".into(), text: " x".into() })
     );
 }
 
@@ -143,11 +91,7 @@ fn control_characters_are_refused() {
         ("del\u{7f}", 0x7f, 3),
         ("é\u{85}", 0x85, 2),
     ] {
-        assert_eq!(
-            ClientLine::parse(line),
-            Err(LineError::ControlChar { code, at }),
-            "{line:?}"
-        );
+        assert_eq!(ClientLine::parse(line), Err(LineError::ControlChar { code, at }), "{line:?}");
         assert!(ServerLine::parse(line).is_err());
     }
     assert_eq!(
@@ -181,57 +125,29 @@ fn server_lines_round_trip() {
         ServerLine::ChooseFile(vec![]),
         ServerLine::ChooseFile(vec!["alice.jpg".into(), "hello.c".into()]),
         ServerLine::Udp(offer()),
-        ServerLine::Udp(UdpOffer {
-            token: 1,
-            transfer_id: u64::MAX,
-            size: 0,
-            ..offer()
-        }),
+        ServerLine::Udp(UdpOffer { token: 1, transfer_id: u64::MAX, size: 0, ..offer() }),
         ServerLine::Joined("bob".into()),
         ServerLine::Left("bob".into()),
-        ServerLine::Public {
-            from: "bob".into(),
-            text: "hi: there".into(),
-        },
-        ServerLine::Public {
-            from: "bob".into(),
-            text: "".into(),
-        },
-        ServerLine::Private {
-            from: "bob".into(),
-            text: "psst".into(),
-        },
-        ServerLine::PrivateEcho {
-            to: "alice".into(),
-            text: "hi alice".into(),
-        },
+        ServerLine::Public { from: "bob".into(), text: "hi: there".into() },
+        ServerLine::Public { from: "bob".into(), text: "".into() },
+        ServerLine::Private { from: "bob".into(), text: "psst".into() },
+        ServerLine::PrivateEcho { to: "alice".into(), text: "hi alice".into() },
         ServerLine::Error("no such user: carol".into()),
     ];
     for line in lines {
         let wire = line.encode();
-        assert_eq!(
-            ServerLine::parse(strip_nl(&wire)),
-            Ok(line.clone()),
-            "{wire:?}"
-        );
+        assert_eq!(ServerLine::parse(strip_nl(&wire)), Ok(line.clone()), "{wire:?}");
     }
 }
 
 #[test]
 fn udp_line_exact_bytes() {
     // PROTOCOL 2.1: 64 lowercase hex digest, 16 lowercase hex token (leading zeros kept).
-    let o = UdpOffer {
-        blake3: [0xab; 32],
-        token: 0x1f,
-        ..offer()
-    };
+    let o = UdpOffer { blake3: [0xab; 32], token: 0x1f, ..offer() };
     let wire = ServerLine::Udp(o).encode();
     assert_eq!(
         wire,
-        format!(
-            "UDP 55000 0 hello.c 1841 1200 {} 000000000000001f\n",
-            "ab".repeat(32)
-        )
+        format!("UDP 55000 0 hello.c 1841 1200 {} 000000000000001f\n", "ab".repeat(32))
     );
 }
 
@@ -266,24 +182,13 @@ fn malformed_server_lines() {
         ": hi",
         "a b: hi",
     ] {
-        assert!(
-            ServerLine::parse(bad).is_err(),
-            "{bad:?} -> {:?}",
-            ServerLine::parse(bad)
-        );
+        assert!(ServerLine::parse(bad).is_err(), "{bad:?} -> {:?}", ServerLine::parse(bad));
     }
 }
 
 #[test]
 fn public_text_that_looks_private_is_read_as_private() {
     // A documented ambiguity of PROTOCOL 1.3: the codec cannot tell them apart.
-    let line = ServerLine::Public {
-        from: "bob".into(),
-        text: "(PRIVATE) gotcha".into(),
-    }
-    .encode();
-    assert!(matches!(
-        ServerLine::parse(strip_nl(&line)),
-        Ok(ServerLine::Private { .. })
-    ));
+    let line = ServerLine::Public { from: "bob".into(), text: "(PRIVATE) gotcha".into() }.encode();
+    assert!(matches!(ServerLine::parse(strip_nl(&line)), Ok(ServerLine::Private { .. })));
 }

@@ -8,11 +8,8 @@ use natter_core::chat::server::{ChatServer, ServerConfig, ServerInput, ServerOut
 
 #[test]
 fn a_flooder_is_paused_and_resumes_at_the_rate() {
-    let config = ServerConfig {
-        max_input_rate: 100_000,
-        input_burst: 200_000,
-        ..Default::default()
-    };
+    let config =
+        ServerConfig { max_input_rate: 100_000, input_burst: 200_000, ..Default::default() };
     let mut server = ChatServer::new(config, Catalogue::default(), 7);
     let t0 = Instant::now();
     let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
@@ -20,22 +17,13 @@ fn a_flooder_is_paused_and_resumes_at_the_rate() {
         server.handle_input(t0, ServerInput::Opened { conn, peer });
         server.handle_input(
             t0,
-            ServerInput::Received {
-                conn,
-                bytes: format!("{name}\n").as_bytes(),
-            },
+            ServerInput::Received { conn, bytes: format!("{name}\n").as_bytes() },
         );
     }
     let line = format!("{}\n", "f".repeat(999));
     // 300 lines of 1000 bytes at once: 100 kB past the burst.
     for _ in 0..300 {
-        server.handle_input(
-            t0,
-            ServerInput::Received {
-                conn: 1,
-                bytes: line.as_bytes(),
-            },
-        );
+        server.handle_input(t0, ServerInput::Received { conn: 1, bytes: line.as_bytes() });
     }
     // The flooder's reads pause (C6) for as long as its debt takes to pay back; nobody else's.
     let mut outputs = Vec::new();
@@ -69,13 +57,7 @@ fn a_flooder_is_paused_and_resumes_at_the_rate() {
     for out in outputs {
         if let ServerOutput::Send { conn: 2, bytes } = out {
             relayed += usize::from(bytes.starts_with(b"flood: "));
-            server.handle_input(
-                t0,
-                ServerInput::Sent {
-                    conn: 2,
-                    len: bytes.len(),
-                },
-            );
+            server.handle_input(t0, ServerInput::Sent { conn: 2, len: bytes.len() });
         }
     }
     assert_eq!(relayed, 300);

@@ -11,13 +11,7 @@ fn offered_ports(server: &mut ChatServer, now: Instant) -> Vec<String> {
     while let Some(out) = server.poll_output() {
         if let ServerOutput::Send { conn, bytes } = out {
             lines.push(String::from_utf8_lossy(&bytes).trim_end().to_owned());
-            server.handle_input(
-                now,
-                ServerInput::Sent {
-                    conn,
-                    len: bytes.len(),
-                },
-            );
+            server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
         }
     }
     lines
@@ -35,15 +29,8 @@ fn offered_ports(server: &mut ChatServer, now: Instant) -> Vec<String> {
 
 #[test]
 fn ports_the_runtime_cannot_bind_are_never_offered() {
-    let config = ServerConfig {
-        udp_ports: 55000..=55003,
-        ..Default::default()
-    };
-    let files = vec![FileEntry {
-        name: "a.txt".into(),
-        size: 10,
-        blake3: [1; 32],
-    }];
+    let config = ServerConfig { udp_ports: 55000..=55003, ..Default::default() };
+    let files = vec![FileEntry { name: "a.txt".into(), size: 10, blake3: [1; 32] }];
     let mut server = ChatServer::new(config, Catalogue::from_entries(files), 3);
     let now = Instant::now();
     for port in [55000, 55002] {
@@ -51,33 +38,15 @@ fn ports_the_runtime_cannot_bind_are_never_offered() {
     }
     let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4000);
     server.handle_input(now, ServerInput::Opened { conn: 1, peer });
-    server.handle_input(
-        now,
-        ServerInput::Received {
-            conn: 1,
-            bytes: b"alice\n",
-        },
-    );
+    server.handle_input(now, ServerInput::Received { conn: 1, bytes: b"alice\n" });
     offered_ports(&mut server, now);
     let ask = b"download_file a.txt\n".repeat(3);
-    server.handle_input(
-        now,
-        ServerInput::Received {
-            conn: 1,
-            bytes: &ask,
-        },
-    );
+    server.handle_input(now, ServerInput::Received { conn: 1, bytes: &ask });
     let got = offered_ports(&mut server, now);
     assert_eq!(got[..2], ["55001", "55003"]);
     assert!(got[2].starts_with("ERROR server busy"), "{got:?}");
     // A freed port is offered again; an unavailable one never is.
     server.handle_input(now, ServerInput::TransferEnded { port: 55001 });
-    server.handle_input(
-        now,
-        ServerInput::Received {
-            conn: 1,
-            bytes: b"download_file a.txt\n",
-        },
-    );
+    server.handle_input(now, ServerInput::Received { conn: 1, bytes: b"download_file a.txt\n" });
     assert_eq!(offered_ports(&mut server, now), ["55001"]);
 }

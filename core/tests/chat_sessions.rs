@@ -30,16 +30,8 @@ struct Session {
 
 fn catalogue() -> Catalogue {
     Catalogue::from_entries(vec![
-        FileEntry {
-            name: "hello.c".into(),
-            size: 1841,
-            blake3: [0x7d; 32],
-        },
-        FileEntry {
-            name: "alice.jpg".into(),
-            size: 52_000,
-            blake3: [0x11; 32],
-        },
+        FileEntry { name: "hello.c".into(), size: 1841, blake3: [0x7d; 32] },
+        FileEntry { name: "alice.jpg".into(), size: 52_000, blake3: [0x11; 32] },
     ])
 }
 
@@ -61,8 +53,7 @@ impl Session {
         self.next_conn += 1;
         self.labels.insert(conn, label.to_owned());
         let peer = SocketAddr::new(IpAddr::V4(ip), 50000 + conn as u16);
-        self.server
-            .handle_input(self.now, ServerInput::Opened { conn, peer });
+        self.server.handle_input(self.now, ServerInput::Opened { conn, peer });
         self.drain();
         conn
     }
@@ -79,26 +70,18 @@ impl Session {
     }
 
     fn say(&mut self, conn: ConnId, line: &str) {
-        writeln!(
-            self.transcript,
-            "{} -> {}",
-            self.labels[&conn],
-            line.escape_debug()
-        )
-        .unwrap();
+        writeln!(self.transcript, "{} -> {}", self.labels[&conn], line.escape_debug()).unwrap();
         self.raw(conn, format!("{line}\n").as_bytes());
     }
 
     fn raw(&mut self, conn: ConnId, bytes: &[u8]) {
-        self.server
-            .handle_input(self.now, ServerInput::Received { conn, bytes });
+        self.server.handle_input(self.now, ServerInput::Received { conn, bytes });
         self.drain();
     }
 
     fn hang_up(&mut self, conn: ConnId) {
         writeln!(self.transcript, "{} hangs up", self.labels[&conn]).unwrap();
-        self.server
-            .handle_input(self.now, ServerInput::Closed { conn });
+        self.server.handle_input(self.now, ServerInput::Closed { conn });
         self.drain();
     }
 
@@ -118,8 +101,7 @@ impl Session {
                     }
                     if !self.not_reading.contains(conn) {
                         let (conn, len) = (*conn, bytes.len());
-                        self.server
-                            .handle_input(self.now, ServerInput::Sent { conn, len });
+                        self.server.handle_input(self.now, ServerInput::Sent { conn, len });
                     }
                 }
                 ServerOutput::Close { conn } => {
@@ -166,8 +148,7 @@ fn protocol_example_section_3() {
     s.say(alice, "get_list_file");
     s.say(alice, "download_file hello.c");
     s.note("the runtime reports the UDP transfer finished");
-    s.server
-        .handle_input(s.now, ServerInput::TransferEnded { port: 55000 });
+    s.server.handle_input(s.now, ServerInput::TransferEnded { port: 55000 });
     s.say(bob, "{quit}");
     insta::assert_snapshot!("protocol_example", s.transcript);
 }
@@ -201,16 +182,9 @@ fn every_error_of_section_1_2() {
     let alice = s.join("alice");
     let x = s.connect("bob");
     s.note("name errors, then a good name on the same connection");
-    for bad in [
-        "",
-        "a name",
-        &"n".repeat(33),
-        "ALL",
-        "Show",
-        "ALICE",
-        "\u{430}lice",
-        "bad\u{1b}name",
-    ] {
+    for bad in
+        ["", "a name", &"n".repeat(33), "ALL", "Show", "ALICE", "\u{430}lice", "bad\u{1b}name"]
+    {
         s.say(x, bad);
     }
     s.say(x, "bob");
@@ -235,8 +209,7 @@ fn every_error_of_section_1_2() {
     let carol = s.join("carol");
     s.say(carol, "download_file hello.c");
     s.note("bob's transfer ends, which frees port 55000");
-    s.server
-        .handle_input(s.now, ServerInput::TransferEnded { port: 55000 });
+    s.server.handle_input(s.now, ServerInput::TransferEnded { port: 55000 });
     s.say(carol, "download_file hello.c");
     s.say(x, "still here");
     insta::assert_snapshot!("every_error", s.transcript);
@@ -261,10 +234,7 @@ fn quit_in_the_middle_of_a_private_exchange() {
 #[test]
 fn large_room_sends_no_presence_to_everyone() {
     // PROTOCOL 1.1: above the room limit only the newcomer gets a presence line.
-    let mut s = Session::new(ServerConfig {
-        presence_room_limit: 2,
-        ..Default::default()
-    });
+    let mut s = Session::new(ServerConfig { presence_room_limit: 2, ..Default::default() });
     let alice = s.join("alice");
     s.join("bob");
     s.join("carol");
@@ -291,20 +261,8 @@ fn c2_same_name_at_the_same_moment() {
     let mut s = Session::new(ServerConfig::default());
     let a = s.connect("first");
     let b = s.connect("second");
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: a,
-            bytes: b"sam\n",
-        },
-    );
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: b,
-            bytes: b"SAM\n",
-        },
-    );
+    s.server.handle_input(s.now, ServerInput::Received { conn: a, bytes: b"sam\n" });
+    s.server.handle_input(s.now, ServerInput::Received { conn: b, bytes: b"SAM\n" });
     let out = s.drain();
     assert_eq!(sends_to(&out, b), vec!["ERROR name already taken: sam\n"]);
     assert_eq!(s.server.joined_count(), 1);
@@ -318,28 +276,13 @@ fn c4_megabyte_without_newline_then_a_normal_line() {
     let chunk = vec![b'x'; 64 * 1024];
     let mut errors = 0;
     for _ in 0..16 {
-        s.server.handle_input(
-            s.now,
-            ServerInput::Received {
-                conn: a,
-                bytes: &chunk,
-            },
-        );
+        s.server.handle_input(s.now, ServerInput::Received { conn: a, bytes: &chunk });
         errors += sends_to(&s.drain(), a).len();
     }
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: a,
-            bytes: b"\nhi\n",
-        },
-    );
+    s.server.handle_input(s.now, ServerInput::Received { conn: a, bytes: b"\nhi\n" });
     let out = sends_to(&s.drain(), a);
     assert_eq!(errors, 0);
-    assert_eq!(
-        out,
-        vec!["ERROR line too long: at most 4096 bytes\n", "alice: hi\n"]
-    );
+    assert_eq!(out, vec!["ERROR line too long: at most 4096 bytes\n", "alice: hi\n"]);
 }
 
 #[test]
@@ -362,10 +305,7 @@ fn c5_a_client_that_never_reads_is_closed() {
         let who = talkers[round % talkers.len()];
         s.server.handle_input(
             s.now,
-            ServerInput::Received {
-                conn: who,
-                bytes: format!("{text}\n").as_bytes(),
-            },
+            ServerInput::Received { conn: who, bytes: format!("{text}\n").as_bytes() },
         );
         for o in s.drain() {
             match o {
@@ -400,51 +340,24 @@ fn presence_line_not_yet_sent_is_replaced() {
     let alice = s.join("alice");
     let bob = s.connect("bob");
     let carol = s.connect("carol");
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: bob,
-            bytes: b"bob\n",
-        },
-    );
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: carol,
-            bytes: b"carol\n",
-        },
-    );
+    s.server.handle_input(s.now, ServerInput::Received { conn: bob, bytes: b"bob\n" });
+    s.server.handle_input(s.now, ServerInput::Received { conn: carol, bytes: b"carol\n" });
     let out = s.drain();
     assert_eq!(
         sends_to(&out, alice),
-        vec![
-            "bob has joined the chat!\n",
-            "carol has joined the chat!\n",
-            "ALL bob carol\n"
-        ]
+        vec!["bob has joined the chat!\n", "carol has joined the chat!\n", "ALL bob carol\n"]
     );
     assert_eq!(
         sends_to(&out, bob),
-        vec![
-            "bob has joined the chat!\n",
-            "carol has joined the chat!\n",
-            "ALL alice carol\n"
-        ]
+        vec!["bob has joined the chat!\n", "carol has joined the chat!\n", "ALL alice carol\n"]
     );
-    assert_eq!(
-        s.server.queued_bytes(alice),
-        0,
-        "the dropped presence line is not counted"
-    );
+    assert_eq!(s.server.queued_bytes(alice), 0, "the dropped presence line is not counted");
 }
 
 #[test]
 fn backed_up_client_gets_one_fresh_presence_line_later() {
     // PROTOCOL 1.1 with a slow socket: presence lines are held, coalesced, sent when it drains.
-    let config = ServerConfig {
-        presence_defer_bytes: 100,
-        ..Default::default()
-    };
+    let config = ServerConfig { presence_defer_bytes: 100, ..Default::default() };
     let mut s = Session::new(config);
     let slow = s.join("slow");
     s.not_reading.push(slow);
@@ -456,22 +369,12 @@ fn backed_up_client_gets_one_fresh_presence_line_later() {
     }
     let queued = s.server.queued_bytes(slow);
     assert!(
-        s.transcript
-            .lines()
-            .filter(|l| l.starts_with("slow <- ALL"))
-            .count()
-            == 2,
+        s.transcript.lines().filter(|l| l.starts_with("slow <- ALL")).count() == 2,
         "{}",
         s.transcript
     );
     s.transcript.clear();
-    s.server.handle_input(
-        s.now,
-        ServerInput::Sent {
-            conn: slow,
-            len: queued,
-        },
-    );
+    s.server.handle_input(s.now, ServerInput::Sent { conn: slow, len: queued });
     s.drain();
     assert_eq!(s.transcript, "slow <- ALL talker p0 p1 p2 p3 p4\n");
 }
@@ -479,20 +382,14 @@ fn backed_up_client_gets_one_fresh_presence_line_later() {
 #[test]
 fn c7_name_timeout_closes_once() {
     // C7: a connection that never sends a name is closed at the deadline, announced once.
-    let config = ServerConfig {
-        name_timeout: Duration::from_secs(5),
-        ..Default::default()
-    };
+    let config = ServerConfig { name_timeout: Duration::from_secs(5), ..Default::default() };
     let mut s = Session::new(config);
     s.show_logs = true;
     let start = s.now;
     let silent = s.connect("silent");
     s.say(silent, "");
     let alice = s.join("alice");
-    assert_eq!(
-        s.server.poll_timeout(),
-        Some(start + Duration::from_secs(5))
-    );
+    assert_eq!(s.server.poll_timeout(), Some(start + Duration::from_secs(5)));
     s.now += Duration::from_secs(4);
     s.server.handle_timeout(s.now);
     assert!(s.drain().is_empty());
@@ -509,11 +406,7 @@ fn c7_name_timeout_closes_once() {
 #[test]
 fn c8_connection_limits() {
     // C8: over the global or per-IP maximum: one ERROR line, then close.
-    let config = ServerConfig {
-        max_connections: 3,
-        max_per_ip: 2,
-        ..Default::default()
-    };
+    let config = ServerConfig { max_connections: 3, max_per_ip: 2, ..Default::default() };
     let mut s = Session::new(config);
     s.show_logs = true;
     s.connect_from("a1", Ipv4Addr::new(10, 0, 0, 1));
@@ -550,52 +443,22 @@ fn s1_hostile_file_names_are_unknown_keys() {
     for name in hostile {
         s.server.handle_input(
             s.now,
-            ServerInput::Received {
-                conn: a,
-                bytes: format!("download_file {name}\n").as_bytes(),
-            },
+            ServerInput::Received { conn: a, bytes: format!("download_file {name}\n").as_bytes() },
         );
         let out = s.drain();
-        assert!(
-            !out.iter()
-                .any(|o| matches!(o, ServerOutput::StartTransfer(_))),
-            "{name}"
-        );
+        assert!(!out.iter().any(|o| matches!(o, ServerOutput::StartTransfer(_))), "{name}");
         let sent = sends_to(&out, a);
         assert_eq!(sent.len(), 1, "{name}");
         assert!(sent[0].starts_with("ERROR no such file: "), "{}", sent[0]);
         assert!(sent[0].len() < 200, "the echo is truncated");
-        assert!(
-            !sent[0]
-                .trim_end_matches('\n')
-                .chars()
-                .any(|c| c.is_control() || c == '\u{2028}')
-        );
+        assert!(!sent[0].trim_end_matches('\n').chars().any(|c| c.is_control() || c == '\u{2028}'));
     }
     let huge = format!("download_file {}\n", "n".repeat(10_000));
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: a,
-            bytes: huge.as_bytes(),
-        },
-    );
-    assert_eq!(
-        sends_to(&s.drain(), a),
-        vec!["ERROR line too long: at most 4096 bytes\n"]
-    );
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: a,
-            bytes: b"download_file a\0b\n",
-        },
-    );
+    s.server.handle_input(s.now, ServerInput::Received { conn: a, bytes: huge.as_bytes() });
+    assert_eq!(sends_to(&s.drain(), a), vec!["ERROR line too long: at most 4096 bytes\n"]);
+    s.server.handle_input(s.now, ServerInput::Received { conn: a, bytes: b"download_file a\0b\n" });
     let sent = sends_to(&s.drain(), a);
-    assert_eq!(
-        sent,
-        vec!["ERROR control character U+0000 at byte 15 is not allowed in a line\n"]
-    );
+    assert_eq!(sent, vec!["ERROR control character U+0000 at byte 15 is not allowed in a line\n"]);
 }
 
 #[test]
@@ -604,10 +467,7 @@ fn s4_log_lines_cannot_be_forged() {
     // and file names in logs are escaped.
     let peer: SocketAddr = "127.0.0.1:52418".parse().unwrap();
     let connected = LogEvent::Connected { conn: 1, peer };
-    assert_eq!(
-        connected.to_string(),
-        "[CONNECTION] ('127.0.0.1', 52418) connected to the server"
-    );
+    assert_eq!(connected.to_string(), "[CONNECTION] ('127.0.0.1', 52418) connected to the server");
     let gone = LogEvent::Disconnected {
         conn: 1,
         peer,
@@ -638,13 +498,7 @@ fn public_fan_out_shares_one_buffer() {
     for n in ["b", "c", "d"] {
         s.join(n);
     }
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: a,
-            bytes: b"hi all\n",
-        },
-    );
+    s.server.handle_input(s.now, ServerInput::Received { conn: a, bytes: b"hi all\n" });
     let ptrs: Vec<*const u8> = s
         .drain()
         .iter()
@@ -660,32 +514,15 @@ fn public_fan_out_shares_one_buffer() {
 #[test]
 fn big_room_costs_linear_outputs_per_change() {
     // PROTOCOL 1.1: with 300 people and the default limit of 100, a join costs O(room) sends.
-    let mut s = Session::new(ServerConfig {
-        max_per_ip: 1000,
-        ..Default::default()
-    });
+    let mut s = Session::new(ServerConfig { max_per_ip: 1000, ..Default::default() });
     for i in 0..300 {
         s.join(&format!("u{i}"));
     }
     s.transcript.clear();
     let c = s.connect("late");
-    s.server.handle_input(
-        s.now,
-        ServerInput::Received {
-            conn: c,
-            bytes: b"late\n",
-        },
-    );
-    let sends = s
-        .drain()
-        .iter()
-        .filter(|o| matches!(o, ServerOutput::Send { .. }))
-        .count();
-    assert_eq!(
-        sends,
-        301 + 1,
-        "joined line to everyone, one presence line to the newcomer"
-    );
+    s.server.handle_input(s.now, ServerInput::Received { conn: c, bytes: b"late\n" });
+    let sends = s.drain().iter().filter(|o| matches!(o, ServerOutput::Send { .. })).count();
+    assert_eq!(sends, 301 + 1, "joined line to everyone, one presence line to the newcomer");
 }
 
 #[test]
@@ -694,40 +531,22 @@ fn tokens_and_ids_follow_the_offer_rules() {
     let mut s = Session::new(ServerConfig::default());
     let a = s.join("alice");
     let mut offers = Vec::new();
-    for req in [
-        "download_file hello.c",
-        "download_file hello.c 1",
-        "download_file alice.jpg 70000",
-    ] {
+    for req in ["download_file hello.c", "download_file hello.c 1", "download_file alice.jpg 70000"]
+    {
         s.server.handle_input(
             s.now,
-            ServerInput::Received {
-                conn: a,
-                bytes: format!("{req}\n").as_bytes(),
-            },
+            ServerInput::Received { conn: a, bytes: format!("{req}\n").as_bytes() },
         );
         let out = s.drain();
-        let start = out
-            .iter()
-            .position(|o| matches!(o, ServerOutput::StartTransfer(_)))
-            .unwrap();
-        let send = out
-            .iter()
-            .position(|o| matches!(o, ServerOutput::Send { .. }))
-            .unwrap();
+        let start = out.iter().position(|o| matches!(o, ServerOutput::StartTransfer(_))).unwrap();
+        let send = out.iter().position(|o| matches!(o, ServerOutput::Send { .. })).unwrap();
         assert!(start < send, "StartTransfer comes before the UDP line");
         if let ServerOutput::StartTransfer(o) = &out[start] {
             offers.push(o.clone());
         }
     }
-    let summary: Vec<_> = offers
-        .iter()
-        .map(|o| (o.transfer_id, o.port, o.part_size))
-        .collect();
-    assert_eq!(
-        summary,
-        [(0, 55000, 1200), (1, 55001, 512), (2, 55002, 65000)]
-    );
+    let summary: Vec<_> = offers.iter().map(|o| (o.transfer_id, o.port, o.part_size)).collect();
+    assert_eq!(summary, [(0, 55000, 1200), (1, 55001, 512), (2, 55002, 65000)]);
     assert_ne!(offers[0].token, offers[1].token);
     assert_eq!(offers[0].peer_ip, IpAddr::V4(Ipv4Addr::LOCALHOST));
 }
@@ -781,9 +600,7 @@ fn p1_random_input_soup_never_panics_and_keeps_invariants() {
                 }
                 2 => server.handle_input(
                     now,
-                    ServerInput::TransferEnded {
-                        port: rng.random_range(54999..55004),
-                    },
+                    ServerInput::TransferEnded { port: rng.random_range(54999..55004) },
                 ),
                 3 => {
                     now += Duration::from_secs(rng.random_range(0..40));
@@ -795,13 +612,7 @@ fn p1_random_input_soup_never_panics_and_keeps_invariants() {
                     for _ in 0..rng.random_range(1..6) {
                         bytes.extend_from_slice(fragments[rng.random_range(0..fragments.len())]);
                     }
-                    server.handle_input(
-                        now,
-                        ServerInput::Received {
-                            conn,
-                            bytes: &bytes,
-                        },
-                    );
+                    server.handle_input(now, ServerInput::Received { conn, bytes: &bytes });
                 }
                 _ => {}
             }
@@ -809,13 +620,7 @@ fn p1_random_input_soup_never_panics_and_keeps_invariants() {
                 if let ServerOutput::Send { conn, bytes } = out {
                     assert!(bytes.len() <= 4097 && bytes.ends_with(b"\n"));
                     if rng.random_bool(0.7) {
-                        server.handle_input(
-                            now,
-                            ServerInput::Sent {
-                                conn,
-                                len: bytes.len(),
-                            },
-                        );
+                        server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
                     }
                 }
             }

@@ -104,8 +104,7 @@ impl Script {
 
     fn server(&mut self, line: &str) {
         self.say(format!("< {line}"));
-        self.d
-            .handle_input(self.now, Input::Received(format!("{line}\n").as_bytes()));
+        self.d.handle_input(self.now, Input::Received(format!("{line}\n").as_bytes()));
         self.drain();
     }
 
@@ -228,11 +227,7 @@ impl Script {
                     Datagram::Request(r) => {
                         let ranges: Vec<String> =
                             r.ranges.iter().map(|(a, b)| format!("{a}-{b}")).collect();
-                        self.say(format!(
-                            "#{id} > REQUEST {}: {}",
-                            r.req_seq,
-                            ranges.join(" ")
-                        ));
+                        self.say(format!("#{id} > REQUEST {}: {}", r.req_seq, ranges.join(" ")));
                         let wanted = self.wanted.entry(id).or_default();
                         for &(a, b) in &r.ranges {
                             for p in a..=b {
@@ -274,21 +269,13 @@ impl Script {
                 }
             }
             Output::Disconnected(reason) => self.say(format!("  disconnected: {reason}")),
-            Output::Open {
-                id,
-                file,
-                size,
-                peer,
-                max_datagram,
-            } => {
+            Output::Open { id, file, size, peer, max_datagram } => {
                 let resume = self.records.get(&file).cloned();
                 self.say(format!(
                     "  open #{id}: {file}.part ({size} bytes{}), udp to {peer} (datagrams of {max_datagram})",
                     if resume.is_some() { ", record found" } else { "" }
                 ));
-                self.parts
-                    .entry(file.clone())
-                    .or_insert_with(|| vec![0; size as usize]);
+                self.parts.entry(file.clone()).or_insert_with(|| vec![0; size as usize]);
                 self.open.insert(id, (file, u64::from(peer.port())));
                 self.d.handle_input(now, Input::Opened { id, resume });
             }
@@ -511,8 +498,7 @@ fn checkpoints_and_resume() {
 #[test]
 fn keep_discard_release() {
     let mut s = Script::interactive();
-    s.disk
-        .insert("hello.c".into(), b"an older download".to_vec());
+    s.disk.insert("hello.c".into(), b"an older download".to_vec());
     s.join();
     s.typed("download_file hello.c");
     let offer = s.offer("hello.c", 1200);
@@ -540,12 +526,7 @@ fn keep_discard_release() {
 /// `natter get`: join, ask, download, leave; the result is the download's.
 #[test]
 fn get_mode_success() {
-    let mut s = Script::new(
-        Mode::Get {
-            file: "hello.c".into(),
-        },
-        1200,
-    );
+    let mut s = Script::new(Mode::Get { file: "hello.c".into() }, 1200);
     s.join();
     let offer = s.offer("hello.c", 1200);
     s.server(&offer);
@@ -559,14 +540,7 @@ fn get_mode_success() {
 /// a refused name ends it at once; a server that never answers ends it after the stall time.
 #[test]
 fn get_mode_refusals() {
-    let get = || {
-        Script::new(
-            Mode::Get {
-                file: "nothing.txt".into(),
-            },
-            1200,
-        )
-    };
+    let get = || Script::new(Mode::Get { file: "nothing.txt".into() }, 1200);
     let mut s = get();
     s.join();
     s.server("ERROR no such file: nothing.txt");
@@ -578,10 +552,7 @@ fn get_mode_refusals() {
 
     let mut s = get();
     s.server("ERROR name already taken: alice");
-    assert!(matches!(
-        &s.finished,
-        Some(Some(Err(DownloadFailure::Refused(_))))
-    ));
+    assert!(matches!(&s.finished, Some(Some(Err(DownloadFailure::Refused(_))))));
     log += "\n";
     log += &s.log;
 
@@ -589,10 +560,7 @@ fn get_mode_refusals() {
     s.join();
     s.wait(Duration::from_secs(5));
     s.wait(QUIT_GRACE);
-    assert!(matches!(
-        &s.finished,
-        Some(Some(Err(DownloadFailure::NoAnswer(_))))
-    ));
+    assert!(matches!(&s.finished, Some(Some(Err(DownloadFailure::NoAnswer(_))))));
     log += "\n";
     log += &s.log;
     insta::assert_snapshot!(log);

@@ -37,12 +37,7 @@ struct Script {
 }
 
 fn identity(size: u64) -> FileKey {
-    FileKey {
-        size,
-        mtime_secs: 1,
-        mtime_nanos: 0,
-        inode: size,
-    }
+    FileKey { size, mtime_secs: 1, mtime_nanos: 0, inode: size }
 }
 
 impl Script {
@@ -56,13 +51,7 @@ impl Script {
         identities.insert("hello.c".to_owned(), identity(3000));
         let now = Instant::now();
         let mut driver = ServerDriver::new(config, catalogue.clone(), TOKEN_SEED);
-        driver.handle_input(
-            now,
-            Input::Folder {
-                catalogue: &catalogue,
-                identities: &identities,
-            },
-        );
+        driver.handle_input(now, Input::Folder { catalogue: &catalogue, identities: &identities });
         Self {
             driver,
             now,
@@ -84,8 +73,7 @@ impl Script {
         self.next_conn += 1;
         self.labels.insert(conn, label.to_owned());
         let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40000 + conn as u16);
-        self.driver
-            .handle_input(self.now, Input::Accepted { conn, peer });
+        self.driver.handle_input(self.now, Input::Accepted { conn, peer });
         self.drain();
         conn
     }
@@ -93,13 +81,7 @@ impl Script {
     fn send(&mut self, conn: ConnId, line: &str) {
         writeln!(self.transcript, "{} -> {line}", self.labels[&conn]).unwrap();
         let bytes = format!("{line}\n");
-        self.driver.handle_input(
-            self.now,
-            Input::Received {
-                conn,
-                bytes: bytes.as_bytes(),
-            },
-        );
+        self.driver.handle_input(self.now, Input::Received { conn, bytes: bytes.as_bytes() });
         self.drain();
     }
 
@@ -124,8 +106,7 @@ impl Script {
                     writeln!(self.transcript, "{} <- {line}", self.labels[&conn]).unwrap();
                 }
             }
-            self.driver
-                .handle_input(self.now, Input::Written { conn, len });
+            self.driver.handle_input(self.now, Input::Written { conn, len });
         }
     }
 
@@ -149,28 +130,15 @@ impl Script {
                     writeln!(self.transcript, "[out] close {}", self.labels[&conn]).unwrap();
                 }
                 Output::PauseReading { conn } => {
-                    writeln!(
-                        self.transcript,
-                        "[out] pause reading {}",
-                        self.labels[&conn]
-                    )
-                    .unwrap();
+                    writeln!(self.transcript, "[out] pause reading {}", self.labels[&conn])
+                        .unwrap();
                 }
                 Output::ResumeReading { conn } => {
-                    writeln!(
-                        self.transcript,
-                        "[out] resume reading {}",
-                        self.labels[&conn]
-                    )
-                    .unwrap();
+                    writeln!(self.transcript, "[out] resume reading {}", self.labels[&conn])
+                        .unwrap();
                 }
                 Output::AcceptAgain => writeln!(self.transcript, "[out] accept again").unwrap(),
-                Output::Serve {
-                    port,
-                    file,
-                    identity,
-                    part_size,
-                } => {
+                Output::Serve { port, file, identity, part_size } => {
                     writeln!(
                         self.transcript,
                         "[out] serve {file} on port {port} (parts of {part_size}, identity known: {})",
@@ -185,13 +153,7 @@ impl Script {
                 Output::Transmit { port } => {
                     while let Some(t) = self.driver.poll_transmit(self.now, port) {
                         let line = match t {
-                            Transmit::Part {
-                                part,
-                                offset,
-                                len,
-                                req_seq,
-                                ..
-                            } => {
+                            Transmit::Part { part, offset, len, req_seq, .. } => {
                                 format!(
                                     "part {part} ({len} bytes at {offset}) for request {req_seq}"
                                 )
@@ -215,17 +177,13 @@ impl Script {
 
     fn datagram(&mut self, port: u16, from_port: u16, bytes: &[u8]) {
         let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), from_port);
-        self.driver
-            .handle_input(self.now, Input::Datagram { port, from, bytes });
+        self.driver.handle_input(self.now, Input::Datagram { port, from, bytes });
         self.drain();
     }
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        udp_ports: 55000..=55001,
-        ..ServerConfig::default()
-    }
+    ServerConfig { udp_ports: 55000..=55001, ..ServerConfig::default() }
 }
 
 /// The token of the first offer a driver seeded with TOKEN_SEED makes, read off its UDP line.
@@ -280,10 +238,7 @@ fn a_closed_connection_gets_what_was_queued_within_the_grace() {
     assert_eq!(s.driver.open_connections(), 2);
     s.advance(Duration::from_millis(1));
     assert_eq!(s.driver.open_connections(), 1);
-    assert!(
-        !s.driver.has_unsent(carol),
-        "what was owed is dropped with her"
-    );
+    assert!(!s.driver.has_unsent(carol), "what was owed is dropped with her");
     insta::assert_snapshot!(s.transcript);
 }
 
@@ -295,10 +250,8 @@ fn a_peer_that_goes_away_is_closed_once() {
     s.send(alice, "alice");
     s.send(bob, "bob");
     s.note("bob's socket reports an end twice (a read and a failed write)");
-    s.driver
-        .handle_input(s.now, Input::PeerClosed { conn: bob });
-    s.driver
-        .handle_input(s.now, Input::PeerClosed { conn: bob });
+    s.driver.handle_input(s.now, Input::PeerClosed { conn: bob });
+    s.driver.handle_input(s.now, Input::PeerClosed { conn: bob });
     s.drain();
     let closes = s.transcript.matches("[out] close bob").count();
     assert_eq!(closes, 1);
@@ -321,33 +274,21 @@ fn accept_is_tried_again_after_the_back_off() {
 
 #[test]
 fn a_flooder_is_paused_then_resumed() {
-    let mut s = Script::new(ServerConfig {
-        max_input_rate: 10_000,
-        input_burst: 10_000,
-        ..config()
-    });
+    let mut s =
+        Script::new(ServerConfig { max_input_rate: 10_000, input_burst: 10_000, ..config() });
     let flood = s.connect("flood");
     let calm = s.connect("calm");
     s.send(flood, "flood");
     s.send(calm, "calm");
     let line = "x".repeat(999);
     let text = format!("{line}\n").repeat(20);
-    s.driver.handle_input(
-        s.now,
-        Input::Received {
-            conn: flood,
-            bytes: text.as_bytes(),
-        },
-    );
+    s.driver.handle_input(s.now, Input::Received { conn: flood, bytes: text.as_bytes() });
     s.drain();
     assert_eq!(s.transcript.matches("[out] pause reading flood").count(), 1);
     assert!(!s.transcript.contains("pause reading calm"));
     let resume = s.driver.poll_timeout().unwrap();
     s.advance(resume - s.now);
-    assert_eq!(
-        s.transcript.matches("[out] resume reading flood").count(),
-        1
-    );
+    assert_eq!(s.transcript.matches("[out] resume reading flood").count(), 1);
     assert_eq!(s.received[&calm].matches("flood: x").count(), 20);
 }
 
@@ -368,22 +309,14 @@ fn a_download_is_served_then_the_port_is_free_again() {
     assert!(s.serving.is_empty());
     s.note("the port is free for the next offer");
     s.send(alice, "download_file hello.c 1200");
-    assert!(
-        s.received[&alice]
-            .lines()
-            .filter(|l| l.starts_with("UDP 55000 "))
-            .count()
-            == 2
-    );
+    assert!(s.received[&alice].lines().filter(|l| l.starts_with("UDP 55000 ")).count() == 2);
     insta::assert_snapshot!(s.transcript);
 }
 
 #[test]
 fn a_changed_file_aborts_and_a_silent_client_times_out() {
-    let mut s = Script::new(ServerConfig {
-        transfer_idle_timeout: Duration::from_secs(10),
-        ..config()
-    });
+    let mut s =
+        Script::new(ServerConfig { transfer_idle_timeout: Duration::from_secs(10), ..config() });
     let alice = s.connect("alice");
     s.send(alice, "alice");
     s.send(alice, "download_file hello.c 1200");
@@ -395,8 +328,7 @@ fn a_changed_file_aborts_and_a_silent_client_times_out() {
     let n = datagram::encode_request(first, 0, &[(0, 0)], &mut buf);
     s.datagram(55000, 50000, &buf[..n]);
     s.note("the runtime finds the file changed on port 55000 (U7)");
-    s.driver
-        .handle_input(s.now, Input::FileChanged { port: 55000 });
+    s.driver.handle_input(s.now, Input::FileChanged { port: 55000 });
     s.drain();
     s.note("nobody ever asks on port 55001 (U8)");
     s.advance(Duration::from_secs(10));
@@ -408,8 +340,7 @@ fn a_changed_file_aborts_and_a_silent_client_times_out() {
 #[test]
 fn an_unusable_port_is_never_offered() {
     let mut s = Script::new(config());
-    s.driver
-        .handle_input(s.now, Input::PortUnavailable { port: 55000 });
+    s.driver.handle_input(s.now, Input::PortUnavailable { port: 55000 });
     let alice = s.connect("alice");
     s.send(alice, "alice");
     s.send(alice, "download_file hello.c");

@@ -7,9 +7,7 @@ use std::time::Instant;
 use natter_core::fuzzing;
 
 fn replay(target: &str, check: impl Fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|err| panic!("no corpus at {}: {err}", dir.display()))
         .filter_map(Result::ok)
@@ -44,15 +42,11 @@ fn line_framer_corpus() {
 #[test]
 fn chat_server_corpus() {
     let start = Instant::now();
-    replay("chat_server", |data| {
-        fuzzing::chat_server_session(data, start)
-    });
+    replay("chat_server", |data| fuzzing::chat_server_session(data, start));
 }
 
 #[test]
 fn transfer_corpus() {
     let start = Instant::now();
-    replay("transfer", |data| {
-        fuzzing::transfer_hostile_datagrams(data, start)
-    });
+    replay("transfer", |data| fuzzing::transfer_hostile_datagrams(data, start));
 }

@@ -55,11 +55,7 @@ fn two_transfers_share_a_bottleneck_fairly_with_a_bounded_queue() {
     let rtt = Duration::from_millis(20);
     let bdp = RATE / 8 * 20 / 1000;
     let path = Path::symmetric(RATE, rtt, 0.0).with(|l| l.queue_bytes = 2 * bdp);
-    let config = SimConfig {
-        path,
-        seed: 42,
-        time_limit: Duration::from_secs(60),
-    };
+    let config = SimConfig { path, seed: 42, time_limit: Duration::from_secs(60) };
     let mut first = FlowSpec::new(16 << 20, 1200);
     first.content_seed = 1;
     let mut second = FlowSpec::new(16 << 20, 1200);
@@ -114,10 +110,8 @@ fn a_client_that_stalls_still_fills_the_link() {
         time_limit: Duration::from_secs(60),
     };
     let mut spec = FlowSpec::new(16 << 20, 1200);
-    spec.client_stalls = Some(Stalls {
-        every: Duration::from_millis(20),
-        length: Duration::from_millis(8),
-    });
+    spec.client_stalls =
+        Some(Stalls { every: Duration::from_millis(20), length: Duration::from_millis(8) });
     let report = sim::run(Instant::now(), &config, &[spec]);
     let flow = &report.flows[0];
     assert_eq!(flow.outcome, Outcome::Complete, "{flow:?}");

@@ -29,11 +29,7 @@ fn scenario(seed: u64) -> (SimConfig, FlowSpec) {
         _ => 512 + rng.below(2000) as u16,
     };
     let big = size > (512 << 10);
-    let rate = if big {
-        1_000_000_000
-    } else {
-        [10_000_000, 100_000_000][rng.below(2) as usize]
-    };
+    let rate = if big { 1_000_000_000 } else { [10_000_000, 100_000_000][rng.below(2) as usize] };
     let rtt = Duration::from_micros(1000 + rng.below(60_000));
     let loss = [0.0, 0.02, 0.1, 0.2, 0.3][rng.below(5) as usize];
     let jitter = Duration::from_micros(rng.below(3000));
@@ -65,11 +61,7 @@ fn scenario(seed: u64) -> (SimConfig, FlowSpec) {
         spec.controller = ControllerKind::NewReno;
     }
     spec.give_up_after = Duration::from_secs(20);
-    let config = SimConfig {
-        path,
-        seed,
-        time_limit: Duration::from_secs(120),
-    };
+    let config = SimConfig { path, seed, time_limit: Duration::from_secs(120) };
     (config, spec)
 }
 
@@ -77,20 +69,13 @@ fn one_seed(seed: u64, base: Instant) -> (Outcome, Duration, u64) {
     let (config, spec) = scenario(seed);
     let report = sim::run(base, &config, std::slice::from_ref(&spec));
     let flow = &report.flows[0];
-    assert_eq!(
-        flow.wrong_bytes_accepted, 0,
-        "seed {seed}: wrong bytes accepted {flow:?}"
-    );
+    assert_eq!(flow.wrong_bytes_accepted, 0, "seed {seed}: wrong bytes accepted {flow:?}");
     match &flow.outcome {
         Outcome::Complete => assert!(flow.bytes_exact, "seed {seed}: complete but not exact"),
         Outcome::Failed(e) => eprintln!("seed {seed}: clear error: {e} ({spec:?})"),
         Outcome::TimeLimit => panic!("seed {seed}: neither finished nor gave up: {flow:?}"),
     }
-    (
-        flow.outcome.clone(),
-        report.end,
-        flow.progress.parts_lost + report.down.corrupted,
-    )
+    (flow.outcome.clone(), report.end, flow.progress.parts_lost + report.down.corrupted)
 }
 
 #[test]
@@ -177,10 +162,7 @@ fn a_permanent_blackhole_fails_clearly() {
     spec.give_up_after = Duration::from_secs(5);
     let report = sim::run(Instant::now(), &config, std::slice::from_ref(&spec));
     let flow = &report.flows[0];
-    assert!(
-        matches!(flow.outcome, Outcome::Failed(TransferError::NoProgress(_))),
-        "{flow:?}"
-    );
+    assert!(matches!(flow.outcome, Outcome::Failed(TransferError::NoProgress(_))), "{flow:?}");
     assert_eq!(flow.progress.bytes_received, 0);
     // The server freed the port by itself too.
     assert_eq!(flow.sender_end, Some(SenderEnd::TimedOut));
@@ -191,10 +173,7 @@ fn a_permanent_blackhole_fails_clearly() {
 #[test]
 #[ignore]
 fn debug_seed() {
-    let seed: u64 = std::env::var("SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     let (config, spec) = scenario(seed);
     eprintln!("{config:?}\n{spec:?}");
     let report = sim::run(Instant::now(), &config, std::slice::from_ref(&spec));

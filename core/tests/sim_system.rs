@@ -35,10 +35,7 @@ fn content(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn file(name: &str, len: usize) -> SimFile {
-    SimFile {
-        name: name.to_owned(),
-        content: content(len as u64 ^ name.len() as u64, len),
-    }
+    SimFile { name: name.to_owned(), content: content(len as u64 ^ name.len() as u64, len) }
 }
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
@@ -61,9 +58,7 @@ fn with_seed(seed: u64, check: impl FnOnce(u64)) {
 /// Every `from: text` line `to` read, in order.
 fn messages_from<'a>(to: &'a ClientReport, from: &str) -> Vec<&'a str> {
     let prefix = format!("{from}: ");
-    to.lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .collect()
+    to.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).collect()
 }
 
 /// The lines `from` sent after its name, as others see them relayed.
@@ -130,11 +125,7 @@ fn c5_a_client_that_never_reads_is_closed_and_the_others_see_no_delay() {
         }
         let report = run(config.clone(), clients);
         let sink = report.client("sink");
-        assert_eq!(
-            slow_reader_closed(&report, "sink"),
-            1,
-            "sink closed once as slow"
-        );
+        assert_eq!(slow_reader_closed(&report, "sink"), 1, "sink closed once as slow");
         assert!(sink.conns[0].closed_by_server.is_some());
         let bound = config.server.max_queued_bytes + 4096;
         assert!(
@@ -147,18 +138,9 @@ fn c5_a_client_that_never_reads_is_closed_and_the_others_see_no_delay() {
             for from in &chatters {
                 assert_eq!(messages_from(to, &from.label), chat_sent(from));
             }
-            assert_eq!(
-                left_count(to, "sink"),
-                1,
-                "{} sees sink leave once",
-                to.label
-            );
+            assert_eq!(left_count(to, "sink"), 1, "{} sees sink leave once", to.label);
             let worst = worst_latency(to, &chatters);
-            assert!(
-                worst <= 2 * delay + ms(1),
-                "{} waited {worst:?} for a line",
-                to.label
-            );
+            assert!(worst <= 2 * delay + ms(1), "{} waited {worst:?} for a line", to.label);
             assert!(to.conns[0].peak_queued < 4096, "{} queued", to.label);
         }
         // Bounded memory: the slow reader's bound plus a few lines for each of the others.
@@ -176,9 +158,7 @@ fn c6_a_flooder_is_slowed_and_the_others_are_not() {
         config.server.max_input_rate = 8 << 10;
         config.server.input_burst = 8 << 10;
         let delay = config.tcp.delay;
-        let flood: String = (0..2000)
-            .map(|k| format!("flood {k:04} ................\n"))
-            .collect();
+        let flood: String = (0..2000).map(|k| format!("flood {k:04} ................\n")).collect();
         let flood_bytes = flood.len();
         let mut clients = vec![ClientSpec::new(
             "flooder",
@@ -206,12 +186,7 @@ fn c6_a_flooder_is_slowed_and_the_others_are_not() {
         );
         for to in &people {
             assert_eq!(to.conns[0].pauses, 0, "{} paused", to.label);
-            assert_eq!(
-                messages_from(to, "flooder"),
-                sent,
-                "{} missed flood",
-                to.label
-            );
+            assert_eq!(messages_from(to, "flooder"), sent, "{} missed flood", to.label);
             let last_flood = to
                 .received
                 .iter()
@@ -230,11 +205,7 @@ fn c6_a_flooder_is_slowed_and_the_others_are_not() {
             assert!(worst <= 2 * delay + ms(1), "{} waited {worst:?}", to.label);
         }
         assert_eq!(
-            report
-                .log
-                .iter()
-                .filter(|(_, e)| matches!(e, LogEvent::Disconnected { .. }))
-                .count(),
+            report.log.iter().filter(|(_, e)| matches!(e, LogEvent::Disconnected { .. })).count(),
             0
         );
     });
@@ -333,11 +304,7 @@ fn c7_half_open_is_closed_as_a_slow_reader_once_the_room_talks() {
             .map(|(at, _)| *at)
             .collect();
         assert_eq!(carol_left.len(), 1);
-        assert!(
-            carol_left[0] >= Duration::from_secs(20),
-            "noticed at {:?}",
-            carol_left[0]
-        );
+        assert!(carol_left[0] >= Duration::from_secs(20), "noticed at {:?}", carol_left[0]);
         assert_eq!(slow_reader_closed(&report, "carol"), 1);
         let alice = report.client("alice");
         assert_eq!(left_count(alice, "carol"), 1);
@@ -359,13 +326,7 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
             ClientSpec::new(
                 "quiet",
                 ScriptedClient::joining(ms(0), "quiet")
-                    .at(
-                        ms(100),
-                        Step::Download {
-                            file: "big.bin".into(),
-                            part_size: None,
-                        },
-                    )
+                    .at(ms(100), Step::Download { file: "big.bin".into(), part_size: None })
                     .at(ms(600), Step::SilenceUdp),
             )
             .with_path(slow.clone()),
@@ -373,10 +334,7 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
                 "next",
                 ScriptedClient::joining(ms(0), "next").at(
                     idle + Duration::from_secs(2),
-                    Step::Download {
-                        file: "big.bin".into(),
-                        part_size: None,
-                    },
+                    Step::Download { file: "big.bin".into(), part_size: None },
                 ),
             ),
         ];
@@ -385,10 +343,7 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
         assert!(
             matches!(
                 &quiet.outcome,
-                DownloadOutcome::Failed(TransferError::Aborted {
-                    code: AbortCode::TimedOut,
-                    ..
-                })
+                DownloadOutcome::Failed(TransferError::Aborted { code: AbortCode::TimedOut, .. })
             ),
             "{:?}",
             quiet.outcome
@@ -397,20 +352,14 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
             .log
             .iter()
             .filter_map(|(at, e)| match e {
-                LogEvent::TransferEnded {
-                    port,
-                    end: SenderEnd::TimedOut,
-                } => Some((*at, *port)),
+                LogEvent::TransferEnded { port, end: SenderEnd::TimedOut } => Some((*at, *port)),
                 _ => None,
             })
             .collect();
         assert_eq!(ended.len(), 1);
         let (at, port) = ended[0];
         // The last request went out just before 600 ms; the abort follows one idle timeout later.
-        assert!(
-            at >= ms(500) + idle && at <= ms(620) + idle,
-            "ended at {at:?}"
-        );
+        assert!(at >= ms(500) + idle && at <= ms(620) + idle, "ended at {at:?}");
         assert!(quiet.ended_at.unwrap() >= at);
         let next = &report.client("next").downloads[0];
         assert_eq!(next.port, Some(port), "the freed port is offered again");
@@ -429,16 +378,10 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
         config.server.max_transfers_per_client = 2;
         config.server.udp_ports = 55000..=55003;
         config.files = vec![file("a.bin", 300 << 10), file("b.bin", 200 << 10)];
-        let truth: BTreeMap<String, [u8; 32]> = config
-            .files
-            .iter()
-            .map(|f| (f.name.clone(), digest(&f.content)))
-            .collect();
+        let truth: BTreeMap<String, [u8; 32]> =
+            config.files.iter().map(|f| (f.name.clone(), digest(&f.content))).collect();
         let slow = Path::symmetric(2_000_000, ms(10), 0.0);
-        let get = |f: &str| Step::Download {
-            file: f.into(),
-            part_size: None,
-        };
+        let get = |f: &str| Step::Download { file: f.into(), part_size: None };
         let clients = vec![
             ClientSpec::new(
                 "ann",
@@ -462,10 +405,7 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
                     .line(ms(400), "still here?")
                     .at(Duration::from_secs(8), get("b.bin")),
             ),
-            ClientSpec::new(
-                "dan",
-                ScriptedClient::joining(ms(30), "dan").line(ms(350), "hello"),
-            ),
+            ClientSpec::new("dan", ScriptedClient::joining(ms(30), "dan").line(ms(350), "hello")),
         ];
         let report = run(config, clients);
         let ann = report.client("ann");
@@ -509,10 +449,7 @@ fn u5_parts_too_large_for_the_path_fall_back_to_safe_parts() {
                 "mtu",
                 ScriptedClient::joining(ms(0), "mtu").at(
                     ms(100),
-                    Step::Download {
-                        file: "video.bin".into(),
-                        part_size: Some(9000),
-                    },
+                    Step::Download { file: "video.bin".into(), part_size: Some(9000) },
                 ),
             )
             .with_max_datagram(1500),
@@ -525,10 +462,7 @@ fn u5_parts_too_large_for_the_path_fall_back_to_safe_parts() {
         assert_eq!(big.outcome, DownloadOutcome::TooLarge);
         assert!(big.received_parts.is_empty());
         let waited = big.ended_at.unwrap() - big.offered_at.unwrap();
-        assert!(
-            waited >= Duration::from_secs(2) && waited < ms(2100),
-            "{waited:?}"
-        );
+        assert!(waited >= Duration::from_secs(2) && waited < ms(2100), "{waited:?}");
         assert!(mtu.dropped_too_large > 0);
         assert_eq!(small.part_size, SAFE_PART_SIZE);
         assert_eq!(small.outcome, DownloadOutcome::Complete);
@@ -545,10 +479,7 @@ fn u6_a_killed_client_resumes_and_asks_only_for_missing_parts() {
         config.files = vec![file("big.bin", 1 << 20)];
         let truth = digest(&config.files[0].content);
         let n_parts = (1u32 << 20).div_ceil(u32::from(SAFE_PART_SIZE));
-        let get = Step::Download {
-            file: "big.bin".into(),
-            part_size: None,
-        };
+        let get = Step::Download { file: "big.bin".into(), part_size: None };
         let clients = vec![
             ClientSpec::new(
                 "kim",
@@ -566,20 +497,12 @@ fn u6_a_killed_client_resumes_and_asks_only_for_missing_parts() {
         let (first, second) = (&kim.downloads[0], &kim.downloads[1]);
         assert_eq!(first.outcome, DownloadOutcome::Killed);
         let had = &first.received_parts;
-        assert!(
-            !had.is_empty() && (had.len() as u32) < n_parts,
-            "{} parts",
-            had.len()
-        );
+        assert!(!had.is_empty() && (had.len() as u32) < n_parts, "{} parts", had.len());
         assert_eq!(second.resumed_parts as usize, had.len());
         assert_eq!(second.outcome, DownloadOutcome::Complete);
         assert_eq!(second.written_digest, truth);
         let again: Vec<&u32> = second.requested_parts.intersection(had).collect();
-        assert!(
-            again.is_empty(),
-            "asked again for {} saved parts",
-            again.len()
-        );
+        assert!(again.is_empty(), "asked again for {} saved parts", again.len());
         let all: BTreeSet<u32> = had.union(&second.received_parts).copied().collect();
         assert_eq!(all.len() as u32, n_parts);
         // The killed connection left once; the new one joined under the same name.
@@ -602,14 +525,9 @@ fn many_clients(seed: u64) {
     let mut config = SystemConfig::new(seed);
     config.timeline = false;
     config.server.udp_ports = 55000..=55009;
-    config.files = (0..4)
-        .map(|i| file(&format!("f{i}.bin"), (96 + 32 * i) << 10))
-        .collect();
-    let truth: BTreeMap<String, [u8; 32]> = config
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), digest(&f.content)))
-        .collect();
+    config.files = (0..4).map(|i| file(&format!("f{i}.bin"), (96 + 32 * i) << 10)).collect();
+    let truth: BTreeMap<String, [u8; 32]> =
+        config.files.iter().map(|f| (f.name.clone(), digest(&f.content))).collect();
     let lossy = Path::symmetric(20_000_000, ms(20), 0.02);
     let mut clients = Vec::new();
     for i in 0..50u64 {
@@ -622,13 +540,8 @@ fn many_clients(seed: u64) {
         let mut spec_path = None;
         if i < 8 {
             let f = format!("f{}.bin", i % 4);
-            script = script.at(
-                ms(400 + rng.below(1000)),
-                Step::Download {
-                    file: f,
-                    part_size: None,
-                },
-            );
+            script =
+                script.at(ms(400 + rng.below(1000)), Step::Download { file: f, part_size: None });
             spec_path = Some(lossy.clone());
         }
         let mut spec = ClientSpec::new(name, script);
@@ -638,12 +551,7 @@ fn many_clients(seed: u64) {
         clients.push(spec);
     }
     let report = run(config, clients);
-    assert!(
-        !report
-            .log
-            .iter()
-            .any(|(_, e)| matches!(e, LogEvent::Disconnected { .. }))
-    );
+    assert!(!report.log.iter().any(|(_, e)| matches!(e, LogEvent::Disconnected { .. })));
     for to in &report.clients {
         for from in &report.clients {
             // Lines a sender wrote at the same instant keep their script order too.
@@ -652,24 +560,12 @@ fn many_clients(seed: u64) {
             sent.retain(|(_, l)| !l.starts_with("download_file "));
             sent.sort_by_key(|(at, _)| *at);
             let sent: Vec<&str> = sent.iter().map(|(_, l)| l.as_str()).collect();
-            assert_eq!(
-                messages_from(to, &from.label),
-                sent,
-                "{} from {}",
-                to.label,
-                from.label
-            );
+            assert_eq!(messages_from(to, &from.label), sent, "{} from {}", to.label, from.label);
         }
     }
     for c in &report.clients[..8] {
         let d = &c.downloads[0];
-        assert_eq!(
-            d.outcome,
-            DownloadOutcome::Complete,
-            "{} {}",
-            c.label,
-            d.file
-        );
+        assert_eq!(d.outcome, DownloadOutcome::Complete, "{} {}", c.label, d.file);
         assert_eq!(d.written_digest, truth[&d.file], "{} {}", c.label, d.file);
     }
 }
@@ -685,13 +581,7 @@ fn runs_are_reproducible_from_their_seed() {
                 let name = format!("r{i}");
                 let script = ScriptedClient::joining(ms(i * 3), &name)
                     .line(ms(100 + i), "hi")
-                    .at(
-                        ms(120),
-                        Step::Download {
-                            file: "a.bin".into(),
-                            part_size: None,
-                        },
-                    );
+                    .at(ms(120), Step::Download { file: "a.bin".into(), part_size: None });
                 ClientSpec::new(name, script).with_path(Path::symmetric(10_000_000, ms(10), 0.05))
             })
             .collect();
@@ -735,21 +625,13 @@ fn u7_a_file_changed_mid_transfer_aborts_it() {
     with_seed(77, |seed| {
         let mut config = SystemConfig::new(seed);
         config.files = vec![file("doc.bin", 1 << 20)];
-        config.file_changes = vec![FileChange {
-            at: ms(400),
-            name: "doc.bin".into(),
-            content: content(99, 1 << 20),
-        }];
+        config.file_changes =
+            vec![FileChange { at: ms(400), name: "doc.bin".into(), content: content(99, 1 << 20) }];
         let clients = vec![
             ClientSpec::new(
                 "eve",
-                ScriptedClient::joining(ms(0), "eve").at(
-                    ms(100),
-                    Step::Download {
-                        file: "doc.bin".into(),
-                        part_size: None,
-                    },
-                ),
+                ScriptedClient::joining(ms(0), "eve")
+                    .at(ms(100), Step::Download { file: "doc.bin".into(), part_size: None }),
             )
             .with_path(Path::symmetric(8_000_000, ms(10), 0.0)),
         ];
@@ -768,10 +650,7 @@ fn u7_a_file_changed_mid_transfer_aborts_it() {
         );
         assert!(report.log.iter().any(|(_, e)| matches!(
             e,
-            LogEvent::TransferEnded {
-                end: SenderEnd::Aborted(AbortCode::FileChanged),
-                ..
-            }
+            LogEvent::TransferEnded { end: SenderEnd::Aborted(AbortCode::FileChanged), .. }
         )));
     });
 }

@@ -110,29 +110,13 @@ fn duplicates_corrupt_and_impossible_parts_are_dropped() {
     assert_eq!(deliver(&mut r, t0, &corrupt, &mut written), None, "bad CRC");
     // Wrong size for the offer: part 1 must be 1000 bytes, the last part 500.
     let short = datagram::encode_part(TOKEN, 0, 1, &content[1000..1999]);
-    assert_eq!(
-        deliver(&mut r, t0, &short, &mut written),
-        None,
-        "short part"
-    );
+    assert_eq!(deliver(&mut r, t0, &short, &mut written), None, "short part");
     let long_last = datagram::encode_part(TOKEN, 0, 2, &content[1000..2000]);
-    assert_eq!(
-        deliver(&mut r, t0, &long_last, &mut written),
-        None,
-        "long last part"
-    );
+    assert_eq!(deliver(&mut r, t0, &long_last, &mut written), None, "long last part");
     let past_end = datagram::encode_part(TOKEN, 0, 3, &content[..500]);
-    assert_eq!(
-        deliver(&mut r, t0, &past_end, &mut written),
-        None,
-        "index past end"
-    );
+    assert_eq!(deliver(&mut r, t0, &past_end, &mut written), None, "index past end");
     let other_token = datagram::encode_part(TOKEN ^ 1, 0, 1, &content[1000..2000]);
-    assert_eq!(
-        deliver(&mut r, t0, &other_token, &mut written),
-        None,
-        "token"
-    );
+    assert_eq!(deliver(&mut r, t0, &other_token, &mut written), None, "token");
     let p = r.progress();
     assert_eq!(p.duplicates, 1);
     assert_eq!(p.dropped, 5);
@@ -152,10 +136,7 @@ fn digest_mismatch_fails_and_sends_no_finished() {
     for i in 0..3 {
         deliver(&mut r, t0, &part(&content, 1000, 0, i), &mut written);
     }
-    assert_eq!(
-        r.state(),
-        ReceiverState::Failed(TransferError::DigestMismatch)
-    );
+    assert_eq!(r.state(), ReceiverState::Failed(TransferError::DigestMismatch));
     assert!(transmit(&mut r, t0).is_empty());
 }
 
@@ -247,10 +228,7 @@ fn gives_up_after_no_progress() {
         r.handle_timeout(now);
     }
     assert_eq!(now - t0, Duration::from_secs(3));
-    assert_eq!(
-        r.state(),
-        ReceiverState::Failed(TransferError::NoProgress(Duration::from_secs(3)))
-    );
+    assert_eq!(r.state(), ReceiverState::Failed(TransferError::NoProgress(Duration::from_secs(3))));
 }
 
 #[test]
@@ -345,11 +323,7 @@ fn requests_are_paced_not_burst() {
     let now_reqs = transmit(&mut r, t1);
     assert_eq!(now_reqs.len(), 1, "{now_reqs:?}");
     let next = r.poll_timeout().unwrap_or(t1);
-    assert!(
-        next > t1 && next < t1 + Duration::from_millis(20),
-        "{:?}",
-        next - t1
-    );
+    assert!(next > t1 && next < t1 + Duration::from_millis(20), "{:?}", next - t1);
     assert_eq!(transmit(&mut r, next).len(), 1);
 }
 
@@ -376,15 +350,7 @@ fn large_parts_that_never_arrive_are_reported() {
     let mut written = vec![0u8; content.len()];
     let first = parts_of(&requests[0].1)[0];
     let dgram = part(&content, 65000, requests[0].0, first);
-    assert!(
-        deliver(
-            &mut arrived,
-            t0 + Duration::from_millis(5),
-            &dgram,
-            &mut written
-        )
-        .is_some()
-    );
+    assert!(deliver(&mut arrived, t0 + Duration::from_millis(5), &dgram, &mut written).is_some());
     assert!(!arrived.parts_too_large(t0 + LARGE_PART_PATIENCE * 3));
 }
 

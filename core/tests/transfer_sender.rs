@@ -46,23 +46,14 @@ fn drain(s: &mut Sender, log: &mut String) -> usize {
     while let Some(out) = s.poll_output() {
         n += 1;
         match out {
-            SenderOutput::SendPart {
-                to,
-                req_seq,
-                part,
-                offset,
-                len,
-            } => writeln!(
+            SenderOutput::SendPart { to, req_seq, part, offset, len } => writeln!(
                 log,
                 "  send part {part} (req {req_seq}, offset {offset}, len {len}) to {to}"
             ),
             SenderOutput::SendDatagram { to, bytes } => match datagram::parse(&bytes) {
-                Ok(Datagram::Abort(a)) => writeln!(
-                    log,
-                    "  send ABORT {} \"{}\" to {to}",
-                    u16::from(a.code),
-                    a.reason
-                ),
+                Ok(Datagram::Abort(a)) => {
+                    writeln!(log, "  send ABORT {} \"{}\" to {to}", u16::from(a.code), a.reason)
+                }
                 other => writeln!(log, "  send unexpected {other:?}"),
             },
             SenderOutput::Done(end) => writeln!(log, "  done: {end:?}"),
@@ -93,23 +84,9 @@ fn answers_requests_and_finishes() {
     let t0 = Instant::now();
     let mut s = sender(1841, 1200, t0);
     let mut log = String::new();
-    step(
-        &mut s,
-        t0,
-        client(),
-        "REQUEST 0 [0-1]",
-        &request(0, &[(0, 1)]),
-        &mut log,
-    );
+    step(&mut s, t0, client(), "REQUEST 0 [0-1]", &request(0, &[(0, 1)]), &mut log);
     step(&mut s, t0, client(), "FINISHED", &finished(TOKEN), &mut log);
-    step(
-        &mut s,
-        t0,
-        client(),
-        "REQUEST 1 [0-0] after the end",
-        &request(1, &[(0, 0)]),
-        &mut log,
-    );
+    step(&mut s, t0, client(), "REQUEST 1 [0-0] after the end", &request(1, &[(0, 0)]), &mut log);
     assert!(s.is_done());
     assert_eq!(s.poll_timeout(), None);
     insta::assert_snapshot!(log);
@@ -122,31 +99,10 @@ fn u2_answers_only_the_right_token_ip_and_first_address() {
     let mut log = String::new();
     let mut wrong_token = request(0, &[(0, 0)]);
     wrong_token[11] ^= 1;
-    step(
-        &mut s,
-        t0,
-        client(),
-        "REQUEST with a wrong token",
-        &wrong_token,
-        &mut log,
-    );
+    step(&mut s, t0, client(), "REQUEST with a wrong token", &wrong_token, &mut log);
     let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40_000);
-    step(
-        &mut s,
-        t0,
-        stranger,
-        "REQUEST 0 from another IP",
-        &request(0, &[(0, 0)]),
-        &mut log,
-    );
-    step(
-        &mut s,
-        t0,
-        client(),
-        "REQUEST 0 [3-4]",
-        &request(0, &[(3, 4)]),
-        &mut log,
-    );
+    step(&mut s, t0, stranger, "REQUEST 0 from another IP", &request(0, &[(0, 0)]), &mut log);
+    step(&mut s, t0, client(), "REQUEST 0 [3-4]", &request(0, &[(3, 4)]), &mut log);
     let other_port = SocketAddr::new(CLIENT_IP, 40_001);
     step(
         &mut s,
@@ -156,22 +112,8 @@ fn u2_answers_only_the_right_token_ip_and_first_address() {
         &request(1, &[(5, 5)]),
         &mut log,
     );
-    step(
-        &mut s,
-        t0,
-        other_port,
-        "FINISHED from another port",
-        &finished(TOKEN),
-        &mut log,
-    );
-    step(
-        &mut s,
-        t0,
-        client(),
-        "REQUEST 2 [5-5]",
-        &request(2, &[(5, 5)]),
-        &mut log,
-    );
+    step(&mut s, t0, other_port, "FINISHED from another port", &finished(TOKEN), &mut log);
+    step(&mut s, t0, client(), "REQUEST 2 [5-5]", &request(2, &[(5, 5)]), &mut log);
     insta::assert_snapshot!(log);
 }
 
@@ -180,33 +122,15 @@ fn u3_duplicated_and_replayed_requests_send_nothing_more() {
     let t0 = Instant::now();
     let mut s = sender(10_000, 1000, t0);
     let req = request(4, &[(0, 1)]);
-    s.handle_input(
-        t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &req,
-        },
-    );
+    s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &req });
     let mut log = String::new();
     assert_eq!(drain(&mut s, &mut log), 2);
     for _ in 0..10 {
-        s.handle_input(
-            t0,
-            SenderInput::Datagram {
-                from: client(),
-                bytes: &req,
-            },
-        );
+        s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &req });
         assert_eq!(s.poll_output(), None);
     }
     // An older req_seq is a replay too.
-    s.handle_input(
-        t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &request(3, &[(2, 2)]),
-        },
-    );
+    s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &request(3, &[(2, 2)]) });
     assert_eq!(s.poll_output(), None);
     assert_eq!(s.stats().requests_ignored, 11);
     assert_eq!(s.stats().parts_sent, 2);
@@ -218,10 +142,7 @@ fn answers_at_most_256_parts_per_request() {
     let mut s = sender(1_000_000, 512, t0);
     s.handle_input(
         t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &request(0, &[(0, 99), (200, 499)]),
-        },
+        SenderInput::Datagram { from: client(), bytes: &request(0, &[(0, 99), (200, 499)]) },
     );
     let mut parts = Vec::new();
     while let Some(SenderOutput::SendPart { part, .. }) = s.poll_output() {
@@ -237,13 +158,7 @@ fn answers_at_most_256_parts_per_request() {
 fn answers_at_most_2_mib_per_request() {
     let t0 = Instant::now();
     let mut s = sender(10_000_000, 65_000, t0);
-    s.handle_input(
-        t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &request(0, &[(0, 100)]),
-        },
-    );
+    s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &request(0, &[(0, 100)]) });
     let mut total = 0;
     let mut count = 0;
     while let Some(SenderOutput::SendPart { len, .. }) = s.poll_output() {
@@ -283,22 +198,13 @@ fn u1_garbage_never_panics_and_gets_no_reply() {
                 (x >> 16) as u8
             })
             .collect();
-        s.handle_input(
-            t0,
-            SenderInput::Datagram {
-                from: client(),
-                bytes: &bytes,
-            },
-        );
+        s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &bytes });
         assert_eq!(s.poll_output(), None);
     }
     // A PART or an ABORT sent to the server is dropped too.
     s.handle_input(
         t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &datagram::encode_part(TOKEN, 0, 0, b"x"),
-        },
+        SenderInput::Datagram { from: client(), bytes: &datagram::encode_part(TOKEN, 0, 0, b"x") },
     );
     assert_eq!(s.poll_output(), None);
     assert_eq!(s.stats().dropped, 2001);
@@ -309,14 +215,7 @@ fn u7_file_changed_sends_abort_1() {
     let t0 = Instant::now();
     let mut s = sender(2500, 1000, t0);
     let mut log = String::new();
-    step(
-        &mut s,
-        t0,
-        client(),
-        "REQUEST 0 [0-0]",
-        &request(0, &[(0, 0)]),
-        &mut log,
-    );
+    step(&mut s, t0, client(), "REQUEST 0 [0-0]", &request(0, &[(0, 0)]), &mut log);
     writeln!(log, "runtime: file changed").unwrap_or_default();
     s.handle_input(t0, SenderInput::FileChanged);
     drain(&mut s, &mut log);
@@ -329,22 +228,13 @@ fn u8_idle_timeout_counts_from_offer_and_last_valid_request() {
     let mut s = sender(2500, 1000, t0);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     let t1 = t0 + Duration::from_secs(4);
-    s.handle_input(
-        t1,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &request(0, &[(0, 0)]),
-        },
-    );
+    s.handle_input(t1, SenderInput::Datagram { from: client(), bytes: &request(0, &[(0, 0)]) });
     drain(&mut s, &mut String::new());
     assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
     // A replayed request does not keep the port alive.
     s.handle_input(
         t1 + Duration::from_secs(5),
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &request(0, &[(0, 0)]),
-        },
+        SenderInput::Datagram { from: client(), bytes: &request(0, &[(0, 0)]) },
     );
     assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(10)));
     s.handle_timeout(t1 + Duration::from_secs(9));
@@ -361,10 +251,7 @@ fn idle_timeout_without_any_client_ends_silently() {
     let t0 = Instant::now();
     let mut s = sender(2500, 1000, t0);
     s.handle_timeout(t0 + Duration::from_secs(10));
-    assert_eq!(
-        s.poll_output(),
-        Some(SenderOutput::Done(SenderEnd::TimedOut))
-    );
+    assert_eq!(s.poll_output(), Some(SenderOutput::Done(SenderEnd::TimedOut)));
     assert_eq!(s.poll_output(), None);
 }
 
@@ -372,32 +259,11 @@ fn idle_timeout_without_any_client_ends_silently() {
 fn empty_file_finishes_without_any_request() {
     let t0 = Instant::now();
     let mut s = sender(0, 1200, t0);
-    s.handle_input(
-        t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &finished(TOKEN),
-        },
-    );
-    assert_eq!(
-        s.poll_output(),
-        Some(SenderOutput::Done(SenderEnd::Finished))
-    );
+    s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &finished(TOKEN) });
+    assert_eq!(s.poll_output(), Some(SenderOutput::Done(SenderEnd::Finished)));
     // Any request for an empty file is past its end.
     let mut s = sender(0, 1200, t0);
-    s.handle_input(
-        t0,
-        SenderInput::Datagram {
-            from: client(),
-            bytes: &request(0, &[(0, 0)]),
-        },
-    );
-    assert!(matches!(
-        s.poll_output(),
-        Some(SenderOutput::SendDatagram { .. })
-    ));
-    assert_eq!(
-        s.poll_output(),
-        Some(SenderOutput::Done(SenderEnd::Aborted(AbortCode::PastEnd)))
-    );
+    s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &request(0, &[(0, 0)]) });
+    assert!(matches!(s.poll_output(), Some(SenderOutput::SendDatagram { .. })));
+    assert_eq!(s.poll_output(), Some(SenderOutput::Done(SenderEnd::Aborted(AbortCode::PastEnd))));
 }

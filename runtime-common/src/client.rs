@@ -120,9 +120,7 @@ pub struct ClientIo {
 impl ClientIo {
     /// An interactive chat client.
     pub fn interactive(options: &ClientOptions, now: Instant) -> Self {
-        let part_size = options
-            .part_size
-            .unwrap_or_else(|| default_part_size(options.addr.ip()));
+        let part_size = options.part_size.unwrap_or_else(|| default_part_size(options.addr.ip()));
         let mut config = ClientConfig::new(
             options.name.clone(),
             Mode::Interactive,
@@ -135,12 +133,8 @@ impl ClientIo {
 
     /// `natter get`: one download, then leave.
     pub fn get(options: &DownloadOptions, now: Instant) -> Self {
-        let part_size = options
-            .part_size
-            .unwrap_or_else(|| default_part_size(options.addr.ip()));
-        let mode = Mode::Get {
-            file: options.file.clone(),
-        };
+        let part_size = options.part_size.unwrap_or_else(|| default_part_size(options.addr.ip()));
+        let mode = Mode::Get { file: options.file.clone() };
         let mut config =
             ClientConfig::new(options.name.clone(), mode, options.addr.ip(), part_size);
         config.give_up_after = options.stall_timeout;
@@ -189,12 +183,7 @@ impl ClientIo {
                 };
                 match output {
                     Output::Send(bytes) => self.outbox.extend_from_slice(&bytes),
-                    Output::Open {
-                        id,
-                        peer,
-                        max_datagram,
-                        ..
-                    } => {
+                    Output::Open { id, peer, max_datagram, .. } => {
                         if let Err(err) = sockets.open(id, peer, max_datagram) {
                             let error = format!("cannot open a UDP socket to {peer}: {err}");
                             self.driver.handle_input(now, Input::IoFailed { id, error });
@@ -251,8 +240,7 @@ impl ClientIo {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                 Ok(_) | Err(_) => {
                     self.outbox.clear();
-                    self.driver
-                        .handle_input(Instant::now(), Input::ServerClosed);
+                    self.driver.handle_input(Instant::now(), Input::ServerClosed);
                 }
             }
         }
@@ -280,8 +268,7 @@ impl ClientIo {
             }
             for datagram in rx.datagrams() {
                 // Read per datagram: see ClientDriver::handle_datagram.
-                self.files
-                    .on_datagram(&mut self.driver, Instant::now(), id, datagram);
+                self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }
         }
         false

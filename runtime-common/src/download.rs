@@ -158,9 +158,8 @@ impl DownloadFile {
     /// Moves the verified file to its final name (the first free `name (n).ext`).
     fn keep(mut self) -> Result<PathBuf, String> {
         self.flush()?;
-        let final_name = free_final_name(&self.name, |candidate| {
-            self.out_dir.join(candidate).exists()
-        });
+        let final_name =
+            free_final_name(&self.name, |candidate| self.out_dir.join(candidate).exists());
         let final_path = self.out_dir.join(final_name);
         std::fs::rename(&self.part_path, &final_path)
             .map_err(|err| io_error("rename to", &final_path, &err))?;
@@ -187,11 +186,7 @@ pub struct DownloadFiles {
 impl DownloadFiles {
     /// Downloads are saved in `out_dir` (created when the first one starts).
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            out_dir: out_dir.into(),
-            files: HashMap::new(),
-            scratch: Vec::new(),
-        }
+        Self { out_dir: out_dir.into(), files: HashMap::new(), scratch: Vec::new() }
     }
 
     /// A datagram arrived on download `id`'s socket: the driver checks it, and an accepted part's
@@ -210,12 +205,7 @@ impl DownloadFiles {
             return;
         };
         let written = file.write_at(accept.offset, payload).and_then(|()| {
-            file.feed_hash(
-                driver,
-                id,
-                Some((accept.offset, payload)),
-                &mut self.scratch,
-            )
+            file.feed_hash(driver, id, Some((accept.offset, payload)), &mut self.scratch)
         });
         if let Err(error) = written {
             driver.handle_input(now, Input::IoFailed { id, error });
@@ -232,9 +222,7 @@ impl DownloadFiles {
         output: Output,
     ) -> Option<Output> {
         match output {
-            Output::Open {
-                id, ref file, size, ..
-            } => {
+            Output::Open { id, ref file, size, .. } => {
                 match DownloadFile::open(&self.out_dir, file, size) {
                     Ok((mut opened, resume)) => {
                         driver.handle_input(now, Input::Opened { id, resume });

@@ -51,18 +51,11 @@ pub fn scan_folder(folder: &Path, cache: &mut DigestCache) -> io::Result<Scanned
             },
         };
         identities.insert(name.clone(), identity);
-        entries.push(FileEntry {
-            name,
-            size: identity.size,
-            blake3,
-        });
+        entries.push(FileEntry { name, size: identity.size, blake3 });
     }
     // Forget digests of files that are gone, so the cache is bounded by the folder.
     cache.retain(&identities.values().copied().collect::<Vec<_>>());
-    Ok(ScannedFolder {
-        catalogue: Catalogue::from_entries(entries),
-        identities,
-    })
+    Ok(ScannedFolder { catalogue: Catalogue::from_entries(entries), identities })
 }
 
 /// The BLAKE3 digest of a file, read in large blocks.
@@ -82,11 +75,7 @@ pub fn initial_scan(folder: &Path) -> (ScannedFolder, DigestCache) {
         tracing::warn!("cannot read the served folder {}: {err}", folder.display());
         ScannedFolder::default()
     });
-    tracing::info!(
-        "offering {} files from {}",
-        scanned.catalogue.len(),
-        folder.display()
-    );
+    tracing::info!("offering {} files from {}", scanned.catalogue.len(), folder.display());
     (scanned, digests)
 }
 
@@ -102,31 +91,29 @@ pub fn watch_folder(
     mut deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
 ) -> io::Result<()> {
     use std::sync::atomic::Ordering;
-    std::thread::Builder::new()
-        .name("natter-folder".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(every);
-                if stop.load(Ordering::Relaxed) {
-                    return;
+    std::thread::Builder::new().name("natter-folder".into()).spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match scan_folder(&folder, &mut digests) {
+                Ok(scanned) if scanned.identities != last => {
+                    tracing::info!(
+                        "the served folder changed: {} files on offer",
+                        scanned.catalogue.len()
+                    );
+                    last = scanned.identities.clone();
+                    if !deliver(scanned) {
+                        return;
+                    }
                 }
-                match scan_folder(&folder, &mut digests) {
-                    Ok(scanned) if scanned.identities != last => {
-                        tracing::info!(
-                            "the served folder changed: {} files on offer",
-                            scanned.catalogue.len()
-                        );
-                        last = scanned.identities.clone();
-                        if !deliver(scanned) {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!("cannot read the served folder {}: {err}", folder.display())
-                    }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!("cannot read the served folder {}: {err}", folder.display())
                 }
             }
-        })?;
+        }
+    })?;
     Ok(())
 }

@@ -71,21 +71,15 @@ pub fn send_batch(socket: impl AsFd, datagrams: &[(SocketAddr, &[u8])]) -> io::R
     }
     let addrs: Vec<SocketAddrAny> = datagrams.iter().map(|&(to, _)| to.into()).collect();
     let iovs: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|&(_, d)| [IoSlice::new(d)]).collect();
-    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = datagrams
-        .iter()
-        .map(|_| SendAncillaryBuffer::default())
-        .collect();
+    let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+        datagrams.iter().map(|_| SendAncillaryBuffer::default()).collect();
     let mut msgs: Vec<MMsgHdr<'_>> = addrs
         .iter()
         .zip(&iovs)
         .zip(controls.iter_mut())
         .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
         .collect();
-    Ok(rustix::net::sendmmsg(
-        socket,
-        &mut msgs,
-        SendFlags::empty(),
-    )?)
+    Ok(rustix::net::sendmmsg(socket, &mut msgs, SendFlags::empty())?)
 }
 
 /// The most bytes one GSO send may carry: the segments travel as one UDP datagram through the
@@ -115,11 +109,7 @@ impl UdpSender {
     /// A sender for `socket`, whose datagrams go to `peer`.
     pub fn new<S: AsFd>(socket: &S, peer: std::net::IpAddr) -> Self {
         let max_segment = route_mtu(peer).map_or(0, |(mtu, v6)| {
-            let headers = if v6 {
-                IP_UDP_HEADERS.1
-            } else {
-                IP_UDP_HEADERS.0
-            };
+            let headers = if v6 { IP_UDP_HEADERS.1 } else { IP_UDP_HEADERS.0 };
             (mtu as usize).saturating_sub(headers)
         });
         let state = UdpSocketState::new(socket.into()).ok();
@@ -137,9 +127,7 @@ impl UdpSender {
 
     /// How many segments one GSO send may hold now (1: GSO is off).
     fn max_segments(&self) -> usize {
-        self.state
-            .as_ref()
-            .map_or(1, UdpSocketState::max_gso_segments)
+        self.state.as_ref().map_or(1, UdpSocketState::max_gso_segments)
     }
 
     /// Sends a prefix of `batch` with one system call; returns how many datagrams went out.
@@ -235,11 +223,7 @@ impl UdpReceiver {
     pub fn new<S: AsFd>(socket: &S, max_datagram: usize) -> Self {
         let state = UdpSocketState::new(socket.into()).ok();
         let gro = state.as_ref().is_some_and(|s| s.gro_segments() > 1);
-        let buf_len = if gro {
-            GRO_BUF.max(max_datagram)
-        } else {
-            max_datagram
-        };
+        let buf_len = if gro { GRO_BUF.max(max_datagram) } else { max_datagram };
         let count = (RECV_BATCH_BYTES / max_datagram.max(1)).clamp(1, 32);
         Self {
             state,
@@ -276,14 +260,10 @@ impl UdpReceiver {
 
     /// The datagrams the last [`UdpReceiver::recv`] read, in arrival order.
     pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
-        self.bufs
-            .iter()
-            .zip(&self.meta)
-            .take(self.filled)
-            .flat_map(|(buf, meta)| {
-                let stride = meta.stride.max(1);
-                buf[..meta.len.min(buf.len())].chunks(stride)
-            })
+        self.bufs.iter().zip(&self.meta).take(self.filled).flat_map(|(buf, meta)| {
+            let stride = meta.stride.max(1);
+            buf[..meta.len.min(buf.len())].chunks(stride)
+        })
     }
 }
 
@@ -333,11 +313,7 @@ mod tests {
         let mut rx = UdpReceiver::new(&client, 1500);
         let (buf, lens) = batch_bytes(5, 1400, 300);
         let meta: Vec<(SocketAddr, usize)> = lens.iter().map(|&l| (to, l)).collect();
-        let batch = SendBatch {
-            buf: &buf,
-            stride: 1400,
-            meta: &meta,
-        };
+        let batch = SendBatch { buf: &buf, stride: 1400, meta: &meta };
         let mut sent = 0;
         while sent < meta.len() {
             let rest = SendBatch {
@@ -365,11 +341,7 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let buf = vec![0u8; 6 * 1000];
         let run = |meta: &[(SocketAddr, usize)]| {
-            sender.gso_run(&SendBatch {
-                buf: &buf,
-                stride: 1000,
-                meta,
-            })
+            sender.gso_run(&SendBatch { buf: &buf, stride: 1000, meta })
         };
         assert_eq!(run(&[(a, 1000), (a, 1000), (a, 500), (a, 1000)]), 3);
         assert_eq!(run(&[(a, 1000), (a, 1000), (b, 1000)]), 2);

@@ -32,12 +32,7 @@ pub struct ServerOptions {
 
 impl ServerOptions {
     pub fn new(addr: SocketAddr, files: PathBuf) -> Self {
-        Self {
-            addr,
-            files,
-            chat: ServerConfig::default(),
-            rescan_every: Duration::from_secs(2),
-        }
+        Self { addr, files, chat: ServerConfig::default(), rescan_every: Duration::from_secs(2) }
     }
 }
 

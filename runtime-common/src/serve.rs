@@ -67,10 +67,7 @@ pub fn bind_transfer_ports(
 pub fn feed_folder(now: Instant, driver: &mut ServerDriver, folder: &ScannedFolder) {
     driver.handle_input(
         now,
-        Input::Folder {
-            catalogue: &folder.catalogue,
-            identities: &folder.identities,
-        },
+        Input::Folder { catalogue: &folder.catalogue, identities: &folder.identities },
     );
 }
 
@@ -98,10 +95,7 @@ struct PortIo {
 impl ServedFiles {
     /// Serves files from `folder`.
     pub fn new(folder: PathBuf) -> Self {
-        Self {
-            folder,
-            ports: HashMap::new(),
-        }
+        Self { folder, ports: HashMap::new() }
     }
 
     /// Does the file and log work of `output`; gives back the outputs that need the runtime's
@@ -113,12 +107,7 @@ impl ServedFiles {
         output: Output,
     ) -> Option<Output> {
         match output {
-            Output::Serve {
-                port,
-                file,
-                identity,
-                part_size,
-            } => {
+            Output::Serve { port, file, identity, part_size } => {
                 let io = self.ports.entry(port).or_default();
                 io.stride = (PART_HEADER_LEN + usize::from(part_size)).min(MAX_DATAGRAM);
                 io.udp = None;
@@ -165,14 +154,8 @@ impl ServedFiles {
             let Some(&(first_to, _)) = io.meta.first() else {
                 return Ok(());
             };
-            let udp = io
-                .udp
-                .get_or_insert_with(|| UdpSender::new(socket, first_to.ip()));
-            let batch = SendBatch {
-                buf: &io.batch,
-                stride: io.stride,
-                meta: &io.meta,
-            };
+            let udp = io.udp.get_or_insert_with(|| UdpSender::new(socket, first_to.ip()));
+            let batch = SendBatch { buf: &io.batch, stride: io.stride, meta: &io.meta };
             let sent = match udp.send(socket, &batch) {
                 Ok(0) => return Err(io::ErrorKind::WouldBlock.into()),
                 Ok(sent) => sent,
@@ -183,8 +166,7 @@ impl ServedFiles {
             };
             let sent = sent.min(io.meta.len());
             let left = io.meta.len() - sent;
-            io.batch
-                .copy_within(sent * io.stride..(sent + left) * io.stride, 0);
+            io.batch.copy_within(sent * io.stride..(sent + left) * io.stride, 0);
             io.meta.drain(..sent);
         }
     }
@@ -207,29 +189,19 @@ impl PortIo {
             };
             let buf = &mut self.batch[at..at + stride];
             match transmit {
-                Transmit::Part {
-                    to,
-                    token,
-                    req_seq,
-                    part,
-                    offset,
-                    len,
-                } => {
-                    let read = match (
-                        &self.file,
-                        buf.get_mut(PART_HEADER_LEN..PART_HEADER_LEN + len),
-                    ) {
-                        (Some(file), Some(payload)) => file.read_part(offset, payload).is_ok(),
-                        _ => false,
-                    };
+                Transmit::Part { to, token, req_seq, part, offset, len } => {
+                    let read =
+                        match (&self.file, buf.get_mut(PART_HEADER_LEN..PART_HEADER_LEN + len)) {
+                            (Some(file), Some(payload)) => file.read_part(offset, payload).is_ok(),
+                            _ => false,
+                        };
                     if !read {
                         // Shorter than offered, or gone: it changed under us (U7).
                         self.file = None;
                         driver.handle_input(now, Input::FileChanged { port });
                         continue;
                     }
-                    self.meta
-                        .push((to, seal_part(buf, token, req_seq, part, len)));
+                    self.meta.push((to, seal_part(buf, token, req_seq, part, len)));
                 }
                 Transmit::Datagram { to, bytes } => {
                     let len = bytes.len().min(buf.len());
@@ -271,24 +243,13 @@ pub fn prepare(
         stop.asked.clone(),
         deliver,
     )?;
-    let mut driver = ServerDriver::new(
-        options.chat.clone(),
-        folder.catalogue.clone(),
-        log::random_seed(),
-    );
+    let mut driver =
+        ServerDriver::new(options.chat.clone(), folder.catalogue.clone(), log::random_seed());
     feed_folder(now, &mut driver, &folder);
-    let ports = bind_transfer_ports(
-        now,
-        options.addr.ip(),
-        options.chat.udp_ports.clone(),
-        &mut driver,
-    );
+    let ports =
+        bind_transfer_ports(now, options.addr.ip(), options.chat.udp_ports.clone(), &mut driver);
     tracing::info!("[STARTED] Waiting for connections...");
-    Ok(Prepared {
-        driver,
-        files: ServedFiles::new(options.files.clone()),
-        ports,
-    })
+    Ok(Prepared { driver, files: ServedFiles::new(options.files.clone()), ports })
 }
 
 /// A request to stop, that reaches a server loop however it waits: the loop says how it wants to
@@ -303,9 +264,7 @@ type Waker = Box<dyn Fn() + Send + Sync>;
 
 impl std::fmt::Debug for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stop")
-            .field("asked", &self.asked())
-            .finish()
+        f.debug_struct("Stop").field("asked", &self.asked()).finish()
     }
 }
 
@@ -357,11 +316,7 @@ impl BoundServer {
         let scanned = crate::initial_scan(&options.files);
         let listener = std::net::TcpListener::bind(options.addr)?;
         listener.set_nonblocking(true)?;
-        Ok(Self {
-            listener,
-            options,
-            scanned,
-        })
+        Ok(Self { listener, options, scanned })
     }
 
     /// Where the chat listener is bound.
@@ -382,11 +337,7 @@ impl BoundServer {
         let thread = std::thread::Builder::new()
             .name("natter-server".into())
             .spawn(move || run(self, asked))?;
-        Ok(ServerHandle {
-            local_addr,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(ServerHandle { local_addr, stop, thread: Some(thread) })
     }
 }
 

@@ -33,23 +33,14 @@ impl ServedFile {
         let path = folder.join(name);
         let before = std::fs::symlink_metadata(&path)?;
         if !before.file_type().is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a regular file",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
         }
         let file = File::open(&path)?;
         let identity = identity_of(&file.metadata()?);
         if identity != identity_of(&before) {
-            return Err(io::Error::other(
-                "the file was replaced while it was being opened",
-            ));
+            return Err(io::Error::other("the file was replaced while it was being opened"));
         }
-        Ok(Self {
-            file,
-            path,
-            identity,
-        })
+        Ok(Self { file, path, identity })
     }
 
     pub fn identity(&self) -> FileKey {

@@ -36,14 +36,9 @@ impl Sockets for MioSockets {
         let mut socket = UdpSocket::from_std(net::udp_socket(net::any_addr_like(peer))?);
         socket.connect(peer)?;
         let token = Token(FIRST_DOWNLOAD + id as usize);
-        self.registry
-            .register(&mut socket, token, Interest::READABLE)?;
+        self.registry.register(&mut socket, token, Interest::READABLE)?;
         let rx = UdpReceiver::new(&socket, max_datagram);
-        let download = Download {
-            socket,
-            rx,
-            ready: true,
-        };
+        let download = Download { socket, rx, ready: true };
         self.downloads.insert(id, download);
         Ok(())
     }
@@ -69,14 +64,11 @@ pub fn client(
 ) -> Result<(), ClientError> {
     let mut tcp = TcpStream::from_std(client::connect(addr)?);
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut tcp, CHAT, Interest::READABLE | Interest::WRITABLE)?;
+    poll.registry().register(&mut tcp, CHAT, Interest::READABLE | Interest::WRITABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), INPUT)?);
     let mut lines = input.map(|input| read_lines(&waker, input)).transpose()?;
-    let mut sockets = MioSockets {
-        registry: poll.registry().try_clone()?,
-        downloads: HashMap::new(),
-    };
+    let mut sockets =
+        MioSockets { registry: poll.registry().try_clone()?, downloads: HashMap::new() };
     let mut events = Events::with_capacity(256);
     let mut buf = vec![0u8; 64 << 10];
     io.drive(Instant::now(), ui, &mut sockets);
@@ -125,17 +117,15 @@ pub fn client(
 fn read_lines(waker: &Arc<Waker>, input: Lines) -> io::Result<mpsc::Receiver<String>> {
     let (tx, rx) = mpsc::channel();
     let waker = Arc::clone(waker);
-    std::thread::Builder::new()
-        .name("natter-input".into())
-        .spawn(move || {
-            for line in input {
-                if tx.send(line).is_err() {
-                    break;
-                }
-                let _ = waker.wake();
+    std::thread::Builder::new().name("natter-input".into()).spawn(move || {
+        for line in input {
+            if tx.send(line).is_err() {
+                break;
             }
-            drop(tx);
             let _ = waker.wake();
-        })?;
+        }
+        drop(tx);
+        let _ = waker.wake();
+    })?;
     Ok(rx)
 }

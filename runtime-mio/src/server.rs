@@ -20,15 +20,10 @@ const FIRST_CONN: usize = 1 << 17;
 
 /// Serves `server` on one mio `Poll` on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
-    let BoundServer {
-        listener,
-        options,
-        scanned,
-    } = server;
+    let BoundServer { listener, options, scanned } = server;
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::from_std(listener);
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let wake = waker.clone();
     stop.on_ask(move || {
@@ -36,17 +31,13 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     });
     let (folder_tx, folder_rx) = std::sync::mpsc::channel();
     let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
-    let Prepared {
-        driver,
-        files,
-        ports,
-    } = serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+    let Prepared { driver, files, ports } =
+        serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
     let mut udp = HashMap::new();
     for (port, socket) in ports {
         let mut socket = UdpSocket::from_std(socket);
         let token = Token(UDP_TOKENS + usize::from(port));
-        poll.registry()
-            .register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(&mut socket, token, Interest::READABLE | Interest::WRITABLE)?;
         udp.insert(port, socket);
     }
     let mut io = Io {
@@ -107,11 +98,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         }
         io.read_round(now);
         io.receive_round();
-        if io
-            .driver
-            .poll_timeout()
-            .is_some_and(|at| at <= Instant::now())
-        {
+        if io.driver.poll_timeout().is_some_and(|at| at <= Instant::now()) {
             io.driver.handle_timeout(Instant::now());
         }
         io.perform(Instant::now());
@@ -154,8 +141,7 @@ impl Io {
                     let _ = stream.set_nodelay(true);
                     net::keep_alive(&stream);
                     self.conns.insert(conn, stream);
-                    self.driver
-                        .handle_input(now, Input::Accepted { conn, peer });
+                    self.driver.handle_input(now, Input::Accepted { conn, peer });
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 // A connection reset before we took it: the next one may be fine.
@@ -195,8 +181,7 @@ impl Io {
                 Ok(0) => self.driver.handle_input(now, Input::PeerClosed { conn }),
                 Ok(n) => {
                     let bytes = &self.buf[..n];
-                    self.driver
-                        .handle_input(now, Input::Received { conn, bytes });
+                    self.driver.handle_input(now, Input::Received { conn, bytes });
                     self.readable.push_back(conn);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
@@ -290,11 +275,7 @@ impl Io {
         let Some(socket) = self.udp.get(&port) else {
             return;
         };
-        if self
-            .files
-            .send_due(now, &mut self.driver, port, socket)
-            .is_err()
-        {
+        if self.files.send_due(now, &mut self.driver, port, socket).is_err() {
             self.send_blocked.insert(port);
         }
     }

@@ -132,14 +132,12 @@ async fn run(
 /// Reads the person's lines on a thread of their own (the iterator blocks).
 fn read_lines(input: Lines) -> io::Result<smol::channel::Receiver<String>> {
     let (tx, rx) = smol::channel::unbounded();
-    std::thread::Builder::new()
-        .name("natter-input".into())
-        .spawn(move || {
-            for line in input {
-                if tx.send_blocking(line).is_err() {
-                    break;
-                }
+    std::thread::Builder::new().name("natter-input".into()).spawn(move || {
+        for line in input {
+            if tx.send_blocking(line).is_err() {
+                break;
             }
-        })?;
+        }
+    })?;
     Ok(rx)
 }

@@ -45,11 +45,7 @@ type Shared = Rc<RefCell<Hub>>;
 
 /// Serves `server` as smol tasks on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
-    let BoundServer {
-        listener,
-        options,
-        scanned,
-    } = server;
+    let BoundServer { listener, options, scanned } = server;
     let ex = Rc::new(LocalExecutor::new());
     let listener = Async::new(listener)?;
     let (stop_tx, stop_rx) = signal();
@@ -58,11 +54,8 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     });
     let (folder_tx, folder_rx) = smol::channel::unbounded();
     let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
-    let Prepared {
-        driver,
-        files,
-        ports,
-    } = serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+    let Prepared { driver, files, ports } =
+        serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
     let (accept_tx, accept_rx) = signal();
     let (timer_tx, timer_rx) = signal();
     let hub: Shared = Rc::new(RefCell::new(Hub {
@@ -79,18 +72,14 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         let socket = Rc::new(Async::new(socket)?);
         let (tx, rx) = signal();
         hub.borrow_mut().transmit.insert(port, tx);
-        ex.spawn(receive_task(hub.clone(), port, socket.clone()))
-            .detach();
-        ex.spawn(transmit_task(hub.clone(), port, socket, rx))
-            .detach();
+        ex.spawn(receive_task(hub.clone(), port, socket.clone())).detach();
+        ex.spawn(transmit_task(hub.clone(), port, socket, rx)).detach();
     }
     ex.spawn(timer_task(hub.clone(), timer_rx)).detach();
     let folder_hub = hub.clone();
     ex.spawn(async move {
         while let Ok(scanned) = folder_rx.recv().await {
-            feed(&folder_hub, |d| {
-                serve::feed_folder(Instant::now(), d, &scanned)
-            });
+            feed(&folder_hub, |d| serve::feed_folder(Instant::now(), d, &scanned));
         }
     })
     .detach();
@@ -106,12 +95,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
                     net::keep_alive(stream.get_ref());
                     let stream = Rc::new(stream);
                     let ((write, write_rx), (resume, resume_rx)) = (signal(), signal());
-                    let c = Conn {
-                        stream: stream.clone(),
-                        write,
-                        resume,
-                        paused: false,
-                    };
+                    let c = Conn { stream: stream.clone(), write, resume, paused: false };
                     hub.borrow_mut().conns.insert(conn, c);
                     let writer = writer_task(hub.clone(), conn, stream.clone(), write_rx);
                     executor.spawn(writer).detach();
@@ -123,9 +107,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
                 }
                 Err(err) => {
                     tracing::warn!("accept failed: {err}; trying again shortly");
-                    feed(&hub, |d| {
-                        d.handle_input(Instant::now(), Input::AcceptFailed)
-                    });
+                    feed(&hub, |d| d.handle_input(Instant::now(), Input::AcceptFailed));
                     let _ = accept_rx.recv().await;
                 }
             }
@@ -214,23 +196,17 @@ async fn reader_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resum
             _ if !ready => true,
             Ok(0) => true,
             Ok(n) => {
-                let input = Input::Received {
-                    conn,
-                    bytes: &buf[..n],
-                };
+                let input = Input::Received { conn, bytes: &buf[..n] };
                 feed(&hub, |d| d.handle_input(Instant::now(), input));
                 false
             }
-            Err(err) => !matches!(
-                err.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ),
+            Err(err) => {
+                !matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+            }
         };
         hub.borrow_mut().buf = buf;
         if closed {
-            feed(&hub, |d| {
-                d.handle_input(Instant::now(), Input::PeerClosed { conn })
-            });
+            feed(&hub, |d| d.handle_input(Instant::now(), Input::PeerClosed { conn }));
             return;
         }
         // Let every other connection have its turn before this one is read again (C6).
@@ -268,11 +244,7 @@ async fn receive_task(hub: Shared, port: u16, socket: Rc<Async<UdpSocket>>) {
         for _ in 0..UDP_READS_PER_TURN {
             match socket.get_ref().recv_from(&mut bytes) {
                 Ok((n, from)) => feed(&hub, |d| {
-                    let input = Input::Datagram {
-                        port,
-                        from,
-                        bytes: &bytes[..n],
-                    };
+                    let input = Input::Datagram { port, from, bytes: &bytes[..n] };
                     d.handle_input(Instant::now(), input);
                 }),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
@@ -292,8 +264,7 @@ async fn transmit_task(hub: Shared, port: u16, socket: Rc<Async<UdpSocket>>, wak
                 let mut guard = hub.borrow_mut();
                 let h = &mut *guard;
                 let result =
-                    h.files
-                        .send_due(Instant::now(), &mut h.driver, port, socket.get_ref());
+                    h.files.send_due(Instant::now(), &mut h.driver, port, socket.get_ref());
                 drop(guard);
                 // Sending may have ended the transfer: perform what that asks.
                 feed(&hub, |_| {});

@@ -89,16 +89,9 @@ pub fn start(
     options.chat.udp_ports = base..=base + 15;
     options.chat.transfer_idle_timeout = Duration::from_secs(10);
     tweak(&mut options);
-    let handle = BoundServer::bind(options)
-        .unwrap()
-        .spawn(rt.serve())
-        .unwrap();
+    let handle = BoundServer::bind(options).unwrap().spawn(rt.serve()).unwrap();
     let addr = handle.local_addr();
-    TestServer {
-        addr,
-        files,
-        _handle: handle,
-    }
+    TestServer { addr, files, _handle: handle }
 }
 
 /// A block of `n` UDP ports that were free a moment ago, different for every call in this
@@ -125,10 +118,7 @@ pub fn free_udp_range(n: u16) -> u16 {
             return base;
         }
     }
-    panic!(
-        "no block of {n} free UDP ports between {FIRST} and {}",
-        FIRST + SPAN
-    );
+    panic!("no block of {n} free UDP ports between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// A client speaking the protocol by hand, as netcat would.
@@ -143,11 +133,7 @@ impl Raw {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        Raw {
-            stream,
-            reader,
-            name: String::new(),
-        }
+        Raw { stream, reader, name: String::new() }
     }
 
     /// Connects and joins as `name`, consuming the join line and the presence line.
@@ -156,10 +142,7 @@ impl Raw {
         raw.send(name);
         assert_eq!(raw.line(), format!("{name} has joined the chat!"));
         let all = raw.line();
-        assert!(
-            all == "ALL" || all.starts_with("ALL "),
-            "expected a presence line, got {all:?}"
-        );
+        assert!(all == "ALL" || all.starts_with("ALL "), "expected a presence line, got {all:?}");
         raw.name = name.to_owned();
         raw
     }
@@ -174,8 +157,7 @@ impl Raw {
 
     /// The next line, without its terminator. Panics on timeout or close.
     pub fn line(&mut self) -> String {
-        self.try_line()
-            .unwrap_or_else(|| panic!("{}: connection closed or timed out", self.name))
+        self.try_line().unwrap_or_else(|| panic!("{}: connection closed or timed out", self.name))
     }
 
     /// The next line, or `None` when the server closed the connection.

@@ -72,9 +72,7 @@ impl Catalogue {
 pub fn is_offerable_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '\\')
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '\\')
 }
 
 /// What identifies one version of a file on disk without reading it (S5). If any of these change,
@@ -110,10 +108,7 @@ impl Default for DigestCache {
 impl DigestCache {
     /// An empty cache holding at most `capacity` digests (at least 1); the default is 4096.
     pub fn with_capacity(capacity: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            capacity: capacity.max(1),
-        }
+        Self { map: HashMap::new(), capacity: capacity.max(1) }
     }
 
     /// The digest cached for exactly this file identity, if any.
@@ -184,11 +179,7 @@ mod tests {
     use super::*;
 
     fn entry(name: &str) -> FileEntry {
-        FileEntry {
-            name: name.into(),
-            size: 1,
-            blake3: [0; 32],
-        }
+        FileEntry { name: name.into(), size: 1, blake3: [0; 32] }
     }
 
     #[test]
@@ -237,12 +228,7 @@ mod tests {
     fn digest_cache_hits_and_misses() {
         // S5: same identity -> computed once; a changed mtime -> computed again.
         let mut cache = DigestCache::with_capacity(2);
-        let k = FileKey {
-            size: 10,
-            mtime_secs: 5,
-            mtime_nanos: 7,
-            inode: 42,
-        };
+        let k = FileKey { size: 10, mtime_secs: 5, mtime_nanos: 7, inode: 42 };
         let mut calls = 0;
         for _ in 0..3 {
             let d = cache.get_or_compute(k, || -> Result<_, ()> {
@@ -252,15 +238,9 @@ mod tests {
             assert_eq!(d, Ok([1; 32]));
         }
         assert_eq!(calls, 1);
-        let changed = FileKey {
-            mtime_nanos: 8,
-            ..k
-        };
+        let changed = FileKey { mtime_nanos: 8, ..k };
         assert_eq!(cache.get(&changed), None);
-        assert_eq!(
-            cache.get_or_compute(changed, || Err::<[u8; 32], _>("io")),
-            Err("io")
-        );
+        assert_eq!(cache.get_or_compute(changed, || Err::<[u8; 32], _>("io")), Err("io"));
         assert_eq!(cache.len(), 1, "errors are not cached");
         cache.insert(changed, [2; 32]);
         cache.insert(FileKey { inode: 1, ..k }, [3; 32]);
@@ -281,13 +261,7 @@ mod tests {
         let c: Vec<_> = final_name_candidates("a.tar.gz").take(2).collect();
         assert_eq!(c, ["a.tar.gz", "a.tar (1).gz"]);
         let taken = ["photo.jpg", "photo (1).jpg"];
-        assert_eq!(
-            free_final_name("photo.jpg", |n| taken.contains(&n)),
-            "photo (2).jpg"
-        );
-        assert_eq!(
-            free_final_name("new.txt", |n| taken.contains(&n)),
-            "new.txt"
-        );
+        assert_eq!(free_final_name("photo.jpg", |n| taken.contains(&n)), "photo (2).jpg");
+        assert_eq!(free_final_name("new.txt", |n| taken.contains(&n)), "new.txt");
     }
 }

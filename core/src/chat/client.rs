@@ -237,9 +237,7 @@ impl ChatClient {
 
     /// The end of the `{quit}` grace, while it runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.quit_at
-            .filter(|_| !self.over)
-            .map(|at| at + QUIT_GRACE)
+        self.quit_at.filter(|_| !self.over).map(|at| at + QUIT_GRACE)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -255,10 +253,7 @@ impl ChatClient {
         self.name.clone_from(&name);
         self.attempts.push_back(name.clone());
         let bytes = format!("{name}\n").into_bytes();
-        self.outputs.push_back(ChatOutput::Send {
-            bytes,
-            sent: Sent::Name(name),
-        });
+        self.outputs.push_back(ChatOutput::Send { bytes, sent: Sent::Name(name) });
     }
 
     fn on_bytes(&mut self, bytes: &[u8]) {
@@ -286,8 +281,7 @@ impl ChatClient {
             return; // the server reads nothing after {quit}
         }
         if typed.len() > MAX_LINE {
-            self.outputs
-                .push_back(ChatOutput::Invalid(InputError::TooLong));
+            self.outputs.push_back(ChatOutput::Invalid(InputError::TooLong));
             return;
         }
         if self.name_refused && !self.joined {
@@ -335,18 +329,15 @@ impl ChatClient {
             }
             ServerLine::Left(name) => ClientEvent::Left(safe(name)),
             ServerLine::All(names) => ClientEvent::Presence(names.into_iter().map(safe).collect()),
-            ServerLine::Public { from, text } => ClientEvent::Public {
-                from: safe(from),
-                text: safe(text),
-            },
-            ServerLine::Private { from, text } => ClientEvent::Private {
-                from: safe(from),
-                text: safe(text),
-            },
-            ServerLine::PrivateEcho { to, text } => ClientEvent::PrivateSent {
-                to: safe(to),
-                text: safe(text),
-            },
+            ServerLine::Public { from, text } => {
+                ClientEvent::Public { from: safe(from), text: safe(text) }
+            }
+            ServerLine::Private { from, text } => {
+                ClientEvent::Private { from: safe(from), text: safe(text) }
+            }
+            ServerLine::PrivateEcho { to, text } => {
+                ClientEvent::PrivateSent { to: safe(to), text: safe(text) }
+            }
             ServerLine::Error(reason) if !self.joined => {
                 self.attempts.pop_front();
                 // Only when no other line is on its way as the next name does the person type one.
@@ -358,12 +349,11 @@ impl ChatClient {
                 let (safe, unsafe_): (Vec<String>, Vec<String>) =
                     files.into_iter().partition(|f| is_safe_file_name(f));
                 if let Some(first) = unsafe_.first() {
-                    self.outputs
-                        .push_back(ChatOutput::Event(ClientEvent::Rejected(format!(
-                            "the server listed {} unsafe file name(s), e.g. {}",
-                            unsafe_.len(),
-                            escape_truncated(first, 80)
-                        ))));
+                    self.outputs.push_back(ChatOutput::Event(ClientEvent::Rejected(format!(
+                        "the server listed {} unsafe file name(s), e.g. {}",
+                        unsafe_.len(),
+                        escape_truncated(first, 80)
+                    ))));
                 }
                 ClientEvent::Files(safe)
             }

@@ -18,10 +18,7 @@ use std::borrow::Cow;
 /// Characters that must not reach a terminal or log unescaped.
 pub fn is_display_unsafe(c: char) -> bool {
     c.is_control()
-        || matches!(
-            c,
-            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-        )
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)
 }
@@ -71,10 +68,7 @@ mod tests {
         assert_eq!(escape_for_display("plain"), Cow::Borrowed("plain"));
         assert_eq!(escape_for_display("a\r\nb"), "a\\u{000d}\\u{000a}b");
         assert_eq!(escape_for_display("\u{1b}[2J"), "\\u{001b}[2J");
-        assert_eq!(
-            escape_for_display("x\u{2028}y\u{202e}"),
-            "x\\u{2028}y\\u{202e}"
-        );
+        assert_eq!(escape_for_display("x\u{2028}y\u{202e}"), "x\\u{2028}y\\u{202e}");
         assert_eq!(escape_for_display("\u{85}"), "\\u{0085}");
     }
 

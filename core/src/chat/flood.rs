@@ -27,12 +27,7 @@ pub struct InputBudget {
 impl InputBudget {
     /// A full bucket. A rate of 0 means no limit.
     pub fn new(now: Instant, rate: u32, burst: u32) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            last: now,
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-        }
+        Self { tokens: f64::from(burst), last: now, rate: f64::from(rate), burst: f64::from(burst) }
     }
 
     fn refill(&mut self, now: Instant) {

@@ -104,10 +104,7 @@ pub struct NameRegistry<Id> {
 impl<Id: Copy> NameRegistry<Id> {
     /// An empty registry: nobody connected.
     pub fn new() -> Self {
-        Self {
-            by_fold: HashMap::new(),
-            by_skeleton: HashMap::new(),
-        }
+        Self { by_fold: HashMap::new(), by_skeleton: HashMap::new() }
     }
 
     /// Would `name` be accepted now? Syntax first, then taken, then confusable.
@@ -138,9 +135,7 @@ impl<Id: Copy> NameRegistry<Id> {
 
     /// The holder of `name` ignoring case, with the name as registered.
     pub fn lookup(&self, name: &str) -> Option<(Id, &str)> {
-        self.by_fold
-            .get(&fold(name))
-            .map(|(id, n)| (*id, n.as_str()))
+        self.by_fold.get(&fold(name)).map(|(id, n)| (*id, n.as_str()))
     }
 
     /// How many names are registered (members who have joined).
@@ -163,60 +158,25 @@ mod tests {
     fn syntax() {
         // C1, PROTOCOL 1.1
         assert_eq!(check_syntax(""), Err(NameError::Empty));
-        assert!(
-            check_syntax(&"é".repeat(32)).is_ok(),
-            "32 code points, 64 bytes"
-        );
-        assert_eq!(
-            check_syntax(&"a".repeat(33)),
-            Err(NameError::TooLong { chars: 33 })
-        );
+        assert!(check_syntax(&"é".repeat(32)).is_ok(), "32 code points, 64 bytes");
+        assert_eq!(check_syntax(&"a".repeat(33)), Err(NameError::TooLong { chars: 33 }));
         assert_eq!(check_syntax("a b"), Err(NameError::BadChar { code: 0x20 }));
         assert_eq!(check_syntax("a:b"), Err(NameError::BadChar { code: 0x3a }));
-        assert_eq!(
-            check_syntax("a\u{1b}b"),
-            Err(NameError::BadChar { code: 0x1b })
-        );
-        assert_eq!(
-            check_syntax("a\u{2028}"),
-            Err(NameError::BadChar { code: 0x2028 })
-        );
+        assert_eq!(check_syntax("a\u{1b}b"), Err(NameError::BadChar { code: 0x1b }));
+        assert_eq!(check_syntax("a\u{2028}"), Err(NameError::BadChar { code: 0x2028 }));
         assert!(check_syntax("Zoë_2.0-x").is_ok());
         assert!(check_syntax("東京").is_ok());
         assert!(check_syntax("٣").is_ok(), "Arabic-Indic digit");
         // Numerals that are not decimal digits, combining marks, invisible letters: refused.
-        for bad in [
-            "½",
-            "①",
-            "Ⅻ",
-            "a\u{0345}",
-            "x\u{0903}",
-            "\u{3164}",
-            "\u{115f}\u{1160}",
-        ] {
-            assert!(
-                matches!(check_syntax(bad), Err(NameError::BadChar { .. })),
-                "{bad:?}"
-            );
+        for bad in ["½", "①", "Ⅻ", "a\u{0345}", "x\u{0903}", "\u{3164}", "\u{115f}\u{1160}"] {
+            assert!(matches!(check_syntax(bad), Err(NameError::BadChar { .. })), "{bad:?}");
         }
     }
 
     #[test]
     fn reserved_ignoring_case() {
-        for w in [
-            "all",
-            "All",
-            "choose_file",
-            "udp",
-            "Error",
-            "FROM",
-            "SHOW",
-            "show",
-        ] {
-            assert!(
-                matches!(check_syntax(w), Err(NameError::Reserved(_))),
-                "{w}"
-            );
+        for w in ["all", "All", "choose_file", "udp", "Error", "FROM", "SHOW", "show"] {
+            assert!(matches!(check_syntax(w), Err(NameError::Reserved(_))), "{w}");
         }
         assert!(check_syntax("shows").is_ok());
     }
@@ -238,14 +198,8 @@ mod tests {
         // C1: Cyrillic а (U+0430) in "аlice"; also upper-case Cyrillic А against "alice".
         let mut r = NameRegistry::new();
         r.claim("alice", 1u64).unwrap();
-        assert_eq!(
-            r.check("\u{430}lice"),
-            Err(NameError::Confusable("alice".into()))
-        );
-        assert_eq!(
-            r.check("\u{410}LICE"),
-            Err(NameError::Confusable("alice".into()))
-        );
+        assert_eq!(r.check("\u{430}lice"), Err(NameError::Confusable("alice".into())));
+        assert_eq!(r.check("\u{410}LICE"), Err(NameError::Confusable("alice".into())));
         // but a private message to the look-alike finds nobody
         assert_eq!(r.lookup("\u{430}lice"), None);
         // released names are free again

@@ -72,13 +72,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     pub fn new(name: impl Into<String>, mode: Mode, server_ip: IpAddr, part_size: u16) -> Self {
-        Self {
-            name: name.into(),
-            mode,
-            server_ip,
-            part_size,
-            give_up_after: DEFAULT_GIVE_UP_AFTER,
-        }
+        Self { name: name.into(), mode, server_ip, part_size, give_up_after: DEFAULT_GIVE_UP_AFTER }
     }
 }
 
@@ -95,10 +89,7 @@ pub enum Input<'a> {
     InputEnded,
     /// [`Output::Open`] done: the `.part` file is open, and `resume` is the resume record found
     /// beside it, if any.
-    Opened {
-        id: DownloadId,
-        resume: Option<Vec<u8>>,
-    },
+    Opened { id: DownloadId, resume: Option<Vec<u8>> },
     /// [`Output::Keep`] done: the verified file is at `path`.
     Saved { id: DownloadId, path: PathBuf },
     /// The I/O of download `id` failed (opening, writing, saving, renaming, its socket).
@@ -115,23 +106,13 @@ pub enum Output {
     /// Show something the client did or refused on its own.
     Notice(String),
     /// Show how a download is going (every [`PROGRESS_EVERY`] while it runs).
-    Progress {
-        id: DownloadId,
-        file: String,
-        progress: Progress,
-    },
+    Progress { id: DownloadId, file: String, progress: Progress },
     /// The server closed the connection while the person was not leaving.
     Disconnected(String),
     /// Open download `id`: `<file>.part` of `size` bytes (creating it if need be) with the resume
     /// record beside it, and a UDP socket connected to `peer` that receives datagrams of up to
     /// `max_datagram` bytes. Answer with [`Input::Opened`] or [`Input::IoFailed`].
-    Open {
-        id: DownloadId,
-        file: String,
-        size: u64,
-        peer: SocketAddr,
-        max_datagram: usize,
-    },
+    Open { id: DownloadId, file: String, size: u64, peer: SocketAddr, max_datagram: usize },
     /// Save this resume record beside download `id`'s `.part` file (atomically: the old record
     /// stays whole until the new one is complete).
     SaveRecord { id: DownloadId, record: Vec<u8> },
@@ -143,11 +124,7 @@ pub enum Output {
     /// Download `id` is done with: close its socket and its file, leaving what is on disk.
     Release { id: DownloadId },
     /// Download `id` ended (shown to the person).
-    Ended {
-        id: DownloadId,
-        file: String,
-        result: Result<DownloadReport, DownloadFailure>,
-    },
+    Ended { id: DownloadId, file: String, result: Result<DownloadReport, DownloadFailure> },
     /// Close the chat connection; the session is over. In [`Mode::Get`], the download's result.
     Finish(Option<Result<DownloadReport, DownloadFailure>>),
 }
@@ -280,10 +257,7 @@ impl ClientDriver {
             (config.mode != Mode::Interactive).then_some(now + config.give_up_after);
         Self {
             config,
-            chat: ClientChat {
-                client,
-                joined: false,
-            },
+            chat: ClientChat { client, joined: false },
             pending: VecDeque::new(),
             downloads: BTreeMap::new(),
             next_id: 1,
@@ -370,10 +344,7 @@ impl ClientDriver {
         }
         if self.next_progress.is_some_and(|at| at <= now) {
             self.show_progress();
-            let running = self
-                .downloads
-                .values()
-                .any(|d| d.receiver.is_some() && !d.ended);
+            let running = self.downloads.values().any(|d| d.receiver.is_some() && !d.ended);
             self.next_progress = running.then_some(now + PROGRESS_EVERY);
         }
     }
@@ -398,11 +369,7 @@ impl ClientDriver {
 
     /// `bytes` are download `id`'s file at `offset` (see [`Receiver::hash`]).
     pub fn hash(&mut self, id: DownloadId, offset: u64, bytes: &[u8]) {
-        if let Some(rx) = self
-            .downloads
-            .get_mut(&id)
-            .and_then(|d| d.receiver.as_mut())
-        {
+        if let Some(rx) = self.downloads.get_mut(&id).and_then(|d| d.receiver.as_mut()) {
             rx.hash(offset, bytes);
         }
     }
@@ -456,9 +423,7 @@ impl ClientDriver {
     }
 
     fn typed(&mut self, line: &str) {
-        self.chat
-            .client
-            .handle_input(self.now, ChatInput::Typed(line));
+        self.chat.client.handle_input(self.now, ChatInput::Typed(line));
     }
 
     fn on_chat(&mut self, output: ChatOutput) {
@@ -471,12 +436,10 @@ impl ClientDriver {
             ChatOutput::Invalid(err) => self.outputs.push_back(Output::Notice(err.to_string())),
             ChatOutput::Over { quit } => {
                 if !quit && self.config.mode == Mode::Interactive {
-                    self.outputs.push_back(Output::Disconnected(
-                        "the server closed the connection".into(),
-                    ));
+                    self.outputs
+                        .push_back(Output::Disconnected("the server closed the connection".into()));
                 }
-                self.result
-                    .get_or_insert(Err(DownloadFailure::Disconnected));
+                self.result.get_or_insert(Err(DownloadFailure::Disconnected));
                 self.finish();
             }
         }
@@ -552,10 +515,7 @@ impl ClientDriver {
             }
             ClientEvent::Error(reason) => {
                 let answered = self.answer(|e| {
-                    matches!(
-                        e,
-                        Expect::Public | Expect::Private | Expect::Download { .. }
-                    )
+                    matches!(e, Expect::Public | Expect::Private | Expect::Download { .. })
                 });
                 if matches!(answered, Some(Expect::Download { .. })) {
                     self.download_refused(reason);
@@ -601,11 +561,7 @@ impl ClientDriver {
     fn start(&mut self, offer: Offer) {
         self.answer_deadline = None;
         // Two downloads into one `.part` file would write over each other.
-        if self
-            .downloads
-            .values()
-            .any(|d| !d.ended && d.offer.file == offer.file)
-        {
+        if self.downloads.values().any(|d| !d.ended && d.offer.file == offer.file) {
             self.outputs.push_back(Output::Notice(format!(
                 "already downloading {}: this offer is not taken",
                 offer.file
@@ -791,10 +747,7 @@ impl ClientDriver {
             && !self.finished
             && !self.chat.client.is_quitting()
             && self.downloads.is_empty()
-            && !self
-                .pending
-                .iter()
-                .any(|p| matches!(p.expect, Expect::Download { .. }))
+            && !self.pending.iter().any(|p| matches!(p.expect, Expect::Download { .. }))
         {
             self.leave();
         }
@@ -860,14 +813,8 @@ mod tests {
 
     #[test]
     fn adds_a_part_size_only_where_none_is_given() {
-        assert_eq!(
-            with_part_size("download_file a.c", 65000),
-            "download_file a.c 65000"
-        );
-        assert_eq!(
-            with_part_size("download_file a.c 600", 65000),
-            "download_file a.c 600"
-        );
+        assert_eq!(with_part_size("download_file a.c", 65000), "download_file a.c 65000");
+        assert_eq!(with_part_size("download_file a.c 600", 65000), "download_file a.c 600");
         assert_eq!(with_part_size("download_file", 65000), "download_file");
         assert_eq!(with_part_size("hello there", 65000), "hello there");
     }

@@ -273,15 +273,13 @@ impl ServerDriver {
         match input {
             Input::Accepted { conn, peer } => {
                 self.outboxes.insert(conn, Outbox::default());
-                self.chat
-                    .handle_input(now, ServerInput::Opened { conn, peer });
+                self.chat.handle_input(now, ServerInput::Opened { conn, peer });
             }
             Input::AcceptFailed => {
                 self.accept_retry.get_or_insert(now + ACCEPT_RETRY);
             }
             Input::Received { conn, bytes } => {
-                self.chat
-                    .handle_input(now, ServerInput::Received { conn, bytes });
+                self.chat.handle_input(now, ServerInput::Received { conn, bytes });
             }
             Input::Written { conn, len } => self.on_written(now, conn, len),
             Input::PeerClosed { conn } => {
@@ -292,24 +290,17 @@ impl ServerDriver {
                 }
             }
             Input::Datagram { port, from, bytes } => {
-                self.endpoint
-                    .handle_input(now, port, SenderInput::Datagram { from, bytes });
+                self.endpoint.handle_input(now, port, SenderInput::Datagram { from, bytes });
             }
             Input::PortUnavailable { port } => {
-                self.chat
-                    .handle_input(now, ServerInput::PortUnavailable { port });
+                self.chat.handle_input(now, ServerInput::PortUnavailable { port });
             }
-            Input::Folder {
-                catalogue,
-                identities,
-            } => {
+            Input::Folder { catalogue, identities } => {
                 self.identities.clone_from(identities);
-                self.chat
-                    .handle_input(now, ServerInput::Catalogue(catalogue));
+                self.chat.handle_input(now, ServerInput::Catalogue(catalogue));
             }
             Input::FileChanged { port } => {
-                self.endpoint
-                    .handle_input(now, port, SenderInput::FileChanged);
+                self.endpoint.handle_input(now, port, SenderInput::FileChanged);
             }
         }
         self.collect(now);
@@ -323,15 +314,10 @@ impl ServerDriver {
     /// When [`ServerDriver::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let closing = self.closing.first().map(|&(at, _)| at);
-        [
-            self.chat.poll_timeout(),
-            self.endpoint.poll_timeout(),
-            closing,
-            self.accept_retry,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [self.chat.poll_timeout(), self.endpoint.poll_timeout(), closing, self.accept_retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The time has come: name timeouts, read pauses, idle transfers, close graces, accept.
@@ -373,9 +359,7 @@ impl ServerDriver {
 
     /// Whether `conn` has bytes owed.
     pub fn has_unsent(&self, conn: ConnId) -> bool {
-        self.outboxes
-            .get(&conn)
-            .is_some_and(|o| !o.queue.is_empty())
+        self.outboxes.get(&conn).is_some_and(|o| !o.queue.is_empty())
     }
 
     /// The next datagram to send on `port` (after [`Output::Transmit`]), or `None`.
@@ -415,8 +399,7 @@ impl ServerDriver {
             self.out.push_back(Output::Close { conn });
             return;
         }
-        self.chat
-            .handle_input(now, ServerInput::Sent { conn, len: written });
+        self.chat.handle_input(now, ServerInput::Sent { conn, len: written });
     }
 
     /// Moves what the chat server and the endpoint asked for into the driver's outputs.
@@ -489,11 +472,7 @@ impl ServerDriver {
                 self.out.push_back(Output::PauseReading { conn });
             }
             ServerOutput::ResumeReading { conn } => {
-                if self
-                    .outboxes
-                    .get(&conn)
-                    .is_some_and(|o| o.close_by.is_none())
-                {
+                if self.outboxes.get(&conn).is_some_and(|o| o.close_by.is_none()) {
                     self.out.push_back(Output::ResumeReading { conn });
                 }
             }
@@ -512,10 +491,8 @@ impl ServerDriver {
                 }
                 EndpointEvent::Ended { port, end } => {
                     self.out.push_back(Output::StopServing { port });
-                    self.out
-                        .push_back(Output::Log(LogEvent::TransferEnded { port, end }));
-                    self.chat
-                        .handle_input(now, ServerInput::TransferEnded { port });
+                    self.out.push_back(Output::Log(LogEvent::TransferEnded { port, end }));
+                    self.chat.handle_input(now, ServerInput::TransferEnded { port });
                 }
             }
         }

@@ -95,12 +95,7 @@ pub struct Link {
 
 impl Link {
     pub fn new(config: LinkConfig) -> Self {
-        Link {
-            config,
-            busy_until_ns: 0,
-            bad: false,
-            stats: LinkStats::default(),
-        }
+        Link { config, busy_until_ns: 0, bad: false, stats: LinkStats::default() }
     }
 
     /// A datagram of `len` bytes enters at `now_ns`: returns the arrival times of its copies
@@ -116,11 +111,8 @@ impl Link {
         self.stats.sent += 1;
         let mut lost = rng.chance(self.config.loss);
         if let Some(ge) = self.config.burst {
-            self.bad = if self.bad {
-                !rng.chance(ge.p_leave_bad)
-            } else {
-                rng.chance(ge.p_enter_bad)
-            };
+            self.bad =
+                if self.bad { !rng.chance(ge.p_leave_bad) } else { rng.chance(ge.p_enter_bad) };
             lost |= self.bad && rng.chance(ge.loss_bad);
         }
         if let Some((from, until)) = self.config.blackhole {
@@ -159,10 +151,7 @@ impl Link {
             if corrupt {
                 self.stats.corrupted += 1;
             }
-            out.push((
-                depart + self.config.delay.as_nanos() as u64 + jitter,
-                corrupt,
-            ));
+            out.push((depart + self.config.delay.as_nanos() as u64 + jitter, corrupt));
         }
     }
 }

@@ -45,10 +45,7 @@ impl Path {
         let bdp = (rate_bps as f64 / 8.0 * rtt.as_secs_f64()) as u64;
         let mut link = LinkConfig::clean(rate_bps, rtt / 2, bdp.max(64 << 10));
         link.loss = loss;
-        Path {
-            down: link.clone(),
-            up: link,
-        }
+        Path { down: link.clone(), up: link }
     }
 
     /// Applies the same impairment to both directions.
@@ -269,25 +266,13 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                             flip_bit(&mut bytes, &mut rng);
                         }
                         seq += 1;
-                        queue.push(Reverse(Event {
-                            at_ns,
-                            seq,
-                            flow: i,
-                            to_sender: true,
-                            bytes,
-                        }));
+                        queue.push(Reverse(Event { at_ns, seq, flow: i, to_sender: true, bytes }));
                     }
                 }
             }
             while let Some(out) = flow.sender.poll_output() {
                 let bytes_len = match out {
-                    SenderOutput::SendPart {
-                        req_seq,
-                        part,
-                        offset,
-                        len,
-                        ..
-                    } => {
+                    SenderOutput::SendPart { req_seq, part, offset, len, .. } => {
                         let at = offset as usize;
                         buf[PART_HEADER_LEN..PART_HEADER_LEN + len]
                             .copy_from_slice(&flow.content[at..at + len]);
@@ -309,19 +294,11 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                         flip_bit(&mut bytes, &mut rng);
                     }
                     seq += 1;
-                    queue.push(Reverse(Event {
-                        at_ns,
-                        seq,
-                        flow: i,
-                        to_sender: false,
-                        bytes,
-                    }));
+                    queue.push(Reverse(Event { at_ns, seq, flow: i, to_sender: false, bytes }));
                 }
             }
         }
-        let all_over = flows
-            .iter()
-            .all(|f| f.done_at.is_some() && f.sender.is_done());
+        let all_over = flows.iter().all(|f| f.done_at.is_some() && f.sender.is_done());
         if all_over {
             break;
         }
@@ -338,10 +315,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
             };
             // A client that skipped its turn in a stall acts when the stall ends.
             let resume = flow.spec.stalled_until(now_ns);
-            for t in [timers, resume, flow.sender.poll_timeout().map(to_ns)]
-                .into_iter()
-                .flatten()
-            {
+            for t in [timers, resume, flow.sender.poll_timeout().map(to_ns)].into_iter().flatten() {
                 next = Some(next.map_or(t, |n| n.min(t)));
             }
         }
@@ -369,20 +343,13 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
             {
                 // The client is not running: the datagram waits in its socket buffer.
                 seq += 1;
-                queue.push(Reverse(Event {
-                    at_ns: until,
-                    seq,
-                    ..ev
-                }));
+                queue.push(Reverse(Event { at_ns: until, seq, ..ev }));
                 continue;
             }
             if ev.to_sender {
                 flow.sender.handle_input(
                     now,
-                    SenderInput::Datagram {
-                        from: flow.client,
-                        bytes: &ev.bytes,
-                    },
+                    SenderInput::Datagram { from: flow.client, bytes: &ev.bytes },
                 );
             } else if let Some(rx) = flow.receiver.as_mut()
                 && let Some(acc) = rx.handle_datagram(now, &ev.bytes)
@@ -401,11 +368,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
             {
                 rx.handle_timeout(now);
             }
-            if flow
-                .sender
-                .poll_timeout()
-                .is_some_and(|t| to_ns(t) <= now_ns)
-            {
+            if flow.sender.poll_timeout().is_some_and(|t| to_ns(t) <= now_ns) {
                 flow.sender.handle_timeout(now);
             }
         }
@@ -443,12 +406,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
             }
         })
         .collect();
-    SimReport {
-        flows,
-        down: down.stats,
-        up: up.stats,
-        end: Duration::from_nanos(now_ns),
-    }
+    SimReport { flows, down: down.stats, up: up.stats, end: Duration::from_nanos(now_ns) }
 }
 
 fn flip_bit(bytes: &mut [u8], rng: &mut SplitMix64) {

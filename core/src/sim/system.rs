@@ -82,11 +82,7 @@ pub struct TcpConfig {
 
 impl Default for TcpConfig {
     fn default() -> Self {
-        Self {
-            delay: Duration::from_millis(5),
-            window: 64 << 10,
-            upload_window: 64 << 10,
-        }
+        Self { delay: Duration::from_millis(5), window: 64 << 10, upload_window: 64 << 10 }
     }
 }
 
@@ -368,11 +364,7 @@ impl SystemReport {
     pub fn transcript(&self) -> String {
         let mut out = String::new();
         for (at, line) in &self.timeline {
-            out.push_str(&format!(
-                "{:>3}.{:03} {line}\n",
-                at.as_secs(),
-                at.subsec_millis()
-            ));
+            out.push_str(&format!("{:>3}.{:03} {line}\n", at.as_secs(), at.subsec_millis()));
         }
         out
     }
@@ -444,45 +436,16 @@ struct ClientState {
 
 #[derive(Debug)]
 enum Ev {
-    Syn {
-        conn: ConnId,
-    },
-    ToServer {
-        conn: ConnId,
-        bytes: Vec<u8>,
-    },
-    EndToServer {
-        conn: ConnId,
-        end: PeerEnd,
-    },
-    AckToClient {
-        conn: ConnId,
-        n: usize,
-    },
-    ToClient {
-        conn: ConnId,
-        bytes: Vec<u8>,
-    },
-    FinToClient {
-        conn: ConnId,
-    },
-    AckToServer {
-        conn: ConnId,
-        n: usize,
-    },
-    DatagramToServer {
-        port: u16,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    DatagramToClient {
-        client: usize,
-        id: u64,
-        bytes: Vec<u8>,
-    },
-    FileChange {
-        index: usize,
-    },
+    Syn { conn: ConnId },
+    ToServer { conn: ConnId, bytes: Vec<u8> },
+    EndToServer { conn: ConnId, end: PeerEnd },
+    AckToClient { conn: ConnId, n: usize },
+    ToClient { conn: ConnId, bytes: Vec<u8> },
+    FinToClient { conn: ConnId },
+    AckToServer { conn: ConnId, n: usize },
+    DatagramToServer { port: u16, from: SocketAddr, bytes: Vec<u8> },
+    DatagramToClient { client: usize, id: u64, bytes: Vec<u8> },
+    FileChange { index: usize },
 }
 
 #[derive(Debug)]
@@ -579,30 +542,18 @@ pub fn run(base: Instant, config: SystemConfig, clients: Vec<ClientSpec>) -> Sys
                 mtime_nanos: 0,
                 inode: i as u64 + 1,
             };
-            let file = FolderFile {
-                content: f.content.clone(),
-                key,
-            };
+            let file = FolderFile { content: f.content.clone(), key };
             (f.name.clone(), file)
         })
         .collect();
     let (catalogue, identities) = catalogue_of(&folder);
     let mut driver = ServerDriver::new(config.server.clone(), catalogue.clone(), config.seed);
-    driver.handle_input(
-        base,
-        Input::Folder {
-            catalogue: &catalogue,
-            identities: &identities,
-        },
-    );
+    driver.handle_input(base, Input::Folder { catalogue: &catalogue, identities: &identities });
     let clients = clients
         .into_iter()
         .enumerate()
         .map(|(i, spec)| ClientState {
-            report: ClientReport {
-                label: spec.label.clone(),
-                ..ClientReport::default()
-            },
+            report: ClientReport { label: spec.label.clone(), ..ClientReport::default() },
             label: spec.label,
             client: spec.client,
             ip: IpAddr::V4(Ipv4Addr::new(10, 1, (i >> 8) as u8, i as u8)),
@@ -673,11 +624,7 @@ impl World {
 
     fn schedule_at(&mut self, at_ns: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Queued {
-            at_ns,
-            seq: self.seq,
-            ev,
-        }));
+        self.queue.push(Reverse(Queued { at_ns, seq: self.seq, ev }));
     }
 
     fn schedule_tcp(&mut self, ev: Ev) {
@@ -688,11 +635,7 @@ impl World {
     fn run_until(&mut self, limit_ns: u64) {
         let mut stuck = 0u32;
         loop {
-            while self
-                .queue
-                .peek()
-                .is_some_and(|Reverse(q)| q.at_ns <= self.now_ns)
-            {
+            while self.queue.peek().is_some_and(|Reverse(q)| q.at_ns <= self.now_ns) {
                 let Some(Reverse(q)) = self.queue.pop() else {
                     break;
                 };
@@ -723,11 +666,7 @@ impl World {
             }
             if next <= self.now_ns {
                 stuck += 1;
-                assert!(
-                    stuck < 100_000,
-                    "system simulation stuck at {:?}",
-                    self.now()
-                );
+                assert!(stuck < 100_000, "system simulation stuck at {:?}", self.now());
             } else {
                 stuck = 0;
                 self.now_ns = next;
@@ -780,11 +719,7 @@ impl World {
             }
             Ev::DatagramToServer { port, from, bytes } => {
                 let now = self.now();
-                let input = Input::Datagram {
-                    port,
-                    from,
-                    bytes: &bytes,
-                };
+                let input = Input::Datagram { port, from, bytes: &bytes };
                 self.driver.handle_input(now, input);
                 self.perform();
             }
@@ -814,13 +749,8 @@ impl World {
         self.note(|| format!("[folder] {name} changed"));
         let (catalogue, identities) = catalogue_of(&self.folder);
         let now = self.now();
-        self.driver.handle_input(
-            now,
-            Input::Folder {
-                catalogue: &catalogue,
-                identities: &identities,
-            },
-        );
+        self.driver
+            .handle_input(now, Input::Folder { catalogue: &catalogue, identities: &identities });
         self.perform();
     }
 
@@ -843,8 +773,7 @@ impl World {
             };
             c.accepted = true;
             let peer = c.peer;
-            self.driver
-                .handle_input(now, Input::Accepted { conn, peer });
+            self.driver.handle_input(now, Input::Accepted { conn, peer });
             self.perform();
         }
     }
@@ -889,13 +818,7 @@ impl World {
         let n = c.s_rx.len().min(READ_CHUNK);
         let bytes: Vec<u8> = c.s_rx.drain(..n).collect();
         self.schedule_tcp(Ev::AckToClient { conn, n });
-        self.driver.handle_input(
-            now,
-            Input::Received {
-                conn,
-                bytes: &bytes,
-            },
-        );
+        self.driver.handle_input(now, Input::Received { conn, bytes: &bytes });
         self.perform();
     }
 
@@ -979,12 +902,7 @@ impl World {
                     self.accepting = true;
                     self.accept_all();
                 }
-                Output::Serve {
-                    port,
-                    file,
-                    identity,
-                    ..
-                } => {
+                Output::Serve { port, file, identity, .. } => {
                     let key = self.folder.get(&file).map(|f| f.key);
                     match key.filter(|k| Some(*k) == identity) {
                         Some(key) => {
@@ -1024,14 +942,7 @@ impl World {
         let now = self.now();
         while let Some(transmit) = self.driver.poll_transmit(now, port) {
             match transmit {
-                Transmit::Part {
-                    to,
-                    token,
-                    req_seq,
-                    part,
-                    offset,
-                    len,
-                } => {
+                Transmit::Part { to, token, req_seq, part, offset, len } => {
                     let content = self
                         .serving
                         .get(&port)
@@ -1066,8 +977,7 @@ impl World {
             return;
         }
         let mut copies = Vec::new();
-        c.down
-            .transmit(self.now_ns, bytes.len(), &mut self.rng, &mut copies);
+        c.down.transmit(self.now_ns, bytes.len(), &mut self.rng, &mut copies);
         for (at_ns, corrupt) in copies {
             let mut bytes = bytes.to_vec();
             if corrupt {
@@ -1208,10 +1118,7 @@ impl World {
                 }
                 self.clients[client].conn = None;
                 self.note(|| format!("{label} [reset]"));
-                self.schedule_tcp(Ev::EndToServer {
-                    conn,
-                    end: PeerEnd::Reset,
-                });
+                self.schedule_tcp(Ev::EndToServer { conn, end: PeerEnd::Reset });
             }
             ClientAction::Close => {
                 let Some(conn) = conn else { return };
@@ -1287,10 +1194,7 @@ impl World {
             self.schedule_tcp(Ev::ToServer { conn, bytes });
         }
         if fin {
-            self.schedule_tcp(Ev::EndToServer {
-                conn,
-                end: PeerEnd::Fin,
-            });
+            self.schedule_tcp(Ev::EndToServer { conn, end: PeerEnd::Fin });
         }
     }
 

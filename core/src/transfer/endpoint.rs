@@ -96,11 +96,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint whose transfers end after `idle_timeout` without a valid request (U8).
     pub fn new(idle_timeout: Duration) -> Self {
-        Self {
-            served: BTreeMap::new(),
-            events: VecDeque::new(),
-            idle_timeout,
-        }
+        Self { served: BTreeMap::new(), events: VecDeque::new(), idle_timeout }
     }
 
     /// How many transfers are being served.
@@ -165,20 +161,9 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, port: u16) -> Option<Transmit> {
         let served = self.served.get_mut(&port)?;
         match served.sender.poll_output() {
-            Some(SenderOutput::SendPart {
-                to,
-                req_seq,
-                part,
-                offset,
-                len,
-            }) => Some(Transmit::Part {
-                to,
-                token: served.token,
-                req_seq,
-                part,
-                offset,
-                len,
-            }),
+            Some(SenderOutput::SendPart { to, req_seq, part, offset, len }) => {
+                Some(Transmit::Part { to, token: served.token, req_seq, part, offset, len })
+            }
             Some(SenderOutput::SendDatagram { to, bytes }) => {
                 Some(Transmit::Datagram { to, bytes })
             }
@@ -201,10 +186,7 @@ impl Endpoint {
 
     /// The earliest idle deadline of any transfer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.served
-            .values()
-            .filter_map(|s| s.sender.poll_timeout())
-            .min()
+        self.served.values().filter_map(|s| s.sender.poll_timeout()).min()
     }
 
     /// Ends the transfers whose client went silent for the idle timeout (U8).

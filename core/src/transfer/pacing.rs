@@ -78,9 +78,7 @@ impl Pacer {
     /// request, as QUIC sends its initial window.
     pub fn batch_bytes(rate: Option<f64>, part: u64, window: u64) -> u64 {
         match rate {
-            Some(r) => ((r * QUANTUM.as_secs_f64()) as u64)
-                .min(window / 4)
-                .max(part),
+            Some(r) => ((r * QUANTUM.as_secs_f64()) as u64).min(window / 4).max(part),
             None => window.max(part),
         }
     }

@@ -34,10 +34,7 @@ impl Layout {
     /// A layout; `part_size` 0 is only meaningful for an empty file and is treated as 1 otherwise
     /// so that no arithmetic ever divides by zero.
     pub fn new(size: u64, part_size: u16) -> Self {
-        Layout {
-            size,
-            part_size: part_size.max(1),
-        }
+        Layout { size, part_size: part_size.max(1) }
     }
 
     /// `ceil(size / part_size)`; zero for an empty file. Saturates at u32::MAX parts (the part
@@ -102,12 +99,7 @@ impl PartMap {
     /// An empty map for an offer.
     pub fn new(layout: Layout) -> Self {
         let n = layout.n_parts();
-        PartMap {
-            layout,
-            bits: vec![0; n.div_ceil(8) as usize],
-            count: 0,
-            prefix: 0,
-        }
+        PartMap { layout, bits: vec![0; n.div_ceil(8) as usize], count: 0, prefix: 0 }
     }
 
     /// The offer geometry this map was built for.
@@ -297,10 +289,7 @@ mod tests {
         m.insert(3);
         let digest = [1u8; 32];
         let rec = m.save(&digest);
-        assert_eq!(
-            PartMap::load(layout, &[2u8; 32], &rec),
-            Err(ResumeError::DifferentOffer)
-        );
+        assert_eq!(PartMap::load(layout, &[2u8; 32], &rec), Err(ResumeError::DifferentOffer));
         assert_eq!(
             PartMap::load(Layout::new(5001, 1000), &digest, &rec),
             Err(ResumeError::DifferentOffer)
@@ -311,22 +300,13 @@ mod tests {
         );
         let mut bad = rec.clone();
         bad[50] ^= 1;
-        assert_eq!(
-            PartMap::load(layout, &digest, &bad),
-            Err(ResumeError::Corrupt)
-        );
+        assert_eq!(PartMap::load(layout, &digest, &bad), Err(ResumeError::Corrupt));
         let mut bad = rec.clone();
         bad[0] = b'X';
-        assert_eq!(
-            PartMap::load(layout, &digest, &bad),
-            Err(ResumeError::BadMagic)
-        );
+        assert_eq!(PartMap::load(layout, &digest, &bad), Err(ResumeError::BadMagic));
         let mut bad = rec.clone();
         bad[4] = 9;
-        assert_eq!(
-            PartMap::load(layout, &digest, &bad),
-            Err(ResumeError::UnsupportedVersion(9))
-        );
+        assert_eq!(PartMap::load(layout, &digest, &bad), Err(ResumeError::UnsupportedVersion(9)));
         for cut in 0..rec.len() {
             assert!(PartMap::load(layout, &digest, &rec[..cut]).is_err());
         }

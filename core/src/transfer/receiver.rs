@@ -387,10 +387,7 @@ impl Receiver {
                     .take(MAX_REASON_CHARS)
                     .map(|c| if c.is_control() { '\u{fffd}' } else { c })
                     .collect();
-                self.fail(TransferError::Aborted {
-                    code: a.code,
-                    reason,
-                });
+                self.fail(TransferError::Aborted { code: a.code, reason });
                 None
             }
             Datagram::Request(_) | Datagram::Finished { .. } => {
@@ -440,9 +437,8 @@ impl Receiver {
     }
 
     fn on_slot_arrived(&mut self, now: Instant, pos: u64, req_seq: u32, rtt: Option<Duration>) {
-        let Some(slot) = pos
-            .checked_sub(self.base_pos)
-            .and_then(|i| self.slots.get_mut(i as usize))
+        let Some(slot) =
+            pos.checked_sub(self.base_pos).and_then(|i| self.slots.get_mut(i as usize))
         else {
             return;
         };
@@ -563,11 +559,7 @@ impl Receiver {
     /// The controller's pacing rate; none before the first RTT sample, so the initial window
     /// goes out at once (RFC 9002 7.2) instead of being spread over a 333 ms guess of the RTT.
     fn pacing_rate(&self) -> Option<f64> {
-        if self.rtt.has_sample() {
-            self.controller.pacing_rate(self.rtt.smoothed())
-        } else {
-            None
-        }
+        if self.rtt.has_sample() { self.controller.pacing_rate(self.rtt.smoothed()) } else { None }
     }
 
     /// Bytes the next request should ask for, if one may be sent now apart from pacing.
@@ -631,9 +623,7 @@ impl Receiver {
                 break;
             };
             let len = self.layout.part_len(part) as u64;
-            let extends = ranges
-                .last()
-                .is_some_and(|&(_, last)| last.wrapping_add(1) == part);
+            let extends = ranges.last().is_some_and(|&(_, last)| last.wrapping_add(1) == part);
             if (!extends && ranges.len() == max_ranges) || (bytes + len > need && bytes > 0) {
                 self.unwant(part, retransmit);
                 break;

@@ -31,12 +31,7 @@ pub struct RttEstimator {
 
 impl Default for RttEstimator {
     fn default() -> Self {
-        RttEstimator {
-            latest: INITIAL_RTT,
-            smoothed: None,
-            var: INITIAL_RTT / 2,
-            min: INITIAL_RTT,
-        }
+        RttEstimator { latest: INITIAL_RTT, smoothed: None, var: INITIAL_RTT / 2, min: INITIAL_RTT }
     }
 }
 

@@ -242,8 +242,7 @@ impl Sender {
                 next += 1;
             }
             if next > u64::from(first) {
-                self.pending
-                    .push_back((req.req_seq, first, (next - 1) as u32));
+                self.pending.push_back((req.req_seq, first, (next - 1) as u32));
             }
             if parts_left == 0 {
                 break;
@@ -296,21 +295,14 @@ impl Sender {
 
     /// When [`Sender::handle_timeout`] must be called (the idle deadline).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.end.is_some() {
-            None
-        } else {
-            Some(self.deadline)
-        }
+        if self.end.is_some() { None } else { Some(self.deadline) }
     }
 
     /// Ends the transfer with ABORT 3 (sent only if a client address is known) when the idle
     /// deadline has passed; does nothing earlier.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.end.is_none() && now >= self.deadline {
-            self.abort_with(
-                AbortCode::TimedOut,
-                "no valid request within the idle timeout",
-            );
+            self.abort_with(AbortCode::TimedOut, "no valid request within the idle timeout");
         }
     }
 

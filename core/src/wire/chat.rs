@@ -68,10 +68,7 @@ pub fn is_forbidden_control(c: char) -> bool {
 /// Checks a whole line for forbidden control characters, reporting the first.
 pub fn check_controls(line: &str) -> Result<(), LineError> {
     match line.char_indices().find(|&(_, c)| is_forbidden_control(c)) {
-        Some((at, c)) => Err(LineError::ControlChar {
-            code: u32::from(c),
-            at,
-        }),
+        Some((at, c)) => Err(LineError::ControlChar { code: u32::from(c), at }),
         None => Ok(()),
     }
 }
@@ -128,14 +125,8 @@ impl ClientLine {
         match self {
             ClientLine::Show => "show\n".to_owned(),
             ClientLine::GetListFile => "get_list_file\n".to_owned(),
-            ClientLine::Download {
-                file,
-                part_size: None,
-            } => format!("download_file {file}\n"),
-            ClientLine::Download {
-                file,
-                part_size: Some(p),
-            } => {
+            ClientLine::Download { file, part_size: None } => format!("download_file {file}\n"),
+            ClientLine::Download { file, part_size: Some(p) } => {
                 format!("download_file {file} {p}\n")
             }
             ClientLine::Private { to, text } => format!("~{to} {text}\n"),
@@ -149,44 +140,38 @@ impl ClientLine {
 /// `rest` is what follows the `download_file` keyword: empty, or a space and the arguments.
 fn parse_download(rest: &str) -> Result<ClientLine, LineError> {
     let Some(args) = rest.strip_prefix(' ') else {
-        return Err(LineError::DownloadUsage {
-            problem: "no file name",
-        });
+        return Err(LineError::DownloadUsage { problem: "no file name" });
     };
     let mut words = args.split(' ');
     let file = match words.next() {
         Some(f) if !f.is_empty() => f,
         _ => {
-            return Err(LineError::DownloadUsage {
-                problem: "no file name",
-            });
+            return Err(LineError::DownloadUsage { problem: "no file name" });
         }
     };
     let size_word = words.next();
     if words.next().is_some() {
-        return Err(LineError::DownloadUsage {
-            problem: "too many words",
-        });
+        return Err(LineError::DownloadUsage { problem: "too many words" });
     }
     let part_size = match size_word {
         None => None,
-        Some(p) => Some(parse_decimal_saturating(p).ok_or(LineError::DownloadUsage {
-            problem: "part size is not a number",
-        })?),
+        Some(p) => Some(
+            parse_decimal_saturating(p)
+                .ok_or(LineError::DownloadUsage { problem: "part size is not a number" })?,
+        ),
     };
-    Ok(ClientLine::Download {
-        file: file.to_owned(),
-        part_size,
-    })
+    Ok(ClientLine::Download { file: file.to_owned(), part_size })
 }
 
 /// Digits only (no sign, no spaces), saturating at `u32::MAX`.
 fn parse_decimal_saturating(s: &str) -> Option<u32> {
     let digits: IResult<&str, &str> = all_consuming(digit1).parse(s);
     let (_, digits) = digits.ok()?;
-    Some(digits.bytes().fold(0u32, |acc, d| {
-        acc.saturating_mul(10).saturating_add(u32::from(d - b'0'))
-    }))
+    Some(
+        digits
+            .bytes()
+            .fold(0u32, |acc, d| acc.saturating_mul(10).saturating_add(u32::from(d - b'0'))),
+    )
 }
 
 /// `rest` is what follows the `~`.
@@ -195,23 +180,16 @@ fn parse_private(rest: &str) -> Result<ClientLine, LineError> {
         Some(pair) => pair,
         None if rest.is_empty() => return Err(LineError::PrivateUsage { problem: "no name" }),
         None => {
-            return Err(LineError::PrivateUsage {
-                problem: "no text after the name",
-            });
+            return Err(LineError::PrivateUsage { problem: "no text after the name" });
         }
     };
     if to.is_empty() {
         return Err(LineError::PrivateUsage { problem: "no name" });
     }
     if text.is_empty() {
-        return Err(LineError::PrivateUsage {
-            problem: "no text after the name",
-        });
+        return Err(LineError::PrivateUsage { problem: "no text after the name" });
     }
-    Ok(ClientLine::Private {
-        to: to.to_owned(),
-        text: text.to_owned(),
-    })
+    Ok(ClientLine::Private { to: to.to_owned(), text: text.to_owned() })
 }
 
 /// A download offer, the fields of `UDP ...` (PROTOCOL 2.1). Parsed syntactically only: whether the
@@ -321,32 +299,21 @@ impl ServerLine {
             "ERROR" => Ok(ServerLine::Error(after.unwrap_or("").to_owned())),
             "from" => {
                 let body = after.and_then(|a| a.strip_prefix("you to ")).ok_or(
-                    LineError::UnknownServerLine {
-                        problem: "`from` not followed by `you to`",
-                    },
+                    LineError::UnknownServerLine { problem: "`from` not followed by `you to`" },
                 )?;
                 let (to, text) = split_message(body)?;
-                let text = text
-                    .strip_prefix(PRIVATE_MARK)
-                    .ok_or(LineError::UnknownServerLine {
-                        problem: "private echo without (PRIVATE)",
-                    })?;
-                Ok(ServerLine::PrivateEcho {
-                    to: to.to_owned(),
-                    text: text.to_owned(),
-                })
+                let text = text.strip_prefix(PRIVATE_MARK).ok_or(LineError::UnknownServerLine {
+                    problem: "private echo without (PRIVATE)",
+                })?;
+                Ok(ServerLine::PrivateEcho { to: to.to_owned(), text: text.to_owned() })
             }
             _ if first.ends_with(':') => {
                 let (from, text) = split_message(line)?;
                 Ok(match text.strip_prefix(PRIVATE_MARK) {
-                    Some(text) => ServerLine::Private {
-                        from: from.to_owned(),
-                        text: text.to_owned(),
-                    },
-                    None => ServerLine::Public {
-                        from: from.to_owned(),
-                        text: text.to_owned(),
-                    },
+                    Some(text) => {
+                        ServerLine::Private { from: from.to_owned(), text: text.to_owned() }
+                    }
+                    None => ServerLine::Public { from: from.to_owned(), text: text.to_owned() },
                 })
             }
             _ if !first.is_empty() && after == Some(&JOINED_SUFFIX[1..]) => {
@@ -355,22 +322,18 @@ impl ServerLine {
             _ if !first.is_empty() && after == Some(&LEFT_SUFFIX[1..]) => {
                 Ok(ServerLine::Left(first.to_owned()))
             }
-            _ => Err(LineError::UnknownServerLine {
-                problem: "first word names no line kind",
-            }),
+            _ => Err(LineError::UnknownServerLine { problem: "first word names no line kind" }),
         }
     }
 }
 
 /// `<name>: <text>` split at the first `: ` (a name never contains `:` or a space).
 fn split_message(s: &str) -> Result<(&str, &str), LineError> {
-    let (name, text) = s.split_once(": ").ok_or(LineError::UnknownServerLine {
-        problem: "message without `: `",
-    })?;
+    let (name, text) = s
+        .split_once(": ")
+        .ok_or(LineError::UnknownServerLine { problem: "message without `: `" })?;
     if name.is_empty() || name.contains(' ') {
-        return Err(LineError::UnknownServerLine {
-            problem: "message sender is not a name",
-        });
+        return Err(LineError::UnknownServerLine { problem: "message sender is not a name" });
     }
     Ok((name, text))
 }
@@ -394,9 +357,7 @@ fn parse_list(after: Option<&str>) -> Result<Vec<String>, LineError> {
     };
     let words: Vec<String> = after.split(' ').map(str::to_owned).collect();
     if words.iter().any(String::is_empty) {
-        return Err(LineError::UnknownServerLine {
-            problem: "empty word in a list",
-        });
+        return Err(LineError::UnknownServerLine { problem: "empty word in a list" });
     }
     Ok(words)
 }
@@ -456,16 +417,7 @@ fn parse_udp(s: &str) -> Result<UdpOffer, LineError> {
     for (out, pair) in blake3.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
         *out = lower_hex_value(pair[0]) << 4 | lower_hex_value(pair[1]);
     }
-    let token = u64::from_str_radix(token, 16).map_err(|_| LineError::BadOffer {
-        problem: "token is not 16 hex digits",
-    })?;
-    Ok(UdpOffer {
-        port,
-        transfer_id,
-        file: file.to_owned(),
-        size,
-        part_size,
-        blake3,
-        token,
-    })
+    let token = u64::from_str_radix(token, 16)
+        .map_err(|_| LineError::BadOffer { problem: "token is not 16 hex digits" })?;
+    Ok(UdpOffer { port, transfer_id, file: file.to_owned(), size, part_size, blake3, token })
 }

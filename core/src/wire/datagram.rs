@@ -221,9 +221,7 @@ fn header(buf: &[u8]) -> Result<(u8, u64, &[u8]), DatagramError> {
         return Err(DatagramError::Truncated(buf.len()));
     }
     let magic: nom::IResult<&[u8], &[u8], NomErr<'_>> = tag(&MAGIC[..]).parse(buf);
-    let rest = magic
-        .map(|(rest, _)| rest)
-        .map_err(|_| DatagramError::BadMagic)?;
+    let rest = magic.map(|(rest, _)| rest).map_err(|_| DatagramError::BadMagic)?;
     let fields: nom::IResult<&[u8], (u8, u8, u64), NomErr<'_>> = (be_u8, be_u8, be_u64).parse(rest);
     let (body, (version, kind, token)) = fields.map_err(|_| DatagramError::Truncated(buf.len()))?;
     if version != VERSION {
@@ -244,11 +242,7 @@ pub fn parse(buf: &[u8]) -> Result<Datagram<'_>, DatagramError> {
             let fields: nom::IResult<&[u8], u16, NomErr<'_>> = be_u16.parse(body);
             let (reason, code) = fields.map_err(|_| DatagramError::Truncated(buf.len()))?;
             let reason = std::str::from_utf8(reason).map_err(|_| DatagramError::InvalidReason)?;
-            Ok(Datagram::Abort(Abort {
-                token,
-                code: AbortCode::from(code),
-                reason,
-            }))
+            Ok(Datagram::Abort(Abort { token, code: AbortCode::from(code), reason }))
         }
         other => Err(DatagramError::UnknownKind(other)),
     }
@@ -262,10 +256,7 @@ fn parse_request(token: u64, body: &[u8], total: usize) -> Result<Request, Datag
         return Err(DatagramError::TooManyRanges(count));
     }
     if rest.len() != count * RANGE_LEN {
-        return Err(DatagramError::RangeCountMismatch {
-            count,
-            bytes: rest.len(),
-        });
+        return Err(DatagramError::RangeCountMismatch { count, bytes: rest.len() });
     }
     let mut ranges = Vec::with_capacity(count);
     for _ in 0..count {
@@ -277,11 +268,7 @@ fn parse_request(token: u64, body: &[u8], total: usize) -> Result<Request, Datag
         ranges.push((first, last));
         rest = next;
     }
-    Ok(Request {
-        token,
-        req_seq,
-        ranges,
-    })
+    Ok(Request { token, req_seq, ranges })
 }
 
 fn parse_part<'a>(token: u64, body: &'a [u8], whole: &'a [u8]) -> Result<Part<'a>, DatagramError> {
@@ -298,12 +285,7 @@ fn parse_part<'a>(token: u64, body: &'a [u8], whole: &'a [u8]) -> Result<Part<'a
     if part_crc(whole) != crc {
         return Err(DatagramError::BadCrc);
     }
-    Ok(Part {
-        token,
-        req_seq,
-        part,
-        data,
-    })
+    Ok(Part { token, req_seq, part, data })
 }
 
 /// CRC32C of a whole PART datagram with its crc field taken as zero (PROTOCOL.md 2.2), computed
@@ -332,10 +314,7 @@ pub const fn request_len(n_ranges: usize) -> usize {
 /// If `ranges` has more than 256 entries or `buf` is shorter than [`request_len`]`(ranges.len())`:
 /// both are the caller's programming errors, never something a peer can cause.
 pub fn encode_request(token: u64, req_seq: u32, ranges: &[(u32, u32)], buf: &mut [u8]) -> usize {
-    assert!(
-        ranges.len() <= MAX_PARTS_PER_REQUEST,
-        "a REQUEST carries at most 256 ranges"
-    );
+    assert!(ranges.len() <= MAX_PARTS_PER_REQUEST, "a REQUEST carries at most 256 ranges");
     let len = request_len(ranges.len());
     write_header(&mut buf[..len], KIND_REQUEST, token);
     buf[12..16].copy_from_slice(&req_seq.to_be_bytes());
@@ -449,12 +428,7 @@ mod tests {
         assert_eq!(&d[12..22], &[0, 0, 0, 3, 0, 0, 0, 9, 0, 5]);
         assert_eq!(
             parse(&d),
-            Ok(Datagram::Part(Part {
-                token: TOKEN,
-                req_seq: 3,
-                part: 9,
-                data: b"hello"
-            }))
+            Ok(Datagram::Part(Part { token: TOKEN, req_seq: 3, part: 9, data: b"hello" }))
         );
         // The CRC is over the whole datagram with the field zeroed.
         let mut zeroed = d.clone();
@@ -523,21 +497,12 @@ mod tests {
         // One byte missing.
         assert_eq!(
             parse(&d[..d.len() - 1]),
-            Err(DatagramError::SizeMismatch {
-                declared: 6,
-                actual: 5
-            })
+            Err(DatagramError::SizeMismatch { declared: 6, actual: 5 })
         );
         // One byte too many.
         let mut longer = d.clone();
         longer.push(0);
-        assert_eq!(
-            parse(&longer),
-            Err(DatagramError::SizeMismatch {
-                declared: 6,
-                actual: 7
-            })
-        );
+        assert_eq!(parse(&longer), Err(DatagramError::SizeMismatch { declared: 6, actual: 7 }));
     }
 
     #[test]
@@ -569,18 +534,12 @@ mod tests {
         buf[17] = 3;
         assert_eq!(
             parse(&buf[..n]),
-            Err(DatagramError::RangeCountMismatch {
-                count: 3,
-                bytes: 16
-            })
+            Err(DatagramError::RangeCountMismatch { count: 3, bytes: 16 })
         );
         buf[17] = 1;
         assert_eq!(
             parse(&buf[..n]),
-            Err(DatagramError::RangeCountMismatch {
-                count: 1,
-                bytes: 16
-            })
+            Err(DatagramError::RangeCountMismatch { count: 1, bytes: 16 })
         );
     }
 
@@ -588,10 +547,7 @@ mod tests {
     fn request_first_after_last() {
         let mut buf = [0u8; 64];
         let n = encode_request(TOKEN, 1, &[(9, 3)], &mut buf);
-        assert_eq!(
-            parse(&buf[..n]),
-            Err(DatagramError::InvertedRange { first: 9, last: 3 })
-        );
+        assert_eq!(parse(&buf[..n]), Err(DatagramError::InvertedRange { first: 9, last: 3 }));
     }
 
     #[test]

@@ -74,13 +74,7 @@ impl LineFramer {
 
     /// A framer for lines of at most `limit` bytes; the memory bound is `limit + 1` likewise.
     pub fn with_limit(limit: usize) -> Self {
-        Self {
-            limit,
-            input: Vec::new(),
-            pos: 0,
-            partial: Vec::new(),
-            discarding: false,
-        }
+        Self { limit, input: Vec::new(), pos: 0, partial: Vec::new(), discarding: false }
     }
 
     /// Appends a chunk of received bytes. Drain with [`LineFramer::next`] before the next push.
@@ -191,16 +185,7 @@ mod tests {
     fn whole_lines_and_crlf() {
         // PROTOCOL conventions: one \r before \n is stripped, only one.
         let out = frame_all(&[b"alice\nhi there\r\n\r\n\nx\r\r\n"]);
-        assert_eq!(
-            out,
-            vec![
-                line("alice"),
-                line("hi there"),
-                line(""),
-                line(""),
-                line("x\r")
-            ]
-        );
+        assert_eq!(out, vec![line("alice"), line("hi there"), line(""), line(""), line("x\r")]);
     }
 
     #[test]
@@ -220,10 +205,7 @@ mod tests {
         let ok = "a".repeat(MAX_LINE);
         let mut bytes = format!("{ok}\n{ok}\r\n").into_bytes();
         bytes.extend_from_slice(format!("{ok}b\nnext\n").as_bytes());
-        assert_eq!(
-            frame_all(&[&bytes]),
-            vec![line(&ok), line(&ok), Framed::TooLong, line("next")]
-        );
+        assert_eq!(frame_all(&[&bytes]), vec![line(&ok), line(&ok), Framed::TooLong, line("next")]);
     }
 
     #[test]

@@ -59,13 +59,6 @@ fn loss_with_a_standing_queue_is_not_compensated() {
     let mut bbr = Bbr::new(1000);
     drive(&mut bbr, t0, 10, 1e6, Duration::from_millis(20), 0);
     // RTT doubled (queue) and heavy loss: congestion, so no compensation is learnt.
-    drive(
-        &mut bbr,
-        t0 + Duration::from_secs(1),
-        20,
-        1e6,
-        Duration::from_millis(40),
-        10,
-    );
+    drive(&mut bbr, t0 + Duration::from_secs(1), 20, 1e6, Duration::from_millis(40), 10);
     assert_eq!(bbr.loss_rate(), 0.0);
 }

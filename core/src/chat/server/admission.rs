@@ -24,13 +24,9 @@ impl ChatServer {
         }
         let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
         let refuse = if self.conns.len() >= self.config.max_connections {
-            Some(RefuseReason::TooManyConnections {
-                max: self.config.max_connections,
-            })
+            Some(RefuseReason::TooManyConnections { max: self.config.max_connections })
         } else if from_ip >= self.config.max_per_ip {
-            Some(RefuseReason::TooManyFromIp {
-                max: self.config.max_per_ip,
-            })
+            Some(RefuseReason::TooManyFromIp { max: self.config.max_per_ip })
         } else {
             None
         };
@@ -43,10 +39,7 @@ impl ChatServer {
             };
             let line = ServerLine::Error(text.to_owned()).encode();
             self.push(ServerOutput::Log(LogEvent::Refused { conn, peer, reason }));
-            self.push(ServerOutput::Send {
-                conn,
-                bytes: Bytes::from(line),
-            });
+            self.push(ServerOutput::Send { conn, bytes: Bytes::from(line) });
             self.push(ServerOutput::Close { conn });
             return;
         }
@@ -86,10 +79,7 @@ impl ChatServer {
             self.name_deadlines.remove(&(deadline, conn));
         }
         self.room.insert(seq, conn);
-        self.push(ServerOutput::Log(LogEvent::Joined {
-            conn,
-            name: name.to_owned(),
-        }));
+        self.push(ServerOutput::Log(LogEvent::Joined { conn, name: name.to_owned() }));
         self.broadcast(ServerLine::Joined(name.to_owned()).encode());
         if self.room.len() <= self.config.presence_room_limit {
             self.presence_to_everyone();
@@ -148,9 +138,6 @@ impl ChatServer {
 
     /// The name `conn` joined with, if it has joined.
     pub(super) fn name_of(&self, conn: ConnId) -> Option<String> {
-        self.conns
-            .get(&conn)
-            .and_then(|c| c.joined.as_ref())
-            .map(|(n, _)| n.clone())
+        self.conns.get(&conn).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.clone())
     }
 }

@@ -129,20 +129,14 @@ impl fmt::Display for LogEvent {
             LogEvent::Joined { name, .. } => {
                 write!(f, "[JOINED] {} joined the chat", escape_for_display(name))
             }
-            LogEvent::Disconnected {
-                peer, name, reason, ..
-            } => {
+            LogEvent::Disconnected { peer, name, reason, .. } => {
                 match name {
-                    Some(name) => write!(
-                        f,
-                        "[DISCONNECTED] {} disconnected",
-                        escape_for_display(name)
-                    )?,
-                    None => write!(
-                        f,
-                        "[DISCONNECTED] {} disconnected before joining",
-                        Peer(*peer)
-                    )?,
+                    Some(name) => {
+                        write!(f, "[DISCONNECTED] {} disconnected", escape_for_display(name))?
+                    }
+                    None => {
+                        write!(f, "[DISCONNECTED] {} disconnected before joining", Peer(*peer))?
+                    }
                 }
                 match reason {
                     DisconnectReason::Quit | DisconnectReason::PeerClosed => Ok(()),
@@ -154,11 +148,7 @@ impl fmt::Display for LogEvent {
             }
             LogEvent::Refused { peer, reason, .. } => match reason {
                 RefuseReason::TooManyConnections { max } => {
-                    write!(
-                        f,
-                        "[REFUSED] {} refused: already {max} connections",
-                        Peer(*peer)
-                    )
+                    write!(f, "[REFUSED] {} refused: already {max} connections", Peer(*peer))
                 }
                 RefuseReason::TooManyFromIp { max } => {
                     write!(
@@ -168,21 +158,12 @@ impl fmt::Display for LogEvent {
                     )
                 }
             },
-            LogEvent::TransferOffered {
-                conn,
-                port,
-                transfer_id,
-                file,
-            } => write!(
+            LogEvent::TransferOffered { conn, port, transfer_id, file } => write!(
                 f,
                 "[TRANSFER] #{transfer_id} {} to connection {conn} on UDP port {port}",
                 escape_for_display(file)
             ),
-            LogEvent::TransferStarted {
-                port,
-                transfer_id,
-                file,
-            } => write!(
+            LogEvent::TransferStarted { port, transfer_id, file } => write!(
                 f,
                 "[UDP STARTED] Waiting for connections... port {port}, transfer {transfer_id}, file {}",
                 escape_for_display(file)

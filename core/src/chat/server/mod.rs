@@ -331,11 +331,7 @@ impl ChatServer {
         while let Some(pending) = self.out.pop_front() {
             match pending {
                 Pending::Ready(output) => return Some(output),
-                Pending::Presence {
-                    conn,
-                    generation,
-                    bytes,
-                } => match self.conns.get_mut(&conn) {
+                Pending::Presence { conn, generation, bytes } => match self.conns.get_mut(&conn) {
                     Some(c) if c.presence_gen == generation => {
                         return Some(ServerOutput::Send { conn, bytes });
                     }

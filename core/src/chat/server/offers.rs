@@ -68,21 +68,10 @@ impl ChatServer {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.transfers += 1;
         }
-        let offer = UdpOffer {
-            port,
-            transfer_id,
-            file: file.to_owned(),
-            size,
-            part_size,
-            blake3,
-            token,
-        };
+        let offer =
+            UdpOffer { port, transfer_id, file: file.to_owned(), size, part_size, blake3, token };
         let line = Bytes::from(ServerLine::Udp(offer.clone()).encode());
-        self.push(ServerOutput::StartTransfer(TransferOffer {
-            conn,
-            peer_ip,
-            offer,
-        }));
+        self.push(ServerOutput::StartTransfer(TransferOffer { conn, peer_ip, offer }));
         self.push(ServerOutput::Log(LogEvent::TransferOffered {
             conn,
             port,
@@ -111,10 +100,7 @@ pub(super) struct SeededTokens {
 impl SeededTokens {
     /// A generator whose key is derived from `seed`.
     pub(super) fn new(seed: u64) -> Self {
-        Self {
-            key: *blake3::hash(&seed.to_le_bytes()).as_bytes(),
-            counter: 0,
-        }
+        Self { key: *blake3::hash(&seed.to_le_bytes()).as_bytes(), counter: 0 }
     }
 }
 

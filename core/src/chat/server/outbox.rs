@@ -44,16 +44,10 @@ impl ChatServer {
             return;
         };
         let Some((recipient, to_name)) = self.names.lookup(to) else {
-            return self.send_error(
-                conn,
-                &format!("no such user: {}", escape_truncated(to, ECHO_CHARS)),
-            );
+            return self
+                .send_error(conn, &format!("no such user: {}", escape_truncated(to, ECHO_CHARS)));
         };
-        let echo = ServerLine::PrivateEcho {
-            to: to_name.to_owned(),
-            text: text.clone(),
-        }
-        .encode();
+        let echo = ServerLine::PrivateEcho { to: to_name.to_owned(), text: text.clone() }.encode();
         let delivered = ServerLine::Private { from, text }.encode();
         if self.fits(conn, &echo) && self.fits(conn, &delivered) {
             self.send(conn, Bytes::from(echo));
@@ -74,10 +68,7 @@ impl ChatServer {
     /// `ALL` and the other joined names in join order.
     pub(super) fn presence_line(&self, conn: ConnId) -> Bytes {
         let others = self.room.values().filter(|&&c| c != conn).filter_map(|c| {
-            self.conns
-                .get(c)
-                .and_then(|c| c.joined.as_ref())
-                .map(|(n, _)| n.clone())
+            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.clone())
         });
         Bytes::from(ServerLine::All(others.collect()).encode())
     }
@@ -105,11 +96,7 @@ impl ChatServer {
         c.presence_gen += 1;
         let generation = c.presence_gen;
         if self.account(conn, line.len()) {
-            self.out.push_back(Pending::Presence {
-                conn,
-                generation,
-                bytes: line,
-            });
+            self.out.push_back(Pending::Presence { conn, generation, bytes: line });
         }
     }
 
@@ -124,10 +111,7 @@ impl ChatServer {
 
     /// Sends `ERROR <reason>` to `conn`.
     pub(super) fn send_error(&mut self, conn: ConnId, reason: &str) {
-        self.send(
-            conn,
-            Bytes::from(ServerLine::Error(reason.to_owned()).encode()),
-        );
+        self.send(conn, Bytes::from(ServerLine::Error(reason.to_owned()).encode()));
     }
 
     /// Sends `bytes` to `conn`, unless that passes its queue bound.

@@ -23,18 +23,12 @@ pub(super) struct PortPool {
 impl PortPool {
     /// A pool over `range` with every port free.
     pub(super) fn new(range: RangeInclusive<u16>) -> Self {
-        Self {
-            range,
-            in_use: BTreeMap::new(),
-            unavailable: BTreeSet::new(),
-        }
+        Self { range, in_use: BTreeMap::new(), unavailable: BTreeSet::new() }
     }
 
     /// The lowest port of the range that is neither in use nor unavailable.
     pub(super) fn first_free(&self) -> Option<u16> {
-        self.range
-            .clone()
-            .find(|p| !self.in_use.contains_key(p) && !self.unavailable.contains(p))
+        self.range.clone().find(|p| !self.in_use.contains_key(p) && !self.unavailable.contains(p))
     }
 
     /// Marks `port` as held by an offer made to `conn`.

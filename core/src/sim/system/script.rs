@@ -123,9 +123,7 @@ impl ScriptedClient {
 
     /// A client that connects at `at` and sends `name` as its first line.
     pub fn joining(at: Duration, name: &str) -> Self {
-        Self::new()
-            .at(at, Step::Connect)
-            .at(at, Step::Line(name.to_owned()))
+        Self::new().at(at, Step::Connect).at(at, Step::Line(name.to_owned()))
     }
 
     /// Adds `step` at `at` after the start (steps at the same time run in the order added).
@@ -175,16 +173,12 @@ impl ScriptedClient {
                         continue;
                     };
                     if d.outcome.is_none() {
-                        let saved = Saved {
-                            bytes: d.written.clone(),
-                            record: rx.save_state(),
-                        };
+                        let saved = Saved { bytes: d.written.clone(), record: rx.save_state() };
                         self.disk.insert(d.file.clone(), saved);
                         d.outcome = Some(DownloadOutcome::Killed);
                         d.ended_at = Some(now);
                     }
-                    self.actions
-                        .push_back(ClientAction::CloseDownload { id: d.id });
+                    self.actions.push_back(ClientAction::CloseDownload { id: d.id });
                 }
                 self.reset();
             }
@@ -208,8 +202,7 @@ impl ScriptedClient {
             Some(p) => format!("download_file {file} {p}\n"),
             None => format!("download_file {file}\n"),
         };
-        self.actions
-            .push_back(ClientAction::Send(line.into_bytes()));
+        self.actions.push_back(ClientAction::Send(line.into_bytes()));
         self.asked.push_back(self.downloads.len());
         self.downloads.push(Download {
             id: 0,
@@ -243,11 +236,7 @@ impl ScriptedClient {
                     .iter()
                     .any(|p| reason.starts_with(p)) =>
             {
-                if let Some(d) = self
-                    .asked
-                    .pop_front()
-                    .and_then(|i| self.downloads.get_mut(i))
-                {
+                if let Some(d) = self.asked.pop_front().and_then(|i| self.downloads.get_mut(i)) {
                     d.outcome = Some(DownloadOutcome::Refused(reason));
                     d.ended_at = Some(now);
                 }
@@ -266,9 +255,7 @@ impl ScriptedClient {
         let size = usize::try_from(offer.size).unwrap_or(0);
         let saved = self.disk.remove(&offer.file);
         let resumed = saved.and_then(|s| {
-            Receiver::resume(config.clone(), now, &s.record)
-                .ok()
-                .map(|rx| (rx, s.bytes))
+            Receiver::resume(config.clone(), now, &s.record).ok().map(|rx| (rx, s.bytes))
         });
         let (rx, written) = match resumed {
             Some((rx, mut bytes)) => {
@@ -284,10 +271,7 @@ impl ScriptedClient {
         d.offered_at = Some(now);
         d.u5_check = (self.fallback && offer.part_size > SAFE_PART_SIZE)
             .then_some(now + LARGE_PART_PATIENCE);
-        self.actions.push_back(ClientAction::OpenDownload {
-            id,
-            port: offer.port,
-        });
+        self.actions.push_back(ClientAction::OpenDownload { id, port: offer.port });
         d.offer = Some(offer);
         Self::settle(now, d);
     }
@@ -334,8 +318,7 @@ impl ScriptedClient {
                 d.u5_check = None;
                 d.outcome = Some(DownloadOutcome::TooLarge);
                 d.ended_at = Some(now);
-                self.actions
-                    .push_back(ClientAction::CloseDownload { id: d.id });
+                self.actions.push_back(ClientAction::CloseDownload { id: d.id });
                 again.push(d.file.clone());
             } else if rx.progress().parts_received > 0 || rx.state() != ReceiverState::Running {
                 d.u5_check = None;
@@ -379,10 +362,7 @@ impl SimClient for ScriptedClient {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let script = self
-            .base()
-            .zip(self.script.front())
-            .map(|(base, (at, _))| base + *at);
+        let script = self.base().zip(self.script.front()).map(|(base, (at, _))| base + *at);
         let downloads = self.downloads.iter().flat_map(|d| {
             let rx = d.receiver.as_ref().and_then(Receiver::poll_timeout);
             rx.into_iter().chain(d.u5_check)
@@ -422,8 +402,7 @@ impl SimClient for ScriptedClient {
             let at = usize::try_from(accept.offset).unwrap_or(usize::MAX);
             if let (Some(payload), Some(dst)) = (
                 buf.get(accept.payload.clone()),
-                d.written
-                    .get_mut(at..at.saturating_add(accept.payload.len())),
+                d.written.get_mut(at..at.saturating_add(accept.payload.len())),
             ) {
                 dst.copy_from_slice(payload);
                 d.received.insert(accept.part);

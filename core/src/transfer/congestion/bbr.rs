@@ -194,26 +194,17 @@ impl Bbr {
                     _ => elapsed >= min_rtt,
                 };
                 if advance {
-                    self.mode = Mode::ProbeBw {
-                        phase: (phase + 1) % PROBE_GAINS.len(),
-                        since: now,
-                    };
+                    self.mode =
+                        Mode::ProbeBw { phase: (phase + 1) % PROBE_GAINS.len(), since: now };
                 }
             }
             Mode::ProbeRtt { done_at: None } if self.in_flight <= self.min_window() => {
-                self.mode = Mode::ProbeRtt {
-                    done_at: Some(now + PROBE_RTT_TIME.max(min_rtt)),
-                }
+                self.mode = Mode::ProbeRtt { done_at: Some(now + PROBE_RTT_TIME.max(min_rtt)) }
             }
-            Mode::ProbeRtt {
-                done_at: Some(done_at),
-            } if now >= done_at => {
+            Mode::ProbeRtt { done_at: Some(done_at) } if now >= done_at => {
                 self.min_rtt_stamp = Some(now);
                 self.mode = if self.filled_pipe {
-                    Mode::ProbeBw {
-                        phase: 2,
-                        since: now,
-                    }
+                    Mode::ProbeBw { phase: 2, since: now }
                 } else {
                     Mode::Startup
                 };

@@ -109,9 +109,7 @@ pub fn new_controller(kind: ControllerKind, part_size: u16) -> Box<dyn Controlle
     match kind {
         ControllerKind::Bbr => Box::new(bbr::Bbr::new(part_size)),
         ControllerKind::NewReno => Box::new(newreno::NewReno::new(part_size)),
-        ControllerKind::StopAndWait => Box::new(StopAndWait {
-            part: u64::from(part_size.max(1)),
-        }),
+        ControllerKind::StopAndWait => Box::new(StopAndWait { part: u64::from(part_size.max(1)) }),
     }
 }
 
