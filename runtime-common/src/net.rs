@@ -34,6 +34,14 @@ pub fn any_addr_like(peer: SocketAddr) -> SocketAddr {
     }
 }
 
+/// A download's socket: non-blocking, large buffers, bound where a client binds and connected
+/// to `peer` (the server's transfer port), so the kernel drops datagrams from anyone else.
+pub fn client_udp_socket(peer: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = udp_socket(any_addr_like(peer))?;
+    socket.connect(peer)?;
+    Ok(socket)
+}
+
 /// The MTU the kernel knows for the route to `peer`, from a connected (never used) UDP socket.
 pub fn route_mtu(peer: std::net::IpAddr) -> Option<(u32, bool)> {
     let addr = SocketAddr::new(peer, 9);

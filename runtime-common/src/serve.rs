@@ -8,7 +8,7 @@
 //! it, accept again, transmit on a port).
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use natter_core::chat::catalogue::DigestCache;
 
-use natter_core::driver::server::{Input, Output, ServerDriver};
+use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN, seal_part};
 
@@ -363,4 +363,86 @@ impl Drop for ServerHandle {
             let _ = thread.join();
         }
     }
+}
+
+/// How a turn at one socket ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// There may be more: come back after the others had their turn.
+    More,
+    /// The socket would block: wait until it is ready again.
+    Blocked,
+    /// The connection is over (the driver was told).
+    Ended,
+}
+
+/// Reads one chunk (at most [`READ_CHUNK`]) from chat connection `conn` with `read` and feeds
+/// the driver: the bytes, or the end of the connection.
+pub fn read_chunk(
+    now: Instant,
+    driver: &mut ServerDriver,
+    conn: u64,
+    buf: &mut [u8],
+    read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+) -> Turn {
+    let len = READ_CHUNK.min(buf.len());
+    match read(&mut buf[..len]) {
+        Ok(0) => {}
+        Ok(n) => {
+            driver.handle_input(now, Input::Received { conn, bytes: &buf[..n] });
+            return Turn::More;
+        }
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Turn::Blocked,
+        Err(err) if err.kind() == io::ErrorKind::Interrupted => return Turn::More,
+        Err(_) => {}
+    }
+    driver.handle_input(now, Input::PeerClosed { conn });
+    Turn::Ended
+}
+
+/// Writes what is owed to `conn` with `write` (one vectored write per call) until it is all out
+/// or the socket is full, reporting each write to the driver.
+pub fn write_owed(
+    now: Instant,
+    driver: &mut ServerDriver,
+    conn: u64,
+    mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
+) -> Turn {
+    while driver.has_unsent(conn) {
+        let slices: Vec<IoSlice<'_>> = driver.unsent(conn).map(IoSlice::new).collect();
+        match write(&slices) {
+            Ok(0) => break,
+            Ok(len) => driver.handle_input(now, Input::Written { conn, len }),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Turn::Blocked,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    if !driver.has_unsent(conn) {
+        return Turn::More;
+    }
+    driver.handle_input(now, Input::PeerClosed { conn });
+    Turn::Ended
+}
+
+/// Takes up to [`UDP_READS_PER_TURN`] datagrams from transfer port `port` with `recv` and feeds
+/// each to the driver, stamped with its own time (the idle clock and the change check read it).
+pub fn receive_datagrams(
+    driver: &mut ServerDriver,
+    port: u16,
+    buf: &mut [u8],
+    mut recv: impl FnMut(&mut [u8]) -> io::Result<(usize, SocketAddr)>,
+) -> Turn {
+    for _ in 0..UDP_READS_PER_TURN {
+        match recv(buf) {
+            Ok((n, from)) => {
+                let input = Input::Datagram { port, from, bytes: &buf[..n] };
+                driver.handle_input(Instant::now(), input);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Turn::Blocked,
+            // An ICMP error from an earlier send, or an interrupted call: read on.
+            Err(_) => {}
+        }
+    }
+    Turn::More
 }

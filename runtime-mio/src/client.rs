@@ -33,8 +33,7 @@ struct MioSockets {
 
 impl Sockets for MioSockets {
     fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()> {
-        let mut socket = UdpSocket::from_std(net::udp_socket(net::any_addr_like(peer))?);
-        socket.connect(peer)?;
+        let mut socket = UdpSocket::from_std(net::client_udp_socket(peer)?);
         let token = Token(FIRST_DOWNLOAD + id as usize);
         self.registry.register(&mut socket, token, Interest::READABLE)?;
         let rx = UdpReceiver::new(&socket, max_datagram);

@@ -1,7 +1,7 @@
 //! natter on `mio`: one poll loop per server or client drives `natter-core` with real sockets.
 //!
-//! No protocol decisions live here: the loop reads what the kernel has, hands it to the core,
-//! and performs what the core asks (write, close, bind a transfer port, send a part).
+//! No constant, limit or policy of the protocol lives here: the loop reads what the kernel has,
+//! feeds it to the core's server or client driver, and performs what the driver asks.
 
 mod client;
 mod server;

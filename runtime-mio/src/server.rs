@@ -1,15 +1,15 @@
 //! The server on one mio `Poll`: waits, reads, feeds the server driver, performs its outputs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
+use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop};
+use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
 use natter_runtime_common::{ServedFiles, net};
 
 const LISTENER: Token = Token(0);
@@ -168,27 +168,15 @@ impl Io {
     /// One chunk from every readable connection: fair between a flooder and the rest.
     fn read_round(&mut self, now: Instant) {
         for _ in 0..self.readable.len() {
-            let Some(conn) = self.readable.pop_front() else {
-                break;
-            };
-            let Some(stream) = self.conns.get_mut(&conn) else {
+            let Some(conn) = self.readable.pop_front() else { break };
+            let Some(stream) = self.conns.get_mut(&conn).filter(|_| !self.paused.contains(&conn))
+            else {
                 continue;
             };
-            if self.paused.contains(&conn) {
-                continue;
-            }
-            match stream.read(&mut self.buf[..READ_CHUNK]) {
-                Ok(0) => self.driver.handle_input(now, Input::PeerClosed { conn }),
-                Ok(n) => {
-                    let bytes = &self.buf[..n];
-                    self.driver.handle_input(now, Input::Received { conn, bytes });
-                    self.readable.push_back(conn);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {
-                    self.readable.push_back(conn);
-                }
-                Err(_) => self.driver.handle_input(now, Input::PeerClosed { conn }),
+            let turn =
+                serve::read_chunk(now, &mut self.driver, conn, &mut self.buf, |b| stream.read(b));
+            if turn == Turn::More {
+                self.readable.push_back(conn);
             }
         }
     }
@@ -196,31 +184,16 @@ impl Io {
     /// A turn's worth of datagrams from every transfer port that has some.
     fn receive_round(&mut self) {
         for _ in 0..self.udp_readable.len() {
-            let Some(port) = self.udp_readable.pop_front() else {
-                break;
-            };
-            let Some(socket) = self.udp.get(&port) else {
+            let Some((port, socket)) =
+                self.udp_readable.pop_front().and_then(|p| self.udp.get_key_value(&p))
+            else {
                 continue;
             };
-            let mut drained = false;
-            for _ in 0..UDP_READS_PER_TURN {
-                match socket.recv_from(&mut self.buf) {
-                    Ok((n, from)) => {
-                        let bytes = &self.buf[..n];
-                        let input = Input::Datagram { port, from, bytes };
-                        // Stamped one by one: the idle clock and the change check read it.
-                        self.driver.handle_input(Instant::now(), input);
-                    }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        drained = true;
-                        break;
-                    }
-                    // An ICMP error from an earlier send, or an interrupted call: read on.
-                    Err(_) => {}
-                }
-            }
-            if !drained {
-                self.udp_readable.push_back(port);
+            let turn = serve::receive_datagrams(&mut self.driver, *port, &mut self.buf, |b| {
+                socket.recv_from(b)
+            });
+            if turn == Turn::More {
+                self.udp_readable.push_back(*port);
             }
         }
     }
@@ -256,18 +229,8 @@ impl Io {
 
     /// Writes what is owed to `conn` until it is all out or the socket is full.
     fn flush(&mut self, now: Instant, conn: u64) {
-        while self.driver.has_unsent(conn) {
-            let Some(stream) = self.conns.get_mut(&conn) else {
-                return;
-            };
-            let slices: Vec<IoSlice<'_>> = self.driver.unsent(conn).map(IoSlice::new).collect();
-            match stream.write_vectored(&slices) {
-                Ok(0) => return self.driver.handle_input(now, Input::PeerClosed { conn }),
-                Ok(len) => self.driver.handle_input(now, Input::Written { conn, len }),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.driver.handle_input(now, Input::PeerClosed { conn }),
-            }
+        if let Some(stream) = self.conns.get_mut(&conn) {
+            serve::write_owed(now, &mut self.driver, conn, |slices| stream.write_vectored(slices));
         }
     }
 

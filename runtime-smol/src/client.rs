@@ -27,8 +27,7 @@ struct SmolSockets {
 
 impl Sockets for SmolSockets {
     fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()> {
-        let socket = Async::new(net::udp_socket(net::any_addr_like(peer))?)?;
-        socket.get_ref().connect(peer)?;
+        let socket = Async::new(net::client_udp_socket(peer)?)?;
         let rx = UdpReceiver::new(socket.get_ref(), max_datagram);
         self.downloads.insert(id, Download { socket, rx });
         Ok(())
@@ -59,74 +58,67 @@ pub fn client(
     ui: &mut dyn ClientUi,
     input: Option<Lines>,
 ) -> Result<(), ClientError> {
-    smol::block_on(run(addr, io, ui, input))
-}
-
-async fn run(
-    addr: SocketAddr,
-    io: &mut ClientIo,
-    ui: &mut dyn ClientUi,
-    input: Option<Lines>,
-) -> Result<(), ClientError> {
-    let tcp: Async<TcpStream> = Async::new(client::connect(addr)?)?;
-    let mut lines = input.map(read_lines).transpose()?;
-    let mut sockets = SmolSockets::default();
-    let mut buf = vec![0u8; 64 << 10];
-    io.drive(Instant::now(), ui, &mut sockets);
-    while !io.is_finished() {
-        io.write_chat(&mut tcp.get_ref());
-        let wake = {
-            let chat = &tcp;
-            let writing = !io.outbox.is_empty();
-            let mut any: Pin<Box<dyn Future<Output = Wake> + '_>> = Box::pin(async move {
-                // Writable matters only while the outbox waits; a read wakes either way.
-                let _ = if writing {
-                    chat.readable().or(chat.writable()).await
-                } else {
-                    chat.readable().await
-                };
-                Wake::Chat
-            });
-            if let Some(rx) = &lines {
-                any = Box::pin(any.or(async move { Wake::Line(rx.recv().await.ok()) }));
-            }
-            for d in sockets.downloads.values() {
-                any = Box::pin(any.or(async move {
-                    let _ = d.socket.readable().await;
-                    Wake::Datagrams
-                }));
-            }
-            if let Some(at) = io.poll_timeout() {
-                any = Box::pin(any.or(async move {
-                    Timer::at(at).await;
-                    Wake::Timer
-                }));
-            }
-            any.await
-        };
-        match wake {
-            Wake::Chat => io.read_chat(&mut tcp.get_ref(), &mut buf),
-            Wake::Line(Some(line)) => io.handle_input(Instant::now(), Input::Typed(&line)),
-            Wake::Line(None) => {
-                lines = None;
-                io.handle_input(Instant::now(), Input::InputEnded);
-            }
-            Wake::Datagrams => {
-                // Every socket gets its batch, so that the first one cannot starve the others; one
-                // left unread stays readable and wakes the next wait at once.
-                for (&id, d) in &mut sockets.downloads {
-                    io.read_datagrams(id, d.socket.get_ref(), &mut d.rx);
+    smol::block_on(async {
+        let tcp: Async<TcpStream> = Async::new(client::connect(addr)?)?;
+        let mut lines = input.map(read_lines).transpose()?;
+        let mut sockets = SmolSockets::default();
+        let mut buf = vec![0u8; 64 << 10];
+        io.drive(Instant::now(), ui, &mut sockets);
+        while !io.is_finished() {
+            io.write_chat(&mut tcp.get_ref());
+            let wake = {
+                let chat = &tcp;
+                let writing = !io.outbox.is_empty();
+                let mut any: Pin<Box<dyn Future<Output = Wake> + '_>> = Box::pin(async move {
+                    // Writable matters only while the outbox waits; a read wakes either way.
+                    let _ = if writing {
+                        chat.readable().or(chat.writable()).await
+                    } else {
+                        chat.readable().await
+                    };
+                    Wake::Chat
+                });
+                if let Some(rx) = &lines {
+                    any = Box::pin(any.or(async move { Wake::Line(rx.recv().await.ok()) }));
                 }
+                for d in sockets.downloads.values() {
+                    any = Box::pin(any.or(async move {
+                        let _ = d.socket.readable().await;
+                        Wake::Datagrams
+                    }));
+                }
+                if let Some(at) = io.poll_timeout() {
+                    any = Box::pin(any.or(async move {
+                        Timer::at(at).await;
+                        Wake::Timer
+                    }));
+                }
+                any.await
+            };
+            match wake {
+                Wake::Chat => io.read_chat(&mut tcp.get_ref(), &mut buf),
+                Wake::Line(Some(line)) => io.handle_input(Instant::now(), Input::Typed(&line)),
+                Wake::Line(None) => {
+                    lines = None;
+                    io.handle_input(Instant::now(), Input::InputEnded);
+                }
+                Wake::Datagrams => {
+                    // Every socket gets its batch, so that the first one cannot starve the others; one
+                    // left unread stays readable and wakes the next wait at once.
+                    for (&id, d) in &mut sockets.downloads {
+                        io.read_datagrams(id, d.socket.get_ref(), &mut d.rx);
+                    }
+                }
+                Wake::Timer => {}
             }
-            Wake::Timer => {}
+            let now = Instant::now();
+            if io.poll_timeout().is_some_and(|at| at <= now) {
+                io.handle_timeout(now);
+            }
+            io.drive(now, ui, &mut sockets);
         }
-        let now = Instant::now();
-        if io.poll_timeout().is_some_and(|at| at <= now) {
-            io.handle_timeout(now);
-        }
-        io.drive(now, ui, &mut sockets);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Reads the person's lines on a thread of their own (the iterator blocks).

@@ -1,7 +1,6 @@
-//! natter on `smol`: the same core, driven by tasks on a single-threaded executor.
-//!
-//! Each connection has a reader and a writer task, each transfer port a task, and one timer task;
-//! they meet in a shared hub that owns the chat core. No protocol decisions live here.
+//! natter on `smol`: the core's drivers on a single-threaded executor. A server runs reader and
+//! writer tasks per connection, receive and transmit tasks per port and a timer task, around a hub
+//! that owns the server driver; a client is one task. No constant, limit or policy lives here.
 
 mod client;
 mod server;

@@ -3,14 +3,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::rc::Rc;
 use std::time::Instant;
 
-use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
+use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop};
+use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
 use natter_runtime_common::{ServedFiles, net};
 use smol::channel::{Receiver, Sender, bounded};
 use smol::future::FutureExt;
@@ -19,6 +19,12 @@ use smol::{Async, LocalExecutor, Timer};
 /// A wake-up with no content: capacity 1, since one pending "look again" is as good as many.
 fn signal() -> (Sender<()>, Receiver<()>) {
     bounded(1)
+}
+
+fn wake(signal: Option<&Sender<()>>) {
+    if let Some(tx) = signal {
+        let _ = tx.try_send(());
+    }
 }
 
 /// One connection's socket and the signals of its two tasks.
@@ -121,46 +127,30 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
 }
 
 /// Feeds the driver, then performs everything it asks.
-fn feed(hub: &Shared, input: impl FnOnce(&mut ServerDriver)) {
+fn feed<T>(hub: &Shared, input: impl FnOnce(&mut ServerDriver) -> T) -> T {
     let mut guard = hub.borrow_mut();
     let h = &mut *guard;
-    input(&mut h.driver);
+    let fed = input(&mut h.driver);
     let now = Instant::now();
     while let Some(output) = h.driver.poll_output() {
         let Some(output) = h.files.perform(now, &mut h.driver, output) else {
             continue;
         };
         match output {
-            Output::Write { conn } => {
-                if let Some(c) = h.conns.get(&conn) {
-                    let _ = c.write.try_send(());
-                }
-            }
+            Output::Write { conn } => wake(h.conns.get(&conn).map(|c| &c.write)),
             // Dropping the signals ends both tasks; the shutdown wakes a reader that waits.
             Output::Close { conn } => {
                 if let Some(c) = h.conns.remove(&conn) {
                     let _ = c.stream.get_ref().shutdown(std::net::Shutdown::Both);
                 }
             }
-            Output::PauseReading { conn } => {
-                if let Some(c) = h.conns.get_mut(&conn) {
-                    c.paused = true;
-                }
+            Output::PauseReading { conn } | Output::ResumeReading { conn } => {
+                let Some(c) = h.conns.get_mut(&conn) else { continue };
+                c.paused = matches!(output, Output::PauseReading { .. });
+                wake(Some(&c.resume).filter(|_| !c.paused));
             }
-            Output::ResumeReading { conn } => {
-                if let Some(c) = h.conns.get_mut(&conn) {
-                    c.paused = false;
-                    let _ = c.resume.try_send(());
-                }
-            }
-            Output::AcceptAgain => {
-                let _ = h.accept_again.try_send(());
-            }
-            Output::Transmit { port } => {
-                if let Some(tx) = h.transmit.get(&port) {
-                    let _ = tx.try_send(());
-                }
-            }
+            Output::AcceptAgain => wake(Some(&h.accept_again)),
+            Output::Transmit { port } => wake(h.transmit.get(&port)),
             _ => {}
         }
     }
@@ -170,6 +160,7 @@ fn feed(hub: &Shared, input: impl FnOnce(&mut ServerDriver)) {
         h.armed = next;
         let _ = h.timer_moved.try_send(());
     }
+    fed
 }
 
 async fn reader_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resume: Receiver<()>) {
@@ -177,36 +168,18 @@ async fn reader_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resum
         let paused = hub.borrow().conns.get(&conn).map(|c| c.paused);
         match paused {
             None => return,
-            Some(true) => {
-                if resume.recv().await.is_err() {
-                    return;
-                }
-                continue;
-            }
+            Some(true) if resume.recv().await.is_err() => return,
+            Some(true) => continue,
             Some(false) => {}
         }
-        let ready = stream.readable().await.is_ok();
-        if !hub.borrow().conns.contains_key(&conn) {
-            return;
-        }
+        let _ = stream.readable().await;
         // The hub's one read buffer; no other task runs until it is back (feeding is not async).
         let mut buf = std::mem::take(&mut hub.borrow_mut().buf);
-        let mut socket: &TcpStream = stream.get_ref();
-        let closed = match socket.read(&mut buf[..READ_CHUNK]) {
-            _ if !ready => true,
-            Ok(0) => true,
-            Ok(n) => {
-                let input = Input::Received { conn, bytes: &buf[..n] };
-                feed(&hub, |d| d.handle_input(Instant::now(), input));
-                false
-            }
-            Err(err) => {
-                !matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
-            }
-        };
+        let turn = feed(&hub, |d| {
+            serve::read_chunk(Instant::now(), d, conn, &mut buf, |b| stream.get_ref().read(b))
+        });
         hub.borrow_mut().buf = buf;
-        if closed {
-            feed(&hub, |d| d.handle_input(Instant::now(), Input::PeerClosed { conn }));
+        if turn == Turn::Ended {
             return;
         }
         // Let every other connection have its turn before this one is read again (C6).
@@ -216,23 +189,15 @@ async fn reader_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resum
 
 async fn writer_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, wake: Receiver<()>) {
     while wake.recv().await.is_ok() {
-        while hub.borrow().driver.has_unsent(conn) {
-            // The owed buffers are lent for the one call, never held across an await.
-            let written = stream
-                .write_with(|mut s| {
-                    let h = hub.borrow();
-                    let slices: Vec<IoSlice<'_>> =
-                        h.driver.unsent(conn).map(IoSlice::new).collect();
-                    s.write_vectored(&slices)
-                })
-                .await;
-            let input = match written {
-                Ok(0) | Err(_) => Input::PeerClosed { conn },
-                Ok(len) => Input::Written { conn, len },
-            };
-            feed(&hub, |d| d.handle_input(Instant::now(), input));
-            if matches!(input, Input::PeerClosed { .. }) {
-                return;
+        loop {
+            let mut socket = stream.get_ref();
+            let turn = feed(&hub, |d| {
+                serve::write_owed(Instant::now(), d, conn, |slices| socket.write_vectored(slices))
+            });
+            match turn {
+                Turn::Ended => return,
+                Turn::Blocked if stream.writable().await.is_ok() => {}
+                _ => break,
             }
         }
     }
@@ -240,19 +205,11 @@ async fn writer_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, wake:
 
 async fn receive_task(hub: Shared, port: u16, socket: Rc<Async<UdpSocket>>) {
     while socket.readable().await.is_ok() {
-        let mut bytes = std::mem::take(&mut hub.borrow_mut().buf);
-        for _ in 0..UDP_READS_PER_TURN {
-            match socket.get_ref().recv_from(&mut bytes) {
-                Ok((n, from)) => feed(&hub, |d| {
-                    let input = Input::Datagram { port, from, bytes: &bytes[..n] };
-                    d.handle_input(Instant::now(), input);
-                }),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
-                // An ICMP error from an earlier send, or an interrupted call: read on.
-                Err(_) => {}
-            }
-        }
-        hub.borrow_mut().buf = bytes;
+        let mut buf = std::mem::take(&mut hub.borrow_mut().buf);
+        feed(&hub, |d| {
+            serve::receive_datagrams(d, port, &mut buf, |b| socket.get_ref().recv_from(b))
+        });
+        hub.borrow_mut().buf = buf;
         smol::future::yield_now().await;
     }
 }
@@ -263,13 +220,10 @@ async fn transmit_task(hub: Shared, port: u16, socket: Rc<Async<UdpSocket>>, wak
             let sent = {
                 let mut guard = hub.borrow_mut();
                 let h = &mut *guard;
-                let result =
-                    h.files.send_due(Instant::now(), &mut h.driver, port, socket.get_ref());
-                drop(guard);
-                // Sending may have ended the transfer: perform what that asks.
-                feed(&hub, |_| {});
-                result
+                h.files.send_due(Instant::now(), &mut h.driver, port, socket.get_ref())
             };
+            // Sending may have ended the transfer: perform what that asks.
+            feed(&hub, |_| {});
             if sent.is_ok() || socket.writable().await.is_err() {
                 break;
             }
@@ -287,18 +241,15 @@ async fn timer_task(hub: Shared, moved: Receiver<()>) {
             continue;
         }
         hub.borrow_mut().armed = next;
-        let woken = async {
-            let _ = moved.recv().await;
-        };
-        match next {
-            Some(at) => {
-                woken
-                    .or(async {
-                        Timer::at(at).await;
-                    })
-                    .await
+        let due = async {
+            match next {
+                Some(at) => drop(Timer::at(at).await),
+                None => std::future::pending().await,
             }
-            None => woken.await,
-        }
+        };
+        due.or(async {
+            let _ = moved.recv().await;
+        })
+        .await;
     }
 }
