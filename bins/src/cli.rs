@@ -6,7 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use natter_core::chat::server::ServerConfig;
+use natter_core::transfer::receiver::DEFAULT_GIVE_UP_AFTER;
 use natter_runtime_common::Runtime;
+use natter_runtime_common::options::DEFAULT_RESCAN_EVERY;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +71,18 @@ impl FromStr for Seconds {
     }
 }
 
+impl From<Duration> for Seconds {
+    fn from(value: Duration) -> Self {
+        Seconds(value.as_secs_f64())
+    }
+}
+
+impl std::fmt::Display for Seconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 impl From<Seconds> for Duration {
     fn from(value: Seconds) -> Self {
         Duration::from_secs_f64(value.0)
@@ -92,6 +107,22 @@ impl FromStr for PortRange {
     }
 }
 
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
+/// The defaults shown by `--help` are the core's own, so they cannot drift from it.
+fn chat_defaults() -> ServerConfig {
+    ServerConfig::default()
+}
+
+fn default_ports() -> PortRange {
+    let ports = chat_defaults().udp_ports;
+    PortRange(*ports.start(), *ports.end())
+}
+
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// TCP address to listen on for chat; transfer ports bind on the same IP.
@@ -101,33 +132,33 @@ pub struct ServerArgs {
     #[arg(long, default_value = "files")]
     pub files: PathBuf,
     /// UDP ports for transfers, one per download in progress.
-    #[arg(long, default_value = "55000-55015")]
+    #[arg(long, default_value_t = default_ports())]
     pub udp_ports: PortRange,
     /// Most connections at once; the next one gets an ERROR line and is closed.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = chat_defaults().max_connections)]
     pub max_connections: usize,
     /// Most connections at once from one IP address.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = chat_defaults().max_per_ip)]
     pub max_per_ip: usize,
     /// Most downloads one client may have in progress at once.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = chat_defaults().max_transfers_per_client)]
     pub transfers_per_client: usize,
     /// Largest room in which every join and leave sends everyone a fresh `ALL` line; above it,
     /// only the joined/left lines announce changes and `show` gives the list.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = chat_defaults().presence_room_limit)]
     pub presence_limit: usize,
     /// Bytes per second one connection may send before its socket is read less (flood
     /// protection; 0 turns it off).
-    #[arg(long, default_value_t = 256 * 1024)]
+    #[arg(long, default_value_t = chat_defaults().max_input_rate)]
     pub max_input_rate: u32,
     /// Seconds a new connection has to send its name.
-    #[arg(long, default_value = "30")]
+    #[arg(long, default_value_t = chat_defaults().name_timeout.into())]
     pub name_timeout: Seconds,
     /// Seconds between looks at the served folder for new, changed or removed files.
-    #[arg(long, default_value = "2")]
+    #[arg(long, default_value_t = DEFAULT_RESCAN_EVERY.into())]
     pub rescan_every: Seconds,
     /// Seconds without a valid request before a transfer is aborted and its port freed.
-    #[arg(long, default_value = "10")]
+    #[arg(long, default_value_t = chat_defaults().transfer_idle_timeout.into())]
     pub idle_timeout: Seconds,
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
@@ -150,7 +181,7 @@ pub struct ClientArgs {
     #[arg(long)]
     pub part_size: Option<u16>,
     /// A download gives up after this many seconds without progress.
-    #[arg(long, default_value = "30")]
+    #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
     pub stall_timeout: Seconds,
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
@@ -175,7 +206,7 @@ pub struct GetArgs {
     #[arg(long)]
     pub part_size: Option<u16>,
     /// Give up after this many seconds without progress.
-    #[arg(long, default_value = "30")]
+    #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
     pub stall_timeout: Seconds,
     /// No progress bar.
     #[arg(long, short)]

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use natter_core::chat::client::ClientEvent;
 use natter_core::driver::client::{
-    ClientConfig, ClientDriver, DownloadFailure, DownloadId, DownloadReport, Input, Mode, Output,
+    CHAT_READ_CHUNK, CONNECT_TIMEOUT, ClientConfig, ClientDriver, DATAGRAM_READS_PER_TURN,
+    DownloadFailure, DownloadId, DownloadReport, Input, Mode, Output,
 };
 use natter_core::transfer::receiver::Progress;
 use natter_core::wire::datagram::MAX_REQUEST_LEN;
@@ -45,14 +46,6 @@ impl From<io::Error> for DownloadError {
         DownloadError::Client(err.into())
     }
 }
-
-/// Datagram reads (a `recvmmsg` batch or GRO bundle counts as many) before a runtime sends what
-/// they allowed. Why a bound: at 1 Gbit/s the socket may never run dry while the machine is busy,
-/// and a loop that reads until it does sends no request meanwhile, so the pipe empties behind it.
-pub const READS_PER_WAKE: usize = 64;
-
-/// How long connecting to the chat server may take before the client gives up.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connects to the chat server (blocking, at most [`CONNECT_TIMEOUT`]); the stream is returned
 /// non-blocking, with Nagle off so that typed lines go out at once.
@@ -114,6 +107,7 @@ pub struct ClientIo {
     /// Bytes for the chat connection not yet written.
     pub outbox: Vec<u8>,
     transmit: Vec<u8>,
+    read_buf: Vec<u8>,
     finished: Option<Option<Result<DownloadReport, DownloadFailure>>>,
 }
 
@@ -147,6 +141,7 @@ impl ClientIo {
             files: DownloadFiles::new(out_dir),
             outbox: Vec::new(),
             transmit: vec![0; MAX_REQUEST_LEN],
+            read_buf: vec![0; CHAT_READ_CHUNK],
             finished: None,
         }
     }
@@ -211,11 +206,11 @@ impl ClientIo {
 
     /// Reads what the (non-blocking) chat connection holds, until it would block, into the driver.
     /// A read error is the end of the connection, as a close is.
-    pub fn read_chat(&mut self, stream: &mut impl Read, buf: &mut [u8]) {
+    pub fn read_chat(&mut self, stream: &mut impl Read) {
         while !self.driver.is_finished() {
-            let input = match stream.read(buf) {
+            let input = match stream.read(&mut self.read_buf) {
                 Ok(0) => Input::ServerClosed,
-                Ok(n) => Input::Received(&buf[..n]),
+                Ok(n) => Input::Received(&self.read_buf[..n]),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => Input::ServerClosed,
@@ -248,7 +243,7 @@ impl ClientIo {
 
     /// Reads a batch of datagrams (recvmmsg, GRO) from download `id`'s socket into the driver and
     /// the files; returns whether the socket is drained (it would block). The batch is bounded
-    /// ([`READS_PER_WAKE`]) so that the requests its parts allow go out before more is read.
+    /// ([`DATAGRAM_READS_PER_TURN`]) so that the requests its parts allow go out before more is read.
     pub fn read_datagrams(
         &mut self,
         id: DownloadId,
@@ -256,7 +251,7 @@ impl ClientIo {
         rx: &mut UdpReceiver,
     ) -> bool {
         let mut reads = 0;
-        while reads < READS_PER_WAKE {
+        while reads < DATAGRAM_READS_PER_TURN {
             match rx.recv(socket) {
                 Ok(n) => reads += n.max(1),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,

@@ -7,6 +7,11 @@ use std::time::Duration;
 use natter_core::chat::server::{PART_SIZE_RANGE, ServerConfig};
 use natter_core::transfer::receiver::SAFE_PART_SIZE;
 
+/// How often a server looks at its served folder again for new, changed or removed files: a
+/// rescan costs an `lstat` per file (digests are cached by identity), so a change is seen soon
+/// at little cost.
+pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(2);
+
 /// Which event loop drives the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Runtime {
@@ -32,7 +37,7 @@ pub struct ServerOptions {
 
 impl ServerOptions {
     pub fn new(addr: SocketAddr, files: PathBuf) -> Self {
-        Self { addr, files, chat: ServerConfig::default(), rescan_every: Duration::from_secs(2) }
+        Self { addr, files, chat: ServerConfig::default(), rescan_every: DEFAULT_RESCAN_EVERY }
     }
 }
 

@@ -69,7 +69,6 @@ pub fn client(
     let mut sockets =
         MioSockets { registry: poll.registry().try_clone()?, downloads: HashMap::new() };
     let mut events = Events::with_capacity(256);
-    let mut buf = vec![0u8; 64 << 10];
     io.drive(Instant::now(), ui, &mut sockets);
     while !io.is_finished() {
         io.write_chat(&mut tcp);
@@ -84,7 +83,7 @@ pub fn client(
         }
         for event in &events {
             match event.token() {
-                CHAT => io.read_chat(&mut tcp, &mut buf),
+                CHAT => io.read_chat(&mut tcp),
                 INPUT => {
                     if lines.as_ref().is_some_and(|rx| !io.take_typed(rx)) {
                         lines = None;

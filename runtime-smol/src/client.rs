@@ -62,7 +62,6 @@ pub fn client(
         let tcp: Async<TcpStream> = Async::new(client::connect(addr)?)?;
         let mut lines = input.map(read_lines).transpose()?;
         let mut sockets = SmolSockets::default();
-        let mut buf = vec![0u8; 64 << 10];
         io.drive(Instant::now(), ui, &mut sockets);
         while !io.is_finished() {
             io.write_chat(&mut tcp.get_ref());
@@ -96,7 +95,7 @@ pub fn client(
                 any.await
             };
             match wake {
-                Wake::Chat => io.read_chat(&mut tcp.get_ref(), &mut buf),
+                Wake::Chat => io.read_chat(&mut tcp.get_ref()),
                 Wake::Line(Some(line)) => io.handle_input(Instant::now(), Input::Typed(&line)),
                 Wake::Line(None) => {
                     lines = None;

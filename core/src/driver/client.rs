@@ -39,6 +39,15 @@ use crate::wire::datagram::PART_HEADER_LEN;
 /// A download, numbered by the driver in the order offers arrive. Never reused.
 pub type DownloadId = u64;
 
+/// The most bytes read from the chat connection at once.
+pub const CHAT_READ_CHUNK: usize = 64 << 10;
+/// Datagram reads (a `recvmmsg` batch or GRO bundle counts as many) before a runtime sends what
+/// they allowed. Why a bound: at 1 Gbit/s the socket may never run dry while the machine is busy,
+/// and a loop that reads until it does sends no request meanwhile, so the pipe empties behind it.
+pub const DATAGRAM_READS_PER_TURN: usize = 64;
+/// How long connecting to the chat server may take before the client gives up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a running download's progress is shown: smooth for a bar, cheap for a terminal.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// How often, while parts arrive, the resume record is saved: a process killed in between asks
