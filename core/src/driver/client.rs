@@ -6,15 +6,50 @@
 //! it ends, and `natter get`'s auto-quit ([`Mode::Get`]). A runtime waits, reads, feeds, performs
 //! the [`Output`]s and arms the timer; it decides nothing.
 //!
-//! ```text
-//! TCP readable   -> handle_input(now, Input::Received(bytes))    (0 bytes: Input::ServerClosed)
-//! line typed     -> handle_input(now, Input::Typed(line))        (end of input: InputEnded)
-//! UDP readable   -> per datagram, with its own `now`:
-//!                   if let Some(a) = handle_datagram(now, id, &buf) { pwrite(a.offset, &buf[a.payload]) }
-//!                   while let Some((off, len)) = next_to_hash(id) { hash(id, off, bytes_at(off, len)) }
-//! timer fired    -> handle_timeout(now)
-//! then always    -> loop { perform every poll_output(); send every poll_transmit(now, &mut buf);
-//!                          stop when the transmissions were none } ; arm poll_timeout()
+//! The call order, as a runtime runs it (this compiles; the socket and file work is elided):
+//!
+//! ```
+//! use std::time::Instant;
+//! use natter_core::driver::client::{ClientConfig, ClientDriver, Input, Mode, Output};
+//! use natter_core::wire::datagram::MAX_REQUEST_LEN;
+//!
+//! let ip = "127.0.0.1".parse().unwrap();
+//! let config = ClientConfig::new("alice", Mode::Interactive, ip, 1200);
+//! let mut driver = ClientDriver::new(config, Instant::now());
+//! let mut request = vec![0; MAX_REQUEST_LEN];
+//! // 1. Feed what happened: chat bytes, a typed line, a datagram (each stamped with its own
+//! //    `now`: the congestion controller divides by the time between arrivals), a timer.
+//! let now = Instant::now();
+//! driver.handle_input(now, Input::Received(b"alice has joined the chat!\nALL\n"));
+//! driver.handle_input(now, Input::Typed("hello"));
+//! let (id, datagram) = (0, [0u8; 0]);
+//! if let Some(accept) = driver.handle_datagram(now, id, &datagram) {
+//!     // write datagram[accept.payload] at accept.offset in the .part file, then feed the hash:
+//!     while let Some((_offset, _len)) = driver.next_to_hash(id) { /* driver.hash(id, ..) */ }
+//! }
+//! if driver.poll_timeout().is_some_and(|at| at <= now) {
+//!     driver.handle_timeout(now);
+//! }
+//! // 2. Perform its outputs, then send its requests; again until nothing more is sent (a
+//! //    finished download is released only after its last datagrams are out).
+//! loop {
+//!     while let Some(output) = driver.poll_output() {
+//!         match output {
+//!             Output::Send(bytes) => { /* queue `bytes` for the chat connection */ }
+//!             Output::Open { id, .. } => driver.handle_input(now, Input::Opened { id, resume: None }),
+//!             Output::Finish(_) => { /* close the chat connection: the session is over */ }
+//!             _ => { /* show, save a record, keep, discard or release a download */ }
+//!         }
+//!     }
+//!     let mut sent = false;
+//!     while let Some((_id, _len)) = driver.poll_transmit(now, &mut request) {
+//!         sent = true; // send request[.._len] on download _id's socket
+//!     }
+//!     if !sent {
+//!         break;
+//!     }
+//! }
+//! // 3. Sleep until a socket is ready, a line is typed or driver.poll_timeout(); go to 1.
 //! ```
 //!
 //! Outputs that ask for file work ([`Output::Open`], [`Output::Keep`]) are answered with an input
