@@ -74,17 +74,25 @@ pub enum ClientEvent {
     Left(String),
     /// `ALL ...`: the other people here, in join order.
     Presence(Vec<String>),
+    /// `<from>: <text>`: a message to everyone.
     Public {
+        /// Who sent it.
         from: String,
+        /// What they wrote.
         text: String,
     },
+    /// `<from>: (PRIVATE) <text>`: a message to us alone.
     Private {
+        /// Who sent it.
         from: String,
+        /// What they wrote.
         text: String,
     },
     /// The server's copy of a private message we sent.
     PrivateSent {
+        /// Whom we wrote to.
         to: String,
+        /// What we wrote.
         text: String,
     },
     /// `CHOOSE_FILE ...`, with any unsafe name left out (and reported as `Rejected`).
@@ -107,8 +115,10 @@ pub enum ClientEvent {
 /// Why typed text cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InputError {
+    /// Longer than a line may be (PROTOCOL 1.2).
     #[error("too long: at most {MAX_LINE} bytes per line")]
     TooLong,
+    /// Not a command the server would accept.
     #[error("{0}")]
     Line(#[from] LineError),
 }
@@ -137,21 +147,34 @@ pub enum Sent {
     Name(String),
     /// A command (1.2). `maybe_name`: sent before the join was answered, so the server reads it as
     /// the next name if every earlier name is refused.
-    Line { line: ClientLine, maybe_name: bool },
+    Line {
+        /// The command.
+        line: ClientLine,
+        /// Sent before our name was accepted.
+        maybe_name: bool,
+    },
 }
 
 /// What the client asks of its runtime, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatOutput {
     /// Write these bytes to the server; `sent` says what they are.
-    Send { bytes: Vec<u8>, sent: Sent },
+    Send {
+        /// The line, with its terminator.
+        bytes: Vec<u8>,
+        /// What it is, for matching the server's answer to it.
+        sent: Sent,
+    },
     /// A line from the server, parsed and safe to print.
     Event(ClientEvent),
     /// Typed text that cannot be sent, and why (for the person).
     Invalid(InputError),
     /// The conversation is over: close the connection. `quit`: we said `{quit}` (the server
     /// closed, or [`QUIT_GRACE`] ran out); otherwise the server closed on its own.
-    Over { quit: bool },
+    Over {
+        /// We said `{quit}`.
+        quit: bool,
+    },
 }
 
 /// The client side of one chat connection. Sans-IO: the four verbs of every state machine in
@@ -216,6 +239,8 @@ impl ChatClient {
         self.over
     }
 
+    /// Something happened on the connection or at the keyboard; then drain
+    /// [`ChatClient::poll_output`].
     pub fn handle_input(&mut self, now: Instant, input: ChatInput<'_>) {
         if self.over {
             return;
@@ -231,6 +256,7 @@ impl ChatClient {
         }
     }
 
+    /// The next thing to do, or `None` (call until `None`).
     pub fn poll_output(&mut self) -> Option<ChatOutput> {
         self.outputs.pop_front()
     }
@@ -240,6 +266,7 @@ impl ChatClient {
         self.quit_at.filter(|_| !self.over).map(|at| at + QUIT_GRACE)
     }
 
+    /// The `{quit}` grace ran out: the conversation is over even if the server never closed.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(at) = self.poll_timeout()
             && now >= at

@@ -97,13 +97,18 @@ pub enum Mode {
     Interactive,
     /// `natter get`: join, ask for `file`, download it, leave. The session's result is the
     /// download's.
-    Get { file: String },
+    Get {
+        /// The file's name on the server.
+        file: String,
+    },
 }
 
 /// How a client behaves.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// The name to join with.
     pub name: String,
+    /// A person's chat, or `natter get`.
     pub mode: Mode,
     /// The chat server's address: download sockets are connected to this IP and the offer's port.
     pub server_ip: IpAddr,
@@ -115,6 +120,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// A config with the default give-up time ([`DEFAULT_GIVE_UP_AFTER`]).
     pub fn new(name: impl Into<String>, mode: Mode, server_ip: IpAddr, part_size: u16) -> Self {
         Self { name: name.into(), mode, server_ip, part_size, give_up_after: DEFAULT_GIVE_UP_AFTER }
     }
@@ -133,11 +139,26 @@ pub enum Input<'a> {
     InputEnded,
     /// [`Output::Open`] done: the `.part` file is open, and `resume` is the resume record found
     /// beside it, if any.
-    Opened { id: DownloadId, resume: Option<Vec<u8>> },
+    Opened {
+        /// The download.
+        id: DownloadId,
+        /// The resume record found beside the `.part` file.
+        resume: Option<Vec<u8>>,
+    },
     /// [`Output::Keep`] done: the verified file is at `path`.
-    Saved { id: DownloadId, path: PathBuf },
+    Saved {
+        /// The download.
+        id: DownloadId,
+        /// Where the verified file is now.
+        path: PathBuf,
+    },
     /// The I/O of download `id` failed (opening, writing, saving, renaming, its socket).
-    IoFailed { id: DownloadId, error: String },
+    IoFailed {
+        /// The download.
+        id: DownloadId,
+        /// What failed, for the person.
+        error: String,
+    },
 }
 
 /// Something to do or to show, in order.
@@ -150,25 +171,64 @@ pub enum Output {
     /// Show something the client did or refused on its own.
     Notice(String),
     /// Show how a download is going (every [`PROGRESS_EVERY`] while it runs).
-    Progress { id: DownloadId, file: String, progress: Progress },
+    Progress {
+        /// The download.
+        id: DownloadId,
+        /// Its file's name.
+        file: String,
+        /// Counters and estimates.
+        progress: Progress,
+    },
     /// The server closed the connection while the person was not leaving.
     Disconnected(String),
     /// Open download `id`: `<file>.part` of `size` bytes (creating it if need be) with the resume
     /// record beside it, and a UDP socket connected to `peer` that receives datagrams of up to
     /// `max_datagram` bytes. Answer with [`Input::Opened`] or [`Input::IoFailed`].
-    Open { id: DownloadId, file: String, size: u64, peer: SocketAddr, max_datagram: usize },
+    Open {
+        /// The download.
+        id: DownloadId,
+        /// The file's name (checked safe for the download folder).
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The server's transfer port.
+        peer: SocketAddr,
+        /// The largest datagram the server will send (a part and its header).
+        max_datagram: usize,
+    },
     /// Save this resume record beside download `id`'s `.part` file (atomically: the old record
     /// stays whole until the new one is complete).
-    SaveRecord { id: DownloadId, record: Vec<u8> },
+    SaveRecord {
+        /// The download.
+        id: DownloadId,
+        /// The record (see [`crate::transfer::parts`]).
+        record: Vec<u8>,
+    },
     /// Download `id` is verified: rename its `.part` file to the first free `name (n).ext` and
     /// remove its record. Answer with [`Input::Saved`] or [`Input::IoFailed`].
-    Keep { id: DownloadId },
+    Keep {
+        /// The download.
+        id: DownloadId,
+    },
     /// Download `id`'s bytes are wrong: delete its `.part` file and its record.
-    Discard { id: DownloadId },
+    Discard {
+        /// The download.
+        id: DownloadId,
+    },
     /// Download `id` is done with: close its socket and its file, leaving what is on disk.
-    Release { id: DownloadId },
+    Release {
+        /// The download.
+        id: DownloadId,
+    },
     /// Download `id` ended (shown to the person).
-    Ended { id: DownloadId, file: String, result: Result<DownloadReport, DownloadFailure> },
+    Ended {
+        /// The download.
+        id: DownloadId,
+        /// Its file's name.
+        file: String,
+        /// The report, or why there is no file.
+        result: Result<DownloadReport, DownloadFailure>,
+    },
     /// Close the chat connection; the session is over. In [`Mode::Get`], the download's result.
     Finish(Option<Result<DownloadReport, DownloadFailure>>),
 }
@@ -176,11 +236,15 @@ pub enum Output {
 /// The outcome of a finished download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadReport {
+    /// Where the verified file is.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub size: u64,
     /// Bytes that were already on disk from an interrupted attempt.
     pub resumed: u64,
+    /// From the offer to the verified file.
     pub elapsed: Duration,
+    /// Parts asked for more than once.
     pub parts_retransmitted: u64,
 }
 
@@ -212,16 +276,22 @@ impl std::fmt::Display for DownloadReport {
 /// Why a download ended without a file (or a session without its download).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DownloadFailure {
+    /// The server answered the request with an `ERROR`, or refused our name.
     #[error("the server refused: {0}")]
     Refused(String),
+    /// The server did not answer the request in time.
     #[error("no answer from the server within {0:?}")]
     NoAnswer(Duration),
+    /// The transfer failed (see [`TransferError`]).
     #[error("download failed: {0}")]
     Transfer(TransferError),
+    /// The download's file or socket could not be used.
     #[error("{0}")]
     Io(String),
+    /// The chat connection ended before the download did.
     #[error("the server closed the connection")]
     Disconnected,
+    /// The session ended on our side (the person quit) while the download ran.
     #[error("interrupted: the chat session ended; the next download of the file resumes")]
     Interrupted,
 }
@@ -294,6 +364,7 @@ struct ClientChat {
 }
 
 impl ClientDriver {
+    /// A client that introduces itself at once (its name line is the first output).
     pub fn new(config: ClientConfig, now: Instant) -> Self {
         let client = ChatClient::new(config.name.clone());
         // `natter get` must not wait forever for a server that accepts and says nothing.
@@ -315,6 +386,8 @@ impl ClientDriver {
         }
     }
 
+    /// Something happened; then drain [`ClientDriver::poll_output`] and
+    /// [`ClientDriver::poll_transmit`].
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.now = now;
         if self.finished {
@@ -369,6 +442,7 @@ impl ClientDriver {
             .min()
     }
 
+    /// The time has come: the quit grace, progress, checkpoints, a download's timers.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         if self.finished {
