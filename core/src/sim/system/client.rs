@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use super::DownloadReport;
+use super::{DownloadFolder, DownloadReport, SessionEnd};
 use crate::sim::Path;
 
 /// What the simulated network tells a client about its chat connection.
@@ -47,6 +47,9 @@ pub enum ClientAction {
         /// The client's number for the download.
         id: u64,
     },
+    /// Nothing on the network: what the client program did on its own (kept a file, gave a
+    /// download up, finished), written to the timeline as `label [text]`.
+    Note(String),
 }
 
 /// A simulated client. The simulator calls these the way a client runtime would call its driver.
@@ -65,8 +68,19 @@ pub trait SimClient: fmt::Debug {
     fn handle_datagram(&mut self, now: Instant, id: u64, buf: &[u8]);
     /// The next datagram to send, written into `buf`: the download it belongs to and its length.
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(u64, usize)>;
-    /// Every download so far, in the order they were asked for.
-    fn downloads(&self) -> Vec<DownloadReport>;
+    /// Every download so far, in the order they were offered (a client that does not download
+    /// has none).
+    fn downloads(&self) -> Vec<DownloadReport> {
+        Vec::new()
+    }
+    /// Every session of the client program that ended, with when (after the start).
+    fn finished(&self) -> Vec<(Duration, SessionEnd)> {
+        Vec::new()
+    }
+    /// The client's download folder as it is now.
+    fn folder(&self) -> DownloadFolder {
+        DownloadFolder::default()
+    }
 }
 
 /// One client of a run.

@@ -1,7 +1,9 @@
-//! The server's in-memory folder: files with an identity that changes with every edit (U7), and
-//! the catalogue the server is handed when it is scanned.
+//! The in-memory folders: the server's, whose files have an identity that changes with every
+//! edit (U7) and make the catalogue it is handed when it is scanned, and a client's download
+//! folder ([`DownloadFolder`]: kept files, `.part` files, resume records), which outlives the
+//! client program that writes it (U6).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{SimFile, World};
 use crate::chat::catalogue::{Catalogue, FileEntry, FileKey};
@@ -67,4 +69,25 @@ impl World {
             .handle_input(now, Input::Folder { catalogue: &catalogue, identities: &identities });
         self.perform();
     }
+}
+
+/// A client's download folder, in memory: what a real client leaves in its `Downloads/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DownloadFolder {
+    /// Verified files under their final names (`name (1).ext` when the name was taken).
+    pub files: BTreeMap<String, Vec<u8>>,
+    /// `<file>.part`: the bytes of a download not verified yet, by the name of the file.
+    pub parts: BTreeMap<String, Vec<u8>>,
+    /// `<file>.part.resume`: the last resume record saved beside a `.part` file.
+    pub records: BTreeMap<String, SavedRecord>,
+}
+
+/// A resume record as saved, with the parts it lists (as the simulator saw them accepted up to the
+/// moment it was saved: the record itself is the receiver's business).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SavedRecord {
+    /// The record, as the client driver handed it over.
+    pub bytes: Vec<u8>,
+    /// The parts it lists.
+    pub parts: BTreeSet<u32>,
 }

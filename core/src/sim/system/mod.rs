@@ -38,15 +38,22 @@
 //!
 //! A client is anything implementing [`SimClient`]: its inputs are the bytes it read and the end
 //! of its connection, plus the datagrams of its downloads; its outputs are [`ClientAction`]s
-//! (connect, send, stop reading, reset, open a download's socket, ...) and datagrams. The
-//! scripted client of [`script`] follows a timed script and downloads with
-//! [`crate::transfer::Receiver`]s; a client driver can be plugged in the same way.
+//! (connect, send, stop reading, reset, open a download's socket, ...) and datagrams. Two kinds:
+//!
+//! - [`driven::DrivenClient`]: the real [`ClientDriver`], the very value `natter` and `natter
+//!   get` run, its outputs performed against an in-memory download folder; a timed script types
+//!   its lines, ends its input, kills it and starts it again on the same folder (U6).
+//! - [`script::ScriptedClient`]: raw bytes on the chat connection, for what a well-behaved client
+//!   never does (half lines, floods, resets, half-open connections, never reading).
+//!
+//! [`ClientDriver`]: crate::driver::client::ClientDriver
 //!
 //! # The report
 //!
 //! [`SystemReport`]: every line each client read and wrote with its simulated time (the
 //! transcript), the server's log events, per connection the peak bytes queued for it and its read
-//! pauses, every download's outcome and digest, and the simulated time the run took.
+//! pauses, every download's outcome and digest, each client's download folder and how its
+//! sessions ended, and the simulated time the run took.
 //!
 //! [`READ_CHUNK`]: crate::driver::server::READ_CHUNK
 //! [`Output::AcceptAgain`]: crate::driver::server::Output::AcceptAgain
@@ -55,6 +62,7 @@
 //! [`seal_part`]: crate::wire::datagram::seal_part
 
 mod client;
+pub mod driven;
 mod folder;
 mod report;
 pub mod script;
@@ -68,8 +76,11 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub use client::{ClientAction, ClientInput, ClientSpec, SimClient};
+pub use folder::{DownloadFolder, SavedRecord};
 use folder::{FolderFile, catalogue_of, folder_of};
-pub use report::{ClientReport, ConnReport, DownloadOutcome, DownloadReport, SystemReport};
+pub use report::{
+    ClientReport, ConnReport, DownloadOutcome, DownloadReport, SessionEnd, SystemReport,
+};
 use server_io::Serving;
 use tcp::{ClientSide, Conn, PeerEnd};
 
@@ -442,14 +453,23 @@ impl World {
             if !std::mem::take(&mut self.clients[i].dirty) {
                 continue;
             }
-            while let Some(action) = self.clients[i].client.poll_action() {
-                self.client_action(i, action);
+            // As a client runtime does: every action, then every datagram, again until nothing
+            // is sent (a download's socket is closed only once its last datagrams are out).
+            loop {
+                while let Some(action) = self.clients[i].client.poll_action() {
+                    self.client_action(i, action);
+                }
+                let mut buf = std::mem::take(&mut self.buf);
+                let mut sent = false;
+                while let Some((id, n)) = self.clients[i].client.poll_transmit(now, &mut buf) {
+                    sent = true;
+                    self.send_up(i, id, &buf[..n]);
+                }
+                self.buf = buf;
+                if !sent {
+                    break;
+                }
             }
-            let mut buf = std::mem::take(&mut self.buf);
-            while let Some((id, n)) = self.clients[i].client.poll_transmit(now, &mut buf) {
-                self.send_up(i, id, &buf[..n]);
-            }
-            self.buf = buf;
         }
     }
 
@@ -478,6 +498,8 @@ impl World {
             .map(|c| {
                 let mut report = std::mem::take(&mut c.report);
                 report.downloads = c.client.downloads();
+                report.finished = c.client.finished();
+                report.folder = c.client.folder();
                 report
             })
             .collect();

@@ -3,51 +3,66 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeSet;
+
+use super::folder::DownloadFolder;
 use crate::chat::server::{ConnId, LogEvent};
-use crate::transfer::receiver::TransferError;
+use crate::driver::client::DownloadFailure;
 
 /// How a download ended, client side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DownloadOutcome {
-    /// Every part arrived and the digest matched.
+    /// Verified and kept under its final name ([`DownloadReport::kept_as`]).
     Complete,
-    /// The receiver failed (ABORT, no progress, digest mismatch).
-    Failed(TransferError),
-    /// The server answered the request with this `ERROR` instead of an offer.
-    Refused(String),
-    /// No part arrived in time with parts this large: the client asked again with small ones (U5).
+    /// Ended without a file, for the client driver's reason: an ABORT, a stall, a wrong digest,
+    /// the session ending while it ran ([`DownloadFailure::Interrupted`]).
+    Failed(DownloadFailure),
+    /// Released without an end: no part got through in time with parts this large, and the
+    /// client driver asked for the file again in parts every path carries (U5).
     TooLarge,
-    /// The client was killed during it; its state was saved for a resume (U6).
+    /// The client was killed during it; its `.part` file and last resume record stay in the
+    /// folder (U6).
     Killed,
     /// Still running when the run ended.
     Unfinished,
 }
 
-/// One download as the client saw it.
+/// One download (one offer taken) as the client saw it.
 #[derive(Debug, Clone)]
 pub struct DownloadReport {
-    /// The file asked for.
+    /// The file offered.
     pub file: String,
-    /// The port of the offer, if there was one.
-    pub port: Option<u16>,
-    /// The part size of the offer (0 when refused).
+    /// The port of the offer.
+    pub port: u16,
+    /// The part size of the offer.
     pub part_size: u16,
     /// How it ended.
     pub outcome: DownloadOutcome,
-    /// The BLAKE3 digest of the bytes the client holds at the end, computed afresh (not the
-    /// receiver's running hash).
+    /// The BLAKE3 digest of the bytes the client holds at the end (the kept file, else the
+    /// `.part` file), computed afresh (not the receiver's running hash).
     pub written_digest: [u8; 32],
-    /// Every part index this run of the download asked for, in any REQUEST.
-    pub requested_parts: std::collections::BTreeSet<u32>,
-    /// Every part index accepted (new) in this run.
-    pub received_parts: std::collections::BTreeSet<u32>,
-    /// Parts already on disk when this run started (a resume, U6).
+    /// The name it was kept under, when it was.
+    pub kept_as: Option<String>,
+    /// Every part index this download asked for, in any REQUEST.
+    pub requested_parts: BTreeSet<u32>,
+    /// Every part index accepted (new) in this download.
+    pub received_parts: BTreeSet<u32>,
+    /// Parts already on disk, listed by the resume record, when it started (a resume, U6).
     pub resumed_parts: u32,
-    /// When the offer arrived and when the download ended, after the start of the simulation.
-    pub offered_at: Option<Duration>,
+    /// The parts the last resume record saved for it lists (what a later attempt may skip).
+    pub saved_parts: BTreeSet<u32>,
+    /// When the offer was taken, after the start of the simulation.
+    pub offered_at: Duration,
     /// When it ended (completed, failed, killed, gave up on large parts).
     pub ended_at: Option<Duration>,
 }
+
+/// How one session of a client program ended ([`Output::Finish`]): `None` for a chat session,
+/// the download's result for `natter get` ([`Mode::Get`]).
+///
+/// [`Output::Finish`]: crate::driver::client::Output::Finish
+/// [`Mode::Get`]: crate::driver::client::Mode::Get
+pub type SessionEnd = Option<Result<crate::driver::client::DownloadReport, DownloadFailure>>;
 
 /// One chat connection as the report tells it.
 #[derive(Debug, Clone, Default)]
@@ -78,8 +93,12 @@ pub struct ClientReport {
     pub sent: Vec<(Duration, String)>,
     /// Its connections, oldest first.
     pub conns: Vec<ConnReport>,
-    /// Its downloads, in the order asked for.
+    /// Its downloads, in the order they were offered.
     pub downloads: Vec<DownloadReport>,
+    /// Every session of its program that ended, with when.
+    pub finished: Vec<(Duration, SessionEnd)>,
+    /// Its download folder at the end.
+    pub folder: DownloadFolder,
     /// Datagrams to or from it dropped for being larger than its path carries.
     pub dropped_too_large: u64,
 }

@@ -278,6 +278,7 @@ impl World {
                 self.clients[client].conn = None;
                 self.note(|| format!("{label} [vanishes: half-open]"));
             }
+            ClientAction::Note(text) => self.note(|| format!("{label} [{text}]")),
             ClientAction::OpenDownload { id, port } => {
                 let c = &mut self.clients[client];
                 c.downloads.insert(id, port);
