@@ -42,14 +42,15 @@ pub const SERVER_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 /// Something the person (or the machine) does, at a time of the script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cue {
-    /// Start the program: connect and run a new [`ClientDriver`] on the client's folder.
+    /// Start the program: connect and run a new [`ClientDriver`] on the client's folder (one still
+    /// running is killed first).
     Start,
     /// Type a line (without its terminator).
     Type(String),
     /// The person's input ends (a script's pipe closed).
     EndInput,
-    /// From now on no datagram of this client reaches the network: its downloads go on asking
-    /// into the void, and still receive (U8).
+    /// From now on no datagram of this client reaches the network, in this session and the next:
+    /// its downloads go on asking into the void, and still receive (U8).
     SilenceUdp,
     /// The program is killed: the driver is dropped, the connection reset, the sockets closed; the
     /// folder stays as it is (U6).
@@ -255,7 +256,8 @@ impl DrivenClient {
                     socket,
                     file: file.clone(),
                     port: peer.port(),
-                    part_size: u16::try_from(max_datagram - PART_HEADER_LEN).unwrap_or(0),
+                    part_size: u16::try_from(max_datagram.saturating_sub(PART_HEADER_LEN))
+                        .unwrap_or(0),
                     outcome: None,
                     kept_as: None,
                     requested: BTreeSet::new(),
