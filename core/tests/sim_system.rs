@@ -1,5 +1,6 @@
-//! The whole system simulated: one `ServerDriver`, many scripted clients, chat and downloads
-//! together, in simulated time (`natter_core::sim::system`). Each test is a row of
+//! The whole system simulated: one `ServerDriver` and many clients, chat and downloads together,
+//! in simulated time (`natter_core::sim::system`). Clients that download run the real
+//! `ClientDriver` (`DrivenClient`); scripted clients send raw bytes, reset, vanish. Each test is a row of
 //! TEST-CATALOGUE.md (C5, C6, C7, U5, U6, U8, U9) and asserts the row's property, not just
 //! "no panic". The real-socket tests (bins/tests) remain, to check the adapters.
 //!
@@ -12,15 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use natter_core::chat::server::{DisconnectReason, LogEvent};
+use natter_core::driver::client::DownloadFailure;
 use natter_core::driver::server::{ACCEPT_RETRY, READ_CHUNK};
 use natter_core::sim::Path;
 use natter_core::sim::rng::SplitMix64;
+use natter_core::sim::system::driven::{Cue, DrivenClient};
 use natter_core::sim::system::script::{ScriptedClient, Step};
 use natter_core::sim::system::{
     self, ClientReport, ClientSpec, DownloadOutcome, FileChange, SimFile, SystemConfig,
     SystemReport,
 };
-use natter_core::transfer::receiver::{SAFE_PART_SIZE, TransferError};
+use natter_core::transfer::receiver::{LARGE_PART_PATIENCE, SAFE_PART_SIZE, TransferError};
 use natter_core::transfer::sender::SenderEnd;
 use natter_core::wire::datagram::AbortCode;
 
@@ -312,8 +315,19 @@ fn c7_half_open_is_closed_as_a_slow_reader_once_the_room_talks() {
     });
 }
 
+/// What `label`'s folder holds at the end: kept files, `.part` files, resume records (names).
+fn folder_holds(report: &SystemReport, label: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let f = &report.client(label).folder;
+    (
+        f.files.keys().cloned().collect(),
+        f.parts.keys().cloned().collect(),
+        f.records.keys().cloned().collect(),
+    )
+}
+
 /// U8 (PROTOCOL 2.1): a client that goes silent on UDP in the middle of a download gets ABORT 3
 /// after the idle timeout, and the port is free again: the next download gets the same port.
+/// Both clients are real client drivers.
 #[test]
 fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
     with_seed(8, |seed| {
@@ -325,17 +339,15 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
         let clients = vec![
             ClientSpec::new(
                 "quiet",
-                ScriptedClient::joining(ms(0), "quiet")
-                    .at(ms(100), Step::Download { file: "big.bin".into(), part_size: None })
-                    .at(ms(600), Step::SilenceUdp),
+                DrivenClient::interactive("quiet", ms(0))
+                    .typed(ms(100), "download_file big.bin")
+                    .at(ms(600), Cue::SilenceUdp),
             )
             .with_path(slow.clone()),
             ClientSpec::new(
                 "next",
-                ScriptedClient::joining(ms(0), "next").at(
-                    idle + Duration::from_secs(2),
-                    Step::Download { file: "big.bin".into(), part_size: None },
-                ),
+                DrivenClient::interactive("next", ms(0))
+                    .typed(idle + Duration::from_secs(2), "download_file big.bin"),
             ),
         ];
         let report = run(config, clients);
@@ -343,7 +355,10 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
         assert!(
             matches!(
                 &quiet.outcome,
-                DownloadOutcome::Failed(TransferError::Aborted { code: AbortCode::TimedOut, .. })
+                DownloadOutcome::Failed(DownloadFailure::Transfer(TransferError::Aborted {
+                    code: AbortCode::TimedOut,
+                    ..
+                }))
             ),
             "{:?}",
             quiet.outcome
@@ -361,16 +376,21 @@ fn u8_a_silent_client_gets_abort_3_and_the_port_is_freed() {
         // The last request went out just before 600 ms; the abort follows one idle timeout later.
         assert!(at >= ms(500) + idle && at <= ms(620) + idle, "ended at {at:?}");
         assert!(quiet.ended_at.unwrap() >= at);
+        // An aborted download keeps its `.part` file and a record to resume from.
+        assert_eq!(
+            folder_holds(&report, "quiet"),
+            (vec![], vec!["big.bin".into()], vec!["big.bin".into()])
+        );
         let next = &report.client("next").downloads[0];
-        assert_eq!(next.port, Some(port), "the freed port is offered again");
+        assert_eq!(next.port, port, "the freed port is offered again");
         assert_eq!(next.outcome, DownloadOutcome::Complete);
         assert_eq!(next.written_digest, truth);
     });
 }
 
 /// U9 (PROTOCOL 2.2): one client asks for more transfers than `max_transfers_per_client`
-/// (`ERROR`), then every port is busy (`ERROR server busy`); the others are still served and the
-/// refused client gets its file once ports are free.
+/// (`ERROR`), then every port is busy (`natter get` fails with `server busy`); the others are
+/// still served, chat goes on, and the refused `natter get` gets its file once ports are free.
 #[test]
 fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
     with_seed(9, |seed| {
@@ -381,63 +401,62 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
         let truth: BTreeMap<String, [u8; 32]> =
             config.files.iter().map(|f| (f.name.clone(), digest(&f.content))).collect();
         let slow = Path::symmetric(2_000_000, ms(10), 0.0);
-        let get = |f: &str| Step::Download { file: f.into(), part_size: None };
         let clients = vec![
             ClientSpec::new(
                 "ann",
-                ScriptedClient::joining(ms(0), "ann")
-                    .at(ms(100), get("a.bin"))
-                    .at(ms(100), get("b.bin"))
-                    .at(ms(100), get("a.bin")),
+                DrivenClient::interactive("ann", ms(0))
+                    .typed(ms(100), "download_file a.bin")
+                    .typed(ms(100), "download_file b.bin")
+                    .typed(ms(100), "download_file a.bin")
+                    .typed(ms(400), "still here?"),
             )
             .with_path(slow.clone()),
             ClientSpec::new(
                 "ben",
-                ScriptedClient::joining(ms(10), "ben")
-                    .at(ms(200), get("a.bin"))
-                    .at(ms(200), get("b.bin")),
+                DrivenClient::interactive("ben", ms(10))
+                    .typed(ms(200), "download_file a.bin")
+                    .typed(ms(200), "download_file b.bin"),
             )
             .with_path(slow.clone()),
             ClientSpec::new(
                 "cat",
-                ScriptedClient::joining(ms(20), "cat")
-                    .at(ms(300), get("b.bin"))
-                    .line(ms(400), "still here?")
-                    .at(Duration::from_secs(8), get("b.bin")),
+                DrivenClient::get("cat", "b.bin", ms(300)).start(Duration::from_secs(8)),
             ),
-            ClientSpec::new("dan", ScriptedClient::joining(ms(30), "dan").line(ms(350), "hello")),
+            ClientSpec::new(
+                "dan",
+                DrivenClient::interactive("dan", ms(30)).typed(ms(350), "hello"),
+            ),
         ];
         let report = run(config, clients);
         let ann = report.client("ann");
-        assert_eq!(
-            ann.downloads[2].outcome,
-            DownloadOutcome::Refused("too many transfers: at most 2 at once".into())
-        );
+        let refusals: Vec<&str> = ann.lines().filter(|l| l.starts_with("ERROR")).collect();
+        assert_eq!(refusals, ["ERROR too many transfers: at most 2 at once"]);
         let cat = report.client("cat");
+        assert_eq!(cat.finished.len(), 2, "{:?}", cat.finished);
         assert!(
-            matches!(&cat.downloads[0].outcome, DownloadOutcome::Refused(r) if r.starts_with("server busy")),
+            matches!(&cat.finished[0].1, Some(Err(DownloadFailure::Refused(r))) if r.starts_with("server busy")),
             "{:?}",
-            cat.downloads[0].outcome
+            cat.finished[0]
         );
-        let served = ann.downloads[..2]
-            .iter()
-            .chain(&report.client("ben").downloads)
-            .chain(&cat.downloads[1..]);
-        for d in served {
-            assert_eq!(d.outcome, DownloadOutcome::Complete, "{}", d.file);
-            assert_eq!(d.written_digest, truth[&d.file], "{}", d.file);
+        assert!(matches!(&cat.finished[1].1, Some(Ok(r)) if r.size == 200 << 10));
+        for c in [ann, report.client("ben"), cat] {
+            assert_eq!(c.downloads.len(), if c.label == "cat" { 1 } else { 2 }, "{}", c.label);
+            for d in &c.downloads {
+                assert_eq!(d.outcome, DownloadOutcome::Complete, "{} {}", c.label, d.file);
+                assert_eq!(d.written_digest, truth[&d.file], "{} {}", c.label, d.file);
+            }
         }
         let dan = report.client("dan");
-        assert_eq!(messages_from(dan, "cat"), ["still here?"]);
+        assert_eq!(messages_from(dan, "ann"), ["still here?"]);
         assert_eq!(messages_from(dan, "dan"), ["hello"]);
-        assert!(worst_latency(dan, &[cat, dan]) <= ms(11));
+        assert!(worst_latency(dan, &[ann, dan]) <= ms(11));
         insta::assert_snapshot!(report.transcript());
     });
 }
 
-/// U5 (PROTOCOL 2.1): the path drops datagrams larger than 1500 bytes. A download of 9000-byte
-/// parts gets nothing; after `LARGE_PART_PATIENCE` the client asks again with 1200-byte parts,
-/// and that one completes byte-exact.
+/// U5 (PROTOCOL 2.1): the path drops datagrams larger than 1500 bytes and the client asks for
+/// 9000-byte parts. Nothing gets through; after `LARGE_PART_PATIENCE` the client driver itself
+/// asks again with 1200-byte parts, and that download completes byte-exact.
 #[test]
 fn u5_parts_too_large_for_the_path_fall_back_to_safe_parts() {
     with_seed(55, |seed| {
@@ -447,10 +466,9 @@ fn u5_parts_too_large_for_the_path_fall_back_to_safe_parts() {
         let clients = vec![
             ClientSpec::new(
                 "mtu",
-                ScriptedClient::joining(ms(0), "mtu").at(
-                    ms(100),
-                    Step::Download { file: "video.bin".into(), part_size: Some(9000) },
-                ),
+                DrivenClient::interactive("mtu", ms(0))
+                    .with_part_size(9000)
+                    .typed(ms(100), "download_file video.bin"),
             )
             .with_max_datagram(1500),
         ];
@@ -461,58 +479,159 @@ fn u5_parts_too_large_for_the_path_fall_back_to_safe_parts() {
         assert_eq!(big.part_size, 9000);
         assert_eq!(big.outcome, DownloadOutcome::TooLarge);
         assert!(big.received_parts.is_empty());
-        let waited = big.ended_at.unwrap() - big.offered_at.unwrap();
-        assert!(waited >= Duration::from_secs(2) && waited < ms(2100), "{waited:?}");
+        let given_up = big.ended_at.unwrap();
+        let waited = given_up - big.offered_at;
+        assert!(
+            waited >= LARGE_PART_PATIENCE && waited < LARGE_PART_PATIENCE + ms(100),
+            "{waited:?}"
+        );
         assert!(mtu.dropped_too_large > 0);
+        // The driver asked again, on its own, when it gave up: nobody typed this line.
+        let asked: Vec<(Duration, &str)> = mtu
+            .sent
+            .iter()
+            .filter(|(_, l)| l.starts_with("download_file"))
+            .map(|(at, l)| (*at, l.as_str()))
+            .collect();
+        assert_eq!(
+            asked,
+            [(ms(100), "download_file video.bin 9000"), (given_up, "download_file video.bin 1200")]
+        );
         assert_eq!(small.part_size, SAFE_PART_SIZE);
         assert_eq!(small.outcome, DownloadOutcome::Complete);
         assert_eq!(small.written_digest, truth);
+        assert_eq!(folder_holds(&report, "mtu"), (vec!["video.bin".into()], vec![], vec![]));
     });
 }
 
-/// U6 (PROTOCOL 2.3): the client is killed in the middle of a download, runs again, and resumes
-/// from what it saved: only the missing parts are requested, and the file ends byte-exact.
+/// U6 (PROTOCOL 2.3): the client is killed in the middle of a download; a new client driver starts
+/// on the same folder (`.part` file and last resume record), asks only for the parts the record
+/// does not list, and the file ends byte-exact.
 #[test]
 fn u6_a_killed_client_resumes_and_asks_only_for_missing_parts() {
     with_seed(66, |seed| {
         let mut config = SystemConfig::new(seed);
-        config.files = vec![file("big.bin", 1 << 20)];
+        config.files = vec![file("big.bin", 2 << 20)];
         let truth = digest(&config.files[0].content);
-        let n_parts = (1u32 << 20).div_ceil(u32::from(SAFE_PART_SIZE));
-        let get = Step::Download { file: "big.bin".into(), part_size: None };
+        let n_parts = (2u32 << 20).div_ceil(u32::from(SAFE_PART_SIZE));
         let clients = vec![
             ClientSpec::new(
                 "kim",
-                ScriptedClient::joining(ms(0), "kim")
-                    .at(ms(100), get.clone())
-                    .at(ms(500), Step::Kill)
-                    .at(ms(1500), Step::Connect)
-                    .line(ms(1500), "kim")
-                    .at(ms(1600), get),
+                DrivenClient::interactive("kim", ms(0))
+                    .typed(ms(100), "download_file big.bin")
+                    .kill(ms(1200))
+                    .start(ms(1500))
+                    .typed(ms(1600), "download_file big.bin"),
             )
             .with_path(Path::symmetric(8_000_000, ms(10), 0.02)),
         ];
         let report = run(config, clients);
         let kim = report.client("kim");
+        assert_eq!(kim.downloads.len(), 2);
         let (first, second) = (&kim.downloads[0], &kim.downloads[1]);
         assert_eq!(first.outcome, DownloadOutcome::Killed);
-        let had = &first.received_parts;
-        assert!(!had.is_empty() && (had.len() as u32) < n_parts, "{} parts", had.len());
-        assert_eq!(second.resumed_parts as usize, had.len());
+        let saved = &first.saved_parts;
+        assert!(!saved.is_empty() && (saved.len() as u32) < n_parts, "{} parts saved", saved.len());
+        // Parts that arrived after the last checkpoint were in the file but not in the record.
+        assert!(saved.is_subset(&first.received_parts));
+        assert_eq!(second.resumed_parts as usize, saved.len());
+        let again: Vec<&u32> = second.requested_parts.intersection(saved).collect();
+        assert!(again.is_empty(), "asked again for {} saved parts", again.len());
+        let all: BTreeSet<u32> = saved.union(&second.received_parts).copied().collect();
+        assert_eq!(all.len() as u32, n_parts);
         assert_eq!(second.outcome, DownloadOutcome::Complete);
         assert_eq!(second.written_digest, truth);
-        let again: Vec<&u32> = second.requested_parts.intersection(had).collect();
-        assert!(again.is_empty(), "asked again for {} saved parts", again.len());
-        let all: BTreeSet<u32> = had.union(&second.received_parts).copied().collect();
-        assert_eq!(all.len() as u32, n_parts);
-        // The killed connection left once; the new one joined under the same name.
+        assert_eq!(second.kept_as.as_deref(), Some("big.bin"));
+        assert_eq!(folder_holds(&report, "kim"), (vec!["big.bin".into()], vec![], vec![]));
+        // The killed connection was reset; the new one joined under the same name.
         assert_eq!(kim.conns.len(), 2);
+        assert_eq!(kim.lines().filter(|l| *l == "kim has joined the chat!").count(), 2);
     });
 }
 
-/// Many clients at once: 50 people chatting while 8 of them download over a path with 2% loss.
-/// Every line reaches everyone in its sender's order, every download is byte-exact, nobody is
-/// disconnected. Over several seeds.
+/// U6 at any moment: `natter get` killed at a random time (before or after its download is
+/// done) over a lossy, reordering, duplicating path, started again on the same folder. A killed
+/// download resumes from its last record, asks for none of the parts it lists, and ends
+/// byte-exact; one done before the kill is simply fetched again under a free name.
+#[test]
+fn u6_killed_at_any_moment_resumes_byte_exact() {
+    for seed in 0..20 {
+        with_seed(seed, |seed| {
+            let mut rng = SplitMix64::new(seed);
+            let mut config = SystemConfig::new(seed);
+            config.timeline = false;
+            config.files = vec![file("big.bin", 1 << 20)];
+            let truth = digest(&config.files[0].content);
+            let kill = ms(100 + rng.below(1400));
+            let restart = kill + ms(rng.below(500));
+            let loss = rng.below(10) as f64 / 100.0;
+            let mut path = Path::symmetric(8_000_000, ms(10 + rng.below(40)), loss).with(|l| {
+                l.duplicate = 0.01;
+                l.jitter = ms(3);
+            });
+            // Corrupted parts are caught by their CRC32C; REQUESTs rely on the UDP checksum.
+            path.down.corrupt = 0.01;
+            let client = DrivenClient::get("kim", "big.bin", ms(0)).kill(kill).start(restart);
+            let report = run(config, vec![ClientSpec::new("kim", client).with_path(path)]);
+            let kim = report.client("kim");
+            let (first, last) = (&kim.downloads[0], kim.downloads.last().unwrap());
+            assert_eq!(kim.downloads.len(), 2);
+            assert_eq!(last.outcome, DownloadOutcome::Complete);
+            assert_eq!(last.written_digest, truth);
+            assert!(matches!(kim.finished.last(), Some((_, Some(Ok(_))))), "{:?}", kim.finished);
+            if first.outcome == DownloadOutcome::Killed {
+                assert_eq!(kim.finished.len(), 1);
+                assert_eq!(last.resumed_parts as usize, first.saved_parts.len());
+                assert_eq!(last.requested_parts.intersection(&first.saved_parts).count(), 0);
+                assert_eq!(last.kept_as.as_deref(), Some("big.bin"));
+            } else {
+                assert_eq!(first.outcome, DownloadOutcome::Complete);
+                assert_eq!(last.kept_as.as_deref(), Some("big (1).bin"));
+            }
+        });
+    }
+}
+
+/// `natter get` (`Mode::Get`) in the whole system: it joins, asks, downloads over a lossy path,
+/// says `{quit}`, and its session ends with the verified file once the server has closed.
+#[test]
+fn get_mode_downloads_and_quits() {
+    with_seed(4, |seed| {
+        let mut config = SystemConfig::new(seed);
+        config.files = vec![file("report.pdf", 64 << 10)];
+        let truth = digest(&config.files[0].content);
+        let clients = vec![
+            ClientSpec::new("amy", DrivenClient::interactive("amy", ms(0))),
+            ClientSpec::new("getter", DrivenClient::get("getter", "report.pdf", ms(50)))
+                .with_path(Path::symmetric(20_000_000, ms(20), 0.05)),
+        ];
+        let report = run(config, clients);
+        let getter = report.client("getter");
+        assert_eq!(getter.finished.len(), 1);
+        let (at, end) = &getter.finished[0];
+        let Some(Ok(done)) = end else { panic!("{end:?}") };
+        assert_eq!(
+            (done.path.to_str(), done.size, done.resumed),
+            (Some("report.pdf"), 64 << 10, 0)
+        );
+        assert_eq!(digest(&getter.folder.files["report.pdf"]), truth);
+        assert_eq!(getter.downloads[0].outcome, DownloadOutcome::Complete);
+        // It left with `{quit}`, and finished once the server had closed the connection.
+        assert_eq!(getter.sent.last().unwrap().1, "{quit}");
+        let conn = &getter.conns[0];
+        assert!(conn.closed_by_server.is_some() && conn.end_read.unwrap() <= *at);
+        assert!(report.log.iter().any(|(_, e)| matches!(
+            e,
+            LogEvent::Disconnected { name: Some(n), reason: DisconnectReason::Quit, .. } if n == "getter"
+        )));
+        assert_eq!(left_count(report.client("amy"), "getter"), 1);
+        insta::assert_snapshot!(report.transcript());
+    });
+}
+
+/// Many clients at once: 30 people chatting through real client drivers, while 6 `natter get`
+/// download over a path with 2% loss. Every line reaches everyone in its sender's order, every
+/// download is byte-exact, nobody is disconnected but by their own `{quit}`. Over several seeds.
 #[test]
 fn many_clients_chat_and_download_together() {
     for seed in [1, 2, 3] {
@@ -530,43 +649,44 @@ fn many_clients(seed: u64) {
         config.files.iter().map(|f| (f.name.clone(), digest(&f.content))).collect();
     let lossy = Path::symmetric(20_000_000, ms(20), 0.02);
     let mut clients = Vec::new();
-    for i in 0..50u64 {
+    for i in 0..30u64 {
         let name = format!("u{i:02}");
-        let mut script = ScriptedClient::joining(ms(rng.below(300)), &name);
+        let mut client = DrivenClient::interactive(&name, ms(rng.below(300)));
         for k in 0..10 {
             let at = ms(500 + rng.below(2500));
-            script = script.line(at, format!("{name} #{k} {}", rng.below(1_000_000)));
+            client = client.typed(at, format!("{name} #{k} {}", rng.below(1_000_000)));
         }
-        let mut spec_path = None;
-        if i < 8 {
-            let f = format!("f{}.bin", i % 4);
-            script =
-                script.at(ms(400 + rng.below(1000)), Step::Download { file: f, part_size: None });
-            spec_path = Some(lossy.clone());
-        }
-        let mut spec = ClientSpec::new(name, script);
-        if let Some(p) = spec_path {
-            spec = spec.with_path(p);
-        }
-        clients.push(spec);
+        clients.push(ClientSpec::new(name, client.input_ends(ms(3500))));
+    }
+    for i in 0..6u64 {
+        let name = format!("g{i}");
+        let f = format!("f{}.bin", i % 4);
+        let client = DrivenClient::get(&name, &f, ms(400 + rng.below(1000)));
+        clients.push(ClientSpec::new(name, client).with_path(lossy.clone()));
     }
     let report = run(config, clients);
-    assert!(!report.log.iter().any(|(_, e)| matches!(e, LogEvent::Disconnected { .. })));
-    for to in &report.clients {
-        for from in &report.clients {
-            // Lines a sender wrote at the same instant keep their script order too.
+    let quit_only = report.log.iter().all(|(_, e)| {
+        !matches!(e, LogEvent::Disconnected { reason, .. } if *reason != DisconnectReason::Quit)
+    });
+    assert!(quit_only, "someone was disconnected");
+    let people = &report.clients[..30];
+    for to in people {
+        for from in people {
+            // Lines a sender typed at the same instant keep their script order too.
             let mut sent = from.sent.clone();
-            sent.remove(0);
-            sent.retain(|(_, l)| !l.starts_with("download_file "));
+            sent.retain(|(_, l)| *l != from.label && l != "{quit}");
             sent.sort_by_key(|(at, _)| *at);
             let sent: Vec<&str> = sent.iter().map(|(_, l)| l.as_str()).collect();
             assert_eq!(messages_from(to, &from.label), sent, "{} from {}", to.label, from.label);
         }
+        // Its input ended and nothing was awaited: it left, and its session ended.
+        assert_eq!(to.finished.len(), 1, "{}", to.label);
     }
-    for c in &report.clients[..8] {
+    for c in &report.clients[30..] {
         let d = &c.downloads[0];
         assert_eq!(d.outcome, DownloadOutcome::Complete, "{} {}", c.label, d.file);
         assert_eq!(d.written_digest, truth[&d.file], "{} {}", c.label, d.file);
+        assert!(matches!(&c.finished[..], [(_, Some(Ok(_)))]), "{} {:?}", c.label, c.finished);
     }
 }
 
@@ -579,10 +699,10 @@ fn runs_are_reproducible_from_their_seed() {
         let clients = (0..5)
             .map(|i| {
                 let name = format!("r{i}");
-                let script = ScriptedClient::joining(ms(i * 3), &name)
-                    .line(ms(100 + i), "hi")
-                    .at(ms(120), Step::Download { file: "a.bin".into(), part_size: None });
-                ClientSpec::new(name, script).with_path(Path::symmetric(10_000_000, ms(10), 0.05))
+                let client = DrivenClient::interactive(&name, ms(i * 3))
+                    .typed(ms(100 + i), "hi")
+                    .typed(ms(120), "download_file a.bin");
+                ClientSpec::new(name, client).with_path(Path::symmetric(10_000_000, ms(10), 0.05))
             })
             .collect();
         run(config, clients)
@@ -630,8 +750,7 @@ fn u7_a_file_changed_mid_transfer_aborts_it() {
         let clients = vec![
             ClientSpec::new(
                 "eve",
-                ScriptedClient::joining(ms(0), "eve")
-                    .at(ms(100), Step::Download { file: "doc.bin".into(), part_size: None }),
+                DrivenClient::interactive("eve", ms(0)).typed(ms(100), "download_file doc.bin"),
             )
             .with_path(Path::symmetric(8_000_000, ms(10), 0.0)),
         ];
@@ -640,14 +759,15 @@ fn u7_a_file_changed_mid_transfer_aborts_it() {
         assert!(
             matches!(
                 &d.outcome,
-                DownloadOutcome::Failed(TransferError::Aborted {
-                    code: AbortCode::FileChanged,
-                    ..
-                }) | DownloadOutcome::Failed(TransferError::DigestMismatch)
+                DownloadOutcome::Failed(DownloadFailure::Transfer(
+                    TransferError::Aborted { code: AbortCode::FileChanged, .. }
+                        | TransferError::DigestMismatch
+                ))
             ),
             "{:?}",
             d.outcome
         );
+        assert!(report.client("eve").folder.files.is_empty(), "a wrong file was kept");
         assert!(report.log.iter().any(|(_, e)| matches!(
             e,
             LogEvent::TransferEnded { end: SenderEnd::Aborted(AbortCode::FileChanged), .. }

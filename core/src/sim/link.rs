@@ -15,8 +15,11 @@ use super::rng::SplitMix64;
 /// `loss_bad`; each datagram the state flips with the given probabilities.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GilbertElliott {
+    /// Per datagram, the probability of going from the good state to the bad one.
     pub p_enter_bad: f64,
+    /// Per datagram, the probability of going from the bad state back to the good one.
     pub p_leave_bad: f64,
+    /// The loss probability in the bad state (none is lost for it in the good state).
     pub loss_bad: f64,
 }
 
@@ -32,6 +35,7 @@ pub struct LinkConfig {
     pub jitter: Duration,
     /// Independent random loss probability.
     pub loss: f64,
+    /// Burst loss on top of `loss`, if any.
     pub burst: Option<GilbertElliott>,
     /// Probability a datagram is delivered twice (the copy gets its own jitter).
     pub duplicate: f64,
@@ -63,14 +67,21 @@ impl LinkConfig {
 /// Queue statistics of one link.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LinkStats {
+    /// Datagrams that entered the link.
     pub sent: u64,
+    /// Datagrams lost at random, in a burst or in a blackhole.
     pub lost: u64,
+    /// Datagrams dropped because the bottleneck queue was full.
     pub queue_drops: u64,
+    /// Datagrams delivered twice.
     pub duplicated: u64,
+    /// Copies delivered with a bit flipped.
     pub corrupted: u64,
     /// Sum of the time datagrams waited in the bottleneck queue, nanoseconds.
     pub queue_wait_ns: u128,
+    /// The longest a datagram waited in the bottleneck queue, nanoseconds.
     pub max_queue_wait_ns: u64,
+    /// Datagrams that went through the bottleneck queue.
     pub queued: u64,
 }
 
@@ -87,13 +98,16 @@ impl LinkStats {
 /// A link's state: when the bottleneck is next free, the burst-loss state, the statistics.
 #[derive(Debug, Clone)]
 pub struct Link {
+    /// Its conditions.
     pub config: LinkConfig,
     busy_until_ns: u64,
     bad: bool,
+    /// What it did so far.
     pub stats: LinkStats,
 }
 
 impl Link {
+    /// A link with these conditions, its queue empty, in the good burst state.
     pub fn new(config: LinkConfig) -> Self {
         Link { config, busy_until_ns: 0, bad: false, stats: LinkStats::default() }
     }

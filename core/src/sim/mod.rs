@@ -59,13 +59,17 @@ impl Path {
 /// One transfer to simulate.
 #[derive(Debug, Clone)]
 pub struct FlowSpec {
+    /// The file's size, bytes.
     pub size: u64,
+    /// The part size the sender uses.
     pub part_size: u16,
+    /// The sender's congestion controller.
     pub controller: ControllerKind,
     /// When the client starts, after the simulation's start.
     pub start: Duration,
     /// Seed of the file's content.
     pub content_seed: u64,
+    /// The receiver fails when no new part arrived for this long.
     pub give_up_after: Duration,
     /// See [`ReceiverConfig::request_copies`].
     pub request_copies: u8,
@@ -85,7 +89,9 @@ pub struct FlowSpec {
 /// [`crate::transfer::pacing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stalls {
+    /// A stall starts this often (0: never).
     pub every: Duration,
+    /// Each stall lasts this long.
     pub length: Duration,
 }
 
@@ -108,6 +114,8 @@ impl FlowSpec {
         self.client_stalls.and_then(|s| s.end_of(t_ns))
     }
 
+    /// A flow of a `size`-byte file in parts of `part_size`, starting at once, with the default
+    /// controller, give-up time and request copies, and a client that always runs.
     pub fn new(size: u64, part_size: u16) -> Self {
         FlowSpec {
             size,
@@ -136,6 +144,7 @@ pub enum Outcome {
 /// What happened to one transfer.
 #[derive(Debug, Clone)]
 pub struct FlowReport {
+    /// How the receiver ended.
     pub outcome: Outcome,
     /// Payload bytes the receiver accepted that differ from the file. Must always be 0.
     pub wrong_bytes_accepted: u64,
@@ -145,15 +154,20 @@ pub struct FlowReport {
     pub elapsed: Duration,
     /// File bits per second over `elapsed` (0 unless complete).
     pub goodput_bps: f64,
+    /// The receiver's progress at the end.
     pub progress: Progress,
+    /// How the sender ended, if it did.
     pub sender_end: Option<SenderEnd>,
 }
 
 /// What happened in one simulation.
 #[derive(Debug, Clone)]
 pub struct SimReport {
+    /// Every flow, in the order given.
     pub flows: Vec<FlowReport>,
+    /// The server-to-client direction's statistics.
     pub down: LinkStats,
+    /// The client-to-server direction's statistics.
     pub up: LinkStats,
     /// Simulated time when the run ended.
     pub end: Duration,
@@ -162,7 +176,9 @@ pub struct SimReport {
 /// The simulation's settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// The path every flow shares.
     pub path: Path,
+    /// Every random draw of the run comes from this.
     pub seed: u64,
     /// Give up simulating after this much simulated time.
     pub time_limit: Duration,

@@ -1,0 +1,65 @@
+//! The simulated UDP paths: every datagram crosses its client's [`Link`] (loss, delay, rate,
+//! jitter, duplication, corruption), and a path may drop datagrams larger than it carries (U5).
+//!
+//! [`Link`]: crate::sim::link::Link
+
+use core::net::{IpAddr, SocketAddr};
+
+use super::{Ev, World};
+use crate::sim::rng::SplitMix64;
+
+/// The UDP port of a client's socket for download `id`.
+pub(super) fn udp_addr(ip: IpAddr, id: u64) -> SocketAddr {
+    SocketAddr::new(ip, 40_000u16.wrapping_add(id as u16))
+}
+
+impl World {
+    pub(super) fn send_down(&mut self, to: SocketAddr, bytes: &[u8]) {
+        let Some(&(client, id)) = self.routes.get(&to) else {
+            return;
+        };
+        let c = &mut self.clients[client];
+        if c.max_datagram.is_some_and(|max| bytes.len() > max) {
+            c.report.dropped_too_large += 1;
+            return;
+        }
+        let mut copies = Vec::new();
+        c.down.transmit(self.now_ns, bytes.len(), &mut self.rng, &mut copies);
+        for (at_ns, corrupt) in copies {
+            let mut bytes = bytes.to_vec();
+            if corrupt {
+                flip_bit(&mut bytes, &mut self.rng);
+            }
+            self.schedule_at(at_ns, Ev::DatagramToClient { client, id, bytes });
+        }
+    }
+
+    pub(super) fn send_up(&mut self, client: usize, id: u64, bytes: &[u8]) {
+        let c = &mut self.clients[client];
+        let Some(&port) = c.downloads.get(&id) else {
+            return;
+        };
+        if c.max_datagram.is_some_and(|max| bytes.len() > max) {
+            c.report.dropped_too_large += 1;
+            return;
+        }
+        let from = udp_addr(c.ip, id);
+        let mut copies = Vec::new();
+        c.up.transmit(self.now_ns, bytes.len(), &mut self.rng, &mut copies);
+        for (at_ns, corrupt) in copies {
+            let mut bytes = bytes.to_vec();
+            if corrupt {
+                flip_bit(&mut bytes, &mut self.rng);
+            }
+            self.schedule_at(at_ns, Ev::DatagramToServer { port, from, bytes });
+        }
+    }
+}
+
+pub(super) fn flip_bit(bytes: &mut [u8], rng: &mut SplitMix64) {
+    if bytes.is_empty() {
+        return;
+    }
+    let bit = rng.below(bytes.len() as u64 * 8);
+    bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
+}
