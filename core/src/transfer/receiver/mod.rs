@@ -20,6 +20,31 @@
 //! is checked against the offer (token, CRC, index, exact size) before its bytes are accepted, and
 //! the whole file against the BLAKE3 digest of the offer, hashed in order as the prefix grows so no
 //! second pass over the file is needed at the end.
+//!
+//! The receiver's jobs live in one file each. This one holds what a caller sees (the config, the
+//! state, the events, [`Receiver`] and its four verbs `handle_datagram`, `poll_transmit`,
+//! `poll_timeout`, `handle_timeout`), the acceptance of parts, and the U5 and checkpoint events:
+//! - `loss`: RFC 9002 loss detection: the slots at their positions, the packet and time
+//!   thresholds, the loss timer and the probe timeout;
+//! - `rate`: delivery-rate sampling (draft-cheng-iccrg-delivery-rate-estimation) for the
+//!   controller;
+//! - `requests`: building REQUESTs: window, pacing, lost parts first, request copies, FINISHED
+//!   copies;
+//! - `verify`: in-order BLAKE3 hashing ([`Receiver::next_to_hash`], [`Receiver::hash`]) and the
+//!   digest check.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: what the client drops, ABORT reasons), [§2.3] (The
+//! client's side of a download), [§2.4] (Resume) and [§2.5] (The small-part fallback).
+//!
+//! [§2.2]: ../../../../docs/PROTOCOL.md#22-datagrams
+//! [§2.3]: ../../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
+//! [§2.4]: ../../../../docs/PROTOCOL.md#24-resume
+//! [§2.5]: ../../../../docs/PROTOCOL.md#25-the-small-part-fallback
+
+mod loss;
+mod rate;
+mod requests;
+mod verify;
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -27,47 +52,36 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::transfer::congestion::{
-    Controller, ControllerKind, Delivery, RateSample, new_controller,
-};
+use crate::transfer::congestion::{Controller, ControllerKind, new_controller};
 use crate::transfer::pacing::Pacer;
 use crate::transfer::parts::{Layout, PartMap, ResumeError};
 use crate::transfer::rtt::RttEstimator;
-use crate::wire::datagram::{
-    self, AbortCode, Datagram, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, PART_HEADER_LEN,
-    RANGE_LEN, REQUEST_HEADER_LEN,
-};
+use crate::wire::datagram::{self, AbortCode, Datagram, PART_HEADER_LEN};
 
-/// RFC 9002 kPacketThreshold.
-const PACKET_THRESHOLD: u64 = 3;
-/// How many copies of FINISHED are sent: one lost FINISHED would hold the server's port for the
-/// idle timeout, and three independent copies make that unlikely without any timer.
-const FINISHED_COPIES: u8 = 3;
-/// How many recent request send times are kept for RTT samples of late answers.
-const REQUEST_TIMES_KEPT: usize = 4096;
-/// The probe timeout backs off exponentially (RFC 9002 6.2) but not beyond this (unless one PTO is
-/// already longer): the server frees a transfer after 10 s without a valid request, so the gaps
-/// between our probes must stay well under that, and a path that comes back after a long outage
-/// (TEST-CATALOGUE U4: a 5 s blackhole) is noticed within 2 s, not 16. One window of requests
-/// every 2 s is no flood, all the more as the controllers collapse their window on persistent loss.
-const MAX_PTO: Duration = Duration::from_secs(2);
+pub use self::verify::HASH_CHUNK;
+
+use self::loss::{Slot, Track};
+use self::rate::RateSampler;
+
 /// Default for [`ReceiverConfig::request_copies`].
 pub const DEFAULT_REQUEST_COPIES: u8 = 2;
 /// Default for [`ReceiverConfig::give_up_after`].
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
-/// The largest chunk [`Receiver::next_to_hash`] asks for, so a runtime reading back its `.part`
-/// file needs a bounded buffer.
-pub const HASH_CHUNK: usize = 1 << 20;
 /// Longest ABORT reason kept from the server (it is shown to a person).
 const MAX_REASON_CHARS: usize = 200;
 
 /// What the receiver knows from the offer, and how to behave.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
+    /// The transfer's token from the offer; datagrams carrying another are dropped.
     pub token: u64,
+    /// The file's size in bytes, from the offer.
     pub size: u64,
+    /// The payload size of every part but the last, from the offer.
     pub part_size: u16,
+    /// The BLAKE3 digest of the whole file, from the offer; checked once every byte is hashed.
     pub blake3: [u8; 32],
+    /// Which congestion controller sizes the window.
     pub controller: ControllerKind,
     /// Fail with [`TransferError::NoProgress`] when no new part arrived for this long.
     pub give_up_after: Duration,
@@ -104,10 +118,18 @@ impl ReceiverConfig {
 /// Why a download failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TransferError {
+    /// Every part arrived, but the file's BLAKE3 digest is not the offer's (PROTOCOL.md 2.3).
     #[error("the downloaded file does not match the offered BLAKE3 digest")]
     DigestMismatch,
+    /// The server sent ABORT (PROTOCOL.md 2.2, 2.6).
     #[error("the server aborted the transfer: {code}: {reason}")]
-    Aborted { code: AbortCode, reason: String },
+    Aborted {
+        /// The ABORT's code, kept even when unknown.
+        code: AbortCode,
+        /// The ABORT's reason for a person: at most 200 characters, control characters replaced.
+        reason: String,
+    },
+    /// No new part arrived for [`ReceiverConfig::give_up_after`], which it carries.
     #[error("no progress for {0:?}: the server or the path is gone")]
     NoProgress(Duration),
 }
@@ -115,9 +137,11 @@ pub enum TransferError {
 /// Where a download stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReceiverState {
+    /// Parts are being asked for and received.
     Running,
     /// Every part arrived and the digest matched; FINISHED is being sent.
     Complete,
+    /// The download failed; nothing more is sent.
     Failed(TransferError),
 }
 
@@ -141,17 +165,24 @@ pub enum ReceiverEvent {
 /// A new part was accepted: write `buf[payload]` at `offset` in the `.part` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accept {
+    /// The part's index.
     pub part: u32,
+    /// Where the part's bytes go in the file: `part * part_size`.
     pub offset: u64,
+    /// Where the part's bytes are in the datagram that was handed in.
     pub payload: Range<usize>,
 }
 
 /// Counters and estimates, for progress bars, logs and tests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
+    /// Bytes of the file that have arrived (after a resume, including those already on disk).
     pub bytes_received: u64,
+    /// The file's size in bytes.
     pub size: u64,
+    /// Parts that have arrived (after a resume, including those already on disk).
     pub parts_received: u32,
+    /// How many parts the file has.
     pub n_parts: u32,
     /// Parts declared lost (each re-request counts once).
     pub parts_lost: u64,
@@ -161,37 +192,20 @@ pub struct Progress {
     pub duplicates: u64,
     /// Datagrams dropped: unparsable, corrupt, wrong token or impossible for the offer.
     pub dropped: u64,
+    /// REQUESTs built (each counts once, however many copies of it were sent).
     pub requests_sent: u64,
+    /// How often the probe timeout fired.
     pub probe_timeouts: u64,
+    /// The smoothed RTT; `None` before the first sample.
     pub srtt: Option<Duration>,
+    /// The smallest RTT seen; `None` before the first sample.
     pub min_rtt: Option<Duration>,
+    /// The controller's window, bytes.
     pub window: u64,
+    /// Bytes requested and neither arrived nor declared lost.
     pub in_flight: u64,
     /// The controller's bottleneck bandwidth estimate, bytes per second.
     pub bandwidth: Option<f64>,
-}
-
-/// One requested part, at its position.
-#[derive(Debug, Clone)]
-struct Slot {
-    part: u32,
-    req_seq: u32,
-    sent: Instant,
-    len: u32,
-    outstanding: bool,
-    // Delivery-rate state at the time of the request (draft-cheng-iccrg-delivery-rate-estimation).
-    delivered: u64,
-    delivered_time: Instant,
-    first_sent_time: Instant,
-    app_limited: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Track {
-    /// Outstanding at this position.
-    InFlight(u64),
-    /// Declared lost, waiting in `lost_queue` to be asked for again.
-    Queued,
 }
 
 /// A part size every path carries: 1200 bytes of payload and 74 of headers fit IPv6's minimum
@@ -209,47 +223,48 @@ pub struct Receiver {
     config: ReceiverConfig,
     layout: Layout,
     map: PartMap,
-    hasher: blake3::Hasher,
-    hashed: u64,
     state: ReceiverState,
     controller: Box<dyn Controller>,
     rtt: RttEstimator,
     pacer: Pacer,
+    /// Bytes requested and neither arrived nor declared lost.
+    in_flight: u64,
+    // In-order hashing (verify.rs).
+    hasher: blake3::Hasher,
+    hashed: u64,
+    // Requests (requests.rs).
     next_req_seq: u32,
     /// Send times of recent requests; index 0 is `req_times_base`.
     req_times: VecDeque<Instant>,
     req_times_base: u32,
-    slots: VecDeque<Slot>,
-    /// Position of `slots[0]`.
-    base_pos: u64,
-    largest_arrived: Option<u64>,
-    track: HashMap<u32, Track>,
     lost_queue: VecDeque<u32>,
     lost_bytes: u64,
     /// Every part below this has been requested at least once (or had arrived at resume).
     next_new: u32,
     unrequested_bytes: u64,
-    in_flight: u64,
+    /// The last REQUEST sent and how many more copies of it are due (see
+    /// [`ReceiverConfig::request_copies`]).
+    repeat: Vec<u8>,
+    repeats_left: u8,
+    finished_left: u8,
+    // Loss detection (loss.rs).
+    slots: VecDeque<Slot>,
+    /// Position of `slots[0]`.
+    base_pos: u64,
+    largest_arrived: Option<u64>,
+    track: HashMap<u32, Track>,
     loss_time: Option<Instant>,
     pto_count: u32,
     last_sent: Option<Instant>,
-    // Delivery-rate estimation.
-    delivered: u64,
-    delivered_time: Instant,
-    first_sent_time: Instant,
-    next_round_delivered: u64,
-    app_limited_until: u64,
+    // Delivery-rate estimation (rate.rs).
+    rate: RateSampler,
+    // Progress, events and the owner's deadlines.
     last_progress: Instant,
-    finished_left: u8,
     progress: Progress,
     /// When the first REQUEST of this run went out, and whether any part has arrived since:
     /// together they tell a path that drops large datagrams (U5).
     first_request: Option<Instant>,
     any_part_arrived: bool,
-    /// The last REQUEST sent and how many more copies of it are due (see
-    /// [`ReceiverConfig::request_copies`]).
-    repeat: Vec<u8>,
-    repeats_left: u8,
     events: VecDeque<ReceiverEvent>,
     too_large_reported: bool,
     /// Parts arrived since the last checkpoint, and when that was.
@@ -279,38 +294,34 @@ impl Receiver {
             unrequested_bytes: layout.size - map.bytes(),
             layout,
             map,
-            hasher: blake3::Hasher::new(),
-            hashed: 0,
             state: ReceiverState::Running,
             controller,
             rtt: RttEstimator::default(),
             pacer: Pacer::default(),
+            in_flight: 0,
+            hasher: blake3::Hasher::new(),
+            hashed: 0,
             next_req_seq: 0,
             req_times: VecDeque::new(),
             req_times_base: 0,
+            lost_queue: VecDeque::new(),
+            lost_bytes: 0,
+            next_new: 0,
+            repeat: Vec::new(),
+            repeats_left: 0,
+            finished_left: 0,
             slots: VecDeque::new(),
             base_pos: 0,
             largest_arrived: None,
             track: HashMap::new(),
-            lost_queue: VecDeque::new(),
-            lost_bytes: 0,
-            next_new: 0,
-            in_flight: 0,
             loss_time: None,
             pto_count: 0,
             last_sent: None,
-            delivered: 0,
-            delivered_time: now,
-            first_sent_time: now,
-            next_round_delivered: 0,
-            app_limited_until: 0,
+            rate: RateSampler::new(now),
             last_progress: now,
-            finished_left: 0,
             progress: Progress::default(),
             first_request: None,
             any_part_arrived: false,
-            repeat: Vec::new(),
-            repeats_left: 0,
             events: VecDeque::new(),
             too_large_reported: false,
             dirty: false,
@@ -345,10 +356,12 @@ impl Receiver {
         self.state == ReceiverState::Complete && self.finished_left > 0
     }
 
+    /// Where the download stands.
     pub fn state(&self) -> ReceiverState {
         self.state.clone()
     }
 
+    /// The counters and estimates as of now.
     pub fn progress(&self) -> Progress {
         Progress {
             bytes_received: self.map.bytes(),
@@ -416,7 +429,11 @@ impl Receiver {
             self.rtt.on_sample(rtt);
         }
         match self.track.remove(&part) {
-            Some(Track::InFlight(pos)) => self.on_slot_arrived(now, pos, req_seq, rtt),
+            Some(Track::InFlight(pos)) => {
+                if let Some(slot) = self.on_slot_arrived(pos, req_seq) {
+                    self.on_delivered(now, &slot, rtt);
+                }
+            }
             Some(Track::Queued) => self.lost_bytes -= len as u64,
             // Never asked for (or asked in an earlier life before a resume): the bytes are
             // checked all the same and the digest guards the whole file.
@@ -436,282 +453,14 @@ impl Receiver {
         })
     }
 
-    fn on_slot_arrived(&mut self, now: Instant, pos: u64, req_seq: u32, rtt: Option<Duration>) {
-        let Some(slot) =
-            pos.checked_sub(self.base_pos).and_then(|i| self.slots.get_mut(i as usize))
-        else {
-            return;
-        };
-        slot.outstanding = false;
-        let slot = slot.clone();
-        self.in_flight -= u64::from(slot.len);
-        if slot.req_seq != req_seq {
-            // The answer to an earlier request for this part, judged lost too early: the data is
-            // good, but it says nothing about this position's timing.
-            return;
-        }
-        self.largest_arrived = Some(self.largest_arrived.map_or(pos, |l| l.max(pos)));
-        self.delivered += u64::from(slot.len);
-        self.delivered_time = now;
-        let send_elapsed = slot.sent.saturating_duration_since(slot.first_sent_time);
-        let ack_elapsed = now.saturating_duration_since(slot.delivered_time);
-        self.first_sent_time = slot.sent;
-        let interval = send_elapsed.max(ack_elapsed);
-        let rate = (self.rtt.has_sample() && interval >= self.rtt.min() && !interval.is_zero())
-            .then_some(RateSample {
-                delivered: self.delivered - slot.delivered,
-                interval,
-                app_limited: slot.app_limited,
-            });
-        let round_start = slot.delivered >= self.next_round_delivered;
-        if round_start {
-            self.next_round_delivered = self.delivered;
-        }
-        self.controller.on_delivered(&Delivery {
-            now,
-            bytes: u64::from(slot.len),
-            sent: slot.sent,
-            rtt,
-            rate,
-            round_start,
-            in_flight: self.in_flight,
-            srtt: self.rtt.smoothed(),
-        });
-    }
-
-    fn request_time(&self, req_seq: u32) -> Option<Instant> {
-        let i = req_seq.wrapping_sub(self.req_times_base) as usize;
-        self.req_times.get(i).copied()
-    }
-
-    /// RFC 9002 6.1: declare lost what the packet or time threshold says is lost, and arm the
-    /// loss timer for the earliest part that may become lost by time.
-    fn detect_lost(&mut self, now: Instant) {
-        self.loss_time = None;
-        let Some(largest) = self.largest_arrived else {
-            return;
-        };
-        let delay = self.rtt.loss_delay();
-        let mut i = 0;
-        while i < self.slots.len() {
-            let pos = self.base_pos + i as u64;
-            if pos >= largest {
-                break;
-            }
-            let slot = &self.slots[i];
-            if slot.outstanding {
-                if pos + PACKET_THRESHOLD <= largest || slot.sent + delay <= now {
-                    self.declare_lost(i, now, false);
-                } else {
-                    self.loss_time = Some(slot.sent + delay);
-                    break;
-                }
-            }
-            i += 1;
-        }
-        self.pop_settled();
-    }
-
-    fn declare_lost(&mut self, i: usize, now: Instant, persistent: bool) {
-        let slot = &mut self.slots[i];
-        slot.outstanding = false;
-        let (part, len, sent) = (slot.part, u64::from(slot.len), slot.sent);
-        self.in_flight -= len;
-        self.progress.parts_lost += 1;
-        self.controller.on_lost(now, len, sent, persistent);
-        if !self.map.has(part) {
-            self.track.insert(part, Track::Queued);
-            self.lost_queue.push_back(part);
-            self.lost_bytes += len;
-        }
-    }
-
-    fn pop_settled(&mut self) {
-        while self.slots.front().is_some_and(|s| !s.outstanding) {
-            self.slots.pop_front();
-            self.base_pos += 1;
-        }
-    }
-
-    fn pto_deadline(&self) -> Option<Instant> {
-        if self.in_flight == 0 {
-            return None;
-        }
-        let pto = self.rtt.pto();
-        let backed_off = (pto * (1u32 << self.pto_count.min(10))).min(MAX_PTO.max(pto));
-        Some(self.last_sent? + backed_off)
-    }
-
-    /// The probe timer fired: nothing has arrived for a PTO. Ask again for everything outstanding
-    /// (the requests or all their answers are gone) and back off.
-    fn on_pto(&mut self, now: Instant) {
-        self.pto_count += 1;
-        self.progress.probe_timeouts += 1;
-        let persistent = self.pto_count >= 3;
-        for i in 0..self.slots.len() {
-            if self.slots[i].outstanding {
-                self.declare_lost(i, now, persistent);
-            }
-        }
-        self.pop_settled();
-    }
-
-    /// The controller's pacing rate; none before the first RTT sample, so the initial window
-    /// goes out at once (RFC 9002 7.2) instead of being spread over a 333 ms guess of the RTT.
-    fn pacing_rate(&self) -> Option<f64> {
-        if self.rtt.has_sample() { self.controller.pacing_rate(self.rtt.smoothed()) } else { None }
-    }
-
-    /// Bytes the next request should ask for, if one may be sent now apart from pacing.
-    fn request_need(&mut self) -> Option<u64> {
-        if self.state != ReceiverState::Running || self.map.is_complete() {
-            return None;
-        }
-        let wanting = self.lost_bytes + self.unrequested_bytes;
-        if wanting == 0 {
-            return None;
-        }
-        let window = self.controller.window();
-        let rate = self.pacing_rate();
-        let part = u64::from(self.layout.part_size);
-        let batch = Pacer::batch_bytes(rate, part, window).min(MAX_REQUEST_PAYLOAD);
-        let need = batch.min(wanting);
-        let room = window.saturating_sub(self.in_flight);
-        if room < need {
-            return None;
-        }
-        if wanting < batch && room >= batch {
-            // Not enough left to fill the window: rate samples from now on understate the path.
-            self.app_limited_until = self.delivered + self.in_flight;
-        }
-        Some(need)
-    }
-
     /// The next REQUEST (or FINISHED) to send now, written into `buf`; returns its length. Call
     /// after every input and timeout until `None`. `buf` should hold
     /// [`datagram::MAX_REQUEST_LEN`] bytes (a smaller one limits the ranges per request).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if self.state == ReceiverState::Complete {
-            if self.finished_left > 0 && buf.len() >= datagram::HEADER_LEN {
-                self.finished_left -= 1;
-                return Some(datagram::encode_finished(self.config.token, buf));
-            }
-            return None;
-        }
-        if self.repeats_left > 0 && self.state == ReceiverState::Running {
-            self.repeats_left -= 1;
-            let n = self.repeat.len();
-            if buf.len() >= n {
-                buf[..n].copy_from_slice(&self.repeat);
-                return Some(n);
-            }
-        }
-        if !self.pacer.can_send(now) {
-            return None;
-        }
-        let need = self.request_need()?;
-        let max_ranges =
-            (buf.len().saturating_sub(REQUEST_HEADER_LEN) / RANGE_LEN).min(MAX_PARTS_PER_REQUEST);
-        if max_ranges == 0 {
-            return None;
-        }
-        let mut ranges: Vec<(u32, u32)> = Vec::new();
-        let mut parts: Vec<(u32, bool)> = Vec::new();
-        let mut bytes = 0u64;
-        while parts.len() < MAX_PARTS_PER_REQUEST && bytes < need {
-            let Some((part, retransmit)) = self.next_wanted() else {
-                break;
-            };
-            let len = self.layout.part_len(part) as u64;
-            let extends = ranges.last().is_some_and(|&(_, last)| last.wrapping_add(1) == part);
-            if (!extends && ranges.len() == max_ranges) || (bytes + len > need && bytes > 0) {
-                self.unwant(part, retransmit);
-                break;
-            }
-            match ranges.last_mut() {
-                Some((_, last)) if extends => *last = part,
-                _ => ranges.push((part, part)),
-            }
-            parts.push((part, retransmit));
-            bytes += len;
-        }
-        if parts.is_empty() {
-            return None;
-        }
-        let req_seq = self.next_req_seq;
-        self.next_req_seq = self.next_req_seq.wrapping_add(1);
-        if self.req_times.len() == REQUEST_TIMES_KEPT {
-            self.req_times.pop_front();
-            self.req_times_base = self.req_times_base.wrapping_add(1);
-        }
-        self.req_times.push_back(now);
-        if self.in_flight == 0 {
-            // Draft-cheng 3.2: a flight that starts from idle starts a fresh rate interval.
-            self.first_sent_time = now;
-            self.delivered_time = now;
-        }
-        let app_limited = self.app_limited_until > self.delivered;
-        for (part, retransmit) in parts {
-            let pos = self.base_pos + self.slots.len() as u64;
-            let len = self.layout.part_len(part) as u32;
-            self.slots.push_back(Slot {
-                part,
-                req_seq,
-                sent: now,
-                len,
-                outstanding: true,
-                delivered: self.delivered,
-                delivered_time: self.delivered_time,
-                first_sent_time: self.first_sent_time,
-                app_limited,
-            });
-            self.track.insert(part, Track::InFlight(pos));
-            self.in_flight += u64::from(len);
-            if retransmit {
-                self.progress.parts_retransmitted += 1;
-            }
-        }
-        self.last_sent = Some(now);
-        self.first_request.get_or_insert(now);
-        self.progress.requests_sent += 1;
-        let rate = self.pacing_rate();
-        self.pacer.on_send(now, bytes, rate);
-        self.controller.on_sent(now, bytes, self.in_flight);
-        let n = datagram::encode_request(self.config.token, req_seq, &ranges, buf);
-        self.repeats_left = self.config.request_copies.saturating_sub(1);
-        if self.repeats_left > 0 {
-            self.repeat.clear();
-            self.repeat.extend_from_slice(&buf[..n]);
-        }
-        Some(n)
-    }
-
-    /// The next part to ask for: parts judged lost first (they hold up the in-order prefix and the
-    /// hash), then parts never asked for.
-    fn next_wanted(&mut self) -> Option<(u32, bool)> {
-        while let Some(part) = self.lost_queue.pop_front() {
-            if self.track.get(&part) == Some(&Track::Queued) {
-                self.track.remove(&part);
-                self.lost_bytes -= self.layout.part_len(part) as u64;
-                return Some((part, true));
-            }
-        }
-        let part = self.map.next_missing(self.next_new)?;
-        self.next_new = part + 1;
-        self.unrequested_bytes -= self.layout.part_len(part) as u64;
-        Some((part, false))
-    }
-
-    /// Puts back a part [`Receiver::next_wanted`] handed out but the request had no room for.
-    fn unwant(&mut self, part: u32, retransmit: bool) {
-        let len = self.layout.part_len(part) as u64;
-        if retransmit {
-            self.track.insert(part, Track::Queued);
-            self.lost_queue.push_front(part);
-            self.lost_bytes += len;
-        } else {
-            self.next_new = part;
-            self.unrequested_bytes += len;
+        match self.state {
+            ReceiverState::Complete => self.finished_copy(buf),
+            ReceiverState::Running => self.request_copy(buf).or_else(|| self.new_request(now, buf)),
+            ReceiverState::Failed(_) => None,
         }
     }
 
@@ -722,7 +471,7 @@ impl Receiver {
             return None;
         }
         let mut t = self.last_progress + self.config.give_up_after;
-        if let Some(lt) = self.loss_time.or_else(|| self.pto_deadline()) {
+        if let Some(lt) = self.loss_deadline() {
             t = t.min(lt);
         }
         if let Some(p) = self.pacer.next_send()
@@ -736,19 +485,8 @@ impl Receiver {
         Some(t)
     }
 
-    /// Side-effect free version of the `request_need` check, for `poll_timeout`.
-    fn wants_to_send(&self) -> bool {
-        if self.map.is_complete() || self.lost_bytes + self.unrequested_bytes == 0 {
-            return false;
-        }
-        let window = self.controller.window();
-        let rate = self.pacing_rate();
-        let batch = Pacer::batch_bytes(rate, u64::from(self.layout.part_size), window)
-            .min(MAX_REQUEST_PAYLOAD);
-        let need = batch.min(self.lost_bytes + self.unrequested_bytes);
-        window.saturating_sub(self.in_flight) >= need
-    }
-
+    /// A timer set from [`Receiver::poll_timeout`] fired (early or late calls are harmless): give
+    /// up, report U5 or a checkpoint, or run the loss or probe timer, whichever is due.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state != ReceiverState::Running {
             return;
@@ -762,53 +500,7 @@ impl Receiver {
             self.events.push_back(ReceiverEvent::PartsTooLarge);
         }
         self.maybe_checkpoint(now);
-        if let Some(lt) = self.loss_time {
-            if now >= lt {
-                self.detect_lost(now);
-            }
-        } else if self.pto_deadline().is_some_and(|t| now >= t) {
-            self.on_pto(now);
-        }
-    }
-
-    /// The file range `[offset, offset + len)` that has arrived but is not hashed yet, starting at
-    /// the hash cursor. Feed it with [`Receiver::hash`]: from the buffer when it is the payload just
-    /// written, else by reading the `.part` file back (after a resume, or when a gap just closed).
-    pub fn next_to_hash(&self) -> Option<(u64, usize)> {
-        let prefix = self.map.prefix_bytes();
-        (self.hashed < prefix && self.state == ReceiverState::Running).then(|| {
-            let len = (prefix - self.hashed).min(HASH_CHUNK as u64) as usize;
-            (self.hashed, len)
-        })
-    }
-
-    /// Hashes `bytes`, which are the file's bytes at `offset`. Only the part at the hash cursor and
-    /// within the arrived prefix is used; anything else is ignored, so a confused caller cannot
-    /// make the digest cover bytes that never arrived.
-    pub fn hash(&mut self, offset: u64, bytes: &[u8]) {
-        if offset != self.hashed || self.state != ReceiverState::Running {
-            return;
-        }
-        let n = (self.map.prefix_bytes() - self.hashed).min(bytes.len() as u64) as usize;
-        self.hasher.update(&bytes[..n]);
-        self.hashed += n as u64;
-        self.check_complete();
-    }
-
-    fn check_complete(&mut self) {
-        if self.state != ReceiverState::Running
-            || !self.map.is_complete()
-            || self.hashed != self.layout.size
-        {
-            return;
-        }
-        if *self.hasher.finalize().as_bytes() == self.config.blake3 {
-            self.state = ReceiverState::Complete;
-            self.finished_left = FINISHED_COPIES;
-            self.events.push_back(ReceiverEvent::Complete);
-        } else {
-            self.fail(TransferError::DigestMismatch);
-        }
+        self.on_loss_timeout(now);
     }
 
     fn fail(&mut self, error: TransferError) {

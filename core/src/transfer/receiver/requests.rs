@@ -1,0 +1,211 @@
+//! Building what the receiver sends: REQUESTs, their copies, and FINISHED.
+//!
+//! A request goes out when the pacer allows it and the congestion window has room for a batch
+//! (about a millisecond of the pacing rate, see [`Pacer::batch_bytes`]). It asks for parts judged
+//! lost first (they hold up the in-order prefix and the hash), then for parts never asked for, in
+//! as few ranges as they make; each part gets a slot at its position for `loss`, with the delivery
+//! state for `rate`. Every REQUEST is then sent [`ReceiverConfig::request_copies`] times in all,
+//! back to back, with the same `req_seq`; once the download is complete, FINISHED goes out
+//! [`FINISHED_COPIES`] times.
+//!
+//! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: the REQUEST layout, `req_seq`, why a copy is free,
+//! the per-request limits) and [§2.3] (The client's side of a download: paced requests, lost
+//! parts first, FINISHED three times).
+//!
+//! [`ReceiverConfig::request_copies`]: super::ReceiverConfig::request_copies
+//! [§2.2]: ../../../../docs/PROTOCOL.md#22-datagrams
+//! [§2.3]: ../../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
+
+use std::time::Instant;
+
+use crate::transfer::pacing::Pacer;
+use crate::wire::datagram::{
+    self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN,
+};
+
+use super::loss::{Slot, Track};
+use super::{Receiver, ReceiverState};
+
+/// How many copies of FINISHED are sent: one lost FINISHED would hold the server's port for the
+/// idle timeout, and three independent copies make that unlikely without any timer.
+pub(super) const FINISHED_COPIES: u8 = 3;
+/// How many recent request send times are kept for RTT samples of late answers.
+const REQUEST_TIMES_KEPT: usize = 4096;
+
+impl Receiver {
+    /// The next copy of FINISHED, if one is due and `buf` holds it.
+    pub(super) fn finished_copy(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.finished_left > 0 && buf.len() >= datagram::HEADER_LEN {
+            self.finished_left -= 1;
+            return Some(datagram::encode_finished(self.config.token, buf));
+        }
+        None
+    }
+
+    /// The next copy of the last REQUEST, if one is due. A copy that `buf` cannot hold is
+    /// skipped, not kept for later.
+    pub(super) fn request_copy(&mut self, buf: &mut [u8]) -> Option<usize> {
+        if self.repeats_left > 0 && self.state == ReceiverState::Running {
+            self.repeats_left -= 1;
+            let n = self.repeat.len();
+            if buf.len() >= n {
+                buf[..n].copy_from_slice(&self.repeat);
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    /// A new REQUEST, if pacing and the window allow one and there is something to ask for.
+    pub(super) fn new_request(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if !self.pacer.can_send(now) {
+            return None;
+        }
+        let need = self.request_need()?;
+        let max_ranges =
+            (buf.len().saturating_sub(REQUEST_HEADER_LEN) / RANGE_LEN).min(MAX_PARTS_PER_REQUEST);
+        if max_ranges == 0 {
+            return None;
+        }
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        let mut parts: Vec<(u32, bool)> = Vec::new();
+        let mut bytes = 0u64;
+        while parts.len() < MAX_PARTS_PER_REQUEST && bytes < need {
+            let Some((part, retransmit)) = self.next_wanted() else {
+                break;
+            };
+            let len = self.layout.part_len(part) as u64;
+            let extends = ranges.last().is_some_and(|&(_, last)| last.wrapping_add(1) == part);
+            if (!extends && ranges.len() == max_ranges) || (bytes + len > need && bytes > 0) {
+                self.unwant(part, retransmit);
+                break;
+            }
+            match ranges.last_mut() {
+                Some((_, last)) if extends => *last = part,
+                _ => ranges.push((part, part)),
+            }
+            parts.push((part, retransmit));
+            bytes += len;
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        let req_seq = self.next_req_seq;
+        self.next_req_seq = self.next_req_seq.wrapping_add(1);
+        if self.req_times.len() == REQUEST_TIMES_KEPT {
+            self.req_times.pop_front();
+            self.req_times_base = self.req_times_base.wrapping_add(1);
+        }
+        self.req_times.push_back(now);
+        let at_send = self.rate.on_send(now, self.in_flight);
+        for (part, retransmit) in parts {
+            let pos = self.base_pos + self.slots.len() as u64;
+            let len = self.layout.part_len(part) as u32;
+            self.slots.push_back(Slot {
+                part,
+                req_seq,
+                sent: now,
+                len,
+                outstanding: true,
+                rate: at_send,
+            });
+            self.track.insert(part, Track::InFlight(pos));
+            self.in_flight += u64::from(len);
+            if retransmit {
+                self.progress.parts_retransmitted += 1;
+            }
+        }
+        self.last_sent = Some(now);
+        self.first_request.get_or_insert(now);
+        self.progress.requests_sent += 1;
+        let rate = self.pacing_rate();
+        self.pacer.on_send(now, bytes, rate);
+        self.controller.on_sent(now, bytes, self.in_flight);
+        let n = datagram::encode_request(self.config.token, req_seq, &ranges, buf);
+        self.repeats_left = self.config.request_copies.saturating_sub(1);
+        if self.repeats_left > 0 {
+            self.repeat.clear();
+            self.repeat.extend_from_slice(&buf[..n]);
+        }
+        Some(n)
+    }
+
+    /// When the request `req_seq` was sent, if it is recent enough to be remembered.
+    pub(super) fn request_time(&self, req_seq: u32) -> Option<Instant> {
+        let i = req_seq.wrapping_sub(self.req_times_base) as usize;
+        self.req_times.get(i).copied()
+    }
+
+    /// The controller's pacing rate; none before the first RTT sample, so the initial window
+    /// goes out at once (RFC 9002 7.2) instead of being spread over a 333 ms guess of the RTT.
+    fn pacing_rate(&self) -> Option<f64> {
+        if self.rtt.has_sample() { self.controller.pacing_rate(self.rtt.smoothed()) } else { None }
+    }
+
+    /// Bytes the next request should ask for, if one may be sent now apart from pacing.
+    fn request_need(&mut self) -> Option<u64> {
+        if self.state != ReceiverState::Running || self.map.is_complete() {
+            return None;
+        }
+        let wanting = self.lost_bytes + self.unrequested_bytes;
+        if wanting == 0 {
+            return None;
+        }
+        let window = self.controller.window();
+        let rate = self.pacing_rate();
+        let part = u64::from(self.layout.part_size);
+        let batch = Pacer::batch_bytes(rate, part, window).min(MAX_REQUEST_PAYLOAD);
+        let need = batch.min(wanting);
+        let room = window.saturating_sub(self.in_flight);
+        if room < need {
+            return None;
+        }
+        if wanting < batch && room >= batch {
+            // Not enough left to fill the window: rate samples from now on understate the path.
+            self.rate.set_app_limited(self.in_flight);
+        }
+        Some(need)
+    }
+
+    /// Side-effect free version of the `request_need` check, for `poll_timeout`.
+    pub(super) fn wants_to_send(&self) -> bool {
+        if self.map.is_complete() || self.lost_bytes + self.unrequested_bytes == 0 {
+            return false;
+        }
+        let window = self.controller.window();
+        let rate = self.pacing_rate();
+        let batch = Pacer::batch_bytes(rate, u64::from(self.layout.part_size), window)
+            .min(MAX_REQUEST_PAYLOAD);
+        let need = batch.min(self.lost_bytes + self.unrequested_bytes);
+        window.saturating_sub(self.in_flight) >= need
+    }
+
+    /// The next part to ask for: parts judged lost first (they hold up the in-order prefix and the
+    /// hash), then parts never asked for.
+    fn next_wanted(&mut self) -> Option<(u32, bool)> {
+        while let Some(part) = self.lost_queue.pop_front() {
+            if self.track.get(&part) == Some(&Track::Queued) {
+                self.track.remove(&part);
+                self.lost_bytes -= self.layout.part_len(part) as u64;
+                return Some((part, true));
+            }
+        }
+        let part = self.map.next_missing(self.next_new)?;
+        self.next_new = part + 1;
+        self.unrequested_bytes -= self.layout.part_len(part) as u64;
+        Some((part, false))
+    }
+
+    /// Puts back a part [`Receiver::next_wanted`] handed out but the request had no room for.
+    fn unwant(&mut self, part: u32, retransmit: bool) {
+        let len = self.layout.part_len(part) as u64;
+        if retransmit {
+            self.track.insert(part, Track::Queued);
+            self.lost_queue.push_front(part);
+            self.lost_bytes += len;
+        } else {
+            self.next_new = part;
+            self.unrequested_bytes += len;
+        }
+    }
+}
