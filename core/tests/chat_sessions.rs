@@ -107,6 +107,9 @@ impl Session {
                 ServerOutput::Close { conn } => {
                     writeln!(self.transcript, "[close] {}", self.labels[conn]).unwrap();
                 }
+                ServerOutput::EndTransfer { port } => {
+                    writeln!(self.transcript, "[udp] end the transfer on port {port}").unwrap();
+                }
                 ServerOutput::PauseReading { conn } => {
                     writeln!(self.transcript, "[pause reading] {}", self.labels[conn]).unwrap();
                 }

@@ -350,3 +350,25 @@ fn an_unusable_port_is_never_offered() {
     assert!(!text.contains("UDP 55000 "));
     assert!(text.contains("ERROR server busy"));
 }
+
+/// Issue 10: a client that leaves takes its transfers with it; its ports do not wait for the
+/// idle timeout (before, one host could hold every port by asking and leaving).
+#[test]
+fn a_client_that_leaves_frees_its_ports_at_once() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c 1200");
+    s.send(alice, "download_file hello.c 1200");
+    assert_eq!(s.serving.len(), 2);
+    s.send(alice, "{quit}");
+    assert!(s.serving.is_empty(), "both ports stopped: {:?}", s.serving);
+    assert_eq!(s.driver.transfers(), 0);
+    assert_eq!(s.transcript.matches("the client left the chat").count(), 2);
+    let bob = s.connect("bob");
+    s.send(bob, "bob");
+    s.send(bob, "download_file hello.c 1200");
+    s.send(bob, "download_file hello.c 1200");
+    let text = &s.received[&bob];
+    assert!(text.contains("UDP 55000 ") && text.contains("UDP 55001 "), "{text}");
+}

@@ -468,6 +468,7 @@ impl ServerDriver {
                     file: offer.offer.file,
                 });
             }
+            ServerOutput::EndTransfer { port } => self.endpoint.end(port),
             ServerOutput::PauseReading { conn } => {
                 self.out.push_back(Output::PauseReading { conn });
             }

@@ -157,6 +157,14 @@ impl Endpoint {
         }
     }
 
+    /// Ends the transfer on `port` at once, with nothing more sent (its client left).
+    pub fn end(&mut self, port: u16) {
+        // Reported even for a port not served (any more): the chat server then frees it all
+        // the same, and freeing a free port changes nothing.
+        self.served.remove(&port);
+        self.events.push_back(EndpointEvent::Ended { port, end: SenderEnd::ClientLeft });
+    }
+
     /// The next datagram to send on `port`, or `None` when there is nothing more for now.
     pub fn poll_transmit(&mut self, port: u16) -> Option<Transmit> {
         let served = self.served.get_mut(&port)?;

@@ -55,6 +55,8 @@ pub enum SenderEnd {
     Aborted(AbortCode),
     /// No valid request for the idle timeout (ABORT 3 was sent if a client address was known).
     TimedOut,
+    /// The client left the chat: its transfers end with it, without a datagram.
+    ClientLeft,
 }
 
 /// Something that happened to one transfer, server side.
@@ -78,6 +80,7 @@ impl std::fmt::Display for SenderEnd {
             SenderEnd::Finished => write!(f, "the client finished"),
             SenderEnd::Aborted(code) => write!(f, "aborted ({code})"),
             SenderEnd::TimedOut => write!(f, "no valid request within the idle timeout"),
+            SenderEnd::ClientLeft => write!(f, "the client left the chat"),
         }
     }
 }

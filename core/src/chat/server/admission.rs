@@ -119,6 +119,11 @@ impl ChatServer {
             self.name_deadlines.remove(&(deadline, conn));
         }
         self.paused.retain(|&(_, paused)| paused != conn);
+        // A client's transfers end with it: one that leaves (or reconnects) must not keep ports
+        // that others could use until the idle timeout (issue 10).
+        for port in self.ports.held_by(conn) {
+            self.push(ServerOutput::EndTransfer { port });
+        }
         let name = c.joined.as_ref().map(|(n, _)| n.clone());
         self.push(ServerOutput::Log(LogEvent::Disconnected {
             conn,

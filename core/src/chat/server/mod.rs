@@ -184,6 +184,13 @@ pub enum ServerOutput {
     },
     /// Bind `offer.port` and serve the transfer. Emitted before the `UDP ...` line's `Send`.
     StartTransfer(TransferOffer),
+    /// End the transfer on `port` now: the client it was offered to has left (PROTOCOL 4), so
+    /// its port is not held until the idle timeout. Answered, like any end, with
+    /// [`ServerInput::TransferEnded`].
+    EndTransfer {
+        /// The port.
+        port: u16,
+    },
     /// Stop reading this connection: it sent more than its share (C6). Its bytes wait in the
     /// kernel meanwhile, so its own TCP window closes and nobody else notices.
     PauseReading {

@@ -46,6 +46,11 @@ impl PortPool {
         self.unavailable.insert(port);
     }
 
+    /// The ports held by offers made to `conn`.
+    pub(super) fn held_by(&self, conn: ConnId) -> Vec<u16> {
+        self.in_use.iter().filter(|&(_, &c)| c == conn).map(|(&port, _)| port).collect()
+    }
+
     /// How many ports are held by offers.
     pub(super) fn in_use(&self) -> usize {
         self.in_use.len()
