@@ -337,7 +337,7 @@ fn downloads_are_byte_exact(server_rt: Rt, client_rt: Rt) {
     // A second download of the same file takes the next free name.
     let report =
         download(client_rt, &download_opts(&server, "one.bin", out.path(), "getter")).unwrap();
-    assert_eq!(report.path.file_name().unwrap(), "one (1).bin");
+    assert_eq!(std::path::Path::new(&report.path).file_name().unwrap(), "one (1).bin");
 }
 
 /// U10-style load, PROTOCOL 2.2: 16 downloads at once from several clients.

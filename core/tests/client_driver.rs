@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use natter_core::chat::catalogue::free_final_name;
@@ -292,7 +291,7 @@ impl Script {
                 assert_eq!(bytes, self.served[&file], "kept bytes differ");
                 self.disk.insert(name.clone(), bytes);
                 self.records.remove(&file);
-                let path = PathBuf::from("Downloads").join(name);
+                let path = format!("Downloads/{name}");
                 self.d.handle_input(now, Input::Saved { id, path });
             }
             Output::Discard { id } => {
@@ -310,7 +309,7 @@ impl Script {
                 let text = match result {
                     Ok(r) => format!(
                         "saved {} ({} bytes, {} resumed) in {} ms",
-                        r.path.display(),
+                        r.path,
                         r.size,
                         r.resumed,
                         r.elapsed.as_millis()
@@ -322,7 +321,7 @@ impl Script {
             Output::Finish(result) => {
                 let text = match &result {
                     None => "the chat session".to_owned(),
-                    Some(Ok(r)) => format!("got {}", r.path.display()),
+                    Some(Ok(r)) => format!("got {}", r.path),
                     Some(Err(e)) => format!("error: {e}"),
                 };
                 self.say(format!("  finish: {text}"));

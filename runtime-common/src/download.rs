@@ -248,7 +248,9 @@ impl DownloadFiles {
             }
             Output::Keep { id } => {
                 let input = match self.files.remove(&id).map(DownloadFile::keep) {
-                    Some(Ok(path)) => Input::Saved { id, path },
+                    Some(Ok(path)) => {
+                        Input::Saved { id, path: path.to_string_lossy().into_owned() }
+                    }
                     Some(Err(error)) => Input::IoFailed { id, error },
                     None => return None,
                 };

@@ -6,20 +6,16 @@
 //! it ends, and `natter get`'s auto-quit ([`Mode::Get`]). A runtime waits, reads, feeds, performs
 //! the [`Output`]s and arms the timer; it decides nothing.
 //!
-//! The call order, as a runtime runs it (this compiles; the socket and file work is elided):
+//! The call order: one turn of a runtime's loop (this compiles; the socket and file work is
+//! elided, and `now` is the runtime's clock, read by the runtime, never by the core):
 //!
 //! ```
 //! use std::time::Instant;
-//! use natter_core::driver::client::{ClientConfig, ClientDriver, Input, Mode, Output};
-//! use natter_core::wire::datagram::MAX_REQUEST_LEN;
+//! use natter_core::driver::client::{ClientDriver, Input, Output};
 //!
-//! let ip = "127.0.0.1".parse().unwrap();
-//! let config = ClientConfig::new("alice", Mode::Interactive, ip, 1200);
-//! let mut driver = ClientDriver::new(config, Instant::now());
-//! let mut request = vec![0; MAX_REQUEST_LEN];
+//! fn turn(driver: &mut ClientDriver, now: Instant, request: &mut [u8]) {
 //! // 1. Feed what happened: chat bytes, a typed line, a datagram (each stamped with its own
 //! //    `now`: the congestion controller divides by the time between arrivals), a timer.
-//! let now = Instant::now();
 //! driver.handle_input(now, Input::Received(b"alice has joined the chat!\nALL\n"));
 //! driver.handle_input(now, Input::Typed("hello"));
 //! let (id, datagram) = (0, [0u8; 0]);
@@ -42,7 +38,7 @@
 //!         }
 //!     }
 //!     let mut sent = false;
-//!     while let Some((_id, _len)) = driver.poll_transmit(now, &mut request) {
+//!     while let Some((_id, _len)) = driver.poll_transmit(now, request) {
 //!         sent = true; // send request[.._len] on download _id's socket
 //!     }
 //!     if !sent {
@@ -50,6 +46,7 @@
 //!     }
 //! }
 //! // 3. Sleep until a socket is ready, a line is typed or driver.poll_timeout(); go to 1.
+//! }
 //! ```
 //!
 //! Outputs that ask for file work ([`Output::Open`], [`Output::Keep`]) are answered with an input
@@ -60,7 +57,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::chat::client::{ChatClient, ChatInput, ChatOutput, ClientEvent, Offer, Sent};
@@ -150,7 +146,7 @@ pub enum Input<'a> {
         /// The download.
         id: DownloadId,
         /// Where the verified file is now.
-        path: PathBuf,
+        path: String,
     },
     /// The I/O of download `id` failed (opening, writing, saving, renaming, its socket).
     IoFailed {
@@ -237,7 +233,7 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DownloadReport {
     /// Where the verified file is.
-    pub path: PathBuf,
+    pub path: String,
     /// Its size in bytes.
     pub size: u64,
     /// Bytes that were already on disk from an interrupted attempt.
@@ -261,7 +257,7 @@ impl std::fmt::Display for DownloadReport {
         write!(
             f,
             "saved {} ({} bytes) in {:.3} s, {:.2} MB/s, blake3 verified",
-            self.path.display(),
+            self.path,
             self.size,
             self.elapsed.as_secs_f64(),
             self.goodput() / 1e6
@@ -779,7 +775,7 @@ impl ClientDriver {
         }
     }
 
-    fn on_saved(&mut self, now: Instant, id: DownloadId, path: PathBuf) {
+    fn on_saved(&mut self, now: Instant, id: DownloadId, path: String) {
         let Some(d) = self.downloads.get(&id) else {
             return;
         };

@@ -17,18 +17,16 @@
 //! [§1.5]: ../../../docs/PROTOCOL.md#15-limits-and-protection
 //! [§2.6]: ../../../docs/PROTOCOL.md#26-timeouts-and-how-a-transfer-ends
 //!
-//! The call order, as a runtime runs it (this compiles; the socket work is elided):
+//! The call order: one turn of a runtime's loop (this compiles; the socket work is elided, and
+//! `now` is the runtime's clock, read by the runtime, never by the core):
 //!
 //! ```
+//! use std::net::SocketAddr;
 //! use std::time::Instant;
-//! use natter_core::chat::catalogue::Catalogue;
-//! use natter_core::chat::server::ServerConfig;
 //! use natter_core::driver::server::{Input, Output, ServerDriver};
 //!
-//! let mut driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 7);
-//! let peer = "127.0.0.1:40000".parse().unwrap();
+//! fn turn(driver: &mut ServerDriver, now: Instant, peer: SocketAddr, log: &mut Vec<String>) {
 //! // 1. Feed what happened: a connection, its bytes, a datagram, a timer.
-//! let now = Instant::now();
 //! driver.handle_input(now, Input::Accepted { conn: 1, peer });
 //! driver.handle_input(now, Input::Received { conn: 1, bytes: b"alice\n" });
 //! if driver.poll_timeout().is_some_and(|at| at <= now) {
@@ -47,10 +45,11 @@
 //!         Output::AcceptAgain => {}
 //!         Output::Serve { .. } | Output::CheckFile { .. } | Output::StopServing { .. } => {}
 //!         Output::Transmit { port } => while let Some(_datagram) = driver.poll_transmit(now, port) {},
-//!         Output::Log(event) => println!("{event}"),
+//!         Output::Log(event) => log.push(event.to_string()),
 //!     }
 //! }
 //! // 3. Sleep until a socket is ready or until driver.poll_timeout(), then go to 1.
+//! }
 //! ```
 
 use core::net::SocketAddr;

@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{
@@ -304,7 +303,7 @@ impl DrivenClient {
                 files.insert(name.clone(), bytes);
                 d.kept_as = Some(name.clone());
                 self.actions.push_back(ClientAction::Note(format!("keep #{id} as {name}")));
-                driver.handle_input(now, Input::Saved { id, path: PathBuf::from(name) });
+                driver.handle_input(now, Input::Saved { id, path: name.clone() });
             }
             Output::Discard { id } => {
                 self.actions.push_back(ClientAction::Note(format!("discard #{id}")));
@@ -344,7 +343,7 @@ impl DrivenClient {
             Output::Finish(result) => {
                 let text = match &result {
                     None => "finish".to_owned(),
-                    Some(Ok(r)) => format!("finish: got {}", r.path.display()),
+                    Some(Ok(r)) => format!("finish: got {}", r.path),
                     Some(Err(e)) => format!("finish: {e}"),
                 };
                 self.actions.push_back(ClientAction::Note(text));
