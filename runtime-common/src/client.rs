@@ -113,26 +113,28 @@ pub struct ClientIo {
 
 impl ClientIo {
     /// An interactive chat client.
-    pub fn interactive(options: &ClientOptions, now: Instant) -> Self {
-        let part_size = options.part_size.unwrap_or_else(|| default_part_size(options.addr.ip()));
-        let mut config = ClientConfig::new(
-            options.name.clone(),
-            Mode::Interactive,
-            options.addr.ip(),
-            part_size,
-        );
-        config.give_up_after = options.stall_timeout;
-        Self::new(config, options.out_dir.clone(), now)
+    pub fn interactive(o: &ClientOptions, now: Instant) -> Self {
+        let config = Self::config(Mode::Interactive, &o.name, o.addr, o.part_size, o.stall_timeout);
+        Self::new(config, o.out_dir.clone(), now)
     }
 
     /// `natter get`: one download, then leave.
-    pub fn get(options: &DownloadOptions, now: Instant) -> Self {
-        let part_size = options.part_size.unwrap_or_else(|| default_part_size(options.addr.ip()));
-        let mode = Mode::Get { file: options.file.clone() };
-        let mut config =
-            ClientConfig::new(options.name.clone(), mode, options.addr.ip(), part_size);
-        config.give_up_after = options.stall_timeout;
-        Self::new(config, options.out_dir.clone(), now)
+    pub fn get(o: &DownloadOptions, now: Instant) -> Self {
+        let mode = Mode::Get { file: o.file.clone() };
+        let config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
+        Self::new(config, o.out_dir.clone(), now)
+    }
+
+    /// The driver's config; a part size not given is the largest the route to `addr` carries.
+    fn config(
+        mode: Mode,
+        name: &str,
+        addr: SocketAddr,
+        part_size: Option<u16>,
+        give_up_after: std::time::Duration,
+    ) -> ClientConfig {
+        let part_size = part_size.unwrap_or_else(|| default_part_size(addr.ip()));
+        ClientConfig { give_up_after, ..ClientConfig::new(name, mode, addr.ip(), part_size) }
     }
 
     fn new(config: ClientConfig, out_dir: PathBuf, now: Instant) -> Self {
