@@ -5,10 +5,11 @@
 //! random and burst loss (so lost datagrams do not use the bottleneck), then queues for the
 //! bottleneck (dropped if the queue would exceed its byte bound), is serialised at the link rate,
 //! then travels the one-way delay plus a random jitter (which reorders datagrams), and may arrive
-//! twice or with one bit flipped.
+//! twice or damaged ([`super::damage`]).
 
 use std::time::Duration;
 
+use super::damage::DamageMix;
 use super::rng::SplitMix64;
 
 /// The Gilbert-Elliott two-state burst-loss model: in the bad state datagrams are lost with
@@ -39,8 +40,10 @@ pub struct LinkConfig {
     pub burst: Option<GilbertElliott>,
     /// Probability a datagram is delivered twice (the copy gets its own jitter).
     pub duplicate: f64,
-    /// Probability a delivered datagram has one random bit flipped.
+    /// Probability a delivered datagram is damaged.
     pub corrupt: f64,
+    /// How a damaged datagram is damaged; one bit flipped unless set.
+    pub damage: DamageMix,
     /// Drop-tail bound of the bottleneck queue, bytes.
     pub queue_bytes: u64,
     /// Everything entering during `[from, until)` (simulated time) is lost: an outage.
@@ -58,6 +61,7 @@ impl LinkConfig {
             burst: None,
             duplicate: 0.0,
             corrupt: 0.0,
+            damage: DamageMix::ONE_BIT,
             queue_bytes,
             blackhole: None,
         }

@@ -9,6 +9,7 @@
 //! Several transfers can share the path (and so its bottleneck queue), which is how fairness and
 //! queue growth are measured.
 
+pub mod damage;
 pub mod link;
 pub mod rng;
 pub mod system;
@@ -279,7 +280,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                     for &(at_ns, corrupt) in &copies {
                         let mut bytes = buf[..n].to_vec();
                         if corrupt {
-                            flip_bit(&mut bytes, &mut rng);
+                            damage::damage(&mut bytes, &up.config.damage, &mut rng);
                         }
                         seq += 1;
                         queue.push(Reverse(Event { at_ns, seq, flow: i, to_sender: true, bytes }));
@@ -307,7 +308,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                 for &(at_ns, corrupt) in &copies {
                     let mut bytes = buf[..bytes_len].to_vec();
                     if corrupt {
-                        flip_bit(&mut bytes, &mut rng);
+                        damage::damage(&mut bytes, &down.config.damage, &mut rng);
                     }
                     seq += 1;
                     queue.push(Reverse(Event { at_ns, seq, flow: i, to_sender: false, bytes }));
@@ -423,12 +424,4 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
         })
         .collect();
     SimReport { flows, down: down.stats, up: up.stats, end: Duration::from_nanos(now_ns) }
-}
-
-fn flip_bit(bytes: &mut [u8], rng: &mut SplitMix64) {
-    if bytes.is_empty() {
-        return;
-    }
-    let bit = rng.below(bytes.len() as u64 * 8);
-    bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
 }

@@ -6,7 +6,7 @@
 use core::net::{IpAddr, SocketAddr};
 
 use super::{Ev, World};
-use crate::sim::rng::SplitMix64;
+use crate::sim::damage::damage;
 
 /// The UDP port of a client's socket for download `id`.
 pub(super) fn udp_addr(ip: IpAddr, id: u64) -> SocketAddr {
@@ -25,10 +25,11 @@ impl World {
         }
         let mut copies = Vec::new();
         c.down.transmit(self.now_ns, bytes.len(), &mut self.rng, &mut copies);
+        let mix = c.down.config.damage;
         for (at_ns, corrupt) in copies {
             let mut bytes = bytes.to_vec();
             if corrupt {
-                flip_bit(&mut bytes, &mut self.rng);
+                damage(&mut bytes, &mix, &mut self.rng);
             }
             self.schedule_at(at_ns, Ev::DatagramToClient { client, id, bytes });
         }
@@ -46,20 +47,13 @@ impl World {
         let from = udp_addr(c.ip, id);
         let mut copies = Vec::new();
         c.up.transmit(self.now_ns, bytes.len(), &mut self.rng, &mut copies);
+        let mix = c.up.config.damage;
         for (at_ns, corrupt) in copies {
             let mut bytes = bytes.to_vec();
             if corrupt {
-                flip_bit(&mut bytes, &mut self.rng);
+                damage(&mut bytes, &mix, &mut self.rng);
             }
             self.schedule_at(at_ns, Ev::DatagramToServer { port, from, bytes });
         }
     }
-}
-
-pub(super) fn flip_bit(bytes: &mut [u8], rng: &mut SplitMix64) {
-    if bytes.is_empty() {
-        return;
-    }
-    let bit = rng.below(bytes.len() as u64 * 8);
-    bytes[(bit / 8) as usize] ^= 1 << (bit % 8);
 }
