@@ -9,7 +9,7 @@ mod support;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use natter_core::wire::datagram::{self, Datagram};
+use natter_core::wire::datagram::{self, Datagram, Version};
 use support::*;
 
 /// Runs a chat scenario against each server runtime.
@@ -433,6 +433,50 @@ on_each_pair!(
     piped_private_error_then_download,
 );
 
+/// PROTOCOL 5, 2.2: a version-1 client (REQUEST and FINISHED without a checksum trailer) is
+/// served in version 1: its PARTs carry version 1, and its FINISHED frees the port.
+fn a_version_1_client_is_still_served(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        let only = *o.chat.udp_ports.start();
+        o.chat.udp_ports = only..=only;
+    });
+    let mut a = Raw::join(server.addr, "old");
+    a.send("download_file hello.c");
+    let offer = a.line();
+    let words: Vec<&str> = offer.split(' ').collect();
+    let port: u16 = words[1].parse().unwrap();
+    let token = u64::from_str_radix(words[7], 16).unwrap();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    udp.connect(("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = datagram::encode_request_in(Version::V1, token, 0, &[(0, 1)], &mut buf);
+    udp.send(&buf[..n]).unwrap();
+    let mut file = vec![0u8; 1841];
+    for _ in 0..2 {
+        let n = udp.recv(&mut buf).unwrap();
+        let Ok((Version::V1, Datagram::Part(part))) = datagram::parse_versioned(&buf[..n]) else {
+            panic!("not a version-1 part: {:?}", datagram::parse_versioned(&buf[..n]))
+        };
+        let at = part.part as usize * 1200;
+        file[at..at + part.data.len()].copy_from_slice(part.data);
+    }
+    assert_eq!(file, pattern(1841, 1));
+    let n = datagram::encode_finished_in(Version::V1, token, &mut buf);
+    udp.send(&buf[..n]).unwrap();
+    // The only port is free again once FINISHED was understood.
+    let deadline = std::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        a.send("download_file hello.c");
+        let line = a.line();
+        if line.starts_with("UDP ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "FINISHED v1 did not free the port: {line}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 // ---------------------------------------------------------------- transfer limits
 
 /// U9, PROTOCOL 2.1-2.2: all ports busy gives `ERROR server busy`; the per-client cap gives ERROR;
@@ -571,6 +615,7 @@ fn reset_in_the_middle_of_a_line(rt: Rt) {
 }
 
 on_each_server!(
+    a_version_1_client_is_still_served,
     reset_in_the_middle_of_a_line,
     port_held_by_another_program_is_skipped,
     folder_changes_are_seen,

@@ -8,7 +8,7 @@ use natter_core::transfer::parts::ResumeError;
 use natter_core::transfer::receiver::{
     Accept, Receiver, ReceiverConfig, ReceiverState, TransferError,
 };
-use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
+use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN, Version};
 
 const TOKEN: u64 = 0x0123_4567_89ab_cdef;
 
@@ -146,16 +146,32 @@ fn abort_from_server_fails_with_a_sanitised_reason() {
     let t0 = Instant::now();
     let mut r = Receiver::new(config(&content, 1000), t0);
     let mut buf = [0u8; 128];
-    let n = datagram::encode_abort(TOKEN, AbortCode::FileChanged, "gone\n\x1b[2Jfake", &mut buf);
+    // S4: controls, the line separator and a bidi override are all shown as escapes. Before the
+    // fix only controls were replaced, so U+2028 and U+202E reached the terminal.
+    let reason = "gone\n\x1b[2Jfake\u{2028}next\u{202e}txt.exe";
+    let n = datagram::encode_abort(TOKEN, AbortCode::FileChanged, reason, &mut buf);
     assert_eq!(r.handle_datagram(t0, &buf[..n]), None);
     assert_eq!(
         r.state(),
         ReceiverState::Failed(TransferError::Aborted {
             code: AbortCode::FileChanged,
-            reason: "gone\u{fffd}\u{fffd}[2Jfake".into()
+            reason: "gone\\u{000a}\\u{001b}[2Jfake\\u{2028}next\\u{202e}txt.exe".into()
         })
     );
     assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn a_version_1_abort_is_not_believed() {
+    // PROTOCOL 5: the client speaks version 2 and its server answers in it; a version-1 ABORT
+    // has no checksum, so one that arrives is dropped like any other unchecked datagram.
+    let content = file(3000);
+    let t0 = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), t0);
+    let mut buf = [0u8; 128];
+    let n = datagram::encode_abort_in(Version::V1, TOKEN, AbortCode::TimedOut, "x", &mut buf);
+    assert_eq!(r.handle_datagram(t0, &buf[..n]), None);
+    assert_eq!(r.state(), ReceiverState::Running);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 use natter_core::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};
-use natter_core::wire::datagram::{self, AbortCode, Datagram};
+use natter_core::wire::datagram::{self, AbortCode, Datagram, Version};
 
 const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
 const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
@@ -34,8 +34,15 @@ fn request(req_seq: u32, ranges: &[(u32, u32)]) -> Vec<u8> {
     buf
 }
 
+fn request_v1(req_seq: u32, ranges: &[(u32, u32)]) -> Vec<u8> {
+    let mut buf = vec![0; datagram::request_len(ranges.len())];
+    let n = datagram::encode_request_in(Version::V1, TOKEN, req_seq, ranges, &mut buf);
+    buf.truncate(n);
+    buf
+}
+
 fn finished(token: u64) -> Vec<u8> {
-    let mut buf = vec![0; datagram::HEADER_LEN];
+    let mut buf = vec![0; datagram::FINISHED_LEN];
     datagram::encode_finished(token, &mut buf);
     buf
 }
@@ -46,14 +53,17 @@ fn drain(s: &mut Sender, log: &mut String) -> usize {
     while let Some(out) = s.poll_output() {
         n += 1;
         match out {
-            SenderOutput::SendPart { to, req_seq, part, offset, len } => writeln!(
+            SenderOutput::SendPart { version, to, req_seq, part, offset, len } => writeln!(
                 log,
-                "  send part {part} (req {req_seq}, offset {offset}, len {len}) to {to}"
+                "  send part {part} (req {req_seq}, offset {offset}, len {len}, {version:?}) to {to}"
             ),
-            SenderOutput::SendDatagram { to, bytes } => match datagram::parse(&bytes) {
-                Ok(Datagram::Abort(a)) => {
-                    writeln!(log, "  send ABORT {} \"{}\" to {to}", u16::from(a.code), a.reason)
-                }
+            SenderOutput::SendDatagram { to, bytes } => match datagram::parse_versioned(&bytes) {
+                Ok((version, Datagram::Abort(a))) => writeln!(
+                    log,
+                    "  send ABORT {} \"{}\" ({version:?}) to {to}",
+                    u16::from(a.code),
+                    a.reason
+                ),
                 other => writeln!(log, "  send unexpected {other:?}"),
             },
             SenderOutput::Done(end) => writeln!(log, "  done: {end:?}"),
@@ -99,6 +109,7 @@ fn u2_answers_only_the_right_token_ip_and_first_address() {
     let mut log = String::new();
     let mut wrong_token = request(0, &[(0, 0)]);
     wrong_token[11] ^= 1;
+    datagram::reseal(&mut wrong_token); // a well-formed datagram with another token
     step(&mut s, t0, client(), "REQUEST with a wrong token", &wrong_token, &mut log);
     let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40_000);
     step(&mut s, t0, stranger, "REQUEST 0 from another IP", &request(0, &[(0, 0)]), &mut log);
@@ -134,6 +145,89 @@ fn u3_duplicated_and_replayed_requests_send_nothing_more() {
     assert_eq!(s.poll_output(), None);
     assert_eq!(s.stats().requests_ignored, 11);
     assert_eq!(s.stats().parts_sent, 2);
+}
+
+#[test]
+fn u3_req_seq_wraps_around_after_2_pow_32_requests() {
+    // PROTOCOL 2.2: req_seq is a serial number. Before the fix the server compared it with `<=`
+    // and ignored the client for the rest of the transfer once its counter wrapped to 0.
+    let t0 = Instant::now();
+    let mut s = sender(10_000, 1000, t0);
+    let mut log = String::new();
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 4294967294 [0-0]",
+        &request(u32::MAX - 1, &[(0, 0)]),
+        &mut log,
+    );
+    step(&mut s, t0, client(), "REQUEST 4294967295 [1-1]", &request(u32::MAX, &[(1, 1)]), &mut log);
+    step(&mut s, t0, client(), "REQUEST 0 [2-2] (wrapped)", &request(0, &[(2, 2)]), &mut log);
+    step(&mut s, t0, client(), "REQUEST 1 [3-3]", &request(1, &[(3, 3)]), &mut log);
+    step(
+        &mut s,
+        t0,
+        client(),
+        "REQUEST 4294967295 replayed",
+        &request(u32::MAX, &[(1, 1)]),
+        &mut log,
+    );
+    assert_eq!(s.stats().requests_answered, 4);
+    assert_eq!(s.stats().requests_ignored, 1);
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn a_newer_request_replaces_what_an_older_one_still_owed() {
+    // Issue 10: the parts owed per transfer are bounded. Before the fix every REQUEST appended to
+    // the queue, so requests arriving faster than parts left grew it without end.
+    let t0 = Instant::now();
+    let mut s = sender(1_000_000_000, 1000, t0);
+    for req_seq in 0..1000u32 {
+        let first = req_seq * 200;
+        let req = request(req_seq, &[(first, first + 199)]);
+        s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &req });
+        // Only one part leaves between two requests, as when the socket is full.
+        assert!(matches!(s.poll_output(), Some(SenderOutput::SendPart { .. })));
+    }
+    assert_eq!(s.stats().parts_replaced, 999 * 199);
+    // What is left is the rest of the last request and nothing else.
+    let mut rest = Vec::new();
+    while let Some(SenderOutput::SendPart { req_seq, part, .. }) = s.poll_output() {
+        assert_eq!(req_seq, 999);
+        rest.push(part);
+    }
+    assert_eq!(rest, (999 * 200 + 1..999 * 200 + 200).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_version_1_client_is_served_in_version_1() {
+    // PROTOCOL 5: a version-2 server still serves a version-1 client, answering in its version.
+    let t0 = Instant::now();
+    let mut s = sender(2500, 1000, t0);
+    let mut log = String::new();
+    step(&mut s, t0, client(), "REQUEST 0 [0-1] in version 1", &request_v1(0, &[(0, 1)]), &mut log);
+    step(&mut s, t0, client(), "REQUEST 1 [9-9] in version 1", &request_v1(1, &[(9, 9)]), &mut log);
+    insta::assert_snapshot!(log);
+}
+
+#[test]
+fn u1_a_corrupted_request_gets_no_reply() {
+    // Issue 10: REQUESTs carry a CRC32C (version 2). Before, a bit flipped in a range was
+    // answered with parts nobody asked for, or with ABORT 2 that ended a healthy transfer.
+    let t0 = Instant::now();
+    let mut s = sender(100_000, 1000, t0);
+    let good = request(0, &[(10, 20)]);
+    for bit in 0..good.len() * 8 {
+        let mut bad = good.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &bad });
+        assert_eq!(s.poll_output(), None, "bit {bit}");
+    }
+    assert_eq!(s.stats().requests_answered, 0);
+    s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &good });
+    assert!(matches!(s.poll_output(), Some(SenderOutput::SendPart { part: 10, .. })));
 }
 
 #[test]

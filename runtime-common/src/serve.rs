@@ -21,7 +21,7 @@ use natter_core::chat::catalogue::DigestCache;
 
 use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
 use natter_core::transfer::endpoint::Transmit;
-use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN, seal_part};
+use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN, seal_part_in};
 
 use crate::net::{self, SendBatch, UdpSender};
 use crate::served::ServedFile;
@@ -189,7 +189,7 @@ impl PortIo {
             };
             let buf = &mut self.batch[at..at + stride];
             match transmit {
-                Transmit::Part { to, token, req_seq, part, offset, len } => {
+                Transmit::Part { version, to, token, req_seq, part, offset, len } => {
                     let read =
                         match (&self.file, buf.get_mut(PART_HEADER_LEN..PART_HEADER_LEN + len)) {
                             (Some(file), Some(payload)) => file.read_part(offset, payload).is_ok(),
@@ -201,7 +201,7 @@ impl PortIo {
                         driver.handle_input(now, Input::FileChanged { port });
                         continue;
                     }
-                    self.meta.push((to, seal_part(buf, token, req_seq, part, len)));
+                    self.meta.push((to, seal_part_in(version, buf, token, req_seq, part, len)));
                 }
                 Transmit::Datagram { to, bytes } => {
                     let len = bytes.len().min(buf.len());

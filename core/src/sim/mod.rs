@@ -289,11 +289,18 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
             }
             while let Some(out) = flow.sender.poll_output() {
                 let bytes_len = match out {
-                    SenderOutput::SendPart { req_seq, part, offset, len, .. } => {
+                    SenderOutput::SendPart { version, req_seq, part, offset, len, .. } => {
                         let at = offset as usize;
                         buf[PART_HEADER_LEN..PART_HEADER_LEN + len]
                             .copy_from_slice(&flow.content[at..at + len]);
-                        datagram::seal_part(&mut buf, 0x1000 + i as u64, req_seq, part, len)
+                        datagram::seal_part_in(
+                            version,
+                            &mut buf,
+                            0x1000 + i as u64,
+                            req_seq,
+                            part,
+                            len,
+                        )
                     }
                     SenderOutput::SendDatagram { bytes, .. } => {
                         buf[..bytes.len()].copy_from_slice(&bytes);

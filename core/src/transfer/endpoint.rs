@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::chat::server::TransferOffer;
 use crate::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};
+use crate::wire::datagram::Version;
 
 /// How often the served file is looked at for a change while its parts are being asked for
 /// (one `lstat` each time): a file edited during a transfer is noticed within this long (U7).
@@ -27,10 +28,12 @@ pub const CHANGE_CHECK_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
     /// Read `len` bytes at `offset` of the served file into `buf[PART_HEADER_LEN..]`, call
-    /// [`crate::wire::datagram::seal_part`]`(buf, token, req_seq, part, len)` and send the result
+    /// [`crate::wire::datagram::seal_part_in`]`(version, buf, token, req_seq, part, len)` and send the result
     /// to `to`. A read that comes up short means the file changed: report
     /// [`SenderInput::FileChanged`].
     Part {
+        /// The datagram version the client speaks (that of its REQUESTs).
+        version: Version,
         /// The client's address, locked by its first valid REQUEST.
         to: SocketAddr,
         /// The transfer's token, written into the PART header.
@@ -169,8 +172,16 @@ impl Endpoint {
     pub fn poll_transmit(&mut self, port: u16) -> Option<Transmit> {
         let served = self.served.get_mut(&port)?;
         match served.sender.poll_output() {
-            Some(SenderOutput::SendPart { to, req_seq, part, offset, len }) => {
-                Some(Transmit::Part { to, token: served.token, req_seq, part, offset, len })
+            Some(SenderOutput::SendPart { version, to, req_seq, part, offset, len }) => {
+                Some(Transmit::Part {
+                    version,
+                    to,
+                    token: served.token,
+                    req_seq,
+                    part,
+                    offset,
+                    len,
+                })
             }
             Some(SenderOutput::SendDatagram { to, bytes }) => {
                 Some(Transmit::Datagram { to, bytes })

@@ -5,7 +5,12 @@
 //! that got the offer, and after the first valid REQUEST only from that exact source address, so the
 //! port cannot be hijacked or used to reflect traffic at a third party (TEST-CATALOGUE U2). A REQUEST
 //! whose `req_seq` is not newer than the last one answered is ignored, so duplicated or replayed
-//! requests never multiply traffic (U3). One REQUEST is answered with at most 256 parts / 2 MiB.
+//! requests never multiply traffic (U3); `req_seq` is compared as a serial number, so it may wrap.
+//! One REQUEST is answered with at most 256 parts / 2 MiB, and a newer REQUEST replaces whatever an
+//! older one still had owed, so the parts a transfer owes never exceed one request's worth.
+//!
+//! The client's REQUESTs decide the datagram version (PROTOCOL.md 5): its PARTs and ABORT go out in
+//! the version of the last REQUEST answered, so a version-1 client is served as before.
 //!
 //! The sender does not read the file: [`SenderOutput::SendPart`] says which bytes to send and the
 //! runtime `pread`s them straight into its datagram buffer and calls
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::transfer::parts::Layout;
 use crate::wire::datagram::{
-    self, AbortCode, Datagram, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD,
+    self, AbortCode, Datagram, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, Version,
 };
 
 /// The default idle timeout (PROTOCOL.md 2.6): the port is freed when no valid request arrived
@@ -89,8 +94,10 @@ impl std::fmt::Display for SenderEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderOutput {
     /// Read `len` bytes at `offset` into `buf[PART_HEADER_LEN..]`, call
-    /// `seal_part(buf, token, req_seq, part, len)` and send the result to `to`.
+    /// `seal_part_in(version, buf, token, req_seq, part, len)` and send the result to `to`.
     SendPart {
+        /// The datagram version the client speaks.
+        version: Version,
         /// The client's address, locked by the first valid REQUEST.
         to: SocketAddr,
         /// The `req_seq` of the REQUEST this part answers, echoed in the PART.
@@ -120,6 +127,8 @@ pub struct SenderStats {
     pub requests_answered: u64,
     /// REQUESTs ignored because their `req_seq` was not newer than the last answered (U3).
     pub requests_ignored: u64,
+    /// Parts a REQUEST had asked for that were not sent because a newer REQUEST replaced it.
+    pub parts_replaced: u64,
     /// [`SenderOutput::SendPart`] orders handed out.
     pub parts_sent: u64,
     /// Datagrams dropped without a reply: wrong source address, unparsable, wrong token, or a
@@ -135,8 +144,11 @@ pub struct Sender {
     /// The only address answered, fixed by the first valid REQUEST.
     peer: Option<SocketAddr>,
     last_req_seq: Option<u32>,
-    /// Parts still to announce: (req_seq, first, last) inclusive, already clamped to the bounds.
-    pending: VecDeque<(u32, u32, u32)>,
+    /// The version of the last REQUEST answered: PARTs and ABORT go out in it.
+    version: Version,
+    /// Parts still to announce for the last REQUEST answered: (first, last) inclusive, already
+    /// clamped to the bounds; at most 256 parts in all.
+    pending: VecDeque<(u32, u32)>,
     deadline: Instant,
     end: Option<SenderEnd>,
     done_emitted: bool,
@@ -153,6 +165,7 @@ impl Sender {
             config,
             peer: None,
             last_req_seq: None,
+            version: Version::CURRENT,
             pending: VecDeque::new(),
             end: None,
             done_emitted: false,
@@ -193,7 +206,7 @@ impl Sender {
             self.stats.dropped += 1;
             return;
         }
-        let Ok(dgram) = datagram::parse(buf) else {
+        let Ok((version, dgram)) = datagram::parse_versioned(buf) else {
             self.stats.dropped += 1;
             return;
         };
@@ -202,7 +215,7 @@ impl Sender {
             return;
         }
         match dgram {
-            Datagram::Request(req) => self.on_request(now, from, req),
+            Datagram::Request(req) => self.on_request(now, from, version, req),
             // FINISHED may come before any REQUEST (an empty file has nothing to ask for).
             Datagram::Finished { .. } => {
                 self.pending.clear();
@@ -212,12 +225,19 @@ impl Sender {
         }
     }
 
-    fn on_request(&mut self, now: Instant, from: SocketAddr, req: datagram::Request) {
-        if self.last_req_seq.is_some_and(|last| req.req_seq <= last) {
+    fn on_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        version: Version,
+        req: datagram::Request,
+    ) {
+        if self.last_req_seq.is_some_and(|last| !is_newer(req.req_seq, last)) {
             self.stats.requests_ignored += 1;
             return;
         }
         self.peer = Some(from);
+        self.version = version;
         let n = self.layout.n_parts();
         if let Some(&(_, last)) = req.ranges.iter().find(|&&(_, last)| last >= n) {
             let reason = format!("part {last} is past the end ({n} parts)");
@@ -227,6 +247,11 @@ impl Sender {
         self.last_req_seq = Some(req.req_seq);
         self.deadline = now + self.config.idle_timeout;
         self.stats.requests_answered += 1;
+        // The newer request says what the client still wants: what an older one had owed and was
+        // not sent yet is dropped, and the client's loss detection asks again if it must.
+        let replaced: u64 = self.pending.iter().map(|&(f, l)| u64::from(l - f) + 1).sum();
+        self.stats.parts_replaced += replaced;
+        self.pending.clear();
         // Answer the first parts up to 256 parts / 2 MiB.
         let mut parts_left = MAX_PARTS_PER_REQUEST as u64;
         let mut bytes_left = MAX_REQUEST_PAYLOAD;
@@ -245,7 +270,7 @@ impl Sender {
                 next += 1;
             }
             if next > u64::from(first) {
-                self.pending.push_back((req.req_seq, first, (next - 1) as u32));
+                self.pending.push_back((first, (next - 1) as u32));
             }
             if parts_left == 0 {
                 break;
@@ -257,7 +282,14 @@ impl Sender {
         self.pending.clear();
         if let Some(to) = self.peer {
             let mut bytes = vec![0; datagram::abort_len(reason)];
-            datagram::encode_abort(self.config.token, code, reason, &mut bytes);
+            let n = datagram::encode_abort_in(
+                self.version,
+                self.config.token,
+                code,
+                reason,
+                &mut bytes,
+            );
+            bytes.truncate(n);
             self.abort = Some((to, bytes));
         }
         self.end = Some(match code {
@@ -279,8 +311,10 @@ impl Sender {
             return Some(SenderOutput::Done(end));
         }
         let to = self.peer?;
-        let (req_seq, first, last) = self.pending.front_mut()?;
-        let (req_seq, part) = (*req_seq, *first);
+        // Whatever is pending answers the last REQUEST answered.
+        let req_seq = self.last_req_seq?;
+        let (first, last) = self.pending.front_mut()?;
+        let part = *first;
         if *first == *last {
             self.pending.pop_front();
         } else {
@@ -288,6 +322,7 @@ impl Sender {
         }
         self.stats.parts_sent += 1;
         Some(SenderOutput::SendPart {
+            version: self.version,
             to,
             req_seq,
             part,
@@ -324,4 +359,11 @@ impl Sender {
     pub fn is_done(&self) -> bool {
         self.done_emitted
     }
+}
+
+/// Whether `req_seq` comes after `last` in serial-number order (RFC 1982 with 32 bits): up to 2^31
+/// ahead counts as newer, so the client's counter may wrap after 2^32 requests.
+fn is_newer(req_seq: u32, last: u32) -> bool {
+    let ahead = req_seq.wrapping_sub(last);
+    ahead != 0 && ahead < 1 << 31
 }

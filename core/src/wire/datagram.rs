@@ -1,7 +1,10 @@
 //! The UDP datagrams of a download (PROTOCOL.md 2.2): parse, encode into a caller's buffer, CRC32C.
 //!
-//! Every datagram starts with a 12-byte header (magic `NT`, version 1, kind, token u64); integers are
-//! big-endian. Parsing borrows from the input (a PART's payload and an ABORT's reason are slices of
+//! Every datagram starts with a 12-byte header (magic `NT`, version, kind, token u64); integers are
+//! big-endian. Version 2 (the current one) ends every REQUEST, FINISHED and ABORT with a CRC32C of
+//! the bytes before it, so a corrupted request is dropped like a corrupted part; PART is the same in
+//! both versions. A server answers each client in the version its REQUESTs use, so a version-1
+//! client is still served ([`parse_versioned`], the `_in` encoders). Parsing borrows from the input (a PART's payload and an ABORT's reason are slices of
 //! the datagram) so the receive path never copies. Encoding writes into a buffer the caller owns so
 //! the runtime decides about memory and batching; for PART the runtime first `pread`s the payload
 //! into place and then [`seal_part`] writes the header and checksum around it (zero copies).
@@ -26,25 +29,65 @@ pub const PART_HEADER_LEN: usize = 26;
 pub const MAX_DATAGRAM: usize = PART_HEADER_LEN + 65_000;
 /// Bytes of a REQUEST before its ranges: header + req_seq u32 + count u16.
 pub const REQUEST_HEADER_LEN: usize = 18;
+/// Bytes of the CRC32C trailer that ends a version-2 REQUEST, FINISHED and ABORT.
+pub const TRAILER_LEN: usize = 4;
 /// Bytes of one REQUEST range: first u32 + last u32.
 pub const RANGE_LEN: usize = 8;
 /// At most this many parts are answered for one REQUEST (and at most this many ranges are legal).
 pub const MAX_PARTS_PER_REQUEST: usize = 256;
 /// At most this many payload bytes are answered for one REQUEST (2 MiB).
 pub const MAX_REQUEST_PAYLOAD: u64 = 2 << 20;
-/// The largest REQUEST on the wire: 256 ranges.
-pub const MAX_REQUEST_LEN: usize = REQUEST_HEADER_LEN + MAX_PARTS_PER_REQUEST * RANGE_LEN;
+/// The largest REQUEST on the wire: 256 ranges and the version-2 trailer.
+pub const MAX_REQUEST_LEN: usize =
+    REQUEST_HEADER_LEN + MAX_PARTS_PER_REQUEST * RANGE_LEN + TRAILER_LEN;
 /// The largest PART payload the `size` u16 field can describe.
 pub const MAX_PART_PAYLOAD: usize = u16::MAX as usize;
 
 const MAGIC: [u8; 2] = *b"NT";
-const VERSION: u8 = 1;
 const KIND_REQUEST: u8 = 1;
 const KIND_PART: u8 = 2;
 const KIND_FINISHED: u8 = 3;
 const KIND_ABORT: u8 = 4;
 /// Offset of the crc32c field inside a PART.
 const CRC_AT: usize = 22;
+
+/// The datagram protocol version: the byte at offset 2 (PROTOCOL.md 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Version {
+    /// Version 1: only PART carries a checksum.
+    V1,
+    /// Version 2: REQUEST, FINISHED and ABORT end with a CRC32C trailer too.
+    V2,
+}
+
+impl Version {
+    /// What natter sends: the newest version.
+    pub const CURRENT: Version = Version::V2;
+
+    /// The version byte on the wire.
+    pub fn byte(self) -> u8 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Version> {
+        match byte {
+            1 => Some(Version::V1),
+            2 => Some(Version::V2),
+            _ => None,
+        }
+    }
+
+    /// Bytes of checksum trailer this version puts after a REQUEST, FINISHED or ABORT.
+    pub fn trailer_len(self) -> usize {
+        match self {
+            Version::V1 => 0,
+            Version::V2 => TRAILER_LEN,
+        }
+    }
+}
 
 /// One parsed datagram, borrowing from the bytes it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +212,7 @@ pub enum DatagramError {
     /// The first two bytes are not `NT`: not a natter datagram.
     #[error("not a natter datagram (bad magic)")]
     BadMagic,
-    /// A version byte other than 1 (PROTOCOL 5); carries the version found.
+    /// A version byte other than 1 or 2 (PROTOCOL 5); carries the version found.
     #[error("unsupported natter datagram version {0}")]
     BadVersion(u8),
     /// A kind byte other than 1 to 4; carries the kind found.
@@ -205,9 +248,12 @@ pub enum DatagramError {
         /// The range's `last` part index, smaller than `first`.
         last: u32,
     },
-    /// A FINISHED with bytes after its 12-byte header; carries how many.
+    /// A FINISHED with bytes after its header (and, in version 2, its checksum); carries how many.
     #[error("FINISHED datagram has {0} unexpected trailing bytes")]
     TrailingBytes(usize),
+    /// A version-2 REQUEST, FINISHED or ABORT whose CRC32C trailer does not match.
+    #[error("datagram checksum (CRC32C) does not match: the datagram was corrupted")]
+    BadTrailer,
     /// An ABORT whose reason text is not UTF-8.
     #[error("ABORT reason is not valid UTF-8")]
     InvalidReason,
@@ -215,8 +261,8 @@ pub enum DatagramError {
 
 type NomErr<'a> = nom::error::Error<&'a [u8]>;
 
-/// Splits the common header into (kind, token, body).
-fn header(buf: &[u8]) -> Result<(u8, u64, &[u8]), DatagramError> {
+/// Splits the common header into (version, kind, token, body).
+fn header(buf: &[u8]) -> Result<(Version, u8, u64, &[u8]), DatagramError> {
     if buf.len() < HEADER_LEN {
         return Err(DatagramError::Truncated(buf.len()));
     }
@@ -224,18 +270,28 @@ fn header(buf: &[u8]) -> Result<(u8, u64, &[u8]), DatagramError> {
     let rest = magic.map(|(rest, _)| rest).map_err(|_| DatagramError::BadMagic)?;
     let fields: nom::IResult<&[u8], (u8, u8, u64), NomErr<'_>> = (be_u8, be_u8, be_u64).parse(rest);
     let (body, (version, kind, token)) = fields.map_err(|_| DatagramError::Truncated(buf.len()))?;
-    if version != VERSION {
-        return Err(DatagramError::BadVersion(version));
-    }
-    Ok((kind, token, body))
+    let version = Version::from_byte(version).ok_or(DatagramError::BadVersion(version))?;
+    Ok((version, kind, token, body))
 }
 
-/// Parses one datagram. A PART's CRC32C is verified here, so a `Datagram::Part` is never corrupt.
+/// Parses one datagram of either version. Every checksum is verified here (a PART's in both
+/// versions, the trailer in version 2), so what comes back was not corrupted on the way.
 pub fn parse(buf: &[u8]) -> Result<Datagram<'_>, DatagramError> {
-    let (kind, token, body) = header(buf)?;
-    match kind {
+    parse_versioned(buf).map(|(_, dgram)| dgram)
+}
+
+/// Like [`parse`], and says which version the datagram was: a server answers in it.
+pub fn parse_versioned(buf: &[u8]) -> Result<(Version, Datagram<'_>), DatagramError> {
+    let (version, kind, token, body) = header(buf)?;
+    if kind == KIND_PART {
+        return parse_part(token, body, buf).map(|part| (version, Datagram::Part(part)));
+    }
+    let body = match version {
+        Version::V1 => body,
+        Version::V2 => strip_trailer(kind, buf, body)?,
+    };
+    let dgram = match kind {
         KIND_REQUEST => parse_request(token, body, buf.len()).map(Datagram::Request),
-        KIND_PART => parse_part(token, body, buf).map(Datagram::Part),
         KIND_FINISHED if body.is_empty() => Ok(Datagram::Finished { token }),
         KIND_FINISHED => Err(DatagramError::TrailingBytes(body.len())),
         KIND_ABORT => {
@@ -245,7 +301,27 @@ pub fn parse(buf: &[u8]) -> Result<Datagram<'_>, DatagramError> {
             Ok(Datagram::Abort(Abort { token, code: AbortCode::from(code), reason }))
         }
         other => Err(DatagramError::UnknownKind(other)),
+    };
+    dgram.map(|dgram| (version, dgram))
+}
+
+/// Checks a version-2 trailer and returns the body without it. An unknown kind is reported as
+/// such rather than as a checksum failure.
+fn strip_trailer<'a>(kind: u8, whole: &[u8], body: &'a [u8]) -> Result<&'a [u8], DatagramError> {
+    if !(KIND_REQUEST..=KIND_ABORT).contains(&kind) {
+        return Err(DatagramError::UnknownKind(kind));
     }
+    if body.len() < TRAILER_LEN {
+        return Err(DatagramError::Truncated(whole.len()));
+    }
+    let (body, trailer) = body.split_at(body.len() - TRAILER_LEN);
+    let (checked, _) = whole.split_at(whole.len() - TRAILER_LEN);
+    let mut expected = [0; TRAILER_LEN];
+    expected.copy_from_slice(trailer);
+    if crc32c::crc32c(checked) != u32::from_be_bytes(expected) {
+        return Err(DatagramError::BadTrailer);
+    }
+    Ok(body)
 }
 
 fn parse_request(token: u64, body: &[u8], total: usize) -> Result<Request, DatagramError> {
@@ -301,33 +377,68 @@ fn part_crc(whole: &[u8]) -> u32 {
 /// the simulator to prove that only the file's BLAKE3 digest decides; a datagram too short or of a
 /// kind without a checksum is left alone.
 pub fn reseal(buf: &mut [u8]) {
-    if buf.len() >= PART_HEADER_LEN && buf[3] == KIND_PART {
-        let crc = part_crc(buf);
-        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    if buf.len() < HEADER_LEN {
+        return;
+    }
+    if buf[3] == KIND_PART {
+        if buf.len() >= PART_HEADER_LEN {
+            let crc = part_crc(buf);
+            buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        }
+    } else if buf[2] == Version::V2.byte() && buf.len() >= HEADER_LEN + TRAILER_LEN {
+        seal_trailer(buf);
     }
 }
 
-fn write_header(buf: &mut [u8], kind: u8, token: u64) {
+fn write_header(buf: &mut [u8], version: Version, kind: u8, token: u64) {
     buf[0..2].copy_from_slice(&MAGIC);
-    buf[2] = VERSION;
+    buf[2] = version.byte();
     buf[3] = kind;
     buf[4..12].copy_from_slice(&token.to_be_bytes());
 }
 
-/// Bytes a REQUEST with `n_ranges` ranges takes on the wire.
-pub const fn request_len(n_ranges: usize) -> usize {
-    REQUEST_HEADER_LEN + n_ranges * RANGE_LEN
+/// Writes the CRC32C of everything before the last four bytes into them (version 2).
+fn seal_trailer(datagram: &mut [u8]) {
+    let (checked, trailer) = datagram.split_at_mut(datagram.len() - TRAILER_LEN);
+    trailer.copy_from_slice(&crc32c::crc32c(checked).to_be_bytes());
 }
 
-/// Writes a REQUEST into `buf` and returns its length.
+/// Writes the trailer of `datagram` if `version` has one; returns the datagram's length.
+fn finish(version: Version, datagram: &mut [u8]) -> usize {
+    if version == Version::V2 {
+        seal_trailer(datagram);
+    }
+    datagram.len()
+}
+
+/// Bytes a REQUEST with `n_ranges` ranges takes on the wire, in the current version.
+pub const fn request_len(n_ranges: usize) -> usize {
+    REQUEST_HEADER_LEN + n_ranges * RANGE_LEN + TRAILER_LEN
+}
+
+/// Writes a REQUEST in the current version into `buf` and returns its length.
 ///
 /// # Panics
 /// If `ranges` has more than 256 entries or `buf` is shorter than [`request_len`]`(ranges.len())`:
 /// both are the caller's programming errors, never something a peer can cause.
 pub fn encode_request(token: u64, req_seq: u32, ranges: &[(u32, u32)], buf: &mut [u8]) -> usize {
+    encode_request_in(Version::CURRENT, token, req_seq, ranges, buf)
+}
+
+/// [`encode_request`] in a given version (tests speak version 1 with it).
+///
+/// # Panics
+/// As [`encode_request`].
+pub fn encode_request_in(
+    version: Version,
+    token: u64,
+    req_seq: u32,
+    ranges: &[(u32, u32)],
+    buf: &mut [u8],
+) -> usize {
     assert!(ranges.len() <= MAX_PARTS_PER_REQUEST, "a REQUEST carries at most 256 ranges");
-    let len = request_len(ranges.len());
-    write_header(&mut buf[..len], KIND_REQUEST, token);
+    let len = REQUEST_HEADER_LEN + ranges.len() * RANGE_LEN + version.trailer_len();
+    write_header(&mut buf[..len], version, KIND_REQUEST, token);
     buf[12..16].copy_from_slice(&req_seq.to_be_bytes());
     // Cannot truncate: checked against 256 above.
     buf[16..18].copy_from_slice(&(ranges.len() as u16).to_be_bytes());
@@ -336,27 +447,49 @@ pub fn encode_request(token: u64, req_seq: u32, ranges: &[(u32, u32)], buf: &mut
         buf[at..at + 4].copy_from_slice(&first.to_be_bytes());
         buf[at + 4..at + 8].copy_from_slice(&last.to_be_bytes());
     }
-    len
+    finish(version, &mut buf[..len])
 }
 
-/// Writes a FINISHED into `buf` (at least [`HEADER_LEN`] bytes) and returns its length.
+/// Bytes a FINISHED takes on the wire in the current version.
+pub const FINISHED_LEN: usize = HEADER_LEN + TRAILER_LEN;
+
+/// Writes a FINISHED in the current version into `buf` (at least [`FINISHED_LEN`] bytes) and
+/// returns its length.
 pub fn encode_finished(token: u64, buf: &mut [u8]) -> usize {
-    write_header(&mut buf[..HEADER_LEN], KIND_FINISHED, token);
-    HEADER_LEN
+    encode_finished_in(Version::CURRENT, token, buf)
 }
 
-/// Bytes an ABORT with this reason takes on the wire.
+/// [`encode_finished`] in a given version.
+pub fn encode_finished_in(version: Version, token: u64, buf: &mut [u8]) -> usize {
+    let len = HEADER_LEN + version.trailer_len();
+    write_header(&mut buf[..len], version, KIND_FINISHED, token);
+    finish(version, &mut buf[..len])
+}
+
+/// Bytes an ABORT with this reason takes on the wire in the current version (the longest).
 pub fn abort_len(reason: &str) -> usize {
-    HEADER_LEN + 2 + reason.len()
+    HEADER_LEN + 2 + reason.len() + TRAILER_LEN
 }
 
-/// Writes an ABORT into `buf` (at least [`abort_len`] bytes) and returns its length.
+/// Writes an ABORT in the current version into `buf` (at least [`abort_len`] bytes) and returns
+/// its length.
 pub fn encode_abort(token: u64, code: AbortCode, reason: &str, buf: &mut [u8]) -> usize {
-    let len = abort_len(reason);
-    write_header(&mut buf[..len], KIND_ABORT, token);
+    encode_abort_in(Version::CURRENT, token, code, reason, buf)
+}
+
+/// [`encode_abort`] in a given version: a server aborts in the version its client speaks.
+pub fn encode_abort_in(
+    version: Version,
+    token: u64,
+    code: AbortCode,
+    reason: &str,
+    buf: &mut [u8],
+) -> usize {
+    let len = HEADER_LEN + 2 + reason.len() + version.trailer_len();
+    write_header(&mut buf[..len], version, KIND_ABORT, token);
     buf[12..14].copy_from_slice(&u16::from(code).to_be_bytes());
-    buf[14..len].copy_from_slice(reason.as_bytes());
-    len
+    buf[14..14 + reason.len()].copy_from_slice(reason.as_bytes());
+    finish(version, &mut buf[..len])
 }
 
 /// Finishes a PART whose payload the runtime already placed at
@@ -367,10 +500,25 @@ pub fn encode_abort(token: u64, code: AbortCode, reason: &str, buf: &mut [u8]) -
 /// If `len` exceeds 65535 (the size field is u16) or `buf` is shorter than `PART_HEADER_LEN + len`:
 /// programming errors of the caller, who chose `len` from the sender's output.
 pub fn seal_part(buf: &mut [u8], token: u64, req_seq: u32, part: u32, len: usize) -> usize {
+    seal_part_in(Version::CURRENT, buf, token, req_seq, part, len)
+}
+
+/// [`seal_part`] in a given version: a server answers in the version of the REQUEST.
+///
+/// # Panics
+/// As [`seal_part`].
+pub fn seal_part_in(
+    version: Version,
+    buf: &mut [u8],
+    token: u64,
+    req_seq: u32,
+    part: u32,
+    len: usize,
+) -> usize {
     let size = u16::try_from(len).unwrap_or_else(|_| panic!("PART payload {len} exceeds 65535"));
     let total = PART_HEADER_LEN + len;
     let buf = &mut buf[..total];
-    write_header(buf, KIND_PART, token);
+    write_header(buf, version, KIND_PART, token);
     buf[12..16].copy_from_slice(&req_seq.to_be_bytes());
     buf[16..20].copy_from_slice(&part.to_be_bytes());
     buf[20..22].copy_from_slice(&size.to_be_bytes());
@@ -394,27 +542,67 @@ mod tests {
 
     const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
 
+    const EXAMPLE_V1: [u8; 34] = [
+        b'N', b'T', 1, 1, 0x5c, 0x1e, 0x0f, 0x3a, 0x9b, 0x2d, 0x4e, 0x71, 0, 0, 0, 7, 0, 2, 0, 0,
+        0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 5,
+    ];
+
+    fn example_request() -> Datagram<'static> {
+        Datagram::Request(Request { token: TOKEN, req_seq: 7, ranges: vec![(0, 1), (5, 5)] })
+    }
+
     #[test]
     fn request_round_trip_and_exact_bytes() {
+        // The example of PROTOCOL 2.2, in version 2: version byte 2 and a CRC32C trailer.
         let mut buf = [0u8; MAX_REQUEST_LEN];
         let n = encode_request(TOKEN, 7, &[(0, 1), (5, 5)], &mut buf);
-        assert_eq!(n, 34);
+        assert_eq!(n, 38);
+        let mut expected = EXAMPLE_V1.to_vec();
+        expected[2] = 2;
+        expected.extend_from_slice(&crc32c::crc32c(&expected).to_be_bytes());
+        assert_eq!(&buf[..n], &expected[..]);
+        assert_eq!(&buf[34..38], &[0xd2, 0x5a, 0xcb, 0xfa], "the trailer printed in PROTOCOL 2.2");
+        assert_eq!(parse_versioned(&buf[..n]), Ok((Version::V2, example_request())));
+    }
+
+    #[test]
+    fn version_1_request_has_no_trailer_and_still_parses() {
+        let mut buf = [0u8; MAX_REQUEST_LEN];
+        let n = encode_request_in(Version::V1, TOKEN, 7, &[(0, 1), (5, 5)], &mut buf);
+        assert_eq!(&buf[..n], &EXAMPLE_V1[..]);
+        assert_eq!(parse_versioned(&EXAMPLE_V1), Ok((Version::V1, example_request())));
+        let n = encode_finished_in(Version::V1, TOKEN, &mut buf);
+        assert_eq!(n, HEADER_LEN);
         assert_eq!(
-            &buf[..n],
-            &[
-                b'N', b'T', 1, 1, 0x5c, 0x1e, 0x0f, 0x3a, 0x9b, 0x2d, 0x4e, 0x71, 0, 0, 0, 7, 0, 2,
-                0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 5
-            ]
+            parse_versioned(&buf[..n]),
+            Ok((Version::V1, Datagram::Finished { token: TOKEN }))
         );
-        let parsed = parse(&buf[..n]);
-        assert_eq!(
-            parsed,
-            Ok(Datagram::Request(Request {
-                token: TOKEN,
-                req_seq: 7,
-                ranges: vec![(0, 1), (5, 5)]
-            }))
-        );
+        let n = encode_abort_in(Version::V1, TOKEN, AbortCode::PastEnd, "x", &mut buf);
+        assert_eq!(n, HEADER_LEN + 3);
+        assert!(matches!(parse_versioned(&buf[..n]), Ok((Version::V1, Datagram::Abort(_)))));
+        let part = seal_part_in(Version::V1, &mut buf, TOKEN, 1, 2, 0);
+        assert_eq!(buf[2], 1);
+        assert!(matches!(parse_versioned(&buf[..part]), Ok((Version::V1, Datagram::Part(_)))));
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_a_version_2_request_finished_or_abort_is_caught() {
+        let mut req = [0u8; 64];
+        let n = encode_request(TOKEN, 7, &[(0, 1), (5, 5)], &mut req);
+        let mut fin = [0u8; FINISHED_LEN];
+        let f = encode_finished(TOKEN, &mut fin);
+        let mut abort = [0u8; 64];
+        let a = encode_abort(TOKEN, AbortCode::FileChanged, "gone", &mut abort);
+        for whole in [&req[..n], &fin[..f], &abort[..a]] {
+            assert!(parse(whole).is_ok());
+            for bit in 0..whole.len() * 8 {
+                let mut bad = whole.to_vec();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                if let Ok(dgram) = parse(&bad) {
+                    panic!("bit {bit} flipped and accepted: {dgram:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -492,9 +680,11 @@ mod tests {
         let mut d = encode_part(TOKEN, 1, 2, b"abc");
         d[0] = b'X';
         assert_eq!(parse(&d), Err(DatagramError::BadMagic));
-        let mut d = encode_part(TOKEN, 1, 2, b"abc");
-        d[2] = 2;
-        assert_eq!(parse(&d), Err(DatagramError::BadVersion(2)));
+        for version in [0, 3, 255] {
+            let mut d = encode_part(TOKEN, 1, 2, b"abc");
+            d[2] = version;
+            assert_eq!(parse(&d), Err(DatagramError::BadVersion(version)));
+        }
         let mut d = encode_part(TOKEN, 1, 2, b"abc");
         d[3] = 9;
         assert_eq!(parse(&d), Err(DatagramError::UnknownKind(9)));
@@ -536,18 +726,21 @@ mod tests {
     fn request_count_over_limit_or_disagreeing() {
         let mut buf = vec![0u8; request_len(257)];
         let ranges: Vec<(u32, u32)> = (0..256).map(|i| (i, i)).collect();
-        encode_request(TOKEN, 1, &ranges, &mut buf);
+        let n = encode_request(TOKEN, 1, &ranges, &mut buf);
         buf[16..18].copy_from_slice(&257u16.to_be_bytes());
-        assert_eq!(parse(&buf), Err(DatagramError::TooManyRanges(257)));
+        reseal(&mut buf[..n]);
+        assert_eq!(parse(&buf[..n]), Err(DatagramError::TooManyRanges(257)));
 
         let mut buf = [0u8; 64];
         let n = encode_request(TOKEN, 1, &[(1, 2), (3, 4)], &mut buf);
         buf[17] = 3;
+        reseal(&mut buf[..n]);
         assert_eq!(
             parse(&buf[..n]),
             Err(DatagramError::RangeCountMismatch { count: 3, bytes: 16 })
         );
         buf[17] = 1;
+        reseal(&mut buf[..n]);
         assert_eq!(
             parse(&buf[..n]),
             Err(DatagramError::RangeCountMismatch { count: 1, bytes: 16 })
@@ -565,7 +758,8 @@ mod tests {
     fn abort_reason_not_utf8() {
         let mut buf = [0u8; 64];
         let n = encode_abort(TOKEN, AbortCode::TimedOut, "ab", &mut buf);
-        buf[n - 1] = 0xff;
+        buf[n - 1 - TRAILER_LEN] = 0xff;
+        reseal(&mut buf[..n]);
         assert_eq!(parse(&buf[..n]), Err(DatagramError::InvalidReason));
     }
 
@@ -573,6 +767,9 @@ mod tests {
     fn finished_with_trailing_bytes() {
         let mut buf = [0u8; 64];
         let n = encode_finished(TOKEN, &mut buf);
+        reseal(&mut buf[..n + 1]);
+        assert_eq!(parse(&buf[..n + 1]), Err(DatagramError::TrailingBytes(1)));
+        let n = encode_finished_in(Version::V1, TOKEN, &mut buf);
         assert_eq!(parse(&buf[..n + 1]), Err(DatagramError::TrailingBytes(1)));
     }
 

@@ -6,7 +6,7 @@ use super::{Ev, World};
 use crate::chat::catalogue::FileKey;
 use crate::driver::server::{Input, Output};
 use crate::transfer::endpoint::Transmit;
-use crate::wire::datagram::{PART_HEADER_LEN, seal_part};
+use crate::wire::datagram::{PART_HEADER_LEN, seal_part_in};
 
 /// What a port serves: the file and its identity when opened.
 #[derive(Debug)]
@@ -94,7 +94,7 @@ impl World {
         let now = self.now();
         while let Some(transmit) = self.driver.poll_transmit(now, port) {
             match transmit {
-                Transmit::Part { to, token, req_seq, part, offset, len } => {
+                Transmit::Part { version, to, token, req_seq, part, offset, len } => {
                     let content = self
                         .serving
                         .get(&port)
@@ -110,7 +110,7 @@ impl World {
                     };
                     let mut buf = std::mem::take(&mut self.buf);
                     buf[PART_HEADER_LEN..PART_HEADER_LEN + len].copy_from_slice(payload);
-                    let n = seal_part(&mut buf, token, req_seq, part, len);
+                    let n = seal_part_in(version, &mut buf, token, req_seq, part, len);
                     self.send_down(to, &buf[..n]);
                     self.buf = buf;
                 }

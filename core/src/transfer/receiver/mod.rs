@@ -52,11 +52,12 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use crate::chat::display::escape_truncated;
 use crate::transfer::congestion::{Controller, ControllerKind, new_controller};
 use crate::transfer::pacing::Pacer;
 use crate::transfer::parts::{Layout, PartMap, ResumeError};
 use crate::transfer::rtt::RttEstimator;
-use crate::wire::datagram::{self, AbortCode, Datagram, PART_HEADER_LEN};
+use crate::wire::datagram::{self, AbortCode, Datagram, PART_HEADER_LEN, Version};
 
 pub use self::verify::HASH_CHUNK;
 
@@ -384,8 +385,10 @@ impl Receiver {
         if self.state != ReceiverState::Running {
             return None;
         }
-        let dgram = match datagram::parse(buf) {
-            Ok(d) if d.token() == self.config.token => d,
+        // Only the version this client speaks: a server answers in the version of the REQUEST, and
+        // a version-1 ABORT would have no checksum.
+        let dgram = match datagram::parse_versioned(buf) {
+            Ok((Version::CURRENT, d)) if d.token() == self.config.token => d,
             _ => {
                 self.progress.dropped += 1;
                 return None;
@@ -394,12 +397,7 @@ impl Receiver {
         match dgram {
             Datagram::Part(p) => self.on_part(now, p.req_seq, p.part, p.data.len()),
             Datagram::Abort(a) => {
-                let reason: String = a
-                    .reason
-                    .chars()
-                    .take(MAX_REASON_CHARS)
-                    .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-                    .collect();
+                let reason = escape_truncated(a.reason, MAX_REASON_CHARS);
                 self.fail(TransferError::Aborted { code: a.code, reason });
                 None
             }

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use crate::transfer::pacing::Pacer;
 use crate::wire::datagram::{
-    self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN,
+    self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN, TRAILER_LEN,
 };
 
 use super::loss::{Slot, Track};
@@ -35,7 +35,7 @@ const REQUEST_TIMES_KEPT: usize = 4096;
 impl Receiver {
     /// The next copy of FINISHED, if one is due and `buf` holds it.
     pub(super) fn finished_copy(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.finished_left > 0 && buf.len() >= datagram::HEADER_LEN {
+        if self.finished_left > 0 && buf.len() >= datagram::FINISHED_LEN {
             self.finished_left -= 1;
             return Some(datagram::encode_finished(self.config.token, buf));
         }
@@ -62,8 +62,8 @@ impl Receiver {
             return None;
         }
         let need = self.request_need()?;
-        let max_ranges =
-            (buf.len().saturating_sub(REQUEST_HEADER_LEN) / RANGE_LEN).min(MAX_PARTS_PER_REQUEST);
+        let max_ranges = (buf.len().saturating_sub(REQUEST_HEADER_LEN + TRAILER_LEN) / RANGE_LEN)
+            .min(MAX_PARTS_PER_REQUEST);
         if max_ranges == 0 {
             return None;
         }
