@@ -143,6 +143,10 @@ pub struct ServerArgs {
     /// Most downloads one client may have in progress at once.
     #[arg(long, default_value_t = chat_defaults().max_transfers_per_client)]
     pub transfers_per_client: usize,
+    /// Most downloads in progress at once for all connections from one IP address together, so
+    /// one host cannot take every transfer port.
+    #[arg(long, default_value_t = chat_defaults().max_transfers_per_ip)]
+    pub transfers_per_ip: usize,
     /// Largest room in which every join and leave sends everyone a fresh `ALL` line; above it,
     /// only the joined/left lines announce changes and `show` gives the list.
     #[arg(long, default_value_t = chat_defaults().presence_room_limit)]

@@ -345,7 +345,8 @@ fn sixteen_concurrent_downloads(server_rt: Rt, client_rt: Rt) {
     let files: Vec<(String, Vec<u8>)> =
         (0..4).map(|i| (format!("f{i}.bin"), pattern(3 << 20, 10 + i))).collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
-    let server = start(server_rt, folder_with(&refs), |_| {});
+    // Every client comes from 127.0.0.1: lift the per-address cap (8 by default) to all 16 ports.
+    let server = start(server_rt, folder_with(&refs), |o| o.chat.max_transfers_per_ip = 16);
     let out = tempfile::tempdir().unwrap();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..16)

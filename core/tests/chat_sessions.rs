@@ -219,6 +219,35 @@ fn every_error_of_section_1_2() {
 }
 
 #[test]
+fn u9_one_address_cannot_hold_every_transfer_port() {
+    // U9, PROTOCOL 2.1 (issue 10): six connections from one IP asking for four downloads each
+    // took all 16 ports and the next host got `server busy`. Transfers are now counted per
+    // address too: that IP stops at 8 and a client from another address is still served.
+    let mut s = Session::new(ServerConfig::default());
+    let mut greedy = Vec::new();
+    for i in 0..6 {
+        let name = format!("g{i}");
+        let conn = s.connect_from(&name, Ipv4Addr::LOCALHOST);
+        s.say(conn, &name);
+        greedy.push(conn);
+    }
+    for &conn in &greedy {
+        for _ in 0..4 {
+            s.say(conn, "download_file hello.c");
+        }
+    }
+    let other = s.connect_from("other", Ipv4Addr::new(127, 0, 0, 2));
+    s.say(other, "other");
+    s.say(other, "download_file hello.c");
+    let offers = s.transcript.lines().filter(|l| l.contains("<- UDP ")).count();
+    let refused = s.transcript.matches("too many transfers from your address: at most 8").count();
+    assert_eq!((offers, refused), (9, 16), "{}", s.transcript);
+    assert!(!s.transcript.contains("server busy"), "{}", s.transcript);
+    let last = s.transcript.lines().rfind(|l| l.starts_with("other <- ")).unwrap();
+    assert!(last.starts_with("other <- UDP 55008 "), "{last}");
+}
+
+#[test]
 fn quit_in_the_middle_of_a_private_exchange() {
     // PROTOCOL 1.2: private messages ignore case; to oneself both copies; after a quit the name is free.
     let mut s = Session::new(ServerConfig::default());

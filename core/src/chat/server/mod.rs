@@ -87,8 +87,11 @@ pub struct ServerConfig {
     pub name_timeout: Duration,
     /// The UDP ports offers may use; the first free one is taken (2.1).
     pub udp_ports: RangeInclusive<u16>,
-    /// Live transfers per client (2.2, U9).
+    /// Live transfers per client (2.1, U9).
     pub max_transfers_per_client: usize,
+    /// Live transfers per IP address, whichever of its connections asked (2.1, U9), so one host
+    /// with many connections cannot hold every port.
+    pub max_transfers_per_ip: usize,
     /// A transfer whose client sent no valid request for this long is aborted (2.1, U8).
     pub transfer_idle_timeout: Duration,
     /// The part size when the client names none (2.1).
@@ -111,6 +114,8 @@ impl Default for ServerConfig {
             name_timeout: Duration::from_secs(30),
             udp_ports: 55000..=55015,
             max_transfers_per_client: 4,
+            // Half the default 16 ports: one host can never lock out the others.
+            max_transfers_per_ip: 8,
             transfer_idle_timeout: crate::transfer::sender::DEFAULT_IDLE_TIMEOUT,
             default_part_size: 1200,
             // A person types a few bytes a second and pastes a few kilobytes; a script relaying

@@ -1,5 +1,5 @@
-//! Download offers: `download_file` handling, the choice of a port, each client's count of live
-//! transfers, and the generator of transfer tokens.
+//! Download offers: `download_file` handling, the choice of a port, the caps on live transfers
+//! per client and per address, and the generator of transfer tokens.
 //!
 //! Implements `docs/PROTOCOL.md` section 2.1 "The offer" (the `UDP ...` line and its fields, the
 //! per-client transfer cap) on the chat side; the transfer itself is section 2.2 and lives in
@@ -54,6 +54,14 @@ impl ChatServer {
         if c.transfers >= cap {
             return self.send_error(conn, &format!("too many transfers: at most {cap} at once"));
         }
+        // Counted by address too: one host opening many connections must not hold every port.
+        let ip_cap = self.config.max_transfers_per_ip;
+        if self.ports.held_from(peer_ip) >= ip_cap {
+            return self.send_error(
+                conn,
+                &format!("too many transfers from your address: at most {ip_cap} at once"),
+            );
+        }
         let Some(port) = self.ports.first_free() else {
             return self.send_error(conn, "server busy: no free transfer port, try again later");
         };
@@ -64,7 +72,7 @@ impl ChatServer {
         let transfer_id = self.next_transfer_id;
         self.next_transfer_id += 1;
         let token = self.rng.next_u64();
-        self.ports.take(port, conn);
+        self.ports.take(port, conn, peer_ip);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.transfers += 1;
         }
