@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use natter_core::chat::server::ServerConfig;
+use natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE;
 use natter_core::transfer::receiver::DEFAULT_GIVE_UP_AFTER;
 use natter_runtime_common::Runtime;
 use natter_runtime_common::options::DEFAULT_RESCAN_EVERY;
@@ -187,6 +188,10 @@ pub struct ClientArgs {
     /// A download gives up after this many seconds without progress.
     #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
     pub stall_timeout: Seconds,
+    /// Refuse offers of files larger than this many bytes (default 1 TiB). A file larger than the
+    /// free space of the download folder is refused too.
+    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_SIZE)]
+    pub max_size: u64,
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
@@ -212,6 +217,10 @@ pub struct GetArgs {
     /// Give up after this many seconds without progress.
     #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
     pub stall_timeout: Seconds,
+    /// Refuse the offer if the file is larger than this many bytes (default 1 TiB). A file
+    /// larger than the free space of the download folder is refused too.
+    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_SIZE)]
+    pub max_size: u64,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,

@@ -86,6 +86,7 @@ fn client(args: cli::ClientArgs) -> ExitCode {
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
+        max_size: args.max_size,
     };
     let mut ui = line_ui::LineUi::new();
     // Read on the runtime's input thread, so the iterator must own its handle.
@@ -120,6 +121,7 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
+        max_size: args.max_size,
     };
     let mut ui = tui::TuiUi::start();
     let keyboard = ui.keyboard();
@@ -147,6 +149,7 @@ fn get(args: cli::GetArgs) -> ExitCode {
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
+        max_size: args.max_size,
     };
     let mut bar = line_ui::ProgressBar::hidden_until_known(&options.file, args.quiet);
     let mut last = None;

@@ -410,6 +410,72 @@ fn an_unasked_offer_is_ignored() {
     insta::assert_snapshot!(s.log);
 }
 
+/// S3, PROTOCOL 2.1 (issue 10): offers no server may make, or larger than the client affords,
+/// are refused before anything is opened or allocated. Before the fix an offer of 4 TiB in 1-byte
+/// parts made `natter get` allocate and write a 512 MiB resume record.
+#[test]
+fn s3_extreme_offers_are_refused_before_anything_is_opened() {
+    let mut s = Script::interactive();
+    s.join();
+    let hostile = |size: u64, part_size: u16| {
+        let line = ServerLine::Udp(UdpOffer {
+            port: 50000,
+            transfer_id: 0,
+            file: "huge.bin".into(),
+            size,
+            part_size,
+            blake3: [7; 32],
+            token: 1,
+        })
+        .encode();
+        line.trim_end().to_owned()
+    };
+    for (size, part_size) in [
+        (4 << 40, 1),      // 4 TiB in 1-byte parts: 2^42 parts
+        (1 << 20, 511),    // below the smallest part size a server grants
+        (1 << 20, 65_001), // above the largest
+        (1 << 39, 1200),   // 512 GiB in 1200-byte parts: more parts than the client keeps
+        (2 << 40, 65_000), // 2 TiB: above the client's 1 TiB limit
+    ] {
+        s.typed("download_file huge.bin");
+        s.server(&hostile(size, part_size));
+    }
+    assert!(s.open.is_empty());
+    assert!(!s.log.contains("open #"), "{}", s.log);
+    assert_eq!(s.log.matches("refused").count(), 5, "{}", s.log);
+    insta::assert_snapshot!(s.log);
+}
+
+/// Issue 10: a write that fails (a full disk) ends the download with a clear error, keeps the
+/// last checkpoint's record (and saves no new one, which could list parts the disk never got),
+/// and sends FINISHED so the server frees the port now instead of after its idle timeout.
+#[test]
+fn a_failed_write_keeps_the_last_record_and_sends_finished() {
+    let mut s = Script::interactive();
+    s.serve_file("big.bin", content(60 * 1200, 3));
+    s.join();
+    s.typed("download_file big.bin");
+    let offer = s.offer("big.bin", 1200);
+    s.server(&offer);
+    for _ in 0..7 {
+        s.deliver(1, 2, false);
+        s.wait(Duration::from_millis(100));
+    }
+    assert_eq!(s.log.matches("save record").count(), 1);
+    let record = s.records["big.bin"].clone();
+    s.deliver(1, 2, false);
+    s.say("  (the disk is full)".into());
+    let error = "cannot write Downloads/big.bin.part: No space left on device (os error 28)";
+    s.d.handle_input(s.now, Input::IoFailed { id: 1, error: error.into() });
+    s.drain();
+    assert_eq!(s.records["big.bin"], record, "the last checkpoint's record is kept as it was");
+    assert_eq!(s.log.matches("#1 > FINISHED").count(), 3);
+    assert!(s.log.contains("release #1"));
+    s.wait(Duration::from_secs(1));
+    assert_eq!(s.log.matches("save record").count(), 1);
+    insta::assert_snapshot!(s.log);
+}
+
 /// After `{quit}` the client reads on for QUIT_GRACE, then gives up on the server's close.
 #[test]
 fn quit_grace() {

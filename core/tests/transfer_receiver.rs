@@ -124,8 +124,11 @@ fn duplicates_corrupt_and_impossible_parts_are_dropped() {
     assert_eq!(r.state(), ReceiverState::Running);
 }
 
+/// PROTOCOL 2.6: a download that fails with wrong bytes sends FINISHED all the same, so the
+/// server frees the port at once (before, it sent nothing and the port stayed held until the
+/// server's idle timeout); an ABORTed one sends nothing, the server has ended it already.
 #[test]
-fn digest_mismatch_fails_and_sends_no_finished() {
+fn digest_mismatch_fails_and_frees_the_port_with_finished() {
     let content = file(3000);
     let mut cfg = config(&content, 1000);
     cfg.blake3[0] ^= 1;
@@ -137,7 +140,8 @@ fn digest_mismatch_fails_and_sends_no_finished() {
         deliver(&mut r, t0, &part(&content, 1000, 0, i), &mut written);
     }
     assert_eq!(r.state(), ReceiverState::Failed(TransferError::DigestMismatch));
-    assert!(transmit(&mut r, t0).is_empty());
+    assert_eq!(transmit(&mut r, t0), vec![(u32::MAX, Vec::new()); 3], "three FINISHED copies");
+    assert!(!r.is_finishing());
 }
 
 #[test]
@@ -159,6 +163,7 @@ fn abort_from_server_fails_with_a_sanitised_reason() {
         })
     );
     assert_eq!(r.poll_timeout(), None);
+    assert!(transmit(&mut r, t0).is_empty(), "the server ended it: no FINISHED");
 }
 
 #[test]

@@ -114,14 +114,17 @@ pub struct ClientIo {
 impl ClientIo {
     /// An interactive chat client.
     pub fn interactive(o: &ClientOptions, now: Instant) -> Self {
-        let config = Self::config(Mode::Interactive, &o.name, o.addr, o.part_size, o.stall_timeout);
+        let mut config =
+            Self::config(Mode::Interactive, &o.name, o.addr, o.part_size, o.stall_timeout);
+        config.max_download_size = o.max_size;
         Self::new(config, o.out_dir.clone(), now)
     }
 
     /// `natter get`: one download, then leave.
     pub fn get(o: &DownloadOptions, now: Instant) -> Self {
         let mode = Mode::Get { file: o.file.clone() };
-        let config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
+        let mut config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
+        config.max_download_size = o.max_size;
         Self::new(config, o.out_dir.clone(), now)
     }
 

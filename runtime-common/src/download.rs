@@ -2,13 +2,26 @@
 //! rename, the discard. [`DownloadFiles`] performs the file outputs of the core's
 //! [`ClientDriver`] the same way on every runtime, so a runtime only moves datagrams between its
 //! sockets and [`DownloadFiles::on_datagram`].
+//!
+//! `Downloads/` may hold things planted by someone else (a shared folder, an earlier hostile
+//! download), so every step refuses to be redirected (PROTOCOL 2.3, issue 10):
+//! - a `.part` file is created exclusively and opened without following a link (`O_NOFOLLOW`);
+//!   an existing one is used only if it is a plain file with no other name (no hard link);
+//! - it is locked (`flock`) so a second client cannot write into it at the same time;
+//! - its size must fit the folder's free space before anything is written;
+//! - it is fsynced before the final rename, which never replaces anything
+//!   (`renameat2(RENAME_NOREPLACE)`), and the folder is fsynced after it;
+//! - the resume record's temporary file is created exclusively too.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::unix::fs::FileExt;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use rustix::fs::{CWD, OFlags, RenameFlags};
+use rustix::io::Errno;
 
 use natter_core::chat::catalogue::{free_final_name, is_offerable_name};
 use natter_core::driver::client::{ClientDriver, DownloadId, Input, Output};
@@ -22,9 +35,101 @@ const WRITE_GATHER: usize = 1 << 20;
 /// little, and gathering them would only add a copy of every byte (loopback uses 64 KB parts).
 const GATHER_BELOW: usize = 16 << 10;
 
+/// The largest resume record read back: one bit per part of the largest offer a client takes,
+/// and the header. A bigger file beside a `.part` is not a record of ours.
+const MAX_RECORD_BYTES: u64 = natter_core::chat::client::MAX_PARTS / 8 + 1024;
+
 /// A failed file operation, with the path, as the person reads it.
 fn io_error(what: &str, path: &Path, err: &io::Error) -> String {
     format!("cannot {what} {}: {err}", path.display())
+}
+
+/// Options that open `path` itself, never what a link there points to.
+fn no_follow() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    // The flag's bits fit an i32: it is a C `int` flag.
+    options.custom_flags(OFlags::NOFOLLOW.bits() as i32);
+    options
+}
+
+fn is_errno(err: &io::Error, errno: Errno) -> bool {
+    err.raw_os_error() == Some(errno.raw_os_error())
+}
+
+/// Opens `<name>.part` for writing: created if absent, else the one an earlier run left, as long
+/// as it is a plain file with no other name; then locked against a second writer.
+fn open_part_file(part_path: &Path) -> Result<File, String> {
+    let refuse = |why: &str| format!("refusing to write {}: {why}", part_path.display());
+    let file = match no_follow().read(true).write(true).create_new(true).open(part_path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            match no_follow().read(true).write(true).open(part_path) {
+                Ok(file) => file,
+                Err(err) if is_errno(&err, Errno::LOOP) => {
+                    return Err(refuse("it is a symbolic link"));
+                }
+                Err(err) => return Err(io_error("write", part_path, &err)),
+            }
+        }
+        Err(err) => return Err(io_error("create", part_path, &err)),
+    };
+    let meta = file.metadata().map_err(|err| io_error("inspect", part_path, &err))?;
+    if !meta.file_type().is_file() {
+        return Err(refuse("it is not a regular file"));
+    }
+    if meta.nlink() != 1 {
+        return Err(refuse("it has other names (hard links), so writing it would change them"));
+    }
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(refuse("another download is writing it right now"))
+        }
+        Err(std::fs::TryLockError::Error(err)) => Err(io_error("lock", part_path, &err)),
+    }
+}
+
+/// Refuses a download that cannot fit: the bytes still to allocate against the folder's free
+/// space. A sparse `.part` file would otherwise run the disk full halfway through.
+fn check_free_space(dir: &Path, file: &File, size: u64) -> Result<(), String> {
+    let allocated = file.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
+    let needed = size.saturating_sub(allocated);
+    let Ok(stats) = rustix::fs::statvfs(dir) else {
+        return Ok(()); // a file system that cannot say: the write errors will
+    };
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if needed > free {
+        return Err(format!(
+            "not enough free space in {}: the file needs {needed} more bytes, {free} are free",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the resume record beside a `.part` file, without following a link and only up to the
+/// size a record can have. Anything odd means "no record": the download starts afresh.
+fn read_record(path: &Path) -> Option<Vec<u8>> {
+    let file = no_follow().read(true).open(path).ok()?;
+    if !file.metadata().ok()?.file_type().is_file() {
+        return None;
+    }
+    let mut record = Vec::new();
+    file.take(MAX_RECORD_BYTES + 1).read_to_end(&mut record).ok()?;
+    (record.len() as u64 <= MAX_RECORD_BYTES).then_some(record)
+}
+
+/// Renames `from` to `to` unless `to` exists (as anything, a dangling link included). Falls back
+/// to link-then-unlink on file systems without `RENAME_NOREPLACE`, which refuses the same way.
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
+            std::fs::hard_link(from, to)?;
+            std::fs::remove_file(from)
+        }
+        Err(errno) => Err(errno.into()),
+    }
 }
 
 /// The `.part` file and its resume record.
@@ -53,15 +158,10 @@ impl DownloadFile {
             .map_err(|err| io_error("use the download folder", out_dir, &err))?;
         let part_path = out_dir.join(format!("{name}.part"));
         let resume_path = out_dir.join(format!("{name}.part.resume"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&part_path)
-            .and_then(|file| file.set_len(size).map(|()| file))
-            .map_err(|err| io_error("write", &part_path, &err))?;
-        let saved = std::fs::read(&resume_path).ok();
+        let file = open_part_file(&part_path)?;
+        check_free_space(out_dir, &file, size)?;
+        file.set_len(size).map_err(|err| io_error("write", &part_path, &err))?;
+        let saved = read_record(&resume_path);
         let me = Self {
             file,
             out_dir: out_dir.to_owned(),
@@ -117,8 +217,20 @@ impl DownloadFile {
     fn save_resume(&mut self, record: &[u8]) -> Result<(), String> {
         self.flush()?;
         // Written beside and renamed over, so a kill in the middle leaves the old record whole.
+        // The temporary name is created afresh (whatever was there, a planted link included, is
+        // removed, never followed); the rename replaces the record's name itself, never a target.
         let tmp = self.resume_path.with_extension("resume.tmp");
-        std::fs::write(&tmp, record)
+        match std::fs::remove_file(&tmp) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => {
+                return Err(io_error("replace", &tmp, &err));
+            }
+            _ => {}
+        }
+        no_follow()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut file| io::Write::write_all(&mut file, record))
             .and_then(|()| std::fs::rename(&tmp, &self.resume_path))
             .map_err(|err| io_error("write", &self.resume_path, &err))
     }
@@ -155,14 +267,40 @@ impl DownloadFile {
         Ok(())
     }
 
-    /// Moves the verified file to its final name (the first free `name (n).ext`).
+    /// Moves the verified file to its final name (the first free `name (n).ext`): on disk first
+    /// (fsync), then renamed without replacing anything, then the folder's entry on disk too.
     fn keep(mut self) -> Result<PathBuf, String> {
         self.flush()?;
-        let final_name =
-            free_final_name(&self.name, |candidate| self.out_dir.join(candidate).exists());
-        let final_path = self.out_dir.join(final_name);
-        std::fs::rename(&self.part_path, &final_path)
-            .map_err(|err| io_error("rename to", &final_path, &err))?;
+        self.file.sync_all().map_err(|err| io_error("save", &self.part_path, &err))?;
+        // The `.part` name must still be the file written: nobody swapped in another since.
+        let opened =
+            self.file.metadata().map_err(|err| io_error("inspect", &self.part_path, &err))?;
+        let named = std::fs::symlink_metadata(&self.part_path)
+            .map_err(|err| io_error("inspect", &self.part_path, &err))?;
+        if (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+            return Err(format!(
+                "refusing to rename {}: it was replaced while downloading",
+                self.part_path.display()
+            ));
+        }
+        // A name taken by anything, a dangling link included, is skipped; one taken between the
+        // look and the rename makes the rename fail, and the next name is tried.
+        let taken = |candidate: &str| self.out_dir.join(candidate).symlink_metadata().is_ok();
+        let mut attempts = 0;
+        let final_path = loop {
+            let final_path = self.out_dir.join(free_final_name(&self.name, taken));
+            match rename_no_replace(&self.part_path, &final_path) {
+                Ok(()) => break final_path,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => {
+                    attempts += 1;
+                }
+                Err(err) => return Err(io_error("rename to", &final_path, &err)),
+            }
+        };
+        // The new name is an entry of the folder: it lasts a crash once the folder is on disk.
+        File::open(&self.out_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|err| io_error("save", &self.out_dir, &err))?;
         let _ = std::fs::remove_file(&self.resume_path);
         Ok(final_path)
     }
@@ -272,5 +410,114 @@ impl DownloadFiles {
             }
             other => Some(other),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test panicking is a failing test
+mod tests {
+    // Issue 10, S3, PROTOCOL 2.3: what `Downloads/` may hold never redirects a download's writes.
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn folder() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn a_part_file_planted_as_a_link_is_never_written_through() {
+        // Before the fix the download wrote through the link into the other file.
+        let dir = folder();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, dir.path().join("doc.bin.part")).unwrap();
+        let err = DownloadFile::open(dir.path(), "doc.bin", 4096).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        // A dangling link is refused the same way, and creates nothing at its target.
+        let nowhere = dir.path().join("nowhere");
+        symlink(&nowhere, dir.path().join("new.bin.part")).unwrap();
+        assert!(DownloadFile::open(dir.path(), "new.bin", 10).is_err());
+        assert!(!nowhere.exists());
+    }
+
+    #[test]
+    fn a_part_file_with_another_name_is_refused() {
+        let dir = folder();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        std::fs::hard_link(&victim, dir.path().join("doc.bin.part")).unwrap();
+        let err = DownloadFile::open(dir.path(), "doc.bin", 4096).unwrap_err();
+        assert!(err.contains("hard links"), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn a_second_writer_is_locked_out() {
+        let dir = folder();
+        let (_first, _) = DownloadFile::open(dir.path(), "doc.bin", 100).unwrap();
+        let err = DownloadFile::open(dir.path(), "doc.bin", 100).unwrap_err();
+        assert!(err.contains("another download is writing it"), "{err}");
+    }
+
+    #[test]
+    fn a_file_larger_than_the_free_space_is_refused_before_writing() {
+        let dir = folder();
+        let err = DownloadFile::open(dir.path(), "huge.bin", 1 << 60).unwrap_err();
+        assert!(err.contains("not enough free space"), "{err}");
+    }
+
+    #[test]
+    fn the_final_rename_never_replaces_or_follows_a_link() {
+        let dir = folder();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        // The final name is taken by a link to another file, and `(1)` by a dangling link.
+        symlink(&victim, dir.path().join("doc.bin")).unwrap();
+        symlink(dir.path().join("nowhere"), dir.path().join("doc (1).bin")).unwrap();
+        let (mut file, _) = DownloadFile::open(dir.path(), "doc.bin", 5).unwrap();
+        file.write_at(0, b"hello").unwrap();
+        let kept = file.keep().unwrap();
+        assert_eq!(kept.file_name().unwrap(), "doc (2).bin");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"hello");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(std::fs::symlink_metadata(dir.path().join("doc.bin")).unwrap().is_symlink());
+        assert!(!dir.path().join("doc.bin.part").exists());
+    }
+
+    #[test]
+    fn a_part_file_swapped_for_a_link_while_downloading_is_not_renamed() {
+        let dir = folder();
+        let (file, _) = DownloadFile::open(dir.path(), "doc.bin", 5).unwrap();
+        let part = dir.path().join("doc.bin.part");
+        std::fs::remove_file(&part).unwrap();
+        symlink(dir.path().join("elsewhere"), &part).unwrap();
+        let err = file.keep().unwrap_err();
+        assert!(err.contains("replaced while downloading"), "{err}");
+        assert!(!dir.path().join("doc.bin").exists());
+    }
+
+    #[test]
+    fn a_planted_record_link_is_not_followed_and_temp_names_fit_name_max() {
+        // The longest name a client accepts: its `.part.resume.tmp` is exactly NAME_MAX (255).
+        let name =
+            format!("{}.bin", "n".repeat(natter_core::chat::client::MAX_FILE_NAME_BYTES - 4));
+        let dir = folder();
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, dir.path().join(format!("{name}.part.resume.tmp"))).unwrap();
+        symlink(&victim, dir.path().join(format!("{name}.part.resume"))).unwrap();
+        let (mut file, record) = DownloadFile::open(dir.path(), &name, 3).unwrap();
+        assert_eq!(record, None, "a link is not a record");
+        file.write_at(0, b"abc").unwrap();
+        file.save_resume(b"record").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(
+            std::fs::read(dir.path().join(format!("{name}.part.resume"))).unwrap(),
+            b"record"
+        );
+        let kept = file.keep().unwrap();
+        assert_eq!(std::fs::read(kept).unwrap(), b"abc");
+        assert!(!dir.path().join(format!("{name}.part.resume")).exists());
     }
 }

@@ -52,6 +52,8 @@ pub struct ClientOptions {
     pub part_size: Option<u16>,
     /// A download gives up when no part has arrived for this long.
     pub stall_timeout: Duration,
+    /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
+    pub max_size: u64,
 }
 
 /// A one-shot download: join, download, verify, quit.
@@ -64,6 +66,8 @@ pub struct DownloadOptions {
     pub part_size: Option<u16>,
     /// Give up when no part has arrived for this long.
     pub stall_timeout: Duration,
+    /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
+    pub max_size: u64,
 }
 
 /// The part size to ask for when the user gave none: the largest whose datagram fits the path.

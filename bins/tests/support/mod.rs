@@ -215,6 +215,7 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
         out_dir: out.to_owned(),
         part_size: None,
         stall_timeout: Duration::from_secs(20),
+        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
     }
 }
 
@@ -239,6 +240,7 @@ pub fn client_opts(server: &TestServer, out: &Path, name: &str) -> ClientOptions
         out_dir: out.to_owned(),
         part_size: None,
         stall_timeout: Duration::from_secs(20),
+        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
     }
 }
 

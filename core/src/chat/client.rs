@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::chat::catalogue::is_offerable_name;
 use crate::chat::display::{escape_for_display, escape_truncated, is_display_unsafe};
-use crate::wire::chat::{ClientLine, LineError, ServerLine, UdpOffer};
+use crate::wire::chat::{ClientLine, LineError, PART_SIZE_RANGE, ServerLine, UdpOffer};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
 /// The longest server line the client reads. The 4096-byte limit of PROTOCOL 1.2 bounds what
@@ -24,8 +24,15 @@ use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 /// while still bounding what a hostile server can make it hold.
 pub const MAX_SERVER_LINE: usize = 1 << 20;
 
-/// The longest file name the client will create (common file system limit, in bytes).
-pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// The longest file name the client accepts, in bytes: the common file system limit (NAME_MAX,
+/// 255) less the 16 bytes of `.part.resume.tmp`, so every name the client makes beside a download
+/// fits too, and so does any numbered final name (`name (12).ext`).
+pub const MAX_FILE_NAME_BYTES: usize = 255 - ".part.resume.tmp".len();
+
+/// The most parts an offer may have. The client keeps one bit per part in memory and in its
+/// resume record, so this bounds both at 32 MiB whatever a server claims: 320 GB in 1200-byte
+/// parts, 17 TB in 65000-byte parts.
+pub const MAX_PARTS: u64 = 1 << 28;
 
 /// A download offer that passed the client's checks (S3): its file name is safe to use in
 /// `Downloads/` and its numbers are possible. The only way to get one is [`Offer::checked`], so a
@@ -44,7 +51,10 @@ impl std::ops::Deref for Offer {
 
 impl Offer {
     /// S3: refuses offers whose name could escape `Downloads/` or clash with the client's own
-    /// files, or whose numbers are impossible. The error is escaped and safe to print.
+    /// files, or whose numbers are impossible or would make the client allocate without bound: a
+    /// part size outside 512..=65000 (the only sizes a server grants, PROTOCOL 2.1) or more than
+    /// [`MAX_PARTS`] parts. Nothing has been allocated for the offer when it is refused. The
+    /// error is escaped and safe to print.
     pub fn checked(o: UdpOffer) -> Result<Offer, String> {
         if !is_safe_file_name(&o.file) {
             return Err(format!(
@@ -52,8 +62,18 @@ impl Offer {
                 escape_truncated(&o.file, 80)
             ));
         }
-        if o.part_size == 0 {
-            return Err(format!("refused an offer with part size 0 for {}", o.file));
+        if !PART_SIZE_RANGE.contains(&o.part_size) {
+            return Err(format!(
+                "refused an offer of {} in {}-byte parts: servers grant 512 to 65000",
+                o.file, o.part_size
+            ));
+        }
+        let parts = o.size.div_ceil(u64::from(o.part_size));
+        if parts > MAX_PARTS {
+            return Err(format!(
+                "refused an offer of {} ({} bytes) in {} parts: more than {MAX_PARTS}",
+                o.file, o.size, parts
+            ));
         }
         if o.port == 0 {
             return Err(format!("refused an offer on port 0 for {}", o.file));

@@ -113,12 +113,27 @@ pub struct ClientConfig {
     /// A download fails when no new part arrived for this long; in [`Mode::Get`], the session
     /// also fails when the server does not answer the download request within it.
     pub give_up_after: Duration,
+    /// Offers of larger files are refused before anything is opened or allocated
+    /// ([`DEFAULT_MAX_DOWNLOAD_SIZE`] unless configured). The runtime also refuses a file larger
+    /// than the free space of the download folder when it opens it.
+    pub max_download_size: u64,
 }
 
+/// The largest file a client downloads unless configured otherwise: 1 TiB.
+pub const DEFAULT_MAX_DOWNLOAD_SIZE: u64 = 1 << 40;
+
 impl ClientConfig {
-    /// A config with the default give-up time ([`DEFAULT_GIVE_UP_AFTER`]).
+    /// A config with the default give-up time ([`DEFAULT_GIVE_UP_AFTER`]) and size cap
+    /// ([`DEFAULT_MAX_DOWNLOAD_SIZE`]).
     pub fn new(name: impl Into<String>, mode: Mode, server_ip: IpAddr, part_size: u16) -> Self {
-        Self { name: name.into(), mode, server_ip, part_size, give_up_after: DEFAULT_GIVE_UP_AFTER }
+        Self {
+            name: name.into(),
+            mode,
+            server_ip,
+            part_size,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
+            max_download_size: DEFAULT_MAX_DOWNLOAD_SIZE,
+        }
     }
 }
 
@@ -674,6 +689,16 @@ impl ClientDriver {
 
     fn start(&mut self, offer: Offer) {
         self.answer_deadline = None;
+        let cap = self.config.max_download_size;
+        if offer.size > cap {
+            let reason = format!(
+                "refused {}: {} bytes is more than this client's limit of {cap} bytes",
+                offer.file, offer.size
+            );
+            self.outputs.push_back(Output::Notice(reason.clone()));
+            self.download_refused(reason);
+            return;
+        }
         // Two downloads into one `.part` file would write over each other.
         if self.downloads.values().any(|d| !d.ended && d.offer.file == offer.file) {
             self.outputs.push_back(Output::Notice(format!(
@@ -799,10 +824,14 @@ impl ClientDriver {
         if d.ended {
             return; // the files of a download that is over: nothing more to decide
         }
-        if let Some(rx) = &d.receiver {
-            // Best effort: what is on disk may still be resumed from.
-            let record = rx.save_state();
-            self.outputs.push_back(Output::SaveRecord { id, record });
+        // No new record: the failed write's parts are counted as arrived but may not be on disk.
+        // The last checkpoint's record stays, and it only lists parts written before it was
+        // saved, so the next download of the file resumes from there. FINISHED copies tell the
+        // server to free the port now (a full disk will not empty itself within its timeout).
+        if let Some(d) = self.downloads.get_mut(&id)
+            && let Some(rx) = d.receiver.as_mut()
+        {
+            rx.abandon();
         }
         self.end(id, Err(DownloadFailure::Io(error)));
     }

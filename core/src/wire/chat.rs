@@ -15,6 +15,8 @@
 //! The name line (the first line a client sends) is not a [`ClientLine`]: what it means depends on
 //! the connection's state, so the server validates it with [`crate::chat::names`] instead.
 
+use std::ops::RangeInclusive;
+
 use nom::{
     AsChar, IResult, Parser,
     bytes::complete::{take_while_m_n, take_while1},
@@ -22,6 +24,9 @@ use nom::{
     combinator::{all_consuming, map_res},
     sequence::preceded,
 };
+
+/// The smallest and largest part size a server grants and a client accepts (PROTOCOL 2.1).
+pub const PART_SIZE_RANGE: RangeInclusive<u16> = 512..=65000;
 
 /// Errors found in a single line. The `Display` text is what follows `ERROR ` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

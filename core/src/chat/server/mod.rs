@@ -57,8 +57,7 @@ use self::ports::PortPool;
 /// A connection, numbered by the runtime. Never reused while the server knows it.
 pub type ConnId = u64;
 
-/// The smallest and largest part size the server grants (PROTOCOL 2.1).
-pub const PART_SIZE_RANGE: RangeInclusive<u16> = 512..=65000;
+pub use crate::wire::chat::PART_SIZE_RANGE;
 
 /// How many characters of an unknown user or file name an `ERROR` echoes back: enough to
 /// recognise it, short enough that the error line always fits the 4096-byte limit (S1).

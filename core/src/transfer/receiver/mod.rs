@@ -133,6 +133,10 @@ pub enum TransferError {
     /// No new part arrived for [`ReceiverConfig::give_up_after`], which it carries.
     #[error("no progress for {0:?}: the server or the path is gone")]
     NoProgress(Duration),
+    /// The client stopped the download itself ([`Receiver::abandon`]): its disk is full, a file
+    /// could not be written.
+    #[error("stopped by this client")]
+    Abandoned,
 }
 
 /// Where a download stands.
@@ -142,7 +146,8 @@ pub enum ReceiverState {
     Running,
     /// Every part arrived and the digest matched; FINISHED is being sent.
     Complete,
-    /// The download failed; nothing more is sent.
+    /// The download failed. Unless the server ended it (ABORT), FINISHED copies go out so the
+    /// server frees the port at once instead of after its idle timeout.
     Failed(TransferError),
 }
 
@@ -352,9 +357,20 @@ impl Receiver {
         self.map.save(&self.config.blake3)
     }
 
-    /// Complete, with FINISHED copies still to send: the socket must stay open until they are out.
+    /// Over (complete or failed), with FINISHED copies still to send: the socket must stay open
+    /// until they are out.
     pub fn is_finishing(&self) -> bool {
-        self.state == ReceiverState::Complete && self.finished_left > 0
+        self.state != ReceiverState::Running && self.finished_left > 0
+    }
+
+    /// The client stops this download for a reason of its own (its disk is full, a file could
+    /// not be written): no more REQUESTs, and FINISHED copies tell the server to free the port
+    /// (PROTOCOL 2.6). No event is reported: the owner knows why. Does nothing once over.
+    pub fn abandon(&mut self) {
+        if self.state == ReceiverState::Running {
+            self.state = ReceiverState::Failed(TransferError::Abandoned);
+            self.finished_left = requests::FINISHED_COPIES;
+        }
     }
 
     /// Where the download stands.
@@ -456,9 +472,8 @@ impl Receiver {
     /// [`datagram::MAX_REQUEST_LEN`] bytes (a smaller one limits the ranges per request).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         match self.state {
-            ReceiverState::Complete => self.finished_copy(buf),
+            ReceiverState::Complete | ReceiverState::Failed(_) => self.finished_copy(buf),
             ReceiverState::Running => self.request_copy(buf).or_else(|| self.new_request(now, buf)),
-            ReceiverState::Failed(_) => None,
         }
     }
 
@@ -502,6 +517,10 @@ impl Receiver {
     }
 
     fn fail(&mut self, error: TransferError) {
+        // A server that aborted has ended the transfer already; otherwise it is told to stop.
+        if !matches!(error, TransferError::Aborted { .. }) {
+            self.finished_left = requests::FINISHED_COPIES;
+        }
         self.state = ReceiverState::Failed(error.clone());
         self.events.push_back(ReceiverEvent::Failed(error));
     }
