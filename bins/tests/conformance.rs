@@ -427,7 +427,56 @@ fn piped_private_error_then_download(server_rt: Rt, client_rt: Rt) {
     assert!(!out.path().join("hello.c.part").exists());
 }
 
+/// S3, PROTOCOL 2.1 (issue 10): a hostile server pushes offers nobody asked for, one of them for
+/// a name outside `Downloads/`. The client takes none of them: no file is created at all. Before
+/// the fix an unasked `UDP ...` line started a download and created its `.part` file.
+fn s3_unasked_offers_from_a_hostile_server_write_nothing(_server_rt: Rt, client_rt: Rt) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hostile = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut name = String::new();
+        reader.read_line(&mut name).unwrap();
+        let digest = "ab".repeat(32);
+        let lines = format!(
+            "alice has joined the chat!\nALL\n\
+             UDP 40000 0 doc.bin 100 1200 {digest} 0011223344556677\n\
+             UDP 40001 1 ../../.bashrc 100 1200 {digest} 0011223344556678\n\
+             UDP 40002 2 doc.bin 100 1200 {digest} 0011223344556679\n"
+        );
+        writer.write_all(lines.as_bytes()).unwrap();
+        // Until the client leaves: it says {quit}, or its socket closes.
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && !line.starts_with("{quit}") {
+            line.clear();
+        }
+    });
+    let out = tempfile::tempdir().unwrap();
+    let downloads = out.path().join("Downloads");
+    let options = natter_runtime_common::ClientOptions {
+        addr,
+        name: "alice".into(),
+        out_dir: downloads.clone(),
+        part_size: None,
+        stall_timeout: Duration::from_secs(5),
+        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+    };
+    let (result, shown) = run_client(client_rt, options, &[]);
+    hostile.join().unwrap();
+    result.unwrap();
+    let ignored = shown.iter().filter(|l| l.contains("did not ask for")).count();
+    assert_eq!(ignored, 2, "{shown:?}");
+    assert!(shown.iter().any(|l| l.contains("unsafe file name")), "{shown:?}");
+    assert!(!downloads.exists(), "the client created {downloads:?}");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}
+
 on_each_pair!(
+    s3_unasked_offers_from_a_hostile_server_write_nothing,
     downloads_are_byte_exact,
     sixteen_concurrent_downloads,
     client_quit_is_exactly_the_servers,
