@@ -372,3 +372,25 @@ fn a_client_that_leaves_frees_its_ports_at_once() {
     let text = &s.received[&bob];
     assert!(text.contains("UDP 55000 ") && text.contains("UDP 55001 "), "{text}");
 }
+
+/// Issue 10, PROTOCOL 2.6: a client whose download socket is known gets ABORT 4 when its chat
+/// connection ends (it may still be running, behind a chat connection a NAT dropped), and the
+/// port is free once that is handed out.
+#[test]
+fn a_client_that_leaves_mid_download_is_told_with_abort_4() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c 1200");
+    let token = offered_token(&s.received[&alice]);
+    let mut buf = [0u8; 64];
+    let n = datagram::encode_request(token, 0, &[(0, 0)], &mut buf);
+    s.datagram(55000, 50000, &buf[..n]);
+    s.note("alice's chat connection ends mid-download");
+    s.driver.handle_input(s.now, Input::PeerClosed { conn: alice });
+    s.drain();
+    assert!(s.serving.is_empty(), "{:?}", s.serving);
+    assert_eq!(s.driver.transfers(), 0);
+    assert!(s.transcript.contains("ABORT the chat connection ended (code 4)"), "{}", s.transcript);
+    insta::assert_snapshot!(s.transcript);
+}

@@ -467,7 +467,7 @@ impl ServerDriver {
                     file: offer.offer.file,
                 });
             }
-            ServerOutput::EndTransfer { port } => self.endpoint.end(port),
+            ServerOutput::EndTransfer { port } => self.endpoint.end(now, port),
             ServerOutput::PauseReading { conn } => {
                 self.out.push_back(Output::PauseReading { conn });
             }

@@ -160,8 +160,16 @@ impl Endpoint {
         }
     }
 
-    /// Ends the transfer on `port` at once, with nothing more sent (its client left).
-    pub fn end(&mut self, port: u16) {
+    /// Ends the transfer on `port` because its client left: ABORT 4 to the client's download
+    /// socket when its address is known (the port is free once that is handed out), else at once.
+    pub fn end(&mut self, now: Instant, port: u16) {
+        if let Some(served) = self.served.get_mut(&port)
+            && served.sender.peer().is_some()
+        {
+            served.sender.handle_input(now, SenderInput::ClientLeft);
+            Self::owe_transmit(&mut self.events, port, served);
+            return;
+        }
         // Reported even for a port not served (any more): the chat server then frees it all
         // the same, and freeing a free port changes nothing.
         self.served.remove(&port);

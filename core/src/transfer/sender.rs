@@ -60,7 +60,7 @@ pub enum SenderEnd {
     Aborted(AbortCode),
     /// No valid request for the idle timeout (ABORT 3 was sent if a client address was known).
     TimedOut,
-    /// The client left the chat: its transfers end with it, without a datagram.
+    /// The client left the chat: its transfers end with it (ABORT 4 if its address was known).
     ClientLeft,
 }
 
@@ -77,6 +77,9 @@ pub enum SenderInput<'a> {
     /// The served file is no longer the one offered (edited, replaced, removed, or shorter than
     /// offered when read): tell the client (ABORT 1) and end (U7).
     FileChanged,
+    /// The client's chat connection ended: tell its download socket (ABORT 4), if one is known,
+    /// and end, so the port is free at once.
+    ClientLeft,
 }
 
 impl std::fmt::Display for SenderEnd {
@@ -193,6 +196,11 @@ impl Sender {
                     self.abort_with(AbortCode::FileChanged, "the file changed on the server");
                 }
             }
+            SenderInput::ClientLeft => {
+                if self.end.is_none() {
+                    self.abort_with(AbortCode::ClientLeft, "your chat connection ended");
+                }
+            }
         }
     }
 
@@ -294,6 +302,7 @@ impl Sender {
         }
         self.end = Some(match code {
             AbortCode::TimedOut => SenderEnd::TimedOut,
+            AbortCode::ClientLeft => SenderEnd::ClientLeft,
             other => SenderEnd::Aborted(other),
         });
     }

@@ -165,6 +165,8 @@ pub enum AbortCode {
     PastEnd,
     /// 3: no valid request for the idle timeout.
     TimedOut,
+    /// 4: the client's chat connection ended, and its transfers with it (version 2).
+    ClientLeft,
     /// Any other code.
     Other(u16),
 }
@@ -175,6 +177,7 @@ impl From<u16> for AbortCode {
             1 => AbortCode::FileChanged,
             2 => AbortCode::PastEnd,
             3 => AbortCode::TimedOut,
+            4 => AbortCode::ClientLeft,
             other => AbortCode::Other(other),
         }
     }
@@ -186,6 +189,7 @@ impl From<AbortCode> for u16 {
             AbortCode::FileChanged => 1,
             AbortCode::PastEnd => 2,
             AbortCode::TimedOut => 3,
+            AbortCode::ClientLeft => 4,
             AbortCode::Other(other) => other,
         }
     }
@@ -197,6 +201,7 @@ impl std::fmt::Display for AbortCode {
             AbortCode::FileChanged => "file changed on the server",
             AbortCode::PastEnd => "a part past the end of the file was requested",
             AbortCode::TimedOut => "transfer timed out",
+            AbortCode::ClientLeft => "the chat connection ended",
             AbortCode::Other(_) => "unknown abort code",
         };
         write!(f, "{text} (code {})", u16::from(*self))
