@@ -5,7 +5,9 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use natter_core::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};
+use natter_core::transfer::sender::{
+    MAX_OWED_PARTS, Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput,
+};
 use natter_core::wire::datagram::{self, AbortCode, Datagram, Version};
 
 const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
@@ -179,7 +181,7 @@ fn u3_req_seq_wraps_around_after_2_pow_32_requests() {
 }
 
 #[test]
-fn a_newer_request_replaces_what_an_older_one_still_owed() {
+fn owed_parts_are_bounded_and_newer_requests_replace_the_oldest() {
     // Issue 10: the parts owed per transfer are bounded. Before the fix every REQUEST appended to
     // the queue, so requests arriving faster than parts left grew it without end.
     let t0 = Instant::now();
@@ -191,14 +193,33 @@ fn a_newer_request_replaces_what_an_older_one_still_owed() {
         // Only one part leaves between two requests, as when the socket is full.
         assert!(matches!(s.poll_output(), Some(SenderOutput::SendPart { .. })));
     }
-    assert_eq!(s.stats().parts_replaced, 999 * 199);
-    // What is left is the rest of the last request and nothing else.
     let mut rest = Vec::new();
     while let Some(SenderOutput::SendPart { req_seq, part, .. }) = s.poll_output() {
-        assert_eq!(req_seq, 999);
-        rest.push(part);
+        rest.push((req_seq, part));
     }
-    assert_eq!(rest, (999 * 200 + 1..999 * 200 + 200).collect::<Vec<u32>>());
+    // What is left is the newest MAX_OWED_PARTS parts asked for (one of them was just sent), in
+    // order, and nothing older.
+    assert_eq!(rest.len() as u64, MAX_OWED_PARTS - 1);
+    assert_eq!(rest.last(), Some(&(999, 999 * 200 + 199)));
+    assert!(rest.windows(2).all(|w| w[0].1 < w[1].1));
+    assert_eq!(s.stats().parts_replaced, 1000 * 200 - 1000 - (MAX_OWED_PARTS - 1));
+}
+
+#[test]
+fn requests_that_arrive_together_are_all_answered() {
+    // Back-to-back REQUESTs read in one server turn, before anything is sent: all answered.
+    let t0 = Instant::now();
+    let mut s = sender(10_000_000, 1000, t0);
+    for req_seq in 0..4u32 {
+        let req = request(req_seq, &[(req_seq * 10, req_seq * 10 + 9)]);
+        s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &req });
+    }
+    let mut parts = Vec::new();
+    while let Some(SenderOutput::SendPart { part, .. }) = s.poll_output() {
+        parts.push(part);
+    }
+    assert_eq!(parts, (0..40).collect::<Vec<u32>>());
+    assert_eq!(s.stats().parts_replaced, 0);
 }
 
 #[test]

@@ -35,6 +35,10 @@ const WRITE_GATHER: usize = 1 << 20;
 /// little, and gathering them would only add a copy of every byte (loopback uses 64 KB parts).
 const GATHER_BELOW: usize = 16 << 10;
 
+/// Every time this many more bytes of a download are hashed, their writeback to disk is started
+/// (see [`DownloadFile::start_writeback`]).
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
 /// The largest resume record read back: one bit per part of the largest offer a client takes,
 /// and the header. A bigger file beside a `.part` is not a record of ours.
 const MAX_RECORD_BYTES: u64 = natter_core::chat::client::MAX_PARTS / 8 + 1024;
@@ -144,6 +148,9 @@ struct DownloadFile {
     /// `gathered_at`. Flushed before anything reads the file back or records what it holds.
     gathered: Vec<u8>,
     gathered_at: u64,
+    /// The hashed prefix's end and how much of it was already sent towards the disk.
+    hashed_to: u64,
+    written_back_to: u64,
 }
 
 impl DownloadFile {
@@ -170,6 +177,8 @@ impl DownloadFile {
             resume_path,
             gathered: Vec::with_capacity(WRITE_GATHER),
             gathered_at: 0,
+            hashed_to: 0,
+            written_back_to: 0,
         };
         Ok((me, saved))
     }
@@ -251,10 +260,12 @@ impl DownloadFile {
                 && bytes.len() == len
             {
                 driver.hash(id, offset, bytes);
+                self.hashed_to = offset + len as u64;
                 continue;
             }
             if let Some(bytes) = self.gathered_range(offset, len) {
                 driver.hash(id, offset, bytes);
+                self.hashed_to = offset + len as u64;
                 continue;
             }
             self.flush()?;
@@ -263,15 +274,33 @@ impl DownloadFile {
                 .read_exact_at(scratch, offset)
                 .map_err(|err| io_error("read", &self.part_path, &err))?;
             driver.hash(id, offset, scratch);
+            self.hashed_to = offset + len as u64;
         }
+        self.start_writeback();
         Ok(())
+    }
+
+    /// Starts the disk writeback of the hashed prefix, in steps of [`WRITEBACK_EVERY`], and lets
+    /// the page cache drop those pages. Why: the verified file is fsynced before its rename, and
+    /// without this all of it would be written back then, in one wait at the end (0.2 s more for
+    /// 256 MiB on loopback). `POSIX_FADV_DONTNEED` starts writeback without waiting for it; the
+    /// hashed bytes are not read again. Only an optimisation: errors are ignored.
+    fn start_writeback(&mut self) {
+        let flushed_to = if self.gathered.is_empty() { self.hashed_to } else { self.gathered_at };
+        let upto = self.hashed_to.min(flushed_to);
+        if upto.saturating_sub(self.written_back_to) >= WRITEBACK_EVERY {
+            let len = std::num::NonZeroU64::new(upto - self.written_back_to);
+            let advice = rustix::fs::Advice::DontNeed;
+            let _ = rustix::fs::fadvise(&self.file, self.written_back_to, len, advice);
+            self.written_back_to = upto;
+        }
     }
 
     /// Moves the verified file to its final name (the first free `name (n).ext`): on disk first
     /// (fsync), then renamed without replacing anything, then the folder's entry on disk too.
     fn keep(mut self) -> Result<PathBuf, String> {
         self.flush()?;
-        self.file.sync_all().map_err(|err| io_error("save", &self.part_path, &err))?;
+        self.file.sync_data().map_err(|err| io_error("save", &self.part_path, &err))?;
         // The `.part` name must still be the file written: nobody swapped in another since.
         let opened =
             self.file.metadata().map_err(|err| io_error("inspect", &self.part_path, &err))?;

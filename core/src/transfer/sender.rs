@@ -6,8 +6,9 @@
 //! port cannot be hijacked or used to reflect traffic at a third party (TEST-CATALOGUE U2). A REQUEST
 //! whose `req_seq` is not newer than the last one answered is ignored, so duplicated or replayed
 //! requests never multiply traffic (U3); `req_seq` is compared as a serial number, so it may wrap.
-//! One REQUEST is answered with at most 256 parts / 2 MiB, and a newer REQUEST replaces whatever an
-//! older one still had owed, so the parts a transfer owes never exceed one request's worth.
+//! One REQUEST is answered with at most 256 parts / 2 MiB. What REQUESTs asked for and was not sent
+//! yet is bounded by [`MAX_OWED_PARTS`]: past it, a newer REQUEST's parts replace the oldest owed
+//! ones (the client has moved on from those, and its loss detection asks again if it must).
 //!
 //! The client's REQUESTs decide the datagram version (PROTOCOL.md 5): its PARTs and ABORT go out in
 //! the version of the last REQUEST answered, so a version-1 client is served as before.
@@ -34,6 +35,11 @@ use crate::wire::datagram::{
 /// The default idle timeout (PROTOCOL.md 2.6): the port is freed when no valid request arrived
 /// for this long, counted from the offer.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most parts a transfer owes at once: four REQUESTs' worth. Why not one: a server reads
+/// several datagrams per turn before it sends, so a client's back-to-back REQUESTs often arrive
+/// together, and dropping all but the last would turn every such turn into losses.
+pub const MAX_OWED_PARTS: u64 = 4 * MAX_PARTS_PER_REQUEST as u64;
 
 /// What the sender needs to know about the offer.
 #[derive(Debug, Clone)]
@@ -130,7 +136,8 @@ pub struct SenderStats {
     pub requests_answered: u64,
     /// REQUESTs ignored because their `req_seq` was not newer than the last answered (U3).
     pub requests_ignored: u64,
-    /// Parts a REQUEST had asked for that were not sent because a newer REQUEST replaced it.
+    /// Owed parts dropped unsent because newer REQUESTs pushed the owed total past
+    /// [`MAX_OWED_PARTS`].
     pub parts_replaced: u64,
     /// [`SenderOutput::SendPart`] orders handed out.
     pub parts_sent: u64,
@@ -149,9 +156,10 @@ pub struct Sender {
     last_req_seq: Option<u32>,
     /// The version of the last REQUEST answered: PARTs and ABORT go out in it.
     version: Version,
-    /// Parts still to announce for the last REQUEST answered: (first, last) inclusive, already
-    /// clamped to the bounds; at most 256 parts in all.
-    pending: VecDeque<(u32, u32)>,
+    /// Parts still to announce: (req_seq, first, last) inclusive, already clamped to the bounds;
+    /// at most [`MAX_OWED_PARTS`] in all, counted in `owed`.
+    pending: VecDeque<(u32, u32, u32)>,
+    owed: u64,
     deadline: Instant,
     end: Option<SenderEnd>,
     done_emitted: bool,
@@ -170,6 +178,7 @@ impl Sender {
             last_req_seq: None,
             version: Version::CURRENT,
             pending: VecDeque::new(),
+            owed: 0,
             end: None,
             done_emitted: false,
             abort: None,
@@ -227,6 +236,7 @@ impl Sender {
             // FINISHED may come before any REQUEST (an empty file has nothing to ask for).
             Datagram::Finished { .. } => {
                 self.pending.clear();
+                self.owed = 0;
                 self.end = Some(SenderEnd::Finished);
             }
             Datagram::Part(_) | Datagram::Abort(_) => self.stats.dropped += 1,
@@ -255,11 +265,6 @@ impl Sender {
         self.last_req_seq = Some(req.req_seq);
         self.deadline = now + self.config.idle_timeout;
         self.stats.requests_answered += 1;
-        // The newer request says what the client still wants: what an older one had owed and was
-        // not sent yet is dropped, and the client's loss detection asks again if it must.
-        let replaced: u64 = self.pending.iter().map(|&(f, l)| u64::from(l - f) + 1).sum();
-        self.stats.parts_replaced += replaced;
-        self.pending.clear();
         // Answer the first parts up to 256 parts / 2 MiB.
         let mut parts_left = MAX_PARTS_PER_REQUEST as u64;
         let mut bytes_left = MAX_REQUEST_PAYLOAD;
@@ -278,16 +283,40 @@ impl Sender {
                 next += 1;
             }
             if next > u64::from(first) {
-                self.pending.push_back((first, (next - 1) as u32));
+                self.pending.push_back((req.req_seq, first, (next - 1) as u32));
+                self.owed += next - u64::from(first);
             }
             if parts_left == 0 {
                 break;
+            }
+        }
+        self.bound_owed();
+    }
+
+    /// Drops the oldest owed parts until at most [`MAX_OWED_PARTS`] are left.
+    fn bound_owed(&mut self) {
+        while self.owed > MAX_OWED_PARTS {
+            let Some((_, first, last)) = self.pending.front_mut() else {
+                break;
+            };
+            let over = self.owed - MAX_OWED_PARTS;
+            let in_range = u64::from(*last - *first) + 1;
+            if in_range <= over {
+                self.pending.pop_front();
+                self.owed -= in_range;
+                self.stats.parts_replaced += in_range;
+            } else {
+                // `over` < in_range <= u32::MAX + 1 here, so it fits the part index.
+                *first += over as u32;
+                self.owed -= over;
+                self.stats.parts_replaced += over;
             }
         }
     }
 
     fn abort_with(&mut self, code: AbortCode, reason: &str) {
         self.pending.clear();
+        self.owed = 0;
         if let Some(to) = self.peer {
             let mut bytes = vec![0; datagram::abort_len(reason)];
             let n = datagram::encode_abort_in(
@@ -320,15 +349,14 @@ impl Sender {
             return Some(SenderOutput::Done(end));
         }
         let to = self.peer?;
-        // Whatever is pending answers the last REQUEST answered.
-        let req_seq = self.last_req_seq?;
-        let (first, last) = self.pending.front_mut()?;
-        let part = *first;
+        let (req_seq, first, last) = self.pending.front_mut()?;
+        let (req_seq, part) = (*req_seq, *first);
         if *first == *last {
             self.pending.pop_front();
         } else {
             *first += 1;
         }
+        self.owed -= 1;
         self.stats.parts_sent += 1;
         Some(SenderOutput::SendPart {
             version: self.version,
