@@ -1,6 +1,7 @@
 //! Scripted sessions with the client side of a transfer. PROTOCOL 2.2-2.3; TEST-CATALOGUE U4, U6.
 
 use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use natter_core::transfer::congestion::ControllerKind;
@@ -8,9 +9,12 @@ use natter_core::transfer::parts::ResumeError;
 use natter_core::transfer::receiver::{
     Accept, Receiver, ReceiverConfig, ReceiverState, TransferError,
 };
+use natter_core::transfer::sender::{Sender, SenderConfig, SenderInput, SenderOutput};
 use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
 
 const TOKEN: u64 = 0x0123_4567_89ab_cdef;
+/// The client's UDP address, as the server sees it.
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 40_000);
 
 fn file(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -354,8 +358,27 @@ fn large_parts_that_never_arrive_are_reported() {
     assert!(!arrived.parts_too_large(t0 + LARGE_PART_PATIENCE * 3));
 }
 
-// PROTOCOL 2.2: the server answers a req_seq once, so a copy of a REQUEST is answered only when
-// the first copy was lost; the receiver sends two by default so one lost REQUEST loses no parts.
+/// What a real server sends back for one datagram from the client: its PARTs, sealed from
+/// `content` as a runtime seals them.
+fn served(s: &mut Sender, now: Instant, content: &[u8], dgram: &[u8]) -> Vec<Vec<u8>> {
+    s.handle_input(now, SenderInput::Datagram { from: CLIENT, bytes: dgram });
+    let mut parts = Vec::new();
+    while let Some(out) = s.poll_output() {
+        match out {
+            SenderOutput::SendPart { req_seq, part, offset, len, .. } => {
+                let at = offset as usize;
+                parts.push(datagram::encode_part(TOKEN, req_seq, part, &content[at..at + len]));
+            }
+            other => panic!("the server answered a good request with {other:?}"),
+        }
+    }
+    parts
+}
+
+// U3, U4 / PROTOCOL 2.2: the server answers a req_seq once, so a copy of a REQUEST is answered
+// only when the first copy was lost; the receiver sends two by default so one lost REQUEST loses
+// no parts. Against a real sender: with the first copy lost the second is answered in full and
+// the download completes with nothing lost; with both delivered the copy costs no part.
 #[test]
 fn each_request_goes_out_twice_by_default_and_a_lost_copy_costs_nothing() {
     let content = file(5000);
@@ -364,16 +387,48 @@ fn each_request_goes_out_twice_by_default_and_a_lost_copy_costs_nothing() {
     cfg.request_copies = ReceiverConfig::new(0, 0, 1000, [0; 32]).request_copies;
     assert_eq!(cfg.request_copies, 2);
     let mut r = Receiver::new(cfg, t0);
-    let sent = transmit(&mut r, t0);
-    assert_eq!(sent, vec![(0, vec![(0, 4)]), (0, vec![(0, 4)])]);
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    let mut copies = Vec::new();
+    while let Some(n) = r.poll_transmit(t0, &mut buf) {
+        copies.push(buf[..n].to_vec());
+    }
+    assert_eq!(copies.len(), 2, "two copies of the first request");
+    assert_eq!(copies[0], copies[1]);
+    assert!(
+        matches!(datagram::parse(&copies[0]), Ok(Datagram::Request(q)) if q.ranges == [(0, 4)])
+    );
     assert_eq!(r.progress().requests_sent, 1);
-    // The first copy was lost, the second answered: every part arrives, none is lost.
+
+    // The first copy is lost on the way: the server sees only the second, and answers it.
+    let mut server = sender_for(&content, 1000, t0);
+    let now = t0 + Duration::from_millis(10);
+    let parts = served(&mut server, now, &content, &copies[1]);
+    assert_eq!(parts.len(), 5);
     let mut written = vec![0; content.len()];
     let now = t0 + Duration::from_millis(20);
-    for i in 0..5 {
-        assert!(deliver(&mut r, now, &part(&content, 1000, 0, i), &mut written).is_some());
+    for p in &parts {
+        assert!(deliver(&mut r, now, p, &mut written).is_some());
     }
     assert_eq!(r.progress().parts_lost, 0);
+    assert_eq!(r.progress().probe_timeouts, 0);
     assert_eq!(written, content);
     assert_eq!(r.state(), ReceiverState::Complete);
+
+    // Both copies arrive: the second is a replay of an answered req_seq and brings no part.
+    let mut server = sender_for(&content, 1000, t0);
+    assert_eq!(served(&mut server, now, &content, &copies[0]).len(), 5);
+    assert!(served(&mut server, now, &content, &copies[1]).is_empty());
+    let stats = server.stats();
+    assert_eq!((stats.requests_answered, stats.requests_ignored, stats.parts_sent), (1, 1, 5));
+}
+
+fn sender_for(content: &[u8], part_size: u16, now: Instant) -> Sender {
+    let config = SenderConfig {
+        token: TOKEN,
+        peer_ip: CLIENT.ip(),
+        size: content.len() as u64,
+        part_size,
+        idle_timeout: Duration::from_secs(10),
+    };
+    Sender::new(config, now)
 }
