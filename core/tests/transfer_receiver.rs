@@ -4,6 +4,10 @@ use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod hostile;
+
+use hostile::{Mix, Offer};
+use natter_core::sim::rng::SplitMix64;
 use natter_core::transfer::congestion::ControllerKind;
 use natter_core::transfer::parts::ResumeError;
 use natter_core::transfer::receiver::{
@@ -431,4 +435,113 @@ fn sender_for(content: &[u8], part_size: u16, now: Instant) -> Sender {
         idle_timeout: Duration::from_secs(10),
     };
     Sender::new(config, now)
+}
+
+/// How a hostile stream went at the receivers, to show it reached every rule.
+#[derive(Debug, Default)]
+struct Reached {
+    accepted: u64,
+    duplicates: u64,
+    refused: u64,
+    aborted: u64,
+    complete: u64,
+    digest_mismatch: u64,
+    gave_up: u64,
+}
+
+/// U1, U4, P1 / PROTOCOL 2.2-2.3: 20,000 hostile datagrams (`hostile::datagram_of`: a real header
+/// most of the time; true, forged, wrongly sized, out-of-range, damaged or truncated PARTs, and
+/// every other kind) at a receiver that also runs its own requests and timers; a new receiver
+/// whenever one ends. A PART is accepted exactly when it parses, carries the token, fits the
+/// offer (index and exact length) and is new; an ABORT with the token ends the download with
+/// that code; a receiver with every part declares the file complete exactly when the written
+/// bytes are the file's, and a digest mismatch otherwise; what it sends always parses.
+#[test]
+fn hostile_datagrams_are_accepted_exactly_when_they_fit_the_offer() {
+    let content = file(7500);
+    let offer = Offer { token: TOKEN, content: content.clone(), part_size: 1000 };
+    let n = offer.n_parts();
+    let mut rng = SplitMix64::new(3);
+    let mut now = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), now);
+    let mut written = vec![0u8; content.len()];
+    let mut have = vec![false; n as usize];
+    let mut reached = Reached::default();
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    for i in 0..20_000 {
+        let (bytes, _) = hostile::datagram_of(&mut rng, &offer, Mix::AT_CLIENT);
+        now += Duration::from_millis(rng.below(4));
+        let parsed = datagram::parse(&bytes);
+        let fits = match &parsed {
+            Ok(Datagram::Part(p)) if p.token == TOKEN && p.part < n => {
+                p.data.len() == offer.part(p.part).len()
+            }
+            _ => false,
+        };
+        let want = match &parsed {
+            Ok(Datagram::Part(p)) if fits && !have[p.part as usize] => Some(p.part),
+            _ => None,
+        };
+        let abort = match &parsed {
+            Ok(Datagram::Abort(a)) if a.token == TOKEN => Some(a.code),
+            _ => None,
+        };
+        let got = deliver(&mut r, now, &bytes, &mut written);
+        assert_eq!(got.as_ref().map(|a| a.part), want, "#{i}: {bytes:02x?}");
+        if let Some(acc) = got {
+            assert_eq!(acc.offset, u64::from(acc.part) * 1000);
+            have[acc.part as usize] = true;
+            reached.accepted += 1;
+        } else if fits {
+            reached.duplicates += 1;
+        } else {
+            reached.refused += 1;
+        }
+        while let Some(len) = r.poll_transmit(now, &mut buf) {
+            match datagram::parse(&buf[..len]) {
+                Ok(Datagram::Request(q)) => assert!(q.ranges.iter().all(|&(_, last)| last < n)),
+                Ok(Datagram::Finished { token }) => assert_eq!(token, TOKEN),
+                other => panic!("#{i}: the receiver sent {other:?}"),
+            }
+        }
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+        let ended = match r.state() {
+            ReceiverState::Running => {
+                assert!(abort.is_none(), "#{i}: an ABORT with the token did not end it");
+                assert!(have.contains(&false), "#{i}: every part in, still running");
+                false
+            }
+            ReceiverState::Complete => {
+                assert!(written == content, "#{i}: complete with wrong bytes");
+                reached.complete += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::DigestMismatch) => {
+                assert!(written != content, "#{i}: a digest mismatch over the true bytes");
+                assert!(!have.contains(&false));
+                reached.digest_mismatch += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::Aborted { code, .. }) => {
+                assert_eq!(Some(code), abort, "#{i}");
+                reached.aborted += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::NoProgress(_)) => {
+                reached.gave_up += 1;
+                true
+            }
+        };
+        if ended {
+            r = Receiver::new(config(&content, 1000), now);
+            written.fill(0);
+            have.fill(false);
+        }
+    }
+    eprintln!("{reached:?}");
+    assert!(reached.accepted >= 1000 && reached.duplicates >= 1000, "{reached:?}");
+    assert!(reached.refused >= 5000 && reached.aborted >= 20, "{reached:?}");
+    assert!(reached.complete >= 20 && reached.digest_mismatch >= 20, "{reached:?}");
 }
