@@ -232,7 +232,8 @@ struct Tally {
     offered: u64,
 }
 
-/// U4 through the whole system: see the module documentation.
+/// U4 (with U5 and U8 where a seed meets them) through the whole system, PROTOCOL 2.1-2.6: see
+/// the module documentation.
 #[test]
 fn seed_sweep() {
     let seeds = campaign::seeds(campaign::DEFAULT_SEEDS);

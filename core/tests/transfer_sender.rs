@@ -352,6 +352,7 @@ fn hostile_stream(seed: u64, size: u64, part_size: u16) -> Reached {
     reached
 }
 
+// U1, U2, U3, P1 / PROTOCOL 2.2: see `hostile_stream`.
 #[test]
 fn u1_hostile_datagrams_get_exactly_the_replies_the_rules_allow() {
     // Small parts: the 256-part bound caps long requests. Large ones: the 2 MiB bound does.
