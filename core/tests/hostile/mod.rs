@@ -180,23 +180,24 @@ fn request(rng: &mut SplitMix64, offer: &Offer) -> (Vec<u8>, Intent) {
         .collect();
     let req_seq = index(rng, 20);
     let mut bytes = vec![0; datagram::request_len(ranges.len())];
-    let len = datagram::encode_request(token(rng, offer), req_seq, &ranges, &mut bytes);
+    let token = token(rng, offer);
+    let len = datagram::encode_request(token, req_seq, &ranges, &mut bytes);
     bytes.truncate(len);
-    let body = datagram::request_len(0);
     let intent = match rng.below(12) {
         0 if !ranges.is_empty() => {
-            // A range backwards.
+            // A range backwards (the encoder writes what it is given).
+            let mut ranges = ranges.clone();
             let k = rng.below(ranges.len() as u64) as usize;
-            let at = body + 8 * k;
-            let (first, last) = (ranges[k].0.max(1), ranges[k].0.max(1) - 1);
-            bytes[at..at + 4].copy_from_slice(&first.to_be_bytes());
-            bytes[at + 4..at + 8].copy_from_slice(&last.to_be_bytes());
+            ranges[k] = (ranges[k].0.max(1), ranges[k].0.max(1) - 1);
+            let len = datagram::encode_request(token, req_seq, &ranges, &mut bytes);
+            bytes.truncate(len);
             Intent::Malformed("a backwards range")
         }
         1 => {
             // A count over the limit (the length follows it or not).
             let count = (MAX_PARTS_PER_REQUEST + 1) as u16 + rng.below(1000) as u16;
-            bytes[body - 2..body].copy_from_slice(&count.to_be_bytes());
+            let at = count_at();
+            bytes[at..at + 2].copy_from_slice(&count.to_be_bytes());
             Intent::Malformed("count over 256")
         }
         2 => {
@@ -211,6 +212,17 @@ fn request(rng: &mut SplitMix64, offer: &Offer) -> (Vec<u8>, Intent) {
     };
     datagram::reseal(&mut bytes);
     (bytes, intent)
+}
+
+/// Where a REQUEST's `count` field is (offset 16 in protocol version 1), found in an encoded
+/// REQUEST rather than assumed, so that a version that adds a field keeps this generator right.
+fn count_at() -> usize {
+    const COUNT: usize = 0xAB;
+    let mut buf = vec![0; datagram::request_len(COUNT)];
+    datagram::encode_request(0, 0, &[(0, 0); COUNT], &mut buf);
+    (0..datagram::request_len(0) - 1)
+        .find(|&i| buf[i..i + 2] == [0, COUNT as u8])
+        .unwrap_or_else(|| panic!("no count field in {:02x?}", &buf[..datagram::request_len(0)]))
 }
 
 fn part(rng: &mut SplitMix64, offer: &Offer) -> (Vec<u8>, Intent) {
