@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use natter_core::sim::{self, FlowSpec, Path, SimConfig};
+use natter_core::sim::{self, FlowSpec, Outcome, Path, SimConfig};
 use natter_core::transfer::congestion::ControllerKind;
 
 const RATE_BPS: u64 = 100_000_000;
@@ -30,6 +30,13 @@ fn main() {
                 spec.controller = kind;
                 let report = sim::run(base, &config, &[spec]);
                 let flow = &report.flows[0];
+                // A row measures a correct transfer or none: wrong bytes are a failure, not a
+                // figure (a design may run out of time, which the row then shows).
+                assert_eq!(flow.wrong_bytes_accepted, 0, "{design}: {flow:?}");
+                assert!(
+                    flow.bytes_exact || flow.outcome != Outcome::Complete,
+                    "{design}: {flow:?}"
+                );
                 // Goodput = file bytes delivered (in order or not) over the time taken; a design
                 // that cannot finish within the limit is measured on what it got.
                 let secs = flow.elapsed.as_secs_f64().max(1e-9);

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use natter_core::sim::{self, FlowSpec, Path, SimConfig, Stalls};
+use natter_core::sim::{self, FlowSpec, Outcome, Path, SimConfig, Stalls};
 
 const RATE_BPS: u64 = 1_000_000_000;
 
@@ -27,6 +27,9 @@ fn main() {
             });
             let report = sim::run(base, &config, &[spec]);
             let flow = &report.flows[0];
+            // A stall may cost speed, never correctness: wrong bytes are a failure, not a row.
+            assert_eq!(flow.wrong_bytes_accepted, 0, "{flow:?}");
+            assert!(flow.bytes_exact || flow.outcome != Outcome::Complete, "{flow:?}");
             println!(
                 "stall_ms={length_ms}/{every_ms} request_copies={copies} outcome={:?} goodput_pct={:.1} parts_lost_pct={:.1}",
                 flow.outcome,

@@ -42,9 +42,31 @@ fn goodput_at_20_percent_loss_is_at_least_50_percent() {
     assert!(pct >= 50.0, "{pct}");
 }
 
+/// The default controller is the one that keeps a lossy link full: at 2% random loss each way
+/// a loss-based controller (NewReno) reads every loss as congestion and backs off, while the
+/// default measures the delivery rate and compensates for random loss. Same path, same seed, same
+/// file: the default must get at least ten times NewReno's goodput (83.8% against 4.0% of
+/// the link when written), and most of the link.
 #[test]
-fn default_controller_is_the_delivery_rate_one() {
-    assert_eq!(ControllerKind::default(), ControllerKind::Bbr);
+fn the_default_controller_fills_a_lossy_link_where_newreno_backs_off() {
+    let goodput = |controller: ControllerKind| {
+        let config = SimConfig {
+            path: Path::symmetric(RATE, Duration::from_millis(20), 0.02),
+            seed: 21,
+            time_limit: Duration::from_secs(120),
+        };
+        let mut spec = FlowSpec::new(8 << 20, 1200);
+        spec.controller = controller;
+        let report = sim::run(Instant::now(), &config, &[spec]);
+        let flow = &report.flows[0];
+        assert_eq!(flow.outcome, Outcome::Complete, "{controller:?}: {flow:?}");
+        assert!(flow.bytes_exact);
+        flow.goodput_bps / RATE as f64 * 100.0
+    };
+    let (default, newreno) = (goodput(ControllerKind::default()), goodput(ControllerKind::NewReno));
+    eprintln!("2% loss: default {default:.1}%, NewReno {newreno:.1}% of the link");
+    assert!(default >= 10.0 * newreno, "default {default:.1}% vs NewReno {newreno:.1}%");
+    assert!(default >= 80.0, "{default:.1}%");
 }
 
 /// Two transfers share one bottleneck (the second starts 300 ms later, when the first already owns
@@ -81,10 +103,9 @@ fn two_transfers_share_a_bottleneck_fairly_with_a_bounded_queue() {
     assert!(a + b >= 0.9 * RATE as f64 * 0.5, "{a} + {b}");
 }
 
-/// The real benchmark's condition (1 Gbit/s, 20 ms, 5% loss each way), in the simulator. Slow in a
-/// debug build, so ignored; run with `cargo test --release -- --ignored`.
+/// The real benchmark's condition (1 Gbit/s, 20 ms, 5% loss each way), in the simulator: a
+/// 256 MiB file gets at least 80% of the link. About 2 s in the (optimised) test profile.
 #[test]
-#[ignore]
 fn gigabit_at_5_percent_loss() {
     let config = SimConfig {
         path: Path::symmetric(1_000_000_000, Duration::from_millis(20), 0.05),

@@ -1,16 +1,24 @@
 //! Scripted sessions with the client side of a transfer. PROTOCOL 2.2-2.3; TEST-CATALOGUE U4, U6.
 
 use std::fmt::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod hostile;
+
+use hostile::{Mix, Offer};
+use natter_core::sim::rng::SplitMix64;
 use natter_core::transfer::congestion::ControllerKind;
 use natter_core::transfer::parts::ResumeError;
 use natter_core::transfer::receiver::{
     Accept, Receiver, ReceiverConfig, ReceiverState, TransferError,
 };
+use natter_core::transfer::sender::{Sender, SenderConfig, SenderInput, SenderOutput};
 use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN, Version};
 
 const TOKEN: u64 = 0x0123_4567_89ab_cdef;
+/// The client's UDP address, as the server sees it.
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)), 40_000);
 
 fn file(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -375,8 +383,27 @@ fn large_parts_that_never_arrive_are_reported() {
     assert!(!arrived.parts_too_large(t0 + LARGE_PART_PATIENCE * 3));
 }
 
-// PROTOCOL 2.2: the server answers a req_seq once, so a copy of a REQUEST is answered only when
-// the first copy was lost; the receiver sends two by default so one lost REQUEST loses no parts.
+/// What a real server sends back for one datagram from the client: its PARTs, sealed from
+/// `content` as a runtime seals them.
+fn served(s: &mut Sender, now: Instant, content: &[u8], dgram: &[u8]) -> Vec<Vec<u8>> {
+    s.handle_input(now, SenderInput::Datagram { from: CLIENT, bytes: dgram });
+    let mut parts = Vec::new();
+    while let Some(out) = s.poll_output() {
+        match out {
+            SenderOutput::SendPart { req_seq, part, offset, len, .. } => {
+                let at = offset as usize;
+                parts.push(datagram::encode_part(TOKEN, req_seq, part, &content[at..at + len]));
+            }
+            other => panic!("the server answered a good request with {other:?}"),
+        }
+    }
+    parts
+}
+
+// U3, U4 / PROTOCOL 2.2: the server answers a req_seq once, so a copy of a REQUEST is answered
+// only when the first copy was lost; the receiver sends two by default so one lost REQUEST loses
+// no parts. Against a real sender: with the first copy lost the second is answered in full and
+// the download completes with nothing lost; with both delivered the copy costs no part.
 #[test]
 fn each_request_goes_out_twice_by_default_and_a_lost_copy_costs_nothing() {
     let content = file(5000);
@@ -385,16 +412,160 @@ fn each_request_goes_out_twice_by_default_and_a_lost_copy_costs_nothing() {
     cfg.request_copies = ReceiverConfig::new(0, 0, 1000, [0; 32]).request_copies;
     assert_eq!(cfg.request_copies, 2);
     let mut r = Receiver::new(cfg, t0);
-    let sent = transmit(&mut r, t0);
-    assert_eq!(sent, vec![(0, vec![(0, 4)]), (0, vec![(0, 4)])]);
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    let mut copies = Vec::new();
+    while let Some(n) = r.poll_transmit(t0, &mut buf) {
+        copies.push(buf[..n].to_vec());
+    }
+    assert_eq!(copies.len(), 2, "two copies of the first request");
+    assert_eq!(copies[0], copies[1]);
+    assert!(
+        matches!(datagram::parse(&copies[0]), Ok(Datagram::Request(q)) if q.ranges == [(0, 4)])
+    );
     assert_eq!(r.progress().requests_sent, 1);
-    // The first copy was lost, the second answered: every part arrives, none is lost.
+
+    // The first copy is lost on the way: the server sees only the second, and answers it.
+    let mut server = sender_for(&content, 1000, t0);
+    let now = t0 + Duration::from_millis(10);
+    let parts = served(&mut server, now, &content, &copies[1]);
+    assert_eq!(parts.len(), 5);
     let mut written = vec![0; content.len()];
     let now = t0 + Duration::from_millis(20);
-    for i in 0..5 {
-        assert!(deliver(&mut r, now, &part(&content, 1000, 0, i), &mut written).is_some());
+    for p in &parts {
+        assert!(deliver(&mut r, now, p, &mut written).is_some());
     }
     assert_eq!(r.progress().parts_lost, 0);
+    assert_eq!(r.progress().probe_timeouts, 0);
     assert_eq!(written, content);
     assert_eq!(r.state(), ReceiverState::Complete);
+
+    // Both copies arrive: the second is a replay of an answered req_seq and brings no part.
+    let mut server = sender_for(&content, 1000, t0);
+    assert_eq!(served(&mut server, now, &content, &copies[0]).len(), 5);
+    assert!(served(&mut server, now, &content, &copies[1]).is_empty());
+    let stats = server.stats();
+    assert_eq!((stats.requests_answered, stats.requests_ignored, stats.parts_sent), (1, 1, 5));
+}
+
+fn sender_for(content: &[u8], part_size: u16, now: Instant) -> Sender {
+    let config = SenderConfig {
+        token: TOKEN,
+        peer_ip: CLIENT.ip(),
+        size: content.len() as u64,
+        part_size,
+        idle_timeout: Duration::from_secs(10),
+    };
+    Sender::new(config, now)
+}
+
+/// How a hostile stream went at the receivers, to show it reached every rule.
+#[derive(Debug, Default)]
+struct Reached {
+    accepted: u64,
+    duplicates: u64,
+    refused: u64,
+    aborted: u64,
+    complete: u64,
+    digest_mismatch: u64,
+    gave_up: u64,
+}
+
+/// U1, U4, P1 / PROTOCOL 2.2-2.3: 20,000 hostile datagrams (`hostile::datagram_of`: a real header
+/// most of the time; true, forged, wrongly sized, out-of-range, damaged or truncated PARTs, and
+/// every other kind) at a receiver that also runs its own requests and timers; a new receiver
+/// whenever one ends. A PART is accepted exactly when it parses, carries the token, fits the
+/// offer (index and exact length) and is new; an ABORT with the token ends the download with
+/// that code; a receiver with every part declares the file complete exactly when the written
+/// bytes are the file's, and a digest mismatch otherwise; what it sends always parses.
+#[test]
+fn hostile_datagrams_are_accepted_exactly_when_they_fit_the_offer() {
+    let content = file(7500);
+    let offer = Offer { token: TOKEN, content: content.clone(), part_size: 1000 };
+    let n = offer.n_parts();
+    let mut rng = SplitMix64::new(3);
+    let mut now = Instant::now();
+    let mut r = Receiver::new(config(&content, 1000), now);
+    let mut written = vec![0u8; content.len()];
+    let mut have = vec![false; n as usize];
+    let mut reached = Reached::default();
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    for i in 0..20_000 {
+        let (bytes, _) = hostile::datagram_of(&mut rng, &offer, Mix::AT_CLIENT);
+        now += Duration::from_millis(rng.below(4));
+        let parsed = datagram::parse(&bytes);
+        let fits = match &parsed {
+            Ok(Datagram::Part(p)) if p.token == TOKEN && p.part < n => {
+                p.data.len() == offer.part(p.part).len()
+            }
+            _ => false,
+        };
+        let want = match &parsed {
+            Ok(Datagram::Part(p)) if fits && !have[p.part as usize] => Some(p.part),
+            _ => None,
+        };
+        let abort = match &parsed {
+            Ok(Datagram::Abort(a)) if a.token == TOKEN => Some(a.code),
+            _ => None,
+        };
+        let got = deliver(&mut r, now, &bytes, &mut written);
+        assert_eq!(got.as_ref().map(|a| a.part), want, "#{i}: {bytes:02x?}");
+        if let Some(acc) = got {
+            assert_eq!(acc.offset, u64::from(acc.part) * 1000);
+            have[acc.part as usize] = true;
+            reached.accepted += 1;
+        } else if fits {
+            reached.duplicates += 1;
+        } else {
+            reached.refused += 1;
+        }
+        while let Some(len) = r.poll_transmit(now, &mut buf) {
+            match datagram::parse(&buf[..len]) {
+                Ok(Datagram::Request(q)) => assert!(q.ranges.iter().all(|&(_, last)| last < n)),
+                Ok(Datagram::Finished { token }) => assert_eq!(token, TOKEN),
+                other => panic!("#{i}: the receiver sent {other:?}"),
+            }
+        }
+        if r.poll_timeout().is_some_and(|t| t <= now) {
+            r.handle_timeout(now);
+        }
+        let ended = match r.state() {
+            ReceiverState::Running => {
+                assert!(abort.is_none(), "#{i}: an ABORT with the token did not end it");
+                assert!(have.contains(&false), "#{i}: every part in, still running");
+                false
+            }
+            ReceiverState::Complete => {
+                assert!(written == content, "#{i}: complete with wrong bytes");
+                reached.complete += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::DigestMismatch) => {
+                assert!(written != content, "#{i}: a digest mismatch over the true bytes");
+                assert!(!have.contains(&false));
+                reached.digest_mismatch += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::Aborted { code, .. }) => {
+                assert_eq!(Some(code), abort, "#{i}");
+                reached.aborted += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::NoProgress(_)) => {
+                reached.gave_up += 1;
+                true
+            }
+            ReceiverState::Failed(TransferError::Abandoned) => {
+                panic!("#{i}: abandoned, which only its owner may ask for")
+            }
+        };
+        if ended {
+            r = Receiver::new(config(&content, 1000), now);
+            written.fill(0);
+            have.fill(false);
+        }
+    }
+    eprintln!("{reached:?}");
+    assert!(reached.accepted >= 1000 && reached.duplicates >= 1000, "{reached:?}");
+    assert!(reached.refused >= 5000 && reached.aborted >= 20, "{reached:?}");
+    assert!(reached.complete >= 20 && reached.digest_mismatch >= 20, "{reached:?}");
 }

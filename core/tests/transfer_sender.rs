@@ -5,6 +5,10 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
+mod hostile;
+
+use hostile::{Mix, Offer};
+use natter_core::sim::rng::SplitMix64;
 use natter_core::transfer::sender::{
     MAX_OWED_PARTS, Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput,
 };
@@ -301,28 +305,183 @@ fn u1_part_past_the_end_is_answered_with_abort_2() {
     insta::assert_snapshot!(log);
 }
 
-#[test]
-fn u1_garbage_never_panics_and_gets_no_reply() {
-    let t0 = Instant::now();
-    let mut s = sender(2500, 1000, t0);
-    let mut x: u32 = 12345;
-    for len in 0..2000usize {
-        let bytes: Vec<u8> = (0..len % 64)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (x >> 16) as u8
-            })
-            .collect();
-        s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &bytes });
-        assert_eq!(s.poll_output(), None);
+/// What the server must answer to one datagram, by the rules of PROTOCOL 2.2: the reference
+/// the sender is checked against.
+#[derive(Debug, Default)]
+struct Model {
+    n_parts: u32,
+    part_size: u16,
+    size: u64,
+    peer: Option<SocketAddr>,
+    last_req_seq: Option<u32>,
+    ended: bool,
+}
+
+/// One reply, as the model predicts it (an ABORT by its code; its reason is for people).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reply {
+    Part { to: SocketAddr, req_seq: u32, part: u32, offset: u64, len: usize },
+    Abort { to: SocketAddr, code: AbortCode },
+    Done(SenderEnd),
+}
+
+impl Model {
+    fn part_len(&self, i: u32) -> usize {
+        let start = u64::from(i) * u64::from(self.part_size);
+        (self.size - start).min(u64::from(self.part_size)) as usize
     }
-    // A PART or an ABORT sent to the server is dropped too.
-    s.handle_input(
-        t0,
-        SenderInput::Datagram { from: client(), bytes: &datagram::encode_part(TOKEN, 0, 0, b"x") },
-    );
-    assert_eq!(s.poll_output(), None);
-    assert_eq!(s.stats().dropped, 2001);
+
+    fn expect(&mut self, from: SocketAddr, bytes: &[u8]) -> Vec<Reply> {
+        if self.ended || from.ip() != CLIENT_IP || self.peer.is_some_and(|p| p != from) {
+            return vec![];
+        }
+        let req = match datagram::parse(bytes) {
+            Ok(d) if d.token() != TOKEN => return vec![],
+            Ok(Datagram::Request(req)) => req,
+            Ok(Datagram::Finished { .. }) => {
+                self.ended = true;
+                return vec![Reply::Done(SenderEnd::Finished)];
+            }
+            _ => return vec![],
+        };
+        // U3: a replay, not newer in serial-number order (RFC 1982).
+        if self.last_req_seq.is_some_and(|last| {
+            let ahead = req.req_seq.wrapping_sub(last);
+            ahead == 0 || ahead >= 1 << 31
+        }) {
+            return vec![];
+        }
+        self.peer = Some(from);
+        if req.ranges.iter().any(|&(_, last)| last >= self.n_parts) {
+            self.ended = true;
+            let code = AbortCode::PastEnd;
+            return vec![Reply::Abort { to: from, code }, Reply::Done(SenderEnd::Aborted(code))];
+        }
+        self.last_req_seq = Some(req.req_seq);
+        // The first parts, in order, up to 256 parts and 2 MiB of payload.
+        let mut replies = Vec::new();
+        let mut bytes_left = datagram::MAX_REQUEST_PAYLOAD;
+        'ranges: for (first, last) in req.ranges {
+            for part in first..=last {
+                let len = self.part_len(part);
+                if replies.len() == datagram::MAX_PARTS_PER_REQUEST || len as u64 > bytes_left {
+                    break 'ranges;
+                }
+                bytes_left -= len as u64;
+                let offset = u64::from(part) * u64::from(self.part_size);
+                replies.push(Reply::Part { to: from, req_seq: req.req_seq, part, offset, len });
+            }
+        }
+        replies
+    }
+}
+
+/// What the sender answered, in the model's terms.
+fn replies(s: &mut Sender) -> Vec<Reply> {
+    let mut out = Vec::new();
+    while let Some(o) = s.poll_output() {
+        out.push(match o {
+            SenderOutput::SendPart { to, req_seq, part, offset, len, .. } => {
+                Reply::Part { to, req_seq, part, offset, len }
+            }
+            SenderOutput::SendDatagram { to, bytes } => match datagram::parse(&bytes) {
+                Ok(Datagram::Abort(a)) if a.token == TOKEN => Reply::Abort { to, code: a.code },
+                other => panic!("the sender sent {other:?}"),
+            },
+            SenderOutput::Done(end) => Reply::Done(end),
+        });
+    }
+    out
+}
+
+/// How the hostile stream went, to show it reached every rule.
+#[derive(Debug, Default)]
+struct Reached {
+    answered: u64,
+    replayed: u64,
+    past_end: u64,
+    finished: u64,
+    dropped: u64,
+    parts: u64,
+    /// Requests cut short by the 256-part or the 2 MiB bound.
+    capped: u64,
+}
+
+/// 20,000 hostile datagrams (`hostile::datagram`: a real header most of the time, then a
+/// well-formed or deliberately broken body) from the client, from its IP on another port, and
+/// from a stranger; a new transfer whenever one ends. After each the sender answered exactly what
+/// a reference model of PROTOCOL 2.2 says: the parts asked for, in order, capped at 256 parts and
+/// 2 MiB; ABORT 2 for a range past the end; nothing for a replay, a stranger, a wrong token or
+/// anything that does not parse; the end on FINISHED.
+fn hostile_stream(seed: u64, size: u64, part_size: u16) -> Reached {
+    let content: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let offer = Offer { token: TOKEN, content, part_size };
+    let fresh = || Model { n_parts: offer.n_parts(), part_size, size, ..Model::default() };
+    let mut rng = SplitMix64::new(seed);
+    let mut now = Instant::now();
+    let mut s = sender(size, part_size, now);
+    let mut model = fresh();
+    let mut reached = Reached::default();
+    let other_port = SocketAddr::new(CLIENT_IP, 40_001);
+    let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)), 40_000);
+    for i in 0..20_000 {
+        let (mut bytes, _) = hostile::datagram_of(&mut rng, &offer, Mix::AT_SERVER);
+        // Half the well-formed REQUESTs carry the next req_seq, as a live client's do: replays
+        // are common enough without them, and a transfer should get far.
+        if let Ok(Datagram::Request(req)) = datagram::parse(&bytes)
+            && rng.below(2) == 0
+        {
+            let next = model.last_req_seq.map_or(0, |s| s.wrapping_add(1));
+            let len = datagram::encode_request(req.token, next, &req.ranges, &mut bytes);
+            bytes.truncate(len);
+        }
+        // Another port of the client's IP only once a REQUEST has locked the client's address
+        // (before, it would lock that port instead, which is U2's own test).
+        let from = match rng.below(20) {
+            0 => stranger,
+            1 if model.peer.is_some() => other_port,
+            _ => client(),
+        };
+        now += Duration::from_millis(rng.below(3));
+        let before = s.stats();
+        let want = model.expect(from, &bytes);
+        s.handle_input(now, SenderInput::Datagram { from, bytes: &bytes });
+        let got = replies(&mut s);
+        assert_eq!(got, want, "#{i} from {from}: {bytes:02x?}");
+        let after = s.stats();
+        reached.answered += after.requests_answered - before.requests_answered;
+        reached.replayed += after.requests_ignored - before.requests_ignored;
+        reached.dropped += after.dropped - before.dropped;
+        let parts = got.iter().filter(|r| matches!(r, Reply::Part { .. })).count() as u64;
+        reached.parts += parts;
+        let full = (parts + 1) * u64::from(part_size) > datagram::MAX_REQUEST_PAYLOAD;
+        reached.capped += u64::from(parts == datagram::MAX_PARTS_PER_REQUEST as u64 || full);
+        match got.last() {
+            Some(Reply::Done(end)) => {
+                match end {
+                    SenderEnd::Finished => reached.finished += 1,
+                    _ => reached.past_end += 1,
+                }
+                s = sender(size, part_size, now);
+                model = fresh();
+            }
+            _ => assert!(!s.is_done()),
+        }
+    }
+    reached
+}
+
+// U1, U2, U3, P1 / PROTOCOL 2.2: see `hostile_stream`.
+#[test]
+fn u1_hostile_datagrams_get_exactly_the_replies_the_rules_allow() {
+    // Small parts: the 256-part bound caps long requests. Large ones: the 2 MiB bound does.
+    for (seed, size, part_size) in [(1, 10_000, 512), (2, 400_000, 9000)] {
+        let r = hostile_stream(seed, size, part_size);
+        eprintln!("{part_size}-byte parts: {r:?}");
+        assert!(r.answered >= 1500 && r.parts >= 10_000, "{part_size}: {r:?}");
+        assert!(r.replayed >= 500 && r.dropped >= 3000, "{part_size}: {r:?}");
+        assert!(r.past_end >= 100 && r.finished >= 50 && r.capped >= 100, "{part_size}: {r:?}");
+    }
 }
 
 #[test]

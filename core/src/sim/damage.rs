@@ -32,6 +32,14 @@ impl DamageMix {
     /// Every kind, equally often.
     pub const ALL: DamageMix =
         DamageMix { bit_flip: 1, many_bits: 1, burst: 1, truncate: 1, forged: 1 };
+    /// Every kind, but mostly forged (4 in 8): the mix that tests the BLAKE3 check hardest.
+    pub const MOSTLY_FORGED: DamageMix =
+        DamageMix { bit_flip: 1, many_bits: 1, burst: 1, truncate: 1, forged: 4 };
+
+    /// Whether this mix ever recomputes a checksum, so a damaged datagram can pass the CRC check.
+    pub fn forges(&self) -> bool {
+        self.forged > 0
+    }
 
     fn total(&self) -> u64 {
         [self.bit_flip, self.many_bits, self.burst, self.truncate, self.forged]

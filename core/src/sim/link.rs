@@ -79,7 +79,7 @@ pub struct LinkStats {
     pub queue_drops: u64,
     /// Datagrams delivered twice.
     pub duplicated: u64,
-    /// Copies delivered with a bit flipped.
+    /// Copies delivered damaged (see [`LinkConfig::damage`]).
     pub corrupted: u64,
     /// Sum of the time datagrams waited in the bottleneck queue, nanoseconds.
     pub queue_wait_ns: u128,

@@ -147,9 +147,12 @@ pub enum Outcome {
 pub struct FlowReport {
     /// How the receiver ended.
     pub outcome: Outcome,
-    /// Payload bytes the receiver accepted that differ from the file. Must always be 0.
+    /// Payload bytes the receiver accepted that differ from the file. 0 unless the down link
+    /// forges parts ([`damage::DamageMix::forged`]): a forged part passes the CRC check by
+    /// construction, and only the file's BLAKE3 digest can then refuse the download.
     pub wrong_bytes_accepted: u64,
-    /// The bytes written equal the file (checked independently of the receiver's digest).
+    /// The bytes written equal the file (checked independently of the receiver's digest). A flow
+    /// that reports [`Outcome::Complete`] without this is the one failure that must never happen.
     pub bytes_exact: bool,
     /// From the flow's start to completion (or to the end of the simulation).
     pub elapsed: Duration,
