@@ -156,6 +156,9 @@ pub struct ServerArgs {
     /// protection; 0 turns it off).
     #[arg(long, default_value_t = chat_defaults().max_input_rate)]
     pub max_input_rate: u32,
+    /// Bytes queued to one client and not yet written, past which it is closed as a slow reader.
+    #[arg(long, default_value_t = chat_defaults().max_queued_bytes)]
+    pub max_queued_bytes: usize,
     /// Seconds a new connection has to send its name.
     #[arg(long, default_value_t = chat_defaults().name_timeout.into())]
     pub name_timeout: Seconds,

@@ -46,6 +46,7 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     options.chat.presence_room_limit = args.presence_limit;
     options.chat.name_timeout = args.name_timeout.into();
     options.chat.max_input_rate = args.max_input_rate;
+    options.chat.max_queued_bytes = args.max_queued_bytes;
     options.chat.transfer_idle_timeout = args.idle_timeout.into();
     options.rescan_every = args.rescan_every.into();
     let run: RunServer = match args.runtime.into() {

@@ -151,42 +151,119 @@ fn c5_a_client_that_never_reads_is_closed_and_the_others_see_no_delay() {
     });
 }
 
-/// C6 (PROTOCOL 1.2): one client floods 2,000 lines at once. Its reads are paused (it is relayed
-/// at the configured rate, no faster), the others' lines still arrive within the network delay,
-/// and every flood line is relayed, in order, to everyone.
+/// How many lines the C6 flooder sends at once.
+const FLOOD_LINES: usize = 5000;
+
+/// The C6 scenario: at 200 ms `flooder` writes [`FLOOD_LINES`] lines at once (about 145 KB),
+/// while ten people chat and ask `show` every 250 ms for as long as the flood lasts at the
+/// configured rate. The server-to-client window is small (16 KiB, so 1.6 MB/s each at this delay)
+/// and the upload window is not (64 KiB): a flood read at full speed would arrive faster than the
+/// others can take it, and their own lines would wait behind it.
+fn flood_scenario(seed: u64, max_input_rate: u32) -> (SystemConfig, SystemReport, usize) {
+    let mut config = SystemConfig::new(seed);
+    config.timeline = false;
+    config.server.max_input_rate = max_input_rate;
+    config.server.input_burst = 8 << 10;
+    config.tcp.window = 16 << 10;
+    let flood: String =
+        (0..FLOOD_LINES).map(|k| format!("flood {k:04} ................\n")).collect();
+    let flood_bytes = flood.len();
+    let mut clients = vec![ClientSpec::new(
+        "flooder",
+        ScriptedClient::joining(ms(0), "flooder").at(ms(200), Step::Raw(flood.into_bytes())),
+    )];
+    for i in 0..10u64 {
+        let name = format!("p{i}");
+        let mut script = ScriptedClient::joining(ms(i), &name);
+        for k in 0..80u64 {
+            script = script
+                .line(ms(205 + k * 250 + i * 3), "show")
+                .line(ms(210 + k * 250 + i * 7), format!("{name} says {k}"));
+        }
+        clients.push(ClientSpec::new(name, script));
+    }
+    let report = run(config.clone(), clients);
+    (config, report, flood_bytes)
+}
+
+/// How long each `show` of `p` waited for its `ALL` reply. Replies come in request order
+/// (PROTOCOL 4, rule 5) and nobody joins or leaves once the first `show` is sent, so the first
+/// `ALL` read at or after a `show` is its reply.
+fn show_latencies(p: &ClientReport) -> Vec<Duration> {
+    let asked: Vec<Duration> =
+        p.sent.iter().filter(|(_, l)| l == "show").map(|(at, _)| *at).collect();
+    let first = asked.first().copied().unwrap_or_default();
+    let replies: Vec<Duration> = p
+        .received
+        .iter()
+        .filter(|(at, l)| *at >= first && (l == "ALL" || l.starts_with("ALL ")))
+        .map(|(at, _)| *at)
+        .collect();
+    assert_eq!(replies.len(), asked.len(), "{}: one ALL per show", p.label);
+    asked.iter().zip(&replies).map(|(a, r)| *r - *a).collect()
+}
+
+/// The first stretch of `reads` (from one read to a later one, both included) in which the server
+/// read more than a token bucket of `rate` bytes/s and `burst` bytes allows: the bucket holds at
+/// most `burst` at the first read, refills at `rate`, and one read may run it into debt by up to
+/// [`READ_CHUNK`] (PROTOCOL 1.5).
+fn over_budget(
+    reads: &[(Duration, usize)],
+    rate: u32,
+    burst: u32,
+) -> Option<(Duration, Duration, usize)> {
+    for (a, &(from, _)) in reads.iter().enumerate() {
+        let mut read = 0;
+        for &(to, n) in &reads[a..] {
+            read += n;
+            let allowed =
+                f64::from(burst) + f64::from(rate) * (to - from).as_secs_f64() + READ_CHUNK as f64;
+            if read as f64 > allowed {
+                return Some((from, to, read));
+            }
+        }
+    }
+    None
+}
+
+/// The most a flooder may delay another client's line or reply, from the configuration: one
+/// network delay each way, plus the round trips the flooder's allowance at once (its burst and
+/// one read of debt, relayed to everyone at once) takes to pass the others' window, plus 1 ms.
+/// Past the allowance the flooder is relayed at its rate, far below what a window carries.
+fn flood_delay_bound(config: &SystemConfig) -> Duration {
+    let allowance = config.server.input_burst as usize + READ_CHUNK;
+    let round_trips = allowance.div_ceil(config.tcp.window) as u32;
+    2 * config.tcp.delay + round_trips * 2 * config.tcp.delay + ms(1)
+}
+
+/// C6 (PROTOCOL 1.5): one client floods 5,000 lines at once while ten others chat.
+/// - It is read less: over any stretch of time, the server read no more of it than its token
+///   bucket allows (8 KiB/s, 8 KiB burst, one 16 KiB read of debt), its reads were paused, and
+///   the whole flood took at least as long to relay as that rate allows.
+/// - The others are not: never paused, and every line between them and every reply to their
+///   `show` arrived within [`flood_delay_bound`] (31 ms here: 11 ms for the network, 20 ms for
+///   the flooder's 24 KiB allowance through a 16 KiB window).
+/// - Nothing is lost: every flood line reaches everyone, in order; nobody is disconnected.
 #[test]
 fn c6_a_flooder_is_slowed_and_the_others_are_not() {
     with_seed(6, |seed| {
-        let mut config = SystemConfig::new(seed);
-        config.server.max_input_rate = 8 << 10;
-        config.server.input_burst = 8 << 10;
-        let delay = config.tcp.delay;
-        let flood: String = (0..2000).map(|k| format!("flood {k:04} ................\n")).collect();
-        let flood_bytes = flood.len();
-        let mut clients = vec![ClientSpec::new(
-            "flooder",
-            ScriptedClient::joining(ms(0), "flooder").at(ms(200), Step::Raw(flood.into_bytes())),
-        )];
-        for i in 0..10u64 {
-            let name = format!("p{i}");
-            let mut script = ScriptedClient::joining(ms(i), &name);
-            for k in 0..30u64 {
-                script = script.line(ms(300 + k * 250 + i * 7), format!("{name} says {k}"));
-            }
-            clients.push(ClientSpec::new(name, script));
-        }
-        let report = run(config.clone(), clients);
+        let (config, report, flood_bytes) = flood_scenario(seed, 8 << 10);
+        let (rate, burst) = (config.server.max_input_rate, config.server.input_burst);
+        let bound = flood_delay_bound(&config);
         let flooder = report.client("flooder");
         assert!(flooder.conns[0].pauses >= 1, "the flooder was never paused");
+        let reads = &flooder.conns[0].server_reads;
+        assert_eq!(reads.iter().map(|r| r.1).sum::<usize>(), flood_bytes + "flooder\n".len());
+        assert_eq!(over_budget(reads, rate, burst), None, "the flooder was read too fast");
         let sent = chat_sent(flooder);
-        assert_eq!(sent.len(), 2000);
+        assert_eq!(sent.len(), FLOOD_LINES);
         let people: Vec<&ClientReport> = report.clients[1..].iter().collect();
-        // The budget lets one read (READ_CHUNK) run into debt and pauses longer after it, so the
-        // whole flood cannot be relayed before its bytes less the burst and one read, at the rate.
+        // The whole flood cannot be relayed before its bytes less the burst and one read, at the
+        // rate.
         let min_relay = Duration::from_secs_f64(
-            (flood_bytes - config.server.input_burst as usize - READ_CHUNK) as f64
-                / f64::from(config.server.max_input_rate),
+            (flood_bytes - burst as usize - READ_CHUNK) as f64 / f64::from(rate),
         );
+        let (mut worst_reply, mut worst_line) = (Duration::ZERO, Duration::ZERO);
         for to in &people {
             assert_eq!(to.conns[0].pauses, 0, "{} paused", to.label);
             assert_eq!(messages_from(to, "flooder"), sent, "{} missed flood", to.label);
@@ -201,16 +278,58 @@ fn c6_a_flooder_is_slowed_and_the_others_are_not() {
                 last_flood >= ms(200) + min_relay,
                 "flood relayed by {last_flood:?}, faster than the rate allows"
             );
+            // The people talked for the whole flood, not only before or after it.
+            assert!(
+                to.sent.last().unwrap().0 > last_flood,
+                "{} stopped before the flood",
+                to.label
+            );
             for from in &people {
-                assert_eq!(messages_from(to, &from.label), chat_sent(from));
+                let said: Vec<&str> =
+                    chat_sent(from).into_iter().filter(|l| *l != "show").collect();
+                assert_eq!(messages_from(to, &from.label), said);
             }
             let worst = worst_latency(to, &people);
-            assert!(worst <= 2 * delay + ms(1), "{} waited {worst:?}", to.label);
+            assert!(worst <= bound, "{} waited {worst:?} for a line", to.label);
+            worst_line = worst_line.max(worst);
+            let replies = show_latencies(to);
+            assert_eq!(replies.len(), 80);
+            let slowest = replies.iter().max().copied().unwrap_or_default();
+            assert!(slowest <= bound, "{} waited {slowest:?} for an ALL", to.label);
+            worst_reply = worst_reply.max(slowest);
         }
         assert_eq!(
             report.log.iter().filter(|(_, e)| matches!(e, LogEvent::Disconnected { .. })).count(),
             0
         );
+        println!(
+            "C6 sim: flood {flood_bytes} bytes in {} reads over {:?}; worst reply {worst_reply:?}, \
+             worst line {worst_line:?} (bound {bound:?})",
+            reads.len(),
+            reads.last().unwrap().0 - reads[1].0,
+        );
+    });
+}
+
+/// C6, the other way round: the same flood with the rate limit off (`max_input_rate` 0). The
+/// flooder is read as fast as it sends, past any bucket, and the others' lines and replies wait
+/// behind its lines in their queues, past twice the bound `c6_a_flooder_is_slowed...` asserts.
+/// This is what makes that bound mean something: the scenario is one that would break it.
+#[test]
+fn c6_without_the_rate_limit_the_flood_delays_the_others() {
+    with_seed(6, |seed| {
+        let (config, report, _) = flood_scenario(seed, 0);
+        let bound = flood_delay_bound(&config);
+        let flooder = report.client("flooder");
+        assert_eq!(flooder.conns[0].pauses, 0);
+        assert!(over_budget(&flooder.conns[0].server_reads, 8 << 10, 8 << 10).is_some());
+        let people: Vec<&ClientReport> = report.clients[1..].iter().collect();
+        let worst_reply = people.iter().flat_map(|p| show_latencies(p)).max().unwrap_or_default();
+        let worst_line =
+            people.iter().map(|to| worst_latency(to, &people)).max().unwrap_or_default();
+        assert!(worst_reply > 2 * bound, "replies waited only {worst_reply:?}");
+        assert!(worst_line > 2 * bound, "lines waited only {worst_line:?}");
+        println!("C6 sim, no rate limit: worst reply {worst_reply:?}, worst line {worst_line:?}");
     });
 }
 

@@ -76,6 +76,9 @@ pub struct ConnReport {
     pub peak_queued: usize,
     /// How many times the server paused reading it (C6).
     pub pauses: u32,
+    /// Every read the server made of it: when, and how many bytes. What a flooder's token
+    /// bucket allows is checked against this (C6: it is read less, not the others).
+    pub server_reads: Vec<(Duration, usize)>,
     /// When the server closed it (its `Close` output), if it did.
     pub closed_by_server: Option<Duration>,
     /// When the client read the end of it, if it did.

@@ -123,6 +123,10 @@ impl World {
         }
         let n = c.s_rx.len().min(READ_CHUNK);
         let bytes: Vec<u8> = c.s_rx.drain(..n).collect();
+        let (client, report) = (c.client, c.report);
+        if let Some(r) = self.clients[client].report.conns.get_mut(report) {
+            r.server_reads.push((Duration::from_nanos(self.now_ns), n));
+        }
         self.schedule_tcp(Ev::AckToClient { conn, n });
         self.driver.handle_input(now, Input::Received { conn, bytes: &bytes });
         self.perform();
