@@ -12,6 +12,7 @@ pub mod chat;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod impair;
 pub mod sim;
 pub mod transfer;
 pub mod wire;
