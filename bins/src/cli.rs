@@ -38,6 +38,9 @@ pub enum Command {
     Tui(ClientArgs),
     /// Download one file and exit: 0 only when the file is byte-exact.
     Get(GetArgs),
+    /// Relay a server through a bad network: loss, duplicates, reordering, delay, damage, a rate
+    /// limit.
+    Impair(Box<crate::impair_args::ImpairArgs>),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
@@ -119,7 +122,7 @@ fn chat_defaults() -> ServerConfig {
     ServerConfig::default()
 }
 
-fn default_ports() -> PortRange {
+pub(crate) fn default_ports() -> PortRange {
     let ports = chat_defaults().udp_ports;
     PortRange(*ports.start(), *ports.end())
 }

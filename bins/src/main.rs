@@ -1,6 +1,8 @@
 //! `natter`: the chat server, the line client and the one-shot downloader.
 
 mod cli;
+mod impair;
+mod impair_args;
 mod line_ui;
 mod tui;
 
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Client(args) => client(args),
         Command::Tui(args) => tui(args),
         Command::Get(args) => get(args),
+        Command::Impair(args) => impair::run(&args),
     }
 }
 

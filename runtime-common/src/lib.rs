@@ -10,6 +10,7 @@
 pub mod client;
 pub mod download;
 pub mod folder;
+pub mod impair;
 pub mod log;
 pub mod net;
 pub mod options;
