@@ -207,7 +207,11 @@ fn run_each(
             totals.add(&proxy.stop());
             ending
         })
-        .collect();
+        .collect::<Vec<_>>();
+    eprintln!(
+        "{rt:?}: {endings:?}\n  client->server: {}\n  server->client: {}",
+        totals.up, totals.down
+    );
     (endings, totals)
 }
 
@@ -223,7 +227,7 @@ fn ten_percent_loss_and_damage_the_crc_catches(rt: Rt) {
     let up = link(|l| {
         l.loss = 0.1;
         l.corrupt = 0.05;
-        l.damage = DamageMix { truncate: 1, bit_flip: 0, ..caught };
+        l.damage = DamageMix { bit_flip: 0, many_bits: 0, burst: 0, truncate: 1, forged: 0 };
     });
     let down = link(|l| {
         l.loss = 0.1;
