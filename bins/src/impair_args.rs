@@ -72,8 +72,8 @@ pub struct ImpairArgs {
     pub corrupt: PerWay<Probability>,
     /// How a corrupted copy is damaged: "all", or a comma-separated list of bit (one bit
     /// flipped), many-bits (2-16 bits), burst (2-64 bytes overwritten), truncate (cut short),
-    /// forged (bytes changed and a PART's CRC recomputed, so only the file's BLAKE3 digest can
-    /// tell); each may carry a weight, as in bit=3,truncate=1.
+    /// forged (bytes changed and the CRC recomputed: only the file's BLAKE3 digest can tell a
+    /// forged PART); each may carry a weight, as in bit=3,truncate=1.
     #[arg(long, value_name = "KINDS[/KINDS]", default_value = "all")]
     pub damage: PerWay<Damage>,
     /// Rate limit in bits per second, with an optional k, M or G suffix (10M is 10 Mbit/s); 0 is

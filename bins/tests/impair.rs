@@ -108,6 +108,7 @@ fn kind(err: &DownloadError) -> String {
             TransferError::DigestMismatch => "digest mismatch".into(),
             TransferError::Aborted { code, .. } => format!("ABORT {code}"),
             TransferError::NoProgress(_) => "no progress".into(),
+            TransferError::Abandoned => "abandoned".into(),
         },
         DownloadError::Failed(DownloadFailure::Refused(why)) => format!("refused: {why}"),
         DownloadError::Failed(DownloadFailure::NoAnswer(_)) => "no answer".into(),
@@ -134,6 +135,7 @@ fn fetch(
         out_dir: out.to_owned(),
         part_size: part,
         stall_timeout: stall,
+        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
     };
     let result = download(client, &options);
     let expected = content(file);
@@ -219,15 +221,15 @@ fn run_each(
 const MIXED: &[(&str, Option<u16>)] =
     &[("empty", None), ("one", Some(600)), ("k5", Some(1200)), ("k300", Some(1200)), ("m1", None)];
 
-/// U4, PROTOCOL 2.2-2.3: 10% loss each way; the server's datagrams damaged 5% of the time in every
-/// way the CRC32C catches (bits, bursts, truncation), the client's truncated 5% of the time (a
-/// REQUEST has no checksum; a truncated one never parses, U1). Every download is byte-exact.
+/// U4, PROTOCOL 2.2-2.3: 10% loss each way, and 5% of the datagrams each way damaged in every way
+/// the CRC32C catches (bits, bursts, truncation): a damaged datagram is dropped (U1; REQUESTs carry
+/// a CRC32C too since version 2), so every download is byte-exact.
 fn ten_percent_loss_and_damage_the_crc_catches(rt: Rt) {
     let caught = DamageMix { bit_flip: 1, many_bits: 1, burst: 1, truncate: 1, forged: 0 };
     let up = link(|l| {
         l.loss = 0.1;
         l.corrupt = 0.05;
-        l.damage = DamageMix { bit_flip: 0, many_bits: 0, burst: 0, truncate: 1, forged: 0 };
+        l.damage = caught;
     });
     let down = link(|l| {
         l.loss = 0.1;
@@ -238,7 +240,7 @@ fn ten_percent_loss_and_damage_the_crc_catches(rt: Rt) {
     assert!(endings.iter().all(|e| *e == Ending::Exact), "{endings:?}");
     let d = t.down.damaged;
     assert!(d.bit_flip > 0 && d.many_bits > 0 && d.burst > 0 && d.truncate > 0, "{}", t.down);
-    assert!(t.up.damaged.truncate > 0 && t.up.lost > 0 && t.down.lost > 0, "{}", t.up);
+    assert!(t.up.damaged.total() > 0 && t.up.lost > 0 && t.down.lost > 0, "{}", t.up);
 }
 
 /// U4, PROTOCOL 2.3: 30% loss each way and 5% of the server's datagrams damaged in every way,
@@ -369,9 +371,10 @@ fn scenario(seed: u64) -> Scenario {
     let mut down = way(&mut rng);
     down.corrupt = rng.unit() * 0.03;
     down.damage = if rng.below(2) == 0 { DamageMix::ALL } else { DamageMix::ONE_BIT };
-    // REQUESTs carry no checksum (PROTOCOL 2.2 leaves that to UDP's): a flipped req_seq or range
-    // may end the transfer (ABORT 2, or later requests ignored until the client gives up). That
-    // is a clear error too, and one in five scenarios has it.
+    // One in five scenarios damages the client's datagrams too, forgeries included: a forged
+    // REQUEST (CRC recomputed) may end the transfer, with ABORT 2 for a range past the end, or
+    // with the client giving up when a `req_seq` far ahead makes the server ignore the requests
+    // that follow. Clear errors both.
     if rng.below(5) == 0 {
         up.corrupt = rng.unit() * 0.02;
         up.damage = DamageMix::ALL;
@@ -389,16 +392,18 @@ fn scenario(seed: u64) -> Scenario {
 
 /// What in a scenario accounts for a clean error of this kind, if anything does.
 ///
-/// A digest mismatch needs a forged PART (the CRC32C catches every other kind of damage, except
-/// with probability 2^-32); an ABORT 2 or a stall needs a damaged REQUEST (they have no checksum:
-/// a flipped range points past the end, a flipped `req_seq` makes the server ignore the requests
-/// that follow) or an outage; heavy loss may starve a download too.
+/// Every datagram carries a CRC32C, which catches every kind of damage but forgery (except with
+/// probability 2^-32). So a digest mismatch needs a forged PART; an ABORT needs a forged REQUEST
+/// (a range past the end) or a forged ABORT; a stall needs a forged REQUEST (a `req_seq` far ahead
+/// makes the server ignore the requests that follow), an outage, or heavy loss.
 fn explanation(s: &Scenario, kind: &str) -> Option<&'static str> {
     let (up, down) = (&s.impair.to_server, &s.impair.to_client);
+    let forged = |l: &LinkConfig| l.corrupt > 0.0 && l.damage.forges();
     match kind {
-        "digest mismatch" if down.corrupt > 0.0 && down.damage.forged > 0 => Some("forged parts"),
+        "digest mismatch" if forged(down) => Some("forged parts"),
         "digest mismatch" => None,
-        _ if up.corrupt > 0.0 => Some("damaged requests"),
+        _ if forged(up) => Some("forged requests"),
+        abort if abort.starts_with("ABORT") && forged(down) => Some("a forged ABORT"),
         _ if up.blackhole.is_some() => Some("an outage"),
         "no progress" if up.loss >= 0.3 || up.burst.is_some() => Some("heavy loss"),
         _ => None,
