@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 mod chat_client;
 mod client_driver;
 mod extreme_offer;
+mod file_bytes;
 mod input;
 mod resume_record;
 

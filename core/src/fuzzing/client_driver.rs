@@ -13,6 +13,7 @@ use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
 
 use super::chat_client::{check_event, check_one_line, check_printable, offer};
+use super::file_bytes::file_bytes;
 use super::input::Choices;
 
 /// The files a session asks for and is offered (the fuzzer names others through raw lines).
@@ -52,11 +53,6 @@ struct Runtime {
     /// The offer just fed (cleared after each drain): an Open in the same turn is for it.
     just_offered: Option<(String, Offered)>,
     finished: bool,
-}
-
-/// The byte at `i` of every offered file, so parts can carry the true bytes.
-fn content_byte(i: u64) -> u8 {
-    (i.wrapping_mul(31) % 251) as u8
 }
 
 /// A session chosen by the fuzzer's bytes: the first byte picks the mode (a person's chat or
@@ -157,8 +153,7 @@ impl Runtime {
         let mut o = offer(c, Some(file));
         o.size %= 1 << 16;
         if c.byte() & 1 == 0 {
-            let bytes: Vec<u8> = (0..o.size).map(content_byte).collect();
-            o.blake3 = *blake3::hash(&bytes).as_bytes();
+            o.blake3 = *blake3::hash(&file_bytes(0, o.size as usize)).as_bytes();
         }
         let layout = Layout::new(o.size, o.part_size);
         let offered = Offered { token: o.token, layout, blake3: o.blake3 };
@@ -203,8 +198,7 @@ impl Runtime {
         let dgram = match kind % 6 {
             0..=2 => {
                 let offset = layout.offset(part);
-                let mut payload: Vec<u8> =
-                    (offset..offset + layout.part_len(part) as u64).map(content_byte).collect();
+                let mut payload = file_bytes(offset, layout.part_len(part));
                 if kind % 6 == 2 {
                     match payload.first_mut() {
                         Some(b) => *b ^= 0x55,

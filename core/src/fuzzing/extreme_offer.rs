@@ -13,6 +13,7 @@ use crate::wire::chat::{ServerLine, UdpOffer};
 use crate::wire::datagram::{self, Datagram, MAX_REQUEST_LEN, MAX_REQUEST_PAYLOAD};
 
 use super::chat_client::{check_one_line, check_printable};
+use super::file_bytes::file_bytes;
 use super::input::Choices;
 
 /// The most bytes of download state (part bitmap, resume record) a client may take on for one
@@ -63,9 +64,7 @@ pub fn extreme_offer(data: &[u8], start: Instant, known: KnownBugs) {
     let port = c.pick(&[55000, 0, 1, u16::MAX]);
     let flags = c.byte();
     let layout = Layout::new(size, part_size);
-    let content = |offset: u64, len: usize| -> Vec<u8> {
-        (offset..offset + len as u64).map(|i| (i.wrapping_mul(31) % 251) as u8).collect()
-    };
+    let content = file_bytes;
     // The true digest for files small enough to hash here, so a download can complete.
     let blake3 = if size <= 1 << 16 && flags & 1 == 0 {
         *blake3::hash(&content(0, size as usize)).as_bytes()
