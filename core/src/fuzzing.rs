@@ -12,6 +12,20 @@
 
 use std::time::{Duration, Instant};
 
+mod chat_client;
+mod client_driver;
+mod extreme_offer;
+mod file_bytes;
+mod input;
+mod resume_record;
+
+pub use chat_client::chat_client_session;
+pub use client_driver::client_driver_session;
+pub use extreme_offer::{
+    KnownBugs, MAX_ACCEPTED_STATE, OFFERED_PART_SIZES, extreme_offer, resume_state_bytes,
+};
+pub use resume_record::resume_record_round_trip;
+
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::datagram::{self, Datagram};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
@@ -164,9 +178,13 @@ pub fn chat_server_session(data: &[u8], start: Instant) {
 }
 
 /// Hostile datagrams at both ends of a transfer. The input is a series of length-prefixed chunks;
-/// each is either sent raw or, when its first byte says so, turned into a well-formed PART (with
-/// the true bytes of the file, or with flipped bytes and a valid CRC, as a forger would) or a
-/// REQUEST. Invariants: no panic; the sender only asks for reads inside the file and answers at
+/// the first byte of each (`kind`) says what it becomes. `kind % 4`: 0 and 1, a well-formed PART
+/// of the file (its true bytes, or flipped ones with a valid CRC, as a forger would); 2, a REQUEST
+/// with small ranges; 3, by `(kind >> 2) % 4`: the raw chunk, or a datagram *with the transfer's
+/// token* built from the chunk's bytes (a PART with any index and payload, an ABORT with any code
+/// and reason, or any header with the token and the chunk as its body, resealed), so most hostile
+/// datagrams get past the token check and reach the state machines. Bit 4 then flips one byte
+/// (chosen by the chunk) and reseals, as an on-path forger would. Invariants: no panic; the sender only asks for reads inside the file and answers at
 /// most one request's worth per REQUEST; the receiver accepts only parts that fit the offer, and
 /// declares the file complete only when what it wrote is the file (the BLAKE3 check catches a
 /// forged part that carried a valid CRC).
@@ -232,7 +250,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
                 let n = datagram::encode_request(TOKEN, u32::from(len), &ranges, &mut out);
                 out[..n].to_vec()
             }
-            _ => chunk.to_vec(),
+            _ => hostile_with_token(TOKEN, kind, chunk),
         };
         // At the sender, from the client's address or from a stranger.
         let port = if kind & 0x80 == 0 { 4000 } else { 4001 };
@@ -277,4 +295,45 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
             assert_eq!(written, file, "declared complete with wrong bytes");
         }
     }
+}
+
+/// A datagram from the chunk's bytes that carries `token` (see [`transfer_hostile_datagrams`]).
+fn hostile_with_token(token: u64, kind: u8, chunk: &[u8]) -> Vec<u8> {
+    use crate::wire::datagram::{AbortCode, HEADER_LEN};
+
+    let body = chunk.get(1..).unwrap_or(&[]);
+    let word = |at: usize| {
+        let mut b = [0u8; 4];
+        for (i, out) in b.iter_mut().enumerate() {
+            *out = body.get(at + i).copied().unwrap_or(0);
+        }
+        u32::from_be_bytes(b)
+    };
+    let mut dgram = match (kind >> 2) % 4 {
+        0 => return chunk.to_vec(),
+        // Any part index, req_seq and payload length, with a valid CRC.
+        1 => datagram::encode_part(token, word(0), word(4), body.get(8..).unwrap_or(&[])),
+        2 => {
+            let reason = String::from_utf8_lossy(body.get(2..).unwrap_or(&[]));
+            let mut out = vec![0u8; datagram::abort_len(&reason)];
+            let code = AbortCode::from(word(0) as u16);
+            datagram::encode_abort(token, code, &reason, &mut out);
+            out
+        }
+        // The real header (magic, version, token) with the kind byte and the body from the chunk.
+        _ => {
+            let mut out = vec![0u8; HEADER_LEN];
+            datagram::encode_finished(token, &mut out);
+            out[3] = body.first().copied().unwrap_or(0) % 6;
+            out.extend_from_slice(body.get(1..).unwrap_or(&[]));
+            datagram::reseal(&mut out);
+            out
+        }
+    };
+    if kind & 0x10 != 0 && !dgram.is_empty() {
+        let at = usize::from(body.first().copied().unwrap_or(0)) % dgram.len();
+        dgram[at] ^= body.get(1).copied().unwrap_or(1) | 1;
+        datagram::reseal(&mut dgram);
+    }
+    dgram
 }
