@@ -322,8 +322,9 @@ fn hostile_with_token(token: u64, kind: u8, chunk: &[u8]) -> Vec<u8> {
         }
         // The real header (magic, version, token) with the kind byte and the body from the chunk.
         _ => {
-            let mut out = vec![0u8; HEADER_LEN];
+            let mut out = vec![0u8; datagram::FINISHED_LEN];
             datagram::encode_finished(token, &mut out);
+            out.truncate(HEADER_LEN);
             out[3] = body.first().copied().unwrap_or(0) % 6;
             out.extend_from_slice(body.get(1..).unwrap_or(&[]));
             datagram::reseal(&mut out);

@@ -91,29 +91,3 @@ fn extreme_offer_corpus() {
     let start = Instant::now();
     replay("extreme_offer", |data| fuzzing::extreme_offer(data, start, KnownBugs::Fail));
 }
-
-/// KNOWN BUG (issue 10): the client accepts offers whose part size no server offers (1-byte
-/// parts, 65535-byte parts) and offers whose part map would be huge (4 TiB in 1-byte parts: a
-/// 512 MiB bitmap, allocated when the file is opened). The fix (refuse part sizes outside
-/// 512..=65000 and sizes above a cap, before allocating) is under way. Each input in
-/// `fuzz/known-bugs/extreme_offer/` must still break the invariant, which is checked before the
-/// client allocates anything, so this test costs nothing. When this test fails, the bug is fixed:
-/// `git mv fuzz/known-bugs/extreme_offer/* fuzz/corpus/extreme_offer/` and delete this test.
-#[test]
-fn known_bugs_extreme_offer_still_reproduce() {
-    // P1, S3 / PROTOCOL 2.1
-    let start = Instant::now();
-    for (path, data) in inputs("known-bugs", "extreme_offer") {
-        let result = std::panic::catch_unwind(|| {
-            fuzzing::extreme_offer(&data, start, KnownBugs::Fail);
-        });
-        assert!(
-            result.is_err(),
-            "{} no longer breaks the invariant: the known bug is fixed; move it into \
-             fuzz/corpus/extreme_offer/ and delete this test",
-            path.display()
-        );
-        // The quiet mode of a campaign must skip it rather than crash.
-        fuzzing::extreme_offer(&data, start, KnownBugs::Skip);
-    }
-}
