@@ -55,8 +55,8 @@
 //! Why transmissions are drained before outputs are polled again: a finished download's socket is
 //! released ([`Output::Release`]) only once its FINISHED datagrams have gone out.
 
+use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::chat::client::{ChatClient, ChatInput, ChatOutput, ClientEvent, Offer, Sent};

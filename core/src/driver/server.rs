@@ -21,7 +21,7 @@
 //! `now` is the runtime's clock, read by the runtime, never by the core):
 //!
 //! ```
-//! use std::net::SocketAddr;
+//! use core::net::SocketAddr;
 //! use std::time::Instant;
 //! use natter_core::driver::server::{Input, Output, ServerDriver};
 //!

@@ -2,8 +2,8 @@
 //! datagrams on its download sockets, resume records from disk (S3, U1-U6, P1; PROTOCOL 1.2,
 //! 2.1-2.4).
 
+use core::net::{IpAddr, Ipv4Addr};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use crate::chat::client::is_safe_file_name;

@@ -3,7 +3,7 @@
 //! allocates any of it: the part map (one bit a part) and its resume record grow with
 //! `size / part_size`, so 4 TiB in 1-byte parts would be a 512 MiB bitmap.
 
-use std::net::{IpAddr, Ipv4Addr};
+use core::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 

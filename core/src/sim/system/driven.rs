@@ -22,8 +22,8 @@
 //! driver and resets the connection, and leaves the folder as it is: the `.part` files with the
 //! records last saved. A later session ([`Cue::Start`]) runs a new driver on that folder (U6).
 
+use core::net::{IpAddr, Ipv4Addr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use super::{
