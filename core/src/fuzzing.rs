@@ -160,9 +160,29 @@ pub fn chat_server_session(data: &[u8], start: Instant) {
             _ => {}
         }
         let mut ack = op & 1 == 0;
+        let mut owed = Vec::new();
         while let Some(out) = server.poll_output() {
-            if let ServerOutput::Send { conn, bytes } = out {
-                assert!(bytes.len() <= MAX_LINE + 1 && bytes.ends_with(b"\n"), "bad line sent");
+            let (conns, bytes) = match out {
+                ServerOutput::Send { conn, bytes } => (vec![conn], bytes),
+                ServerOutput::SendToMany { conns, bytes } => (conns, bytes),
+                // Made when written: after this turn's other lines, as a runtime does.
+                ServerOutput::Presence { conn } => {
+                    owed.push(conn);
+                    continue;
+                }
+                _ => continue,
+            };
+            assert!(bytes.len() <= MAX_LINE + 1 && bytes.ends_with(b"\n"), "bad line sent");
+            for conn in conns {
+                if ack {
+                    server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
+                }
+                ack = !ack;
+            }
+        }
+        for conn in owed {
+            if let Some(bytes) = server.take_presence(conn) {
+                assert!(bytes.starts_with(b"ALL") && bytes.ends_with(b"\n"), "bad presence");
                 if ack {
                     server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
                 }

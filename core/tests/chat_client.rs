@@ -298,10 +298,17 @@ fn client_and_server_in_memory() {
         server.handle_input(now, ServerInput::Received { conn: 1, bytes: &bytes });
         // Written at once, as a runtime reports it: the presence line follows its join line.
         while let Some(out) = server.poll_output() {
-            if let ServerOutput::Send { conn, bytes } = out {
-                got.extend(events(&mut alice, &bytes));
-                server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
-            }
+            let (conn, bytes) = match out {
+                ServerOutput::Send { conn, bytes } => (conn, bytes),
+                ServerOutput::SendToMany { conns, bytes } if conns == [1] => (1, bytes),
+                ServerOutput::Presence { conn } => match server.take_presence(conn) {
+                    Some(bytes) => (conn, bytes),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            got.extend(events(&mut alice, &bytes));
+            server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
         }
     }
     assert!(alice.is_joined());

@@ -9,7 +9,17 @@ use natter_core::chat::server::{ChatServer, ServerConfig, ServerInput, ServerOut
 fn offered_ports(server: &mut ChatServer, now: Instant) -> Vec<String> {
     let mut lines = Vec::new();
     while let Some(out) = server.poll_output() {
-        if let ServerOutput::Send { conn, bytes } = out {
+        let sends = match out {
+            ServerOutput::Send { conn, bytes } => vec![(conn, bytes)],
+            ServerOutput::SendToMany { conns, bytes } => {
+                conns.into_iter().map(|conn| (conn, bytes.clone())).collect()
+            }
+            ServerOutput::Presence { conn } => {
+                server.take_presence(conn).map(|bytes| (conn, bytes)).into_iter().collect()
+            }
+            _ => vec![],
+        };
+        for (conn, bytes) in sends {
             lines.push(String::from_utf8_lossy(&bytes).trim_end().to_owned());
             server.handle_input(now, ServerInput::Sent { conn, len: bytes.len() });
         }

@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use natter_core::chat::catalogue::DigestCache;
 
-use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN};
+use natter_core::driver::server::{
+    Input, MAX_WRITE_BUFFERS, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN,
+};
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN, seal_part_in};
 
@@ -409,8 +411,13 @@ pub fn write_owed(
     mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
 ) -> Turn {
     while driver.has_unsent(conn) {
-        let slices: Vec<IoSlice<'_>> = driver.unsent(conn).map(IoSlice::new).collect();
-        match write(&slices) {
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_BUFFERS];
+        let mut count = 0;
+        for (slot, buf) in slices.iter_mut().zip(driver.unsent(conn)) {
+            *slot = IoSlice::new(buf);
+            count += 1;
+        }
+        match write(&slices[..count]) {
             Ok(0) => break,
             Ok(len) => driver.handle_input(now, Input::Written { conn, len }),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Turn::Blocked,

@@ -26,4 +26,5 @@
 //! [§4]: ../../../docs/PROTOCOL.md#4-behaviour-a-client-can-rely-on
 
 pub mod client;
+mod outbox;
 pub mod server;

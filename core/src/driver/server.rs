@@ -59,9 +59,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::chat::catalogue::{Catalogue, FileKey};
-use crate::chat::server::{ChatServer, ConnId, LogEvent, ServerConfig, ServerInput, ServerOutput};
+use crate::chat::server::{
+    ChatServer, ConnId, ConnMap, LogEvent, ServerConfig, ServerInput, ServerOutput,
+};
 use crate::transfer::endpoint::{Endpoint, EndpointEvent, Transmit};
 use crate::transfer::sender::SenderInput;
+
+use super::outbox::{Outbox, SpareTails};
 
 /// The most bytes read from one connection before the others get their turn: a client that
 /// floods is read no faster than its share (C6), and one read of a person's line is one call.
@@ -208,98 +212,14 @@ pub enum Output {
     Log(LogEvent),
 }
 
-/// What is owed to one connection.
-#[derive(Debug, Default)]
-struct Outbox {
-    /// Lines owed, oldest first, as shared buffers: a line sent to many is not copied for each.
-    queue: VecDeque<Bytes>,
-    /// Short lines owed after `queue`, copied together into one buffer. Why: a queued handle costs
-    /// 32 bytes (more once the deque doubles) whatever the line's length, so a slow reader of
-    /// one-character messages held 5 to 9 times the bytes its queue bound allows (C5). Copying a
-    /// line under [`COALESCE_BELOW`] costs about what its handle did; a longer line stays shared,
-    /// because copying it to each of a room's slow readers would cost far more than its handle.
-    tail: Vec<u8>,
-    /// How much of the first unsent buffer (the front of `queue`, or `tail` when `queue` is
-    /// empty) is already written.
-    front_done: usize,
-    /// The server closed it: it ends when the queue is empty or at this instant.
-    close_by: Option<Instant>,
-}
-
-/// Lines shorter than this are copied into an outbox's tail rather than queued as a handle: here
-/// a handle and its share of the deque cost about as much as the line.
-const COALESCE_BELOW: usize = 64;
-/// The capacity of a tail, allocated whole; once it cannot take another short line it is moved
-/// into the queue as one buffer (no spare capacity kept) and a new one is started.
-const TAIL_MAX: usize = 4 << 10;
-
-impl Outbox {
-    fn is_empty(&self) -> bool {
-        self.queue.is_empty() && self.tail.is_empty()
-    }
-
-    fn push(&mut self, bytes: Bytes) {
-        if bytes.len() < COALESCE_BELOW {
-            if self.tail.capacity() == 0 {
-                self.tail.reserve_exact(TAIL_MAX);
-            }
-            self.tail.extend_from_slice(&bytes);
-            if self.tail.len() + COALESCE_BELOW > TAIL_MAX {
-                self.seal_tail();
-            }
-        } else {
-            self.seal_tail();
-            self.queue.push_back(bytes);
-        }
-    }
-
-    /// Moves the tail into the queue (its written prefix, if it was the front, stays counted in
-    /// `front_done`: it is still the first unsent buffer).
-    fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
-            self.queue.push_back(Bytes::from(std::mem::take(&mut self.tail)));
-        }
-    }
-
-    /// The unsent buffers, oldest first, the first one without its written prefix.
-    fn unsent(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let tail = Some(&self.tail[..]).filter(|t| !t.is_empty());
-        self.queue
-            .iter()
-            .map(|b| &b[..])
-            .chain(tail)
-            .enumerate()
-            .map(|(i, b)| if i == 0 { &b[self.front_done..] } else { b })
-    }
-
-    /// `len` more bytes were written.
-    fn written(&mut self, mut len: usize) {
-        while len > 0 {
-            let front_len = match self.queue.front() {
-                Some(front) => front.len(),
-                None if !self.tail.is_empty() => self.tail.len(),
-                None => break,
-            };
-            let left = front_len - self.front_done;
-            if len < left {
-                self.front_done += len;
-                return;
-            }
-            len -= left;
-            self.front_done = 0;
-            if self.queue.pop_front().is_none() {
-                self.tail.clear(); // its capacity stays, at most TAIL_MAX
-            }
-        }
-    }
-}
-
 /// A whole server. See the module documentation.
 #[derive(Debug)]
 pub struct ServerDriver {
     chat: ChatServer,
     endpoint: Endpoint,
-    outboxes: HashMap<ConnId, Outbox>,
+    outboxes: ConnMap<Outbox>,
+    /// Drained outbox tails, for the next connection written to.
+    spare: SpareTails,
     /// Connections the server closed, by the end of their grace.
     closing: BTreeSet<(Instant, ConnId)>,
     identities: HashMap<String, FileKey>,
@@ -320,7 +240,8 @@ impl ServerDriver {
         Self {
             chat,
             endpoint,
-            outboxes: HashMap::new(),
+            outboxes: ConnMap::default(),
+            spare: SpareTails::default(),
             closing: BTreeSet::new(),
             identities: HashMap::new(),
             accept_retry: None,
@@ -358,7 +279,8 @@ impl ServerDriver {
             }
             Input::Written { conn, len } => self.on_written(now, conn, len),
             Input::PeerClosed { conn } => {
-                if self.outboxes.remove(&conn).is_some() {
+                if let Some(outbox) = self.outboxes.remove(&conn) {
+                    outbox.release(&mut self.spare);
                     self.closing.retain(|&(_, c)| c != conn);
                     self.chat.handle_input(now, ServerInput::Closed { conn });
                     self.out.push_back(Output::Close { conn });
@@ -408,7 +330,8 @@ impl ServerDriver {
                 break;
             }
             self.closing.remove(&(at, conn));
-            if self.outboxes.remove(&conn).is_some() {
+            if let Some(outbox) = self.outboxes.remove(&conn) {
+                outbox.release(&mut self.spare);
                 self.out.push_back(Output::Close { conn });
             }
         }
@@ -420,14 +343,23 @@ impl ServerDriver {
     }
 
     /// What is owed to `conn`, oldest first, at most [`MAX_WRITE_BUFFERS`] buffers: write them
-    /// (a vectored write) and report [`Input::Written`]. Shared buffers, lent, not copied.
-    pub fn unsent(&self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
+    /// (a vectored write) and report [`Input::Written`]. Call it only when about to write: an
+    /// owed presence line is made now (PROTOCOL 1.1), from the room as it is.
+    pub fn unsent(&mut self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
+        if let Some(outbox) = self.outboxes.get_mut(&conn)
+            && outbox.close_by.is_none()
+            && let Some(line) = self.chat.take_presence(conn)
+        {
+            outbox.push(&line, &mut self.spare);
+        }
         self.outboxes.get(&conn).into_iter().flat_map(Outbox::unsent).take(MAX_WRITE_BUFFERS)
     }
 
-    /// Whether `conn` has bytes owed.
+    /// Whether `conn` has bytes owed (a presence line that would be made now included).
     pub fn has_unsent(&self, conn: ConnId) -> bool {
-        self.outboxes.get(&conn).is_some_and(|o| !o.is_empty())
+        self.outboxes.get(&conn).is_some_and(|o| {
+            !o.is_empty() || (o.close_by.is_none() && self.chat.presence_ready(conn))
+        })
     }
 
     /// The next datagram to send on `port` (after [`Output::Transmit`]), or `None`.
@@ -444,16 +376,33 @@ impl ServerDriver {
         let Some(outbox) = self.outboxes.get_mut(&conn) else {
             return;
         };
-        outbox.written(written);
+        outbox.written(written, &mut self.spare);
         if outbox.is_empty()
             && let Some(at) = outbox.close_by
         {
             self.closing.remove(&(at, conn));
-            self.outboxes.remove(&conn);
+            if let Some(outbox) = self.outboxes.remove(&conn) {
+                outbox.release(&mut self.spare);
+            }
             self.out.push_back(Output::Close { conn });
             return;
         }
         self.chat.handle_input(now, ServerInput::Sent { conn, len: written });
+    }
+
+    /// Queues `line` for `conn`; the runtime is asked to write when there was nothing to do.
+    fn queue_line(&mut self, conn: ConnId, line: &Bytes) {
+        let Some(outbox) = self.outboxes.get_mut(&conn) else {
+            return;
+        };
+        if outbox.close_by.is_some() {
+            return;
+        }
+        let was_empty = outbox.is_empty();
+        outbox.push(line, &mut self.spare);
+        if was_empty {
+            self.out.push_back(Output::Write { conn });
+        }
     }
 
     /// Moves what the chat server and the endpoint asked for into the driver's outputs.
@@ -478,16 +427,15 @@ impl ServerDriver {
 
     fn on_chat_output(&mut self, now: Instant, output: ServerOutput) {
         match output {
-            ServerOutput::Send { conn, bytes } => {
-                let Some(outbox) = self.outboxes.get_mut(&conn) else {
-                    return;
-                };
-                if outbox.close_by.is_some() {
-                    return;
+            ServerOutput::Send { conn, bytes } => self.queue_line(conn, &bytes),
+            ServerOutput::SendToMany { conns, bytes } => {
+                for conn in conns {
+                    self.queue_line(conn, &bytes);
                 }
-                let was_empty = outbox.is_empty();
-                outbox.push(bytes);
-                if was_empty {
+            }
+            ServerOutput::Presence { conn } => {
+                // The line is made when written (see `unsent`); only a write is asked for.
+                if self.outboxes.get(&conn).is_some_and(|o| o.is_empty() && o.close_by.is_none()) {
                     self.out.push_back(Output::Write { conn });
                 }
             }
@@ -500,7 +448,9 @@ impl ServerDriver {
                 }
                 self.out.push_back(Output::PauseReading { conn });
                 if outbox.is_empty() {
-                    self.outboxes.remove(&conn);
+                    if let Some(outbox) = self.outboxes.remove(&conn) {
+                        outbox.release(&mut self.spare);
+                    }
                     self.out.push_back(Output::Close { conn });
                 } else {
                     let at = now + CLOSE_GRACE;
@@ -552,51 +502,5 @@ impl ServerDriver {
             }
         }
         any
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unsent(o: &Outbox) -> Vec<u8> {
-        o.unsent().flatten().copied().collect()
-    }
-
-    /// C5: short lines share one buffer, long ones stay handles, and partial writes across the
-    /// two keep every byte in order.
-    #[test]
-    fn short_lines_are_coalesced_and_written_in_order() {
-        let mut o = Outbox::default();
-        let mut expected = Vec::new();
-        for i in 0..2000u32 {
-            let line: Vec<u8> =
-                if i % 97 == 0 { vec![b'L'; 700] } else { format!("ann: {i}\n").into_bytes() };
-            expected.extend_from_slice(&line);
-            o.push(Bytes::from(line));
-        }
-        // 21 long lines and the tails sealed before them (or when full): tens, not 2000 handles.
-        assert!(o.queue.len() < 50, "{}", o.queue.len());
-        assert_eq!(unsent(&o), expected);
-        let mut done = 0;
-        for step in [1, 5, 700, 3, 4096, 13, 9000, 1] {
-            o.written(step);
-            done += step;
-            assert_eq!(unsent(&o), expected[done..]);
-        }
-        o.written(expected.len() - done);
-        assert!(o.is_empty());
-        assert_eq!(unsent(&o), Vec::<u8>::new());
-    }
-
-    #[test]
-    fn a_partly_written_tail_stays_the_front_when_sealed() {
-        let mut o = Outbox::default();
-        o.push(Bytes::from_static(b"hello\n"));
-        o.written(2);
-        o.push(Bytes::from(vec![b'x'; 100])); // seals the tail, then queues the long line
-        let mut expected = b"llo\n".to_vec();
-        expected.extend_from_slice(&[b'x'; 100]);
-        assert_eq!(unsent(&o), expected);
     }
 }

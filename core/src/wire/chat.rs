@@ -265,8 +265,10 @@ impl ServerLine {
     /// The line on the wire, with its `\n`.
     pub fn encode(&self) -> String {
         match self {
-            ServerLine::All(names) => list_line("ALL", names),
-            ServerLine::ChooseFile(files) => list_line("CHOOSE_FILE", files),
+            ServerLine::All(names) => list_line("ALL", names.iter().map(String::as_str)),
+            ServerLine::ChooseFile(files) => {
+                list_line("CHOOSE_FILE", files.iter().map(String::as_str))
+            }
             ServerLine::Udp(o) => format!(
                 "UDP {} {} {} {} {} {} {:016x}\n",
                 o.port,
@@ -286,6 +288,12 @@ impl ServerLine {
             }
             ServerLine::Error(reason) => format!("ERROR {reason}\n"),
         }
+    }
+
+    /// The `ALL` line of these names, as [`ServerLine::All`] encodes it, without owning them: the
+    /// server writes a presence line straight from its room.
+    pub fn encode_all<'n>(names: impl Iterator<Item = &'n str> + Clone) -> String {
+        list_line("ALL", names)
     }
 
     /// Parses one line (without terminator) received from a server. The first word decides the
@@ -343,9 +351,9 @@ fn split_message(s: &str) -> Result<(&str, &str), LineError> {
     Ok((name, text))
 }
 
-fn list_line(keyword: &str, items: &[String]) -> String {
-    let mut s =
-        String::with_capacity(keyword.len() + 1 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+fn list_line<'i>(keyword: &str, items: impl Iterator<Item = &'i str> + Clone) -> String {
+    let len = keyword.len() + 1 + items.clone().map(|i| i.len() + 1).sum::<usize>();
+    let mut s = String::with_capacity(len);
     s.push_str(keyword);
     for item in items {
         s.push(' ');

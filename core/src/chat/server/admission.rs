@@ -53,8 +53,7 @@ impl ChatServer {
                 deadline: Some(deadline),
                 queued: 0,
                 transfers: 0,
-                presence_gen: 0,
-                presence_deferred: false,
+                presence_owed: false,
                 budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
             },
         );
@@ -82,10 +81,12 @@ impl ChatServer {
         self.push(ServerOutput::Log(LogEvent::Joined { conn, name: name.to_owned() }));
         self.broadcast(ServerLine::Joined(name.to_owned()).encode());
         if self.room.len() <= self.config.presence_room_limit {
-            self.presence_to_everyone();
-        } else {
-            self.queue_presence(conn);
+            self.owe_presence_to_room(Some(conn));
         }
+        // The newcomer's own line is made now, so that it comes before anything said after
+        // the join: the room as the newcomer finds it.
+        let line = self.presence_line(conn);
+        self.send(conn, line);
     }
 
     /// Closes the connections whose name deadline is at or before `now` (C7).
@@ -136,7 +137,7 @@ impl ChatServer {
             self.room.remove(&seq);
             self.broadcast(ServerLine::Left(name).encode());
             if self.room.len() <= self.config.presence_room_limit {
-                self.presence_to_everyone();
+                self.owe_presence_to_room(None);
             }
         }
     }

@@ -11,10 +11,12 @@
 //! - **Every connection's outgoing bytes are counted.** `queued` grows when the server emits a
 //!   `Send` and shrinks when the runtime reports `Sent`. Past `max_queued_bytes` the connection is
 //!   closed (C5): a client that does not read cannot make the server hold unbounded memory.
-//! - **Presence lines are snapshots, not history.** A presence line (`ALL ...`) that has not gone
-//!   out yet is replaced by a newer one (1.1): in the output queue a stale one is dropped, and for a
-//!   client whose socket is backed up (more than `presence_defer_bytes` unsent) the line is not
-//!   produced at all until its queue drains, and then reflects the room as it is at that moment.
+//! - **Presence lines are snapshots, made when they are written.** A join or leave does not make
+//!   anyone's `ALL ...` line (1.1); it marks one as owed ([`ServerOutput::Presence`]), and the line
+//!   is made by [`ChatServer::take_presence`] when the runtime is about to write to that client. So
+//!   a burst of joins before a write costs each client one line showing the room as it is, never
+//!   a queue of stale ones, and a client whose socket is backed up (more than
+//!   `presence_defer_bytes` unsent) gets its line once its backlog drains.
 //!
 //! The server's jobs live in one file each. This one holds the types a runtime sees, the read
 //! pauses of flood protection (C6), and the dispatch of inputs, outputs, timeouts and of each
@@ -28,6 +30,7 @@
 //! The rules themselves are specified in `docs/PROTOCOL.md`, sections 1.1 to 1.5 and 2.1.
 
 mod admission;
+mod conn_map;
 mod log;
 mod offers;
 mod outbox;
@@ -48,6 +51,7 @@ use crate::chat::names::NameRegistry;
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
+pub use self::conn_map::{ConnHasher, ConnMap, ConnSet};
 pub use self::log::{DisconnectReason, LogEvent, RefuseReason};
 pub use self::offers::TransferOffer;
 
@@ -173,12 +177,27 @@ pub enum ServerInput<'a> {
 /// Something the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerOutput {
-    /// Write these bytes to the connection (buffer shared between recipients).
+    /// Write these bytes to the connection.
     Send {
         /// The connection to write to.
         conn: ConnId,
         /// The bytes: one or more whole lines.
         bytes: Bytes,
+    },
+    /// Write these bytes to each of these connections: a line to the room, encoded once and
+    /// handed over once, whatever the room's size. Each connection's queue is already charged.
+    SendToMany {
+        /// The recipients, in room order.
+        conns: Vec<ConnId>,
+        /// The bytes: one whole line.
+        bytes: Bytes,
+    },
+    /// A presence line is owed to `conn` (1.1): when about to write to it, take the line with
+    /// [`ChatServer::take_presence`], which makes it from the room as it is then. Emitted when the
+    /// debt starts; further changes before the line is taken add nothing.
+    Presence {
+        /// The connection owed a presence line.
+        conn: ConnId,
     },
     /// Close the connection after writing everything queued for it before this. The server has
     /// already forgotten it: later inputs for this id are ignored.
@@ -223,24 +242,10 @@ struct Conn {
     queued: usize,
     /// Live transfers offered on this connection.
     transfers: usize,
-    /// Generation of the newest presence line queued for this client; older ones are stale.
-    presence_gen: u64,
-    /// A presence line is owed but held back until this client's queue drains.
-    presence_deferred: bool,
+    /// A presence line is owed, to be made when it is taken (1.1).
+    presence_owed: bool,
     /// What this connection may still send before its socket is read less (C6).
     budget: InputBudget,
-}
-
-/// An output waiting in the server's queue.
-#[derive(Debug)]
-enum Pending {
-    Ready(ServerOutput),
-    /// A presence line, dropped at poll time if a newer one was queued for the same client.
-    Presence {
-        conn: ConnId,
-        generation: u64,
-        bytes: Bytes,
-    },
 }
 
 /// The chat server. See the module documentation.
@@ -248,7 +253,7 @@ pub struct ChatServer {
     config: ServerConfig,
     catalogue: Catalogue,
     rng: Box<dyn RngCore + Send>,
-    conns: HashMap<ConnId, Conn>,
+    conns: ConnMap<Conn>,
     per_ip: HashMap<IpAddr, usize>,
     names: NameRegistry<ConnId>,
     /// Joined clients by join sequence: iteration is join order (1.3).
@@ -260,7 +265,7 @@ pub struct ChatServer {
     /// UDP ports in use (and by whom) and the ones the runtime could not bind.
     ports: PortPool,
     next_transfer_id: u64,
-    out: VecDeque<Pending>,
+    out: VecDeque<ServerOutput>,
     /// Connections whose queue passed the bound, closed once the current input is handled.
     to_kick: Vec<ConnId>,
 }
@@ -294,7 +299,7 @@ impl ChatServer {
             config,
             catalogue,
             rng,
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             per_ip: HashMap::new(),
             names: NameRegistry::new(),
             room: BTreeMap::new(),
@@ -339,19 +344,7 @@ impl ChatServer {
 
     /// The next thing to do, or `None` when there is nothing (call until `None`).
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        while let Some(pending) = self.out.pop_front() {
-            match pending {
-                Pending::Ready(output) => return Some(output),
-                Pending::Presence { conn, generation, bytes } => match self.conns.get_mut(&conn) {
-                    Some(c) if c.presence_gen == generation => {
-                        return Some(ServerOutput::Send { conn, bytes });
-                    }
-                    Some(c) => c.queued = c.queued.saturating_sub(bytes.len()),
-                    None => {}
-                },
-            }
-        }
-        None
+        self.out.pop_front()
     }
 
     /// When [`ChatServer::handle_timeout`] must be called next.

@@ -1,5 +1,5 @@
 //! Getting lines out: the count of each connection's queued bytes, the kick of slow readers,
-//! presence lines (superseded while queued, deferred while a client lags), and the helpers that
+//! presence lines (owed, then made when about to be written), and the helpers that
 //! send one line to one client, to the whole room, or as a private message.
 //!
 //! Implements `docs/PROTOCOL.md` section 1.1 "Joining, names and presence" (the presence rules),
@@ -12,20 +12,35 @@ use crate::chat::display::escape_truncated;
 use crate::wire::chat::ServerLine;
 use crate::wire::line::MAX_LINE;
 
-use super::{ChatServer, ConnId, DisconnectReason, ECHO_CHARS, Pending, ServerOutput};
+use super::{ChatServer, ConnId, DisconnectReason, ECHO_CHARS, ServerOutput};
 
 impl ChatServer {
-    /// The runtime wrote `len` bytes for `conn`; a deferred presence line goes out once the
-    /// queue has drained enough.
+    /// The runtime wrote `len` bytes for `conn`.
     pub(super) fn on_sent(&mut self, conn: ConnId, len: usize) {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        c.queued = c.queued.saturating_sub(len);
-        if c.presence_deferred && c.queued <= self.config.presence_defer_bytes {
-            c.presence_deferred = false;
-            self.queue_presence(conn);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.queued = c.queued.saturating_sub(len);
         }
+    }
+
+    /// The presence line owed to `conn`, made now from the room as it is (1.1), and charged to
+    /// its queue; `None` when none is owed, or while more than `presence_defer_bytes` are unsent
+    /// to it (then it stays owed: take it again after the next write). A runtime calls this when
+    /// it is about to write to `conn`, after [`ServerOutput::Presence`].
+    pub fn take_presence(&mut self, conn: ConnId) -> Option<Bytes> {
+        if !self.presence_ready(conn) {
+            return None;
+        }
+        let line = self.presence_line(conn);
+        let c = self.conns.get_mut(&conn)?;
+        c.presence_owed = false;
+        self.account(conn, line.len()).then_some(line)
+    }
+
+    /// Whether [`Self::take_presence`] would give a line now.
+    pub fn presence_ready(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| c.presence_owed && c.queued <= self.config.presence_defer_bytes)
     }
 
     /// Closes the connections whose queue passed the bound while handling the last input (C5).
@@ -65,47 +80,34 @@ impl ChatServer {
         false
     }
 
-    /// `ALL` and the other joined names in join order.
+    /// `ALL` and the other joined names in join order, written straight into the line.
     pub(super) fn presence_line(&self, conn: ConnId) -> Bytes {
-        let others = self.room.values().filter(|&&c| c != conn).filter_map(|c| {
-            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.clone())
+        let names = self.room.values().filter(|&&c| c != conn).filter_map(|c| {
+            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.as_str())
         });
-        Bytes::from(ServerLine::All(others.collect()).encode())
+        Bytes::from(ServerLine::encode_all(names))
     }
 
-    /// Queues a presence line for every member of the room.
-    pub(super) fn presence_to_everyone(&mut self) {
-        let members: Vec<ConnId> = self.room.values().copied().collect();
-        for conn in members {
-            self.queue_presence(conn);
+    /// Marks a presence line owed to every member of the room but `except`; each is made when
+    /// taken ([`Self::take_presence`]).
+    pub(super) fn owe_presence_to_room(&mut self, except: Option<ConnId>) {
+        let Self { room, conns, out, .. } = self;
+        for &conn in room.values().filter(|&&c| Some(c) != except) {
+            if let Some(c) = conns.get_mut(&conn).filter(|c| !c.presence_owed) {
+                c.presence_owed = true;
+                out.push_back(ServerOutput::Presence { conn });
+            }
         }
     }
 
-    /// Queues a presence line for `conn`, superseding one not yet polled; defers it while the
-    /// client's socket is backed up.
-    pub(super) fn queue_presence(&mut self, conn: ConnId) {
-        let line = self.presence_line(conn);
-        let defer_above = self.config.presence_defer_bytes;
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return;
-        };
-        if c.queued > defer_above {
-            c.presence_deferred = true;
-            return;
-        }
-        c.presence_gen += 1;
-        let generation = c.presence_gen;
-        if self.account(conn, line.len()) {
-            self.out.push_back(Pending::Presence { conn, generation, bytes: line });
-        }
-    }
-
-    /// Sends `line` to every member of the room, encoded once and shared.
+    /// Sends `line` to every member of the room, encoded once and handed over once; a member
+    /// whose queue would pass its bound is left out (and kicked, C5).
     pub(super) fn broadcast(&mut self, line: String) {
         let bytes = Bytes::from(line);
-        let members: Vec<ConnId> = self.room.values().copied().collect();
-        for conn in members {
-            self.send(conn, bytes.clone());
+        let mut conns: Vec<ConnId> = self.room.values().copied().collect();
+        conns.retain(|&conn| self.account(conn, bytes.len()));
+        if !conns.is_empty() {
+            self.push(ServerOutput::SendToMany { conns, bytes });
         }
     }
 
@@ -139,8 +141,8 @@ impl ChatServer {
         true
     }
 
-    /// Queues an output as it is.
+    /// Queues an output.
     pub(super) fn push(&mut self, output: ServerOutput) {
-        self.out.push_back(Pending::Ready(output));
+        self.out.push_back(output);
     }
 }
