@@ -34,12 +34,16 @@ const SPARE_TAILS: usize = 64;
 pub(super) struct SpareTails(Vec<Vec<u8>>);
 
 impl SpareTails {
+    /// A tail grown by earlier turns if there is one; else an empty one that grows as lines
+    /// come. Why not a whole `TAIL_MAX` at once: a join in a room of a thousand puts one short
+    /// line in a thousand outboxes before any is written, and a thousand 16 KiB buffers, freed a
+    /// moment later, would stay in the process's memory as free heap.
     fn take(&mut self) -> Vec<u8> {
-        self.0.pop().unwrap_or_else(|| Vec::with_capacity(TAIL_MAX))
+        self.0.pop().unwrap_or_default()
     }
 
     fn give(&mut self, mut tail: Vec<u8>) {
-        if self.0.len() < SPARE_TAILS && tail.capacity() >= TAIL_MAX {
+        if self.0.len() < SPARE_TAILS && tail.capacity() > 0 {
             tail.clear();
             self.0.push(tail);
         }
