@@ -318,6 +318,13 @@ impl Script {
                 };
                 self.say(format!("  ended #{id} {file}: {text}"));
             }
+            Output::FileDone { file, result } => {
+                let text = match result {
+                    Ok(r) => format!("saved as {}", r.path),
+                    Err(e) => format!("failed: {e}"),
+                };
+                self.say(format!("  file done {file}: {text}"));
+            }
             Output::Finish(result) => {
                 let text = match &result {
                     None => "the chat session".to_owned(),
@@ -591,7 +598,7 @@ fn keep_discard_release() {
 /// `natter get`: join, ask, download, leave; the result is the download's.
 #[test]
 fn get_mode_success() {
-    let mut s = Script::new(Mode::Get { file: "hello.c".into() }, 1200);
+    let mut s = Script::new(Mode::get("hello.c"), 1200);
     s.join();
     let offer = s.offer("hello.c", 1200);
     s.server(&offer);
@@ -605,7 +612,7 @@ fn get_mode_success() {
 /// a refused name ends it at once; a server that never answers ends it after the stall time.
 #[test]
 fn get_mode_refusals() {
-    let get = || Script::new(Mode::Get { file: "nothing.txt".into() }, 1200);
+    let get = || Script::new(Mode::get("nothing.txt"), 1200);
     let mut s = get();
     s.join();
     s.server("ERROR no such file: nothing.txt");

@@ -211,7 +211,7 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
     DownloadOptions {
         addr: server.addr,
         name: name.to_owned(),
-        file: file.to_owned(),
+        files: vec![file.to_owned()],
         out_dir: out.to_owned(),
         part_size: None,
         stall_timeout: Duration::from_secs(20),
