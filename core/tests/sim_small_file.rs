@@ -27,9 +27,14 @@ fn get_one_mib(seed: u64, loss: f64) -> Duration {
     let truth = *blake3::hash(&content).as_bytes();
     config.files = vec![SimFile { name: "photo.jpg".into(), content }];
     config.tcp.delay = RTT / 2;
-    let client = DrivenClient::get("getter", "photo.jpg", Duration::ZERO).with_part_size(ETHERNET_PART);
+    let client =
+        DrivenClient::get("getter", "photo.jpg", Duration::ZERO).with_part_size(ETHERNET_PART);
     let path = Path::symmetric(1_000_000_000, RTT, loss);
-    let report = system::run(Instant::now(), config, vec![ClientSpec::new("getter", client).with_path(path)]);
+    let report = system::run(
+        Instant::now(),
+        config,
+        vec![ClientSpec::new("getter", client).with_path(path)],
+    );
     let getter = report.client("getter");
     let (at, end) = &getter.finished[0];
     assert!(matches!(end, Some(Ok(_))), "{end:?}");

@@ -219,6 +219,14 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
     }
 }
 
+/// `natter get` of `options.files` on `rt`: one result per file.
+pub fn download_many(
+    rt: Rt,
+    options: &DownloadOptions,
+) -> Result<Vec<natter_runtime_common::client::FileResult>, ClientError> {
+    natter_runtime_common::client::download_many(rt.client(), options, |_: &Progress| {})
+}
+
 pub fn download(rt: Rt, options: &DownloadOptions) -> Result<DownloadReport, DownloadError> {
     natter_runtime_common::client::download(rt.client(), options, |_: &Progress| {})
 }

@@ -507,7 +507,7 @@ impl ClientDriver {
                         )));
                         self.queued.push_back(line);
                     } else {
-                        self.chat_input(ChatInput::Typed(&line));
+                        self.typed(&line);
                     }
                 }
             }
@@ -682,6 +682,11 @@ impl ClientDriver {
 
     fn typed(&mut self, line: &str) {
         self.chat.client.handle_input(self.now, ChatInput::Typed(line));
+        // What the line waits for is recorded now, so that the transfer count is right for the
+        // next line typed or taken from the queue in the same turn.
+        while let Some(output) = self.chat.client.poll_output() {
+            self.on_chat(output);
+        }
     }
 
     fn on_chat(&mut self, output: ChatOutput) {
@@ -787,9 +792,8 @@ impl ClientDriver {
                 }
             }
             ClientEvent::Offer(offer) => {
-                let asked = self.answer(
-                    |e| matches!(e, Expect::Download { file, .. } if *file == offer.file),
-                );
+                let asked = self
+                    .answer(|e| matches!(e, Expect::Download { file, .. } if *file == offer.file));
                 if let Some(Expect::Download { at, .. }) = asked {
                     // A `download_file` and its offer: a round trip, plus the server's turn.
                     self.rtt_sample(self.now.saturating_duration_since(at));

@@ -69,7 +69,13 @@ impl RttEstimator {
     /// sample does (RFC 9002 5.3), and [`RttEstimator::has_sample`] stays false until then.
     pub fn with_hint(hint: Duration) -> Self {
         let hint = hint.max(GRANULARITY);
-        RttEstimator { latest: hint, smoothed: None, var: hint / 2, min: INITIAL_RTT, hint: Some(hint) }
+        RttEstimator {
+            latest: hint,
+            smoothed: None,
+            var: hint / 2,
+            min: INITIAL_RTT,
+            hint: Some(hint),
+        }
     }
 
     /// Whether at least one sample arrived; until then every estimate is derived from the hint
