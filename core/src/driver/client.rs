@@ -134,6 +134,12 @@ pub struct ClientConfig {
     pub max_transfers: usize,
 }
 
+/// How long a `download_file` refused by the server's transfer cap waits before it is sent again,
+/// when none of the client's own downloads runs (the server has not yet seen a FINISHED).
+pub const CAP_RETRY_AFTER: Duration = Duration::from_millis(50);
+/// How many such retries one session makes at most: a server that keeps refusing is believed.
+pub const MAX_CAP_RETRIES: u32 = 100;
+
 /// The most downloads a client runs at once unless configured otherwise: the server's default
 /// cap per connection (PROTOCOL 2.1).
 pub const DEFAULT_MAX_TRANSFERS: usize = 4;
@@ -410,6 +416,10 @@ pub struct ClientDriver {
     queued: VecDeque<String>,
     /// The transfer cap the server showed us (it refused a download while we held this many).
     server_cap: Option<usize>,
+    /// A refused `download_file` is asked again at this time (see [`CAP_RETRY_AFTER`]).
+    retry_at: Option<Instant>,
+    /// How often that happened in this session.
+    cap_retries: u32,
     /// The shortest round trip seen on the chat connection (the connect, the first exchange, a
     /// `download_file` and its offer): the first flight of each download is sized with it.
     path_rtt: Option<Duration>,
@@ -460,6 +470,8 @@ impl ClientDriver {
             wanted,
             queued,
             server_cap: None,
+            retry_at: None,
+            cap_retries: 0,
             path_rtt: None,
             exchange_from: Some(now),
             exit_when_idle: false,
@@ -544,6 +556,7 @@ impl ClientDriver {
         receivers
             .chain(self.chat.client.poll_timeout())
             .chain(self.answer_deadline)
+            .chain(self.retry_at)
             .chain(self.next_progress)
             .min()
     }
@@ -662,6 +675,10 @@ impl ClientDriver {
 
     /// Sends queued `download_file` lines while a transfer is free.
     fn pump_queue(&mut self) {
+        if self.retry_at.is_some_and(|at| at > self.now) {
+            return;
+        }
+        self.retry_at = None;
         let cap = self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers);
         while self.transfers() < cap {
             let Some(line) = self.queued.pop_front() else {
@@ -823,6 +840,18 @@ impl ClientDriver {
     fn download_refused(&mut self, file: String, line: String, reason: String) {
         self.disarm_answer_deadline();
         let ours = self.transfers();
+        if reason.starts_with("too many transfers")
+            && !line.is_empty()
+            && ours == 0
+            && self.cap_retries < MAX_CAP_RETRIES
+        {
+            // None of ours runs, yet the server counts one: a FINISHED it has not seen yet (lost,
+            // or overtaken by this line). Ask again shortly.
+            self.cap_retries += 1;
+            self.queued.push_front(line);
+            self.retry_at = Some(self.now + CAP_RETRY_AFTER);
+            return;
+        }
         if reason.starts_with("too many transfers") && !line.is_empty() && ours > 0 {
             // The server's cap is lower than ours (or counts a transfer whose FINISHED it has not
             // seen yet): run no more than we hold now, and ask again when one of them ends.
