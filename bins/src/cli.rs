@@ -205,8 +205,10 @@ pub struct ClientArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Name of the file on the server (see `get_list_file` in the client).
-    pub file: String,
+    /// Names of the files on the server (see `get_list_file` in the client). Several are fetched
+    /// in one session, up to 4 at once; the exit status is 0 only when every one is byte-exact.
+    #[arg(required = true, num_args = 1..)]
+    pub files: Vec<String>,
     /// Server's chat address.
     #[arg(long, default_value = "127.0.0.1:55000")]
     pub addr: SocketAddr,

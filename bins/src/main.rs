@@ -149,13 +149,19 @@ fn get(args: cli::GetArgs) -> ExitCode {
     let options = DownloadOptions {
         addr: args.addr,
         name: args.name.unwrap_or_else(|| format!("get-{}", std::process::id())),
-        file: args.file,
+        files: args.files,
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
         max_size: args.max_size,
     };
-    let mut bar = line_ui::ProgressBar::hidden_until_known(&options.file, args.quiet);
+    let label = match options.files.as_slice() {
+        [one] => one.clone(),
+        many => format!("{} files", many.len()),
+    };
+    // One bar for one file; with several running at once, bars would fight over one line.
+    let mut bar =
+        line_ui::ProgressBar::hidden_until_known(&label, args.quiet || options.files.len() > 1);
     let mut last = None;
     let mut on_progress = |p: &natter_core::transfer::receiver::Progress| {
         bar.update(p);
@@ -172,24 +178,39 @@ fn get(args: cli::GetArgs) -> ExitCode {
         );
         last = Some(p.clone());
     };
-    let result = match args.runtime.into() {
-        Runtime::Mio => client::download(natter_runtime_mio::client, &options, &mut on_progress),
-        Runtime::Smol => client::download(natter_runtime_smol::client, &options, &mut on_progress),
+    let run = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::client,
+        Runtime::Smol => natter_runtime_smol::client,
     };
+    let result = client::download_many(run, &options, &mut on_progress);
     bar.finish();
     if let Some(progress) = last {
         tracing::debug!("transfer statistics: {progress:?}");
     }
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
+    let results = match result {
+        Ok(results) => results,
         Err(err) => {
             eprintln!("natter get: {err}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = 0;
+    for (file, result) in &results {
+        match result {
+            Ok(report) => println!("{report}"),
+            Err(err) => {
+                failed += 1;
+                eprintln!("natter get: {file}: {err}");
+            }
         }
     }
+    if failed > 0 || results.len() < options.files.len() {
+        if options.files.len() > 1 {
+            eprintln!("natter get: {failed} of {} files failed", options.files.len());
+        }
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 /// Each connection and each transfer holds a descriptor, and the usual soft limit (1024) is lower

@@ -172,7 +172,7 @@ fn downloads_in_a_row(server_rt: Rt, client_rt: Rt) {
     let options = DownloadOptions {
         addr: server.addr,
         name: "repeat".to_owned(),
-        file: "tiny.bin".to_owned(),
+        files: vec!["tiny.bin".to_owned()],
         out_dir: out.path().to_owned(),
         part_size: None,
         stall_timeout: Duration::from_secs(20),

@@ -131,7 +131,7 @@ fn fetch(
     let options = DownloadOptions {
         addr,
         name: "impaired".into(),
-        file: file.into(),
+        files: vec![file.into()],
         out_dir: out.to_owned(),
         part_size: part,
         stall_timeout: stall,

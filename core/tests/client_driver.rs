@@ -318,6 +318,13 @@ impl Script {
                 };
                 self.say(format!("  ended #{id} {file}: {text}"));
             }
+            Output::FileDone { file, result } => {
+                let text = match result {
+                    Ok(r) => format!("saved as {}", r.path),
+                    Err(e) => format!("failed: {e}"),
+                };
+                self.say(format!("  file done {file}: {text}"));
+            }
             Output::Finish(result) => {
                 let text = match &result {
                     None => "the chat session".to_owned(),
@@ -591,7 +598,7 @@ fn keep_discard_release() {
 /// `natter get`: join, ask, download, leave; the result is the download's.
 #[test]
 fn get_mode_success() {
-    let mut s = Script::new(Mode::Get { file: "hello.c".into() }, 1200);
+    let mut s = Script::new(Mode::get("hello.c"), 1200);
     s.join();
     let offer = s.offer("hello.c", 1200);
     s.server(&offer);
@@ -605,7 +612,7 @@ fn get_mode_success() {
 /// a refused name ends it at once; a server that never answers ends it after the stall time.
 #[test]
 fn get_mode_refusals() {
-    let get = || Script::new(Mode::Get { file: "nothing.txt".into() }, 1200);
+    let get = || Script::new(Mode::get("nothing.txt"), 1200);
     let mut s = get();
     s.join();
     s.server("ERROR no such file: nothing.txt");
@@ -647,4 +654,76 @@ fn progress_every_100_ms() {
     let ticks: Vec<u128> = s.progress_at.iter().map(Duration::as_millis).collect();
     let step = PROGRESS_EVERY.as_millis();
     assert_eq!(ticks, vec![0, step, 2 * step, 3 * step, 4 * step, 5 * step]);
+}
+
+/// Issue 11, PROTOCOL 2.1 and 4 (rule 6): `natter get` of six files asks for four with its
+/// name, queues two, asks for the next as each download's FINISHED copies are out, reports every
+/// file (a refused one too) and leaves without waiting for the server's close.
+#[test]
+fn get_mode_many_files_queue_behind_the_cap() {
+    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "nothing.txt"];
+    let mut s = Script::new(Mode::Get { files: files.map(String::from).to_vec() }, 1200);
+    for (i, f) in files[..5].iter().enumerate() {
+        s.serve_file(f, vec![i as u8; 2000]);
+    }
+    s.join();
+    for f in &files[..4] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+    }
+    s.note("a.bin arrives: its FINISHED copies go out, then e.bin is asked for");
+    s.deliver(1, 10, false);
+    let offer = s.offer("e.bin", 1200);
+    s.server(&offer);
+    s.note("b.bin arrives: then nothing.txt is asked for, and refused");
+    s.deliver(2, 10, false);
+    s.server("ERROR no such file: nothing.txt");
+    for id in [3, 4, 5] {
+        s.deliver(id, 10, false);
+    }
+    assert!(
+        matches!(&s.finished, Some(Some(Err(DownloadFailure::Refused(r)))) if r.contains("nothing.txt"))
+    );
+    for f in &files[..5] {
+        assert_eq!(s.disk[*f], s.served[*f], "{f}");
+    }
+    insta::assert_snapshot!(s.log);
+}
+
+/// Issue 11: a person who types more downloads than the cap sees the rest queued, and each
+/// goes out when one ends; a refusal by the server's (lower) cap queues the line again.
+#[test]
+fn interactive_downloads_past_the_cap_wait_their_turn() {
+    let mut s = Script::interactive();
+    for (i, f) in ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "f.bin"].iter().enumerate() {
+        s.serve_file(f, vec![i as u8; 2000]);
+    }
+    s.join();
+    for f in ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"] {
+        s.typed(&format!("download_file {f}"));
+    }
+    for f in ["a.bin", "b.bin", "c.bin"] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+    }
+    s.note("this server allows three at once");
+    s.server("ERROR too many transfers: at most 3 at once");
+    s.typed("download_file f.bin");
+    s.deliver(1, 10, false);
+    s.note("a.bin is done: d.bin goes out; each end lets the next queued line go");
+    for f in ["d.bin", "e.bin", "f.bin"] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+        let oldest = s.open.keys().next().copied();
+        if let Some(id) = oldest {
+            s.deliver(id, 10, false);
+        }
+    }
+    for id in 1..=6 {
+        s.deliver(id, 10, false);
+    }
+    for f in ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "f.bin"] {
+        assert_eq!(s.disk[f], s.served[f], "{f}");
+    }
+    insta::assert_snapshot!(s.log);
 }

@@ -548,8 +548,11 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
         ];
         let report = run(config, clients);
         let ann = report.client("ann");
+        // The server refuses ann's third download; her client queues it and asks again when one
+        // of hers ends (again if the server had not yet seen that one's FINISHED).
         let refusals: Vec<&str> = ann.lines().filter(|l| l.starts_with("ERROR")).collect();
-        assert_eq!(refusals, ["ERROR too many transfers: at most 2 at once"]);
+        assert!(!refusals.is_empty() && refusals.len() <= 3, "{refusals:?}");
+        assert!(refusals.iter().all(|r| *r == "ERROR too many transfers: at most 2 at once"));
         let cat = report.client("cat");
         assert_eq!(cat.finished.len(), 2, "{:?}", cat.finished);
         assert!(
@@ -559,7 +562,12 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
         );
         assert!(matches!(&cat.finished[1].1, Some(Ok(r)) if r.size == 200 << 10));
         for c in [ann, report.client("ben"), cat] {
-            assert_eq!(c.downloads.len(), if c.label == "cat" { 1 } else { 2 }, "{}", c.label);
+            let expected = match c.label.as_str() {
+                "cat" => 1,
+                "ann" => 3,
+                _ => 2,
+            };
+            assert_eq!(c.downloads.len(), expected, "{}", c.label);
             for d in &c.downloads {
                 assert_eq!(d.outcome, DownloadOutcome::Complete, "{} {}", c.label, d.file);
                 assert_eq!(d.written_digest, truth[&d.file], "{} {}", c.label, d.file);
@@ -711,8 +719,9 @@ fn u6_killed_at_any_moment_resumes_byte_exact() {
     }
 }
 
-/// `natter get` (`Mode::Get`) in the whole system: it joins, asks, downloads over a lossy path,
-/// says `{quit}`, and its session ends with the verified file once the server has closed.
+/// `natter get` (`Mode::Get`) in the whole system: it joins and asks at once, downloads over a
+/// lossy path, says `{quit}`, and its session ends with the verified file without waiting for the
+/// server to close (PROTOCOL 4, rule 6); the server still takes it for a `{quit}`.
 #[test]
 fn get_mode_downloads_and_quits() {
     with_seed(4, |seed| {
@@ -732,10 +741,11 @@ fn get_mode_downloads_and_quits() {
         assert_eq!((done.path.as_str(), done.size, done.resumed), ("report.pdf", 64 << 10, 0));
         assert_eq!(digest(&getter.folder.files["report.pdf"]), truth);
         assert_eq!(getter.downloads[0].outcome, DownloadOutcome::Complete);
-        // It left with `{quit}`, and finished once the server had closed the connection.
-        assert_eq!(getter.sent.last().unwrap().1, "{quit}");
-        let conn = &getter.conns[0];
-        assert!(conn.closed_by_server.is_some() && conn.end_read.unwrap() <= *at);
+        // Its name and request went out together; it left with `{quit}` and finished at once.
+        assert_eq!(getter.sent[0].0, getter.sent[1].0);
+        assert!(getter.sent[1].1.starts_with("download_file report.pdf"));
+        let (quit_at, quit) = getter.sent.last().unwrap();
+        assert_eq!((quit_at, quit.as_str()), (at, "{quit}"));
         assert!(report.log.iter().any(|(_, e)| matches!(
             e,
             LogEvent::Disconnected { name: Some(n), reason: DisconnectReason::Quit, .. } if n == "getter"

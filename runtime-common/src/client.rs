@@ -47,6 +47,20 @@ impl From<io::Error> for DownloadError {
     }
 }
 
+/// Connects `io`'s session to the chat server ([`connect`]) and tells its driver how long the
+/// connect took: a round trip of the path, which sizes the first flight of each download.
+pub fn connect_session(
+    addr: SocketAddr,
+    io: &mut ClientIo,
+) -> Result<std::net::TcpStream, ClientError> {
+    let started = Instant::now();
+    let stream = connect(addr)?;
+    let now = Instant::now();
+    let handshake = now.saturating_duration_since(started);
+    io.handle_input(now, Input::Connected { handshake });
+    Ok(stream)
+}
+
 /// Connects to the chat server (blocking, at most [`CONNECT_TIMEOUT`]); the stream is returned
 /// non-blocking, with Nagle off so that typed lines go out at once.
 pub fn connect(addr: SocketAddr) -> Result<std::net::TcpStream, ClientError> {
@@ -88,6 +102,22 @@ pub fn download(
     io.download_result()
 }
 
+/// What became of one file of a `natter get`.
+pub type FileResult = (String, Result<DownloadReport, DownloadFailure>);
+
+/// `natter get A B C ...` with `run`: fetches `options.files` in one session, at most 4 at once;
+/// one result per file, in the order they ended, and none lost: a file the session never got to
+/// says why. `Err` only when the session could not start.
+pub fn download_many(
+    run: RunClient,
+    options: &DownloadOptions,
+    on_progress: impl FnMut(&Progress),
+) -> Result<Vec<FileResult>, ClientError> {
+    let mut io = ClientIo::get(options, Instant::now());
+    run(options.addr, &mut io, &mut ProgressUi(on_progress), None)?;
+    Ok(std::mem::take(&mut io.files_done))
+}
+
 /// The download sockets of one client, as a runtime keeps them.
 pub trait Sockets {
     /// Opens download `id`'s UDP socket, connected to `peer`, for datagrams of up to
@@ -109,6 +139,8 @@ pub struct ClientIo {
     transmit: Vec<u8>,
     read_buf: Vec<u8>,
     finished: Option<Option<Result<DownloadReport, DownloadFailure>>>,
+    /// `natter get`: each file's result, as the driver gave it ([`Output::FileDone`]).
+    files_done: Vec<FileResult>,
 }
 
 impl ClientIo {
@@ -122,7 +154,7 @@ impl ClientIo {
 
     /// `natter get`: one download, then leave.
     pub fn get(o: &DownloadOptions, now: Instant) -> Self {
-        let mode = Mode::Get { file: o.file.clone() };
+        let mode = Mode::Get { files: o.files.clone() };
         let mut config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
         config.max_download_size = o.max_size;
         Self::new(config, o.out_dir.clone(), now)
@@ -148,6 +180,7 @@ impl ClientIo {
             transmit: vec![0; MAX_REQUEST_LEN],
             read_buf: vec![0; CHAT_READ_CHUNK],
             finished: None,
+            files_done: Vec::new(),
         }
     }
 
@@ -191,6 +224,7 @@ impl ClientIo {
                     }
                     Output::Release { id } => sockets.release(id),
                     Output::Finish(result) => self.finished = Some(result),
+                    Output::FileDone { file, result } => self.files_done.push((file, result)),
                     _ => {}
                 }
             }
@@ -286,6 +320,13 @@ impl ClientIo {
         }
         self.handle_input(Instant::now(), Input::InputEnded);
         false
+    }
+
+    /// The session is over: writes what is left for the chat connection (the `{quit}` of
+    /// `natter get`, which does not wait for the server's close), once and without blocking; the
+    /// runtime then shuts the connection down and stops.
+    pub fn close_chat(&mut self, stream: &mut impl Write) {
+        self.write_chat(stream);
     }
 
     /// Whether the session is over: then close the chat connection and stop.

@@ -56,12 +56,13 @@ pub struct ClientOptions {
     pub max_size: u64,
 }
 
-/// A one-shot download: join, download, verify, quit.
+/// A one-shot download of one or more files: join, download, verify, quit.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
     pub addr: SocketAddr,
     pub name: String,
-    pub file: String,
+    /// The files to fetch, in this order; at most 4 run at once, the rest wait their turn.
+    pub files: Vec<String>,
     pub out_dir: PathBuf,
     pub part_size: Option<u16>,
     /// Give up when no part has arrived for this long.

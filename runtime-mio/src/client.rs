@@ -61,7 +61,7 @@ pub fn client(
     ui: &mut dyn ClientUi,
     input: Option<Lines>,
 ) -> Result<(), ClientError> {
-    let mut tcp = TcpStream::from_std(client::connect(addr)?);
+    let mut tcp = TcpStream::from_std(client::connect_session(addr, io)?);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut tcp, CHAT, Interest::READABLE | Interest::WRITABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), INPUT)?);
@@ -106,6 +106,8 @@ pub fn client(
         }
         io.drive(now, ui, &mut sockets);
     }
+    io.close_chat(&mut tcp);
+    let _ = tcp.shutdown(std::net::Shutdown::Write);
     Ok(())
 }
 

@@ -59,7 +59,7 @@ pub fn client(
     input: Option<Lines>,
 ) -> Result<(), ClientError> {
     smol::block_on(async {
-        let tcp: Async<TcpStream> = Async::new(client::connect(addr)?)?;
+        let tcp: Async<TcpStream> = Async::new(client::connect_session(addr, io)?)?;
         let mut lines = input.map(read_lines).transpose()?;
         let mut sockets = SmolSockets::default();
         io.drive(Instant::now(), ui, &mut sockets);
@@ -116,6 +116,8 @@ pub fn client(
             }
             io.drive(now, ui, &mut sockets);
         }
+        io.close_chat(&mut tcp.get_ref());
+        let _ = tcp.get_ref().shutdown(std::net::Shutdown::Write);
         Ok(())
     })
 }

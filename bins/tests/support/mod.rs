@@ -211,12 +211,20 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
     DownloadOptions {
         addr: server.addr,
         name: name.to_owned(),
-        file: file.to_owned(),
+        files: vec![file.to_owned()],
         out_dir: out.to_owned(),
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
     }
+}
+
+/// `natter get` of `options.files` on `rt`: one result per file.
+pub fn download_many(
+    rt: Rt,
+    options: &DownloadOptions,
+) -> Result<Vec<natter_runtime_common::client::FileResult>, ClientError> {
+    natter_runtime_common::client::download_many(rt.client(), options, |_: &Progress| {})
 }
 
 pub fn download(rt: Rt, options: &DownloadOptions) -> Result<DownloadReport, DownloadError> {

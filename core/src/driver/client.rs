@@ -91,12 +91,23 @@ pub enum Mode {
     /// A person chats; what they type is sent. When their input ends, the client leaves once no
     /// download runs and no offer is awaited.
     Interactive,
-    /// `natter get`: join, ask for `file`, download it, leave. The session's result is the
-    /// download's.
+    /// `natter get`: join, ask for `files`, download them, leave. The name and the first
+    /// requests go out together, without waiting for the join (PROTOCOL 4, rule 6); at most
+    /// [`ClientConfig::max_transfers`] downloads run at once, the rest wait their turn. Each file
+    /// ends with an [`Output::FileDone`]; the session's result is the first failure, or the last
+    /// file's report when every file is verified.
     Get {
-        /// The file's name on the server.
-        file: String,
+        /// The files' names on the server, in the order they are asked for (a name given twice
+        /// is fetched once).
+        files: Vec<String>,
     },
+}
+
+impl Mode {
+    /// `natter get` of one file.
+    pub fn get(file: impl Into<String>) -> Self {
+        Mode::Get { files: vec![file.into()] }
+    }
 }
 
 /// How a client behaves.
@@ -117,7 +128,21 @@ pub struct ClientConfig {
     /// ([`DEFAULT_MAX_DOWNLOAD_SIZE`] unless configured). The runtime also refuses a file larger
     /// than the free space of the download folder when it opens it.
     pub max_download_size: u64,
+    /// The most downloads at once (running, or asked for and not yet answered); further
+    /// `download_file` requests wait in a queue until one ends. The server refuses more than its
+    /// own cap (PROTOCOL 2.1: 4 by default, [`DEFAULT_MAX_TRANSFERS`]).
+    pub max_transfers: usize,
 }
+
+/// How long a `download_file` refused by the server's transfer cap waits before it is sent again,
+/// when none of the client's own downloads runs (the server has not yet seen a FINISHED).
+pub const CAP_RETRY_AFTER: Duration = Duration::from_millis(50);
+/// How many such retries one session makes at most: a server that keeps refusing is believed.
+pub const MAX_CAP_RETRIES: u32 = 100;
+
+/// The most downloads a client runs at once unless configured otherwise: the server's default
+/// cap per connection (PROTOCOL 2.1).
+pub const DEFAULT_MAX_TRANSFERS: usize = 4;
 
 /// The largest file a client downloads unless configured otherwise: 1 TiB.
 pub const DEFAULT_MAX_DOWNLOAD_SIZE: u64 = 1 << 40;
@@ -133,6 +158,7 @@ impl ClientConfig {
             part_size,
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             max_download_size: DEFAULT_MAX_DOWNLOAD_SIZE,
+            max_transfers: DEFAULT_MAX_TRANSFERS,
         }
     }
 }
@@ -140,6 +166,14 @@ impl ClientConfig {
 /// Something happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<'a> {
+    /// The chat connection is established; `handshake` is how long the TCP connect took (a
+    /// round trip of the path, measured by the runtime: the core reads no clock). It sizes the
+    /// first flight of each download (see [`ReceiverConfig::path_rtt`]). Optional: without it,
+    /// the first exchange of lines gives the round trip.
+    Connected {
+        /// The TCP connect's duration.
+        handshake: Duration,
+    },
     /// Bytes read from the chat connection.
     Received(&'a [u8]),
     /// The server closed the chat connection (or reading it failed).
@@ -240,7 +274,17 @@ pub enum Output {
         /// The report, or why there is no file.
         result: Result<DownloadReport, DownloadFailure>,
     },
-    /// Close the chat connection; the session is over. In [`Mode::Get`], the download's result.
+    /// [`Mode::Get`]: one of the files asked for is done with, verified or not; given once for
+    /// every file, whether or not it was ever offered.
+    FileDone {
+        /// The file's name, as asked for.
+        file: String,
+        /// Its report, or why there is no file.
+        result: Result<DownloadReport, DownloadFailure>,
+    },
+    /// Close the chat connection (after writing what [`Output::Send`] gave, without waiting for
+    /// an answer); the session is over. In [`Mode::Get`], the session's result: the first failure,
+    /// or the last file's report when every file is verified.
     Finish(Option<Result<DownloadReport, DownloadFailure>>),
 }
 
@@ -321,8 +365,9 @@ enum Expect {
     Public,
     /// A private message: the PRIVATE echo, or an ERROR.
     Private,
-    /// `download_file`: a UDP offer (ours to check), or an ERROR.
-    Download { file: String },
+    /// `download_file`: a UDP offer (ours to check), or an ERROR; `line` is the line that was
+    /// sent (to send again if the server's transfer cap refused it), `at` when.
+    Download { file: String, line: String, at: Instant },
     /// An empty line: nothing (kept only while it may be read as a name).
     Nothing,
 }
@@ -362,8 +407,27 @@ pub struct ClientDriver {
     next_progress: Option<Instant>,
     /// [`Mode::Get`]: the download request must be answered by then.
     answer_deadline: Option<Instant>,
-    /// [`Mode::Get`]: the session's result, once known.
+    /// [`Mode::Get`]: why the session as a whole failed, once known (a refused name, a lost
+    /// connection, no answer): every file without a result of its own gets this one.
     result: Option<Result<DownloadReport, DownloadFailure>>,
+    /// [`Mode::Get`]: the files asked for, and each one's result once known.
+    wanted: Vec<(String, Option<Result<DownloadReport, DownloadFailure>>)>,
+    /// `download_file` lines waiting for a free transfer ([`ClientConfig::max_transfers`]).
+    queued: VecDeque<String>,
+    /// The transfer cap the server showed us (it refused a download while we held this many).
+    server_cap: Option<usize>,
+    /// A refused `download_file` is asked again at this time (see [`CAP_RETRY_AFTER`]).
+    retry_at: Option<Instant>,
+    /// How often that happened in this session.
+    cap_retries: u32,
+    /// The shortest round trip seen on the chat connection (the connect, the first exchange, a
+    /// `download_file` and its offer): the first flight of each download is sized with it.
+    path_rtt: Option<Duration>,
+    /// When our first lines went out, until the first bytes come back.
+    exchange_from: Option<Instant>,
+    /// [`Mode::Get`]: `{quit}` is sent; the session ends once the last FINISHED copies are out,
+    /// without waiting for the server to close.
+    exit_when_idle: bool,
     finished: bool,
 }
 
@@ -381,7 +445,17 @@ impl ClientDriver {
         // `natter get` must not wait forever for a server that accepts and says nothing.
         let answer_deadline =
             (config.mode != Mode::Interactive).then_some(now + config.give_up_after);
-        Self {
+        let mut wanted: Vec<(String, Option<_>)> = Vec::new();
+        if let Mode::Get { files } = &config.mode {
+            for file in files {
+                if !wanted.iter().any(|(f, _)| f == file) {
+                    wanted.push((file.clone(), None));
+                }
+            }
+        }
+        let queued =
+            wanted.iter().map(|(f, _)| format!("download_file {f} {}", config.part_size)).collect();
+        let mut driver = Self {
             config,
             chat: ClientChat { client, joined: false },
             pending: VecDeque::new(),
@@ -393,8 +467,23 @@ impl ClientDriver {
             next_progress: None,
             answer_deadline,
             result: None,
+            wanted,
+            queued,
+            server_cap: None,
+            retry_at: None,
+            cap_retries: 0,
+            path_rtt: None,
+            exchange_from: Some(now),
+            exit_when_idle: false,
             finished: false,
+        };
+        // `natter get` sends its first requests right behind its name: the server reads lines
+        // in order, so they are answered as soon as the name is accepted (one round trip saved).
+        driver.pump_queue();
+        if driver.config.mode != Mode::Interactive && driver.wanted.is_empty() {
+            driver.end_session(Err(DownloadFailure::Refused("no file to get".into())));
         }
+        driver
     }
 
     /// Something happened; then drain [`ClientDriver::poll_output`] and
@@ -408,12 +497,30 @@ impl ClientDriver {
             return;
         }
         match input {
-            Input::Received(bytes) => self.chat_input(ChatInput::Received(bytes)),
+            Input::Connected { handshake } => {
+                self.rtt_sample(handshake);
+                self.exchange_from = Some(now);
+            }
+            Input::Received(bytes) => {
+                if let Some(from) = self.exchange_from.take() {
+                    self.rtt_sample(now.saturating_duration_since(from));
+                }
+                self.chat_input(ChatInput::Received(bytes));
+            }
             Input::ServerClosed => self.chat_input(ChatInput::Closed),
             Input::Typed(typed) => {
                 if self.config.mode == Mode::Interactive {
-                    let line = with_part_size(typed, self.config.part_size);
-                    self.chat_input(ChatInput::Typed(&line));
+                    let line = with_part_size(typed, self.config.part_size).into_owned();
+                    let cap = self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers);
+                    if is_download_line(&line) && self.transfers() >= cap {
+                        self.outputs.push_back(Output::Notice(format!(
+                            "queued: {line} ({} downloads run at once; it starts when one ends)",
+                            self.config.max_transfers
+                        )));
+                        self.queued.push_back(line);
+                    } else {
+                        self.typed(&line);
+                    }
                 }
             }
             Input::InputEnded => self.input_ended = true,
@@ -449,6 +556,7 @@ impl ClientDriver {
         receivers
             .chain(self.chat.client.poll_timeout())
             .chain(self.answer_deadline)
+            .chain(self.retry_at)
             .chain(self.next_progress)
             .min()
     }
@@ -543,8 +651,46 @@ impl ClientDriver {
             self.downloads.remove(&id);
             self.outputs.push_back(Output::Release { id });
         }
+        if !self.exit_when_idle && !self.chat.client.is_quitting() {
+            self.pump_queue();
+        }
+        if self.exit_when_idle && self.downloads.is_empty() && !self.finished {
+            // The `{quit}` (typed while downloads ended, above) goes out before the finish.
+            while let Some(output) = self.chat.client.poll_output() {
+                self.on_chat(output);
+            }
+            self.finish();
+        }
         self.maybe_leave();
         self.outputs.len() > before || done.is_some()
+    }
+
+    /// Downloads that count against the server's cap: running, finishing (the server frees a
+    /// transfer when FINISHED arrives) or asked for and not yet answered.
+    fn transfers(&self) -> usize {
+        let asked =
+            self.pending.iter().filter(|p| matches!(p.expect, Expect::Download { .. })).count();
+        self.downloads.len() + asked
+    }
+
+    /// Sends queued `download_file` lines while a transfer is free.
+    fn pump_queue(&mut self) {
+        if self.retry_at.is_some_and(|at| at > self.now) {
+            return;
+        }
+        self.retry_at = None;
+        let cap = self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers);
+        while self.transfers() < cap {
+            let Some(line) = self.queued.pop_front() else {
+                return;
+            };
+            self.ask(&line);
+        }
+    }
+
+    /// A round trip of the chat connection was measured.
+    fn rtt_sample(&mut self, rtt: Duration) {
+        self.path_rtt = Some(self.path_rtt.map_or(rtt, |known| known.min(rtt)));
     }
 
     fn chat_input(&mut self, input: ChatInput<'_>) {
@@ -553,6 +699,11 @@ impl ClientDriver {
 
     fn typed(&mut self, line: &str) {
         self.chat.client.handle_input(self.now, ChatInput::Typed(line));
+        // What the line waits for is recorded now, so that the transfer count is right for the
+        // next line typed or taken from the queue in the same turn.
+        while let Some(output) = self.chat.client.poll_output() {
+            self.on_chat(output);
+        }
     }
 
     fn on_chat(&mut self, output: ChatOutput) {
@@ -584,7 +735,11 @@ impl ClientDriver {
                     ClientLine::GetListFile => Expect::List,
                     ClientLine::Public(_) => Expect::Public,
                     ClientLine::Private { .. } => Expect::Private,
-                    ClientLine::Download { file, .. } => Expect::Download { file },
+                    ClientLine::Download { ref file, .. } => Expect::Download {
+                        file: file.clone(),
+                        line: line.encode().trim_end().to_owned(),
+                        at: self.now,
+                    },
                     // The server answers `{quit}` by closing, and an empty line not at all.
                     ClientLine::Quit | ClientLine::Empty => Expect::Nothing,
                 };
@@ -623,10 +778,6 @@ impl ClientDriver {
                 for p in &mut self.pending {
                     p.maybe_name = false;
                 }
-                if let Mode::Get { file } = &self.config.mode {
-                    let line = format!("download_file {file} {}", self.config.part_size);
-                    self.ask(&line);
-                }
             }
             ClientEvent::Presence(_) => {
                 // An unasked presence line (someone joined or left) is taken for the answer to a
@@ -646,20 +797,23 @@ impl ClientDriver {
                 let answered = self.answer(|e| {
                     matches!(e, Expect::Public | Expect::Private | Expect::Download { .. })
                 });
-                if matches!(answered, Some(Expect::Download { .. })) {
-                    self.download_refused(reason);
+                if let Some(Expect::Download { file, line, .. }) = answered {
+                    self.download_refused(file, line, reason);
                 }
             }
             ClientEvent::OfferRefused(reason) => {
                 let asked = self.answer(|e| matches!(e, Expect::Download { .. }));
-                if asked.is_some() {
-                    self.download_refused(reason);
+                if let Some(Expect::Download { file, .. }) = asked {
+                    // Not worth asking again: the offer itself is unacceptable.
+                    self.download_refused(file, String::new(), reason);
                 }
             }
             ClientEvent::Offer(offer) => {
-                let asked =
-                    self.answer(|e| matches!(e, Expect::Download { file } if *file == offer.file));
-                if asked.is_some() {
+                let asked = self
+                    .answer(|e| matches!(e, Expect::Download { file, .. } if *file == offer.file));
+                if let Some(Expect::Download { at, .. }) = asked {
+                    // A `download_file` and its offer: a round trip, plus the server's turn.
+                    self.rtt_sample(self.now.saturating_duration_since(at));
                     self.start(offer);
                 } else {
                     self.outputs.push_back(Output::Notice(format!(
@@ -680,15 +834,61 @@ impl ClientDriver {
         }
     }
 
-    fn download_refused(&mut self, reason: String) {
-        if self.config.mode != Mode::Interactive {
+    /// The server refused `line` (asking for `file`). A refusal by the transfer cap while our
+    /// own downloads run is not final: the line waits in the queue for one of them to end (the
+    /// server may count a transfer whose FINISHED has not reached it yet).
+    fn download_refused(&mut self, file: String, line: String, reason: String) {
+        self.disarm_answer_deadline();
+        let ours = self.transfers();
+        if reason.starts_with("too many transfers")
+            && !line.is_empty()
+            && ours == 0
+            && self.cap_retries < MAX_CAP_RETRIES
+        {
+            // None of ours runs, yet the server counts one: a FINISHED it has not seen yet (lost,
+            // or overtaken by this line). Ask again shortly.
+            self.cap_retries += 1;
+            self.queued.push_front(line);
+            self.retry_at = Some(self.now + CAP_RETRY_AFTER);
+            return;
+        }
+        if reason.starts_with("too many transfers") && !line.is_empty() && ours > 0 {
+            // The server's cap is lower than ours (or counts a transfer whose FINISHED it has not
+            // seen yet): run no more than we hold now, and ask again when one of them ends.
+            self.server_cap = Some(ours);
+            self.outputs.push_back(Output::Notice(format!(
+                "queued again: {line} (the server allows {ours} downloads at once)"
+            )));
+            self.queued.push_front(line);
+            return;
+        }
+        self.file_done(&file, Err(DownloadFailure::Refused(reason)));
+    }
+
+    /// The answer deadline stands only while a download request waits for its answer.
+    fn disarm_answer_deadline(&mut self) {
+        if !self.pending.iter().any(|p| matches!(p.expect, Expect::Download { .. })) {
             self.answer_deadline = None;
-            self.end_session(Err(DownloadFailure::Refused(reason)));
+        }
+    }
+
+    /// [`Mode::Get`]: `file` has its result; once every file has one, leave.
+    fn file_done(&mut self, file: &str, result: Result<DownloadReport, DownloadFailure>) {
+        if self.finished {
+            return; // the session's end gave every file its result
+        }
+        let Some(slot) = self.wanted.iter_mut().find(|(f, r)| f == file && r.is_none()) else {
+            return;
+        };
+        slot.1 = Some(result.clone());
+        self.outputs.push_back(Output::FileDone { file: file.to_owned(), result });
+        if self.wanted.iter().all(|(_, r)| r.is_some()) {
+            self.leave();
         }
     }
 
     fn start(&mut self, offer: Offer) {
-        self.answer_deadline = None;
+        self.disarm_answer_deadline();
         let cap = self.config.max_download_size;
         if offer.size > cap {
             let reason = format!(
@@ -696,7 +896,8 @@ impl ClientDriver {
                 offer.file, offer.size
             );
             self.outputs.push_back(Output::Notice(reason.clone()));
-            self.download_refused(reason);
+            let file = offer.file.clone();
+            self.download_refused(file, String::new(), reason);
             return;
         }
         // Two downloads into one `.part` file would write over each other.
@@ -741,6 +942,7 @@ impl ClientDriver {
         let mut config = ReceiverConfig::new(o.token, o.size, o.part_size, o.blake3);
         config.give_up_after = self.config.give_up_after;
         config.checkpoint_every = Some(CHECKPOINT_EVERY);
+        config.path_rtt = self.path_rtt;
         // A record of another version of the file, or a damaged one: start afresh.
         let receiver = resume
             .and_then(|saved| Receiver::resume(config.clone(), now, saved).ok())
@@ -850,17 +1052,15 @@ impl ClientDriver {
                 progress: rx.progress(),
             });
         }
-        self.outputs.push_back(Output::Ended {
-            id,
-            file: d.offer.file.clone(),
-            result: result.clone(),
-        });
+        let file = d.offer.file.clone();
+        self.outputs.push_back(Output::Ended { id, file: file.clone(), result: result.clone() });
         if self.config.mode != Mode::Interactive {
-            self.end_session(result);
+            self.file_done(&file, result);
         }
     }
 
-    /// [`Mode::Get`]: the result is known; leave.
+    /// [`Mode::Get`]: the session as a whole failed (every file still without a result gets
+    /// this one); leave.
     fn end_session(&mut self, result: Result<DownloadReport, DownloadFailure>) {
         if self.result.is_some() {
             return;
@@ -872,12 +1072,21 @@ impl ClientDriver {
     /// Says `{quit}` and waits for the server to close (so that our name is free again when the
     /// session is over: a script running `natter get` in a loop with one name would otherwise
     /// race its own last run). A client the server has not joined has nothing to wait for.
+    ///
+    /// [`Mode::Get`] does not wait: nothing the server could still say matters to it, so it ends
+    /// once its last FINISHED copies are out, and the runtime closes the connection behind the
+    /// `{quit}` (PROTOCOL 4, rule 6). The server reads the `{quit}` before the close and frees the
+    /// name at once, a round trip before a next run's name can arrive.
     fn leave(&mut self) {
-        if self.chat.client.is_quitting() {
+        if self.finished || self.chat.client.is_quitting() || self.exit_when_idle {
             return;
         }
+        self.queued.clear();
         if self.chat.client.is_joined() || !self.chat.client.wants_name() {
             self.typed("{quit}");
+            if self.config.mode != Mode::Interactive {
+                self.exit_when_idle = true;
+            }
         } else {
             self.finish();
         }
@@ -890,6 +1099,7 @@ impl ClientDriver {
             && !self.finished
             && !self.chat.client.is_quitting()
             && self.downloads.is_empty()
+            && self.queued.is_empty()
             && !self.pending.iter().any(|p| matches!(p.expect, Expect::Download { .. }))
         {
             self.leave();
@@ -919,9 +1129,42 @@ impl ClientDriver {
         self.finished = true;
         let result = match self.config.mode {
             Mode::Interactive => None,
-            Mode::Get { .. } => self.result.take(),
+            Mode::Get { .. } => Some(self.get_result()),
         };
         self.outputs.push_back(Output::Finish(result));
+    }
+
+    /// [`Mode::Get`] at the end: every file without a result gets the session's failure (or
+    /// [`DownloadFailure::Interrupted`]); the session's result is the first failure, or the last
+    /// report when every file is verified.
+    fn get_result(&mut self) -> Result<DownloadReport, DownloadFailure> {
+        let session = self.result.take();
+        let failure = match &session {
+            Some(Err(failure)) => failure.clone(),
+            _ => DownloadFailure::Interrupted,
+        };
+        let mut last = None;
+        let mut first_failure = None;
+        for (file, result) in &mut self.wanted {
+            let result = result.get_or_insert_with(|| {
+                self.outputs.push_back(Output::FileDone {
+                    file: file.clone(),
+                    result: Err(failure.clone()),
+                });
+                Err(failure.clone())
+            });
+            match result {
+                Ok(report) => last = Some(report.clone()),
+                Err(e) => {
+                    first_failure.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        match (first_failure, last) {
+            (Some(e), _) => Err(e),
+            (None, Some(report)) => Ok(report),
+            (None, None) => Err(failure),
+        }
     }
 
     fn show_progress(&mut self) {
@@ -935,6 +1178,11 @@ impl ClientDriver {
             }
         }
     }
+}
+
+/// Whether a typed line asks for a download (it then waits for a free transfer).
+fn is_download_line(line: &str) -> bool {
+    matches!(ClientLine::parse(line), Ok(ClientLine::Download { .. }))
 }
 
 /// Adds the configured part size to a typed `download_file <file>` that names none, so a person

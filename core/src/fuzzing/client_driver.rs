@@ -65,7 +65,7 @@ struct Runtime {
 pub fn client_driver_session(data: &[u8], start: Instant) {
     let mut c = Choices::new(data);
     let setup = c.byte();
-    let mode = if setup & 1 == 0 { Mode::Interactive } else { Mode::Get { file: FILES[0].into() } };
+    let mode = if setup & 1 == 0 { Mode::Interactive } else { Mode::get(FILES[0]) };
     let part_size = [1200, 512, 65_000, 0][usize::from(setup >> 1) % 4];
     let server_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut config = ClientConfig::new(NAME, mode, server_ip, part_size);
@@ -419,6 +419,7 @@ impl Runtime {
                     }
                 }
             }
+            Output::FileDone { .. } => assert!(!self.finished, "a file done after the finish"),
             Output::Finish(_) => self.finished = true,
         }
     }

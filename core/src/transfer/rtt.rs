@@ -27,11 +27,19 @@ pub struct RttEstimator {
     smoothed: Option<Duration>,
     var: Duration,
     min: Duration,
+    /// A round trip measured before the first sample (see [`RttEstimator::with_hint`]).
+    hint: Option<Duration>,
 }
 
 impl Default for RttEstimator {
     fn default() -> Self {
-        RttEstimator { latest: INITIAL_RTT, smoothed: None, var: INITIAL_RTT / 2, min: INITIAL_RTT }
+        RttEstimator {
+            latest: INITIAL_RTT,
+            smoothed: None,
+            var: INITIAL_RTT / 2,
+            min: INITIAL_RTT,
+            hint: None,
+        }
     }
 }
 
@@ -54,15 +62,37 @@ impl RttEstimator {
         }
     }
 
-    /// Whether at least one sample arrived; until then every estimate is derived from
-    /// [`INITIAL_RTT`].
+    /// An estimator that starts from `hint`, a round trip of the same path measured some other
+    /// way (the chat connection's), instead of [`INITIAL_RTT`]: the smoothed RTT, the latest and
+    /// the variation start as a first sample of `hint` would set them, so the probe timeout is
+    /// about 3 x `hint` rather than a second. The first real sample replaces all of it, as a first
+    /// sample does (RFC 9002 5.3), and [`RttEstimator::has_sample`] stays false until then.
+    pub fn with_hint(hint: Duration) -> Self {
+        let hint = hint.max(GRANULARITY);
+        RttEstimator {
+            latest: hint,
+            smoothed: None,
+            var: hint / 2,
+            min: INITIAL_RTT,
+            hint: Some(hint),
+        }
+    }
+
+    /// Whether at least one sample arrived; until then every estimate is derived from the hint
+    /// ([`RttEstimator::with_hint`]) or [`INITIAL_RTT`].
     pub fn has_sample(&self) -> bool {
         self.smoothed.is_some()
     }
 
-    /// The smoothed RTT (srtt, an EWMA with weight 1/8), or [`INITIAL_RTT`] before any sample.
+    /// Whether a sample or a hint says something about this path (not just [`INITIAL_RTT`]).
+    pub fn is_known(&self) -> bool {
+        self.smoothed.is_some() || self.hint.is_some()
+    }
+
+    /// The smoothed RTT (srtt, an EWMA with weight 1/8); before any sample the hint, if any, or
+    /// [`INITIAL_RTT`].
     pub fn smoothed(&self) -> Duration {
-        self.smoothed.unwrap_or(INITIAL_RTT)
+        self.smoothed.or(self.hint).unwrap_or(INITIAL_RTT)
     }
 
     /// The most recent sample ([`INITIAL_RTT`] before any); the loss threshold uses it so a sudden
@@ -110,6 +140,17 @@ mod tests {
         assert_eq!(r.var(), Duration::from_micros(47_500));
         assert_eq!(r.min(), Duration::from_millis(60));
         assert_eq!(r.loss_delay(), Duration::from_micros(106_875));
+    }
+
+    #[test]
+    fn a_hint_stands_in_until_the_first_sample_replaces_it() {
+        let mut r = RttEstimator::with_hint(Duration::from_millis(20));
+        assert!(!r.has_sample() && r.is_known());
+        assert_eq!(r.smoothed(), Duration::from_millis(20));
+        assert_eq!(r.pto(), Duration::from_millis(60));
+        r.on_sample(Duration::from_millis(30));
+        assert_eq!((r.smoothed(), r.min()), (Duration::from_millis(30), Duration::from_millis(30)));
+        assert_eq!(r.var(), Duration::from_millis(15));
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl DrivenClient {
 
     /// `natter get file` as `name`, started at `at`, in [`SAFE_PART_SIZE`] parts.
     pub fn get(name: &str, file: &str, at: Duration) -> Self {
-        let mode = Mode::Get { file: file.to_owned() };
+        let mode = Mode::get(file);
         Self::new(ClientConfig::new(name, mode, SERVER_IP, SAFE_PART_SIZE)).start(at)
     }
 
@@ -239,6 +239,13 @@ impl DrivenClient {
             Output::Send(bytes) => self.actions.push_back(ClientAction::Send(bytes)),
             Output::Notice(text) => self.actions.push_back(ClientAction::Note(text)),
             Output::Event(_) | Output::Disconnected(_) => {}
+            Output::FileDone { file, result } => {
+                let text = match &result {
+                    Ok(r) => format!("{file}: saved as {}", r.path),
+                    Err(e) => format!("{file}: {e}"),
+                };
+                self.actions.push_back(ClientAction::Note(text));
+            }
             Output::Progress { id, progress, .. } => {
                 if let Some(d) = session.ids.get(&id).map(|&i| &mut self.downloads[i]) {
                     d.resumed_parts.get_or_insert(progress.parts_received);

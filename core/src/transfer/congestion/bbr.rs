@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::{Controller, Delivery, initial_window};
+use super::{Controller, Delivery, FirstFlight, initial_window};
 
 const STARTUP_GAIN: f64 = 2.885;
 const CWND_GAIN: f64 = 2.0;
@@ -66,6 +66,8 @@ pub struct Bbr {
     /// The probe timer fired repeatedly: the path may be gone, so keep the minimum window until
     /// something arrives again (BBR does the same after a retransmission timeout).
     collapsed: bool,
+    /// The window and rate before the first rate sample, when the path's RTT was known.
+    first: Option<FirstFlight>,
 }
 
 impl Bbr {
@@ -89,7 +91,15 @@ impl Bbr {
             round_min_rtt: None,
             in_flight: 0,
             collapsed: false,
+            first: None,
         }
+    }
+
+    /// The same controller starting with `first` (if any) instead of the initial window paced
+    /// over the smoothed RTT at the startup gain.
+    pub fn with_first_flight(mut self, first: Option<FirstFlight>) -> Self {
+        self.first = first;
+        self
     }
 
     /// The bottleneck bandwidth estimate, bytes per second.
@@ -264,7 +274,10 @@ impl Controller for Bbr {
         let (_, cwnd_gain) = self.gains();
         match self.bdp() {
             Some(bdp) => ((cwnd_gain * bdp) as u64).max(self.min_window()),
-            None => initial_window(self.part as u16).max(self.min_window()),
+            None => match self.first {
+                Some(first) => first.window.max(self.min_window()),
+                None => initial_window(self.part as u16).max(self.min_window()),
+            },
         }
     }
 
@@ -272,6 +285,8 @@ impl Controller for Bbr {
         let (gain, _) = self.gains();
         Some(match self.bw() {
             Some(bw) => gain * bw / (1.0 - self.loss),
+            // No sample yet, but the first flight is known: ask for it at its own rate.
+            None if self.first.is_some() => self.first.map_or(0.0, |f| f.rate),
             // No sample yet: spread the initial window over the (initial) RTT at startup gain.
             None => {
                 STARTUP_GAIN * initial_window(self.part as u16) as f64

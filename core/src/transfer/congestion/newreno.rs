@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Controller, Delivery, initial_window};
+use super::{Controller, Delivery, FirstFlight, initial_window};
 
 /// The loss-based controller ([`super::ControllerKind::NewReno`]): a byte window that grows in slow
 /// start, then by one part per round trip, and halves at most once per round trip of losses.
@@ -34,6 +34,15 @@ impl NewReno {
             ssthresh: u64::MAX,
             recovery_start: None,
         }
+    }
+
+    /// The same controller with a first window of `first` (if any): slow start goes on from
+    /// there.
+    pub fn with_first_flight(mut self, first: Option<FirstFlight>) -> Self {
+        if let Some(first) = first {
+            self.cwnd = first.window;
+        }
+        self
     }
 
     fn min_window(&self) -> u64 {

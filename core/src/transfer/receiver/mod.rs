@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::chat::display::escape_truncated;
-use crate::transfer::congestion::{Controller, ControllerKind, new_controller};
+use crate::transfer::congestion::{Controller, ControllerKind, FirstFlight, new_controller};
 use crate::transfer::pacing::Pacer;
 use crate::transfer::parts::{Layout, PartMap, ResumeError};
 use crate::transfer::rtt::RttEstimator;
@@ -98,6 +98,11 @@ pub struct ReceiverConfig {
     /// How often, while new parts arrive, a [`ReceiverEvent::Checkpoint`] says that a resume
     /// record is due; `None`: never (a caller with nowhere to keep one).
     pub checkpoint_every: Option<Duration>,
+    /// The path's round trip as the client measured it before the first request (its chat
+    /// connection: the TCP connect, the first exchange of lines), if it did. It stands in for
+    /// the RTT until the first sample, and sizes the first flight ([`FirstFlight`]): a small file
+    /// is then asked for in one or two round trips instead of growing from ten parts.
+    pub path_rtt: Option<Duration>,
 }
 
 impl ReceiverConfig {
@@ -112,6 +117,7 @@ impl ReceiverConfig {
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             request_copies: DEFAULT_REQUEST_COPIES,
             checkpoint_every: None,
+            path_rtt: None,
         }
     }
 }
@@ -295,14 +301,16 @@ impl Receiver {
 
     fn with_map(config: ReceiverConfig, now: Instant, map: PartMap) -> Self {
         let layout = map.layout();
-        let controller = new_controller(config.controller, layout.part_size);
+        let first = config.path_rtt.map(|rtt| FirstFlight::for_path(layout.part_size, rtt));
+        let controller = new_controller(config.controller, layout.part_size, first);
+        let rtt = config.path_rtt.map_or_else(RttEstimator::default, RttEstimator::with_hint);
         let mut r = Receiver {
             unrequested_bytes: layout.size - map.bytes(),
             layout,
             map,
             state: ReceiverState::Running,
             controller,
-            rtt: RttEstimator::default(),
+            rtt,
             pacer: Pacer::default(),
             in_flight: 0,
             hasher: blake3::Hasher::new(),

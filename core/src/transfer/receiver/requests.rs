@@ -136,10 +136,11 @@ impl Receiver {
         self.req_times.get(i).copied()
     }
 
-    /// The controller's pacing rate; none before the first RTT sample, so the initial window
-    /// goes out at once (RFC 9002 7.2) instead of being spread over a 333 ms guess of the RTT.
+    /// The controller's pacing rate; none while the RTT is unknown (no sample, no hint from the
+    /// chat connection), so the initial window goes out at once (RFC 9002 7.2) instead of being
+    /// spread over a 333 ms guess of the RTT.
     fn pacing_rate(&self) -> Option<f64> {
-        if self.rtt.has_sample() { self.controller.pacing_rate(self.rtt.smoothed()) } else { None }
+        if self.rtt.is_known() { self.controller.pacing_rate(self.rtt.smoothed()) } else { None }
     }
 
     /// Bytes the next request should ask for, if one may be sent now apart from pacing.
