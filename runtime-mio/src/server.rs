@@ -1,6 +1,8 @@
 //! The server on one mio `Poll`: waits, reads, feeds the server driver, performs its outputs.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use natter_core::chat::server::ConnMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,10 +47,9 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         files,
         listener,
         registry: poll.registry().try_clone()?,
-        conns: HashMap::new(),
+        conns: ConnMap::default(),
         udp,
         readable: VecDeque::new(),
-        paused: HashSet::new(),
         udp_readable: VecDeque::new(),
         send_blocked: HashSet::new(),
         next_conn: 0,
@@ -106,17 +107,25 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     Ok(())
 }
 
+/// One connection's socket and where it stands in the read rounds.
+struct Conn {
+    stream: TcpStream,
+    /// In `readable` already: one entry per connection, however many events came.
+    queued: bool,
+    /// The driver asked not to read it for now.
+    paused: bool,
+}
+
 /// The sockets and the driver they feed.
 struct Io {
     driver: ServerDriver,
     files: ServedFiles,
     listener: TcpListener,
     registry: mio::Registry,
-    conns: HashMap<u64, TcpStream>,
+    conns: ConnMap<Conn>,
     udp: HashMap<u16, UdpSocket>,
     /// Connections with bytes (or an end) waiting in the kernel, read one chunk each per round.
     readable: VecDeque<u64>,
-    paused: HashSet<u64>,
     /// Transfer ports whose last read stopped at the turn's limit, not at an empty queue.
     udp_readable: VecDeque<u16>,
     /// Transfer ports whose socket was full: sending goes on when it is writable.
@@ -140,7 +149,7 @@ impl Io {
                     }
                     let _ = stream.set_nodelay(true);
                     net::keep_alive(&stream);
-                    self.conns.insert(conn, stream);
+                    self.conns.insert(conn, Conn { stream, queued: false, paused: false });
                     self.driver.handle_input(now, Input::Accepted { conn, peer });
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -160,23 +169,32 @@ impl Io {
     }
 
     fn mark_readable(&mut self, conn: u64) {
-        if !self.readable.contains(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.queued) {
+            c.queued = true;
             self.readable.push_back(conn);
         }
     }
 
-    /// One chunk from every readable connection: fair between a flooder and the rest.
+    /// One chunk from every readable connection: fair between a flooder and the rest. A round
+    /// stops early when the driver has queued a turn's worth; the rest are read next turn.
     fn read_round(&mut self, now: Instant) {
         for _ in 0..self.readable.len() {
+            if self.driver.turn_is_full() {
+                break;
+            }
             let Some(conn) = self.readable.pop_front() else { break };
-            let Some(stream) = self.conns.get_mut(&conn).filter(|_| !self.paused.contains(&conn))
-            else {
+            let Some(c) = self.conns.get_mut(&conn) else {
                 continue;
             };
+            c.queued = false;
+            if c.paused {
+                continue;
+            }
+            let stream = &mut c.stream;
             let turn =
                 serve::read_chunk(now, &mut self.driver, conn, &mut self.buf, |b| stream.read(b));
             if turn == Turn::More {
-                self.readable.push_back(conn);
+                self.mark_readable(conn);
             }
         }
     }
@@ -207,18 +225,19 @@ impl Io {
             match output {
                 Output::Write { conn } => self.flush(now, conn),
                 Output::Close { conn } => {
-                    if let Some(mut stream) = self.conns.remove(&conn) {
-                        let _ = self.registry.deregister(&mut stream);
-                        let _ = stream.shutdown(std::net::Shutdown::Both);
+                    if let Some(mut c) = self.conns.remove(&conn) {
+                        let _ = self.registry.deregister(&mut c.stream);
+                        let _ = c.stream.shutdown(std::net::Shutdown::Both);
                     }
-                    self.paused.remove(&conn);
                 }
-                Output::PauseReading { conn } => {
-                    self.paused.insert(conn);
-                }
-                Output::ResumeReading { conn } => {
-                    self.paused.remove(&conn);
-                    self.mark_readable(conn);
+                Output::PauseReading { conn } | Output::ResumeReading { conn } => {
+                    let pause = matches!(output, Output::PauseReading { .. });
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.paused = pause;
+                    }
+                    if !pause {
+                        self.mark_readable(conn);
+                    }
                 }
                 Output::AcceptAgain => self.accept_all(now),
                 Output::Transmit { port } => self.transmit(now, port),
@@ -229,7 +248,8 @@ impl Io {
 
     /// Writes what is owed to `conn` until it is all out or the socket is full.
     fn flush(&mut self, now: Instant, conn: u64) {
-        if let Some(stream) = self.conns.get_mut(&conn) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let stream = &mut c.stream;
             serve::write_owed(now, &mut self.driver, conn, |slices| stream.write_vectored(slices));
         }
     }

@@ -25,8 +25,12 @@ const COALESCE_BELOW: usize = 64;
 /// shared handles. 16 KiB is about two hundred chat lines, a busy room's turn for one reader.
 const TAIL_MAX: usize = 16 << 10;
 
-/// How many drained tails the pool keeps for reuse: enough for the connections written in one
-/// turn of a busy room; past it a drained tail is freed.
+/// The capacity of a new tail: a few lines' worth, so that most turns of a quiet connection
+/// need one allocation; a busy one grows it by doubling, once, and reuses it from the pool.
+const FIRST_TAIL: usize = 1 << 10;
+
+/// How many drained tails the pool keeps for reuse: enough to spare most turns an allocation,
+/// few enough that an idle server holds next to nothing; past it a drained tail is freed.
 const SPARE_TAILS: usize = 64;
 
 /// Drained tails, kept for the next connection that needs one.
@@ -34,16 +38,27 @@ const SPARE_TAILS: usize = 64;
 pub(super) struct SpareTails(Vec<Vec<u8>>);
 
 impl SpareTails {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Frees every spare tail: the server has been quiet, keep nothing for the next turn.
+    pub(super) fn clear(&mut self) {
+        self.0 = Vec::new();
+    }
+
     /// A tail grown by earlier turns if there is one; else an empty one that grows as lines
     /// come. Why not a whole `TAIL_MAX` at once: a join in a room of a thousand puts one short
     /// line in a thousand outboxes before any is written, and a thousand 16 KiB buffers, freed a
     /// moment later, would stay in the process's memory as free heap.
     fn take(&mut self) -> Vec<u8> {
-        self.0.pop().unwrap_or_default()
+        self.0.pop().unwrap_or_else(|| Vec::with_capacity(FIRST_TAIL))
     }
 
     fn give(&mut self, mut tail: Vec<u8>) {
-        if self.0.len() < SPARE_TAILS && tail.capacity() > 0 {
+        // A tail that once held a big line (a thousand names) is not kept: the pool stays at
+        // most SPARE_TAILS * TAIL_MAX = 1 MiB in all.
+        if self.0.len() < SPARE_TAILS && tail.capacity() > 0 && tail.capacity() <= TAIL_MAX {
             tail.clear();
             self.0.push(tail);
         }

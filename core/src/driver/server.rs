@@ -61,6 +61,7 @@ use bytes::Bytes;
 use crate::chat::catalogue::{Catalogue, FileKey};
 use crate::chat::server::{
     ChatServer, ConnId, ConnMap, LogEvent, ServerConfig, ServerInput, ServerOutput,
+    shrink_after_burst,
 };
 use crate::transfer::endpoint::{Endpoint, EndpointEvent, Transmit};
 use crate::transfer::sender::SenderInput;
@@ -77,6 +78,18 @@ pub const UDP_READS_PER_TURN: usize = 64;
 
 /// The most buffers handed to one vectored write.
 pub const MAX_WRITE_BUFFERS: usize = 64;
+
+/// The most bytes a turn queues for writing before the runtime writes them out and reads on
+/// ([`ServerDriver::turn_is_full`]). Reading everyone before writing makes each connection's
+/// lines one write, but a burst read whole (hundreds of joins at once, each a line to everyone)
+/// would queue megabytes that are freed a moment later and stay in the process as free heap.
+/// 1 MiB is a turn of a busy room (100 people each saying a line, 100 recipients each) and
+/// bounds that.
+pub const TURN_QUEUE_BYTES: usize = 1 << 20;
+
+/// How long spare outbox tails are kept after the last input: a busy room reuses them turn
+/// after turn; a quiet server frees them, so an idle person costs no share of them.
+pub const SPARE_TAILS_KEPT: Duration = Duration::from_secs(1);
 
 /// How long a connection the server closed (a refusal, `{quit}`, a name timeout, a slow reader)
 /// may take to receive what was queued for it before the close. What is still unsent then is
@@ -217,14 +230,19 @@ pub enum Output {
 pub struct ServerDriver {
     chat: ChatServer,
     endpoint: Endpoint,
-    outboxes: ConnMap<Outbox>,
+    /// Boxed for the same reason as the chat server's connections: idle entries stay small.
+    outboxes: ConnMap<Box<Outbox>>,
     /// Drained outbox tails, for the next connection written to.
     spare: SpareTails,
+    /// When the spare tails are freed if no input comes before.
+    spare_expiry: Option<Instant>,
     /// Connections the server closed, by the end of their grace.
     closing: BTreeSet<(Instant, ConnId)>,
     identities: HashMap<String, FileKey>,
     accept_retry: Option<Instant>,
     out: VecDeque<Output>,
+    /// Bytes queued into outboxes since the outputs were last drained (this turn).
+    queued_this_turn: usize,
 }
 
 impl ServerDriver {
@@ -242,10 +260,12 @@ impl ServerDriver {
             endpoint,
             outboxes: ConnMap::default(),
             spare: SpareTails::default(),
+            spare_expiry: None,
             closing: BTreeSet::new(),
             identities: HashMap::new(),
             accept_retry: None,
             out: VecDeque::new(),
+            queued_this_turn: 0,
         }
     }
 
@@ -268,7 +288,7 @@ impl ServerDriver {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         match input {
             Input::Accepted { conn, peer } => {
-                self.outboxes.insert(conn, Outbox::default());
+                self.outboxes.insert(conn, Box::default());
                 self.chat.handle_input(now, ServerInput::Opened { conn, peer });
             }
             Input::AcceptFailed => {
@@ -305,16 +325,26 @@ impl ServerDriver {
 
     /// The next thing to do, or `None` when there is nothing (call until `None`).
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let output = self.out.pop_front();
+        if output.is_none() {
+            shrink_after_burst(&mut self.out);
+            self.queued_this_turn = 0;
+        }
+        output
+    }
+
+    /// Whether this turn has queued [`TURN_QUEUE_BYTES`] for writing: the runtime should stop
+    /// reading, perform the outputs (which writes them), and read the rest in its next turn.
+    pub fn turn_is_full(&self) -> bool {
+        self.queued_this_turn >= TURN_QUEUE_BYTES
     }
 
     /// When [`ServerDriver::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let closing = self.closing.first().map(|&(at, _)| at);
-        [self.chat.poll_timeout(), self.endpoint.poll_timeout(), closing, self.accept_retry]
-            .into_iter()
-            .flatten()
-            .min()
+        let timers = [self.chat.poll_timeout(), self.endpoint.poll_timeout(), closing];
+        let own = [self.accept_retry, self.spare_expiry];
+        timers.into_iter().chain(own).flatten().min()
     }
 
     /// The time has come: name timeouts, read pauses, idle transfers, close graces, accept.
@@ -339,6 +369,10 @@ impl ServerDriver {
             self.accept_retry = None;
             self.out.push_back(Output::AcceptAgain);
         }
+        if self.spare_expiry.is_some_and(|at| at <= now) {
+            self.spare_expiry = None;
+            self.spare.clear();
+        }
         self.collect(now);
     }
 
@@ -352,7 +386,7 @@ impl ServerDriver {
         {
             outbox.push(&line, &mut self.spare);
         }
-        self.outboxes.get(&conn).into_iter().flat_map(Outbox::unsent).take(MAX_WRITE_BUFFERS)
+        self.outboxes.get(&conn).into_iter().flat_map(|o| o.unsent()).take(MAX_WRITE_BUFFERS)
     }
 
     /// Whether `conn` has bytes owed (a presence line that would be made now included).
@@ -400,6 +434,7 @@ impl ServerDriver {
         }
         let was_empty = outbox.is_empty();
         outbox.push(line, &mut self.spare);
+        self.queued_this_turn += line.len();
         if was_empty {
             self.out.push_back(Output::Write { conn });
         }
@@ -411,9 +446,10 @@ impl ServerDriver {
             let chat = self.collect_chat(now);
             let endpoint = self.collect_endpoint(now);
             if !chat && !endpoint {
-                return;
+                break;
             }
         }
+        self.spare_expiry = (!self.spare.is_empty()).then(|| now + SPARE_TAILS_KEPT);
     }
 
     fn collect_chat(&mut self, now: Instant) -> bool {

@@ -46,7 +46,7 @@ impl ChatServer {
         let deadline = now + self.config.name_timeout;
         self.conns.insert(
             conn,
-            Conn {
+            Box::new(Conn {
                 peer,
                 framer: LineFramer::new(),
                 joined: None,
@@ -55,7 +55,7 @@ impl ChatServer {
                 transfers: 0,
                 presence_owed: false,
                 budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
-            },
+            }),
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
         self.name_deadlines.insert((deadline, conn));

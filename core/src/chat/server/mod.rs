@@ -253,7 +253,9 @@ pub struct ChatServer {
     config: ServerConfig,
     catalogue: Catalogue,
     rng: Box<dyn RngCore + Send>,
-    conns: ConnMap<Conn>,
+    /// Boxed: a table's buckets are up to twice its entries, and a box is 8 bytes where a
+    /// connection's state is over 200 (issue 12: memory per idle person).
+    conns: ConnMap<Box<Conn>>,
     per_ip: HashMap<IpAddr, usize>,
     names: NameRegistry<ConnId>,
     /// Joined clients by join sequence: iteration is join order (1.3).
@@ -278,6 +280,15 @@ impl fmt::Debug for ChatServer {
             .field("ports_in_use", &self.ports.in_use())
             .field("pending_outputs", &self.out.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Frees an empty queue that a burst (a join in a big room owes everyone a line) made large, so
+/// that an idle server does not keep the burst's high-water mark.
+pub(crate) fn shrink_after_burst<T>(queue: &mut VecDeque<T>) {
+    const KEEP: usize = 256;
+    if queue.is_empty() && queue.capacity() > KEEP {
+        *queue = VecDeque::with_capacity(KEEP);
     }
 }
 
@@ -344,7 +355,11 @@ impl ChatServer {
 
     /// The next thing to do, or `None` when there is nothing (call until `None`).
     pub fn poll_output(&mut self) -> Option<ServerOutput> {
-        self.out.pop_front()
+        let output = self.out.pop_front();
+        if output.is_none() {
+            shrink_after_burst(&mut self.out);
+        }
+        output
     }
 
     /// When [`ChatServer::handle_timeout`] must be called next.
