@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use natter_core::chat::catalogue::{Catalogue, FileEntry, FileKey};
 use natter_core::chat::server::{ConnId, ServerConfig};
-use natter_core::driver::server::{ACCEPT_RETRY, CLOSE_GRACE, Input, Output, ServerDriver};
+use natter_core::driver::server::{
+    ACCEPT_RETRY, CLOSE_GRACE, Input, Output, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES,
+};
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{self, Datagram};
 
@@ -393,4 +395,74 @@ fn a_client_that_leaves_mid_download_is_told_with_abort_4() {
     assert_eq!(s.driver.transfers(), 0);
     assert!(s.transcript.contains("ABORT the chat connection ended (code 4)"), "{}", s.transcript);
     insta::assert_snapshot!(s.transcript);
+}
+
+/// A room of `n` joined people, everything owed written; their ids.
+fn room(s: &mut Script, n: usize) -> Vec<ConnId> {
+    let people: Vec<ConnId> = (0..n).map(|i| s.connect(&format!("p{i}"))).collect();
+    for (i, &p) in people.iter().enumerate() {
+        s.send(p, &format!("p{i}"));
+    }
+    people
+}
+
+/// Issue 12, PROTOCOL 4 rule 8: reading stops once a turn has queued TURN_QUEUE_BYTES, and the
+/// count starts again once the outputs are performed.
+#[test]
+fn a_turn_stops_reading_once_it_has_queued_its_share() {
+    let mut s = Script::new(ServerConfig { max_queued_bytes: 64 << 20, ..config() });
+    let people = room(&mut s, 50);
+    let line = format!("{}\n", "x".repeat(1000));
+    let mut lines = 0;
+    while !s.driver.turn_is_full() {
+        let bytes = line.as_bytes();
+        s.driver.handle_input(s.now, Input::Received { conn: people[lines % 50], bytes });
+        lines += 1;
+        assert!(lines < 1000, "the turn never filled");
+    }
+    // Each line goes to 50 people with the sender's name in front ("p7: ", "p42: "): the turn
+    // filled with the line that took it past TURN_QUEUE_BYTES, not before, not later.
+    let (least, most) = (50 * (line.len() + 4), 50 * (line.len() + 5));
+    assert!(lines * most >= TURN_QUEUE_BYTES && (lines - 1) * least < TURN_QUEUE_BYTES, "{lines}");
+    s.drain();
+    assert!(!s.driver.turn_is_full(), "performing the outputs starts a new turn");
+}
+
+/// Issue 12, PROTOCOL 4 rule 8: a busy server waits a little before a small turn; a quiet one
+/// (a small room, or a pause between turns) never does.
+#[test]
+fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
+    let mut s = Script::new(config());
+    let people = room(&mut s, 40);
+    s.send(people[0], "hello everyone");
+    // The last turn wrote to 40 connections and ended just now.
+    assert_eq!(s.driver.gather_before_reading(s.now, 1), Some(TURN_GATHER));
+    assert_eq!(s.driver.gather_before_reading(s.now, 0), None, "nothing to read, no wait");
+    let later = s.now + Duration::from_millis(5);
+    assert_eq!(s.driver.gather_before_reading(later, 1), None, "a pause: not busy");
+    assert_eq!(s.driver.gather_before_reading(s.now, 64), None, "a big turn is read at once");
+    let mut quiet = Script::new(config());
+    let few = room(&mut quiet, 3);
+    quiet.send(few[0], "hello");
+    assert_eq!(quiet.driver.gather_before_reading(quiet.now, 1), None, "a small room");
+}
+
+/// Issue 12, PROTOCOL 1.1: joins handled before a member is written give it one presence line,
+/// made when written, showing everyone.
+#[test]
+fn joins_before_a_write_give_each_member_one_presence_line() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.not_reading.push(alice);
+    for name in ["bob", "carol", "dave"] {
+        let c = s.connect(name);
+        s.send(c, name);
+    }
+    s.received.remove(&alice);
+    s.not_reading.clear();
+    s.write_all(alice);
+    let text = &s.received[&alice];
+    assert_eq!(text.matches("ALL").count(), 1, "{text}");
+    assert!(text.ends_with("ALL bob carol dave\n"), "{text}");
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use natter_core::chat::server::ConnMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -12,7 +13,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
 use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
-use natter_runtime_common::{ServedFiles, net};
+use natter_runtime_common::{ScannedFolder, ServedFiles, net};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -66,36 +67,17 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
             Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
             _ => {}
         }
-        let now = Instant::now();
-        for event in events.iter() {
-            match event.token() {
-                LISTENER => io.accept_all(now),
-                WAKER => {
-                    while let Ok(scanned) = folder_rx.try_recv() {
-                        serve::feed_folder(now, &mut io.driver, &scanned);
-                    }
-                }
-                Token(t) if t >= FIRST_CONN => {
-                    let conn = (t - FIRST_CONN) as u64;
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        io.mark_readable(conn);
-                    }
-                    if event.is_writable() {
-                        io.flush(now, conn);
-                    }
-                }
-                Token(t) => {
-                    let Ok(port) = u16::try_from(t - UDP_TOKENS) else {
-                        continue;
-                    };
-                    if event.is_readable() && !io.udp_readable.contains(&port) {
-                        io.udp_readable.push_back(port);
-                    }
-                    if event.is_writable() && io.send_blocked.remove(&port) {
-                        io.transmit(now, port);
-                    }
-                }
+        let mut now = Instant::now();
+        io.dispatch(now, &events, &folder_rx);
+        if let Some(wait) = io.driver.gather_before_reading(now, io.readable.len()) {
+            // A busy room: let a few more lines arrive so that each write carries more.
+            std::thread::sleep(wait);
+            match poll.poll(&mut events, Some(Duration::ZERO)) {
+                Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
+                _ => {}
             }
+            now = Instant::now();
+            io.dispatch(now, &events, &folder_rx);
         }
         io.read_round(now);
         io.receive_round();
@@ -135,6 +117,40 @@ struct Io {
 }
 
 impl Io {
+    /// Notes what each event says is ready; accepts, and writes where a socket has room again.
+    fn dispatch(&mut self, now: Instant, events: &Events, folder_rx: &Receiver<ScannedFolder>) {
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => self.accept_all(now),
+                WAKER => {
+                    while let Ok(scanned) = folder_rx.try_recv() {
+                        serve::feed_folder(now, &mut self.driver, &scanned);
+                    }
+                }
+                Token(t) if t >= FIRST_CONN => {
+                    let conn = (t - FIRST_CONN) as u64;
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.mark_readable(conn);
+                    }
+                    if event.is_writable() {
+                        self.flush(now, conn);
+                    }
+                }
+                Token(t) => {
+                    let Ok(port) = u16::try_from(t - UDP_TOKENS) else {
+                        continue;
+                    };
+                    if event.is_readable() && !self.udp_readable.contains(&port) {
+                        self.udp_readable.push_back(port);
+                    }
+                    if event.is_writable() && self.send_blocked.remove(&port) {
+                        self.transmit(now, port);
+                    }
+                }
+            }
+        }
+    }
+
     fn accept_all(&mut self, now: Instant) {
         loop {
             match self.listener.accept() {

@@ -81,11 +81,32 @@ pub const MAX_WRITE_BUFFERS: usize = 64;
 
 /// The most bytes a turn queues for writing before the runtime writes them out and reads on
 /// ([`ServerDriver::turn_is_full`]). Reading everyone before writing makes each connection's
-/// lines one write, but a burst read whole (hundreds of joins at once, each a line to everyone)
-/// would queue megabytes that are freed a moment later and stay in the process as free heap.
-/// 1 MiB is a turn of a busy room (100 people each saying a line, 100 recipients each) and
-/// bounds that.
-pub const TURN_QUEUE_BYTES: usize = 1 << 20;
+/// lines one write, and a write's kernel cost hardly depends on its size, so big turns are what
+/// make fan-out cheap (500 people each saying a line: 22 MB for the room). But a burst read
+/// whole (hundreds of joins at once, each a line to everyone) would queue tens of megabytes that
+/// are freed a moment later and stay in the process as free heap. 4 MiB is the balance measured
+/// (issue 12): a 500-person room's turns carry ~90 lines per write, and a join storm of 1,000
+/// leaves a few KiB per person behind (1 MiB: 60% more CPU per delivery at 500x16, a third less
+/// memory left after the storm).
+pub const TURN_QUEUE_BYTES: usize = 4 << 20;
+
+/// How long a busy server waits before a turn that would read only a few connections, so that
+/// more lines arrive and each connection's write carries more of them. Each write costs the
+/// kernel a few microseconds whatever its size; in a busy room that cost, not the copying of
+/// bytes, is most of the server's CPU per delivery. A few hundred microseconds is far below
+/// what a person notices, and far below the latency the IRC servers add to small writes.
+pub const TURN_GATHER: Duration = Duration::from_micros(200);
+
+/// The server is busy when its last turn wrote to at least this many connections and ended less
+/// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::gather_before_reading`]).
+/// Otherwise lines go out with no delay at all: a quiet room never waits.
+const BUSY_TURN_WRITES: usize = 32;
+/// See [`BUSY_TURN_WRITES`].
+const BUSY_GAP: Duration = Duration::from_millis(1);
+
+/// Turns that would read fewer connections than this (or than a quarter of all connections,
+/// when that is more) are worth gathering for.
+const GATHER_BELOW: usize = 64;
 
 /// How long spare outbox tails are kept after the last input: a busy room reuses them turn
 /// after turn; a quiet server frees them, so an idle person costs no share of them.
@@ -243,6 +264,12 @@ pub struct ServerDriver {
     out: VecDeque<Output>,
     /// Bytes queued into outboxes since the outputs were last drained (this turn).
     queued_this_turn: usize,
+    /// Connections asked to be written since the outputs were last drained (this turn).
+    writes_this_turn: usize,
+    /// The last turn wrote to [`BUSY_TURN_WRITES`] connections or more.
+    busy: bool,
+    /// The time of the last input or timeout: the end of the last turn, seen from the next.
+    last_input: Option<Instant>,
 }
 
 impl ServerDriver {
@@ -266,6 +293,9 @@ impl ServerDriver {
             accept_retry: None,
             out: VecDeque::new(),
             queued_this_turn: 0,
+            writes_this_turn: 0,
+            busy: false,
+            last_input: None,
         }
     }
 
@@ -286,6 +316,7 @@ impl ServerDriver {
 
     /// Something happened; then drain [`ServerDriver::poll_output`].
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.last_input = Some(now);
         match input {
             Input::Accepted { conn, peer } => {
                 self.outboxes.insert(conn, Box::default());
@@ -329,8 +360,20 @@ impl ServerDriver {
         if output.is_none() {
             shrink_after_burst(&mut self.out);
             self.queued_this_turn = 0;
+            self.busy = std::mem::take(&mut self.writes_this_turn) >= BUSY_TURN_WRITES;
         }
         output
+    }
+
+    /// How long to wait before reading, when `ready` connections have something to read: a
+    /// busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) about to read few of them ([`GATHER_BELOW`]) waits
+    /// [`TURN_GATHER`] so that the turn handles more lines at once; otherwise `None`, read now.
+    /// After the wait, the runtime looks again for what became readable and reads it all.
+    pub fn gather_before_reading(&self, now: Instant, ready: usize) -> Option<Duration> {
+        let saturated =
+            self.last_input.is_some_and(|at| now.saturating_duration_since(at) < BUSY_GAP);
+        let few = ready < GATHER_BELOW.max(self.outboxes.len() / 4);
+        (self.busy && saturated && ready > 0 && few).then_some(TURN_GATHER)
     }
 
     /// Whether this turn has queued [`TURN_QUEUE_BYTES`] for writing: the runtime should stop
@@ -436,6 +479,7 @@ impl ServerDriver {
         outbox.push(line, &mut self.spare);
         self.queued_this_turn += line.len();
         if was_empty {
+            self.writes_this_turn += 1;
             self.out.push_back(Output::Write { conn });
         }
     }
