@@ -312,6 +312,71 @@ fn slow_reader_is_closed(rt: Rt) {
     drop(sleeper);
 }
 
+/// C5, PROTOCOL 4: a reader that lags behind (the server's socket to it fills up, so the server
+/// must wait until it is writable) but stays under the queue bound gets every line, in order,
+/// once it reads again.
+fn lagging_reader_gets_every_line(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        o.chat.max_queued_bytes = 64 << 20;
+        o.chat.max_input_rate = 0;
+    });
+    let mut talker = Raw::join(server.addr, "talker");
+    let mut lagger = Raw::join(server.addr, "lagger");
+    assert_eq!(talker.line(), "lagger has joined the chat!");
+    assert_eq!(talker.line(), "ALL lagger");
+    // 8 MB: more than the largest send buffer the kernel gives the server (4 MiB by default)
+    // and the lagger's receive buffer (128 KiB by default, grown only as it reads).
+    let lines = 2000;
+    let text = "w".repeat(4000);
+    for i in 0..lines {
+        talker.send(&format!("{i} {text}"));
+        assert_eq!(talker.line(), format!("talker: {i} {text}"));
+    }
+    for i in 0..lines {
+        assert_eq!(lagger.line(), format!("talker: {i} {text}"), "line {i} of {lines}");
+    }
+    assert_eq!(lagger.sync(), vec!["ALL talker".to_owned()]);
+}
+
+/// C6, PROTOCOL 1.5: a client whose reading the server paused (it floods past its rate) still
+/// gets what others say while it is paused, not only once its flood has been read.
+fn paused_flooder_still_gets_lines(rt: Rt) {
+    let server = start(rt, sample_folder(), |o| {
+        o.chat.max_input_rate = 256 * 1024;
+        o.chat.input_burst = 64 * 1024;
+    });
+    let mut talker = Raw::join(server.addr, "talker");
+    let mut flooder = Raw::join(server.addr, "flooder");
+    assert_eq!(talker.line(), "flooder has joined the chat!");
+    assert_eq!(talker.line(), "ALL flooder");
+    // 384 KiB at 256 KiB/s after a 64 KiB burst: read over more than a second.
+    let flood_lines = 384;
+    let line = format!("flood {}\n", "f".repeat(1000 - 7));
+    let mut writer = flooder.stream().try_clone().unwrap();
+    let flooding = std::thread::spawn(move || {
+        for _ in 0..flood_lines {
+            std::io::Write::write_all(&mut writer, line.as_bytes()).unwrap();
+        }
+    });
+    // The flood is on (and the flooder paused) once its first lines come back.
+    assert!(flooder.line().starts_with("flooder: flood "));
+    talker.send("hello while you flood");
+    let mut echoes_before = 1;
+    loop {
+        let line = flooder.line();
+        if line == "talker: hello while you flood" {
+            break;
+        }
+        assert!(line.starts_with("flooder: flood "), "{line}");
+        echoes_before += 1;
+    }
+    assert!(
+        echoes_before < flood_lines,
+        "the talker's line came only after the whole flood ({echoes_before} echoes first)"
+    );
+    flooding.join().unwrap();
+}
+
 // ---------------------------------------------------------------- downloads
 
 /// PROTOCOL 2, U4: 0 B, 1 B, exactly one part, and 50 MiB, byte-exact, checked by BLAKE3.
@@ -740,6 +805,8 @@ on_each_server!(
     too_many_connections,
     name_timeout,
     slow_reader_is_closed,
+    lagging_reader_gets_every_line,
+    paused_flooder_still_gets_lines,
     port_exhaustion_and_client_cap,
     vanished_client_frees_its_port,
 );
