@@ -407,11 +407,12 @@ fn room(s: &mut Script, n: usize) -> Vec<ConnId> {
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: reading stops once a turn has queued TURN_QUEUE_BYTES, and the
-/// count starts again once the outputs are performed.
+/// count starts again once the runtime has written and ends the turn.
 #[test]
 fn a_turn_stops_reading_once_it_has_queued_its_share() {
     let mut s = Script::new(ServerConfig { max_queued_bytes: 64 << 20, ..config() });
     let people = room(&mut s, 50);
+    s.driver.end_turn();
     let line = format!("{}\n", "x".repeat(1000));
     let mut lines = 0;
     while !s.driver.turn_is_full() {
@@ -425,7 +426,9 @@ fn a_turn_stops_reading_once_it_has_queued_its_share() {
     let (least, most) = (50 * (line.len() + 4), 50 * (line.len() + 5));
     assert!(lines * most >= TURN_QUEUE_BYTES && (lines - 1) * least < TURN_QUEUE_BYTES, "{lines}");
     s.drain();
-    assert!(!s.driver.turn_is_full(), "performing the outputs starts a new turn");
+    assert!(s.driver.turn_is_full(), "until the runtime says the turn's writes are done");
+    s.driver.end_turn();
+    assert!(!s.driver.turn_is_full(), "a new turn");
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a busy server waits a little before a small turn; a quiet one
@@ -435,16 +438,18 @@ fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
     let mut s = Script::new(config());
     let people = room(&mut s, 40);
     s.send(people[0], "hello everyone");
+    s.driver.end_turn();
     // The last turn wrote to 40 connections and ended just now.
-    assert_eq!(s.driver.gather_before_reading(s.now, 1), Some(TURN_GATHER));
-    assert_eq!(s.driver.gather_before_reading(s.now, 0), None, "nothing to read, no wait");
+    assert_eq!(s.driver.turn_gather(s.now, 1), Some(TURN_GATHER));
+    assert_eq!(s.driver.turn_gather(s.now, 0), None, "nothing to read, no wait");
     let later = s.now + Duration::from_millis(5);
-    assert_eq!(s.driver.gather_before_reading(later, 1), None, "a pause: not busy");
-    assert_eq!(s.driver.gather_before_reading(s.now, 64), None, "a big turn is read at once");
+    assert_eq!(s.driver.turn_gather(later, 1), None, "a pause: not busy");
+    assert_eq!(s.driver.turn_gather(s.now, 64), None, "a big turn is read at once");
     let mut quiet = Script::new(config());
     let few = room(&mut quiet, 3);
     quiet.send(few[0], "hello");
-    assert_eq!(quiet.driver.gather_before_reading(quiet.now, 1), None, "a small room");
+    quiet.driver.end_turn();
+    assert_eq!(quiet.driver.turn_gather(quiet.now, 1), None, "a small room");
 }
 
 /// Issue 12, PROTOCOL 1.1: joins handled before a member is written give it one presence line,

@@ -69,7 +69,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         }
         let mut now = Instant::now();
         io.dispatch(now, &events, &folder_rx);
-        if let Some(wait) = io.driver.gather_before_reading(now, io.readable.len()) {
+        if let Some(wait) = io.driver.turn_gather(now, io.readable.len()) {
             // A busy room: let a few more lines arrive so that each write carries more.
             std::thread::sleep(wait);
             match poll.poll(&mut events, Some(Duration::ZERO)) {
@@ -85,6 +85,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
             io.driver.handle_timeout(Instant::now());
         }
         io.perform(Instant::now());
+        io.driver.end_turn();
     }
     Ok(())
 }

@@ -85,7 +85,8 @@ struct Hub {
     owed: Vec<u64>,
     /// Raised when `owed` gets its first connection: wakes the writer task.
     writes_owed: Signal,
-    /// Chunks read since the writes owed were last performed (see [`READS_PER_TURN`]).
+    /// Chunks read since the writes owed were last performed (the turn's size, for
+    /// [`ServerDriver::turn_gather`]).
     reads_in_turn: usize,
     transmit: HashMap<u16, Signal>,
     accept_again: Signal,
@@ -95,13 +96,6 @@ struct Hub {
 }
 
 type Shared = Rc<RefCell<Hub>>;
-
-/// The most chunks read before the writes owed are performed, even if more connections are
-/// ready. Why: every line read may be owed to a whole room, and what is owed waits in memory
-/// until written; in a storm of joins, a turn of a thousand reads would leave a thousand lines in
-/// every outbox (RSS the allocator keeps). Why not fewer: a turn's lines to one reader go out in
-/// one write, so the longer the turn, the fewer writes per delivery in a busy room.
-const READS_PER_TURN: usize = 128;
 
 /// Serves `server` as smol tasks on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
@@ -269,6 +263,7 @@ impl Hub {
         for conn in owed.drain(..) {
             self.flush(now, conn);
         }
+        self.driver.end_turn();
         // Keep the list's room for the next turn (unless writing owed more already).
         if self.owed.is_empty() {
             self.owed = owed;
@@ -326,8 +321,9 @@ async fn conn_task(hub: Shared, conn: u64) {
             h.reads_in_turn += 1;
             turn
         });
-        // A long turn: this task performs the writes owed before the others read on.
-        if hub.borrow().reads_in_turn >= READS_PER_TURN {
+        // A full turn (the driver's bound): this task performs the writes owed before the
+        // others read on.
+        if hub.borrow().driver.turn_is_full() {
             feed(&hub, Hub::write_turn);
         }
         match turn {
@@ -345,6 +341,14 @@ async fn conn_task(hub: Shared, conn: u64) {
 async fn writer_task(hub: Shared) {
     loop {
         poll_fn(|cx| hub.borrow_mut().writes_owed.poll_take(cx)).await;
+        let gather = {
+            let h = hub.borrow();
+            h.driver.turn_gather(Instant::now(), h.reads_in_turn)
+        };
+        if let Some(wait) = gather {
+            // A busy room: the connection tasks read on meanwhile, into this turn.
+            Timer::after(wait).await;
+        }
         feed(&hub, Hub::write_turn);
         // Writing may have asked for more writes (a close after the last byte, a presence
         // line): they wait for the next turn, after the reads that came meanwhile.

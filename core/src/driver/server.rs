@@ -98,7 +98,7 @@ pub const TURN_QUEUE_BYTES: usize = 4 << 20;
 pub const TURN_GATHER: Duration = Duration::from_micros(200);
 
 /// The server is busy when its last turn wrote to at least this many connections and ended less
-/// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::gather_before_reading`]).
+/// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::turn_gather`]).
 /// Otherwise lines go out with no delay at all: a quiet room never waits.
 const BUSY_TURN_WRITES: usize = 32;
 /// See [`BUSY_TURN_WRITES`].
@@ -359,25 +359,32 @@ impl ServerDriver {
         let output = self.out.pop_front();
         if output.is_none() {
             shrink_after_burst(&mut self.out);
-            self.queued_this_turn = 0;
-            self.busy = std::mem::take(&mut self.writes_this_turn) >= BUSY_TURN_WRITES;
         }
         output
     }
 
-    /// How long to wait before reading, when `ready` connections have something to read: a
-    /// busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) about to read few of them ([`GATHER_BELOW`]) waits
-    /// [`TURN_GATHER`] so that the turn handles more lines at once; otherwise `None`, read now.
-    /// After the wait, the runtime looks again for what became readable and reads it all.
-    pub fn gather_before_reading(&self, now: Instant, ready: usize) -> Option<Duration> {
+    /// The runtime has performed a turn's writes: what it read since the last turn went out.
+    /// A turn is the runtime's loop: read what is ready (until [`ServerDriver::turn_is_full`]),
+    /// then write every connection owed, each in one write. The driver sizes turns with it.
+    pub fn end_turn(&mut self) {
+        self.queued_this_turn = 0;
+        self.busy = std::mem::take(&mut self.writes_this_turn) >= BUSY_TURN_WRITES;
+    }
+
+    /// How long to wait so that a turn handles more lines, when it reads `turn_reads`
+    /// connections: a busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) whose turn is small
+    /// ([`GATHER_BELOW`]) waits [`TURN_GATHER`] (before reading them, or before writing what
+    /// they said); otherwise `None`, go on now. After the wait, the runtime reads what became
+    /// readable meanwhile into the same turn.
+    pub fn turn_gather(&self, now: Instant, turn_reads: usize) -> Option<Duration> {
         let saturated =
             self.last_input.is_some_and(|at| now.saturating_duration_since(at) < BUSY_GAP);
-        let few = ready < GATHER_BELOW.max(self.outboxes.len() / 4);
-        (self.busy && saturated && ready > 0 && few).then_some(TURN_GATHER)
+        let few = turn_reads < GATHER_BELOW.max(self.outboxes.len() / 4);
+        (self.busy && saturated && turn_reads > 0 && few).then_some(TURN_GATHER)
     }
 
     /// Whether this turn has queued [`TURN_QUEUE_BYTES`] for writing: the runtime should stop
-    /// reading, perform the outputs (which writes them), and read the rest in its next turn.
+    /// reading, write, end the turn ([`ServerDriver::end_turn`]) and read the rest in the next.
     pub fn turn_is_full(&self) -> bool {
         self.queued_this_turn >= TURN_QUEUE_BYTES
     }
