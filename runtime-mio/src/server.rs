@@ -67,20 +67,30 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
             Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
             _ => {}
         }
-        let mut now = Instant::now();
+        let now = Instant::now();
         io.dispatch(now, &events, &folder_rx);
-        if let Some(wait) = io.driver.turn_gather(now, io.readable.len()) {
-            // A busy room: let a few more lines arrive so that each write carries more.
-            std::thread::sleep(wait);
-            match poll.poll(&mut events, Some(Duration::ZERO)) {
-                Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
-                _ => {}
-            }
-            now = Instant::now();
-            io.dispatch(now, &events, &folder_rx);
-        }
+        let gather = io.driver.turn_gather(now, io.readable.len());
         io.read_round(now);
         io.receive_round();
+        if let Some(wait) = gather {
+            // A busy room and a small turn: read what comes in the next moment into this turn
+            // too, so that each write carries more lines.
+            let until = now + wait;
+            loop {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() || io.driver.turn_is_full() {
+                    break;
+                }
+                match poll.poll(&mut events, Some(left)) {
+                    Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
+                    _ => {}
+                }
+                let now = Instant::now();
+                io.dispatch(now, &events, &folder_rx);
+                io.read_round(now);
+                io.receive_round();
+            }
+        }
         if io.driver.poll_timeout().is_some_and(|at| at <= Instant::now()) {
             io.driver.handle_timeout(Instant::now());
         }
