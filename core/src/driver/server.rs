@@ -95,7 +95,7 @@ pub const TURN_QUEUE_BYTES: usize = 4 << 20;
 /// kernel a few microseconds whatever its size; in a busy room that cost, not the copying of
 /// bytes, is most of the server's CPU per delivery. A few hundred microseconds is far below
 /// what a person notices, and far below the latency the IRC servers add to small writes.
-pub const TURN_GATHER: Duration = Duration::from_micros(200);
+pub const TURN_GATHER: Duration = Duration::from_micros(400);
 
 /// The server is busy when its last turn wrote to at least this many connections and ended less
 /// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::turn_gather`]).
