@@ -432,14 +432,19 @@ fn a_turn_stops_reading_once_it_has_queued_its_share() {
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a busy server waits a little before a small turn; a quiet one
-/// (a small room, or a pause between turns) never does.
+/// (one person speaking at a time, a small room, a pause between turns) never does.
 #[test]
 fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
     let mut s = Script::new(config());
     let people = room(&mut s, 40);
+    s.driver.end_turn();
     s.send(people[0], "hello everyone");
     s.driver.end_turn();
-    // The last turn wrote to 40 connections and ended just now.
+    assert_eq!(s.driver.turn_gather(s.now, 1), None, "one line alone, even to 40 people");
+    s.send(people[0], "hello everyone");
+    s.send(people[1], "hi");
+    s.driver.end_turn();
+    // The last turn read two lines, wrote to 40 connections and ended just now.
     assert_eq!(s.driver.turn_gather(s.now, 1), Some(TURN_GATHER));
     assert_eq!(s.driver.turn_gather(s.now, 0), None, "nothing to read, no wait");
     let later = s.now + Duration::from_millis(5);
@@ -447,7 +452,9 @@ fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
     assert_eq!(s.driver.turn_gather(s.now, 64), None, "a big turn is read at once");
     let mut quiet = Script::new(config());
     let few = room(&mut quiet, 3);
+    quiet.driver.end_turn();
     quiet.send(few[0], "hello");
+    quiet.send(few[1], "hello");
     quiet.driver.end_turn();
     assert_eq!(quiet.driver.turn_gather(quiet.now, 1), None, "a small room");
 }

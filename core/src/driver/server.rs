@@ -97,10 +97,13 @@ pub const TURN_QUEUE_BYTES: usize = 4 << 20;
 /// what a person notices, and far below the latency the IRC servers add to small writes.
 pub const TURN_GATHER: Duration = Duration::from_micros(400);
 
-/// The server is busy when its last turn wrote to at least this many connections and ended less
-/// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::turn_gather`]).
-/// Otherwise lines go out with no delay at all: a quiet room never waits.
+/// The server is busy when its last turn read at least [`BUSY_TURN_READS`] chunks, wrote to at
+/// least this many connections, and ended less than [`BUSY_GAP`] before the next one starts
+/// ([`ServerDriver::turn_gather`]). Otherwise lines go out with no delay at all: a room where
+/// one person speaks at a time never waits, however big it is.
 const BUSY_TURN_WRITES: usize = 32;
+/// See [`BUSY_TURN_WRITES`]: a turn of one read is a line that came alone, not a crowd.
+const BUSY_TURN_READS: usize = 2;
 /// See [`BUSY_TURN_WRITES`].
 const BUSY_GAP: Duration = Duration::from_millis(1);
 
@@ -264,8 +267,10 @@ pub struct ServerDriver {
     out: VecDeque<Output>,
     /// Bytes queued into outboxes since the outputs were last drained (this turn).
     queued_this_turn: usize,
-    /// Connections asked to be written since the outputs were last drained (this turn).
+    /// Connections asked to be written this turn.
     writes_this_turn: usize,
+    /// Chunks read this turn.
+    reads_this_turn: usize,
     /// The last turn wrote to [`BUSY_TURN_WRITES`] connections or more.
     busy: bool,
     /// The time of the last input or timeout: the end of the last turn, seen from the next.
@@ -294,6 +299,7 @@ impl ServerDriver {
             out: VecDeque::new(),
             queued_this_turn: 0,
             writes_this_turn: 0,
+            reads_this_turn: 0,
             busy: false,
             last_input: None,
         }
@@ -326,6 +332,7 @@ impl ServerDriver {
                 self.accept_retry.get_or_insert(now + ACCEPT_RETRY);
             }
             Input::Received { conn, bytes } => {
+                self.reads_this_turn += 1;
                 self.chat.handle_input(now, ServerInput::Received { conn, bytes });
             }
             Input::Written { conn, len } => self.on_written(now, conn, len),
@@ -368,7 +375,9 @@ impl ServerDriver {
     /// then write every connection owed, each in one write. The driver sizes turns with it.
     pub fn end_turn(&mut self) {
         self.queued_this_turn = 0;
-        self.busy = std::mem::take(&mut self.writes_this_turn) >= BUSY_TURN_WRITES;
+        let writes = std::mem::take(&mut self.writes_this_turn);
+        let reads = std::mem::take(&mut self.reads_this_turn);
+        self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS;
     }
 
     /// How long to wait so that a turn handles more lines, when it reads `turn_reads`
