@@ -194,18 +194,18 @@ impl ClientIo {
         self.files.on_datagram(&mut self.driver, now, id, buf);
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.driver.handle_timeout(now);
-    }
-
-    /// When [`ClientIo::handle_timeout`] is due.
+    /// When the driver's next timeout is due ([`ClientIo::drive`] handles it).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.driver.poll_timeout()
     }
 
-    /// Performs everything the driver asks for now: file work, what to show, sockets to open and
-    /// close, datagrams to send, bytes for the chat connection (into [`ClientIo::outbox`]).
+    /// Handles the driver's timeout if it is due, then performs everything the driver asks for
+    /// now: file work, what to show, sockets to open and close, datagrams to send, bytes for the
+    /// chat connection (into [`ClientIo::outbox`]). A runtime calls it after every wake.
     pub fn drive(&mut self, now: Instant, ui: &mut dyn ClientUi, sockets: &mut impl Sockets) {
+        if self.poll_timeout().is_some_and(|at| at <= now) {
+            self.driver.handle_timeout(now);
+        }
         loop {
             while let Some(output) = self.driver.poll_output() {
                 let Some(output) = self.files.perform(&mut self.driver, now, output) else {

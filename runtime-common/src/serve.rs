@@ -378,6 +378,36 @@ pub enum Turn {
     Ended,
 }
 
+/// A chat connection was accepted: sets what every runtime sets on it (no Nagle delay, since the
+/// driver already writes a turn's lines at once; keepalive, so a vanished peer is noticed) and
+/// tells the driver.
+pub fn accepted<S: AsFd>(
+    now: Instant,
+    driver: &mut ServerDriver,
+    conn: u64,
+    peer: SocketAddr,
+    stream: &S,
+) {
+    let _ = socket2::SockRef::from(stream).set_tcp_nodelay(true);
+    net::keep_alive(stream);
+    driver.handle_input(now, Input::Accepted { conn, peer });
+}
+
+/// What a failed `accept` means: `true` to accept again now (a connection reset before it was
+/// taken, an interrupted call); `false` to stop, after telling the driver when the failure is a
+/// lack of resources (it says when to try again with [`Output::AcceptAgain`]).
+pub fn accept_failed(now: Instant, driver: &mut ServerDriver, err: &io::Error) -> bool {
+    match err.kind() {
+        io::ErrorKind::WouldBlock => false,
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => true,
+        _ => {
+            tracing::warn!("accept failed: {err}; trying again shortly");
+            driver.handle_input(now, Input::AcceptFailed);
+            false
+        }
+    }
+}
+
 /// Reads one chunk (at most [`READ_CHUNK`]) from chat connection `conn` with `read` and feeds
 /// the driver: the bytes, or the end of the connection.
 pub fn read_chunk(

@@ -100,11 +100,7 @@ pub fn client(
         for (&id, d) in sockets.downloads.iter_mut().filter(|(_, d)| d.ready) {
             d.ready = !io.read_datagrams(id, &d.socket, &mut d.rx);
         }
-        let now = Instant::now();
-        if io.poll_timeout().is_some_and(|at| at <= now) {
-            io.handle_timeout(now);
-        }
-        io.drive(now, ui, &mut sockets);
+        io.drive(Instant::now(), ui, &mut sockets);
     }
     io.close_chat(&mut tcp);
     let _ = tcp.shutdown(std::net::Shutdown::Write);

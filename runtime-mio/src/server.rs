@@ -1,6 +1,6 @@
 //! The server on one mio `Poll`: waits, reads, feeds the server driver, performs its outputs.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use natter_core::chat::server::ConnMap;
 use std::io::{self, Read, Write};
@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
-use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver};
+use natter_core::driver::server::{Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
 use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
-use natter_runtime_common::{ScannedFolder, ServedFiles, net};
+use natter_runtime_common::{ScannedFolder, ServedFiles};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -29,9 +29,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let wake = waker.clone();
-    stop.on_ask(move || {
-        let _ = wake.wake();
-    });
+    stop.on_ask(move || drop(wake.wake()));
     let (folder_tx, folder_rx) = std::sync::mpsc::channel();
     let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
     let Prepared { driver, files, ports } =
@@ -52,43 +50,34 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         udp,
         readable: VecDeque::new(),
         udp_readable: VecDeque::new(),
-        send_blocked: HashSet::new(),
         next_conn: 0,
         buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
     };
     let mut events = Events::with_capacity(1024);
     while !stop.asked() {
-        let busy = !io.readable.is_empty() || !io.udp_readable.is_empty();
-        let timeout = match io.driver.poll_timeout() {
-            _ if busy => Some(Duration::ZERO),
-            at => at.map(|at| at.saturating_duration_since(Instant::now())),
-        };
-        match poll.poll(&mut events, timeout) {
-            Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
-            _ => {}
-        }
-        let now = Instant::now();
-        io.dispatch(now, &events, &folder_rx);
-        let gather = io.driver.turn_gather(now, io.readable.len());
-        io.read_round(now);
-        io.receive_round();
-        if let Some(wait) = gather {
-            // A busy room and a small turn: read what comes in the next moment into this turn
-            // too, so that each write carries more lines.
-            let until = now + wait;
-            loop {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() || io.driver.turn_is_full() {
-                    break;
-                }
-                match poll.poll(&mut events, Some(left)) {
-                    Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
-                    _ => {}
-                }
-                let now = Instant::now();
-                io.dispatch(now, &events, &folder_rx);
-                io.read_round(now);
-                io.receive_round();
+        // One turn: wait, then read what is ready. A busy room with a small turn reads on until
+        // the driver's gather is over, so that each write carries more lines.
+        let mut gather_until: Option<Instant> = None;
+        loop {
+            let busy = !io.readable.is_empty() || !io.udp_readable.is_empty();
+            let timeout = match (gather_until, io.driver.poll_timeout()) {
+                (Some(until), _) => Some(until.saturating_duration_since(Instant::now())),
+                _ if busy => Some(Duration::ZERO),
+                (None, at) => at.map(|at| at.saturating_duration_since(Instant::now())),
+            };
+            match poll.poll(&mut events, timeout) {
+                Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
+                _ => {}
+            }
+            let now = Instant::now();
+            io.dispatch(now, &events, &folder_rx);
+            if gather_until.is_none() {
+                gather_until = io.driver.turn_gather(now, io.readable.len()).map(|w| now + w);
+            }
+            io.read_round(now);
+            io.receive_round();
+            if gather_until.is_none_or(|until| now >= until) || io.driver.turn_is_full() {
+                break;
             }
         }
         if io.driver.poll_timeout().is_some_and(|at| at <= Instant::now()) {
@@ -121,8 +110,6 @@ struct Io {
     readable: VecDeque<u64>,
     /// Transfer ports whose last read stopped at the turn's limit, not at an empty queue.
     udp_readable: VecDeque<u16>,
-    /// Transfer ports whose socket was full: sending goes on when it is writable.
-    send_blocked: HashSet<u16>,
     next_conn: u64,
     buf: Vec<u8>,
 }
@@ -154,7 +141,7 @@ impl Io {
                     if event.is_readable() && !self.udp_readable.contains(&port) {
                         self.udp_readable.push_back(port);
                     }
-                    if event.is_writable() && self.send_blocked.remove(&port) {
+                    if event.is_writable() {
                         self.transmit(now, port);
                     }
                 }
@@ -174,23 +161,11 @@ impl Io {
                         tracing::warn!("cannot watch a new connection: {err}");
                         continue;
                     }
-                    let _ = stream.set_nodelay(true);
-                    net::keep_alive(&stream);
+                    serve::accepted(now, &mut self.driver, conn, peer, &stream);
                     self.conns.insert(conn, Conn { stream, queued: false, paused: false });
-                    self.driver.handle_input(now, Input::Accepted { conn, peer });
                 }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
-                // A connection reset before we took it: the next one may be fine.
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(err) => {
-                    tracing::warn!("accept failed: {err}; trying again shortly");
-                    self.driver.handle_input(now, Input::AcceptFailed);
-                    return;
-                }
+                Err(err) if serve::accept_failed(now, &mut self.driver, &err) => {}
+                Err(_) => return,
             }
         }
     }
@@ -258,13 +233,9 @@ impl Io {
                     }
                 }
                 Output::PauseReading { conn } | Output::ResumeReading { conn } => {
-                    let pause = matches!(output, Output::PauseReading { .. });
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.paused = pause;
-                    }
-                    if !pause {
-                        self.mark_readable(conn);
-                    }
+                    let paused = matches!(output, Output::PauseReading { .. });
+                    self.conns.entry(conn).and_modify(|c| c.paused = paused);
+                    self.mark_readable(conn); // a paused one is dropped from the round
                 }
                 Output::AcceptAgain => self.accept_all(now),
                 Output::Transmit { port } => self.transmit(now, port),
@@ -275,18 +246,15 @@ impl Io {
 
     /// Writes what is owed to `conn` until it is all out or the socket is full.
     fn flush(&mut self, now: Instant, conn: u64) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            let stream = &mut c.stream;
+        if let Some(Conn { stream, .. }) = self.conns.get_mut(&conn) {
             serve::write_owed(now, &mut self.driver, conn, |slices| stream.write_vectored(slices));
         }
     }
 
+    /// Sends what is due on `port`. A full socket keeps the rest: its writable edge sends on.
     fn transmit(&mut self, now: Instant, port: u16) {
-        let Some(socket) = self.udp.get(&port) else {
-            return;
-        };
-        if self.files.send_due(now, &mut self.driver, port, socket).is_err() {
-            self.send_blocked.insert(port);
+        if let Some(socket) = self.udp.get(&port) {
+            let _ = self.files.send_due(now, &mut self.driver, port, socket);
         }
     }
 }

@@ -110,11 +110,7 @@ pub fn client(
                 }
                 Wake::Timer => {}
             }
-            let now = Instant::now();
-            if io.poll_timeout().is_some_and(|at| at <= now) {
-                io.handle_timeout(now);
-            }
-            io.drive(now, ui, &mut sockets);
+            io.drive(Instant::now(), ui, &mut sockets);
         }
         io.close_chat(&mut tcp.get_ref());
         let _ = tcp.get_ref().shutdown(std::net::Shutdown::Write);

@@ -17,10 +17,10 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use natter_core::driver::server::{Input, Output, READ_CHUNK, ServerDriver};
+use natter_core::driver::server::{Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
+use natter_runtime_common::ServedFiles;
 use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
-use natter_runtime_common::{ServedFiles, net};
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Timer};
 
@@ -67,6 +67,19 @@ struct Conn {
     read_now: bool,
     /// Its socket was full: its task writes the rest when it is writable.
     write_blocked: bool,
+}
+
+impl Conn {
+    fn new(stream: Async<TcpStream>) -> Self {
+        Self { stream, waker: None, paused: false, read_now: false, write_blocked: false }
+    }
+
+    /// Wakes its task for what its socket does not signal (resumed, blocked, closed).
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// What a connection's task is to do after a wait.
@@ -147,25 +160,22 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
                 Ok((stream, peer)) => {
                     let conn = next_conn;
                     next_conn += 1;
-                    let _ = stream.get_ref().set_nodelay(true);
-                    net::keep_alive(stream.get_ref());
-                    let c = Conn {
-                        stream,
-                        waker: None,
-                        paused: false,
-                        read_now: false,
-                        write_blocked: false,
-                    };
-                    hub.borrow_mut().conns.insert(conn, c);
-                    executor.spawn(conn_task(hub.clone(), conn)).detach();
                     feed(&hub, |h| {
-                        h.driver.handle_input(Instant::now(), Input::Accepted { conn, peer });
+                        serve::accepted(
+                            Instant::now(),
+                            &mut h.driver,
+                            conn,
+                            peer,
+                            stream.get_ref(),
+                        );
+                        h.conns.insert(conn, Conn::new(stream));
                     });
+                    executor.spawn(conn_task(hub.clone(), conn)).detach();
                 }
                 Err(err) => {
-                    tracing::warn!("accept failed: {err}; trying again shortly");
-                    feed(&hub, |h| h.driver.handle_input(Instant::now(), Input::AcceptFailed));
-                    poll_fn(|cx| hub.borrow_mut().accept_again.poll_take(cx)).await;
+                    if !feed(&hub, |h| serve::accept_failed(Instant::now(), &mut h.driver, &err)) {
+                        poll_fn(|cx| hub.borrow_mut().accept_again.poll_take(cx)).await;
+                    }
                 }
             }
         }
@@ -202,25 +212,15 @@ impl Hub {
                 Output::Close { conn } => {
                     if let Some(mut c) = self.conns.remove(&conn) {
                         let _ = c.stream.get_ref().shutdown(std::net::Shutdown::Both);
-                        // Its task finds the entry gone and ends.
-                        if let Some(waker) = c.waker.take() {
-                            waker.wake();
-                        }
+                        c.wake(); // its task finds the entry gone and ends
                     }
                 }
-                Output::PauseReading { conn } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.paused = true;
-                    }
-                }
-                Output::ResumeReading { conn } => {
-                    if let Some(c) = self.conns.get_mut(&conn) {
-                        c.paused = false;
-                        c.read_now = true;
-                        if let Some(waker) = c.waker.take() {
-                            waker.wake();
-                        }
-                    }
+                Output::PauseReading { conn } | Output::ResumeReading { conn } => {
+                    let paused = matches!(output, Output::PauseReading { .. });
+                    self.conns.entry(conn).and_modify(|c| {
+                        (c.paused, c.read_now) = (paused, !paused);
+                        c.wake();
+                    });
                 }
                 Output::AcceptAgain => self.accept_again.raise(),
                 Output::Transmit { port } => {
@@ -249,9 +249,7 @@ impl Hub {
         let turn = serve::write_owed(now, &mut self.driver, conn, |s| socket.write_vectored(s));
         if turn == Turn::Blocked {
             c.write_blocked = true;
-            if let Some(waker) = c.waker.take() {
-                waker.wake();
-            }
+            c.wake();
         }
     }
 
