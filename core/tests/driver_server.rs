@@ -412,7 +412,7 @@ fn room(s: &mut Script, n: usize) -> Vec<ConnId> {
 fn a_turn_stops_reading_once_it_has_queued_its_share() {
     let mut s = Script::new(ServerConfig { max_queued_bytes: 64 << 20, ..config() });
     let people = room(&mut s, 50);
-    s.driver.end_turn();
+    s.driver.end_turn(s.now);
     let line = format!("{}\n", "x".repeat(1000));
     let mut lines = 0;
     while !s.driver.turn_is_full() {
@@ -427,7 +427,7 @@ fn a_turn_stops_reading_once_it_has_queued_its_share() {
     assert!(lines * most >= TURN_QUEUE_BYTES && (lines - 1) * least < TURN_QUEUE_BYTES, "{lines}");
     s.drain();
     assert!(s.driver.turn_is_full(), "until the runtime says the turn's writes are done");
-    s.driver.end_turn();
+    s.driver.end_turn(s.now);
     assert!(!s.driver.turn_is_full(), "a new turn");
 }
 
@@ -437,26 +437,33 @@ fn a_turn_stops_reading_once_it_has_queued_its_share() {
 fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
     let mut s = Script::new(config());
     let people = room(&mut s, 40);
-    s.driver.end_turn();
+    s.driver.end_turn(s.now);
     s.send(people[0], "hello everyone");
-    s.driver.end_turn();
-    assert_eq!(s.driver.turn_gather(s.now, 1), None, "one line alone, even to 40 people");
+    s.driver.end_turn(s.now);
+    s.send(people[2], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), None, "after a turn of one line alone, even to 40");
+    s.driver.end_turn(s.now);
+    assert_eq!(s.driver.turn_gather(s.now), None, "nothing read yet, no wait");
     s.send(people[0], "hello everyone");
     s.send(people[1], "hi");
-    s.driver.end_turn();
+    s.driver.end_turn(s.now);
     // The last turn read two lines, wrote to 40 connections and ended just now.
-    assert_eq!(s.driver.turn_gather(s.now, 1), Some(TURN_GATHER));
-    assert_eq!(s.driver.turn_gather(s.now, 0), None, "nothing to read, no wait");
+    s.send(people[2], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER));
     let later = s.now + Duration::from_millis(5);
-    assert_eq!(s.driver.turn_gather(later, 1), None, "a pause: not busy");
-    assert_eq!(s.driver.turn_gather(s.now, 64), None, "a big turn is read at once");
+    assert_eq!(s.driver.turn_gather(later), None, "a pause: not busy");
+    for _ in 0..63 {
+        s.send(people[3], "a crowd");
+    }
+    assert_eq!(s.driver.turn_gather(s.now), None, "a big turn is written at once");
     let mut quiet = Script::new(config());
     let few = room(&mut quiet, 3);
-    quiet.driver.end_turn();
+    quiet.driver.end_turn(quiet.now);
     quiet.send(few[0], "hello");
     quiet.send(few[1], "hello");
-    quiet.driver.end_turn();
-    assert_eq!(quiet.driver.turn_gather(quiet.now, 1), None, "a small room");
+    quiet.driver.end_turn(quiet.now);
+    quiet.send(few[2], "hello");
+    assert_eq!(quiet.driver.turn_gather(quiet.now), None, "a small room");
 }
 
 /// Issue 12, PROTOCOL 1.1: joins handled before a member is written give it one presence line,

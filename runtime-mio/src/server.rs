@@ -71,11 +71,11 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
             }
             let now = Instant::now();
             io.dispatch(now, &events, &folder_rx);
-            if gather_until.is_none() {
-                gather_until = io.driver.turn_gather(now, io.readable.len()).map(|w| now + w);
-            }
             io.read_round(now);
             io.receive_round();
+            if gather_until.is_none() {
+                gather_until = io.driver.turn_gather(now).map(|wait| now + wait);
+            }
             if gather_until.is_none_or(|until| now >= until) || io.driver.turn_is_full() {
                 break;
             }
@@ -84,7 +84,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
             io.driver.handle_timeout(Instant::now());
         }
         io.perform(Instant::now());
-        io.driver.end_turn();
+        io.driver.end_turn(Instant::now());
     }
     Ok(())
 }

@@ -1,12 +1,13 @@
-//! The server as smol tasks around one server driver: a task per connection reads it (and waits
-//! when its socket is full), one writer task performs a turn's writes together, and a task per
-//! transfer port, the timer and the folder rescans feed the driver too.
+//! The server as smol tasks around one server driver: a task per connection reads it, one writer
+//! task performs a turn's writes together, a task per transfer port receives, and the timer and
+//! the folder rescans feed the driver too. A socket that is full gets a short-lived task that
+//! waits until it is writable and sends on.
 //!
-//! Why one task per connection and not two with channels between them: an idle connection then
-//! costs its socket, its task and an entry in the hub (a few hundred bytes), and a wake is a flag
-//! and a [`Waker`] in that entry. Why writes are not done by the connection tasks: a turn reads
-//! every connection that is ready first (their tasks run before the writer, which is woken by the
-//! first line owed), so that the lines of a whole turn go to each reader in one write, as on mio.
+//! Why one task per connection and no channels: an idle connection then costs its socket, its
+//! task and an entry in the hub, and a wake is a flag and a [`Waker`] in that entry. Why writes
+//! are not done by the connection tasks: a turn reads every connection that is ready first (their
+//! tasks run before the writer, which is woken by the first line owed), so that the lines of a
+//! whole turn go to each reader in one write, as on mio.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,9 +35,7 @@ struct Signal {
 impl Signal {
     fn raise(&mut self) {
         self.raised = true;
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        wake(&mut self.waker);
     }
 
     /// Ready (and lowered) once raised; otherwise wakes `cx` when it is.
@@ -56,52 +55,35 @@ fn remember(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
-/// One connection: its socket, and what its task is to do besides waiting for bytes.
+fn wake(slot: &mut Option<Waker>) {
+    if let Some(waker) = slot.take() {
+        waker.wake();
+    }
+}
+
+/// One connection: its socket, and what its task waits for besides bytes.
 struct Conn {
-    stream: Async<TcpStream>,
-    /// The connection's task, for a wake its socket does not give (resumed, blocked, closed).
+    stream: Rc<Async<TcpStream>>,
+    /// The connection's task, while it waits for reading to resume (or for the close).
     waker: Option<Waker>,
     /// The driver paused reading it (flood protection, or a close in progress).
     paused: bool,
-    /// Read without waiting for readiness: the last read filled its chunk, or reading resumed.
-    read_now: bool,
-    /// Its socket was full: its task writes the rest when it is writable.
-    write_blocked: bool,
-}
-
-impl Conn {
-    fn new(stream: Async<TcpStream>) -> Self {
-        Self { stream, waker: None, paused: false, read_now: false, write_blocked: false }
-    }
-
-    /// Wakes its task for what its socket does not signal (resumed, blocked, closed).
-    fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-}
-
-/// What a connection's task is to do after a wait.
-#[derive(Clone, Copy)]
-struct Ready {
-    read: bool,
-    write: bool,
+    /// Its socket was full: a task waits until it is writable and writes the rest.
+    write_waits: bool,
 }
 
 /// What every task shares: the driver, the file work, the sockets, one read buffer.
 struct Hub {
     driver: ServerDriver,
     files: ServedFiles,
+    ex: Rc<LocalExecutor<'static>>,
     conns: HashMap<u64, Conn>,
+    /// Transfer sockets, and whether a task already waits for one to be writable.
+    udp: HashMap<u16, (Rc<Async<UdpSocket>>, bool)>,
     /// Connections owed a write this turn, in the order the driver asked.
     owed: Vec<u64>,
     /// Raised when `owed` gets its first connection: wakes the writer task.
     writes_owed: Signal,
-    /// Chunks read since the writes owed were last performed (the turn's size, for
-    /// [`ServerDriver::turn_gather`]).
-    reads_in_turn: usize,
-    transmit: HashMap<u16, Signal>,
     accept_again: Signal,
     timer_moved: Signal,
     armed: Option<Instant>,
@@ -124,24 +106,25 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
     let Prepared { driver, files, ports } =
         serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+    let mut udp = HashMap::new();
+    for (port, socket) in ports {
+        udp.insert(port, (Rc::new(Async::new(socket)?), false));
+    }
     let hub: Shared = Rc::new(RefCell::new(Hub {
         driver,
         files,
+        ex: ex.clone(),
         conns: HashMap::new(),
+        udp,
         owed: Vec::new(),
         writes_owed: Signal::default(),
-        reads_in_turn: 0,
-        transmit: HashMap::new(),
         accept_again: Signal::default(),
         timer_moved: Signal::default(),
         armed: None,
         buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
     }));
-    for (port, socket) in ports {
-        let socket = Rc::new(Async::new(socket)?);
-        hub.borrow_mut().transmit.insert(port, Signal::default());
+    for (&port, (socket, _)) in &hub.borrow().udp {
         ex.spawn(receive_task(hub.clone(), port, socket.clone())).detach();
-        ex.spawn(transmit_task(hub.clone(), port, socket)).detach();
     }
     ex.spawn(timer_task(hub.clone())).detach();
     ex.spawn(writer_task(hub.clone())).detach();
@@ -152,33 +135,29 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         }
     })
     .detach();
-    let executor = ex.clone();
     let accept_loop = async move {
-        let mut next_conn = 0u64;
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let conn = next_conn;
-                    next_conn += 1;
-                    feed(&hub, |h| {
-                        serve::accepted(
-                            Instant::now(),
-                            &mut h.driver,
-                            conn,
-                            peer,
-                            stream.get_ref(),
-                        );
-                        h.conns.insert(conn, Conn::new(stream));
-                    });
-                    executor.spawn(conn_task(hub.clone(), conn)).detach();
+        for conn in 0u64.. {
+            let accepted = loop {
+                match listener.accept().await {
+                    Ok(accepted) => break accepted,
+                    Err(err)
+                        if feed(&hub, |h| {
+                            serve::accept_failed(Instant::now(), &mut h.driver, &err)
+                        }) => {}
+                    Err(_) => poll_fn(|cx| hub.borrow_mut().accept_again.poll_take(cx)).await,
                 }
-                Err(err) => {
-                    if !feed(&hub, |h| serve::accept_failed(Instant::now(), &mut h.driver, &err)) {
-                        poll_fn(|cx| hub.borrow_mut().accept_again.poll_take(cx)).await;
-                    }
-                }
-            }
+            };
+            let (stream, peer) = accepted;
+            let stream = Rc::new(stream);
+            feed(&hub, |h| {
+                serve::accepted(Instant::now(), &mut h.driver, conn, peer, stream.get_ref());
+                let c =
+                    Conn { stream: stream.clone(), waker: None, paused: false, write_waits: false };
+                h.conns.insert(conn, c);
+            });
+            hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream)).detach();
         }
+        Ok(())
     };
     let stopped = async move {
         let _ = stop_rx.recv().await;
@@ -189,16 +168,16 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
 
 /// Feeds the driver (through the hub), then performs everything it asks.
 fn feed<T>(hub: &Shared, input: impl FnOnce(&mut Hub) -> T) -> T {
-    let mut hub = hub.borrow_mut();
-    let fed = input(&mut hub);
-    hub.perform();
+    let mut guard = hub.borrow_mut();
+    let fed = input(&mut guard);
+    guard.perform(hub);
     fed
 }
 
 impl Hub {
     /// Performs the driver's outputs until it asks nothing more. Writes are only noted: the
     /// writer task does them once the connections that are ready have been read.
-    fn perform(&mut self) {
+    fn perform(&mut self, hub: &Shared) {
         let now = Instant::now();
         while let Some(output) = self.driver.poll_output() {
             let Some(output) = self.files.perform(now, &mut self.driver, output) else {
@@ -211,23 +190,20 @@ impl Hub {
                 }
                 Output::Close { conn } => {
                     if let Some(mut c) = self.conns.remove(&conn) {
+                        // Its task reads the end, or, paused, is woken; it finds no entry and ends.
                         let _ = c.stream.get_ref().shutdown(std::net::Shutdown::Both);
-                        c.wake(); // its task finds the entry gone and ends
+                        wake(&mut c.waker);
                     }
                 }
                 Output::PauseReading { conn } | Output::ResumeReading { conn } => {
                     let paused = matches!(output, Output::PauseReading { .. });
                     self.conns.entry(conn).and_modify(|c| {
-                        (c.paused, c.read_now) = (paused, !paused);
-                        c.wake();
+                        c.paused = paused;
+                        wake(&mut c.waker);
                     });
                 }
                 Output::AcceptAgain => self.accept_again.raise(),
-                Output::Transmit { port } => {
-                    if let Some(signal) = self.transmit.get_mut(&port) {
-                        signal.raise();
-                    }
-                }
+                Output::Transmit { port } => self.transmit(hub, now, port),
                 _ => {}
             }
         }
@@ -239,115 +215,127 @@ impl Hub {
         }
     }
 
-    /// Writes what is owed to `conn` until it is all out or its socket is full; then its task
-    /// waits for the socket to be writable and writes the rest.
-    fn flush(&mut self, now: Instant, conn: u64) {
-        let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.write_blocked) else {
+    /// Sends what is due on `port`; when its socket is full, a task sends on once it is writable.
+    fn transmit(&mut self, hub: &Shared, now: Instant, port: u16) {
+        let Some((socket, waits)) = self.udp.get_mut(&port).filter(|(_, waits)| !*waits) else {
+            return;
+        };
+        if self.files.send_due(now, &mut self.driver, port, socket.get_ref()).is_err() {
+            *waits = true;
+            let (socket, hub) = (socket.clone(), hub.clone());
+            self.ex
+                .spawn(async move {
+                    let _ = socket.writable().await;
+                    feed(&hub, |h| {
+                        h.udp.entry(port).and_modify(|(_, waits)| *waits = false);
+                        h.transmit(&hub, Instant::now(), port);
+                    });
+                })
+                .detach();
+        }
+    }
+
+    /// Writes what is owed to `conn` until it is all out; when its socket is full, a task writes
+    /// the rest once it is writable.
+    fn flush(&mut self, hub: &Shared, now: Instant, conn: u64) {
+        let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.write_waits) else {
             return;
         };
         let mut socket = c.stream.get_ref();
-        let turn = serve::write_owed(now, &mut self.driver, conn, |s| socket.write_vectored(s));
-        if turn == Turn::Blocked {
-            c.write_blocked = true;
-            c.wake();
+        if serve::write_owed(now, &mut self.driver, conn, |s| socket.write_vectored(s))
+            == Turn::Blocked
+        {
+            c.write_waits = true;
+            let (stream, hub) = (c.stream.clone(), hub.clone());
+            self.ex
+                .spawn(async move {
+                    let _ = stream.writable().await;
+                    feed(&hub, |h| {
+                        h.conns.entry(conn).and_modify(|c| c.write_waits = false);
+                        h.flush(&hub, Instant::now(), conn);
+                    });
+                })
+                .detach();
         }
     }
 
     /// Performs the writes owed, in the order they were asked for.
-    fn write_turn(&mut self) {
-        self.reads_in_turn = 0;
+    fn write_turn(&mut self, hub: &Shared) {
         let mut owed = std::mem::take(&mut self.owed);
         let now = Instant::now();
         for conn in owed.drain(..) {
-            self.flush(now, conn);
+            self.flush(hub, now, conn);
         }
-        self.driver.end_turn();
+        self.driver.end_turn(now);
         // Keep the list's room for the next turn (unless writing owed more already).
         if self.owed.is_empty() {
             self.owed = owed;
         }
     }
 
-    /// What `conn`'s task is to do now; `None` once the connection is closed.
-    fn poll_conn(&mut self, conn: u64, cx: &mut Context<'_>) -> Poll<Option<Ready>> {
-        let Some(c) = self.conns.get_mut(&conn) else {
-            return Poll::Ready(None);
-        };
-        // An error counts as ready: the read or write that follows meets it and ends the
-        // connection.
-        let write = c.write_blocked && c.stream.poll_writable(cx).is_ready();
-        let read = !c.paused && (c.read_now || c.stream.poll_readable(cx).is_ready());
-        if read || write {
-            return Poll::Ready(Some(Ready { read, write }));
+    /// Ready with `true` while `conn` may be read, `false` once it is closed.
+    fn poll_readable(&mut self, conn: u64, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.conns.get_mut(&conn) {
+            None => Poll::Ready(false),
+            Some(c) if !c.paused => Poll::Ready(true),
+            Some(c) => {
+                remember(&mut c.waker, cx);
+                Poll::Pending
+            }
         }
-        remember(&mut c.waker, cx);
-        Poll::Pending
     }
 }
 
-/// Reads connection `conn` a chunk at a time, letting every other task run between chunks (C6),
-/// and writes to it when its socket, full before, takes bytes again; ends when it is closed.
-async fn conn_task(hub: Shared, conn: u64) {
-    while let Some(ready) = poll_fn(|cx| hub.borrow_mut().poll_conn(conn, cx)).await {
-        if ready.write {
-            feed(&hub, |h| {
-                if let Some(c) = h.conns.get_mut(&conn) {
-                    c.write_blocked = false;
-                }
-                h.flush(Instant::now(), conn);
-            });
-        }
-        if !ready.read {
-            continue;
+/// Reads connection `conn` a chunk at a time, letting every other task run between chunks (C6);
+/// ends when it is closed.
+async fn conn_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>) {
+    let mut wait = true;
+    while poll_fn(|cx| hub.borrow_mut().poll_readable(conn, cx)).await {
+        // An error counts as ready: the read that follows meets it and ends the connection.
+        if wait {
+            let _ = stream.readable().await;
         }
         let turn = feed(&hub, |h| {
-            let Some(c) = h.conns.get_mut(&conn) else {
-                return Turn::Ended;
-            };
-            let mut socket = c.stream.get_ref();
+            if h.conns.get(&conn)?.paused {
+                return Some((Turn::More, false)); // paused while waiting: read when resumed
+            }
             let mut filled = false;
             let turn = serve::read_chunk(Instant::now(), &mut h.driver, conn, &mut h.buf, |b| {
-                let read = socket.read(b);
+                let read = stream.get_ref().read(b);
                 filled = read.as_ref().is_ok_and(|&n| n == b.len());
                 read
             });
-            // A short read took all the kernel had: wait for readiness with the other sockets
-            // rather than reading again at once (a read that finds nothing, and a turn of its
-            // own whose lines would go out in writes of their own). A full chunk may have more
-            // behind it: read again once the others had their turn (C6).
-            c.read_now = turn == Turn::More && filled;
-            h.reads_in_turn += 1;
-            turn
+            Some((turn, filled))
         });
         // A full turn (the driver's bound): this task performs the writes owed before the
         // others read on.
         if hub.borrow().driver.turn_is_full() {
-            feed(&hub, Hub::write_turn);
+            feed(&hub, |h| h.write_turn(&hub));
         }
+        // A short read took all the kernel had: wait for readiness with the other sockets. A
+        // full chunk may have more behind it: read again once the others had their turn (C6).
         match turn {
-            Turn::Ended => return,
-            // The others have their turn before this one is read again (C6).
-            Turn::More => smol::future::yield_now().await,
-            Turn::Blocked => {}
+            None | Some((Turn::Ended, _)) => return,
+            Some((Turn::More, filled)) => {
+                wait = !filled;
+                smol::future::yield_now().await;
+            }
+            Some((Turn::Blocked, _)) => wait = true,
         }
     }
 }
 
 /// Performs the writes owed, every connection's lines of the turn in one write where the socket
 /// takes them. It is woken by the first write owed, so the connection tasks already woken read
-/// first.
+/// first; a busy server waits the driver's gather first, while they read on into this turn.
 async fn writer_task(hub: Shared) {
     loop {
         poll_fn(|cx| hub.borrow_mut().writes_owed.poll_take(cx)).await;
-        let gather = {
-            let h = hub.borrow();
-            h.driver.turn_gather(Instant::now(), h.reads_in_turn)
-        };
+        let gather = hub.borrow().driver.turn_gather(Instant::now());
         if let Some(wait) = gather {
-            // A busy room: the connection tasks read on meanwhile, into this turn.
             Timer::after(wait).await;
         }
-        feed(&hub, Hub::write_turn);
+        feed(&hub, |h| h.write_turn(&hub));
         // Writing may have asked for more writes (a close after the last byte, a presence
         // line): they wait for the next turn, after the reads that came meanwhile.
         smol::future::yield_now().await;
@@ -362,25 +350,6 @@ async fn receive_task(hub: Shared, port: u16, socket: Rc<Async<UdpSocket>>) {
             })
         });
         smol::future::yield_now().await;
-    }
-}
-
-async fn transmit_task(hub: Shared, port: u16, socket: Rc<Async<UdpSocket>>) {
-    loop {
-        poll_fn(|cx| match hub.borrow_mut().transmit.get_mut(&port) {
-            Some(signal) => signal.poll_take(cx),
-            None => Poll::Pending,
-        })
-        .await;
-        loop {
-            // Sending may have ended the transfer: `feed` performs what that asks.
-            let sent = feed(&hub, |h| {
-                h.files.send_due(Instant::now(), &mut h.driver, port, socket.get_ref())
-            });
-            if sent.is_ok() || socket.writable().await.is_err() {
-                break;
-            }
-        }
     }
 }
 

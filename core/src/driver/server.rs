@@ -273,8 +273,8 @@ pub struct ServerDriver {
     reads_this_turn: usize,
     /// The last turn wrote to [`BUSY_TURN_WRITES`] connections or more.
     busy: bool,
-    /// The time of the last input or timeout: the end of the last turn, seen from the next.
-    last_input: Option<Instant>,
+    /// When the last turn ended ([`ServerDriver::end_turn`]).
+    last_turn_end: Option<Instant>,
 }
 
 impl ServerDriver {
@@ -301,7 +301,7 @@ impl ServerDriver {
             writes_this_turn: 0,
             reads_this_turn: 0,
             busy: false,
-            last_input: None,
+            last_turn_end: None,
         }
     }
 
@@ -322,7 +322,6 @@ impl ServerDriver {
 
     /// Something happened; then drain [`ServerDriver::poll_output`].
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        self.last_input = Some(now);
         match input {
             Input::Accepted { conn, peer } => {
                 self.outboxes.insert(conn, Box::default());
@@ -373,23 +372,24 @@ impl ServerDriver {
     /// The runtime has performed a turn's writes: what it read since the last turn went out.
     /// A turn is the runtime's loop: read what is ready (until [`ServerDriver::turn_is_full`]),
     /// then write every connection owed, each in one write. The driver sizes turns with it.
-    pub fn end_turn(&mut self) {
+    pub fn end_turn(&mut self, now: Instant) {
+        self.last_turn_end = Some(now);
         self.queued_this_turn = 0;
         let writes = std::mem::take(&mut self.writes_this_turn);
         let reads = std::mem::take(&mut self.reads_this_turn);
         self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS;
     }
 
-    /// How long to wait so that a turn handles more lines, when it reads `turn_reads`
-    /// connections: a busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) whose turn is small
-    /// ([`GATHER_BELOW`]) waits [`TURN_GATHER`] (before reading them, or before writing what
-    /// they said); otherwise `None`, go on now. After the wait, the runtime reads what became
-    /// readable meanwhile into the same turn.
-    pub fn turn_gather(&self, now: Instant, turn_reads: usize) -> Option<Duration> {
+    /// How long to wait, once the turn has read what was ready, so that it handles more lines
+    /// before it writes: a busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) whose turn read few
+    /// chunks ([`GATHER_BELOW`]) waits [`TURN_GATHER`], reading what becomes readable meanwhile
+    /// into the same turn; otherwise `None`, write now.
+    pub fn turn_gather(&self, now: Instant) -> Option<Duration> {
         let saturated =
-            self.last_input.is_some_and(|at| now.saturating_duration_since(at) < BUSY_GAP);
-        let few = turn_reads < GATHER_BELOW.max(self.outboxes.len() / 4);
-        (self.busy && saturated && turn_reads > 0 && few).then_some(TURN_GATHER)
+            self.last_turn_end.is_some_and(|at| now.saturating_duration_since(at) < BUSY_GAP);
+        let reads = self.reads_this_turn;
+        let few = reads < GATHER_BELOW.max(self.outboxes.len() / 4);
+        (self.busy && saturated && reads > 0 && few).then_some(TURN_GATHER)
     }
 
     /// Whether this turn has queued [`TURN_QUEUE_BYTES`] for writing: the runtime should stop
