@@ -271,7 +271,7 @@ async fn conn_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resumed
         }
         let mut filled = false;
         let turn = feed(&hub, |h| {
-            if !h.conns.get(&conn).is_some_and(|c| !c.paused) {
+            if h.conns.get(&conn).is_none_or(|c| c.paused) {
                 return Turn::More; // closed or paused while waiting: the loop's check decides
             }
             serve::read_chunk(Instant::now(), &mut h.driver, conn, &mut h.buf, |b| {
