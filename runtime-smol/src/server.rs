@@ -10,10 +10,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use natter_core::driver::server::{Output, READ_CHUNK, ServerDriver};
@@ -34,11 +35,18 @@ fn raise(signal: &Sender<()>) {
     let _ = signal.try_send(());
 }
 
+/// A connection's waker is kept in its entry, not in a channel: an idle connection costs less.
+fn wake(slot: &mut Option<Waker>) {
+    if let Some(waker) = slot.take() {
+        waker.wake();
+    }
+}
+
 /// One connection: its socket, and what its task waits for besides bytes.
 struct Conn {
     stream: Rc<Async<TcpStream>>,
-    /// Raised when reading resumes; dropped with the connection, which ends its task's wait.
-    resume: Sender<()>,
+    /// The connection's task, while it waits for reading to resume (or for the close).
+    waker: Option<Waker>,
     /// The driver paused reading it (flood protection, or a close in progress).
     paused: bool,
     /// Its socket was full: a task waits until it is writable and writes the rest.
@@ -120,13 +128,14 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
                     Err(_) => drop(accept_rx.recv().await),
                 }
             };
-            let (stream, (resume, resumed)) = (Rc::new(stream), signal());
+            let stream = Rc::new(stream);
             feed(&hub, |h| {
                 serve::accepted(Instant::now(), &mut h.driver, conn, peer, stream.get_ref());
-                let c = Conn { stream: stream.clone(), resume, paused: false, write_waits: false };
+                let c =
+                    Conn { stream: stream.clone(), waker: None, paused: false, write_waits: false };
                 h.conns.insert(conn, c);
             });
-            hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream, resumed)).detach();
+            hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream)).detach();
         }
         Ok(())
     };
@@ -160,16 +169,17 @@ impl Hub {
                     raise(&self.writes_owed);
                 }
                 Output::Close { conn } => {
-                    // Its task reads the end, or, paused, sees its resume signal dropped.
-                    if let Some(c) = self.conns.remove(&conn) {
+                    // Its task reads the end, or, paused, is woken; it finds no entry and ends.
+                    if let Some(mut c) = self.conns.remove(&conn) {
                         let _ = c.stream.get_ref().shutdown(std::net::Shutdown::Both);
+                        wake(&mut c.waker);
                     }
                 }
                 Output::PauseReading { conn } | Output::ResumeReading { conn } => {
                     let paused = matches!(output, Output::PauseReading { .. });
                     self.conns.entry(conn).and_modify(|c| {
                         c.paused = paused;
-                        raise(&c.resume);
+                        wake(&mut c.waker);
                     });
                 }
                 Output::AcceptAgain => raise(&self.accept_again),
@@ -247,24 +257,27 @@ impl Hub {
             self.owed = owed;
         }
     }
+
+    /// Ready with `true` while `conn` may be read, `false` once it is closed.
+    fn poll_readable(&mut self, conn: u64, cx: &mut Context<'_>) -> Poll<bool> {
+        match self.conns.get_mut(&conn) {
+            None => Poll::Ready(false),
+            Some(c) if !c.paused => Poll::Ready(true),
+            Some(c) => {
+                if !c.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    c.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// Reads connection `conn` a chunk at a time, letting every other task run between chunks (C6);
 /// ends when it is closed.
-async fn conn_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resumed: Receiver<()>) {
+async fn conn_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>) {
     let mut wait = true;
-    loop {
-        let paused = hub.borrow().conns.get(&conn).map(|c| c.paused);
-        match paused {
-            None => return,
-            Some(true) => {
-                if resumed.recv().await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            Some(false) => {}
-        }
+    while poll_fn(|cx| hub.borrow_mut().poll_readable(conn, cx)).await {
         // An error counts as ready: the read that follows meets it and ends the connection.
         if wait {
             let _ = stream.readable().await;
@@ -272,7 +285,7 @@ async fn conn_task(hub: Shared, conn: u64, stream: Rc<Async<TcpStream>>, resumed
         let mut filled = false;
         let turn = feed(&hub, |h| {
             if h.conns.get(&conn).is_none_or(|c| c.paused) {
-                return Turn::More; // closed or paused while waiting: the loop's check decides
+                return Turn::More; // closed or paused while waiting: `poll_readable` decides
             }
             serve::read_chunk(Instant::now(), &mut h.driver, conn, &mut h.buf, |b| {
                 let read = stream.get_ref().read(b);
