@@ -84,7 +84,8 @@ struct Hub {
     owed: Vec<u64>,
     /// Raised when `owed` gets its first connection: wakes the writer task.
     writes_owed: Signal,
-    accept_again: Signal,
+    /// One per listener: each accept loop waits on its own.
+    accept_again: Vec<Signal>,
     timer_moved: Signal,
     armed: Option<Instant>,
     buf: Vec<u8>,
@@ -94,9 +95,8 @@ type Shared = Rc<RefCell<Hub>>;
 
 /// Serves `server` as smol tasks on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
-    let BoundServer { listener, options, scanned } = server;
+    let BoundServer { listeners, options, scanned, tls } = server;
     let ex = Rc::new(LocalExecutor::new());
-    let listener = Async::new(listener)?;
     // The two wakes from other threads (a stop, a rescanned folder) need channels.
     let (stop_tx, stop_rx) = smol::channel::bounded(1);
     stop.on_ask(move || {
@@ -105,7 +105,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let (folder_tx, folder_rx) = smol::channel::unbounded();
     let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
     let Prepared { driver, files, ports } =
-        serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+        serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
     let mut udp = HashMap::new();
     for (port, socket) in ports {
         udp.insert(port, (Rc::new(Async::new(socket)?), false));
@@ -118,7 +118,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         udp,
         owed: Vec::new(),
         writes_owed: Signal::default(),
-        accept_again: Signal::default(),
+        accept_again: Vec::new(),
         timer_moved: Signal::default(),
         armed: None,
         buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
@@ -135,35 +135,56 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         }
     })
     .detach();
-    let accept_loop = async move {
-        for conn in 0u64.. {
-            let accepted = loop {
-                match listener.accept().await {
-                    Ok(accepted) => break accepted,
-                    Err(err)
-                        if feed(&hub, |h| {
-                            serve::accept_failed(Instant::now(), &mut h.driver, &err)
-                        }) => {}
-                    Err(_) => poll_fn(|cx| hub.borrow_mut().accept_again.poll_take(cx)).await,
-                }
-            };
-            let (stream, peer) = accepted;
-            let stream = Rc::new(stream);
-            feed(&hub, |h| {
-                serve::accepted(Instant::now(), &mut h.driver, conn, peer, stream.get_ref());
-                let c =
-                    Conn { stream: stream.clone(), waker: None, paused: false, write_waits: false };
-                h.conns.insert(conn, c);
-            });
-            hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream)).detach();
-        }
-        Ok(())
-    };
+    // Connections of every listener share one numbering. The accept loops are part of the
+    // future run here (not detached tasks), so the listeners close when the server stops.
+    let next_conn = Rc::new(std::cell::Cell::new(0u64));
     let stopped = async move {
         let _ = stop_rx.recv().await;
         Ok(())
     };
-    smol::block_on(ex.run(accept_loop.or(stopped)))
+    let mut run: std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>> =
+        Box::pin(stopped);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let socket = Async::new(listener.socket)?;
+        hub.borrow_mut().accept_again.push(Signal::default());
+        run =
+            Box::pin(run.or(accept_loop(hub.clone(), i, socket, listener.tls, next_conn.clone())));
+    }
+    smol::block_on(ex.run(run))
+}
+
+/// Accepts on listener `index` (a TLS one when `tls`) until the server stops; each connection
+/// gets a task of its own.
+async fn accept_loop(
+    hub: Shared,
+    index: usize,
+    listener: Async<std::net::TcpListener>,
+    tls: bool,
+    next_conn: Rc<std::cell::Cell<u64>>,
+) -> io::Result<()> {
+    loop {
+        let accepted = loop {
+            match listener.accept().await {
+                Ok(accepted) => break accepted,
+                Err(err)
+                    if feed(&hub, |h| {
+                        serve::accept_failed(Instant::now(), &mut h.driver, &err)
+                    }) => {}
+                Err(_) => {
+                    poll_fn(|cx| hub.borrow_mut().accept_again[index].poll_take(cx)).await;
+                }
+            }
+        };
+        let conn = next_conn.replace(next_conn.get() + 1);
+        let (stream, peer) = accepted;
+        let stream = Rc::new(stream);
+        feed(&hub, |h| {
+            serve::accepted(Instant::now(), &mut h.driver, conn, peer, stream.get_ref(), tls);
+            let c = Conn { stream: stream.clone(), waker: None, paused: false, write_waits: false };
+            h.conns.insert(conn, c);
+        });
+        hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream)).detach();
+    }
 }
 
 /// Feeds the driver (through the hub), then performs everything it asks.
@@ -202,7 +223,7 @@ impl Hub {
                         wake(&mut c.waker);
                     });
                 }
-                Output::AcceptAgain => self.accept_again.raise(),
+                Output::AcceptAgain => self.accept_again.iter_mut().for_each(Signal::raise),
                 Output::Transmit { port } => self.transmit(hub, now, port),
                 _ => {}
             }
