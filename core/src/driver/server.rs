@@ -493,7 +493,9 @@ impl ServerDriver {
         };
         let plain_owed =
             || !o.is_empty() || (o.close_by.is_none() && self.chat.presence_ready(conn));
-        match self.tls.get(&conn) {
+        // A server without TLS connections does not even look (the plain path stays as it was).
+        let tls = if self.tls.is_empty() { None } else { self.tls.get(&conn) };
+        match tls {
             None => plain_owed(),
             Some(t) if t.has_ciphertext() => true,
             Some(t) if t.is_handshaking() => false,
@@ -597,7 +599,8 @@ impl ServerDriver {
 
     fn on_written(&mut self, now: Instant, conn: ConnId, written: usize) {
         // For a TLS connection, the plaintext is delivered once its whole batch is written.
-        let written = match self.tls.get_mut(&conn) {
+        let tls = if self.tls.is_empty() { None } else { self.tls.get_mut(&conn) };
+        let written = match tls {
             Some(tls) => tls.written(written),
             None => written,
         };
