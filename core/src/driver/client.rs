@@ -625,7 +625,14 @@ impl ClientDriver {
     /// The TLS session failed: the person is told why, and the session ends (its alert still
     /// goes out).
     fn tls_failed(&mut self, err: &rustls::Error) {
-        let failure = DownloadFailure::Tls(err.to_string());
+        // rustls shows a verifier's own refusal in its Debug form; ours is written for people.
+        let text = match err {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                format!("the server's certificate is refused: {}", other.0)
+            }
+            other => other.to_string(),
+        };
+        let failure = DownloadFailure::Tls(text);
         if self.config.mode == Mode::Interactive {
             self.outputs.push_back(Output::Disconnected(failure.to_string()));
         }
