@@ -417,3 +417,47 @@ fn lines_until(raw: &mut Raw, last: &str) -> Vec<String> {
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// T5, PROTOCOL 1.6: the TLS options are explained by `--help`, and a password is never sent
+/// without TLS.
+#[test]
+fn tls_options_are_explained_and_a_plain_password_is_refused() {
+    let natter = || Command::new(env!("CARGO_BIN_EXE_natter"));
+    for (command, options) in [
+        (
+            "server",
+            &[
+                "--tls-addr",
+                "--tls-cert",
+                "--tls-key",
+                "--data-dir",
+                "--no-plain",
+                "--password-file",
+            ][..],
+        ),
+        (
+            "client",
+            &["--tls", "--fingerprint", "--known-hosts", "--password-file", "natters://"][..],
+        ),
+        ("get", &["--tls", "--fingerprint", "--known-hosts", "--password-file"][..]),
+    ] {
+        let out = natter().args([command, "--help"]).output().unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        for option in options {
+            assert!(text.contains(option), "natter {command} --help lacks {option}:\n{text}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "pw\n").unwrap();
+    let out = natter()
+        .args(["get", "x", "--addr", "127.0.0.1:9", "--password-file"])
+        .arg(&password)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only ever sent over TLS"), "{err}");
+    let out = natter().args(["server", "--no-plain"]).output().unwrap();
+    assert!(!out.status.success(), "--no-plain without --tls-addr leaves no listener");
+}
