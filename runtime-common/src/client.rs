@@ -399,7 +399,13 @@ impl<F> std::fmt::Debug for ProgressUi<F> {
 
 impl<F: FnMut(&Progress)> ClientUi for ProgressUi<F> {
     fn event(&mut self, event: &ClientEvent) {
-        tracing::debug!("server: {event:?}");
+        match event {
+            // An offer's token is a credential: it never goes to a log (issue 14).
+            ClientEvent::Offer(offer) => {
+                tracing::debug!("server: offer of {} on port {}", offer.file, offer.port);
+            }
+            _ => tracing::debug!("server: {event:?}"),
+        }
     }
 
     fn progress(&mut self, _file: &str, progress: &Progress) {
