@@ -19,6 +19,10 @@ use natter_core::chat::catalogue::Catalogue;
 use natter_core::chat::server::ServerConfig;
 use natter_core::driver::server::{Input, Output, ServerDriver};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 const ROOM: u64 = 200;
 const LINES: usize = 2000;
@@ -26,11 +30,13 @@ const LINES: usize = 2000;
 fn main() {
     let (server_tls, client_tls) = pki();
     for tls in [false, true] {
-        let (elapsed, bytes) = run(tls, &server_tls, &client_tls);
+        let (elapsed, bytes, idle) = run(tls, &server_tls, &client_tls);
         let delivered = ROOM as f64 * LINES as f64;
         println!(
-            "{:5}: {ROOM} people, {LINES} lines: {:7.1} ms, {:6.2} M deliveries/s, {:7.1} MB/s written",
+            "{:5}: {ROOM} people, {:6.0} heap bytes each once joined; {LINES} lines: {:7.1} ms, \
+             {:6.2} M deliveries/s, {:7.1} MB/s written",
             if tls { "TLS" } else { "plain" },
+            idle,
             elapsed.as_secs_f64() * 1e3,
             delivered / elapsed.as_secs_f64() / 1e6,
             bytes as f64 / elapsed.as_secs_f64() / 1e6,
@@ -42,11 +48,12 @@ fn run(
     tls: bool,
     server_tls: &Arc<rustls::ServerConfig>,
     client_tls: &Arc<rustls::ClientConfig>,
-) -> (Duration, usize) {
+) -> (Duration, usize, f64) {
     let config = ServerConfig { max_input_rate: 0, presence_room_limit: 0, ..Default::default() };
     let mut server =
         ServerDriver::new(config, Catalogue::default(), 1).with_tls(server_tls.clone());
     let now = Instant::now();
+    let region = Region::new(GLOBAL);
     let mut clients = Vec::new();
     for conn in 0..ROOM {
         let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1000 + conn as u16);
@@ -81,6 +88,11 @@ fn run(
         drain(&mut server, now, &mut clients);
     }
     assert_eq!(server.chat().joined_count(), ROOM as usize, "everyone joined");
+    // The server's heap per person: every client but the talker is dropped first (the talker's
+    // own session is 1/ROOM of the figure).
+    clients.truncate(1);
+    let change = region.change();
+    let idle = (change.bytes_allocated as f64 - change.bytes_deallocated as f64) / ROOM as f64;
     let line = format!("{}\n", "a line of chat of a typical length, say eighty characters or so..");
     let started = Instant::now();
     let mut written = 0;
@@ -98,7 +110,7 @@ fn run(
         written += write_all(&mut server, now);
         server.end_turn(now);
     }
-    (started.elapsed(), written)
+    (started.elapsed(), written, idle)
 }
 
 /// Performs every write owed, whole; gives the bytes written.
