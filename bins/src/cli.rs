@@ -174,13 +174,88 @@ pub struct ServerArgs {
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+}
+
+/// TLS and the room password on the server (PROTOCOL 1.6).
+#[derive(Debug, Args)]
+pub struct ServerTlsArgs {
+    /// Also listen for TLS chat on this address (for example 0.0.0.0:55443).
+    #[arg(long)]
+    pub tls_addr: Option<SocketAddr>,
+    /// The TLS certificate chain (PEM); with --tls-key. Without them a self-signed certificate is
+    /// made once and kept in --data-dir; its fingerprint is printed at start.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Where the server keeps its own files (the self-signed certificate).
+    #[arg(long, default_value = "natter-data")]
+    pub data_dir: PathBuf,
+    /// Turn the plain chat port (--addr) off: only TLS is served.
+    #[arg(long, requires = "tls_addr")]
+    pub no_plain: bool,
+    /// A file holding the room password: clients must send it, over TLS only.
+    #[arg(long, requires = "tls_addr")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// TLS on the client (PROTOCOL 1.6).
+#[derive(Debug, Args)]
+pub struct ClientTlsArgs {
+    /// Speak TLS to the server (implied by an address like natters://host:port).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (as the server prints it).
+    #[arg(long)]
+    pub fingerprint: Option<String>,
+    /// Where self-signed certificates are pinned on first use (default ~/.natter/known_hosts).
+    #[arg(long)]
+    pub known_hosts: Option<PathBuf>,
+    /// A file holding the room password (sent only over TLS).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// A server's chat address: `host:port`, or `natters://host:port` for TLS.
+#[derive(Debug, Clone)]
+pub struct ServerAddr {
+    /// The host as given (a name or an address): what the certificate must show.
+    pub host: String,
+    /// Where it resolved to.
+    pub addr: SocketAddr,
+    /// Given as `natters://`.
+    pub tls: bool,
+}
+
+impl FromStr for ServerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use std::net::ToSocketAddrs;
+        let (tls, rest) = match s.strip_prefix("natters://") {
+            Some(rest) => (true, rest),
+            None => (false, s.strip_prefix("natter://").unwrap_or(s)),
+        };
+        let addr = rest
+            .to_socket_addrs()
+            .map_err(|err| format!("{s:?} is not a host:port address: {err}"))?
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address"))?;
+        let host = match rest.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            None => rest.to_owned(),
+        };
+        Ok(ServerAddr { host, addr, tls })
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Server's chat address.
+    /// Server's chat address: host:port, or natters://host:port for TLS.
     #[arg(long, default_value = "127.0.0.1:55000")]
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     /// Your name in the chat (asked for when not given).
     #[arg(long)]
     pub name: Option<String>,
@@ -201,6 +276,8 @@ pub struct ClientArgs {
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -209,9 +286,9 @@ pub struct GetArgs {
     /// in one session, up to 4 at once; the exit status is 0 only when every one is byte-exact.
     #[arg(required = true, num_args = 1..)]
     pub files: Vec<String>,
-    /// Server's chat address.
+    /// Server's chat address: host:port, or natters://host:port for TLS.
     #[arg(long, default_value = "127.0.0.1:55000")]
-    pub addr: SocketAddr,
+    pub addr: ServerAddr,
     /// Name to join with (default: get-<pid>).
     #[arg(long)]
     pub name: Option<String>,
@@ -235,4 +312,6 @@ pub struct GetArgs {
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }

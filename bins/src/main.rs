@@ -10,8 +10,10 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use natter_core::chat::password::Password;
 use natter_runtime_common::client;
 use natter_runtime_common::serve::{BoundServer, RunServer};
+use natter_runtime_common::tls::{ClientTlsOptions, ServerTlsOptions, default_known_hosts};
 use natter_runtime_common::{ClientOptions, DownloadOptions, Runtime, ServerOptions};
 
 use cli::{Cli, Command};
@@ -52,6 +54,10 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     options.chat.max_queued_bytes = args.max_queued_bytes;
     options.chat.transfer_idle_timeout = args.idle_timeout.into();
     options.rescan_every = args.rescan_every.into();
+    if let Err(err) = server_tls(&mut options, args.tls) {
+        eprintln!("natter server: {err}");
+        return ExitCode::FAILURE;
+    }
     let run: RunServer = match args.runtime.into() {
         Runtime::Mio => natter_runtime_mio::serve,
         Runtime::Smol => natter_runtime_smol::serve,
@@ -64,6 +70,56 @@ fn server(args: cli::ServerArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// TLS and the room password (PROTOCOL 1.6) from the command line.
+fn server_tls(options: &mut ServerOptions, args: cli::ServerTlsArgs) -> Result<(), String> {
+    let Some(addr) = args.tls_addr else {
+        return Ok(());
+    };
+    options.tls = Some(ServerTlsOptions {
+        addr,
+        cert: args.tls_cert,
+        key: args.tls_key,
+        data_dir: args.data_dir,
+    });
+    options.plain = !args.no_plain;
+    if let Some(path) = args.password_file {
+        options.chat.password = Some(read_password(&path)?);
+    }
+    Ok(())
+}
+
+/// The password in `path` (its first line); never printed, not even in an error.
+fn read_password(path: &std::path::Path) -> Result<Password, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read the password file {}: {err}", path.display()))?;
+    let password = Password::new(text.lines().next().unwrap_or(""));
+    if password.is_empty() {
+        return Err(format!("the password file {} is empty", path.display()));
+    }
+    Ok(password)
+}
+
+/// The client's TLS options from the command line: `None` for plain chat.
+fn client_tls(
+    addr: &cli::ServerAddr,
+    args: cli::ClientTlsArgs,
+) -> Result<Option<ClientTlsOptions>, String> {
+    if !(args.tls || addr.tls || args.fingerprint.is_some()) {
+        if args.password_file.is_some() {
+            return Err("a password is only ever sent over TLS: add --tls".into());
+        }
+        return Ok(None);
+    }
+    let fingerprint = args.fingerprint.as_deref().map(str::parse).transpose()?;
+    let password = args.password_file.as_deref().map(read_password).transpose()?;
+    Ok(Some(ClientTlsOptions {
+        server_name: addr.host.clone(),
+        known_hosts: args.known_hosts.unwrap_or_else(default_known_hosts),
+        fingerprint,
+        password,
+    }))
 }
 
 /// The name given on the command line, or asked for on the terminal.
@@ -79,18 +135,26 @@ fn name_or_ask(given: Option<String>) -> Option<String> {
 }
 
 fn client(args: cli::ClientArgs) -> ExitCode {
+    let tls = match client_tls(&args.addr, args.tls) {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("natter client: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let stdin = std::io::stdin();
     let Some(name) = name_or_ask(args.name) else {
         return ExitCode::FAILURE;
     };
     println!("{}", line_ui::HELP);
     let options = ClientOptions {
-        addr: args.addr,
+        addr: args.addr.addr,
         name,
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
         max_size: args.max_size,
+        tls,
     };
     let mut ui = line_ui::LineUi::new();
     // Read on the runtime's input thread, so the iterator must own its handle.
@@ -116,16 +180,24 @@ fn client(args: cli::ClientArgs) -> ExitCode {
 }
 
 fn tui(args: cli::ClientArgs) -> ExitCode {
+    let tls = match client_tls(&args.addr, args.tls) {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("natter tui: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let Some(name) = name_or_ask(args.name) else {
         return ExitCode::FAILURE;
     };
     let options = ClientOptions {
-        addr: args.addr,
+        addr: args.addr.addr,
         name,
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
         max_size: args.max_size,
+        tls,
     };
     let mut ui = tui::TuiUi::start();
     let keyboard = ui.keyboard();
@@ -146,14 +218,22 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
 }
 
 fn get(args: cli::GetArgs) -> ExitCode {
+    let tls = match client_tls(&args.addr, args.tls) {
+        Ok(tls) => tls,
+        Err(err) => {
+            eprintln!("natter get: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = DownloadOptions {
-        addr: args.addr,
+        addr: args.addr.addr,
         name: args.name.unwrap_or_else(|| format!("get-{}", std::process::id())),
         files: args.files,
         out_dir: args.out,
         part_size: args.part_size,
         stall_timeout: args.stall_timeout.into(),
         max_size: args.max_size,
+        tls,
     };
     let label = match options.files.as_slice() {
         [one] => one.clone(),

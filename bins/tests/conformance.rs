@@ -25,6 +25,19 @@ macro_rules! on_each_server {
     };
 }
 
+/// Runs a chat scenario against each server runtime over TLS (PROTOCOL 1.6): the same
+/// scenario, every connection on the TLS port.
+macro_rules! on_each_server_over_tls {
+    ($($name:ident),* $(,)?) => {
+        mod mio_server_tls {
+            $( #[test] fn $name() { super::$name(super::Rt::MioTls) } )*
+        }
+        mod smol_server_tls {
+            $( #[test] fn $name() { super::$name(super::Rt::SmolTls) } )*
+        }
+    };
+}
+
 /// Runs a download scenario for each (server, client) runtime pair.
 macro_rules! on_each_pair {
     ($($name:ident),* $(,)?) => {
@@ -32,6 +45,8 @@ macro_rules! on_each_pair {
         mod smol_to_smol { $( #[test] fn $name() { super::$name(super::Rt::Smol, super::Rt::Smol) } )* }
         mod mio_server_smol_client { $( #[test] fn $name() { super::$name(super::Rt::Mio, super::Rt::Smol) } )* }
         mod smol_server_mio_client { $( #[test] fn $name() { super::$name(super::Rt::Smol, super::Rt::Mio) } )* }
+        mod mio_to_mio_tls { $( #[test] fn $name() { super::$name(super::Rt::MioTls, super::Rt::Mio) } )* }
+        mod smol_to_smol_tls { $( #[test] fn $name() { super::$name(super::Rt::SmolTls, super::Rt::Smol) } )* }
     };
 }
 
@@ -530,6 +545,7 @@ fn s3_unasked_offers_from_a_hostile_server_write_nothing(_server_rt: Rt, client_
         part_size: None,
         stall_timeout: Duration::from_secs(5),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        tls: None,
     };
     let (result, shown) = run_client(client_rt, options, &[]);
     hostile.join().unwrap();
@@ -807,6 +823,28 @@ on_each_server!(
     slow_reader_is_closed,
     lagging_reader_gets_every_line,
     paused_flooder_still_gets_lines,
+    port_exhaustion_and_client_cap,
+    vanished_client_frees_its_port,
+);
+
+// Every chat scenario again over TLS (PROTOCOL 1.6), but the flood one: it writes to the socket
+// from a second thread, under the TLS session's feet (C6 is the same code for both).
+on_each_server_over_tls!(
+    a_version_1_client_is_still_served,
+    reset_in_the_middle_of_a_line,
+    port_held_by_another_program_is_skipped,
+    folder_changes_are_seen,
+    protocol_example,
+    name_errors,
+    line_errors,
+    megabyte_without_newline,
+    bytes_whole_and_one_at_a_time,
+    joins_and_leaves,
+    same_name_at_once,
+    too_many_connections,
+    name_timeout,
+    slow_reader_is_closed,
+    lagging_reader_gets_every_line,
     port_exhaustion_and_client_cap,
     vanished_client_frees_its_port,
 );

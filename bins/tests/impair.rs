@@ -115,6 +115,7 @@ fn kind(err: &DownloadError) -> String {
         DownloadError::Failed(DownloadFailure::Io(e)) => format!("io: {e}"),
         DownloadError::Failed(DownloadFailure::Disconnected) => "disconnected".into(),
         DownloadError::Failed(DownloadFailure::Interrupted) => "interrupted".into(),
+        DownloadError::Failed(DownloadFailure::Tls(e)) => format!("tls: {e}"),
     }
 }
 
@@ -136,6 +137,7 @@ fn fetch(
         part_size: part,
         stall_timeout: stall,
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        tls: None,
     };
     let result = download(client, &options);
     let expected = content(file);

@@ -30,6 +30,8 @@ pub enum ClientError {
     Connect { addr: SocketAddr, source: io::Error },
     #[error("network error: {0}")]
     Network(#[from] io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 /// Why a download did not leave a verified file: the session failed, or the download did.
@@ -86,7 +88,7 @@ pub fn run_client(
     ui: &mut dyn ClientUi,
     input: impl Iterator<Item = String> + Send + 'static,
 ) -> Result<(), ClientError> {
-    let mut io = ClientIo::interactive(&options, Instant::now());
+    let mut io = ClientIo::interactive(&options, Instant::now())?;
     run(options.addr, &mut io, ui, Some(Box::new(input)))
 }
 
@@ -97,7 +99,7 @@ pub fn download(
     options: &DownloadOptions,
     on_progress: impl FnMut(&Progress),
 ) -> Result<DownloadReport, DownloadError> {
-    let mut io = ClientIo::get(options, Instant::now());
+    let mut io = ClientIo::get(options, Instant::now())?;
     run(options.addr, &mut io, &mut ProgressUi(on_progress), None)?;
     io.download_result()
 }
@@ -113,7 +115,7 @@ pub fn download_many(
     options: &DownloadOptions,
     on_progress: impl FnMut(&Progress),
 ) -> Result<Vec<FileResult>, ClientError> {
-    let mut io = ClientIo::get(options, Instant::now());
+    let mut io = ClientIo::get(options, Instant::now())?;
     run(options.addr, &mut io, &mut ProgressUi(on_progress), None)?;
     Ok(std::mem::take(&mut io.files_done))
 }
@@ -141,23 +143,42 @@ pub struct ClientIo {
     finished: Option<Option<Result<DownloadReport, DownloadFailure>>>,
     /// `natter get`: each file's result, as the driver gave it ([`Output::FileDone`]).
     files_done: Vec<FileResult>,
+    /// Over TLS: the certificate to pin once the handshake has seen it for the first time.
+    pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
 }
 
 impl ClientIo {
     /// An interactive chat client.
-    pub fn interactive(o: &ClientOptions, now: Instant) -> Self {
+    pub fn interactive(o: &ClientOptions, now: Instant) -> Result<Self, ClientError> {
         let mut config =
             Self::config(Mode::Interactive, &o.name, o.addr, o.part_size, o.stall_timeout);
         config.max_download_size = o.max_size;
-        Self::new(config, o.out_dir.clone(), now)
+        let pinning = Self::secure(&mut config, o.addr, o.tls.as_ref())?;
+        Ok(Self::new(config, o.out_dir.clone(), now, pinning))
     }
 
     /// `natter get`: one download, then leave.
-    pub fn get(o: &DownloadOptions, now: Instant) -> Self {
+    pub fn get(o: &DownloadOptions, now: Instant) -> Result<Self, ClientError> {
         let mode = Mode::Get { files: o.files.clone() };
         let mut config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
         config.max_download_size = o.max_size;
-        Self::new(config, o.out_dir.clone(), now)
+        let pinning = Self::secure(&mut config, o.addr, o.tls.as_ref())?;
+        Ok(Self::new(config, o.out_dir.clone(), now, pinning))
+    }
+
+    /// Sets the driver up for TLS (PROTOCOL 1.6) when asked to.
+    fn secure(
+        config: &mut ClientConfig,
+        addr: SocketAddr,
+        tls: Option<&crate::tls::ClientTlsOptions>,
+    ) -> Result<Option<std::sync::Arc<crate::tls::Pinning>>, ClientError> {
+        let Some(tls) = tls else {
+            return Ok(None);
+        };
+        let (client_tls, pinning) = crate::tls::client_tls(addr, tls)?;
+        config.tls = Some(client_tls);
+        config.password = tls.password.clone();
+        Ok(Some(pinning))
     }
 
     /// The driver's config; a part size not given is the largest the route to `addr` carries.
@@ -172,7 +193,12 @@ impl ClientIo {
         ClientConfig { give_up_after, ..ClientConfig::new(name, mode, addr.ip(), part_size) }
     }
 
-    fn new(config: ClientConfig, out_dir: PathBuf, now: Instant) -> Self {
+    fn new(
+        config: ClientConfig,
+        out_dir: PathBuf,
+        now: Instant,
+        pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
+    ) -> Self {
         Self {
             driver: ClientDriver::new(config, now),
             files: DownloadFiles::new(out_dir),
@@ -181,6 +207,7 @@ impl ClientIo {
             read_buf: vec![0; CHAT_READ_CHUNK],
             finished: None,
             files_done: Vec::new(),
+            pinning,
         }
     }
 
@@ -205,6 +232,9 @@ impl ClientIo {
     pub fn drive(&mut self, now: Instant, ui: &mut dyn ClientUi, sockets: &mut impl Sockets) {
         if self.poll_timeout().is_some_and(|at| at <= now) {
             self.driver.handle_timeout(now);
+        }
+        if let Some(saved) = self.pinning.as_ref().and_then(|p| p.save_first_use()) {
+            ui.notice(&saved);
         }
         loop {
             while let Some(output) = self.driver.poll_output() {
@@ -369,7 +399,13 @@ impl<F> std::fmt::Debug for ProgressUi<F> {
 
 impl<F: FnMut(&Progress)> ClientUi for ProgressUi<F> {
     fn event(&mut self, event: &ClientEvent) {
-        tracing::debug!("server: {event:?}");
+        match event {
+            // An offer's token is a credential: it never goes to a log (issue 14).
+            ClientEvent::Offer(offer) => {
+                tracing::debug!("server: offer of {} on port {}", offer.file, offer.port);
+            }
+            _ => tracing::debug!("server: {event:?}"),
+        }
     }
 
     fn progress(&mut self, _file: &str, progress: &Progress) {

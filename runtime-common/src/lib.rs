@@ -16,6 +16,7 @@ pub mod net;
 pub mod options;
 pub mod serve;
 pub mod served;
+pub mod tls;
 pub mod ui;
 
 pub use client::{ClientError, ClientIo, DownloadError, Lines, ProgressUi, RunClient, Sockets};

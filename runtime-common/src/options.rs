@@ -33,11 +33,22 @@ pub struct ServerOptions {
     pub chat: ServerConfig,
     /// How often the served folder is looked at again for new, changed or removed files.
     pub rescan_every: Duration,
+    /// A TLS listener beside the plain one (PROTOCOL 1.6).
+    pub tls: Option<crate::tls::ServerTlsOptions>,
+    /// Listen on `addr` for plain chat (the seed's protocol, netcat's); `false` leaves only TLS.
+    pub plain: bool,
 }
 
 impl ServerOptions {
     pub fn new(addr: SocketAddr, files: PathBuf) -> Self {
-        Self { addr, files, chat: ServerConfig::default(), rescan_every: DEFAULT_RESCAN_EVERY }
+        Self {
+            addr,
+            files,
+            chat: ServerConfig::default(),
+            rescan_every: DEFAULT_RESCAN_EVERY,
+            tls: None,
+            plain: true,
+        }
     }
 }
 
@@ -54,6 +65,8 @@ pub struct ClientOptions {
     pub stall_timeout: Duration,
     /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
     pub max_size: u64,
+    /// Speak TLS to the server (PROTOCOL 1.6).
+    pub tls: Option<crate::tls::ClientTlsOptions>,
 }
 
 /// A one-shot download of one or more files: join, download, verify, quit.
@@ -69,6 +82,8 @@ pub struct DownloadOptions {
     pub stall_timeout: Duration,
     /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
     pub max_size: u64,
+    /// Speak TLS to the server (PROTOCOL 1.6).
+    pub tls: Option<crate::tls::ClientTlsOptions>,
 }
 
 /// The part size to ask for when the user gave none: the largest whose datagram fits the path.

@@ -233,6 +233,7 @@ pub fn prepare(
     now: Instant,
     options: &crate::ServerOptions,
     scanned: (ScannedFolder, DigestCache),
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: &Stop,
     deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
 ) -> io::Result<Prepared> {
@@ -247,6 +248,9 @@ pub fn prepare(
     )?;
     let mut driver =
         ServerDriver::new(options.chat.clone(), folder.catalogue.clone(), log::random_seed());
+    if let Some(tls) = tls {
+        driver = driver.with_tls(tls);
+    }
     feed_folder(now, &mut driver, &folder);
     let ports =
         bind_transfer_ports(now, options.addr.ip(), options.chat.udp_ports.clone(), &mut driver);
@@ -300,30 +304,64 @@ impl Stop {
 /// The loop of one runtime: serves `server` until `stop` is asked.
 pub type RunServer = fn(BoundServer, Stop) -> io::Result<()>;
 
-/// A server whose folder is read and whose chat listener is bound, not yet running.
+/// A chat listener: plain, or TLS (PROTOCOL 1.6).
+#[derive(Debug)]
+pub struct Listener {
+    /// Non-blocking.
+    pub socket: std::net::TcpListener,
+    /// Its connections speak TLS.
+    pub tls: bool,
+}
+
+/// A server whose folder is read and whose chat listeners are bound, not yet running.
 #[derive(Debug)]
 pub struct BoundServer {
-    /// The chat listener, non-blocking.
-    pub listener: std::net::TcpListener,
+    /// The chat listeners: the plain one first (unless turned off), then the TLS one.
+    pub listeners: Vec<Listener>,
     /// What was asked for.
     pub options: crate::ServerOptions,
     /// The served folder as first read, and the digests taken.
     pub scanned: (ScannedFolder, DigestCache),
+    /// The TLS listener's configuration, certificate loaded.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl BoundServer {
-    /// Reads the served folder, then binds the TCP listener (port 0 picks a free one): once the
-    /// port accepts, every digest is ready.
+    /// Reads the served folder, loads the TLS certificate (making the self-signed one if need
+    /// be), then binds the TCP listeners (port 0 picks a free one): once a port accepts, every
+    /// digest is ready.
     pub fn bind(options: crate::ServerOptions) -> io::Result<Self> {
         let scanned = crate::initial_scan(&options.files);
-        let listener = std::net::TcpListener::bind(options.addr)?;
-        listener.set_nonblocking(true)?;
-        Ok(Self { listener, options, scanned })
+        let mut listeners = Vec::new();
+        if options.plain {
+            listeners.push(Listener { socket: listen(options.addr)?, tls: false });
+        }
+        let mut tls = None;
+        if let Some(tls_options) = &options.tls {
+            let server_tls = crate::tls::server_tls(tls_options).map_err(io::Error::other)?;
+            let socket = listen(tls_options.addr)?;
+            tracing::info!(
+                "TLS on {}, certificate fingerprint {}",
+                socket.local_addr()?,
+                server_tls.fingerprint
+            );
+            listeners.push(Listener { socket, tls: true });
+            tls = Some(server_tls.config);
+        }
+        if listeners.is_empty() {
+            return Err(io::Error::other("no listener: plain chat is off and TLS is not on"));
+        }
+        Ok(Self { listeners, options, scanned, tls })
     }
 
-    /// Where the chat listener is bound.
+    /// Where the chat listener is bound: the plain one, or the TLS one when there is no other.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners.first().ok_or(io::ErrorKind::NotFound)?.socket.local_addr()
+    }
+
+    /// Where the TLS listener is bound, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find(|l| l.tls)?.socket.local_addr().ok()
     }
 
     /// Runs the server with `run` on this thread until the process ends.
@@ -334,12 +372,13 @@ impl BoundServer {
     /// Runs the server with `run` on a thread of its own.
     pub fn spawn(self, run: RunServer) -> io::Result<ServerHandle> {
         let local_addr = self.local_addr()?;
+        let tls_addr = self.tls_addr();
         let stop = Stop::default();
         let asked = stop.clone();
         let thread = std::thread::Builder::new()
             .name("natter-server".into())
             .spawn(move || run(self, asked))?;
-        Ok(ServerHandle { local_addr, stop, thread: Some(thread) })
+        Ok(ServerHandle { local_addr, tls_addr, stop, thread: Some(thread) })
     }
 }
 
@@ -347,6 +386,7 @@ impl BoundServer {
 #[derive(Debug)]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     stop: Stop,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -356,6 +396,18 @@ impl ServerHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+
+    /// Where the TLS listener is bound, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+}
+
+/// A non-blocking TCP listener on `addr`.
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 impl Drop for ServerHandle {
@@ -378,19 +430,22 @@ pub enum Turn {
     Ended,
 }
 
-/// A chat connection was accepted: sets what every runtime sets on it (no Nagle delay, since the
-/// driver already writes a turn's lines at once; keepalive, so a vanished peer is noticed) and
-/// tells the driver.
+/// A chat connection was accepted (on the TLS listener when `tls`): sets what every runtime
+/// sets on it (no Nagle delay, since the driver already writes a turn's lines at once;
+/// keepalive, so a vanished peer is noticed) and tells the driver.
 pub fn accepted<S: AsFd>(
     now: Instant,
     driver: &mut ServerDriver,
     conn: u64,
     peer: SocketAddr,
     stream: &S,
+    tls: bool,
 ) {
     let _ = socket2::SockRef::from(stream).set_tcp_nodelay(true);
     net::keep_alive(stream);
-    driver.handle_input(now, Input::Accepted { conn, peer });
+    let input =
+        if tls { Input::AcceptedTls { conn, peer } } else { Input::Accepted { conn, peer } };
+    driver.handle_input(now, input);
 }
 
 /// What a failed `accept` means: `true` to accept again now (a connection reset before it was

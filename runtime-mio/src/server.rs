@@ -15,25 +15,29 @@ use natter_core::wire::datagram::MAX_DATAGRAM;
 use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
 use natter_runtime_common::{ScannedFolder, ServedFiles};
 
-const LISTENER: Token = Token(0);
-const WAKER: Token = Token(1);
+/// Listener `i` (plain, TLS) is `Token(i)` below `WAKER`.
+const WAKER: Token = Token(2);
 /// Transfer sockets are `Token(UDP_TOKENS + port)`; connections start above every port.
-const UDP_TOKENS: usize = 2;
+const UDP_TOKENS: usize = 3;
 const FIRST_CONN: usize = 1 << 17;
 
 /// Serves `server` on one mio `Poll` on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
-    let BoundServer { listener, options, scanned } = server;
+    let BoundServer { listeners, options, scanned, tls } = server;
     let mut poll = Poll::new()?;
-    let mut listener = TcpListener::from_std(listener);
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut sockets = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let mut socket = TcpListener::from_std(listener.socket);
+        poll.registry().register(&mut socket, Token(i), Interest::READABLE)?;
+        sockets.push((socket, listener.tls));
+    }
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let wake = waker.clone();
     stop.on_ask(move || drop(wake.wake()));
     let (folder_tx, folder_rx) = std::sync::mpsc::channel();
     let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
     let Prepared { driver, files, ports } =
-        serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+        serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
     let mut udp = HashMap::new();
     for (port, socket) in ports {
         let mut socket = UdpSocket::from_std(socket);
@@ -44,7 +48,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let mut io = Io {
         driver,
         files,
-        listener,
+        listeners: sockets,
         registry: poll.registry().try_clone()?,
         conns: ConnMap::default(),
         udp,
@@ -102,7 +106,8 @@ struct Conn {
 struct Io {
     driver: ServerDriver,
     files: ServedFiles,
-    listener: TcpListener,
+    /// The chat listeners, and whether each is the TLS one.
+    listeners: Vec<(TcpListener, bool)>,
     registry: mio::Registry,
     conns: ConnMap<Conn>,
     udp: HashMap<u16, UdpSocket>,
@@ -119,7 +124,7 @@ impl Io {
     fn dispatch(&mut self, now: Instant, events: &Events, folder_rx: &Receiver<ScannedFolder>) {
         for event in events.iter() {
             match event.token() {
-                LISTENER => self.accept_all(now),
+                Token(i) if i < WAKER.0 => self.accept_all(now, i),
                 WAKER => {
                     while let Ok(scanned) = folder_rx.try_recv() {
                         serve::feed_folder(now, &mut self.driver, &scanned);
@@ -149,9 +154,12 @@ impl Io {
         }
     }
 
-    fn accept_all(&mut self, now: Instant) {
+    fn accept_all(&mut self, now: Instant, listener: usize) {
+        let Some((listener, tls)) = self.listeners.get(listener) else {
+            return;
+        };
         loop {
-            match self.listener.accept() {
+            match listener.accept() {
                 Ok((mut stream, peer)) => {
                     let conn = self.next_conn;
                     self.next_conn += 1;
@@ -161,7 +169,7 @@ impl Io {
                         tracing::warn!("cannot watch a new connection: {err}");
                         continue;
                     }
-                    serve::accepted(now, &mut self.driver, conn, peer, &stream);
+                    serve::accepted(now, &mut self.driver, conn, peer, &stream, *tls);
                     self.conns.insert(conn, Conn { stream, queued: false, paused: false });
                 }
                 Err(err) if serve::accept_failed(now, &mut self.driver, &err) => {}
@@ -237,7 +245,9 @@ impl Io {
                     self.conns.entry(conn).and_modify(|c| c.paused = paused);
                     self.mark_readable(conn); // a paused one is dropped from the round
                 }
-                Output::AcceptAgain => self.accept_all(now),
+                Output::AcceptAgain => {
+                    (0..self.listeners.len()).for_each(|i| self.accept_all(now, i))
+                }
                 Output::Transmit { port } => self.transmit(now, port),
                 _ => {}
             }

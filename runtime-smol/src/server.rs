@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -65,9 +66,12 @@ struct Hub {
     owed: Vec<u64>,
     /// Raised when `owed` gets its first connection: wakes the writer task.
     writes_owed: Sender<()>,
-    accept_again: Sender<()>,
+    /// One per listener: each accept loop waits on its own.
+    accept_again: Vec<Sender<()>>,
     timer_moved: Sender<()>,
     armed: Option<Instant>,
+    /// Connections of every listener share one numbering.
+    next_conn: u64,
     buf: Vec<u8>,
 }
 
@@ -75,22 +79,20 @@ type Shared = Rc<RefCell<Hub>>;
 
 /// Serves `server` as smol tasks on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
-    let BoundServer { listener, options, scanned } = server;
+    let BoundServer { listeners, options, scanned, tls } = server;
     let ex = Rc::new(LocalExecutor::new());
-    let listener = Async::new(listener)?;
     // The two wakes from other threads (a stop, a rescanned folder) need channels.
     let (stop_tx, stop_rx) = signal();
     stop.on_ask(move || raise(&stop_tx));
     let (folder_tx, folder_rx) = smol::channel::unbounded();
     let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
     let Prepared { driver, files, ports } =
-        serve::prepare(Instant::now(), &options, scanned, &stop, deliver)?;
+        serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
     let mut udp = HashMap::new();
     for (port, socket) in ports {
         udp.insert(port, (Rc::new(Async::new(socket)?), false));
     }
     let (writes_owed, writes_rx) = signal();
-    let (accept_again, accept_rx) = signal();
     let (timer_moved, timer_rx) = signal();
     let hub: Shared = Rc::new(RefCell::new(Hub {
         driver,
@@ -100,9 +102,10 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         udp,
         owed: Vec::new(),
         writes_owed,
-        accept_again,
+        accept_again: Vec::new(),
         timer_moved,
         armed: None,
+        next_conn: 0,
         buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
     }));
     for (&port, (socket, _)) in &hub.borrow().udp {
@@ -116,34 +119,53 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         }
     })
     .detach();
-    let accept_loop = async move {
-        for conn in 0u64.. {
-            let (stream, peer) = loop {
-                match listener.accept().await {
-                    Ok(accepted) => break accepted,
-                    Err(err)
-                        if feed(&hub, |h| {
-                            serve::accept_failed(Instant::now(), &mut h.driver, &err)
-                        }) => {}
-                    Err(_) => drop(accept_rx.recv().await),
-                }
-            };
-            let stream = Rc::new(stream);
-            feed(&hub, |h| {
-                serve::accepted(Instant::now(), &mut h.driver, conn, peer, stream.get_ref());
-                let c =
-                    Conn { stream: stream.clone(), waker: None, paused: false, write_waits: false };
-                h.conns.insert(conn, c);
-            });
-            hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream)).detach();
-        }
-        Ok(())
-    };
+    // The accept loops are part of the future run here, not detached tasks, so that the
+    // listeners close when the server stops.
     let stopped = async move {
         let _ = stop_rx.recv().await;
         Ok(())
     };
-    smol::block_on(ex.run(accept_loop.or(stopped)))
+    let mut run: Pin<Box<dyn Future<Output = io::Result<()>>>> = Box::pin(stopped);
+    for listener in listeners {
+        let (again, again_rx) = signal();
+        hub.borrow_mut().accept_again.push(again);
+        let accepting =
+            accept_loop(hub.clone(), Async::new(listener.socket)?, listener.tls, again_rx);
+        run = Box::pin(run.or(accepting));
+    }
+    smol::block_on(ex.run(run))
+}
+
+/// Accepts on one listener (the TLS one when `tls`) until the server stops; each connection gets
+/// a task of its own.
+async fn accept_loop(
+    hub: Shared,
+    listener: Async<TcpListener>,
+    tls: bool,
+    accept_again: Receiver<()>,
+) -> io::Result<()> {
+    loop {
+        let (stream, peer) = loop {
+            match listener.accept().await {
+                Ok(accepted) => break accepted,
+                Err(err)
+                    if feed(&hub, |h| {
+                        serve::accept_failed(Instant::now(), &mut h.driver, &err)
+                    }) => {}
+                Err(_) => drop(accept_again.recv().await),
+            }
+        };
+        let stream = Rc::new(stream);
+        let conn = feed(&hub, |h| {
+            let conn = h.next_conn;
+            h.next_conn += 1;
+            serve::accepted(Instant::now(), &mut h.driver, conn, peer, stream.get_ref(), tls);
+            let c = Conn { stream: stream.clone(), waker: None, paused: false, write_waits: false };
+            h.conns.insert(conn, c);
+            conn
+        });
+        hub.borrow().ex.spawn(conn_task(hub.clone(), conn, stream)).detach();
+    }
 }
 
 /// Feeds the driver (through the hub), then performs everything it asks.
@@ -182,7 +204,7 @@ impl Hub {
                         wake(&mut c.waker);
                     });
                 }
-                Output::AcceptAgain => raise(&self.accept_again),
+                Output::AcceptAgain => self.accept_again.iter().for_each(raise),
                 Output::Transmit { port } => self.transmit(hub, now, port),
                 _ => {}
             }

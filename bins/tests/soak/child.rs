@@ -158,8 +158,8 @@ fn wait_until_serving(child: &mut Child, addr: SocketAddr, log: &Path) -> Result
 
 fn runtime_arg(rt: Rt) -> &'static str {
     match rt {
-        Rt::Mio => "mio",
-        Rt::Smol => "smol",
+        Rt::Mio | Rt::MioTls => "mio",
+        Rt::Smol | Rt::SmolTls => "smol",
     }
 }
 

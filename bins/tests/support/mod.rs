@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use natter_core::chat::client::ClientEvent;
 use natter_core::transfer::receiver::Progress;
 use natter_runtime_common::serve::{BoundServer, RunServer};
+use natter_runtime_common::tls::{ClientTlsOptions, Fingerprint, ServerTlsOptions, server_tls};
 use natter_runtime_common::{
     ClientError, ClientOptions, ClientUi, DownloadError, DownloadOptions, DownloadReport,
     ServerOptions,
@@ -21,33 +22,74 @@ use natter_runtime_common::{
 /// How long any single expected reply may take before the test fails (generous: CI is shared).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A runtime, and for a server whether the suite talks to it over TLS (PROTOCOL 1.6): a TLS
+/// server is reached only on its TLS port, by [`Raw`] and by the natter client alike, so every
+/// scenario runs unchanged over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rt {
     Mio,
     Smol,
+    MioTls,
+    SmolTls,
 }
 
 impl Rt {
     pub fn serve(self) -> RunServer {
         match self {
-            Rt::Mio => natter_runtime_mio::serve,
-            Rt::Smol => natter_runtime_smol::serve,
+            Rt::Mio | Rt::MioTls => natter_runtime_mio::serve,
+            Rt::Smol | Rt::SmolTls => natter_runtime_smol::serve,
         }
     }
 
     pub fn client(self) -> natter_runtime_common::RunClient {
         match self {
-            Rt::Mio => natter_runtime_mio::client,
-            Rt::Smol => natter_runtime_smol::client,
+            Rt::Mio | Rt::MioTls => natter_runtime_mio::client,
+            Rt::Smol | Rt::SmolTls => natter_runtime_smol::client,
         }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Rt::MioTls | Rt::SmolTls)
+    }
+}
+
+/// The TLS servers running in this process, by the address the suite reaches them on: how a
+/// [`Raw`] connection or a client's options know to speak TLS, and which certificate to trust.
+static TLS_SERVERS: std::sync::Mutex<Vec<(SocketAddr, Fingerprint)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// The fingerprint of the TLS server at `addr`, if it is one.
+pub fn tls_server(addr: SocketAddr) -> Option<Fingerprint> {
+    TLS_SERVERS.lock().unwrap().iter().find(|(a, _)| *a == addr).map(|(_, fp)| *fp)
+}
+
+/// Client TLS options that trust exactly the certificate `fingerprint` (and pin nothing).
+pub fn tls_options(fingerprint: Fingerprint, known_hosts: &Path) -> ClientTlsOptions {
+    ClientTlsOptions {
+        server_name: "localhost".into(),
+        known_hosts: known_hosts.join("known_hosts"),
+        fingerprint: Some(fingerprint),
+        password: None,
     }
 }
 
 /// A running server with its own served folder; stops when dropped.
 pub struct TestServer {
+    /// Where the suite talks to it: the TLS port of a TLS server.
     pub addr: SocketAddr,
     pub files: tempfile::TempDir,
+    /// The plain port, whatever the suite talks on.
+    pub plain_addr: SocketAddr,
+    /// Its data folder (the self-signed certificate), when it serves TLS.
+    pub data: Option<tempfile::TempDir>,
     _handle: natter_runtime_common::serve::ServerHandle,
+}
+
+impl Drop for TestServer {
+    /// Its port may go to a plain server of another test next: it is a TLS server no more.
+    fn drop(&mut self) {
+        TLS_SERVERS.lock().unwrap().retain(|(addr, _)| *addr != self.addr);
+    }
 }
 
 impl TestServer {
@@ -88,10 +130,27 @@ pub fn start(
     let base = free_udp_range(16);
     options.chat.udp_ports = base..=base + 15;
     options.chat.transfer_idle_timeout = Duration::from_secs(10);
+    let data = rt.tls().then(|| tempfile::tempdir().unwrap());
+    if let Some(data) = &data {
+        options.tls = Some(ServerTlsOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            cert: None,
+            key: None,
+            data_dir: data.path().to_owned(),
+        });
+    }
     tweak(&mut options);
+    let fingerprint = options.tls.as_ref().map(|tls| server_tls(tls).unwrap().fingerprint);
     let handle = BoundServer::bind(options).unwrap().spawn(rt.serve()).unwrap();
-    let addr = handle.local_addr();
-    TestServer { addr, files, _handle: handle }
+    let plain_addr = handle.local_addr();
+    let addr = match (handle.tls_addr(), fingerprint) {
+        (Some(addr), Some(fingerprint)) => {
+            TLS_SERVERS.lock().unwrap().push((addr, fingerprint));
+            addr
+        }
+        _ => plain_addr,
+    };
+    TestServer { addr, files, plain_addr, data, _handle: handle }
 }
 
 /// A block of `n` UDP ports that were free a moment ago, different for every call in this
@@ -121,10 +180,15 @@ pub fn free_udp_range(n: u16) -> u16 {
     panic!("no block of {n} free UDP ports between {FIRST} and {}", FIRST + SPAN);
 }
 
-/// A client speaking the protocol by hand, as netcat would.
+/// Bytes both ways: a socket, or TLS over one.
+pub trait Duplex: Read + Write + Send {}
+impl<T: Read + Write + Send> Duplex for T {}
+
+/// A client speaking the protocol by hand, as netcat would (or `openssl s_client`, when `addr`
+/// is a TLS server's).
 pub struct Raw {
     stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Duplex>>,
     pub name: String,
 }
 
@@ -132,8 +196,17 @@ impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Raw { stream, reader, name: String::new() }
+        let socket = stream.try_clone().unwrap();
+        let duplex: Box<dyn Duplex> = match tls_server(addr) {
+            None => Box::new(socket),
+            Some(fingerprint) => {
+                let options = tls_options(fingerprint, Path::new("/nonexistent"));
+                let (tls, _) = natter_runtime_common::tls::client_tls(addr, &options).unwrap();
+                let conn = rustls::ClientConnection::new(tls.config, tls.server_name).unwrap();
+                Box::new(rustls::StreamOwned::new(conn, socket))
+            }
+        };
+        Raw { stream, reader: BufReader::new(duplex), name: String::new() }
     }
 
     /// Connects and joins as `name`, consuming the join line and the presence line.
@@ -152,7 +225,9 @@ impl Raw {
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        let duplex = self.reader.get_mut();
+        duplex.write_all(bytes).unwrap();
+        duplex.flush().unwrap();
     }
 
     /// The next line, without its terminator. Panics on timeout or close.
@@ -216,6 +291,7 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        tls: tls_server(server.addr).map(|fp| tls_options(fp, out)),
     }
 }
 
@@ -249,6 +325,7 @@ pub fn client_opts(server: &TestServer, out: &Path, name: &str) -> ClientOptions
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        tls: tls_server(server.addr).map(|fp| tls_options(fp, out)),
     }
 }
 

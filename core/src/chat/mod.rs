@@ -14,4 +14,5 @@ pub mod client;
 pub mod display;
 pub mod flood;
 pub mod names;
+pub mod password;
 pub mod server;

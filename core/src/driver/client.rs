@@ -60,12 +60,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::chat::client::{ChatClient, ChatInput, ChatOutput, ClientEvent, Offer, Sent};
+use crate::chat::password::Password;
 use crate::transfer::receiver::{
     Accept, DEFAULT_GIVE_UP_AFTER, Progress, Receiver, ReceiverConfig, ReceiverEvent,
     SAFE_PART_SIZE, TransferError,
 };
 use crate::wire::chat::ClientLine;
 use crate::wire::datagram::PART_HEADER_LEN;
+
+pub use super::client_tls::ClientTls;
+use super::client_tls::{Received, TlsSession};
 
 /// A download, numbered by the driver in the order offers arrive. Never reused.
 pub type DownloadId = u64;
@@ -132,6 +136,11 @@ pub struct ClientConfig {
     /// `download_file` requests wait in a queue until one ends. The server refuses more than its
     /// own cap (PROTOCOL 2.1: 4 by default, [`DEFAULT_MAX_TRANSFERS`]).
     pub max_transfers: usize,
+    /// Speak TLS on the chat connection (PROTOCOL 1.6): the runtime's bytes are TLS records.
+    pub tls: Option<ClientTls>,
+    /// The room password, sent as `PASS <password>` before the name (PROTOCOL 1.6); only ever
+    /// sent over TLS.
+    pub password: Option<Password>,
 }
 
 /// How long a `download_file` refused by the server's transfer cap waits before it is sent again,
@@ -159,6 +168,8 @@ impl ClientConfig {
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             max_download_size: DEFAULT_MAX_DOWNLOAD_SIZE,
             max_transfers: DEFAULT_MAX_TRANSFERS,
+            tls: None,
+            password: None,
         }
     }
 }
@@ -346,6 +357,9 @@ pub enum DownloadFailure {
     /// The chat connection ended before the download did.
     #[error("the server closed the connection")]
     Disconnected,
+    /// The TLS session failed: the server's certificate was refused, or a record was forged.
+    #[error("TLS failed: {0}")]
+    Tls(String),
     /// The session ended on our side (the person quit) while the download ran.
     #[error("interrupted: the chat session ended; the next download of the file resumes")]
     Interrupted,
@@ -429,6 +443,8 @@ pub struct ClientDriver {
     /// without waiting for the server to close.
     exit_when_idle: bool,
     finished: bool,
+    /// The TLS session of the chat connection, when it speaks TLS.
+    tls: Option<TlsSession>,
 }
 
 /// The chat client and whether the driver has seen our join.
@@ -476,7 +492,22 @@ impl ClientDriver {
             exchange_from: Some(now),
             exit_when_idle: false,
             finished: false,
+            tls: None,
         };
+        if let Some(tls) = &driver.config.tls {
+            match TlsSession::new(tls) {
+                Ok(session) => driver.tls = Some(session),
+                Err(err) => {
+                    driver.tls_failed(&err);
+                    return driver;
+                }
+            }
+            // The password goes before the name (PROTOCOL 1.6), and never without TLS.
+            if let Some(password) = &driver.config.password {
+                let line = format!("PASS {}\n", password.expose());
+                driver.outputs.push_back(Output::Send(line.into_bytes()));
+            }
+        }
         // `natter get` sends its first requests right behind its name: the server reads lines
         // in order, so they are answered as soon as the name is accepted (one round trip saved).
         driver.pump_queue();
@@ -505,7 +536,21 @@ impl ClientDriver {
                 if let Some(from) = self.exchange_from.take() {
                     self.rtt_sample(now.saturating_duration_since(from));
                 }
-                self.chat_input(ChatInput::Received(bytes));
+                match &mut self.tls {
+                    None => self.chat_input(ChatInput::Received(bytes)),
+                    Some(tls) => {
+                        let mut plain = Vec::new();
+                        let received = tls.receive(bytes, &mut plain);
+                        if !plain.is_empty() {
+                            self.chat_input(ChatInput::Received(&plain));
+                        }
+                        match received {
+                            Ok(Received::More) => {}
+                            Ok(Received::Closed) => self.chat_input(ChatInput::Closed),
+                            Err(err) => self.tls_failed(&err),
+                        }
+                    }
+                }
             }
             Input::ServerClosed => self.chat_input(ChatInput::Closed),
             Input::Typed(typed) => {
@@ -532,7 +577,41 @@ impl ClientDriver {
 
     /// The next thing to do or show; call until `None` after every input, timeout and batch of
     /// datagrams (see the module documentation for the order).
+    ///
+    /// Over TLS, every [`Output::Send`] carries ciphertext: the lines encrypted, the handshake,
+    /// and the `close_notify` before [`Output::Finish`].
     pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            let output = self.next_output();
+            let Some(tls) = &mut self.tls else {
+                return output;
+            };
+            match output {
+                Some(Output::Send(plain)) => {
+                    let cipher = tls.encrypt(&plain);
+                    if !cipher.is_empty() {
+                        return Some(Output::Send(cipher));
+                    }
+                }
+                Some(Output::Finish(result)) => {
+                    let cipher = tls.close();
+                    if cipher.is_empty() {
+                        return Some(Output::Finish(result));
+                    }
+                    self.outputs.push_front(Output::Finish(result));
+                    return Some(Output::Send(cipher));
+                }
+                None => {
+                    let cipher = tls.drain();
+                    return (!cipher.is_empty()).then_some(Output::Send(cipher));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The next output, plaintext lines as they are.
+    fn next_output(&mut self) -> Option<Output> {
         loop {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
@@ -541,6 +620,24 @@ impl ClientDriver {
                 return None;
             }
         }
+    }
+
+    /// The TLS session failed: the person is told why, and the session ends (its alert still
+    /// goes out).
+    fn tls_failed(&mut self, err: &rustls::Error) {
+        // rustls shows a verifier's own refusal in its Debug form; ours is written for people.
+        let text = match err {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                format!("the server's certificate is refused: {}", other.0)
+            }
+            other => other.to_string(),
+        };
+        let failure = DownloadFailure::Tls(text);
+        if self.config.mode == Mode::Interactive {
+            self.outputs.push_back(Output::Disconnected(failure.to_string()));
+        }
+        self.result.get_or_insert(Err(failure));
+        self.finish();
     }
 
     /// When [`ClientDriver::handle_timeout`] must be called next.

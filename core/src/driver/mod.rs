@@ -26,5 +26,7 @@
 //! [§4]: ../../../docs/PROTOCOL.md#4-behaviour-a-client-can-rely-on
 
 pub mod client;
+mod client_tls;
 mod outbox;
 pub mod server;
+mod tls;

@@ -54,6 +54,7 @@
 
 use core::net::SocketAddr;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,6 +68,7 @@ use crate::transfer::endpoint::{Endpoint, EndpointEvent, Transmit};
 use crate::transfer::sender::SenderInput;
 
 use super::outbox::{Outbox, SpareTails};
+use super::tls::{Received, TlsConn};
 
 /// The most bytes read from one connection before the others get their turn: a client that
 /// floods is read no faster than its share (C6), and one read of a person's line is one call.
@@ -130,6 +132,14 @@ pub enum Input<'a> {
     /// A TCP connection was accepted; the runtime numbers connections and never reuses a number.
     Accepted {
         /// The runtime's number for it.
+        conn: ConnId,
+        /// Who connected.
+        peer: SocketAddr,
+    },
+    /// A TCP connection was accepted on the TLS listener: its bytes are TLS records, decrypted
+    /// and encrypted by the driver (PROTOCOL 1.6). Needs [`ServerDriver::with_tls`].
+    AcceptedTls {
+        /// The runtime's number for it (shared with plain connections).
         conn: ConnId,
         /// Who connected.
         peer: SocketAddr,
@@ -275,6 +285,12 @@ pub struct ServerDriver {
     busy: bool,
     /// When the last turn ended ([`ServerDriver::end_turn`]).
     last_turn_end: Option<Instant>,
+    /// The certificate and settings of the TLS listener, when there is one.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// The TLS state of each connection accepted on the TLS listener; plain ones have none.
+    tls: ConnMap<Box<TlsConn>>,
+    /// Plaintext decrypted from a TLS read, on its way to the chat server.
+    plain: Vec<u8>,
 }
 
 impl ServerDriver {
@@ -302,7 +318,17 @@ impl ServerDriver {
             reads_this_turn: 0,
             busy: false,
             last_turn_end: None,
+            tls_config: None,
+            tls: ConnMap::default(),
+            plain: Vec::new(),
         }
+    }
+
+    /// Serves TLS with `config` on the connections the runtime reports as
+    /// [`Input::AcceptedTls`] (PROTOCOL 1.6).
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls_config = Some(config);
+        self
     }
 
     /// The chat server, for counts and tests.
@@ -327,22 +353,20 @@ impl ServerDriver {
                 self.outboxes.insert(conn, Box::default());
                 self.chat.handle_input(now, ServerInput::Opened { conn, peer });
             }
+            Input::AcceptedTls { conn, peer } => self.on_accepted_tls(now, conn, peer),
             Input::AcceptFailed => {
                 self.accept_retry.get_or_insert(now + ACCEPT_RETRY);
             }
             Input::Received { conn, bytes } => {
                 self.reads_this_turn += 1;
-                self.chat.handle_input(now, ServerInput::Received { conn, bytes });
-            }
-            Input::Written { conn, len } => self.on_written(now, conn, len),
-            Input::PeerClosed { conn } => {
-                if let Some(outbox) = self.outboxes.remove(&conn) {
-                    outbox.release(&mut self.spare);
-                    self.closing.retain(|&(_, c)| c != conn);
-                    self.chat.handle_input(now, ServerInput::Closed { conn });
-                    self.out.push_back(Output::Close { conn });
+                if self.tls.is_empty() || !self.tls.contains_key(&conn) {
+                    self.chat.handle_input(now, ServerInput::Received { conn, bytes });
+                } else {
+                    self.on_received_tls(now, conn, bytes);
                 }
             }
+            Input::Written { conn, len } => self.on_written(now, conn, len),
+            Input::PeerClosed { conn } => self.on_peer_closed(now, conn),
             Input::Datagram { port, from, bytes } => {
                 self.endpoint.handle_input(now, port, SenderInput::Datagram { from, bytes });
             }
@@ -419,8 +443,7 @@ impl ServerDriver {
                 break;
             }
             self.closing.remove(&(at, conn));
-            if let Some(outbox) = self.outboxes.remove(&conn) {
-                outbox.release(&mut self.spare);
+            if self.forget(conn) {
                 self.out.push_back(Output::Close { conn });
             }
         }
@@ -438,21 +461,130 @@ impl ServerDriver {
     /// What is owed to `conn`, oldest first, at most [`MAX_WRITE_BUFFERS`] buffers: write them
     /// (a vectored write) and report [`Input::Written`]. Call it only when about to write: an
     /// owed presence line is made now (PROTOCOL 1.1), from the room as it is.
+    ///
+    /// For a TLS connection it is one buffer of ciphertext: the next batch of the outbox's
+    /// plaintext, encrypted now (see [`super::tls`]), or what the handshake owes.
     pub fn unsent(&mut self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
-        if let Some(outbox) = self.outboxes.get_mut(&conn)
+        let tls = if self.tls.is_empty() { None } else { self.tls.get_mut(&conn) };
+        let ready_for_plain = tls.as_ref().is_none_or(|t| t.batch_done() && !t.is_handshaking());
+        if ready_for_plain
+            && let Some(outbox) = self.outboxes.get_mut(&conn)
             && outbox.close_by.is_none()
             && let Some(line) = self.chat.take_presence(conn)
         {
             outbox.push(&line, &mut self.spare);
         }
-        self.outboxes.get(&conn).into_iter().flat_map(|o| o.unsent()).take(MAX_WRITE_BUFFERS)
+        let (plain, cipher) = match tls {
+            None => (self.outboxes.get(&conn), None),
+            Some(tls) => {
+                if let Some(outbox) = self.outboxes.get(&conn) {
+                    tls.encrypt(outbox.unsent(), outbox.close_by.is_some());
+                }
+                (None, Some(tls.ciphertext()).filter(|c| !c.is_empty()))
+            }
+        };
+        plain.into_iter().flat_map(|o| o.unsent()).take(MAX_WRITE_BUFFERS).chain(cipher)
     }
 
     /// Whether `conn` has bytes owed (a presence line that would be made now included).
     pub fn has_unsent(&self, conn: ConnId) -> bool {
-        self.outboxes.get(&conn).is_some_and(|o| {
-            !o.is_empty() || (o.close_by.is_none() && self.chat.presence_ready(conn))
-        })
+        let Some(o) = self.outboxes.get(&conn) else {
+            return false;
+        };
+        let plain_owed =
+            || !o.is_empty() || (o.close_by.is_none() && self.chat.presence_ready(conn));
+        // A server without TLS connections does not even look (the plain path stays as it was).
+        let tls = if self.tls.is_empty() { None } else { self.tls.get(&conn) };
+        match tls {
+            None => plain_owed(),
+            Some(t) if t.has_ciphertext() => true,
+            Some(t) if t.is_handshaking() => false,
+            // A closing connection owes its close_notify after the last line.
+            Some(t) => plain_owed() || (o.close_by.is_some() && !t.notified()),
+        }
+    }
+
+    /// Whether anything is still owed to `conn` before it may be closed: its lines, and for a
+    /// TLS connection their ciphertext and the `close_notify` after them.
+    fn owes(&self, conn: ConnId) -> bool {
+        let outbox = self.outboxes.get(&conn).is_some_and(|o| !o.is_empty());
+        outbox
+            || self
+                .tls
+                .get(&conn)
+                .is_some_and(|t| t.has_ciphertext() || !(t.notified() || t.is_handshaking()))
+    }
+
+    /// Drops what the driver holds for `conn`; whether it was known.
+    fn forget(&mut self, conn: ConnId) -> bool {
+        self.tls.remove(&conn);
+        match self.outboxes.remove(&conn) {
+            Some(outbox) => {
+                outbox.release(&mut self.spare);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn on_peer_closed(&mut self, now: Instant, conn: ConnId) {
+        if self.forget(conn) {
+            self.closing.retain(|&(_, c)| c != conn);
+            self.chat.handle_input(now, ServerInput::Closed { conn });
+            self.out.push_back(Output::Close { conn });
+        }
+    }
+
+    /// A connection on the TLS listener: a handshake starts; the chat server knows it is secure.
+    fn on_accepted_tls(&mut self, now: Instant, conn: ConnId, peer: SocketAddr) {
+        let Some(config) = self.tls_config.clone() else {
+            // A runtime with a TLS listener but a driver without TLS: nothing can be said.
+            self.out.push_back(Output::Close { conn });
+            return;
+        };
+        match TlsConn::new(config) {
+            Ok(tls) => {
+                self.outboxes.insert(conn, Box::default());
+                self.tls.insert(conn, Box::new(tls));
+                self.chat.handle_input(now, ServerInput::Opened { conn, peer });
+                self.chat.set_secure(conn);
+            }
+            Err(err) => {
+                self.out
+                    .push_back(Output::Log(LogEvent::TlsFailed { conn, error: err.to_string() }));
+                self.out.push_back(Output::Close { conn });
+            }
+        }
+    }
+
+    /// Ciphertext from a TLS connection: its plaintext goes to the chat server; a failed
+    /// handshake or a forged record closes the connection once the alert is out.
+    fn on_received_tls(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let Self { tls, chat, plain, .. } = self;
+        let Some(tls) = tls.get_mut(&conn) else {
+            return;
+        };
+        if plain.len() < READ_CHUNK {
+            plain.resize(READ_CHUNK, 0);
+        }
+        let received = tls.receive(bytes, plain, |bytes| {
+            chat.handle_input(now, ServerInput::Received { conn, bytes });
+        });
+        match received {
+            Ok(Received::More) => {
+                // The handshake may owe a flight, or be over with lines waiting for it.
+                if self.has_unsent(conn) {
+                    self.out.push_back(Output::Write { conn });
+                }
+            }
+            Ok(Received::Closed) => self.on_peer_closed(now, conn),
+            Err(err) => {
+                let error = err.to_string();
+                self.out.push_back(Output::Log(LogEvent::TlsFailed { conn, error }));
+                self.chat.handle_input(now, ServerInput::Closed { conn });
+                self.close_conn(now, conn);
+            }
+        }
     }
 
     /// The next datagram to send on `port` (after [`Output::Transmit`]), or `None`.
@@ -466,21 +598,56 @@ impl ServerDriver {
     }
 
     fn on_written(&mut self, now: Instant, conn: ConnId, written: usize) {
+        // For a TLS connection, the plaintext is delivered once its whole batch is written.
+        let tls = if self.tls.is_empty() { None } else { self.tls.get_mut(&conn) };
+        let written = match tls {
+            Some(tls) => tls.written(written),
+            None => written,
+        };
         let Some(outbox) = self.outboxes.get_mut(&conn) else {
             return;
         };
         outbox.written(written, &mut self.spare);
-        if outbox.is_empty()
-            && let Some(at) = outbox.close_by
+        if let Some(at) = outbox.close_by
+            && !self.owes(conn)
         {
             self.closing.remove(&(at, conn));
-            if let Some(outbox) = self.outboxes.remove(&conn) {
-                outbox.release(&mut self.spare);
-            }
+            self.forget(conn);
             self.out.push_back(Output::Close { conn });
             return;
         }
-        self.chat.handle_input(now, ServerInput::Sent { conn, len: written });
+        if written > 0 {
+            self.chat.handle_input(now, ServerInput::Sent { conn, len: written });
+        }
+    }
+
+    /// Closes `conn` once what it is owed is written, or at the end of the grace
+    /// ([`CLOSE_GRACE`]); reading it stops now.
+    fn close_conn(&mut self, now: Instant, conn: ConnId) {
+        let Some(outbox) = self.outboxes.get_mut(&conn) else {
+            return;
+        };
+        if outbox.close_by.is_some() {
+            return;
+        }
+        // A TLS connection still in its handshake is read on, or the line owed before the close
+        // (a refusal at the door) could never be encrypted; the chat server has forgotten it, so
+        // whatever plaintext comes is dropped.
+        if !self.tls.get(&conn).is_some_and(|t| t.is_handshaking()) {
+            self.out.push_back(Output::PauseReading { conn });
+        }
+        let at = now + CLOSE_GRACE;
+        outbox.close_by = Some(at);
+        if !self.owes(conn) {
+            self.forget(conn);
+            self.out.push_back(Output::Close { conn });
+        } else {
+            self.closing.insert((at, conn));
+            // A TLS connection may owe only its close_notify: no line asked for the write.
+            if self.tls.contains_key(&conn) {
+                self.out.push_back(Output::Write { conn });
+            }
+        }
     }
 
     /// Queues `line` for `conn`; the runtime is asked to write when there was nothing to do.
@@ -535,25 +702,7 @@ impl ServerDriver {
                     self.out.push_back(Output::Write { conn });
                 }
             }
-            ServerOutput::Close { conn } => {
-                let Some(outbox) = self.outboxes.get_mut(&conn) else {
-                    return;
-                };
-                if outbox.close_by.is_some() {
-                    return;
-                }
-                self.out.push_back(Output::PauseReading { conn });
-                if outbox.is_empty() {
-                    if let Some(outbox) = self.outboxes.remove(&conn) {
-                        outbox.release(&mut self.spare);
-                    }
-                    self.out.push_back(Output::Close { conn });
-                } else {
-                    let at = now + CLOSE_GRACE;
-                    outbox.close_by = Some(at);
-                    self.closing.insert((at, conn));
-                }
-            }
+            ServerOutput::Close { conn } => self.close_conn(now, conn),
             ServerOutput::StartTransfer(offer) => {
                 self.endpoint.start(now, &offer);
                 self.out.push_back(Output::Log(LogEvent::TransferStarted {

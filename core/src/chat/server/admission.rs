@@ -55,6 +55,8 @@ impl ChatServer {
                 transfers: 0,
                 presence_owed: false,
                 budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
+                secure: false,
+                admitted: false,
             }),
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;

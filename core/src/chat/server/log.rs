@@ -27,6 +27,8 @@ pub enum DisconnectReason {
     },
     /// No acceptable name within the timeout (C7).
     NameTimeout,
+    /// A wrong or missing room password, or one that could not be accepted (PROTOCOL 1.6).
+    WrongPassword,
 }
 
 /// Why a new connection was refused (C8).
@@ -109,6 +111,22 @@ pub enum LogEvent {
         /// How the transfer ended.
         end: SenderEnd,
     },
+    /// `[PASSWORD] <peer> gave a wrong password` (PROTOCOL 1.6). The password itself is never
+    /// part of any event.
+    WrongPassword {
+        /// The connection that gave it (closed).
+        conn: ConnId,
+        /// Its remote address.
+        peer: SocketAddr,
+    },
+    /// `[TLS] connection <conn> closed: <error>`: a failed handshake or a bad record
+    /// (PROTOCOL 1.6).
+    TlsFailed {
+        /// The connection.
+        conn: ConnId,
+        /// What rustls said.
+        error: String,
+    },
 }
 
 /// A peer address in the original system's form, `('127.0.0.1', 52418)`.
@@ -144,6 +162,9 @@ impl fmt::Display for LogEvent {
                         write!(f, " (closed: reads too slowly, {queued} bytes unsent)")
                     }
                     DisconnectReason::NameTimeout => write!(f, " (closed: no name given in time)"),
+                    DisconnectReason::WrongPassword => {
+                        write!(f, " (closed: no right password over TLS)")
+                    }
                 }
             }
             LogEvent::Refused { peer, reason, .. } => match reason {
@@ -170,6 +191,12 @@ impl fmt::Display for LogEvent {
             ),
             LogEvent::TransferEnded { port, end } => {
                 write!(f, "[UDP ENDED] port {port}: {end}")
+            }
+            LogEvent::WrongPassword { peer, .. } => {
+                write!(f, "[PASSWORD] {} gave a wrong password", Peer(*peer))
+            }
+            LogEvent::TlsFailed { conn, error } => {
+                write!(f, "[TLS] connection {conn} closed: {}", escape_for_display(error))
             }
         }
     }

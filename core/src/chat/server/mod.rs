@@ -34,6 +34,7 @@ mod conn_map;
 mod log;
 mod offers;
 mod outbox;
+mod password;
 mod ports;
 
 use core::net::{IpAddr, SocketAddr};
@@ -48,14 +49,17 @@ use rand_core::RngCore;
 use crate::chat::catalogue::Catalogue;
 use crate::chat::flood::InputBudget;
 use crate::chat::names::NameRegistry;
+use crate::chat::password::Password;
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
 pub use self::conn_map::{ConnHasher, ConnMap, ConnSet};
 pub use self::log::{DisconnectReason, LogEvent, RefuseReason};
 pub use self::offers::TransferOffer;
+pub use self::password::{FIRST_WAIT, FREE_TRIES, MAX_WAIT};
 
 use self::offers::SeededTokens;
+use self::password::{Door, Guesses};
 use self::ports::PortPool;
 
 /// A connection, numbered by the runtime. Never reused while the server knows it.
@@ -104,6 +108,9 @@ pub struct ServerConfig {
     pub max_input_rate: u32,
     /// Bytes one connection may send at once above the rate.
     pub input_burst: u32,
+    /// The room password (PROTOCOL 1.6): when set, a connection must come over TLS and send
+    /// `PASS <password>` before its name.
+    pub password: Option<Password>,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +133,7 @@ impl Default for ServerConfig {
             // one flooder from burying a room of a hundred (25 MB/s of fan-out).
             max_input_rate: 256 * 1024,
             input_burst: 1024 * 1024,
+            password: None,
         }
     }
 }
@@ -246,6 +254,10 @@ struct Conn {
     presence_owed: bool,
     /// What this connection may still send before its socket is read less (C6).
     budget: InputBudget,
+    /// It came in over TLS (PROTOCOL 1.6).
+    secure: bool,
+    /// It gave the room password (or the room has none to give).
+    admitted: bool,
 }
 
 /// The chat server. See the module documentation.
@@ -270,6 +282,8 @@ pub struct ChatServer {
     out: VecDeque<ServerOutput>,
     /// Connections whose queue passed the bound, closed once the current input is handled.
     to_kick: Vec<ConnId>,
+    /// Wrong passwords by address (PROTOCOL 1.6).
+    guesses: Guesses,
 }
 
 impl fmt::Debug for ChatServer {
@@ -321,6 +335,7 @@ impl ChatServer {
             next_transfer_id: 0,
             out: VecDeque::new(),
             to_kick: Vec::new(),
+            guesses: Guesses::default(),
         }
     }
 
@@ -428,7 +443,7 @@ impl ChatServer {
                 Framed::Line(line) => {
                     if c.joined.is_some() {
                         self.on_command(conn, &line);
-                    } else {
+                    } else if self.door(now, conn, &line) == Door::Open {
                         self.on_name(conn, &line);
                     }
                 }
