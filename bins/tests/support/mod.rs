@@ -54,6 +54,12 @@ impl TestServer {
     pub fn path(&self, name: &str) -> PathBuf {
         self.files.path().join(name)
     }
+
+    /// Stops the server (its connections are closed) and hands back its served folder.
+    pub fn stop(self) -> tempfile::TempDir {
+        drop(self._handle);
+        self.files
+    }
 }
 
 /// A served folder with a few files of known content.
