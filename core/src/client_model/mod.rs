@@ -600,7 +600,7 @@ impl ClientModel {
                     "Type a line and press Enter to talk to everyone. Commands:".into(),
                 );
                 for c in COMMANDS {
-                    self.system(clock, format!("  {:<34} {}", c.usage, c.about));
+                    self.system(clock, format!("{}  {}", c.usage, c.about));
                 }
                 self.system(
                     clock,
