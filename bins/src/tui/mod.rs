@@ -47,6 +47,10 @@ pub fn run(run: RunClient, options: ClientOptions) -> std::io::Result<()> {
         let _ = sessions.send(UiEvent::Session(event));
     });
     let mut model = ClientModel::new(&options.name, &options.addr.to_string(), clock());
+    model.set_ui_help(&[
+        "F2: pick a file with Up/Down, Enter downloads it.  F3: pick a person, Enter writes to them.",
+        "PgUp/PgDn or the mouse wheel scroll back; Esc returns.  Ctrl-C leaves (twice: at once).",
+    ]);
     let mut view = View::new(options.addr.to_string());
     let mut guard = TerminalGuard::enter()?;
     std::thread::Builder::new().name("natter-keyboard".into()).spawn(move || {

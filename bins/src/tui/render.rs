@@ -289,7 +289,10 @@ fn render_status(frame: &mut Frame, model: &ClientModel, view: &View, clock: Clo
         }
         Connection::NameRefused { .. } => ("name refused".to_owned(), Style::new().red()),
         Connection::Lost { retry_at, .. } => {
+            // Rounded up: "retry in 0s" would be a second too early.
             let wait = retry_at.saturating_duration_since(clock.now);
+            let wait =
+                std::time::Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
             (format!("disconnected, retry in {}", human_duration(wait)), Style::new().red().bold())
         }
         Connection::Quitting => ("leaving".to_owned(), Style::new().yellow()),
@@ -298,9 +301,9 @@ fn render_status(frame: &mut Frame, model: &ClientModel, view: &View, clock: Clo
     let mut spans = vec![Span::from(format!(" {} ", clock.time)), Span::styled(state, style)];
     if narrow {
         spans.push(Span::from(format!(
-            " {}p {}f F2 F3",
-            model.people().len(),
-            model.files().len()
+            " F2:{} files F3:{} here",
+            model.files().len(),
+            model.people().len()
         )));
     } else {
         spans.push(Span::from(format!(

@@ -168,8 +168,7 @@ fn enter_in_the_file_pane_downloads() {
     insta::assert_snapshot!("file_pane_at_40_columns", tui.screen(40, 12));
     tui.key(KeyCode::Enter);
     assert_eq!(tui.actions(), ["download_file photo.png"]);
-    tui.key(KeyCode::Esc);
-    assert_eq!(tui.view.focus, Focus::Input);
+    assert_eq!(tui.view.focus, Focus::Input, "back to the conversation");
 }
 
 #[test]

@@ -142,7 +142,10 @@ impl View {
             KeyCode::Enter => {
                 if let Some(file) = model.files().get(self.selected_file).cloned() {
                     model.download(clock, &file);
+                    // Back to the conversation, where the download's progress and end show
+                    // (on a narrow screen the file pane hides it).
                     self.scroll = 0;
+                    self.focus = Focus::Input;
                 }
             }
             KeyCode::Tab => self.focus = Focus::Input,

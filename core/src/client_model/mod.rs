@@ -130,6 +130,8 @@ pub struct ClientModel {
     next_files_refresh: Option<Instant>,
     /// A mention or a private message arrived since the UI last rang the bell.
     bell: bool,
+    /// The UI's own lines for `/help` (its keys and clicks).
+    ui_help: Vec<String>,
 }
 
 impl ClientModel {
@@ -152,6 +154,7 @@ impl ClientModel {
             attempt: 0,
             next_files_refresh: None,
             bell: false,
+            ui_help: Vec::new(),
         };
         model.system(
             clock,
@@ -222,6 +225,11 @@ impl ClientModel {
     /// Did a mention or a private message arrive since the last call? (Ring the bell.)
     pub fn take_bell(&mut self) -> bool {
         std::mem::take(&mut self.bell)
+    }
+
+    /// Lines `/help` adds after the commands: what the UI's own keys and clicks do.
+    pub fn set_ui_help(&mut self, lines: &[&str]) {
+        self.ui_help = lines.iter().map(|l| (*l).to_owned()).collect();
     }
 
     // ----- what the runner does -----
@@ -389,10 +397,8 @@ impl ClientModel {
             }
             SessionEvent::DownloadDone { file, result } => self.download_done(clock, &file, result),
             SessionEvent::Notice(text) => self.system(clock, text),
-            SessionEvent::Disconnected(reason) => {
-                self.error(clock, format!("lost the server: {reason}"));
-                self.lost_reason = Some(reason);
-            }
+            // Said once the session has ended, with when the next try comes.
+            SessionEvent::Disconnected(reason) => self.lost_reason = Some(reason),
             SessionEvent::Ended { error } => self.session_ended(clock, error),
         }
     }
@@ -513,16 +519,19 @@ impl ClientModel {
             d.failed("the connection was lost; /get it again to resume".into());
         }
         self.others.clear();
+        let was_in = self.attempt == 0;
         self.attempt += 1;
         let wait = backoff(self.attempt);
         let reason = reason.unwrap_or_else(|| "the session ended".into());
-        self.error(
-            clock,
+        let text = if was_in {
             format!(
-                "not connected: {reason}; trying again in {} (/reconnect tries now, /quit leaves)",
+                "lost the server: {reason}; trying again in {} (/reconnect: now, /quit: leave)",
                 human_duration(wait)
-            ),
-        );
+            )
+        } else {
+            format!("still no server: {reason}; next try in {}", human_duration(wait))
+        };
+        self.error(clock, text);
         self.connection =
             Connection::Lost { reason, retry_at: clock.now + wait, attempt: self.attempt };
     }
@@ -606,6 +615,9 @@ impl ClientModel {
                     clock,
                     "Tab completes names, files and commands; Up/Down recall what you sent.".into(),
                 );
+                for line in self.ui_help.clone() {
+                    self.system(clock, line);
+                }
             }
             Some(topic) => match command::find_command(topic) {
                 Some(c) => {

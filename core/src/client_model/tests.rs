@@ -117,6 +117,9 @@ fn help_and_files_are_never_sent_as_messages() {
     ui.type_line("/help");
     assert_eq!(ui.actions(), Vec::<String>::new(), "help is local");
     assert!(ui.texts().iter().any(|t| t.contains("/get FILE")), "{:?}", ui.texts());
+    ui.model.set_ui_help(&["F2 picks a file"]);
+    ui.type_line("/help");
+    assert_eq!(ui.last_line().text, "F2 picks a file", "the UI's own keys come last");
     ui.type_line("/help get");
     assert!(ui.last_line().text.starts_with("/get FILE: download"), "{}", ui.last_line().text);
     ui.type_line("/files");
@@ -332,6 +335,13 @@ fn a_lost_server_is_tried_again_with_backoff() {
     };
     assert_eq!((reason.as_str(), attempt), ("the server closed the connection", 1));
     assert!(ui.model.people().is_empty());
+    assert!(
+        ui.last_line()
+            .text
+            .starts_with("lost the server: the server closed the connection; trying again in 1s"),
+        "{}",
+        ui.last_line().text
+    );
     assert!(!ui.model.downloads()[0].is_active(), "the download ended with the session");
     ui.wait(Duration::from_millis(900));
     assert_eq!(ui.actions(), Vec::<String>::new(), "not before a second");
@@ -339,6 +349,11 @@ fn a_lost_server_is_tried_again_with_backoff() {
     assert_eq!(ui.actions(), ["CONNECT alice"]);
     // The server is still down: the next wait doubles.
     ui.event(SessionEvent::Ended { error: Some("cannot reach the server: refused".into()) });
+    assert!(
+        ui.last_line().text.starts_with("still no server: cannot reach"),
+        "{}",
+        ui.last_line().text
+    );
     ui.wait(Duration::from_millis(1999));
     assert_eq!(ui.actions(), Vec::<String>::new());
     ui.wait(Duration::from_millis(1));
