@@ -76,6 +76,7 @@ pub fn run(run: RunClient, options: ClientOptions) -> std::io::Result<()> {
         let wake = model.poll_timeout().map_or(now + REDRAW_EVERY, |at| at.min(now + REDRAW_EVERY));
         let mut next = events.recv_timeout(wake.saturating_duration_since(now)).ok();
         let mut handled = 0;
+        let before = model.conversation().last_seq();
         while let Some(event) = next.take() {
             match event {
                 UiEvent::Terminal(event) => view.on_event(&mut model, clock(), event),
@@ -93,6 +94,7 @@ pub fn run(run: RunClient, options: ClientOptions) -> std::io::Result<()> {
         }
         model.handle_timeout(clock());
         runner.perform(&mut model, clock());
+        view.keep_place(before, model.conversation().last_seq());
         if model.take_bell() {
             terminal::bell();
         }

@@ -12,7 +12,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Gauge, List, ListItem, ListState, Paragraph, Wrap};
+use ratatui::widgets::{Block, Gauge, List, ListItem, ListState, Paragraph};
 
 use super::view::{Focus, View};
 
@@ -98,31 +98,101 @@ pub fn render(frame: &mut Frame, model: &ClientModel, view: &View, clock: Clock)
 
 fn render_conversation(frame: &mut Frame, model: &ClientModel, view: &View, area: Rect) {
     let lines = model.conversation().lines();
-    // The newest lines that fit, counting the rows each takes once wrapped, so that the last one
-    // is always on screen when not scrolled back.
+    // Wrapped here rather than by the paragraph, so that the rows are counted exactly and the
+    // newest line is always on screen when not scrolled back.
     let rows = area.height.saturating_sub(2) as usize;
     let width = area.width.saturating_sub(2).max(1) as usize;
     let end = lines.len().saturating_sub(view.scroll);
-    let mut start = end;
-    let mut used = 0;
-    let mut shown = Vec::new();
-    while start > 0 {
-        let line = chat_line(model, &lines[start - 1]);
-        let height = line.width().div_ceil(width).max(1);
-        if used + height > rows {
+    // Newest first, until the pane is full; the oldest line shown may show only its end.
+    let mut shown: Vec<Line<'static>> = Vec::new();
+    for line in lines.range(..end).rev() {
+        if shown.len() >= rows {
             break;
         }
-        used += height;
-        start -= 1;
-        shown.push(line);
+        shown.extend(wrap(chat_line(model, line), width, INDENT).into_iter().rev());
     }
+    shown.truncate(rows);
     shown.reverse();
     let mut title = format!(" {} @ {} ", model.name(), view.server);
     if view.scroll > 0 {
         title = format!(" {} more below: PgDn ", view.scroll);
     }
     let block = Block::bordered().title(title);
-    frame.render_widget(Paragraph::new(shown).block(block).wrap(Wrap { trim: false }), area);
+    frame.render_widget(Paragraph::new(shown).block(block), area);
+}
+
+/// How far the rows after a line's first are indented: past the `HH:MM ` timestamp, so a
+/// wrapped message reads as one block (irssi's indent).
+const INDENT: usize = 6;
+
+/// `line` cut into rows of at most `width` cells, at spaces where possible, the rows after the
+/// first indented by `indent`.
+pub fn wrap(line: Line<'static>, width: usize, indent: usize) -> Vec<Line<'static>> {
+    let indent = if width > indent * 2 { indent } else { 0 };
+    let cells: Vec<(char, Style, usize)> = line
+        .spans
+        .iter()
+        .flat_map(|span| {
+            let style = line.style.patch(span.style);
+            span.content.chars().map(move |c| (c, style, char_width(c)))
+        })
+        .collect();
+    let mut rows: Vec<Vec<(char, Style, usize)>> = vec![Vec::new()];
+    let mut used = 0;
+    for cell in cells {
+        let limit = if rows.len() == 1 { width } else { width - indent };
+        if used + cell.2 > limit && used > 0 {
+            // A space at the end of a row is where it is cut; otherwise the word being cut moves
+            // to the next row, unless it would not fit there either (then it is cut here).
+            let carried = match rows.last_mut() {
+                Some(_) if cell.0 == ' ' => Vec::new(),
+                Some(row) => match row.iter().rposition(|(c, _, _)| *c == ' ') {
+                    Some(space)
+                        if space + 1 < row.len()
+                            && row[space + 1..].iter().map(|c| c.2).sum::<usize>() + cell.2
+                                <= width - indent =>
+                    {
+                        let word = row.split_off(space + 1);
+                        row.truncate(space);
+                        word
+                    }
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            used = carried.iter().map(|c| c.2).sum();
+            rows.push(carried);
+        }
+        if rows.len() > 1 && used == 0 && cell.0 == ' ' {
+            continue; // no row starts with the space it was cut at
+        }
+        used += cell.2;
+        if let Some(row) = rows.last_mut() {
+            row.push(cell);
+        }
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let mut spans: Vec<Span<'static>> = Vec::new();
+            if i > 0 && indent > 0 {
+                spans.push(Span::from(" ".repeat(indent)));
+            }
+            for (c, style, _) in row {
+                match spans.last_mut() {
+                    Some(last) if last.style == style => last.content.to_mut().push(c),
+                    _ => spans.push(Span::styled(c.to_string(), style)),
+                }
+            }
+            Line::from(spans)
+        })
+        .collect()
+}
+
+/// The cells a character takes on a terminal (0 to 2).
+fn char_width(c: char) -> usize {
+    let mut buf = [0; 4];
+    Span::raw(&*c.encode_utf8(&mut buf)).width()
 }
 
 /// One line of the conversation, styled by its kind.

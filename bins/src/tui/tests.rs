@@ -265,6 +265,12 @@ fn pgup_and_the_wheel_scroll_back() {
     tui.event(wheel(MouseEventKind::ScrollUp));
     tui.event(wheel(MouseEventKind::ScrollUp));
     assert_eq!(tui.view.scroll, 13);
+    // New lines do not move what a scrolled-back view shows.
+    let shown = tui.screen(80, 12);
+    let before = tui.model.conversation().last_seq();
+    tui.server(ClientEvent::Public { from: "bob".into(), text: "news".into() });
+    tui.view.keep_place(before, tui.model.conversation().last_seq());
+    assert_eq!(tui.screen(80, 12).replace("14 more", "13 more"), shown);
     tui.key(KeyCode::Esc);
     assert_eq!(tui.view.scroll, 0);
     for _ in 0..100 {
@@ -293,6 +299,24 @@ fn text_from_the_network_is_shown_as_text() {
     let mut tui = Tui::joined();
     tui.server(ClientEvent::Public { from: "bob".into(), text: "a\\u{001b}[2Jb".into() });
     assert!(tui.screen(80, 10).contains("<bob> a\\u{001b}[2Jb"));
+}
+
+#[test]
+fn long_lines_wrap_at_spaces_under_the_timestamp() {
+    use ratatui::text::Line;
+    let text = |lines: Vec<Line>| lines.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let line = Line::from("12:00 <bob> the quick brown fox jumps over the lazy dog");
+    assert_eq!(
+        text(super::render::wrap(line, 24, 6)),
+        ["12:00 <bob> the quick", "      brown fox jumps", "      over the lazy dog"]
+    );
+    // A word longer than a row is cut where the row ends.
+    let line = Line::from("12:00 abcdefghijklmnopqrstuvwxyz");
+    assert_eq!(
+        text(super::render::wrap(line, 16, 6)),
+        ["12:00 abcdefghij", "      klmnopqrst", "      uvwxyz"]
+    );
+    assert_eq!(text(super::render::wrap(Line::from(""), 10, 6)), [""]);
 }
 
 #[test]

@@ -255,6 +255,14 @@ impl View {
         self.cursor = model.input().chars().count();
     }
 
+    /// Lines arrived (the newest is now `last_seq`, it was `before`): a view scrolled back stays on
+    /// the lines it shows, as irssi's does, instead of drifting with each new line.
+    pub fn keep_place(&mut self, before: u64, last_seq: u64) {
+        if self.scroll > 0 {
+            self.scroll += (last_seq - before.min(last_seq)) as usize;
+        }
+    }
+
     fn scroll_by(&mut self, model: &ClientModel, lines: isize) {
         let most = model.conversation().lines().len().saturating_sub(1);
         self.scroll = self.scroll.saturating_add_signed(lines).min(most);
