@@ -57,7 +57,8 @@ impl Session {
 
 /// Performs what a [`ClientModel`] asks for: starts sessions (the first, and each reconnect)
 /// and hands them the lines to send. Both UIs use it the same way: feed the model the events
-/// `report` received, then call [`SessionRunner::perform`].
+/// `report` received, then call [`SessionRunner::perform`]. Dropping the runner ends the person's
+/// input to its session, which then leaves (what a UI does once the model is closed).
 pub struct SessionRunner {
     run: RunClient,
     options: ClientOptions,

@@ -343,12 +343,16 @@ impl ClientModel {
     /// Leaves: says `{quit}` to the server, or closes at once when there is no connection.
     pub fn quit(&mut self, clock: Clock) {
         match self.connection {
-            Connection::Joined | Connection::Connecting { .. } | Connection::NameRefused { .. } => {
+            Connection::Joined => {
                 self.connection = Connection::Quitting;
                 self.system(clock, "leaving...".into());
                 self.actions.push_back(Action::Send("{quit}".into()));
             }
-            Connection::Lost { .. } => self.connection = Connection::Closed,
+            // Not in yet: a `{quit}` would be read as the next name (1.1). The UI closes, and
+            // the session ends with its input.
+            Connection::Connecting { .. }
+            | Connection::NameRefused { .. }
+            | Connection::Lost { .. } => self.connection = Connection::Closed,
             Connection::Quitting | Connection::Closed => {}
         }
     }
@@ -405,7 +409,14 @@ impl ClientModel {
 
     fn on_server(&mut self, clock: Clock, event: ClientEvent) {
         match event {
-            ClientEvent::Joined(name) if self.connection != Connection::Joined => {
+            // Before our join the server sends us no one else's (1.1): the first join we see
+            // is ours.
+            ClientEvent::Joined(name)
+                if matches!(
+                    self.connection,
+                    Connection::Connecting { .. } | Connection::NameRefused { .. }
+                ) =>
+            {
                 self.joined(clock, name);
             }
             ClientEvent::Joined(name) => {
@@ -515,7 +526,10 @@ impl ClientModel {
             self.connection = Connection::Closed;
             return;
         }
-        for d in self.downloads.iter_mut().filter(|d| d.is_active()) {
+        // Downloads asked for while not connected are still to be asked for.
+        let held = &self.held;
+        let waiting = |d: &Download| held.iter().any(|l| *l == format!("download_file {}", d.file));
+        for d in self.downloads.iter_mut().filter(|d| d.is_active() && !waiting(d)) {
             d.failed("the connection was lost; /get it again to resume".into());
         }
         self.others.clear();

@@ -381,6 +381,36 @@ fn quitting_while_disconnected_closes_at_once() {
 }
 
 #[test]
+fn quitting_before_the_join_closes_at_once() {
+    // A `{quit}` before the join would be read as a name (PROTOCOL 1.1).
+    let mut ui = Ui::new();
+    ui.type_line("/quit");
+    assert!(ui.model.is_closed());
+    assert_eq!(ui.actions(), Vec::<String>::new());
+}
+
+#[test]
+fn someone_joining_while_we_leave_is_not_our_join() {
+    let mut ui = Ui::joined();
+    ui.type_line("/quit");
+    ui.actions();
+    ui.server(ClientEvent::Joined("dave".into()));
+    assert_eq!((ui.model.name(), ui.model.connection()), ("alice", &Connection::Quitting));
+}
+
+#[test]
+fn a_download_asked_for_while_disconnected_waits_for_the_next_session() {
+    let mut ui = Ui::joined();
+    ui.event(SessionEvent::Ended { error: None });
+    ui.type_line("/get hello.c");
+    ui.event(SessionEvent::Ended { error: Some("refused".into()) });
+    assert!(ui.model.downloads()[0].is_active(), "not asked for yet: not failed");
+    ui.type_line("/reconnect");
+    ui.server(ClientEvent::Joined("alice".into()));
+    assert_eq!(ui.actions(), ["CONNECT alice", "get_list_file", "download_file hello.c"]);
+}
+
+#[test]
 fn the_file_list_is_refreshed_now_and_then() {
     let mut ui = Ui::joined();
     ui.wait(FILES_REFRESH);
