@@ -70,6 +70,37 @@ impl Drop for Tmux {
     }
 }
 
+/// Starts `natter tui` as `name` in a new tmux server (the pane keeps its exit status).
+fn start_tui(server: &TestServer, out: &std::path::Path, name: &str, width: u16) -> Tmux {
+    let tmux = Tmux { socket: format!("natter-test-{}-{name}", std::process::id()) };
+    // `exec`: the pane's process is natter itself, so its PID is the pane's.
+    let natter = format!(
+        "exec {} tui --addr {} --name {name} --out {}",
+        env!("CARGO_BIN_EXE_natter"),
+        server.addr,
+        out.display()
+    );
+    let width = width.to_string();
+    let started =
+        tmux.command(&["new-session", "-d", "-s", "natter", "-x", &width, "-y", "30", &natter]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    // Keep the pane after natter exits, to read its exit status and screen mode.
+    tmux.command(&["set-option", "-t", "natter", "remain-on-exit", "on"]);
+    tmux
+}
+
+impl Tmux {
+    /// Waits (bounded) for natter to exit; its exit status.
+    fn exit_status(&self) -> String {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        while self.pane("#{pane_dead}") != "1" {
+            assert!(Instant::now() < deadline, "natter tui did not exit:\n{}", self.screen());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.pane("#{pane_dead_status}")
+    }
+}
+
 /// Waits on `raw` for the line `want`, skipping others.
 fn raw_sees(raw: &mut Raw, want: &str) {
     let mut seen = Vec::new();
@@ -90,18 +121,7 @@ fn the_seed_session_in_a_real_terminal() {
     let server = start(Rt::Mio, folder_with(&[("hello.c", content.clone())]), |_| {});
     let out = tempfile::tempdir().unwrap();
     let mut bob = Raw::join(server.addr, "bob");
-    let tmux = Tmux { socket: format!("natter-test-{}", std::process::id()) };
-    let natter = format!(
-        "{} tui --addr {} --name alice --out {}",
-        env!("CARGO_BIN_EXE_natter"),
-        server.addr,
-        out.path().display()
-    );
-    let started =
-        tmux.command(&["new-session", "-d", "-s", "natter", "-x", "100", "-y", "30", &natter]);
-    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
-    // Keep the pane after natter exits, to read its exit status and screen mode.
-    tmux.command(&["set-option", "-t", "natter", "remain-on-exit", "on"]);
+    let tmux = start_tui(&server, out.path(), "alice", 100);
 
     tmux.until_shown("you joined as alice");
     raw_sees(&mut bob, "alice has joined the chat!");
@@ -140,14 +160,24 @@ fn the_seed_session_in_a_real_terminal() {
     tmux.type_text("/quit");
     tmux.key("Enter");
     raw_sees(&mut bob, "alice left the chat...");
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while tmux.pane("#{pane_dead}") != "1" {
-        assert!(Instant::now() < deadline, "natter tui did not exit:\n{}", tmux.screen());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(tmux.pane("#{pane_dead_status}"), "0", "exit status");
+    assert_eq!(tmux.exit_status(), "0");
     assert_eq!(tmux.pane("#{alternate_on}"), "0", "the terminal is given back");
     // Nothing alice did reached bob as a public message but what she said.
     let rest = bob.sync();
     assert!(rest.iter().all(|l| !l.starts_with("alice:")), "{rest:?}");
+}
+
+// Issue 13 (the terminal restored on exit): a `kill` of natter tui gives the terminal back.
+#[test]
+fn a_killed_tui_gives_the_terminal_back() {
+    let server = start(Rt::Mio, folder_with(&[("a.txt", b"a".to_vec())]), |_| {});
+    let out = tempfile::tempdir().unwrap();
+    let tmux = start_tui(&server, out.path(), "carol", 60);
+    tmux.until_shown("you joined as carol");
+    assert_eq!(tmux.pane("#{alternate_on}"), "1", "the tui draws on the alternate screen");
+    let pid = tmux.pane("#{pane_pid}");
+    // Our own child, by its PID.
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tmux.exit_status();
+    assert_eq!(tmux.pane("#{alternate_on}"), "0", "the terminal is given back");
 }

@@ -15,7 +15,8 @@ mod view;
 #[cfg(test)]
 mod tests;
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use natter_core::client_model::{ClientModel, SessionEvent};
@@ -26,7 +27,8 @@ use crate::local_time::clock;
 use terminal::TerminalGuard;
 use view::View;
 
-/// The screen is drawn again at least this often (the status line's clock, a retry countdown).
+/// The screen is drawn again at least this often (the status line's clock, a retry countdown),
+/// and a stop signal is noticed within it.
 const REDRAW_EVERY: Duration = Duration::from_secs(1);
 /// At most this many queued events are handled before the next frame is drawn.
 const EVENTS_PER_FRAME: usize = 1000;
@@ -52,6 +54,14 @@ pub fn run(run: RunClient, options: ClientOptions) -> std::io::Result<()> {
         "PgUp/PgDn or the mouse wheel scroll back; Esc returns.  Ctrl-C leaves (twice: at once).",
     ]);
     let mut view = View::new(options.addr.to_string());
+    // `kill` or a closed terminal window: leave through the loop, which gives the terminal back
+    // (Ctrl-C does not raise SIGINT in raw mode; it arrives as a key).
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        if let Err(err) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+            tracing::warn!("cannot catch signal {signal}: {err}");
+        }
+    }
     let mut guard = TerminalGuard::enter()?;
     std::thread::Builder::new().name("natter-keyboard".into()).spawn(move || {
         loop {
@@ -69,7 +79,7 @@ pub fn run(run: RunClient, options: ClientOptions) -> std::io::Result<()> {
     let mut result = Ok(());
     loop {
         guard.screen.draw(|frame| render::render(frame, &model, &view, clock()))?;
-        if model.is_closed() || view.exit_now {
+        if model.is_closed() || view.exit_now || stop.load(Ordering::Relaxed) {
             break;
         }
         let now = clock().now;
