@@ -141,21 +141,25 @@ fn fixed(now: Instant, secs: u64) -> Clock {
     Clock { now, time: TimeOfDay::from_seconds(14 * 3600 + 5 * 60 + secs) }
 }
 
+// Issue 13 (TUI snapshot); PROTOCOL 1.3
 #[test]
 fn a_busy_chat() {
     insta::assert_snapshot!(Tui::busy().screen(90, 22));
 }
 
+// Issue 13 (usable at 40 columns); PROTOCOL 1.3
 #[test]
 fn a_busy_chat_at_40_columns() {
     insta::assert_snapshot!(Tui::busy().screen(40, 18));
 }
 
+// Issue 13 (TUI snapshot, empty); PROTOCOL 1.1
 #[test]
 fn the_empty_window_while_connecting() {
     insta::assert_snapshot!(Tui::new().screen(80, 12));
 }
 
+// Issue 13 (file pane, Enter downloads); PROTOCOL 1.4, 2.1
 #[test]
 fn enter_in_the_file_pane_downloads() {
     let mut tui = Tui::joined();
@@ -171,6 +175,7 @@ fn enter_in_the_file_pane_downloads() {
     assert_eq!(tui.view.focus, Focus::Input, "back to the conversation");
 }
 
+// Issue 13; PROTOCOL 1.2
 #[test]
 fn enter_in_the_people_pane_starts_a_private_message() {
     let mut tui = Tui::joined();
@@ -184,6 +189,7 @@ fn enter_in_the_people_pane_starts_a_private_message() {
     assert_eq!(tui.actions(), ["~bob hello"]);
 }
 
+// Issue 13 (paste confirmation); PROTOCOL 1.2
 #[test]
 fn a_multi_line_paste_is_confirmed_first() {
     let mut tui = Tui::joined();
@@ -201,6 +207,7 @@ fn a_multi_line_paste_is_confirmed_first() {
     assert_eq!(tui.model.input(), "one line", "a single line is typed in, not asked about");
 }
 
+// Issue 13 (Up/Down history, Tab completion)
 #[test]
 fn history_completion_and_line_editing_by_key() {
     let mut tui = Tui::joined();
@@ -237,6 +244,7 @@ fn history_completion_and_line_editing_by_key() {
     assert_eq!(tui.actions(), ["first", "show"]);
 }
 
+// Issue 13 (/quit); PROTOCOL 4.1
 #[test]
 fn ctrl_c_leaves_politely_then_at_once() {
     let mut tui = Tui::joined();
@@ -247,6 +255,7 @@ fn ctrl_c_leaves_politely_then_at_once() {
     assert!(tui.view.exit_now);
 }
 
+// Issue 13 (scrollback, mouse wheel)
 #[test]
 fn pgup_and_the_wheel_scroll_back() {
     let mut tui = Tui::joined();
@@ -279,6 +288,7 @@ fn pgup_and_the_wheel_scroll_back() {
     assert!(tui.view.scroll < tui.model.conversation().lines().len(), "bounded");
 }
 
+// Issue 13 (a lost server shown, reconnect); C1; PROTOCOL 1.1, 4.3
 #[test]
 fn a_lost_server_and_a_refused_name_are_shown() {
     let mut tui = Tui::joined();
@@ -293,6 +303,7 @@ fn a_lost_server_and_a_refused_name_are_shown() {
     insta::assert_snapshot!("name_refused", tui.screen(80, 10));
 }
 
+// S4; PROTOCOL 1.3
 #[test]
 fn text_from_the_network_is_shown_as_text() {
     // S4: the core escapes what could move the cursor; the screen shows the escape.
@@ -301,6 +312,7 @@ fn text_from_the_network_is_shown_as_text() {
     assert!(tui.screen(80, 10).contains("<bob> a\\u{001b}[2Jb"));
 }
 
+// Issue 13 (usable at 40 columns)
 #[test]
 fn long_lines_wrap_at_spaces_under_the_timestamp() {
     use ratatui::text::Line;
@@ -319,6 +331,7 @@ fn long_lines_wrap_at_spaces_under_the_timestamp() {
     assert_eq!(text(super::render::wrap(Line::from(""), 10, 6)), [""]);
 }
 
+// Issue 13 (a colour per name)
 #[test]
 fn names_keep_their_colour() {
     assert_eq!(name_color("bob"), name_color("Bob"));

@@ -186,6 +186,7 @@ mod tests {
         }
     }
 
+    // Issue 13 (commands); PROTOCOL 1.2
     #[test]
     fn plain_text_is_said_to_everyone() {
         assert_eq!(parse("hello all"), Command::Say("hello all".into()));
@@ -193,6 +194,7 @@ mod tests {
         assert_eq!(parse("   "), Command::Nothing);
     }
 
+    // Issue 13 (commands); PROTOCOL 1.2
     #[test]
     fn every_command_and_its_aliases() {
         assert_eq!(
@@ -214,6 +216,7 @@ mod tests {
         assert_eq!(parse("/clear"), Command::Clear);
     }
 
+    // Issue 13 (no protocol keyword needed); PROTOCOL 1.2
     #[test]
     fn protocol_keywords_run_the_command_they_stand_for() {
         assert_eq!(parse("show"), Command::Who);
@@ -223,6 +226,7 @@ mod tests {
         assert_eq!(parse("download_file a.txt 1200"), Command::Get("a.txt".into()));
     }
 
+    // Issue 13 (commands)
     #[test]
     fn mistakes_are_explained() {
         assert_eq!(Command::parse("/frobnicate"), Err(CommandError::Unknown("frobnicate".into())));

@@ -100,6 +100,7 @@ mod tests {
         items.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    // Issue 13 (completion)
     #[test]
     fn commands_files_and_names_by_position() {
         let names = strings(&["bob", "Carol", "carl"]);
@@ -116,6 +117,7 @@ mod tests {
         assert_eq!(c.complete("", &names, &files), None, "an empty line completes nothing");
     }
 
+    // Issue 13 (completion)
     #[test]
     fn tab_again_cycles_through_the_matches() {
         let names = strings(&["bob", "Carol", "carl"]);

@@ -68,6 +68,7 @@ pub fn backoff(attempt: u32) -> Duration {
 mod tests {
     use super::*;
 
+    // Issue 13 (reconnect back-off)
     #[test]
     fn backoff_doubles_up_to_a_cap() {
         let waits: Vec<u64> = (1..=8).map(|a| backoff(a).as_secs()).collect();

@@ -134,6 +134,7 @@ pub fn mentions(text: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    // Issue 13 (mentions)
     #[test]
     fn mentions_are_whole_words_in_any_case() {
         assert!(mentions("hi Bob!", "bob"));
@@ -145,6 +146,7 @@ mod tests {
         assert!(mentions("bobby and bob", "bob"), "a later whole word counts");
     }
 
+    // Issue 13 (scrollback, bounded memory)
     #[test]
     fn scrollback_is_bounded_and_numbered() {
         let mut c = Conversation::default();
@@ -156,6 +158,7 @@ mod tests {
         assert_eq!(c.lines().front().map(|l| l.seq), Some(4));
     }
 
+    // Issue 13 (timestamps)
     #[test]
     fn time_of_day_from_seconds() {
         let t = TimeOfDay::from_seconds(86_400 * 3 + 13 * 3600 + 5 * 60 + 9);

@@ -154,6 +154,7 @@ pub fn human_duration(d: Duration) -> String {
 mod tests {
     use super::*;
 
+    // Issue 13 (download rate, ETA); PROTOCOL 2.3
     #[test]
     fn rate_and_eta_come_from_recent_progress() {
         let t0 = Instant::now();
@@ -172,6 +173,7 @@ mod tests {
         assert_eq!(d.rate(), Some(100_000.0));
     }
 
+    // Issue 13 (download end state)
     #[test]
     fn end_states() {
         let mut d = Download::requested("a");
@@ -184,6 +186,7 @@ mod tests {
         assert_eq!(d.state, DownloadState::Failed { reason: "no such file: b".into() });
     }
 
+    // Issue 13
     #[test]
     fn human_units() {
         assert_eq!(human_bytes(512.0), "512 B");

@@ -75,6 +75,7 @@ impl InputHistory {
 mod tests {
     use super::*;
 
+    // Issue 13 (input history)
     #[test]
     fn up_and_down_walk_the_history_and_keep_the_draft() {
         let mut h = InputHistory::default();
@@ -92,6 +93,7 @@ mod tests {
         assert_eq!(h.newer(), None, "not browsing any more");
     }
 
+    // Issue 13 (input history, bounded memory)
     #[test]
     fn bounded() {
         let mut h = InputHistory::default();

@@ -83,6 +83,7 @@ impl Ui {
     }
 }
 
+// Issue 13 (files fetched on join); PROTOCOL 1.1, 1.4
 #[test]
 fn starts_by_connecting_and_fetches_files_on_join() {
     let mut ui = Ui::new();
@@ -96,6 +97,7 @@ fn starts_by_connecting_and_fetches_files_on_join() {
     assert_eq!(ui.last_line().time.to_string(), "09:30", "timestamped");
 }
 
+// Issue 13 (timestamps); PROTOCOL 1.2
 #[test]
 fn text_is_said_to_everyone_and_timestamped() {
     let mut ui = Ui::joined();
@@ -110,6 +112,7 @@ fn text_is_said_to_everyone_and_timestamped() {
     assert!(!line.mention);
 }
 
+// Issue 13 (the /help and /files bug); PROTOCOL 1.2, 1.4
 #[test]
 fn help_and_files_are_never_sent_as_messages() {
     // The bug the issue reports: `/help` and `/files` went to everyone.
@@ -128,6 +131,7 @@ fn help_and_files_are_never_sent_as_messages() {
     assert!(ui.last_line().text.starts_with("2 files on offer: hello.c, photo.png"));
 }
 
+// Issue 13 (/msg, ~NAME); PROTOCOL 1.2, 1.3
 #[test]
 fn msg_and_tilde_send_privately() {
     let mut ui = Ui::joined();
@@ -141,6 +145,7 @@ fn msg_and_tilde_send_privately() {
     assert_eq!(ui.last_line().kind, LineKind::Error);
 }
 
+// Issue 13 (/who); PROTOCOL 1.1
 #[test]
 fn who_lists_the_people_here() {
     let mut ui = Ui::joined();
@@ -153,6 +158,7 @@ fn who_lists_the_people_here() {
     assert_eq!(ui.last_line().kind, LineKind::Presence);
 }
 
+// Issue 13 (downloads: progress, rate, ETA, end state); PROTOCOL 2.1, 2.3
 #[test]
 fn get_follows_a_download_to_its_end() {
     let mut ui = Ui::joined();
@@ -200,6 +206,7 @@ fn get_follows_a_download_to_its_end() {
     assert!(ui.model.downloads().is_empty());
 }
 
+// S1 (no such file, as the client sees it); PROTOCOL 1.4, 4.5
 #[test]
 fn a_missing_file_fails_its_download_and_refreshes_the_list() {
     let mut ui = Ui::joined();
@@ -213,6 +220,7 @@ fn a_missing_file_fails_its_download_and_refreshes_the_list() {
     assert_eq!(ui.actions(), ["get_list_file"]);
 }
 
+// Issue 13 (/quit); PROTOCOL 4.1
 #[test]
 fn quit_says_quit_and_closes_when_the_session_ends() {
     let mut ui = Ui::joined();
@@ -225,6 +233,7 @@ fn quit_says_quit_and_closes_when_the_session_ends() {
     assert!(ui.model.is_closed());
 }
 
+// Issue 13 (no protocol keyword needed); PROTOCOL 1.2
 #[test]
 fn protocol_keywords_typed_out_of_habit_run_their_command() {
     let mut ui = Ui::joined();
@@ -236,6 +245,7 @@ fn protocol_keywords_typed_out_of_habit_run_their_command() {
     assert_eq!(ui.actions(), ["{quit}"]);
 }
 
+// Issue 13 (commands); PROTOCOL 1.2
 #[test]
 fn unknown_commands_are_explained_not_sent() {
     let mut ui = Ui::joined();
@@ -247,6 +257,7 @@ fn unknown_commands_are_explained_not_sent() {
     assert_eq!(ui.actions(), ["/slash at the start"]);
 }
 
+// Issue 13 (commands)
 #[test]
 fn clear_empties_the_view() {
     let mut ui = Ui::joined();
@@ -254,6 +265,7 @@ fn clear_empties_the_view() {
     assert!(ui.model.conversation().lines().is_empty());
 }
 
+// Issue 13 (mentions, bell); PROTOCOL 1.3
 #[test]
 fn mentions_and_private_messages_ring_the_bell() {
     let mut ui = Ui::joined();
@@ -271,6 +283,7 @@ fn mentions_and_private_messages_ring_the_bell() {
     assert!(!ui.last_line().mention, "our own lines never");
 }
 
+// Issue 13 (input history)
 #[test]
 fn history_recalls_sent_lines() {
     let mut ui = Ui::joined();
@@ -286,6 +299,7 @@ fn history_recalls_sent_lines() {
     assert_eq!(ui.model.input(), "draft");
 }
 
+// Issue 13 (completion); PROTOCOL 1.1, 1.4
 #[test]
 fn tab_completes_names_files_and_commands() {
     let mut ui = Ui::joined();
@@ -302,6 +316,7 @@ fn tab_completes_names_files_and_commands() {
     assert!(!ui.model.complete_input());
 }
 
+// C1 (a refused name, as the client sees it); PROTOCOL 1.1
 #[test]
 fn a_refused_name_is_typed_again() {
     let mut ui = Ui::new();
@@ -314,6 +329,7 @@ fn a_refused_name_is_typed_again() {
     assert_eq!(ui.model.connection(), &Connection::Joined);
 }
 
+// Issue 13; PROTOCOL 1.1, 4.6 (lines before the join are read as names)
 #[test]
 fn lines_typed_before_the_join_wait_for_it() {
     let mut ui = Ui::new();
@@ -323,6 +339,7 @@ fn lines_typed_before_the_join_wait_for_it() {
     assert_eq!(ui.actions(), ["get_list_file", "early bird"]);
 }
 
+// Issue 13 (reconnect); PROTOCOL 4.3
 #[test]
 fn a_lost_server_is_tried_again_with_backoff() {
     let mut ui = Ui::joined();
@@ -371,6 +388,7 @@ fn a_lost_server_is_tried_again_with_backoff() {
     assert_eq!(retry_at, ui.now + Duration::from_secs(1));
 }
 
+// Issue 13 (reconnect, /quit)
 #[test]
 fn quitting_while_disconnected_closes_at_once() {
     let mut ui = Ui::joined();
@@ -380,6 +398,7 @@ fn quitting_while_disconnected_closes_at_once() {
     assert_eq!(ui.actions(), Vec::<String>::new());
 }
 
+// Issue 13 (/quit); PROTOCOL 1.1
 #[test]
 fn quitting_before_the_join_closes_at_once() {
     // A `{quit}` before the join would be read as a name (PROTOCOL 1.1).
@@ -389,6 +408,7 @@ fn quitting_before_the_join_closes_at_once() {
     assert_eq!(ui.actions(), Vec::<String>::new());
 }
 
+// Issue 13; PROTOCOL 1.1, 4.1
 #[test]
 fn someone_joining_while_we_leave_is_not_our_join() {
     let mut ui = Ui::joined();
@@ -398,6 +418,7 @@ fn someone_joining_while_we_leave_is_not_our_join() {
     assert_eq!((ui.model.name(), ui.model.connection()), ("alice", &Connection::Quitting));
 }
 
+// Issue 13 (reconnect); PROTOCOL 2.4
 #[test]
 fn a_download_asked_for_while_disconnected_waits_for_the_next_session() {
     let mut ui = Ui::joined();
@@ -410,6 +431,7 @@ fn a_download_asked_for_while_disconnected_waits_for_the_next_session() {
     assert_eq!(ui.actions(), ["CONNECT alice", "get_list_file", "download_file hello.c"]);
 }
 
+// Issue 13 (files refetched after changes); PROTOCOL 1.4
 #[test]
 fn the_file_list_is_refreshed_now_and_then() {
     let mut ui = Ui::joined();
@@ -420,6 +442,7 @@ fn the_file_list_is_refreshed_now_and_then() {
     assert_eq!(ui.last_line().text, "you joined as alice", "silently");
 }
 
+// Issue 13 (multi-line paste); PROTOCOL 1.2
 #[test]
 fn a_pasted_block_is_sent_line_by_line() {
     let mut ui = Ui::joined();
@@ -427,6 +450,7 @@ fn a_pasted_block_is_sent_line_by_line() {
     assert_eq!(ui.actions(), ["one", "two", "three"]);
 }
 
+// Issue 13 (the model is Send for egui)
 #[test]
 fn the_model_can_cross_threads() {
     fn is_send<T: Send + Sync>() {}
