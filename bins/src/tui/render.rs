@@ -113,10 +113,20 @@ fn render_conversation(frame: &mut Frame, model: &ClientModel, view: &View, area
     }
     shown.truncate(rows);
     shown.reverse();
-    let mut title = format!(" {} @ {} ", model.name(), view.server);
-    if view.scroll > 0 {
-        title = format!(" {} more below: PgDn ", view.scroll);
+    // Scrolled back to the first line with room to spare: the pane is filled with the lines
+    // after it rather than left half empty.
+    let mut next = end;
+    while shown.len() < rows && next < lines.len() {
+        let room = rows - shown.len();
+        shown.extend(wrap(chat_line(model, &lines[next]), width, INDENT).into_iter().take(room));
+        next += 1;
     }
+    let below = lines.len() - next;
+    let title = if below > 0 {
+        format!(" {below} more below: PgDn ")
+    } else {
+        format!(" {} @ {} ", model.name(), view.server)
+    };
     let block = Block::bordered().title(title);
     frame.render_widget(Paragraph::new(shown).block(block), area);
 }
@@ -255,7 +265,7 @@ fn render_people(frame: &mut Frame, model: &ClientModel, view: &View, area: Rect
     let title = if focused {
         " people: Enter writes ".to_owned()
     } else {
-        format!(" here ({}) F3 ", people.len())
+        format!(" here ({}): F3 writes ", people.len())
     };
     let list = List::new(items)
         .block(pane(title, focused))
@@ -289,7 +299,7 @@ fn render_files(frame: &mut Frame, model: &ClientModel, view: &View, area: Rect)
     let title = if focused {
         " files: Enter downloads ".to_owned()
     } else {
-        format!(" files ({}) F2 ", model.files().len())
+        format!(" files ({}): F2 gets ", model.files().len())
     };
     let list = List::new(items)
         .block(pane(title, focused))

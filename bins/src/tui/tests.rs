@@ -286,6 +286,9 @@ fn pgup_and_the_wheel_scroll_back() {
         tui.key(KeyCode::PageUp);
     }
     assert!(tui.view.scroll < tui.model.conversation().lines().len(), "bounded");
+    // At the top, the pane is full of the first lines, not half empty.
+    let screen = tui.screen(80, 12);
+    assert!(screen.contains("you joined as alice") && screen.contains("line 2"), "{screen}");
 }
 
 // Issue 13 (a lost server shown, reconnect); C1; PROTOCOL 1.1, 4.3
