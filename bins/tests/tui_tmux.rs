@@ -1,8 +1,8 @@
 //! `natter tui` in a real terminal: tmux runs it against a real server, `send-keys` types as a
 //! person would, `capture-pane` reads the screen. The seed session (PROTOCOL 3) with no protocol
-//! keyword typed: join, talk, talk privately, who, files, download from the file pane, quit; then
-//! the terminal is given back (the alternate screen left) and the exit status is 0. Issue 13,
-//! must-haves 3 and 4.
+//! keyword typed: join, talk, talk privately, paste two lines, who, files, download from the file
+//! pane, quit; then the terminal is given back (the alternate screen left) and the exit status
+//! is 0. Issue 13, must-haves 3 and 4.
 //!
 //! tmux runs on a socket of its own (`-L`), killed at the end: no tmux server of the person who
 //! runs the tests is touched. `.ci/run` installs tmux; without it this test fails and says so.
@@ -139,6 +139,14 @@ fn the_seed_session_in_a_real_terminal() {
     tmux.key("Enter");
     raw_sees(&mut bob, "alice: (PRIVATE) psst");
     tmux.until_shown("-> *bob* psst");
+
+    // A pasted block (tmux pastes it bracketed, as a terminal does) waits for a yes.
+    tmux.command(&["set-buffer", "line one\nline two"]);
+    tmux.command(&["paste-buffer", "-p", "-t", "natter"]);
+    tmux.until_shown("send 2 pasted lines?");
+    tmux.key("Enter");
+    raw_sees(&mut bob, "alice: line one");
+    raw_sees(&mut bob, "alice: line two");
 
     tmux.type_text("/who");
     tmux.key("Enter");
