@@ -334,6 +334,24 @@ fn long_lines_wrap_at_spaces_under_the_timestamp() {
     assert_eq!(text(super::render::wrap(Line::from(""), 10, 6)), [""]);
 }
 
+// Issue 13 (usable at 40 columns): smaller windows do not break it either.
+#[test]
+fn tiny_windows_draw_without_panicking() {
+    let mut tui = Tui::busy();
+    tui.event(Event::Paste("a\nb".into()));
+    for width in [1, 2, 5, 12, 25, 39] {
+        for height in [1, 2, 3, 5, 8] {
+            let screen = tui.screen(width, height);
+            assert_eq!(screen.split('\n').count(), usize::from(height));
+        }
+    }
+    tui.key(KeyCode::Esc);
+    tui.key(KeyCode::F(2));
+    for width in [1, 3, 7] {
+        tui.screen(width, 4);
+    }
+}
+
 // Issue 13 (a colour per name)
 #[test]
 fn names_keep_their_colour() {
