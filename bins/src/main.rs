@@ -4,6 +4,7 @@ mod cli;
 mod impair;
 mod impair_args;
 mod line_ui;
+mod local_time;
 mod tui;
 
 use std::io::Write;
@@ -19,6 +20,8 @@ use natter_runtime_common::{ClientOptions, DownloadOptions, Runtime, ServerOptio
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before any thread starts: see local_time::init.
+    local_time::init();
     let cli = Cli::parse();
     // Log lines would scribble over the terminal window of `natter tui`: there, only RUST_LOG
     // turns them on.
@@ -199,16 +202,11 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
         max_size: args.max_size,
         tls,
     };
-    let mut ui = tui::TuiUi::start();
-    let keyboard = ui.keyboard();
-    let result = match args.runtime.into() {
-        Runtime::Mio => client::run_client(natter_runtime_mio::client, options, &mut ui, keyboard),
-        Runtime::Smol => {
-            client::run_client(natter_runtime_smol::client, options, &mut ui, keyboard)
-        }
+    let run = match args.runtime.into() {
+        Runtime::Mio => natter_runtime_mio::client,
+        Runtime::Smol => natter_runtime_smol::client,
     };
-    ui.restore();
-    match result {
+    match tui::run(run, options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("natter tui: {err}");

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod client_model;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;

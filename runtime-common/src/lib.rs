@@ -16,6 +16,7 @@ pub mod net;
 pub mod options;
 pub mod serve;
 pub mod served;
+pub mod session;
 pub mod tls;
 pub mod ui;
 
@@ -26,4 +27,5 @@ pub use natter_core::driver::client::{DownloadFailure, DownloadReport};
 pub use options::{ClientOptions, DownloadOptions, Runtime, ServerOptions, default_part_size};
 pub use serve::ServedFiles;
 pub use served::ServedFile;
+pub use session::{Session, SessionRunner};
 pub use ui::ClientUi;

@@ -82,7 +82,8 @@ pub struct TestServer {
     pub plain_addr: SocketAddr,
     /// Its data folder (the self-signed certificate), when it serves TLS.
     pub data: Option<tempfile::TempDir>,
-    _handle: natter_runtime_common::serve::ServerHandle,
+    /// Running while `Some`; [`TestServer::stop`] takes it.
+    handle: Option<natter_runtime_common::serve::ServerHandle>,
 }
 
 impl Drop for TestServer {
@@ -95,6 +96,13 @@ impl Drop for TestServer {
 impl TestServer {
     pub fn path(&self, name: &str) -> PathBuf {
         self.files.path().join(name)
+    }
+
+    /// Stops the server (its connections are closed) and hands back its served folder.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        drop(self.handle.take());
+        // Dropping `self` must still run (it forgets the TLS port), so the folder is swapped out.
+        std::mem::replace(&mut self.files, tempfile::tempdir().unwrap())
     }
 }
 
@@ -150,7 +158,7 @@ pub fn start(
         }
         _ => plain_addr,
     };
-    TestServer { addr, files, plain_addr, data, _handle: handle }
+    TestServer { addr, files, plain_addr, data, handle: Some(handle) }
 }
 
 /// A block of `n` UDP ports that were free a moment ago, different for every call in this
