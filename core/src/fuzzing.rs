@@ -224,6 +224,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
     let mut sender = Sender::new(
         SenderConfig {
             token: TOKEN,
+            seal: None,
             peer_ip: client_ip,
             size,
             part_size: PART_SIZE,
@@ -295,7 +296,8 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
         }
 
         // At the receiver, as the runtime would: write what is accepted, hash in order.
-        if let Some(accept) = receiver.handle_datagram(now, &datagram) {
+        let mut datagram = datagram;
+        if let Some(accept) = receiver.handle_datagram(now, &mut datagram) {
             let payload = &datagram[accept.payload.clone()];
             let expected_len = (size - accept.offset).min(u64::from(PART_SIZE)) as usize;
             assert_eq!(accept.offset, u64::from(accept.part) * u64::from(PART_SIZE));

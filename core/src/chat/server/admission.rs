@@ -54,6 +54,7 @@ impl ChatServer {
                 queued: 0,
                 transfers: 0,
                 presence_owed: false,
+                secure: false,
                 budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
             }),
         );

@@ -176,6 +176,8 @@ struct ClientState {
     up: Link,
     down: Link,
     max_datagram: Option<usize>,
+    /// Its chat connections are marked secure when accepted ([`ClientSpec::secure`]).
+    secure: bool,
     conn: Option<ConnId>,
     /// Server port of each open download.
     downloads: BTreeMap<u64, u16>,
@@ -266,6 +268,7 @@ pub fn run(base: Instant, config: SystemConfig, clients: Vec<ClientSpec>) -> Sys
             up: Link::new(spec.path.up),
             down: Link::new(spec.path.down),
             max_datagram: spec.max_datagram,
+            secure: spec.secure,
             conn: None,
             downloads: BTreeMap::new(),
             framer: LineFramer::with_limit(MAX_SERVER_LINE),
@@ -429,11 +432,11 @@ impl World {
                 self.driver.handle_input(now, input);
                 self.perform();
             }
-            Ev::DatagramToClient { client, id, bytes } => {
+            Ev::DatagramToClient { client, id, mut bytes } => {
                 let now = self.now();
                 let c = &mut self.clients[client];
                 if c.downloads.contains_key(&id) {
-                    c.client.handle_datagram(now, id, &bytes);
+                    c.client.handle_datagram(now, id, &mut bytes);
                     c.dirty = true;
                 }
             }

@@ -22,6 +22,7 @@ use crate::transfer::pacing::Pacer;
 use crate::wire::datagram::{
     self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN, TRAILER_LEN,
 };
+use crate::wire::sealed;
 
 use super::loss::{Slot, Track};
 use super::{Receiver, ReceiverState};
@@ -35,9 +36,15 @@ const REQUEST_TIMES_KEPT: usize = 4096;
 impl Receiver {
     /// The next copy of FINISHED, if one is due and `buf` holds it.
     pub(super) fn finished_copy(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.finished_left > 0 && buf.len() >= datagram::FINISHED_LEN {
+        // Sealed, every copy is the same bytes: an empty body under one nonce (PROTOCOL 2.7).
+        let len =
+            if self.config.seal.is_some() { sealed::FINISHED_LEN } else { datagram::FINISHED_LEN };
+        if self.finished_left > 0 && buf.len() >= len {
             self.finished_left -= 1;
-            return Some(datagram::encode_finished(self.config.token, buf));
+            return Some(match &self.config.seal {
+                Some(key) => sealed::encode_finished(key, buf),
+                None => datagram::encode_finished(self.config.token, buf),
+            });
         }
         None
     }
@@ -62,8 +69,18 @@ impl Receiver {
             return None;
         }
         let need = self.request_need()?;
-        let max_ranges = (buf.len().saturating_sub(REQUEST_HEADER_LEN + TRAILER_LEN) / RANGE_LEN)
-            .min(MAX_PARTS_PER_REQUEST);
+        let overhead = match self.config.seal {
+            Some(_) => sealed::request_len(0),
+            None => REQUEST_HEADER_LEN + TRAILER_LEN,
+        };
+        let max_ranges =
+            (buf.len().saturating_sub(overhead) / RANGE_LEN).min(MAX_PARTS_PER_REQUEST);
+        if self.config.seal.is_some() && self.progress.requests_sent > 0 && self.next_req_seq == 0 {
+            // Sealed, a `req_seq` may not wrap: the server answers only a larger one, and a
+            // repeated one would repeat nonces (PROTOCOL 2.7). 2^32 requests are used up.
+            self.fail(super::TransferError::RequestsExhausted);
+            return None;
+        }
         if max_ranges == 0 {
             return None;
         }
@@ -121,7 +138,11 @@ impl Receiver {
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         self.controller.on_sent(now, bytes, self.in_flight);
-        let n = datagram::encode_request(self.config.token, req_seq, &ranges, buf);
+        // Sealed once: its copies are the same bytes, so its nonce seals one message (2.7).
+        let n = match &self.config.seal {
+            Some(key) => sealed::encode_request(key, req_seq, &ranges, buf),
+            None => datagram::encode_request(self.config.token, req_seq, &ranges, buf),
+        };
         self.repeats_left = self.config.request_copies.saturating_sub(1);
         if self.repeats_left > 0 {
             self.repeat.clear();
