@@ -150,6 +150,9 @@ pub struct SystemConfig {
     pub time_limit: Duration,
     /// Whether to keep the chronological [`SystemReport::timeline`] (large runs may not want it).
     pub timeline: bool,
+    /// Whether to keep every UDP datagram as it left its sender ([`SystemReport::udp_capture`]):
+    /// what a capture on the path would hold (issue 14's privacy tests).
+    pub capture_udp: bool,
 }
 
 impl SystemConfig {
@@ -164,6 +167,7 @@ impl SystemConfig {
             failing_accepts: 0,
             time_limit: Duration::from_secs(60),
             timeline: true,
+            capture_udp: false,
         }
     }
 }
@@ -248,6 +252,8 @@ struct World {
     timeline: Option<Vec<(Duration, String)>>,
     peak_total_queued: usize,
     buf: Vec<u8>,
+    /// Every datagram sent, when [`SystemConfig::capture_udp`].
+    capture: Option<Vec<Vec<u8>>>,
 }
 
 /// Runs the system until nothing is left to happen or the time limit passes. `base` is the
@@ -298,6 +304,7 @@ pub fn run(base: Instant, config: SystemConfig, clients: Vec<ClientSpec>) -> Sys
         timeline: config.timeline.then(Vec::new),
         peak_total_queued: 0,
         buf: vec![0; MAX_DATAGRAM],
+        capture: config.capture_udp.then(Vec::new),
     };
     for i in 0..world.changes.len() {
         let at = world.changes[i].at.as_nanos() as u64;
@@ -513,6 +520,7 @@ impl World {
             log: self.log,
             peak_total_queued: self.peak_total_queued,
             timeline: self.timeline.unwrap_or_default(),
+            udp_capture: self.capture.unwrap_or_default(),
         }
     }
 }
