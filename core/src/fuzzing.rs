@@ -18,6 +18,7 @@ mod extreme_offer;
 mod file_bytes;
 mod input;
 mod resume_record;
+mod sealed;
 
 pub use chat_client::chat_client_session;
 pub use client_driver::client_driver_session;
@@ -25,6 +26,7 @@ pub use extreme_offer::{
     KnownBugs, MAX_ACCEPTED_STATE, OFFERED_PART_SIZES, extreme_offer, resume_state_bytes,
 };
 pub use resume_record::resume_record_round_trip;
+pub use sealed::sealed_datagrams;
 
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::datagram::{self, Datagram};
