@@ -14,8 +14,13 @@
 //! the version of the last REQUEST answered, so a version-1 client is served as before.
 //!
 //! The sender does not read the file: [`SenderOutput::SendPart`] says which bytes to send and the
-//! runtime `pread`s them straight into its datagram buffer and calls
-//! [`crate::wire::datagram::seal_part`], so the payload is copied once, kernel to buffer.
+//! runtime `pread`s them straight into its datagram buffer and seals them there
+//! ([`crate::transfer::endpoint::PartOrder::seal`]), so the payload is copied once, kernel to
+//! buffer.
+//!
+//! A sealed transfer (PROTOCOL 2.7, [`SenderConfig::seal`]) answers only datagrams sealed with its
+//! key, answers only a `req_seq` above the last one answered (never wrapping), and drops a REQUEST
+//! whose ranges overlap: so no (`req_seq`, part) is ever sealed twice under its key.
 //!
 //! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: tokens and addresses, `req_seq`, per-request limits)
 //! and [§2.6] (Timeouts and how a transfer ends).

@@ -30,7 +30,8 @@
 //!   again only on [`Output::AcceptAgain`].
 //! - **UDP**: each client has a [`Path`] ([`Link`] each way: loss, delay, rate, jitter, ...)
 //!   shared by its downloads, and optionally a largest datagram the path carries
-//!   ([`ClientSpec::max_datagram`], U5). Parts are sealed with [`seal_part`] from the served
+//!   ([`ClientSpec::max_datagram`], U5). Parts are sealed with [`seal_part`] (or AES-GCM for a
+//!   [`ClientSpec::secure`] client, PROTOCOL 2.7) from the served
 //!   file's content at the moment of sending; a file changed mid-transfer ([`FileChange`]) is
 //!   noticed by [`Output::CheckFile`] or by a short read, as on a real server (U7).
 //!

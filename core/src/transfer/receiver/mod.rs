@@ -17,7 +17,9 @@
 //! whole batch.
 //!
 //! Only parts judged lost are asked for again; duplicates and corrupt parts are dropped. Every part
-//! is checked against the offer (token, CRC, index, exact size) before its bytes are accepted, and
+//! is checked against the offer (token, CRC, index, exact size; for a sealed transfer, PROTOCOL
+//! 2.7, its AES-GCM tag under the offer's key instead of token and CRC) before its bytes are
+//! accepted, and
 //! the whole file against the BLAKE3 digest of the offer, hashed in order as the prefix grows so no
 //! second pass over the file is needed at the end.
 //!
