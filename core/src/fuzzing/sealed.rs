@@ -79,12 +79,13 @@ pub fn sealed_datagrams(data: &[u8], start: Instant) {
         };
         check_codec(&key, &datagram);
         if kind & 0x10 != 0 && !datagram.is_empty() {
+            // One byte changed in a datagram that opened must not open. (Changing a replayed,
+            // already changed datagram may change it back: that one opens, rightly.)
+            let opened = sealed::open(&key, TOKEN, &mut datagram.clone()).is_ok();
             let at = usize::from(byte(1)) % datagram.len();
             datagram[at] ^= byte(2) | 1;
-            assert!(
-                sealed::open(&key, TOKEN, &mut datagram.clone()).is_err(),
-                "a changed byte opened"
-            );
+            let opens = sealed::open(&key, TOKEN, &mut datagram.clone()).is_ok();
+            assert!(!(opened && opens), "a changed byte opened");
         }
         history.push(datagram.clone());
         if history.len() > 64 {
