@@ -61,3 +61,73 @@ fn plain_downloads_are_unchanged_on_real_sockets() {
     assert_eq!(run.offer.split(' ').count(), 8, "{}", run.offer);
     assert!(run.request_versions.iter().all(|&v| v == 2));
 }
+
+/// A capture of one transfer port with tcpdump (installed by `.ci/run`), running while `run`
+/// downloads over it; returns the capture file's bytes. The capture is stopped by its PID.
+fn captured(run: impl FnOnce(std::net::UdpSocket) -> loopback::Run) -> (loopback::Run, Vec<u8>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let udp = loopback::server_socket().unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("udp.pcap");
+    let mut tcpdump = Command::new("tcpdump")
+        .args(["-i", "lo", "-n", "-U", "-s", "0", "-B", "16384", "-w"])
+        .arg(&pcap)
+        .arg(format!("udp port {port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump is needed for this test (.ci/run installs it)");
+    // It says "listening on lo" once the capture runs.
+    let mut stderr = BufReader::new(tcpdump.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("listening on") {
+        line.clear();
+    }
+    assert!(line.contains("listening on"), "tcpdump did not start: {line}");
+    let result = run(udp);
+    // Let the last datagrams reach the capture, then stop it (by its own PID) and wait for it.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    (result, std::fs::read(&pcap).unwrap())
+}
+
+/// Issue 14 "a capture on loopback (tcpdump) of ... a sealed download holds none of the file's
+/// bytes, and no token", PROTOCOL 2.7, on real sockets: tcpdump on the transfer port during a
+/// sealed download finds no 16-byte piece of the file and not the token's 8 bytes; during a
+/// plain download (the control) it finds both, so the search can fail.
+#[test]
+fn a_tcpdump_capture_of_a_sealed_download_holds_no_file_bytes_and_no_token() {
+    let files = served(1 << 20);
+    let file = std::fs::read(files.path().join("f.bin")).unwrap();
+    let holds = |capture: &[u8], needle: &[u8]| capture.windows(needle.len()).any(|w| w == needle);
+    let token = |offer: &str| u64::from_str_radix(offer.split(' ').nth(7).unwrap(), 16).unwrap();
+    for secure in [true, false] {
+        let out = tempfile::tempdir().unwrap();
+        let (run, capture) = captured(|udp| {
+            let limit = Duration::from_secs(60);
+            loopback::download_on(udp, files.path(), "f.bin", out.path(), secure, Some(1446), limit)
+                .unwrap()
+        });
+        assert!(run.exact);
+        // Most of the transfer (a loaded machine's capture may drop some packets).
+        assert!(
+            capture.len() > file.len() / 2,
+            "the capture missed the transfer: {}",
+            capture.len()
+        );
+        let pieces =
+            (0..file.len() - 16).step_by(4099).filter(|&at| holds(&capture, &file[at..at + 16]));
+        let token_seen = holds(&capture, &token(&run.offer).to_be_bytes());
+        if secure {
+            assert_eq!(pieces.count(), 0, "file bytes in the capture of a sealed download");
+            assert!(!token_seen, "the token is in the capture of a sealed download");
+        } else {
+            assert!(pieces.count() > 25, "the control: a plain download is readable");
+            assert!(token_seen, "the control: a plain datagram carries the token");
+        }
+    }
+}

@@ -91,6 +91,14 @@ impl Read for Pipe {
     }
 }
 
+/// The server's transfer socket: a free loopback port, non-blocking.
+pub fn server_socket() -> Result<UdpSocket, String> {
+    let localhost = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let udp = net::udp_socket(localhost).map_err(|e| e.to_string())?;
+    udp.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(udp)
+}
+
 /// Downloads `name` from `served` into `out` over loopback, sealed when `secure`, in parts of
 /// `part_size` (`None`: what the route allows, 65000 on loopback); gives up after `limit`.
 pub fn download(
@@ -101,9 +109,20 @@ pub fn download(
     part_size: Option<u16>,
     limit: Duration,
 ) -> Result<Run, String> {
+    download_on(server_socket()?, served, name, out, secure, part_size, limit)
+}
+
+/// [`download`] with the server's transfer socket given (a test that captures the port).
+pub fn download_on(
+    udp: UdpSocket,
+    served: &Path,
+    name: &str,
+    out: &Path,
+    secure: bool,
+    part_size: Option<u16>,
+    limit: Duration,
+) -> Result<Run, String> {
     let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let udp = net::udp_socket(SocketAddr::new(localhost, 0)).map_err(|e| e.to_string())?;
-    udp.set_nonblocking(true).map_err(|e| e.to_string())?;
     let port = udp.local_addr().map_err(|e| e.to_string())?.port();
     let config = ServerConfig { udp_ports: port..=port, ..ServerConfig::default() };
     let (folder, _digests) = initial_scan(served);
