@@ -26,6 +26,7 @@ use natter_runtime_common::serve::{self, ServedFiles};
 use natter_runtime_common::{
     ClientIo, ClientUi, DownloadError, DownloadOptions, DownloadReport, Sockets, initial_scan,
 };
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 /// What one download did.
 #[derive(Debug)]
@@ -187,6 +188,20 @@ pub fn download_on(
         }
         if driver.poll_timeout().is_some_and(|at| at <= now) {
             driver.handle_timeout(now);
+        }
+        if !transmit_owed && client.outbox.is_empty() && to_client.0.is_empty() {
+            // Nothing to do until a datagram arrives or a timer is due: wait as a runtime does,
+            // so the process's CPU time is the work of both ends, not a spinning loop.
+            let due = [client.poll_timeout(), driver.poll_timeout()].into_iter().flatten().min();
+            let wait = due.map_or(Duration::from_millis(10), |at| {
+                at.saturating_duration_since(Instant::now()).min(Duration::from_millis(10))
+            });
+            let mut fds = vec![PollFd::new(&udp, PollFlags::IN)];
+            for (socket, _) in sockets.downloads.values() {
+                fds.push(PollFd::new(socket, PollFlags::IN));
+            }
+            let timeout = Timespec::try_from(wait).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 0 });
+            let _ = rustix::event::poll(&mut fds, Some(&timeout));
         }
     }
     let elapsed = start.elapsed();
