@@ -20,7 +20,7 @@ shift 3
 
 here=$(cd "$(dirname "$0")" && pwd)
 case $target in
-    datagram | transfer) dicts=(datagram) ;;
+    datagram | transfer | sealed) dicts=(datagram) ;;
     chat_line | line_framer | chat_server | chat_client) dicts=(chat) ;;
     client_driver) dicts=(chat datagram resume offer) ;;
     resume_record) dicts=(resume) ;;

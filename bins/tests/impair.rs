@@ -109,6 +109,7 @@ fn kind(err: &DownloadError) -> String {
             TransferError::Aborted { code, .. } => format!("ABORT {code}"),
             TransferError::NoProgress(_) => "no progress".into(),
             TransferError::Abandoned => "abandoned".into(),
+            TransferError::RequestsExhausted => "requests exhausted".into(),
         },
         DownloadError::Failed(DownloadFailure::Refused(why)) => format!("refused: {why}"),
         DownloadError::Failed(DownloadFailure::NoAnswer(_)) => "no answer".into(),

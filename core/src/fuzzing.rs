@@ -18,6 +18,7 @@ mod extreme_offer;
 mod file_bytes;
 mod input;
 mod resume_record;
+mod sealed;
 
 pub use chat_client::chat_client_session;
 pub use client_driver::client_driver_session;
@@ -25,6 +26,7 @@ pub use extreme_offer::{
     KnownBugs, MAX_ACCEPTED_STATE, OFFERED_PART_SIZES, extreme_offer, resume_state_bytes,
 };
 pub use resume_record::resume_record_round_trip;
+pub use sealed::sealed_datagrams;
 
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::datagram::{self, Datagram};
@@ -224,6 +226,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
     let mut sender = Sender::new(
         SenderConfig {
             token: TOKEN,
+            seal: None,
             peer_ip: client_ip,
             size,
             part_size: PART_SIZE,
@@ -295,7 +298,8 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
         }
 
         // At the receiver, as the runtime would: write what is accepted, hash in order.
-        if let Some(accept) = receiver.handle_datagram(now, &datagram) {
+        let mut datagram = datagram;
+        if let Some(accept) = receiver.handle_datagram(now, &mut datagram) {
             let payload = &datagram[accept.payload.clone()];
             let expected_len = (size - accept.offset).min(u64::from(PART_SIZE)) as usize;
             assert_eq!(accept.offset, u64::from(accept.part) * u64::from(PART_SIZE));

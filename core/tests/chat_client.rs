@@ -81,6 +81,7 @@ fn every_server_line_becomes_an_event() {
                     part_size: 1200,
                     blake3: [0x7d; 32],
                     token: 0x5c1e_0f3a_9b2d_4e71,
+                    key: None,
                 })
                 .expect("a safe offer")
             ),

@@ -113,6 +113,7 @@ fn offer() -> UdpOffer {
         part_size: 1200,
         blake3,
         token: 0x5c1e_0f3a_9b2d_4e71,
+        key: None,
     }
 }
 

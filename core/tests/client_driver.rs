@@ -126,6 +126,7 @@ impl Script {
             part_size,
             blake3: *blake3::hash(bytes).as_bytes(),
             token: u64::from(port),
+            key: None,
         })
         .encode();
         line.trim_end().to_owned()
@@ -183,8 +184,8 @@ impl Script {
             if corrupt && !payload.is_empty() {
                 payload[0] ^= 0xff;
             }
-            let dgram = datagram::encode_part(token, req_seq, part, &payload);
-            if let Some(accept) = self.d.handle_datagram(self.now, id, &dgram) {
+            let mut dgram = datagram::encode_part(token, req_seq, part, &payload);
+            if let Some(accept) = self.d.handle_datagram(self.now, id, &mut dgram) {
                 let buf = self.parts.get_mut(&file).unwrap();
                 let at = accept.offset as usize;
                 buf[at..at + accept.payload.len()].copy_from_slice(&dgram[accept.payload]);
@@ -203,7 +204,7 @@ impl Script {
         let mut buf = vec![0; 200];
         let n = datagram::encode_abort(token, AbortCode::TimedOut, reason, &mut buf);
         self.say(format!("#{id} < ABORT {reason}"));
-        self.d.handle_datagram(self.now, id, &buf[..n]);
+        self.d.handle_datagram(self.now, id, &mut buf[..n]);
         self.drain();
     }
 
@@ -433,6 +434,7 @@ fn s3_extreme_offers_are_refused_before_anything_is_opened() {
             part_size,
             blake3: [7; 32],
             token: 1,
+            key: None,
         })
         .encode();
         line.trim_end().to_owned()

@@ -140,7 +140,7 @@ impl Script {
                         .unwrap();
                 }
                 Output::AcceptAgain => writeln!(self.transcript, "[out] accept again").unwrap(),
-                Output::Serve { port, file, identity, part_size } => {
+                Output::Serve { port, file, identity, part_size, .. } => {
                     writeln!(
                         self.transcript,
                         "[out] serve {file} on port {port} (parts of {part_size}, identity known: {})",
@@ -155,11 +155,10 @@ impl Script {
                 Output::Transmit { port } => {
                     while let Some(t) = self.driver.poll_transmit(self.now, port) {
                         let line = match t {
-                            Transmit::Part { part, offset, len, req_seq, .. } => {
-                                format!(
-                                    "part {part} ({len} bytes at {offset}) for request {req_seq}"
-                                )
-                            }
+                            Transmit::Part(o) => format!(
+                                "part {} ({} bytes at {}) for request {}",
+                                o.part, o.len, o.offset, o.req_seq
+                            ),
                             Transmit::Datagram { bytes, .. } => match datagram::parse(&bytes) {
                                 Ok(Datagram::Abort(a)) => format!("ABORT {} {}", a.code, a.reason),
                                 other => format!("{other:?}"),

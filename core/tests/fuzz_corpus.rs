@@ -65,6 +65,13 @@ fn transfer_corpus() {
 }
 
 #[test]
+fn sealed_corpus() {
+    // P1, U1-U3 / PROTOCOL 2.7
+    let start = Instant::now();
+    replay("sealed", |data| fuzzing::sealed_datagrams(data, start));
+}
+
+#[test]
 fn chat_client_corpus() {
     // P1, S3, S4 / PROTOCOL 1.2, 1.3, 2.1
     let start = Instant::now();

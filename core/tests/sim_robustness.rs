@@ -183,9 +183,11 @@ fn tally(s: &Scenario, report: &SimReport) -> Result<Tally, String> {
             }
             Outcome::Failed(TransferError::DigestMismatch) => t.digest_mismatch += 1,
             Outcome::Failed(TransferError::NoProgress(_)) => t.no_progress += 1,
-            Outcome::Failed(TransferError::Aborted { .. } | TransferError::Abandoned) => {
-                t.aborted += 1
-            }
+            Outcome::Failed(
+                TransferError::Aborted { .. }
+                | TransferError::Abandoned
+                | TransferError::RequestsExhausted,
+            ) => t.aborted += 1,
             Outcome::TimeLimit => {}
         }
         t.forged_caught += u64::from(flow.wrong_bytes_accepted > 0);

@@ -25,6 +25,7 @@ fn sender(size: u64, part_size: u16, now: Instant) -> Sender {
     Sender::new(
         SenderConfig {
             token: TOKEN,
+            seal: None,
             peer_ip: CLIENT_IP,
             size,
             part_size,

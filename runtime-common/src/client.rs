@@ -16,7 +16,7 @@ use natter_core::driver::client::{
     DownloadFailure, DownloadId, DownloadReport, Input, Mode, Output,
 };
 use natter_core::transfer::receiver::Progress;
-use natter_core::wire::datagram::MAX_REQUEST_LEN;
+use natter_core::transfer::receiver::TRANSMIT_BUF_LEN;
 
 use crate::download::DownloadFiles;
 use crate::net::UdpReceiver;
@@ -203,7 +203,7 @@ impl ClientIo {
             driver: ClientDriver::new(config, now),
             files: DownloadFiles::new(out_dir),
             outbox: Vec::new(),
-            transmit: vec![0; MAX_REQUEST_LEN],
+            transmit: vec![0; TRANSMIT_BUF_LEN],
             read_buf: vec![0; CHAT_READ_CHUNK],
             finished: None,
             files_done: Vec::new(),
@@ -217,7 +217,7 @@ impl ClientIo {
 
     /// A datagram on download `id`'s socket; read `now` for each one (see
     /// [`ClientDriver::handle_datagram`]).
-    pub fn on_datagram(&mut self, now: Instant, id: DownloadId, buf: &[u8]) {
+    pub fn on_datagram(&mut self, now: Instant, id: DownloadId, buf: &mut [u8]) {
         self.files.on_datagram(&mut self.driver, now, id, buf);
     }
 
@@ -330,7 +330,7 @@ impl ClientIo {
                     continue;
                 }
             }
-            for datagram in rx.datagrams() {
+            for datagram in rx.datagrams_mut() {
                 // Read per datagram: see ClientDriver::handle_datagram.
                 self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }

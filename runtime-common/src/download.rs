@@ -363,8 +363,9 @@ impl DownloadFiles {
         driver: &mut ClientDriver,
         now: Instant,
         id: DownloadId,
-        buf: &[u8],
+        buf: &mut [u8],
     ) {
+        // A sealed datagram is decrypted in place (PROTOCOL 2.7).
         let Some(accept) = driver.handle_datagram(now, id, buf) else {
             return;
         };

@@ -1,6 +1,5 @@
 //! The server's log lines, and the one random seed a server needs.
 
-use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use natter_core::chat::server::LogEvent;
@@ -20,10 +19,12 @@ pub fn server_event(event: &LogEvent) {
     }
 }
 
-/// A seed from the operating system's random source, for the core's token generator.
-///
-/// `RandomState` is keyed from the OS generator once per process (and its keys move on for every
-/// new value), which is all we need for one number without another dependency.
-pub fn random_seed() -> u64 {
-    std::collections::hash_map::RandomState::new().hash_one(SystemTime::now())
+/// 32 bytes from the operating system's random source (`getrandom`): the key of the server's
+/// token and transfer-key generator. Sealed downloads (PROTOCOL 2.7) are as private as this seed
+/// is unguessable, which a 64-bit seed is not; a system that cannot give them is an error.
+pub fn secret_seed() -> std::io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|err| std::io::Error::other(format!("no random seed from the system: {err}")))?;
+    Ok(seed)
 }

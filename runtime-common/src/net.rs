@@ -272,6 +272,16 @@ impl UdpReceiver {
         Ok(n)
     }
 
+    /// The datagrams the last [`UdpReceiver::recv`] read, in arrival order, to be changed in
+    /// place (a sealed datagram is decrypted where it lies, PROTOCOL 2.7).
+    pub fn datagrams_mut(&mut self) -> impl Iterator<Item = &mut [u8]> {
+        self.bufs.iter_mut().zip(&self.meta).take(self.filled).flat_map(|(buf, meta)| {
+            let stride = meta.stride.max(1);
+            let len = meta.len.min(buf.len());
+            buf[..len].chunks_mut(stride)
+        })
+    }
+
     /// The datagrams the last [`UdpReceiver::recv`] read, in arrival order.
     pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> {
         self.bufs.iter().zip(&self.meta).take(self.filled).flat_map(|(buf, meta)| {

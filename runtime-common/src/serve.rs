@@ -22,8 +22,8 @@ use natter_core::chat::catalogue::DigestCache;
 use natter_core::driver::server::{
     Input, MAX_WRITE_BUFFERS, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN,
 };
-use natter_core::transfer::endpoint::Transmit;
-use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN, seal_part_in};
+use natter_core::transfer::endpoint::{Transmit, part_datagram_len};
+use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN};
 
 use crate::net::{self, SendBatch, UdpSender};
 use crate::served::ServedFile;
@@ -109,9 +109,9 @@ impl ServedFiles {
         output: Output,
     ) -> Option<Output> {
         match output {
-            Output::Serve { port, file, identity, part_size } => {
+            Output::Serve { port, file, identity, part_size, sealed } => {
                 let io = self.ports.entry(port).or_default();
-                io.stride = (PART_HEADER_LEN + usize::from(part_size)).min(MAX_DATAGRAM);
+                io.stride = part_datagram_len(part_size, sealed).min(MAX_DATAGRAM);
                 io.udp = None;
                 io.file = match ServedFile::open(&self.folder, &file) {
                     Ok(opened) if Some(opened.identity()) == identity => Some(opened),
@@ -191,19 +191,21 @@ impl PortIo {
             };
             let buf = &mut self.batch[at..at + stride];
             match transmit {
-                Transmit::Part { version, to, token, req_seq, part, offset, len } => {
-                    let read =
-                        match (&self.file, buf.get_mut(PART_HEADER_LEN..PART_HEADER_LEN + len)) {
-                            (Some(file), Some(payload)) => file.read_part(offset, payload).is_ok(),
-                            _ => false,
-                        };
+                Transmit::Part(order) => {
+                    let read = match (&self.file, buf.get_mut(order.payload())) {
+                        (Some(file), Some(payload)) => {
+                            file.read_part(order.offset, payload).is_ok()
+                        }
+                        _ => false,
+                    };
                     if !read {
                         // Shorter than offered, or gone: it changed under us (U7).
                         self.file = None;
                         driver.handle_input(now, Input::FileChanged { port });
                         continue;
                     }
-                    self.meta.push((to, seal_part_in(version, buf, token, req_seq, part, len)));
+                    // Sealed (PROTOCOL 2.7) or not, where the payload was read: no copy.
+                    self.meta.push((order.to, order.seal(buf)));
                 }
                 Transmit::Datagram { to, bytes } => {
                     let len = bytes.len().min(buf.len());
@@ -246,8 +248,9 @@ pub fn prepare(
         stop.asked.clone(),
         deliver,
     )?;
+    let seed = log::secret_seed()?;
     let mut driver =
-        ServerDriver::new(options.chat.clone(), folder.catalogue.clone(), log::random_seed());
+        ServerDriver::with_secret_seed(options.chat.clone(), folder.catalogue.clone(), seed);
     if let Some(tls) = tls {
         driver = driver.with_tls(tls);
     }

@@ -18,8 +18,8 @@
 //! //    `now`: the congestion controller divides by the time between arrivals), a timer.
 //! driver.handle_input(now, Input::Received(b"alice has joined the chat!\nALL\n"));
 //! driver.handle_input(now, Input::Typed("hello"));
-//! let (id, datagram) = (0, [0u8; 0]);
-//! if let Some(accept) = driver.handle_datagram(now, id, &datagram) {
+//! let (id, mut datagram) = (0, [0u8; 0]);
+//! if let Some(accept) = driver.handle_datagram(now, id, &mut datagram) {
 //!     // write datagram[accept.payload] at accept.offset in the .part file, then feed the hash:
 //!     while let Some((_offset, _len)) = driver.next_to_hash(id) { /* driver.hash(id, ..) */ }
 //! }
@@ -61,12 +61,13 @@ use std::time::{Duration, Instant};
 
 use crate::chat::client::{ChatClient, ChatInput, ChatOutput, ClientEvent, Offer, Sent};
 use crate::chat::password::Password;
+use crate::transfer::endpoint::part_datagram_len;
 use crate::transfer::receiver::{
     Accept, DEFAULT_GIVE_UP_AFTER, Progress, Receiver, ReceiverConfig, ReceiverEvent,
     SAFE_PART_SIZE, TransferError,
 };
 use crate::wire::chat::ClientLine;
-use crate::wire::datagram::PART_HEADER_LEN;
+use crate::wire::sealed::SealKey;
 
 pub use super::client_tls::ClientTls;
 use super::client_tls::{Received, TlsSession};
@@ -687,7 +688,13 @@ impl ClientDriver {
     /// once per batch: the congestion controller divides delivered bytes by the time between
     /// arrivals, and a batch stamped with one instant reads as an absurd bandwidth. On an accepted
     /// part, write `buf[payload]` at `offset`, then feed the hash ([`ClientDriver::next_to_hash`]).
-    pub fn handle_datagram(&mut self, now: Instant, id: DownloadId, buf: &[u8]) -> Option<Accept> {
+    /// `buf` is decrypted in place when the download is sealed (PROTOCOL 2.7).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        id: DownloadId,
+        buf: &mut [u8],
+    ) -> Option<Accept> {
         self.now = now;
         let d = self.downloads.get_mut(&id)?;
         if d.ended {
@@ -1012,7 +1019,7 @@ impl ClientDriver {
             file: offer.file.clone(),
             size: offer.size,
             peer: SocketAddr::new(self.config.server_ip, offer.port),
-            max_datagram: PART_HEADER_LEN + usize::from(offer.part_size),
+            max_datagram: part_datagram_len(offer.part_size, offer.key.is_some()),
         });
         self.downloads.insert(
             id,
@@ -1037,6 +1044,8 @@ impl ClientDriver {
         }
         let o = &d.offer;
         let mut config = ReceiverConfig::new(o.token, o.size, o.part_size, o.blake3);
+        // An offer with a key: every datagram of this download is sealed (PROTOCOL 2.7).
+        config.seal = o.key.as_ref().map(SealKey::new);
         config.give_up_after = self.config.give_up_after;
         config.checkpoint_every = Some(CHECKPOINT_EVERY);
         config.path_rtt = self.path_rtt;

@@ -237,6 +237,9 @@ pub enum Output {
         /// The part size of the offer: no datagram of this transfer is larger than it and its
         /// header.
         part_size: u16,
+        /// The transfer's datagrams are sealed (PROTOCOL 2.7): a PART is
+        /// [`crate::transfer::endpoint::part_datagram_len`] bytes with this flag.
+        sealed: bool,
     },
     /// Look whether the file served on `port` is still the one offered; if not, report
     /// [`Input::FileChanged`].
@@ -299,6 +302,20 @@ impl ServerDriver {
     pub fn new(config: ServerConfig, catalogue: Catalogue, seed: u64) -> Self {
         let endpoint = Endpoint::new(config.transfer_idle_timeout);
         Self::from_parts(ChatServer::new(config, catalogue, seed), endpoint)
+    }
+
+    /// A server like [`ServerDriver::new`] whose tokens and transfer keys come from 32 bytes of
+    /// the OS random source (see [`ChatServer::with_secret_seed`]): what a runtime runs.
+    pub fn with_secret_seed(config: ServerConfig, catalogue: Catalogue, seed: [u8; 32]) -> Self {
+        let endpoint = Endpoint::new(config.transfer_idle_timeout);
+        Self::from_parts(ChatServer::with_secret_seed(config, catalogue, seed), endpoint)
+    }
+
+    /// Marks connection `conn` as private (it is TLS) or not, right after
+    /// [`Input::Accepted`]: offers made to it carry a key and their datagrams are sealed
+    /// (PROTOCOL 2.7).
+    pub fn set_secure(&mut self, conn: ConnId, secure: bool) {
+        self.chat.set_secure(conn, secure);
     }
 
     /// A driver around a chat server built by the caller (a test's own token source, say).
@@ -547,7 +564,7 @@ impl ServerDriver {
                 self.outboxes.insert(conn, Box::default());
                 self.tls.insert(conn, Box::new(tls));
                 self.chat.handle_input(now, ServerInput::Opened { conn, peer });
-                self.chat.set_secure(conn);
+                self.chat.set_secure(conn, true);
             }
             Err(err) => {
                 self.out
@@ -714,6 +731,7 @@ impl ServerDriver {
                     port: offer.port,
                     identity: self.identities.get(&offer.file).copied(),
                     part_size: offer.part_size,
+                    sealed: offer.key.is_some(),
                     file: offer.offer.file,
                 });
             }

@@ -106,6 +106,7 @@ pub(crate) fn offer(c: &mut Choices<'_>, file: Option<&str>) -> UdpOffer {
         part_size: c.u16(),
         blake3,
         token: c.u64(),
+        key: None,
     }
 }
 

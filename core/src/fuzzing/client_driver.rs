@@ -141,7 +141,7 @@ impl Runtime {
             }
             _ => {
                 let id = DownloadId::from(c.byte() % 4);
-                let _ = self.driver.handle_datagram(now, id, c.chunk());
+                let _ = self.driver.handle_datagram(now, id, &mut c.chunk().to_vec());
             }
         }
     }
@@ -220,7 +220,8 @@ impl Runtime {
             }
             _ => c.chunk().to_vec(),
         };
-        let Some(accept) = self.driver.handle_datagram(self.now, id, &dgram) else {
+        let mut dgram = dgram;
+        let Some(accept) = self.driver.handle_datagram(self.now, id, &mut dgram) else {
             return;
         };
         let file = self.downloads[&id].file.clone();

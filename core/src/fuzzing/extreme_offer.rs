@@ -78,8 +78,16 @@ pub fn extreme_offer(data: &[u8], start: Instant, known: KnownBugs) {
     let mut now = start;
     driver.handle_input(now, Input::Received(b"fuzz has joined the chat!\n"));
     driver.handle_input(now, Input::Typed(&format!("download_file big.bin {part_size}")));
-    let offer =
-        UdpOffer { port, transfer_id: 0, file: "big.bin".into(), size, part_size, blake3, token };
+    let offer = UdpOffer {
+        port,
+        transfer_id: 0,
+        file: "big.bin".into(),
+        size,
+        part_size,
+        blake3,
+        token,
+        key: None,
+    };
     driver.handle_input(now, Input::Received(ServerLine::Udp(offer).encode().as_bytes()));
 
     let outputs = drain(&mut driver);
@@ -155,8 +163,8 @@ pub fn extreme_offer(data: &[u8], start: Instant, known: KnownBugs) {
             _ => usize::from(c.u16()),
         };
         let offset = layout.offset(part);
-        let dgram = datagram::encode_part(token, c.u32() % 4, part, &content(offset, len));
-        if let Some(accept) = driver.handle_datagram(now, id, &dgram) {
+        let mut dgram = datagram::encode_part(token, c.u32() % 4, part, &content(offset, len));
+        if let Some(accept) = driver.handle_datagram(now, id, &mut dgram) {
             let got = accept.payload.len() as u64;
             assert_eq!(accept.offset, offset, "accepted at the wrong offset");
             assert!(accept.offset.checked_add(got).is_some_and(|end| end <= size));

@@ -48,6 +48,10 @@ pub struct LinkConfig {
     pub queue_bytes: u64,
     /// Everything entering during `[from, until)` (simulated time) is lost: an outage.
     pub blackhole: Option<(Duration, Duration)>,
+    /// An on-path attacker records this share of the datagrams delivered and sends each again,
+    /// unchanged, this long after it first arrived (plus the jitter): replays, for sealed
+    /// datagrams (PROTOCOL 2.7). `None` draws nothing, so seeds keep their meaning.
+    pub replay: Option<(f64, Duration)>,
 }
 
 impl LinkConfig {
@@ -64,6 +68,7 @@ impl LinkConfig {
             damage: DamageMix::ONE_BIT,
             queue_bytes,
             blackhole: None,
+            replay: None,
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct LinkStats {
     pub duplicated: u64,
     /// Copies delivered damaged (see [`LinkConfig::damage`]).
     pub corrupted: u64,
+    /// Datagrams delivered once more by the attacker of [`LinkConfig::replay`].
+    pub replayed: u64,
     /// Sum of the time datagrams waited in the bottleneck queue, nanoseconds.
     pub queue_wait_ns: u128,
     /// The longest a datagram waited in the bottleneck queue, nanoseconds.
@@ -170,6 +177,14 @@ impl Link {
                 self.stats.corrupted += 1;
             }
             out.push((depart + self.config.delay.as_nanos() as u64 + jitter, corrupt));
+        }
+        if let Some((share, after)) = self.config.replay
+            && let Some(&(first, _)) = out.first()
+            && rng.chance(share)
+        {
+            self.stats.replayed += 1;
+            let jitter = rng.below(self.config.jitter.as_nanos() as u64);
+            out.push((first + after.as_nanos() as u64 + jitter, false));
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::transfer::sender::{
     DEFAULT_IDLE_TIMEOUT, Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput,
 };
 use crate::wire::datagram::{self, PART_HEADER_LEN};
+use crate::wire::sealed::{self, SEALED_HEADER_LEN, SealKey};
 pub use link::{GilbertElliott, LinkConfig, LinkStats};
 use rng::SplitMix64;
 
@@ -76,6 +77,9 @@ pub struct FlowSpec {
     pub request_copies: u8,
     /// When the client's event loop does not run (see [`Stalls`]); `None`: it always runs.
     pub client_stalls: Option<Stalls>,
+    /// The offer's key, as an offer made over TLS carries one: then every datagram of the flow
+    /// is sealed (PROTOCOL 2.7). `None`: plain datagrams.
+    pub key: Option<[u8; 32]>,
 }
 
 /// A client that does not get the CPU all the time: for `length` out of every `every` its event
@@ -127,6 +131,7 @@ impl FlowSpec {
             give_up_after: DEFAULT_GIVE_UP_AFTER,
             request_copies: crate::transfer::receiver::DEFAULT_REQUEST_COPIES,
             client_stalls: None,
+            key: None,
         }
     }
 }
@@ -224,6 +229,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
             let sender = Sender::new(
                 SenderConfig {
                     token: 0x1000 + i as u64,
+                    seal: spec.key.as_ref().map(SealKey::new),
                     peer_ip: client_ip,
                     size: spec.size,
                     part_size: spec.part_size,
@@ -247,7 +253,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
     let mut queue: BinaryHeap<Reverse<Event>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut copies = Vec::new();
-    let mut buf = vec![0u8; PART_HEADER_LEN + usize::from(u16::MAX)];
+    let mut buf = vec![0u8; sealed::part_len(usize::from(u16::MAX))];
     let limit_ns = config.time_limit.as_nanos() as u64;
     let to_ns = |t: Instant| t.saturating_duration_since(base).as_nanos() as u64;
     let mut now_ns = 0u64;
@@ -267,6 +273,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                 cfg.controller = flow.spec.controller;
                 cfg.give_up_after = flow.spec.give_up_after;
                 cfg.request_copies = flow.spec.request_copies;
+                cfg.seal = flow.spec.key.as_ref().map(SealKey::new);
                 flow.receiver = Some(Receiver::new(cfg, now));
             }
             let stalled = flow.spec.stalled_until(now_ns).is_some();
@@ -294,16 +301,22 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                 let bytes_len = match out {
                     SenderOutput::SendPart { version, req_seq, part, offset, len, .. } => {
                         let at = offset as usize;
-                        buf[PART_HEADER_LEN..PART_HEADER_LEN + len]
-                            .copy_from_slice(&flow.content[at..at + len]);
-                        datagram::seal_part_in(
-                            version,
-                            &mut buf,
-                            0x1000 + i as u64,
-                            req_seq,
-                            part,
-                            len,
-                        )
+                        if let Some(key) = flow.spec.key.as_ref().map(SealKey::new) {
+                            buf[SEALED_HEADER_LEN..SEALED_HEADER_LEN + len]
+                                .copy_from_slice(&flow.content[at..at + len]);
+                            sealed::seal_part(&key, &mut buf, req_seq, part, len)
+                        } else {
+                            buf[PART_HEADER_LEN..PART_HEADER_LEN + len]
+                                .copy_from_slice(&flow.content[at..at + len]);
+                            datagram::seal_part_in(
+                                version,
+                                &mut buf,
+                                0x1000 + i as u64,
+                                req_seq,
+                                part,
+                                len,
+                            )
+                        }
                     }
                     SenderOutput::SendDatagram { bytes, .. } => {
                         buf[..bytes.len()].copy_from_slice(&bytes);
@@ -361,7 +374,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
         now_ns = next;
         let now = base + Duration::from_nanos(now_ns);
         while queue.peek().is_some_and(|Reverse(e)| e.at_ns <= now_ns) {
-            let Some(Reverse(ev)) = queue.pop() else {
+            let Some(Reverse(mut ev)) = queue.pop() else {
                 break;
             };
             let flow = &mut flows[ev.flow];
@@ -379,7 +392,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                     SenderInput::Datagram { from: flow.client, bytes: &ev.bytes },
                 );
             } else if let Some(rx) = flow.receiver.as_mut()
-                && let Some(acc) = rx.handle_datagram(now, &ev.bytes)
+                && let Some(acc) = rx.handle_datagram(now, &mut ev.bytes)
             {
                 let at = acc.offset as usize;
                 let payload = &ev.bytes[acc.payload];

@@ -14,39 +14,93 @@
 
 use core::net::SocketAddr;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::chat::server::TransferOffer;
 use crate::transfer::sender::{Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput};
-use crate::wire::datagram::Version;
+use crate::wire::datagram::{self, PART_HEADER_LEN, Version};
+use crate::wire::sealed::{self, SEALED_HEADER_LEN, SealKey};
 
 /// How often the served file is looked at for a change while its parts are being asked for
 /// (one `lstat` each time): a file edited during a transfer is noticed within this long (U7).
 pub const CHANGE_CHECK_EVERY: Duration = Duration::from_millis(100);
 
+/// "Send part i": read `len` bytes at `offset` of the served file into `buf[order.payload()]`,
+/// call [`PartOrder::seal`] and send the datagram it made to `to`. A read that comes up short
+/// means the file changed: report [`SenderInput::FileChanged`]. The payload is read once,
+/// straight into the datagram, and sealed (plain CRC or AEAD) where it lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartOrder {
+    /// The datagram version the client speaks (that of its REQUESTs), for a plain transfer.
+    pub version: Version,
+    /// The transfer's key when its datagrams are sealed (PROTOCOL 2.7).
+    pub seal: Option<SealKey>,
+    /// The client's address, locked by its first valid REQUEST.
+    pub to: SocketAddr,
+    /// The transfer's token, written into a plain PART header.
+    pub token: u64,
+    /// The `req_seq` of the REQUEST this part answers.
+    pub req_seq: u32,
+    /// The part index.
+    pub part: u32,
+    /// Where the part starts in the served file, in bytes.
+    pub offset: u64,
+    /// The payload length in bytes (`part_size`, or less for the last part).
+    pub len: usize,
+}
+
+impl PartOrder {
+    /// Where in the datagram buffer the payload must be read to.
+    pub fn payload(&self) -> Range<usize> {
+        let at = if self.seal.is_some() { SEALED_HEADER_LEN } else { PART_HEADER_LEN };
+        at..at + self.len
+    }
+
+    /// Bytes the whole datagram takes: the largest buffer [`PartOrder::seal`] writes.
+    pub fn datagram_len(&self) -> usize {
+        match self.seal {
+            Some(_) => sealed::part_len(self.len),
+            None => PART_HEADER_LEN + self.len,
+        }
+    }
+
+    /// Writes the header and the checksum (plain) or encrypts the payload in place and writes
+    /// the header and tag (sealed) around the payload already in `buf[self.payload()]`; returns
+    /// the datagram's length.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than [`PartOrder::datagram_len`]: the runtime sized it wrongly.
+    pub fn seal(&self, buf: &mut [u8]) -> usize {
+        match &self.seal {
+            Some(key) => sealed::seal_part(key, buf, self.req_seq, self.part, self.len),
+            None => datagram::seal_part_in(
+                self.version,
+                buf,
+                self.token,
+                self.req_seq,
+                self.part,
+                self.len,
+            ),
+        }
+    }
+}
+
+/// The bytes of the largest PART datagram of a transfer of `part_size`-byte parts, sealed or
+/// not: what a runtime's datagram buffers must hold, and the stride of its send batches.
+pub fn part_datagram_len(part_size: u16, sealed: bool) -> usize {
+    if sealed {
+        sealed::part_len(usize::from(part_size))
+    } else {
+        PART_HEADER_LEN + usize::from(part_size)
+    }
+}
+
 /// One datagram to send on a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
-    /// Read `len` bytes at `offset` of the served file into `buf[PART_HEADER_LEN..]`, call
-    /// [`crate::wire::datagram::seal_part_in`]`(version, buf, token, req_seq, part, len)` and send the result
-    /// to `to`. A read that comes up short means the file changed: report
-    /// [`SenderInput::FileChanged`].
-    Part {
-        /// The datagram version the client speaks (that of its REQUESTs).
-        version: Version,
-        /// The client's address, locked by its first valid REQUEST.
-        to: SocketAddr,
-        /// The transfer's token, written into the PART header.
-        token: u64,
-        /// The `req_seq` of the REQUEST this part answers.
-        req_seq: u32,
-        /// The part index.
-        part: u32,
-        /// Where the part starts in the served file, in bytes.
-        offset: u64,
-        /// The payload length in bytes (`part_size`, or less for the last part).
-        len: usize,
-    },
+    /// Send part i (see [`PartOrder`]).
+    Part(PartOrder),
     /// Send these bytes to `to` (an ABORT: rare, so an allocation is fine).
     Datagram {
         /// The client's address.
@@ -83,6 +137,7 @@ pub enum EndpointEvent {
 struct Served {
     sender: Sender,
     token: u64,
+    seal: Option<SealKey>,
     last_check: Instant,
     /// A `Transmit` event is out and `poll_transmit` has not yet come back empty.
     transmit_owed: bool,
@@ -119,8 +174,10 @@ impl Endpoint {
 
     /// Starts serving `offer` on its port; its idle clock starts now.
     pub fn start(&mut self, now: Instant, offer: &TransferOffer) {
+        let seal = offer.key.as_ref().map(SealKey::new);
         let config = SenderConfig {
             token: offer.token,
+            seal: seal.clone(),
             peer_ip: offer.peer_ip,
             size: offer.size,
             part_size: offer.part_size,
@@ -129,6 +186,7 @@ impl Endpoint {
         let served = Served {
             sender: Sender::new(config, now),
             token: offer.token,
+            seal,
             last_check: now,
             transmit_owed: false,
         };
@@ -181,15 +239,16 @@ impl Endpoint {
         let served = self.served.get_mut(&port)?;
         match served.sender.poll_output() {
             Some(SenderOutput::SendPart { version, to, req_seq, part, offset, len }) => {
-                Some(Transmit::Part {
+                Some(Transmit::Part(PartOrder {
                     version,
+                    seal: served.seal.clone(),
                     to,
                     token: served.token,
                     req_seq,
                     part,
                     offset,
                     len,
-                })
+                }))
             }
             Some(SenderOutput::SendDatagram { to, bytes }) => {
                 Some(Transmit::Datagram { to, bytes })

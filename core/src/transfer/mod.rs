@@ -3,7 +3,8 @@
 //! - [`sender::Sender`]: one transfer, server side. Validates (token, client IP, first source
 //!   address, `req_seq` freshness, 256 parts / 2 MiB per request) and answers with
 //!   [`sender::SenderOutput::SendPart`] orders that the runtime fulfils with `pread` +
-//!   [`crate::wire::datagram::seal_part`] + `sendto`.
+//!   [`endpoint::PartOrder::seal`] (a CRC, or AES-256-GCM for a sealed transfer, PROTOCOL 2.7) +
+//!   `sendto`.
 //! - [`receiver::Receiver`]: one transfer, client side. The active end: a congestion-controlled,
 //!   paced window of requested parts, RFC 9002 loss detection, resume, in-order BLAKE3.
 //! - [`congestion`]: the controllers (delivery-rate BBR-like by default, NewReno, stop-and-wait).
@@ -24,7 +25,7 @@
 //! Runtime loop, client side (every input and timeout is followed by the same drain):
 //!
 //! ```text
-//! recv(buf)      -> if let Some(a) = rx.handle_datagram(now, &buf) { pwrite(a.offset, &buf[a.payload]) }
+//! recv(buf)      -> if let Some(a) = rx.handle_datagram(now, &mut buf) { pwrite(a.offset, &buf[a.payload]) }
 //!                   while let Some((off, len)) = rx.next_to_hash() { rx.hash(off, bytes_at(off, len)) }
 //! timer fired    -> rx.handle_timeout(now)
 //! then always    -> while let Some(n) = rx.poll_transmit(now, &mut out) { send(&out[..n]) }

@@ -14,8 +14,13 @@
 //! the version of the last REQUEST answered, so a version-1 client is served as before.
 //!
 //! The sender does not read the file: [`SenderOutput::SendPart`] says which bytes to send and the
-//! runtime `pread`s them straight into its datagram buffer and calls
-//! [`crate::wire::datagram::seal_part`], so the payload is copied once, kernel to buffer.
+//! runtime `pread`s them straight into its datagram buffer and seals them there
+//! ([`crate::transfer::endpoint::PartOrder::seal`]), so the payload is copied once, kernel to
+//! buffer.
+//!
+//! A sealed transfer (PROTOCOL 2.7, [`SenderConfig::seal`]) answers only datagrams sealed with its
+//! key, answers only a `req_seq` above the last one answered (never wrapping), and drops a REQUEST
+//! whose ranges overlap: so no (`req_seq`, part) is ever sealed twice under its key.
 //!
 //! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: tokens and addresses, `req_seq`, per-request limits)
 //! and [§2.6] (Timeouts and how a transfer ends).
@@ -29,8 +34,9 @@ use std::time::{Duration, Instant};
 
 use crate::transfer::parts::Layout;
 use crate::wire::datagram::{
-    self, AbortCode, Datagram, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, Version,
+    self, AbortCode, Datagram, DatagramError, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, Version,
 };
+use crate::wire::sealed::{self, SealKey};
 
 /// The default idle timeout (PROTOCOL.md 2.6): the port is freed when no valid request arrived
 /// for this long, counted from the offer.
@@ -46,6 +52,9 @@ pub const MAX_OWED_PARTS: u64 = 4 * MAX_PARTS_PER_REQUEST as u64;
 pub struct SenderConfig {
     /// The transfer's token from the offer; a datagram carrying any other is dropped (U2).
     pub token: u64,
+    /// The offer's key, when it carried one (an offer made over TLS): then every datagram of the
+    /// transfer is sealed (PROTOCOL 2.7), and anything not sealed with this key is dropped.
+    pub seal: Option<SealKey>,
     /// The IP address of the TCP connection that received the offer.
     pub peer_ip: IpAddr,
     /// The served file's length in bytes, as offered; a range past its last part gets ABORT 2.
@@ -102,8 +111,9 @@ impl std::fmt::Display for SenderEnd {
 /// What the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SenderOutput {
-    /// Read `len` bytes at `offset` into `buf[PART_HEADER_LEN..]`, call
-    /// `seal_part_in(version, buf, token, req_seq, part, len)` and send the result to `to`.
+    /// Read `len` bytes at `offset` into the datagram buffer, seal the PART around them (in
+    /// `version`, or sealed under the offer's key) and send the result to `to`; the endpoint
+    /// turns this into a [`crate::transfer::endpoint::PartOrder`] that knows how.
     SendPart {
         /// The datagram version the client speaks.
         version: Version,
@@ -142,8 +152,11 @@ pub struct SenderStats {
     /// [`SenderOutput::SendPart`] orders handed out.
     pub parts_sent: u64,
     /// Datagrams dropped without a reply: wrong source address, unparsable, wrong token, or a
-    /// kind a client never sends (PART, ABORT).
+    /// kind a client never sends (PART, ABORT). Counts the `unauthentic` ones too.
     pub dropped: u64,
+    /// Of `dropped`, the datagrams of a sealed transfer whose tag did not verify: forged, altered
+    /// on the way, or sealed with another transfer's key (PROTOCOL 2.7).
+    pub unauthentic: u64,
 }
 
 /// One transfer, server side. See the module documentation.
@@ -165,6 +178,18 @@ pub struct Sender {
     done_emitted: bool,
     abort: Option<(SocketAddr, Vec<u8>)>,
     stats: SenderStats,
+    /// Where a sealed datagram is copied to be opened in place: the runtime's buffer is not ours
+    /// to write, and what a client sends is at most one REQUEST (2 KiB). Kept, so no allocation
+    /// per datagram.
+    scratch: Vec<u8>,
+}
+
+/// What a client's datagram asks, once checked, owned so that the buffer it came in is free.
+enum Asked {
+    Request(Version, datagram::Request),
+    Finished,
+    /// A kind a client never sends (PART, ABORT).
+    Nothing,
 }
 
 impl Sender {
@@ -183,6 +208,7 @@ impl Sender {
             done_emitted: false,
             abort: None,
             stats: SenderStats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -223,23 +249,59 @@ impl Sender {
             self.stats.dropped += 1;
             return;
         }
-        let Ok((version, dgram)) = datagram::parse_versioned(buf) else {
-            self.stats.dropped += 1;
-            return;
+        let asked = match self.config.seal.as_ref() {
+            None => Self::parse_plain(self.config.token, buf),
+            Some(key) => Self::open_sealed(key, self.config.token, buf, &mut self.scratch),
         };
-        if dgram.token() != self.config.token {
-            self.stats.dropped += 1;
-            return;
-        }
-        match dgram {
-            Datagram::Request(req) => self.on_request(now, from, version, req),
+        match asked {
+            Ok(Asked::Request(version, req)) => self.on_request(now, from, version, req),
             // FINISHED may come before any REQUEST (an empty file has nothing to ask for).
-            Datagram::Finished { .. } => {
+            Ok(Asked::Finished) => {
                 self.pending.clear();
                 self.owed = 0;
                 self.end = Some(SenderEnd::Finished);
             }
-            Datagram::Part(_) | Datagram::Abort(_) => self.stats.dropped += 1,
+            Ok(Asked::Nothing) => self.stats.dropped += 1,
+            Err(DatagramError::Unauthentic) => {
+                self.stats.dropped += 1;
+                self.stats.unauthentic += 1;
+            }
+            Err(_) => self.stats.dropped += 1,
+        }
+    }
+
+    /// A plain datagram (version 1 or 2) with the transfer's token.
+    fn parse_plain(token: u64, buf: &[u8]) -> Result<Asked, DatagramError> {
+        let (version, dgram) = datagram::parse_versioned(buf)?;
+        if dgram.token() != token {
+            return Ok(Asked::Nothing);
+        }
+        Ok(Self::asked(version, dgram))
+    }
+
+    /// A sealed datagram (version 3), opened in `scratch`. Nothing a client sends is longer
+    /// than the largest sealed REQUEST, so anything longer is dropped before it is copied.
+    fn open_sealed(
+        key: &SealKey,
+        token: u64,
+        buf: &[u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<Asked, DatagramError> {
+        if buf.len() > sealed::MAX_REQUEST_LEN {
+            return Ok(Asked::Nothing);
+        }
+        scratch.clear();
+        scratch.extend_from_slice(buf);
+        let dgram = sealed::open(key, token, scratch)?;
+        // The version is only used for plain PARTs and ABORTs; a sealed sender seals them.
+        Ok(Self::asked(Version::CURRENT, dgram))
+    }
+
+    fn asked(version: Version, dgram: Datagram<'_>) -> Asked {
+        match dgram {
+            Datagram::Request(req) => Asked::Request(version, req),
+            Datagram::Finished { .. } => Asked::Finished,
+            Datagram::Part(_) | Datagram::Abort(_) => Asked::Nothing,
         }
     }
 
@@ -250,7 +312,11 @@ impl Sender {
         version: Version,
         req: datagram::Request,
     ) {
-        if self.last_req_seq.is_some_and(|last| !is_newer(req.req_seq, last)) {
+        // Sealed: a `req_seq` must be above the last one answered, never wrapping, so that no
+        // (req_seq, part) nonce is used twice under the transfer's key (2.7).
+        let sealed = self.config.seal.is_some();
+        let newer = |last| if sealed { req.req_seq > last } else { is_newer(req.req_seq, last) };
+        if self.last_req_seq.is_some_and(|last| !newer(last)) {
             self.stats.requests_ignored += 1;
             return;
         }
@@ -318,15 +384,27 @@ impl Sender {
         self.pending.clear();
         self.owed = 0;
         if let Some(to) = self.peer {
-            let mut bytes = vec![0; datagram::abort_len(reason)];
-            let n = datagram::encode_abort_in(
-                self.version,
-                self.config.token,
-                code,
-                reason,
-                &mut bytes,
-            );
-            bytes.truncate(n);
+            let bytes = match &self.config.seal {
+                // At most one ABORT per transfer: its nonce is never used again (2.7).
+                Some(key) => {
+                    let mut bytes = vec![0; sealed::abort_len(reason)];
+                    let n = sealed::encode_abort(key, code, reason, &mut bytes);
+                    bytes.truncate(n);
+                    bytes
+                }
+                None => {
+                    let mut bytes = vec![0; datagram::abort_len(reason)];
+                    let n = datagram::encode_abort_in(
+                        self.version,
+                        self.config.token,
+                        code,
+                        reason,
+                        &mut bytes,
+                    );
+                    bytes.truncate(n);
+                    bytes
+                }
+            };
             self.abort = Some((to, bytes));
         }
         self.end = Some(match code {

@@ -21,7 +21,7 @@ use nom::{
     AsChar, IResult, Parser,
     bytes::complete::{take_while_m_n, take_while1},
     character::complete::{char, digit1},
-    combinator::{all_consuming, map_res},
+    combinator::{all_consuming, map_res, opt},
     sequence::preceded,
 };
 
@@ -198,8 +198,9 @@ fn parse_private(rest: &str) -> Result<ClientLine, LineError> {
 }
 
 /// A download offer, the fields of `UDP ...` (PROTOCOL 2.1). Parsed syntactically only: whether the
-/// file name is safe to write is the client's decision ([`crate::chat::client`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// file name is safe to write is the client's decision ([`crate::chat::client`]). Its `Debug` form
+/// hides the token and the key (issue 14: no log or error shows them).
+#[derive(Clone, PartialEq, Eq)]
 pub struct UdpOffer {
     /// The UDP port that serves this transfer (from the server's pool, 55000..=55015 by default);
     /// a client refuses 0 (S3).
@@ -217,6 +218,24 @@ pub struct UdpOffer {
     pub blake3: [u8; 32],
     /// The transfer's secret, in every datagram header; 16 lowercase hex digits on the wire.
     pub token: u64,
+    /// The transfer's AES-256-GCM key, 64 lowercase hex digits after the token: present only in
+    /// an offer made over TLS, and then every datagram of the transfer is sealed (PROTOCOL 2.7).
+    pub key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for UdpOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpOffer")
+            .field("port", &self.port)
+            .field("transfer_id", &self.transfer_id)
+            .field("file", &self.file)
+            .field("size", &self.size)
+            .field("part_size", &self.part_size)
+            .field("blake3", &hex32(&self.blake3))
+            .field("token", &"<secret>")
+            .field("key", &self.key.map(|_| "<secret>"))
+            .finish()
+    }
 }
 
 /// A line the server sends (PROTOCOL 1.3).
@@ -270,14 +289,15 @@ impl ServerLine {
                 list_line("CHOOSE_FILE", files.iter().map(String::as_str))
             }
             ServerLine::Udp(o) => format!(
-                "UDP {} {} {} {} {} {} {:016x}\n",
+                "UDP {} {} {} {} {} {} {:016x}{}\n",
                 o.port,
                 o.transfer_id,
                 o.file,
                 o.size,
                 o.part_size,
                 hex32(&o.blake3),
-                o.token
+                o.token,
+                o.key.map(|key| format!(" {}", hex32(&key))).unwrap_or_default()
             ),
             ServerLine::Joined(name) => format!("{name}{JOINED_SUFFIX}\n"),
             ServerLine::Left(name) => format!("{name}{LEFT_SUFFIX}\n"),
@@ -409,7 +429,7 @@ fn sp_number<T: std::str::FromStr>(i: &str) -> IResult<&str, T> {
     preceded(char(' '), number::<T>).parse(i)
 }
 
-/// `<port> <id> <file> <size> <part_size> <blake3> <token>` (after `UDP `).
+/// `<port> <id> <file> <size> <part_size> <blake3> <token> [<key>]` (after `UDP `).
 fn parse_udp(s: &str) -> Result<UdpOffer, LineError> {
     let word = |i| take_while1(|c: char| c != ' ')(i);
     let mut offer = all_consuming((
@@ -420,17 +440,24 @@ fn parse_udp(s: &str) -> Result<UdpOffer, LineError> {
         sp_number::<u16>,
         preceded(char(' '), lower_hex(64)),
         preceded(char(' '), lower_hex(16)),
+        opt(preceded(char(' '), lower_hex(64))),
     ));
     let parsed: IResult<&str, _> = offer.parse(s);
-    let (_, (port, transfer_id, file, size, part_size, digest, token)) =
+    let (_, (port, transfer_id, file, size, part_size, digest, token, key)) =
         parsed.map_err(|_| LineError::BadOffer {
-            problem: "expected UDP <port> <id> <file> <size> <part_size> <64 hex> <16 hex>",
+            problem: "expected UDP <port> <id> <file> <size> <part_size> <64 hex> <16 hex> [<64 hex>]",
         })?;
-    let mut blake3 = [0u8; 32];
-    for (out, pair) in blake3.iter_mut().zip(digest.as_bytes().chunks_exact(2)) {
-        *out = lower_hex_value(pair[0]) << 4 | lower_hex_value(pair[1]);
-    }
     let token = u64::from_str_radix(token, 16)
         .map_err(|_| LineError::BadOffer { problem: "token is not 16 hex digits" })?;
-    Ok(UdpOffer { port, transfer_id, file: file.to_owned(), size, part_size, blake3, token })
+    let (blake3, key) = (bytes32(digest), key.map(bytes32));
+    Ok(UdpOffer { port, transfer_id, file: file.to_owned(), size, part_size, blake3, token, key })
+}
+
+/// The 32 bytes written as 64 lowercase hex digits (already checked by [`lower_hex`]).
+fn bytes32(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+        *byte = lower_hex_value(pair[0]) << 4 | lower_hex_value(pair[1]);
+    }
+    out
 }

@@ -43,11 +43,11 @@ pub const MAX_REQUEST_LEN: usize =
 /// The largest PART payload the `size` u16 field can describe.
 pub const MAX_PART_PAYLOAD: usize = u16::MAX as usize;
 
-const MAGIC: [u8; 2] = *b"NT";
-const KIND_REQUEST: u8 = 1;
-const KIND_PART: u8 = 2;
-const KIND_FINISHED: u8 = 3;
-const KIND_ABORT: u8 = 4;
+pub(crate) const MAGIC: [u8; 2] = *b"NT";
+pub(crate) const KIND_REQUEST: u8 = 1;
+pub(crate) const KIND_PART: u8 = 2;
+pub(crate) const KIND_FINISHED: u8 = 3;
+pub(crate) const KIND_ABORT: u8 = 4;
 /// Offset of the crc32c field inside a PART.
 const CRC_AT: usize = 22;
 
@@ -262,6 +262,21 @@ pub enum DatagramError {
     /// An ABORT whose reason text is not UTF-8.
     #[error("ABORT reason is not valid UTF-8")]
     InvalidReason,
+    /// A sealed transfer got a datagram that is not sealed (version 1 or 2), or a plain transfer
+    /// a sealed one (PROTOCOL 2.7): carries the version found.
+    #[error("datagram version {0} is not the one this transfer speaks")]
+    WrongVersion(u8),
+    /// A sealed datagram whose AEAD tag does not verify: forged, altered on the way, or sealed
+    /// under another transfer's key (PROTOCOL 2.7).
+    #[error("sealed datagram failed authentication: forged, altered or for another transfer")]
+    Unauthentic,
+    /// A sealed REQUEST whose ranges overlap: answering it would send one part twice under one
+    /// nonce (PROTOCOL 2.7).
+    #[error("sealed REQUEST ranges overlap")]
+    OverlappingRanges,
+    /// A sealed datagram with a nonzero field its kind does not use (PROTOCOL 2.7).
+    #[error("sealed datagram has a nonzero unused field")]
+    UnusedField,
 }
 
 type NomErr<'a> = nom::error::Error<&'a [u8]>;
@@ -275,6 +290,9 @@ fn header(buf: &[u8]) -> Result<(Version, u8, u64, &[u8]), DatagramError> {
     let rest = magic.map(|(rest, _)| rest).map_err(|_| DatagramError::BadMagic)?;
     let fields: nom::IResult<&[u8], (u8, u8, u64), NomErr<'_>> = (be_u8, be_u8, be_u64).parse(rest);
     let (body, (version, kind, token)) = fields.map_err(|_| DatagramError::Truncated(buf.len()))?;
+    if version == crate::wire::sealed::SEALED_VERSION {
+        return Err(DatagramError::WrongVersion(version));
+    }
     let version = Version::from_byte(version).ok_or(DatagramError::BadVersion(version))?;
     Ok((version, kind, token, body))
 }
@@ -330,8 +348,17 @@ fn strip_trailer<'a>(kind: u8, whole: &[u8], body: &'a [u8]) -> Result<&'a [u8],
 }
 
 fn parse_request(token: u64, body: &[u8], total: usize) -> Result<Request, DatagramError> {
-    let fields: nom::IResult<&[u8], (u32, u16), NomErr<'_>> = (be_u32, be_u16).parse(body);
-    let (mut rest, (req_seq, count)) = fields.map_err(|_| DatagramError::Truncated(total))?;
+    let fields: nom::IResult<&[u8], u32, NomErr<'_>> = be_u32.parse(body);
+    let (rest, req_seq) = fields.map_err(|_| DatagramError::Truncated(total))?;
+    let ranges = parse_ranges(rest, total)?;
+    Ok(Request { token, req_seq, ranges })
+}
+
+/// A REQUEST's `count` and ranges (the body after `req_seq`), shared with the sealed layout
+/// ([`crate::wire::sealed`]); `total` is the whole datagram's length, for the error.
+pub(crate) fn parse_ranges(body: &[u8], total: usize) -> Result<Vec<(u32, u32)>, DatagramError> {
+    let fields: nom::IResult<&[u8], u16, NomErr<'_>> = be_u16.parse(body);
+    let (mut rest, count) = fields.map_err(|_| DatagramError::Truncated(total))?;
     let count = usize::from(count);
     if count > MAX_PARTS_PER_REQUEST {
         return Err(DatagramError::TooManyRanges(count));
@@ -349,7 +376,23 @@ fn parse_request(token: u64, body: &[u8], total: usize) -> Result<Request, Datag
         ranges.push((first, last));
         rest = next;
     }
-    Ok(Request { token, req_seq, ranges })
+    Ok(ranges)
+}
+
+/// Writes a REQUEST's `count` and ranges at the start of `buf`; returns the bytes written.
+///
+/// # Panics
+/// As [`encode_request`]: more than 256 ranges, or `buf` too short.
+pub(crate) fn write_ranges(ranges: &[(u32, u32)], buf: &mut [u8]) -> usize {
+    assert!(ranges.len() <= MAX_PARTS_PER_REQUEST, "a REQUEST carries at most 256 ranges");
+    // Cannot truncate: checked against 256 above.
+    buf[0..2].copy_from_slice(&(ranges.len() as u16).to_be_bytes());
+    for (i, &(first, last)) in ranges.iter().enumerate() {
+        let at = 2 + i * RANGE_LEN;
+        buf[at..at + 4].copy_from_slice(&first.to_be_bytes());
+        buf[at + 4..at + 8].copy_from_slice(&last.to_be_bytes());
+    }
+    2 + ranges.len() * RANGE_LEN
 }
 
 fn parse_part<'a>(token: u64, body: &'a [u8], whole: &'a [u8]) -> Result<Part<'a>, DatagramError> {
@@ -445,13 +488,7 @@ pub fn encode_request_in(
     let len = REQUEST_HEADER_LEN + ranges.len() * RANGE_LEN + version.trailer_len();
     write_header(&mut buf[..len], version, KIND_REQUEST, token);
     buf[12..16].copy_from_slice(&req_seq.to_be_bytes());
-    // Cannot truncate: checked against 256 above.
-    buf[16..18].copy_from_slice(&(ranges.len() as u16).to_be_bytes());
-    for (i, &(first, last)) in ranges.iter().enumerate() {
-        let at = REQUEST_HEADER_LEN + i * RANGE_LEN;
-        buf[at..at + 4].copy_from_slice(&first.to_be_bytes());
-        buf[at + 4..at + 8].copy_from_slice(&last.to_be_bytes());
-    }
+    write_ranges(ranges, &mut buf[16..len]);
     finish(version, &mut buf[..len])
 }
 
@@ -685,7 +722,10 @@ mod tests {
         let mut d = encode_part(TOKEN, 1, 2, b"abc");
         d[0] = b'X';
         assert_eq!(parse(&d), Err(DatagramError::BadMagic));
-        for version in [0, 3, 255] {
+        let mut d = encode_part(TOKEN, 1, 2, b"abc");
+        d[2] = 3;
+        assert_eq!(parse(&d), Err(DatagramError::WrongVersion(3)), "sealed: not for plain");
+        for version in [0, 4, 255] {
             let mut d = encode_part(TOKEN, 1, 2, b"abc");
             d[2] = version;
             assert_eq!(parse(&d), Err(DatagramError::BadVersion(version)));

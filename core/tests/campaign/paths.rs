@@ -101,5 +101,7 @@ pub fn explains(path: &Path, error: &TransferError, exact: Option<bool>) -> bool
         TransferError::Aborted { .. } => path.down.corrupt > 0.0,
         // Only the client's own file errors stop a download this way; no path does.
         TransferError::Abandoned => false,
+        // 2^32 sealed requests: no campaign runs that long.
+        TransferError::RequestsExhausted => false,
     }
 }

@@ -54,8 +54,8 @@ impl ChatServer {
                 queued: 0,
                 transfers: 0,
                 presence_owed: false,
-                budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
                 secure: false,
+                budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
                 admitted: false,
             }),
         );

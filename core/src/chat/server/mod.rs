@@ -252,10 +252,12 @@ struct Conn {
     transfers: usize,
     /// A presence line is owed, to be made when it is taken (1.1).
     presence_owed: bool,
+    /// It came in over TLS (PROTOCOL 1.6), so it may give the room password, and its offers
+    /// carry a key and their datagrams are sealed (PROTOCOL 2.7). Set by the server driver with
+    /// [`ChatServer::set_secure`].
+    secure: bool,
     /// What this connection may still send before its socket is read less (C6).
     budget: InputBudget,
-    /// It came in over TLS (PROTOCOL 1.6).
-    secure: bool,
     /// It gave the room password (or the room has none to give).
     admitted: bool,
 }
@@ -311,6 +313,23 @@ impl ChatServer {
     /// should pass a seed from the OS random source; tests pass a constant to get fixed tokens.
     pub fn new(config: ServerConfig, catalogue: Catalogue, seed: u64) -> Self {
         Self::with_rng(config, catalogue, Box::new(SeededTokens::new(seed)))
+    }
+
+    /// A server whose tokens and transfer keys come from the BLAKE3-based generator keyed with
+    /// `seed`: 32 bytes from the OS random source in a runtime, so that the keys of sealed
+    /// transfers (PROTOCOL 2.7) are as hard to guess as the seed. [`ChatServer::new`]'s 64-bit
+    /// seed is for tests and the simulator, which want the same keys on every run.
+    pub fn with_secret_seed(config: ServerConfig, catalogue: Catalogue, seed: [u8; 32]) -> Self {
+        Self::with_rng(config, catalogue, Box::new(SeededTokens::from_key(seed)))
+    }
+
+    /// Marks `conn` as private (its bytes travel over TLS) or not: the offers made to a private
+    /// connection carry a fresh key and their datagrams are sealed (PROTOCOL 2.7). Call it right
+    /// after the connection opened, before its first line is read.
+    pub fn set_secure(&mut self, conn: ConnId, secure: bool) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.secure = secure;
+        }
     }
 
     /// A server drawing tokens from the caller's generator.

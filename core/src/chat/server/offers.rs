@@ -12,6 +12,7 @@ use rand_core::RngCore;
 
 use crate::chat::display::escape_truncated;
 use crate::wire::chat::{ServerLine, UdpOffer};
+use crate::wire::sealed;
 
 use super::{ChatServer, ConnId, ECHO_CHARS, LogEvent, PART_SIZE_RANGE, ServerOutput};
 
@@ -49,7 +50,7 @@ impl ChatServer {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let peer_ip = c.peer.ip();
+        let (peer_ip, secure) = (c.peer.ip(), c.secure);
         let cap = self.config.max_transfers_per_client;
         if c.transfers >= cap {
             return self.send_error(conn, &format!("too many transfers: at most {cap} at once"));
@@ -66,18 +67,36 @@ impl ChatServer {
             return self.send_error(conn, "server busy: no free transfer port, try again later");
         };
         let wanted = part_size.unwrap_or(u32::from(self.config.default_part_size));
-        let part_size = u16::try_from(wanted)
-            .unwrap_or(u16::MAX)
-            .clamp(*PART_SIZE_RANGE.start(), *PART_SIZE_RANGE.end());
+        // A sealed PART is 2 bytes longer than a plain one of the same size: its part is 2 bytes
+        // smaller, so a size the client chose to fit its path still fits, and no sealed datagram
+        // is longer than the longest plain one (2.7).
+        let shrink = if secure { sealed::PART_SIZE_SHRINK } else { 0 };
+        let (min, max) = (*PART_SIZE_RANGE.start(), *PART_SIZE_RANGE.end());
+        let part_size = u16::try_from(wanted).unwrap_or(u16::MAX).clamp(min, max);
+        let part_size = part_size.saturating_sub(shrink).max(min);
         let transfer_id = self.next_transfer_id;
         self.next_transfer_id += 1;
         let token = self.rng.next_u64();
+        // A fresh key for every offer to a private connection: its nonces start over (2.7).
+        let key = secure.then(|| {
+            let mut key = [0u8; sealed::KEY_LEN];
+            self.rng.fill_bytes(&mut key);
+            key
+        });
         self.ports.take(port, conn, peer_ip);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.transfers += 1;
         }
-        let offer =
-            UdpOffer { port, transfer_id, file: file.to_owned(), size, part_size, blake3, token };
+        let offer = UdpOffer {
+            port,
+            transfer_id,
+            file: file.to_owned(),
+            size,
+            part_size,
+            blake3,
+            token,
+            key,
+        };
         let line = Bytes::from(ServerLine::Udp(offer.clone()).encode());
         self.push(ServerOutput::StartTransfer(TransferOffer { conn, peer_ip, offer }));
         self.push(ServerOutput::Log(LogEvent::TransferOffered {
@@ -106,9 +125,17 @@ pub(super) struct SeededTokens {
 }
 
 impl SeededTokens {
-    /// A generator whose key is derived from `seed`.
+    /// A generator whose key is derived from `seed`: for tests and the simulator, which want
+    /// the same tokens on every run (64 bits are too few for transfer keys).
     pub(super) fn new(seed: u64) -> Self {
-        Self { key: *blake3::hash(&seed.to_le_bytes()).as_bytes(), counter: 0 }
+        Self::from_key(*blake3::hash(&seed.to_le_bytes()).as_bytes())
+    }
+
+    /// A generator keyed with 32 random bytes: what a server runs with. Keyed BLAKE3 over a
+    /// counter is a pseudorandom function, so its outputs (tokens, transfer keys) are as hard to
+    /// guess as the key, and no output tells anything about another.
+    pub(super) fn from_key(key: [u8; 32]) -> Self {
+        Self { key, counter: 0 }
     }
 }
 

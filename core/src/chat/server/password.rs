@@ -63,14 +63,6 @@ pub(super) enum Door {
 }
 
 impl ChatServer {
-    /// The connection came in on the TLS listener (PROTOCOL 1.6): it may send the password.
-    /// The server driver calls it right after the connection opened.
-    pub fn set_secure(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.secure = true;
-        }
-    }
-
     /// Whether `conn` came in over TLS.
     pub fn is_secure(&self, conn: ConnId) -> bool {
         self.conns.get(&conn).is_some_and(|c| c.secure)

@@ -64,8 +64,8 @@ pub trait SimClient: fmt::Debug {
     fn poll_timeout(&self) -> Option<Instant>;
     /// The time has come.
     fn handle_timeout(&mut self, now: Instant);
-    /// A datagram arrived on download `id`'s socket.
-    fn handle_datagram(&mut self, now: Instant, id: u64, buf: &[u8]);
+    /// A datagram arrived on download `id`'s socket (decrypted in place when sealed).
+    fn handle_datagram(&mut self, now: Instant, id: u64, buf: &mut [u8]);
     /// The next datagram to send, written into `buf`: the download it belongs to and its length.
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(u64, usize)>;
     /// Every download so far, in the order they were offered (a client that does not download
@@ -94,6 +94,10 @@ pub struct ClientSpec {
     pub max_datagram: Option<usize>,
     /// The client itself.
     pub client: Box<dyn SimClient>,
+    /// Its chat connections are private, as TLS ones are: the server marks them secure
+    /// ([`crate::driver::server::ServerDriver::set_secure`]), so its offers carry a key and its
+    /// downloads are sealed (PROTOCOL 2.7).
+    pub secure: bool,
 }
 
 impl ClientSpec {
@@ -104,7 +108,14 @@ impl ClientSpec {
             path: Path::symmetric(100_000_000, Duration::from_millis(10), 0.0),
             max_datagram: None,
             client: Box::new(client),
+            secure: false,
         }
+    }
+
+    /// The same client over private (TLS) chat connections: its downloads are sealed.
+    pub fn secure(mut self) -> Self {
+        self.secure = true;
+        self
     }
 
     /// The same client on another UDP path.

@@ -424,7 +424,7 @@ impl SimClient for DrivenClient {
         }
     }
 
-    fn handle_datagram(&mut self, now: Instant, socket: u64, buf: &[u8]) {
+    fn handle_datagram(&mut self, now: Instant, socket: u64, buf: &mut [u8]) {
         self.now = Some(now);
         let Some(s) = &mut self.session else {
             return;

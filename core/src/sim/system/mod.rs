@@ -30,7 +30,8 @@
 //!   again only on [`Output::AcceptAgain`].
 //! - **UDP**: each client has a [`Path`] ([`Link`] each way: loss, delay, rate, jitter, ...)
 //!   shared by its downloads, and optionally a largest datagram the path carries
-//!   ([`ClientSpec::max_datagram`], U5). Parts are sealed with [`seal_part`] from the served
+//!   ([`ClientSpec::max_datagram`], U5). Parts are sealed with [`seal_part`] (or AES-GCM for a
+//!   [`ClientSpec::secure`] client, PROTOCOL 2.7) from the served
 //!   file's content at the moment of sending; a file changed mid-transfer ([`FileChange`]) is
 //!   noticed by [`Output::CheckFile`] or by a short read, as on a real server (U7).
 //!
@@ -150,6 +151,9 @@ pub struct SystemConfig {
     pub time_limit: Duration,
     /// Whether to keep the chronological [`SystemReport::timeline`] (large runs may not want it).
     pub timeline: bool,
+    /// Whether to keep every UDP datagram as it left its sender ([`SystemReport::udp_capture`]):
+    /// what a capture on the path would hold (issue 14's privacy tests).
+    pub capture_udp: bool,
 }
 
 impl SystemConfig {
@@ -164,6 +168,7 @@ impl SystemConfig {
             failing_accepts: 0,
             time_limit: Duration::from_secs(60),
             timeline: true,
+            capture_udp: false,
         }
     }
 }
@@ -176,6 +181,8 @@ struct ClientState {
     up: Link,
     down: Link,
     max_datagram: Option<usize>,
+    /// Its chat connections are marked secure when accepted ([`ClientSpec::secure`]).
+    secure: bool,
     conn: Option<ConnId>,
     /// Server port of each open download.
     downloads: BTreeMap<u64, u16>,
@@ -246,6 +253,8 @@ struct World {
     timeline: Option<Vec<(Duration, String)>>,
     peak_total_queued: usize,
     buf: Vec<u8>,
+    /// Every datagram sent, when [`SystemConfig::capture_udp`].
+    capture: Option<Vec<Vec<u8>>>,
 }
 
 /// Runs the system until nothing is left to happen or the time limit passes. `base` is the
@@ -266,6 +275,7 @@ pub fn run(base: Instant, config: SystemConfig, clients: Vec<ClientSpec>) -> Sys
             up: Link::new(spec.path.up),
             down: Link::new(spec.path.down),
             max_datagram: spec.max_datagram,
+            secure: spec.secure,
             conn: None,
             downloads: BTreeMap::new(),
             framer: LineFramer::with_limit(MAX_SERVER_LINE),
@@ -295,6 +305,7 @@ pub fn run(base: Instant, config: SystemConfig, clients: Vec<ClientSpec>) -> Sys
         timeline: config.timeline.then(Vec::new),
         peak_total_queued: 0,
         buf: vec![0; MAX_DATAGRAM],
+        capture: config.capture_udp.then(Vec::new),
     };
     for i in 0..world.changes.len() {
         let at = world.changes[i].at.as_nanos() as u64;
@@ -429,11 +440,11 @@ impl World {
                 self.driver.handle_input(now, input);
                 self.perform();
             }
-            Ev::DatagramToClient { client, id, bytes } => {
+            Ev::DatagramToClient { client, id, mut bytes } => {
                 let now = self.now();
                 let c = &mut self.clients[client];
                 if c.downloads.contains_key(&id) {
-                    c.client.handle_datagram(now, id, &bytes);
+                    c.client.handle_datagram(now, id, &mut bytes);
                     c.dirty = true;
                 }
             }
@@ -510,6 +521,7 @@ impl World {
             log: self.log,
             peak_total_queued: self.peak_total_queued,
             timeline: self.timeline.unwrap_or_default(),
+            udp_capture: self.capture.unwrap_or_default(),
         }
     }
 }

@@ -131,6 +131,9 @@ pub struct SystemReport {
     /// what it did to its connection (`label [reset]`), the server's log (`[log] ...`). Empty
     /// unless [`SystemConfig::timeline`](super::SystemConfig::timeline).
     pub timeline: Vec<(Duration, String)>,
+    /// Every UDP datagram as it left its sender, both ways, in order; empty unless
+    /// [`SystemConfig::capture_udp`](super::SystemConfig::capture_udp).
+    pub udp_capture: Vec<Vec<u8>>,
 }
 
 impl SystemReport {

@@ -6,7 +6,6 @@ use super::{Ev, World};
 use crate::chat::catalogue::FileKey;
 use crate::driver::server::{Input, Output};
 use crate::transfer::endpoint::Transmit;
-use crate::wire::datagram::{PART_HEADER_LEN, seal_part_in};
 
 /// What a port serves: the file and its identity when opened.
 #[derive(Debug)]
@@ -94,7 +93,8 @@ impl World {
         let now = self.now();
         while let Some(transmit) = self.driver.poll_transmit(now, port) {
             match transmit {
-                Transmit::Part { version, to, token, req_seq, part, offset, len } => {
+                Transmit::Part(order) => {
+                    let (offset, len) = (order.offset, order.len);
                     let content = self
                         .serving
                         .get(&port)
@@ -109,9 +109,12 @@ impl World {
                         continue;
                     };
                     let mut buf = std::mem::take(&mut self.buf);
-                    buf[PART_HEADER_LEN..PART_HEADER_LEN + len].copy_from_slice(payload);
-                    let n = seal_part_in(version, &mut buf, token, req_seq, part, len);
-                    self.send_down(to, &buf[..n]);
+                    if buf.len() < order.datagram_len() {
+                        buf.resize(order.datagram_len(), 0);
+                    }
+                    buf[order.payload()].copy_from_slice(payload);
+                    let n = order.seal(&mut buf);
+                    self.send_down(order.to, &buf[..n]);
                     self.buf = buf;
                 }
                 Transmit::Datagram { to, bytes } => self.send_down(to, &bytes),

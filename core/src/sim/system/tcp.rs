@@ -78,8 +78,12 @@ impl World {
                 continue;
             };
             c.accepted = true;
-            let peer = c.peer;
+            let (peer, client) = (c.peer, c.client);
             self.driver.handle_input(now, Input::Accepted { conn, peer });
+            if self.clients.get(client).is_some_and(|c| c.secure) {
+                // What a TLS runtime does right after the accept (PROTOCOL 2.7).
+                self.driver.set_secure(conn, true);
+            }
             self.perform();
         }
     }

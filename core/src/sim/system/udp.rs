@@ -15,6 +15,9 @@ pub(super) fn udp_addr(ip: IpAddr, id: u64) -> SocketAddr {
 
 impl World {
     pub(super) fn send_down(&mut self, to: SocketAddr, bytes: &[u8]) {
+        if let Some(capture) = &mut self.capture {
+            capture.push(bytes.to_vec());
+        }
         let Some(&(client, id)) = self.routes.get(&to) else {
             return;
         };
@@ -36,6 +39,9 @@ impl World {
     }
 
     pub(super) fn send_up(&mut self, client: usize, id: u64, bytes: &[u8]) {
+        if let Some(capture) = &mut self.capture {
+            capture.push(bytes.to_vec());
+        }
         let c = &mut self.clients[client];
         let Some(&port) = c.downloads.get(&id) else {
             return;

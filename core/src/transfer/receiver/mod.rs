@@ -17,7 +17,9 @@
 //! whole batch.
 //!
 //! Only parts judged lost are asked for again; duplicates and corrupt parts are dropped. Every part
-//! is checked against the offer (token, CRC, index, exact size) before its bytes are accepted, and
+//! is checked against the offer (token, CRC, index, exact size; for a sealed transfer, PROTOCOL
+//! 2.7, its AES-GCM tag under the offer's key instead of token and CRC) before its bytes are
+//! accepted, and
 //! the whole file against the BLAKE3 digest of the offer, hashed in order as the prefix grows so no
 //! second pass over the file is needed at the end.
 //!
@@ -57,7 +59,8 @@ use crate::transfer::congestion::{Controller, ControllerKind, FirstFlight, new_c
 use crate::transfer::pacing::Pacer;
 use crate::transfer::parts::{Layout, PartMap, ResumeError};
 use crate::transfer::rtt::RttEstimator;
-use crate::wire::datagram::{self, AbortCode, Datagram, PART_HEADER_LEN, Version};
+use crate::wire::datagram::{self, AbortCode, Datagram, DatagramError, PART_HEADER_LEN, Version};
+use crate::wire::sealed::{self, SEALED_HEADER_LEN, SealKey};
 
 pub use self::verify::HASH_CHUNK;
 
@@ -70,12 +73,18 @@ pub const DEFAULT_REQUEST_COPIES: u8 = 2;
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 /// Longest ABORT reason kept from the server (it is shown to a person).
 const MAX_REASON_CHARS: usize = 200;
+/// The buffer [`Receiver::poll_transmit`] should get: it holds the largest REQUEST, plain or
+/// sealed.
+pub const TRANSMIT_BUF_LEN: usize = sealed::MAX_REQUEST_LEN;
 
 /// What the receiver knows from the offer, and how to behave.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
     /// The transfer's token from the offer; datagrams carrying another are dropped.
     pub token: u64,
+    /// The offer's key, when it carried one: every datagram of the transfer is then sealed
+    /// (PROTOCOL 2.7), and anything not sealed with this key is dropped.
+    pub seal: Option<SealKey>,
     /// The file's size in bytes, from the offer.
     pub size: u64,
     /// The payload size of every part but the last, from the offer.
@@ -110,6 +119,7 @@ impl ReceiverConfig {
     pub fn new(token: u64, size: u64, part_size: u16, blake3: [u8; 32]) -> Self {
         ReceiverConfig {
             token,
+            seal: None,
             size,
             part_size,
             blake3,
@@ -143,6 +153,10 @@ pub enum TransferError {
     /// could not be written.
     #[error("stopped by this client")]
     Abandoned,
+    /// A sealed transfer used up its 2^32 request numbers, which may not wrap under one key
+    /// (PROTOCOL 2.7); asking for the file again gets a new key and resumes.
+    #[error("this sealed transfer used up its 2^32 requests: ask for the file again to resume")]
+    RequestsExhausted,
 }
 
 /// Where a download stands.
@@ -204,6 +218,9 @@ pub struct Progress {
     pub duplicates: u64,
     /// Datagrams dropped: unparsable, corrupt, wrong token or impossible for the offer.
     pub dropped: u64,
+    /// Of `dropped`, the datagrams of a sealed transfer whose tag did not verify: forged,
+    /// altered on the way, or sealed with another key (PROTOCOL 2.7).
+    pub unauthentic: u64,
     /// REQUESTs built (each counts once, however many copies of it were sent).
     pub requests_sent: u64,
     /// How often the probe timeout fired.
@@ -404,22 +421,40 @@ impl Receiver {
 
     /// A datagram arrived from the server. On an acceptable new PART, returns where its payload
     /// goes; the runtime writes `buf[payload]` at `offset`, then feeds the hash (see
-    /// [`Receiver::next_to_hash`]) and calls [`Receiver::poll_transmit`].
-    pub fn handle_datagram(&mut self, now: Instant, buf: &[u8]) -> Option<Accept> {
+    /// [`Receiver::next_to_hash`]) and calls [`Receiver::poll_transmit`]. `buf` is mutable because
+    /// a sealed datagram (PROTOCOL 2.7) is decrypted where it lies: the payload is then plain
+    /// text in `buf`, and nothing was copied.
+    pub fn handle_datagram(&mut self, now: Instant, buf: &mut [u8]) -> Option<Accept> {
         if self.state != ReceiverState::Running {
             return None;
         }
-        // Only the version this client speaks: a server answers in the version of the REQUEST, and
-        // a version-1 ABORT would have no checksum.
-        let dgram = match datagram::parse_versioned(buf) {
-            Ok((Version::CURRENT, d)) if d.token() == self.config.token => d,
+        let (parsed, payload_at) = match &self.config.seal {
+            Some(key) => (sealed::open(key, self.config.token, buf), SEALED_HEADER_LEN),
+            // Only the version this client speaks: a server answers in the version of the
+            // REQUEST, and a version-1 ABORT would have no checksum.
+            None => match datagram::parse_versioned(buf) {
+                Ok((Version::CURRENT, d)) => (Ok(d), PART_HEADER_LEN),
+                Ok((other, _)) => (Err(DatagramError::WrongVersion(other.byte())), 0),
+                Err(err) => (Err(err), 0),
+            },
+        };
+        let dgram = match parsed {
+            Ok(d) if d.token() == self.config.token => d,
+            Err(DatagramError::Unauthentic) => {
+                self.progress.dropped += 1;
+                self.progress.unauthentic += 1;
+                return None;
+            }
             _ => {
                 self.progress.dropped += 1;
                 return None;
             }
         };
         match dgram {
-            Datagram::Part(p) => self.on_part(now, p.req_seq, p.part, p.data.len()),
+            Datagram::Part(p) => {
+                let (req_seq, part, len) = (p.req_seq, p.part, p.data.len());
+                self.on_part(now, req_seq, part, payload_at..payload_at + len)
+            }
             Datagram::Abort(a) => {
                 let reason = escape_truncated(a.reason, MAX_REASON_CHARS);
                 self.fail(TransferError::Aborted { code: a.code, reason });
@@ -432,7 +467,14 @@ impl Receiver {
         }
     }
 
-    fn on_part(&mut self, now: Instant, req_seq: u32, part: u32, len: usize) -> Option<Accept> {
+    fn on_part(
+        &mut self,
+        now: Instant,
+        req_seq: u32,
+        part: u32,
+        payload: Range<usize>,
+    ) -> Option<Accept> {
+        let len = payload.len();
         self.any_part_arrived = true;
         // Impossible for the offer: dropped as if lost (PROTOCOL.md 2.2).
         if part >= self.layout.n_parts() || len != self.layout.part_len(part) {
@@ -468,16 +510,12 @@ impl Receiver {
         self.detect_lost(now);
         self.dirty = true;
         self.maybe_checkpoint(now);
-        Some(Accept {
-            part,
-            offset: self.layout.offset(part),
-            payload: PART_HEADER_LEN..PART_HEADER_LEN + len,
-        })
+        Some(Accept { part, offset: self.layout.offset(part), payload })
     }
 
     /// The next REQUEST (or FINISHED) to send now, written into `buf`; returns its length. Call
-    /// after every input and timeout until `None`. `buf` should hold
-    /// [`datagram::MAX_REQUEST_LEN`] bytes (a smaller one limits the ranges per request).
+    /// after every input and timeout until `None`. `buf` should hold [`TRANSMIT_BUF_LEN`] bytes
+    /// (a smaller one limits the ranges per request).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         match self.state {
             ReceiverState::Complete | ReceiverState::Failed(_) => self.finished_copy(buf),

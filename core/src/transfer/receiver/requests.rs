@@ -22,6 +22,7 @@ use crate::transfer::pacing::Pacer;
 use crate::wire::datagram::{
     self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN, TRAILER_LEN,
 };
+use crate::wire::sealed;
 
 use super::loss::{Slot, Track};
 use super::{Receiver, ReceiverState};
@@ -35,9 +36,15 @@ const REQUEST_TIMES_KEPT: usize = 4096;
 impl Receiver {
     /// The next copy of FINISHED, if one is due and `buf` holds it.
     pub(super) fn finished_copy(&mut self, buf: &mut [u8]) -> Option<usize> {
-        if self.finished_left > 0 && buf.len() >= datagram::FINISHED_LEN {
+        // Sealed, every copy is the same bytes: an empty body under one nonce (PROTOCOL 2.7).
+        let len =
+            if self.config.seal.is_some() { sealed::FINISHED_LEN } else { datagram::FINISHED_LEN };
+        if self.finished_left > 0 && buf.len() >= len {
             self.finished_left -= 1;
-            return Some(datagram::encode_finished(self.config.token, buf));
+            return Some(match &self.config.seal {
+                Some(key) => sealed::encode_finished(key, buf),
+                None => datagram::encode_finished(self.config.token, buf),
+            });
         }
         None
     }
@@ -62,8 +69,18 @@ impl Receiver {
             return None;
         }
         let need = self.request_need()?;
-        let max_ranges = (buf.len().saturating_sub(REQUEST_HEADER_LEN + TRAILER_LEN) / RANGE_LEN)
-            .min(MAX_PARTS_PER_REQUEST);
+        let overhead = match self.config.seal {
+            Some(_) => sealed::request_len(0),
+            None => REQUEST_HEADER_LEN + TRAILER_LEN,
+        };
+        let max_ranges =
+            (buf.len().saturating_sub(overhead) / RANGE_LEN).min(MAX_PARTS_PER_REQUEST);
+        if self.config.seal.is_some() && self.progress.requests_sent > 0 && self.next_req_seq == 0 {
+            // Sealed, a `req_seq` may not wrap: the server answers only a larger one, and a
+            // repeated one would repeat nonces (PROTOCOL 2.7). 2^32 requests are used up.
+            self.fail(super::TransferError::RequestsExhausted);
+            return None;
+        }
         if max_ranges == 0 {
             return None;
         }
@@ -121,7 +138,11 @@ impl Receiver {
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         self.controller.on_sent(now, bytes, self.in_flight);
-        let n = datagram::encode_request(self.config.token, req_seq, &ranges, buf);
+        // Sealed once: its copies are the same bytes, so its nonce seals one message (2.7).
+        let n = match &self.config.seal {
+            Some(key) => sealed::encode_request(key, req_seq, &ranges, buf),
+            None => datagram::encode_request(self.config.token, req_seq, &ranges, buf),
+        };
         self.repeats_left = self.config.request_copies.saturating_sub(1);
         if self.repeats_left > 0 {
             self.repeat.clear();
@@ -208,5 +229,46 @@ impl Receiver {
             self.next_new = part;
             self.unrequested_bytes += len;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // PROTOCOL 2.7: a sealed transfer's req_seq never wraps under one key.
+    use std::time::{Duration, Instant};
+
+    use super::super::{Receiver, ReceiverConfig, ReceiverState, TRANSMIT_BUF_LEN, TransferError};
+    use crate::wire::datagram::Datagram;
+    use crate::wire::sealed::{self, SealKey};
+
+    #[test]
+    fn a_sealed_receiver_fails_rather_than_wrap_its_req_seq() {
+        let t0 = Instant::now();
+        let key = SealKey::new(&[9; 32]);
+        let mut config = ReceiverConfig::new(1, 1 << 20, 1000, [0; 32]);
+        config.seal = Some(key.clone());
+        config.request_copies = 1;
+        let mut r = Receiver::new(config, t0);
+        // As if 2^32 - 1 requests had gone out already.
+        r.next_req_seq = u32::MAX;
+        r.req_times_base = u32::MAX;
+        r.progress.requests_sent = u64::from(u32::MAX);
+        let mut buf = [0u8; TRANSMIT_BUF_LEN];
+        let n = r.poll_transmit(t0, &mut buf).expect("the last req_seq is used");
+        match sealed::open(&key, 1, &mut buf[..n]) {
+            Ok(Datagram::Request(req)) => assert_eq!(req.req_seq, u32::MAX),
+            other => panic!("{other:?}"),
+        }
+        let mut t = t0;
+        while r.state() == ReceiverState::Running {
+            t += Duration::from_millis(10);
+            r.handle_timeout(t);
+            let _ = r.poll_transmit(t, &mut buf);
+            assert!(t < t0 + Duration::from_secs(5), "never tried another request");
+        }
+        assert_eq!(r.state(), ReceiverState::Failed(TransferError::RequestsExhausted));
+        // FINISHED still goes out, so the server frees its port: sealed, with no req_seq in it.
+        let n = r.poll_transmit(t, &mut buf).expect("FINISHED copies");
+        assert_eq!(n, sealed::FINISHED_LEN);
     }
 }
