@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod cluster;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;

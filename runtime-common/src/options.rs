@@ -33,11 +33,15 @@ pub struct ServerOptions {
     pub chat: ServerConfig,
     /// How often the served folder is looked at again for new, changed or removed files.
     pub rescan_every: Duration,
+    /// The cluster's broker (`redis://host:port`), with `chat.cluster` naming this node
+    /// (PROTOCOL.md section 8); `None` for a server alone.
+    pub broker: Option<String>,
 }
 
 impl ServerOptions {
     pub fn new(addr: SocketAddr, files: PathBuf) -> Self {
-        Self { addr, files, chat: ServerConfig::default(), rescan_every: DEFAULT_RESCAN_EVERY }
+        let chat = ServerConfig::default();
+        Self { addr, files, chat, rescan_every: DEFAULT_RESCAN_EVERY, broker: None }
     }
 }
 

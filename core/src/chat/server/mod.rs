@@ -25,11 +25,13 @@
 //! - `outbox`: queued-bytes accounting, slow-reader kicks, presence lines, send helpers;
 //! - `offers`: `download_file`, transfer counts, the token generator;
 //! - `ports`: the UDP port pool;
-//! - `log`: [`LogEvent`] and its `Display` forms.
+//! - `log`: [`LogEvent`] and its `Display` forms;
+//! - `cluster`: the room shared with other nodes through a broker (section 8).
 //!
 //! The rules themselves are specified in `docs/PROTOCOL.md`, sections 1.1 to 1.5 and 2.1.
 
 mod admission;
+mod cluster;
 mod conn_map;
 mod log;
 mod offers;
@@ -48,13 +50,15 @@ use rand_core::RngCore;
 use crate::chat::catalogue::Catalogue;
 use crate::chat::flood::InputBudget;
 use crate::chat::names::NameRegistry;
+use crate::cluster::{ClusterCommand, ClusterConfig, ClusterEvent};
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
 pub use self::conn_map::{ConnHasher, ConnMap, ConnSet};
-pub use self::log::{DisconnectReason, LogEvent, RefuseReason};
+pub use self::log::{ClusterNote, DisconnectReason, LogEvent, RefuseReason};
 pub use self::offers::TransferOffer;
 
+use self::cluster::ClusterState;
 use self::offers::SeededTokens;
 use self::ports::PortPool;
 
@@ -104,6 +108,9 @@ pub struct ServerConfig {
     pub max_input_rate: u32,
     /// Bytes one connection may send at once above the rate.
     pub input_burst: u32,
+    /// `Some` when this server is one node of a cluster sharing the room through a broker
+    /// (section 8); `None`, the default, for a server alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -126,6 +133,7 @@ impl Default for ServerConfig {
             // one flooder from burying a room of a hundred (25 MB/s of fan-out).
             max_input_rate: 256 * 1024,
             input_burst: 1024 * 1024,
+            cluster: None,
         }
     }
 }
@@ -172,6 +180,8 @@ pub enum ServerInput<'a> {
     /// The served folder was read again: these are the files on offer from now on. Live
     /// transfers are not affected; they hold their own copy of what was offered.
     Catalogue(&'a Catalogue),
+    /// The cluster's broker said something (section 8); ignored by a server alone.
+    Cluster(&'a ClusterEvent),
 }
 
 /// Something the runtime must do.
@@ -225,8 +235,18 @@ pub enum ServerOutput {
         /// The connection to read again.
         conn: ConnId,
     },
+    /// Something for the cluster's broker to do (section 8).
+    Cluster(ClusterCommand),
     /// Something worth a log line.
     Log(LogEvent),
+}
+
+/// Who holds a name: one of this server's connections, or a person on another node, by the
+/// join sequence number they were given here (section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Local(ConnId),
+    Remote(u64),
 }
 
 /// One TCP connection's state.
@@ -246,6 +266,9 @@ struct Conn {
     presence_owed: bool,
     /// What this connection may still send before its socket is read less (C6).
     budget: InputBudget,
+    /// The name it asked for, while the cluster's broker is asked whether it is free (8.3):
+    /// its next lines wait in the framer until the answer.
+    claiming: Option<String>,
 }
 
 /// The chat server. See the module documentation.
@@ -257,7 +280,7 @@ pub struct ChatServer {
     /// connection's state is over 200 (issue 12: memory per idle person).
     conns: ConnMap<Box<Conn>>,
     per_ip: HashMap<IpAddr, usize>,
-    names: NameRegistry<ConnId>,
+    names: NameRegistry<Holder>,
     /// Joined clients by join sequence: iteration is join order (1.3).
     room: BTreeMap<u64, ConnId>,
     next_join_seq: u64,
@@ -270,6 +293,10 @@ pub struct ChatServer {
     out: VecDeque<ServerOutput>,
     /// Connections whose queue passed the bound, closed once the current input is handled.
     to_kick: Vec<ConnId>,
+    /// The other nodes' people and the link to the broker, when this is a node of a cluster.
+    cluster: Option<Box<ClusterState>>,
+    /// The other nodes' people by join sequence (shared with `room`): listed in `ALL` lines.
+    remote_room: BTreeMap<u64, String>,
 }
 
 impl fmt::Debug for ChatServer {
@@ -306,6 +333,7 @@ impl ChatServer {
         rng: Box<dyn RngCore + Send>,
     ) -> Self {
         let ports = PortPool::new(config.udp_ports.clone());
+        let cluster = config.cluster.clone().map(|c| Box::new(ClusterState::new(c)));
         Self {
             config,
             catalogue,
@@ -321,6 +349,8 @@ impl ChatServer {
             next_transfer_id: 0,
             out: VecDeque::new(),
             to_kick: Vec::new(),
+            cluster,
+            remote_room: BTreeMap::new(),
         }
     }
 
@@ -349,6 +379,7 @@ impl ChatServer {
             ServerInput::TransferEnded { port } => self.on_transfer_ended(port),
             ServerInput::PortUnavailable { port } => self.ports.mark_unavailable(port),
             ServerInput::Catalogue(catalogue) => self.catalogue = catalogue.clone(),
+            ServerInput::Cluster(event) => self.on_cluster_event(now, event),
         }
         self.kick_slow_readers();
     }
@@ -366,7 +397,8 @@ impl ChatServer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let names = self.name_deadlines.first().map(|(at, _)| *at);
         let pauses = self.paused.first().map(|(at, _)| *at);
-        names.into_iter().chain(pauses).min()
+        let cluster = self.cluster.as_ref().and_then(|c| c.next_tick());
+        names.into_iter().chain(pauses).chain(cluster).min()
     }
 
     /// Closes connections that did not give a name in time (C7) and resumes reading the ones
@@ -388,6 +420,7 @@ impl ChatServer {
             }
         }
         self.expire_name_deadlines(now);
+        self.cluster_tick(now);
         self.kick_slow_readers();
     }
 
@@ -412,9 +445,15 @@ impl ChatServer {
             }
             self.paused.insert((until, conn));
         }
+        self.read_lines(conn);
+    }
+
+    /// Handles the complete lines `conn` sent, until none is left or a name claim waits for
+    /// the broker's answer (8.3).
+    fn read_lines(&mut self, conn: ConnId) {
         loop {
             // Re-fetch every time: handling a line may close this very connection.
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.get_mut(&conn).filter(|c| c.claiming.is_none()) else {
                 return;
             };
             let Some(framed) = c.framer.next() else {
@@ -457,9 +496,13 @@ impl ChatServer {
                 let Some(from) = self.name_of(conn) else {
                     return;
                 };
-                let line = ServerLine::Public { from, text }.encode();
+                let public = ServerLine::Public { from, text };
+                let line = public.encode();
                 if self.fits(conn, &line) {
                     self.broadcast(line);
+                    if let ServerLine::Public { from, text } = public {
+                        self.publish_say(from, text);
+                    }
                 }
             }
             ClientLine::Private { to, text } => self.on_private(conn, &to, text),
