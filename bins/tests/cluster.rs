@@ -282,8 +282,9 @@ fn a_killed_node_s_people_leave_within_the_lease() {
     let killed_at = Instant::now();
     let lines = until_line(&mut alice, "dave left the chat...");
     let took = killed_at.elapsed();
-    // The heartbeat lives a lease after its last renewal; the survivors look every third of one.
-    let bound = LEASE + LEASE / 3 + Duration::from_millis(800);
+    // The heartbeat lives a lease after its last renewal; the survivors look every third of one
+    // (and a shared CI machine may be slow to run them: 1.5 s of slack).
+    let bound = LEASE + LEASE / 3 + Duration::from_millis(1500);
     assert!(took <= bound, "took {took:?}, more than {bound:?}: {lines:?}");
     // Dave's name is free again in the cluster once his claim ran out too.
     let deadline = Instant::now() + REPLY_TIMEOUT;
@@ -331,8 +332,13 @@ fn broker_stop_splits_the_room_and_restart_heals_it() {
     assert!(answer.starts_with("ERROR the room is split: alice"), "{answer}");
 
     redis.run();
-    // Healed: Alice learns of Erin from Bob's node's roster, and lines go through again.
+    // Healed both ways: Alice learns of Erin only from the roster Bob's node appends once its
+    // link is back, and Bob of Fred only from what Alice's node appends once its link is back
+    // (each node's reader and writer reconnect on their own).
     wait_for_room(&mut alice, &["bob", "erin"]);
+    let _fred = Raw::join(a.addr, "fred");
+    wait_for_room(&mut bob, &["alice", "erin", "fred"]);
+    wait_for_room(&mut erin, &["alice", "bob", "fred"]);
     alice.send("after");
     let lines = until_line(&mut erin, "alice: after");
     assert!(
