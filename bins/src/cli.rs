@@ -174,6 +174,17 @@ pub struct ServerArgs {
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
+    /// Share the room with other servers through this Redis broker
+    /// (`redis://[user:password@]host:port`, `rediss://` for TLS; PROTOCOL.md section 8).
+    #[arg(long, requires = "node")]
+    pub cluster: Option<String>,
+    /// This server's name in the cluster: unique, letters, digits, `_ - .`.
+    #[arg(long, requires = "cluster")]
+    pub node: Option<String>,
+    /// Milliseconds a name claim and this node's heartbeat live unless renewed: a killed node's
+    /// people are announced as left about this long after it died.
+    #[arg(long, default_value_t = natter_core::cluster::DEFAULT_LEASE.as_millis() as u64)]
+    pub cluster_lease_ms: u64,
     #[command(flatten)]
     pub tls: ServerTlsArgs,
 }

@@ -61,6 +61,16 @@ fn server(args: cli::ServerArgs) -> ExitCode {
         eprintln!("natter server: {err}");
         return ExitCode::FAILURE;
     }
+    if let (Some(url), Some(node)) = (args.cluster, args.node) {
+        if let Err(err) = natter_core::cluster::check_node_name(&node) {
+            eprintln!("natter server: --node {node}: {err}");
+            return ExitCode::FAILURE;
+        }
+        let mut cluster = natter_core::cluster::ClusterConfig::new(&node, 0);
+        cluster.lease = std::time::Duration::from_millis(args.cluster_lease_ms.max(30));
+        options.chat.cluster = Some(cluster);
+        options.broker = Some(url);
+    }
     let run: RunServer = match args.runtime.into() {
         Runtime::Mio => natter_runtime_mio::serve,
         Runtime::Smol => natter_runtime_smol::serve,

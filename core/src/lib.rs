@@ -10,6 +10,7 @@
 
 pub mod chat;
 pub mod client_model;
+pub mod cluster;
 pub mod driver;
 #[doc(hidden)]
 pub mod fuzzing;

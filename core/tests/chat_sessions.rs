@@ -164,6 +164,9 @@ impl Session {
                         writeln!(self.transcript, "[log] {event}").unwrap();
                     }
                 }
+                ServerOutput::Cluster(command) => {
+                    writeln!(self.transcript, "[cluster] {command:?}").unwrap();
+                }
                 ServerOutput::SendToMany { .. } | ServerOutput::Presence { .. } => {
                     unreachable!("next_output expands these")
                 }

@@ -140,6 +140,9 @@ impl Script {
                         .unwrap();
                 }
                 Output::AcceptAgain => writeln!(self.transcript, "[out] accept again").unwrap(),
+                Output::Cluster(command) => {
+                    writeln!(self.transcript, "[out] cluster {command:?}").unwrap();
+                }
                 Output::Serve { port, file, identity, part_size, .. } => {
                     writeln!(
                         self.transcript,

@@ -8,6 +8,7 @@
 //! [`natter_core::chat::catalogue::DigestCache`]).
 
 pub mod client;
+pub mod cluster;
 pub mod download;
 pub mod folder;
 pub mod impair;

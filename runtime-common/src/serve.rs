@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use natter_core::chat::catalogue::DigestCache;
+use natter_core::cluster::ClusterEvent;
 
 use natter_core::driver::server::{
     Input, MAX_WRITE_BUFFERS, Output, READ_CHUNK, ServerDriver, UDP_READS_PER_TURN,
@@ -25,6 +26,7 @@ use natter_core::driver::server::{
 use natter_core::transfer::endpoint::{Transmit, part_datagram_len};
 use natter_core::wire::datagram::{MAX_DATAGRAM, PART_HEADER_LEN};
 
+use crate::cluster::ClusterLink;
 use crate::net::{self, SendBatch, UdpSender};
 use crate::served::ServedFile;
 use crate::{ScannedFolder, log};
@@ -73,11 +75,31 @@ pub fn feed_folder(now: Instant, driver: &mut ServerDriver, folder: &ScannedFold
     );
 }
 
-/// The served folder and, per transfer port, the open file and the datagrams prepared for it.
+/// What other threads hand a server loop: a new view of the folder, or news from the cluster's
+/// broker. A runtime passes each to [`feed`] on its own thread.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The served folder, read again.
+    Folder(ScannedFolder),
+    /// The cluster's broker said something (PROTOCOL 8).
+    Cluster(ClusterEvent),
+}
+
+/// Feeds what another thread delivered to the driver.
+pub fn feed(now: Instant, driver: &mut ServerDriver, delivery: &Delivery) {
+    match delivery {
+        Delivery::Folder(folder) => feed_folder(now, driver, folder),
+        Delivery::Cluster(event) => driver.handle_input(now, Input::Cluster(event)),
+    }
+}
+
+/// The served folder and, per transfer port, the open file and the datagrams prepared for it;
+/// and the link to the cluster's broker, whose commands are outputs like the file work.
 #[derive(Debug)]
 pub struct ServedFiles {
     folder: PathBuf,
     ports: HashMap<u16, PortIo>,
+    cluster: Option<ClusterLink>,
 }
 
 /// One transfer port's side of the work.
@@ -97,7 +119,7 @@ struct PortIo {
 impl ServedFiles {
     /// Serves files from `folder`.
     pub fn new(folder: PathBuf) -> Self {
-        Self { folder, ports: HashMap::new() }
+        Self { folder, ports: HashMap::new(), cluster: None }
     }
 
     /// Does the file and log work of `output`; gives back the outputs that need the runtime's
@@ -134,6 +156,11 @@ impl ServedFiles {
                 }
             }
             Output::Log(event) => log::server_event(&event),
+            Output::Cluster(command) => {
+                if let Some(link) = &self.cluster {
+                    link.send(command);
+                }
+            }
             other => return Some(other),
         }
         None
@@ -228,29 +255,46 @@ pub struct Prepared {
     pub ports: Vec<(u16, UdpSocket)>,
 }
 
-/// Starts watching the served folder (each new view goes to `deliver`, on the watcher's thread,
-/// until `stop` is set or `deliver` says the server is gone), builds the driver for `options`
-/// over the folder as first scanned, binds the transfer ports, and says that the server started.
+/// Starts watching the served folder and, in a cluster, the link to the broker (what they have
+/// goes to `deliver`, on their threads, until `stop` is set or `deliver` says the server is
+/// gone), builds the driver for `options` over the folder as first scanned, binds the transfer
+/// ports, and says that the server started.
 pub fn prepare(
     now: Instant,
     options: &crate::ServerOptions,
     scanned: (ScannedFolder, DigestCache),
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: &Stop,
-    deliver: impl FnMut(ScannedFolder) -> bool + Send + 'static,
+    deliver: impl FnMut(Delivery) -> bool + Send + Clone + 'static,
 ) -> io::Result<Prepared> {
     let (folder, digests) = scanned;
+    let mut config = options.chat.clone();
+    let mut files = ServedFiles::new(options.files.clone());
+    if let (Some(cluster), Some(url)) = (&mut config.cluster, &options.broker) {
+        // A new epoch each start: the others drop what an earlier run of this node held (8.4).
+        let random = log::secret_seed()?;
+        cluster.epoch = u64::from_le_bytes([
+            random[0], random[1], random[2], random[3], random[4], random[5], random[6], random[7],
+        ]);
+        let mut deliver = deliver.clone();
+        let link = crate::cluster::start(
+            url,
+            move |event| deliver(Delivery::Cluster(event)),
+            stop.asked.clone(),
+        )?;
+        files.cluster = Some(link);
+    }
+    let mut deliver = deliver;
     crate::watch_folder(
         options.files.clone(),
         options.rescan_every,
         digests,
         folder.identities.clone(),
         stop.asked.clone(),
-        deliver,
+        move |folder| deliver(Delivery::Folder(folder)),
     )?;
     let seed = log::secret_seed()?;
-    let mut driver =
-        ServerDriver::with_secret_seed(options.chat.clone(), folder.catalogue.clone(), seed);
+    let mut driver = ServerDriver::with_secret_seed(config, folder.catalogue.clone(), seed);
     if let Some(tls) = tls {
         driver = driver.with_tls(tls);
     }
@@ -258,7 +302,7 @@ pub fn prepare(
     let ports =
         bind_transfer_ports(now, options.addr.ip(), options.chat.udp_ports.clone(), &mut driver);
     tracing::info!("[STARTED] Waiting for connections...");
-    Ok(Prepared { driver, files: ServedFiles::new(options.files.clone()), ports })
+    Ok(Prepared { driver, files, ports })
 }
 
 /// A request to stop, that reaches a server loop however it waits: the loop says how it wants to

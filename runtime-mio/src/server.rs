@@ -12,8 +12,8 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use natter_core::driver::server::{Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
-use natter_runtime_common::serve::{self, BoundServer, Prepared, Stop, Turn};
-use natter_runtime_common::{ScannedFolder, ServedFiles};
+use natter_runtime_common::ServedFiles;
+use natter_runtime_common::serve::{self, BoundServer, Delivery, Prepared, Stop, Turn};
 
 /// Listener `i` (plain, TLS) is `Token(i)` below `WAKER`.
 const WAKER: Token = Token(2);
@@ -35,7 +35,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let wake = waker.clone();
     stop.on_ask(move || drop(wake.wake()));
     let (folder_tx, folder_rx) = std::sync::mpsc::channel();
-    let deliver = move |scanned| folder_tx.send(scanned).is_ok() && waker.wake().is_ok();
+    let deliver = move |what| folder_tx.send(what).is_ok() && waker.wake().is_ok();
     let Prepared { driver, files, ports } =
         serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
     let mut udp = HashMap::new();
@@ -121,13 +121,13 @@ struct Io {
 
 impl Io {
     /// Notes what each event says is ready; accepts, and writes where a socket has room again.
-    fn dispatch(&mut self, now: Instant, events: &Events, folder_rx: &Receiver<ScannedFolder>) {
+    fn dispatch(&mut self, now: Instant, events: &Events, folder_rx: &Receiver<Delivery>) {
         for event in events.iter() {
             match event.token() {
                 Token(i) if i < WAKER.0 => self.accept_all(now, i),
                 WAKER => {
-                    while let Ok(scanned) = folder_rx.try_recv() {
-                        serve::feed_folder(now, &mut self.driver, &scanned);
+                    while let Ok(delivered) = folder_rx.try_recv() {
+                        serve::feed(now, &mut self.driver, &delivered);
                     }
                 }
                 Token(t) if t >= FIRST_CONN => {

@@ -85,7 +85,7 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let (stop_tx, stop_rx) = signal();
     stop.on_ask(move || raise(&stop_tx));
     let (folder_tx, folder_rx) = smol::channel::unbounded();
-    let deliver = move |scanned| folder_tx.send_blocking(scanned).is_ok();
+    let deliver = move |what| folder_tx.send_blocking(what).is_ok();
     let Prepared { driver, files, ports } =
         serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
     let mut udp = HashMap::new();
@@ -114,8 +114,8 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     ex.spawn(turn_task(hub.clone(), writes_rx, timer_rx)).detach();
     let folder_hub = hub.clone();
     ex.spawn(async move {
-        while let Ok(scanned) = folder_rx.recv().await {
-            feed(&folder_hub, |h| serve::feed_folder(Instant::now(), &mut h.driver, &scanned));
+        while let Ok(delivered) = folder_rx.recv().await {
+            feed(&folder_hub, |h| serve::feed(Instant::now(), &mut h.driver, &delivered));
         }
     })
     .detach();

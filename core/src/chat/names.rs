@@ -133,6 +133,17 @@ impl<Id: Copy> NameRegistry<Id> {
         self.by_skeleton.remove(&skeleton_key(name));
     }
 
+    /// Forgets `name` only if `id` holds it: a remote member's leave must not free a name that
+    /// a local person holds after a split (PROTOCOL 8.3).
+    pub fn release_if(&mut self, name: &str, id: Id)
+    where
+        Id: PartialEq,
+    {
+        if self.by_fold.get(&fold(name)).is_some_and(|(holder, _)| *holder == id) {
+            self.release(name);
+        }
+    }
+
     /// The holder of `name` ignoring case, with the name as registered.
     pub fn lookup(&self, name: &str) -> Option<(Id, &str)> {
         self.by_fold.get(&fold(name)).map(|(id, n)| (*id, n.as_str()))

@@ -45,6 +45,7 @@
 //!         Output::AcceptAgain => {}
 //!         Output::Serve { .. } | Output::CheckFile { .. } | Output::StopServing { .. } => {}
 //!         Output::Transmit { port } => while let Some(_datagram) = driver.poll_transmit(now, port) {},
+//!         Output::Cluster(_command) => { /* hand it to the broker thread */ }
 //!         Output::Log(event) => log.push(event.to_string()),
 //!     }
 //! }
@@ -64,6 +65,7 @@ use crate::chat::server::{
     ChatServer, ConnId, ConnMap, LogEvent, ServerConfig, ServerInput, ServerOutput,
     shrink_after_burst,
 };
+use crate::cluster::{ClusterCommand, ClusterEvent};
 use crate::transfer::endpoint::{Endpoint, EndpointEvent, Transmit};
 use crate::transfer::sender::SenderInput;
 
@@ -195,6 +197,8 @@ pub enum Input<'a> {
         /// The port.
         port: u16,
     },
+    /// The cluster's broker said something (PROTOCOL 8); ignored by a server alone.
+    Cluster(&'a ClusterEvent),
 }
 
 /// Something the runtime must do.
@@ -258,6 +262,8 @@ pub enum Output {
         /// The port.
         port: u16,
     },
+    /// Something for the cluster's broker to do (PROTOCOL 8): hand it to the broker thread.
+    Cluster(ClusterCommand),
     /// Something worth a log line.
     Log(LogEvent),
 }
@@ -397,6 +403,7 @@ impl ServerDriver {
             Input::FileChanged { port } => {
                 self.endpoint.handle_input(now, port, SenderInput::FileChanged);
             }
+            Input::Cluster(event) => self.chat.handle_input(now, ServerInput::Cluster(event)),
         }
         self.collect(now);
     }
@@ -744,6 +751,7 @@ impl ServerDriver {
                     self.out.push_back(Output::ResumeReading { conn });
                 }
             }
+            ServerOutput::Cluster(command) => self.out.push_back(Output::Cluster(command)),
             ServerOutput::Log(event) => self.out.push_back(Output::Log(event)),
         }
     }

@@ -9,6 +9,7 @@
 //! Several transfers can share the path (and so its bottleneck queue), which is how fairness and
 //! queue growth are measured.
 
+pub mod cluster;
 pub mod damage;
 pub mod link;
 pub mod rng;

@@ -14,7 +14,9 @@ use crate::chat::flood::InputBudget;
 use crate::wire::chat::ServerLine;
 use crate::wire::line::LineFramer;
 
-use super::{ChatServer, Conn, ConnId, DisconnectReason, LogEvent, RefuseReason, ServerOutput};
+use super::{
+    ChatServer, Conn, ConnId, DisconnectReason, Holder, LogEvent, RefuseReason, ServerOutput,
+};
 
 impl ChatServer {
     /// A new connection: refused with an `ERROR` past a cap (C8), else given its name deadline.
@@ -57,6 +59,7 @@ impl ChatServer {
                 secure: false,
                 budget: InputBudget::new(now, self.config.max_input_rate, self.config.input_burst),
                 admitted: false,
+                claiming: None,
             }),
         );
         *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
@@ -64,12 +67,21 @@ impl ChatServer {
         self.push(ServerOutput::Log(LogEvent::Connected { conn, peer }));
     }
 
-    /// The first line: a name (1.1).
+    /// The first line: a name (1.1). In a cluster whose broker is reachable the name is held
+    /// here and claimed in the broker; the join waits for the answer (8.3).
     pub(super) fn on_name(&mut self, conn: ConnId, name: &str) {
-        if let Err(e) = self.names.claim(name, conn) {
+        if let Err(e) = self.names.claim(name, Holder::Local(conn)) {
             self.send_error(conn, &e.to_string());
             return;
         }
+        if self.claim_in_cluster(conn, name) {
+            return;
+        }
+        self.complete_join(conn, name);
+    }
+
+    /// The name is this connection's: it joins the room (1.1).
+    pub(super) fn complete_join(&mut self, conn: ConnId, name: &str) {
         let seq = self.next_join_seq;
         self.next_join_seq += 1;
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -82,9 +94,10 @@ impl ChatServer {
         self.room.insert(seq, conn);
         self.push(ServerOutput::Log(LogEvent::Joined { conn, name: name.to_owned() }));
         self.broadcast(ServerLine::Joined(name.to_owned()).encode());
-        if self.room.len() <= self.config.presence_room_limit {
+        if self.members() <= self.config.presence_room_limit {
             self.owe_presence_to_room(Some(conn));
         }
+        self.cluster_joined(conn, name);
         // The newcomer's own line is made now, so that it comes before anything said after
         // the join: the room as the newcomer finds it.
         let line = self.presence_line(conn);
@@ -122,6 +135,10 @@ impl ChatServer {
             self.name_deadlines.remove(&(deadline, conn));
         }
         self.paused.retain(|&(_, paused)| paused != conn);
+        if let Some(name) = &c.claiming {
+            self.names.release_if(name, Holder::Local(conn));
+            self.cluster_forget_claim(name);
+        }
         // A client's transfers end with it: one that leaves (or reconnects) must not keep ports
         // that others could use until the idle timeout (issue 10).
         for port in self.ports.held_by(conn) {
@@ -135,12 +152,13 @@ impl ChatServer {
             reason,
         }));
         if let Some((name, seq)) = c.joined {
-            self.names.release(&name);
+            self.names.release_if(&name, Holder::Local(conn));
             self.room.remove(&seq);
-            self.broadcast(ServerLine::Left(name).encode());
-            if self.room.len() <= self.config.presence_room_limit {
+            self.broadcast(ServerLine::Left(name.clone()).encode());
+            if self.members() <= self.config.presence_room_limit {
                 self.owe_presence_to_room(None);
             }
+            self.cluster_left(conn, name);
         }
     }
 

@@ -29,6 +29,26 @@ pub enum DisconnectReason {
     NameTimeout,
     /// A wrong or missing room password, or one that could not be accepted (PROTOCOL 1.6).
     WrongPassword,
+    /// Its name was found held by another node when the cluster's broker came back (8.3).
+    NameLost,
+}
+
+/// What happened to this node's place in a cluster (section 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterNote {
+    /// The link to the broker works: presence is synced again.
+    Up,
+    /// The link to the broker failed: the room is split, this node serves its own people.
+    Down,
+    /// A node's heartbeat ran out (or it restarted): its people left.
+    NodeGone {
+        /// The node.
+        node: String,
+        /// How many of its people were announced as left.
+        people: usize,
+    },
+    /// An entry of the stream could not be read and was dropped.
+    BadEntry(String),
 }
 
 /// Why a new connection was refused (C8).
@@ -104,6 +124,8 @@ pub enum LogEvent {
         /// The file it serves.
         file: String,
     },
+    /// `[CLUSTER] ...`: the link to the broker, or another node, changed (section 8).
+    Cluster(ClusterNote),
     /// The transfer on `port` is over and the port is free again.
     TransferEnded {
         /// The UDP port now free.
@@ -165,6 +187,9 @@ impl fmt::Display for LogEvent {
                     DisconnectReason::WrongPassword => {
                         write!(f, " (closed: no right password over TLS)")
                     }
+                    DisconnectReason::NameLost => {
+                        write!(f, " (closed: the name is held on another node)")
+                    }
                 }
             }
             LogEvent::Refused { peer, reason, .. } => match reason {
@@ -189,6 +214,16 @@ impl fmt::Display for LogEvent {
                 "[UDP STARTED] Waiting for connections... port {port}, transfer {transfer_id}, file {}",
                 escape_for_display(file)
             ),
+            LogEvent::Cluster(note) => match note {
+                ClusterNote::Up => write!(f, "[CLUSTER] broker reachable: the room is whole"),
+                ClusterNote::Down => {
+                    write!(f, "[CLUSTER] broker unreachable: the room is split, reconnecting")
+                }
+                ClusterNote::NodeGone { node, people } => {
+                    write!(f, "[CLUSTER] node {node} is gone: {people} people left")
+                }
+                ClusterNote::BadEntry(why) => write!(f, "[CLUSTER] entry dropped: {why}"),
+            },
             LogEvent::TransferEnded { port, end } => {
                 write!(f, "[UDP ENDED] port {port}: {end}")
             }

@@ -25,11 +25,13 @@
 //! - `outbox`: queued-bytes accounting, slow-reader kicks, presence lines, send helpers;
 //! - `offers`: `download_file`, transfer counts, the token generator;
 //! - `ports`: the UDP port pool;
-//! - `log`: [`LogEvent`] and its `Display` forms.
+//! - `log`: [`LogEvent`] and its `Display` forms;
+//! - `cluster`: the room shared with other nodes through a broker (section 8).
 //!
 //! The rules themselves are specified in `docs/PROTOCOL.md`, sections 1.1 to 1.5 and 2.1.
 
 mod admission;
+mod cluster;
 mod conn_map;
 mod log;
 mod offers;
@@ -50,14 +52,16 @@ use crate::chat::catalogue::Catalogue;
 use crate::chat::flood::InputBudget;
 use crate::chat::names::NameRegistry;
 use crate::chat::password::Password;
+use crate::cluster::{ClusterCommand, ClusterConfig, ClusterEvent};
 use crate::wire::chat::{ClientLine, ServerLine};
 use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
 pub use self::conn_map::{ConnHasher, ConnMap, ConnSet};
-pub use self::log::{DisconnectReason, LogEvent, RefuseReason};
+pub use self::log::{ClusterNote, DisconnectReason, LogEvent, RefuseReason};
 pub use self::offers::TransferOffer;
 pub use self::password::{FIRST_WAIT, FREE_TRIES, MAX_WAIT};
 
+use self::cluster::ClusterState;
 use self::offers::SeededTokens;
 use self::password::{Door, Guesses};
 use self::ports::PortPool;
@@ -111,6 +115,9 @@ pub struct ServerConfig {
     /// The room password (PROTOCOL 1.6): when set, a connection must come over TLS and send
     /// `PASS <password>` before its name.
     pub password: Option<Password>,
+    /// `Some` when this server is one node of a cluster sharing the room through a broker
+    /// (section 8); `None`, the default, for a server alone.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -134,6 +141,7 @@ impl Default for ServerConfig {
             max_input_rate: 256 * 1024,
             input_burst: 1024 * 1024,
             password: None,
+            cluster: None,
         }
     }
 }
@@ -180,6 +188,8 @@ pub enum ServerInput<'a> {
     /// The served folder was read again: these are the files on offer from now on. Live
     /// transfers are not affected; they hold their own copy of what was offered.
     Catalogue(&'a Catalogue),
+    /// The cluster's broker said something (section 8); ignored by a server alone.
+    Cluster(&'a ClusterEvent),
 }
 
 /// Something the runtime must do.
@@ -233,8 +243,18 @@ pub enum ServerOutput {
         /// The connection to read again.
         conn: ConnId,
     },
+    /// Something for the cluster's broker to do (section 8).
+    Cluster(ClusterCommand),
     /// Something worth a log line.
     Log(LogEvent),
+}
+
+/// Who holds a name: one of this server's connections, or a person on another node, by the
+/// join sequence number they were given here (section 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Local(ConnId),
+    Remote(u64),
 }
 
 /// One TCP connection's state.
@@ -260,6 +280,9 @@ struct Conn {
     budget: InputBudget,
     /// It gave the room password (or the room has none to give).
     admitted: bool,
+    /// The name it asked for, while the cluster's broker is asked whether it is free (8.3):
+    /// its next lines wait in the framer until the answer.
+    claiming: Option<String>,
 }
 
 /// The chat server. See the module documentation.
@@ -271,7 +294,7 @@ pub struct ChatServer {
     /// connection's state is over 200 (issue 12: memory per idle person).
     conns: ConnMap<Box<Conn>>,
     per_ip: HashMap<IpAddr, usize>,
-    names: NameRegistry<ConnId>,
+    names: NameRegistry<Holder>,
     /// Joined clients by join sequence: iteration is join order (1.3).
     room: BTreeMap<u64, ConnId>,
     next_join_seq: u64,
@@ -286,6 +309,10 @@ pub struct ChatServer {
     to_kick: Vec<ConnId>,
     /// Wrong passwords by address (PROTOCOL 1.6).
     guesses: Guesses,
+    /// The other nodes' people and the link to the broker, when this is a node of a cluster.
+    cluster: Option<Box<ClusterState>>,
+    /// The other nodes' people by join sequence (shared with `room`): listed in `ALL` lines.
+    remote_room: BTreeMap<u64, String>,
 }
 
 impl fmt::Debug for ChatServer {
@@ -339,6 +366,7 @@ impl ChatServer {
         rng: Box<dyn RngCore + Send>,
     ) -> Self {
         let ports = PortPool::new(config.udp_ports.clone());
+        let cluster = config.cluster.clone().map(|c| Box::new(ClusterState::new(c)));
         Self {
             config,
             catalogue,
@@ -355,6 +383,8 @@ impl ChatServer {
             out: VecDeque::new(),
             to_kick: Vec::new(),
             guesses: Guesses::default(),
+            cluster,
+            remote_room: BTreeMap::new(),
         }
     }
 
@@ -383,6 +413,7 @@ impl ChatServer {
             ServerInput::TransferEnded { port } => self.on_transfer_ended(port),
             ServerInput::PortUnavailable { port } => self.ports.mark_unavailable(port),
             ServerInput::Catalogue(catalogue) => self.catalogue = catalogue.clone(),
+            ServerInput::Cluster(event) => self.on_cluster_event(now, event),
         }
         self.kick_slow_readers();
     }
@@ -400,7 +431,8 @@ impl ChatServer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let names = self.name_deadlines.first().map(|(at, _)| *at);
         let pauses = self.paused.first().map(|(at, _)| *at);
-        names.into_iter().chain(pauses).min()
+        let cluster = self.cluster.as_ref().and_then(|c| c.next_tick());
+        names.into_iter().chain(pauses).chain(cluster).min()
     }
 
     /// Closes connections that did not give a name in time (C7) and resumes reading the ones
@@ -422,6 +454,7 @@ impl ChatServer {
             }
         }
         self.expire_name_deadlines(now);
+        self.cluster_tick(now);
         self.kick_slow_readers();
     }
 
@@ -446,9 +479,15 @@ impl ChatServer {
             }
             self.paused.insert((until, conn));
         }
+        self.read_lines(now, conn);
+    }
+
+    /// Handles the complete lines `conn` sent, until none is left or a name claim waits for
+    /// the broker's answer (8.3).
+    fn read_lines(&mut self, now: Instant, conn: ConnId) {
         loop {
             // Re-fetch every time: handling a line may close this very connection.
-            let Some(c) = self.conns.get_mut(&conn) else {
+            let Some(c) = self.conns.get_mut(&conn).filter(|c| c.claiming.is_none()) else {
                 return;
             };
             let Some(framed) = c.framer.next() else {
@@ -491,9 +530,13 @@ impl ChatServer {
                 let Some(from) = self.name_of(conn) else {
                     return;
                 };
-                let line = ServerLine::Public { from, text }.encode();
+                let public = ServerLine::Public { from, text };
+                let line = public.encode();
                 if self.fits(conn, &line) {
                     self.broadcast(line);
+                    if let ServerLine::Public { from, text } = public {
+                        self.publish_say(from, text);
+                    }
                 }
             }
             ClientLine::Private { to, text } => self.on_private(conn, &to, text),

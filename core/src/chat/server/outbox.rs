@@ -12,7 +12,7 @@ use crate::chat::display::escape_truncated;
 use crate::wire::chat::ServerLine;
 use crate::wire::line::MAX_LINE;
 
-use super::{ChatServer, ConnId, DisconnectReason, ECHO_CHARS, ServerOutput};
+use super::{ChatServer, ConnId, DisconnectReason, ECHO_CHARS, Holder, ServerOutput};
 
 impl ChatServer {
     /// The runtime wrote `len` bytes for `conn`.
@@ -58,11 +58,21 @@ impl ChatServer {
         let Some(from) = self.name_of(conn) else {
             return;
         };
-        let Some((recipient, to_name)) = self.names.lookup(to) else {
+        let recipient = match self.names.lookup(to) {
+            Some((Holder::Local(recipient), to_name)) if self.is_joined(recipient) => {
+                Some((recipient, to_name.to_owned()))
+            }
+            Some((Holder::Remote(seq), to_name)) => {
+                let to_name = to_name.to_owned();
+                return self.tell_remote(conn, from, seq, to_name, text);
+            }
+            _ => None,
+        };
+        let Some((recipient, to_name)) = recipient else {
             return self
                 .send_error(conn, &format!("no such user: {}", escape_truncated(to, ECHO_CHARS)));
         };
-        let echo = ServerLine::PrivateEcho { to: to_name.to_owned(), text: text.clone() }.encode();
+        let echo = ServerLine::PrivateEcho { to: to_name, text: text.clone() }.encode();
         let delivered = ServerLine::Private { from, text }.encode();
         if self.fits(conn, &echo) && self.fits(conn, &delivered) {
             self.send(conn, Bytes::from(echo));
@@ -80,12 +90,29 @@ impl ChatServer {
         false
     }
 
-    /// `ALL` and the other joined names in join order, written straight into the line.
+    /// `ALL` and the other joined names in join order, written straight into the line. In a
+    /// cluster the other nodes' people are listed too, in the order this node learnt of them.
     pub(super) fn presence_line(&self, conn: ConnId) -> Bytes {
-        let names = self.room.values().filter(|&&c| c != conn).filter_map(|c| {
-            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.as_str())
+        let local = self.room.iter().filter(|&(_, &c)| c != conn).filter_map(|(&seq, c)| {
+            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| (seq, n.as_str()))
         });
-        Bytes::from(ServerLine::encode_all(names))
+        if self.remote_room.is_empty() {
+            return Bytes::from(ServerLine::encode_all(local.map(|(_, n)| n)));
+        }
+        let remote = self.remote_room.iter().map(|(&seq, n)| (seq, n.as_str()));
+        let mut all: Vec<(u64, &str)> = local.chain(remote).collect();
+        all.sort_unstable_by_key(|&(seq, _)| seq);
+        Bytes::from(ServerLine::encode_all(all.into_iter().map(|(_, n)| n)))
+    }
+
+    /// Everyone in the room: this node's people and, in a cluster, the others'.
+    pub(super) fn members(&self) -> usize {
+        self.room.len() + self.remote_room.len()
+    }
+
+    /// Whether `conn` has joined (a name being claimed does not count yet).
+    pub(super) fn is_joined(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.joined.is_some())
     }
 
     /// Marks a presence line owed to every member of the room but `except`; each is made when

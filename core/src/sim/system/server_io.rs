@@ -79,6 +79,8 @@ impl World {
                     self.serving.remove(&port);
                 }
                 Output::Transmit { port } => self.transmit(port),
+                // A lone server: the cluster runs in `sim::cluster`.
+                Output::Cluster(_) => {}
                 Output::Log(event) => {
                     let at = self.elapsed();
                     self.note(|| format!("[log] {event}"));
