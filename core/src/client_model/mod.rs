@@ -27,6 +27,7 @@ pub mod history;
 mod session_events;
 
 #[cfg(test)]
+#[path = "../../tests/unit/client_model.rs"]
 mod tests;
 
 use std::collections::VecDeque;
