@@ -6,7 +6,7 @@ use natter_core::chat::server::ConnMap;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -63,23 +63,21 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         // the driver's gather is over, so that each write carries more lines.
         let mut gather_until: Option<Instant> = None;
         loop {
+            // Until the gather is over; at once while sockets wait to be read; else the timer.
             let busy = !io.readable.is_empty() || !io.udp_readable.is_empty();
-            let timeout = match (gather_until, io.driver.poll_timeout()) {
-                (Some(until), _) => Some(until.saturating_duration_since(Instant::now())),
-                _ if busy => Some(Duration::ZERO),
-                (None, at) => at.map(|at| at.saturating_duration_since(Instant::now())),
-            };
-            match poll.poll(&mut events, timeout) {
-                Err(err) if err.kind() != io::ErrorKind::Interrupted => return Err(err),
-                _ => {}
+            let wake_at = gather_until.or_else(|| busy.then(Instant::now));
+            let wake_at = wake_at.or(io.driver.poll_timeout());
+            let timeout = wake_at.map(|at| at.saturating_duration_since(Instant::now()));
+            if let Err(err) = poll.poll(&mut events, timeout)
+                && err.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(err);
             }
             let now = Instant::now();
             io.dispatch(now, &events, &folder_rx);
             io.read_round(now);
             io.receive_round();
-            if gather_until.is_none() {
-                gather_until = io.driver.turn_gather(now).map(|wait| now + wait);
-            }
+            gather_until = gather_until.or_else(|| io.driver.turn_gather(now).map(|w| now + w));
             if gather_until.is_none_or(|until| now >= until) || io.driver.turn_is_full() {
                 break;
             }
@@ -140,9 +138,7 @@ impl Io {
                     }
                 }
                 Token(t) => {
-                    let Ok(port) = u16::try_from(t - UDP_TOKENS) else {
-                        continue;
-                    };
+                    let Ok(port) = u16::try_from(t - UDP_TOKENS) else { continue };
                     if event.is_readable() && !self.udp_readable.contains(&port) {
                         self.udp_readable.push_back(port);
                     }
@@ -193,9 +189,7 @@ impl Io {
                 break;
             }
             let Some(conn) = self.readable.pop_front() else { break };
-            let Some(c) = self.conns.get_mut(&conn) else {
-                continue;
-            };
+            let Some(c) = self.conns.get_mut(&conn) else { continue };
             c.queued = false;
             if c.paused {
                 continue;
@@ -212,16 +206,13 @@ impl Io {
     /// A turn's worth of datagrams from every transfer port that has some.
     fn receive_round(&mut self) {
         for _ in 0..self.udp_readable.len() {
-            let Some((port, socket)) =
-                self.udp_readable.pop_front().and_then(|p| self.udp.get_key_value(&p))
-            else {
-                continue;
-            };
-            let turn = serve::receive_datagrams(&mut self.driver, *port, &mut self.buf, |b| {
-                socket.recv_from(b)
-            });
-            if turn == Turn::More {
-                self.udp_readable.push_back(*port);
+            let Some(port) = self.udp_readable.pop_front() else { break };
+            let Some(socket) = self.udp.get(&port) else { continue };
+            let receive = |b: &mut [u8]| socket.recv_from(b);
+            if serve::receive_datagrams(&mut self.driver, port, &mut self.buf, receive)
+                == Turn::More
+            {
+                self.udp_readable.push_back(port);
             }
         }
     }
