@@ -19,6 +19,7 @@ pub mod serve;
 pub mod served;
 pub mod session;
 pub mod tls;
+pub mod turn;
 pub mod ui;
 
 pub use client::{ClientError, ClientIo, DownloadError, Lines, ProgressUi, RunClient, Sockets};
