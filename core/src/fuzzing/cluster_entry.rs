@@ -72,7 +72,7 @@ fn built_entry(choices: &mut Choices<'_>) -> Vec<u8> {
         3 => {
             let (from, to) = (name(choices), name(choices));
             let to_node = choices.pick(&NODES).to_owned();
-            let to_epoch = if choices.byte() % 2 == 0 { EPOCH } else { 1 };
+            let to_epoch = choices.pick(&[EPOCH, 1]);
             EntryKind::Tell { from, to_node, to_epoch, to, text: choices.text() }
         }
         _ => {
