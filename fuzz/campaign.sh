@@ -25,6 +25,7 @@ case $target in
     client_driver) dicts=(chat datagram resume offer) ;;
     resume_record) dicts=(resume) ;;
     extreme_offer) dicts=(offer chat) ;;
+    cluster_entry) dicts=(cluster chat) ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 mkdir -p "$here/target/dict"

@@ -5,10 +5,18 @@
 //! public lines, one every `GAP`, each carrying the microsecond it was sent; every person reads
 //! every line. It prints one table row per setup: deliveries per second (all lines delivered to
 //! everyone, over the time from the first send to the last delivery), p50 and p99 of the delay
-//! from send to delivery, and the CPU seconds the nodes and the broker used during the load.
+//! from send to delivery, the CPU seconds the nodes and the broker used during the load, and
+//! that CPU per delivery. The setups run one after the other, `REPS` times over (interleaved, so
+//! that a noisy minute on a shared machine hits every setup alike), then a summary gives each
+//! setup's median over the repetitions.
 //!
 //!     cargo build --release -p natter --example cluster_fanout
-//!     target/release/examples/cluster_fanout target/release/natter [CLIENTS] [LINES] [GAP_MS]
+//!     target/release/examples/cluster_fanout target/release/natter [CLIENTS] [LINES] [GAP_MS] [REPS]
+//!
+//! With `SERVER_CPUS=LIST` (a `taskset -c` list) the broker and the nodes run pinned to those
+//! CPUs (started through `taskset`); pin the load generator apart with `taskset -c OTHER`:
+//!
+//!     SERVER_CPUS=1 taskset -c 0 target/release/examples/cluster_fanout target/release/natter 200 50 20 3
 //!
 //! Only loopback, only processes it started (stopped by PID at the end), every wait bounded.
 
@@ -42,6 +50,19 @@ impl Proc {
     }
 }
 
+/// `program`, started through `taskset -c $SERVER_CPUS` when that is set (`taskset` execs the
+/// program, so the child's PID is the program's).
+fn pinned(program: &str) -> Command {
+    match std::env::var("SERVER_CPUS") {
+        Ok(cpus) if !cpus.is_empty() => {
+            let mut command = Command::new("taskset");
+            command.args(["-c", &cpus, program]);
+            command
+        }
+        _ => Command::new(program),
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -58,7 +79,7 @@ fn node(natter: &str, udp: u16, redis: Option<u16>, name: &str) -> (Proc, Socket
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let files = std::env::temp_dir().join(format!("natter-bench-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&files).unwrap();
-    let mut command = Command::new(natter);
+    let mut command = pinned(natter);
     command
         .env("RUST_LOG", "warn")
         .args(["server", "--addr", &addr.to_string(), "--udp-ports", &format!("{udp}-{udp}")])
@@ -83,9 +104,13 @@ struct Outcome {
 
 type Sent = (Vec<u64>, usize, Duration, Option<TcpStream>);
 
-/// Joins `clients` people over `nodes`, waits until every one sees the whole room, then runs
-/// the load.
-fn load(nodes: &[SocketAddr], clients: usize, lines: usize, gap: Duration) -> Outcome {
+/// Joins `clients` people over `nodes`, waits until every one sees the whole room, calls
+/// `ready` (so that CPU is counted for the load only, not for the joins), then runs the load.
+fn load(
+    nodes: &[SocketAddr],
+    (clients, lines, gap): (usize, usize, Duration),
+    ready: impl FnOnce(),
+) -> Outcome {
     let mut streams = Vec::new();
     for i in 0..clients {
         let stream = TcpStream::connect(nodes[i % nodes.len()]).unwrap();
@@ -116,6 +141,7 @@ fn load(nodes: &[SocketAddr], clients: usize, lines: usize, gap: Duration) -> Ou
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    ready();
     let start = Instant::now();
     let expected = clients * lines * clients;
     let barrier = Arc::new(Barrier::new(clients * 2));
@@ -179,68 +205,156 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// One setup's figures in one repetition.
+#[derive(Clone, Copy)]
+struct Row {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    delivered: usize,
+    complete: bool,
+    nodes_cpu: f64,
+    redis_cpu: f64,
+}
+
+impl Row {
+    /// Server CPU (nodes and broker) per delivery, in nanoseconds.
+    fn ns_per_delivery(&self) -> f64 {
+        (self.nodes_cpu + self.redis_cpu) * 1e9 / self.delivered.max(1) as f64
+    }
+
+    fn print(&self, label: &str) {
+        println!(
+            "{label:<24} {:>13.0} {:>8.2} {:>8.2} {:>10} {:>8.2}s {:>8.2}s {:>8.0}{}",
+            self.per_second,
+            self.p50_ms,
+            self.p99_ms,
+            self.delivered,
+            self.nodes_cpu,
+            self.redis_cpu,
+            self.ns_per_delivery(),
+            if self.complete { "" } else { "  (incomplete)" }
+        );
+    }
+}
+
+fn header() {
+    println!(
+        "{:<24} {:>13} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
+        "setup",
+        "deliveries/s",
+        "p50_ms",
+        "p99_ms",
+        "delivered",
+        "nodes_cpu",
+        "redis_cpu",
+        "ns/deliv"
+    );
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let natter = args.get(1).cloned().unwrap_or_else(|| "target/release/natter".into());
     let clients: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200);
     let lines: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50);
     let gap = Duration::from_millis(args.get(4).and_then(|a| a.parse().ok()).unwrap_or(20));
+    let reps: usize = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(1).clamp(1, 20);
     let redis_port = free_port();
     let dir = std::env::temp_dir().join(format!("natter-bench-redis-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     println!(
-        "{clients} people, {lines} lines each, one every {gap:?}: {} deliveries per setup",
-        clients * lines * clients
+        "{clients} people, {lines} lines each, one every {gap:?}: {} deliveries per setup, {reps} \
+         repetition(s); servers pinned to CPUs {}",
+        clients * lines * clients,
+        std::env::var("SERVER_CPUS").unwrap_or_else(|_| "(none)".into())
     );
-    println!(
-        "{:<24} {:>13} {:>8} {:>8} {:>10} {:>9} {:>9}",
-        "setup", "deliveries/s", "p50_ms", "p99_ms", "delivered", "nodes_cpu", "redis_cpu"
-    );
+    header();
     let half = clients / 2;
     let setups = [
         (format!("1 node alone x {clients}"), 1, false),
         (format!("1 node + redis x {clients}"), 1, true),
         (format!("2 nodes + redis x {half}"), 2, true),
     ];
-    for (i, (label, count, cluster)) in setups.into_iter().enumerate() {
-        let redis = cluster.then(|| {
-            let child = Command::new("redis-server")
-                .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-                .args(["--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server");
-            wait_listening(format!("127.0.0.1:{redis_port}").parse().unwrap());
-            Proc(child)
-        });
-        let nodes: Vec<(Proc, SocketAddr)> = (0..count)
-            .map(|n| {
-                let udp = 31_500 + (i * 10 + n) as u16;
-                node(&natter, udp, cluster.then_some(redis_port), &format!("b{i}n{n}"))
-            })
-            .collect();
-        let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
-        // Let the nodes find each other before the people come.
-        std::thread::sleep(Duration::from_millis(300));
-        let cpu_before: f64 = nodes.iter().map(|(p, _)| p.cpu()).sum();
-        let redis_before = redis.as_ref().map_or(0.0, Proc::cpu);
-        let outcome = load(&addrs, clients, lines, gap);
-        let cpu = nodes.iter().map(|(p, _)| p.cpu()).sum::<f64>() - cpu_before;
-        let redis_cpu = redis.as_ref().map_or(0.0, Proc::cpu) - redis_before;
-        let mut lat = outcome.latencies_us;
-        lat.sort_unstable();
-        println!(
-            "{label:<24} {:>13.0} {:>8.2} {:>8.2} {:>10} {:>8.2}s {:>8.2}s{}",
-            outcome.deliveries as f64 / outcome.seconds,
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-            outcome.deliveries,
-            cpu,
-            redis_cpu,
-            if outcome.deliveries == outcome.expected { "" } else { "  (incomplete)" }
-        );
-        drop(nodes);
-        drop(redis);
+    let mut rows: Vec<Vec<Row>> = vec![Vec::new(); setups.len()];
+    for rep in 0..reps {
+        for (i, (label, count, cluster)) in setups.iter().enumerate() {
+            let row =
+                run_setup(&natter, (i, *count, *cluster), redis_port, &dir, (clients, lines, gap));
+            row.print(&format!("{label} #{}", rep + 1));
+            rows[i].push(row);
+        }
+    }
+    if reps > 1 {
+        println!("\nmedian of {reps}:");
+        header();
+        for ((label, _, _), rows) in setups.iter().zip(&rows) {
+            let pick = |f: fn(&Row) -> f64| median(rows.iter().map(f).collect());
+            let delivered = rows.iter().map(|r| r.delivered).min().unwrap_or(0);
+            let row = Row {
+                per_second: pick(|r| r.per_second),
+                p50_ms: pick(|r| r.p50_ms),
+                p99_ms: pick(|r| r.p99_ms),
+                delivered,
+                complete: rows.iter().all(|r| r.complete),
+                nodes_cpu: pick(|r| r.nodes_cpu),
+                redis_cpu: pick(|r| r.redis_cpu),
+            };
+            row.print(label);
+        }
+    }
+}
+
+/// Starts setup `i` (`count` nodes, with a broker or not), runs the load, stops it all.
+fn run_setup(
+    natter: &str,
+    (i, count, cluster): (usize, usize, bool),
+    redis_port: u16,
+    dir: &std::path::Path,
+    (clients, lines, gap): (usize, usize, Duration),
+) -> Row {
+    let redis = cluster.then(|| {
+        let child = pinned("redis-server")
+            .args(["--port", &redis_port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        wait_listening(format!("127.0.0.1:{redis_port}").parse().unwrap());
+        Proc(child)
+    });
+    let nodes: Vec<(Proc, SocketAddr)> = (0..count)
+        .map(|n| {
+            let udp = 31_500 + (i * 10 + n) as u16;
+            node(natter, udp, cluster.then_some(redis_port), &format!("b{i}n{n}"))
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(_, a)| *a).collect();
+    // Let the nodes find each other before the people come.
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut cpu_before, mut redis_before) = (0.0, 0.0);
+    let outcome = load(&addrs, (clients, lines, gap), || {
+        cpu_before = nodes.iter().map(|(p, _)| p.cpu()).sum();
+        redis_before = redis.as_ref().map_or(0.0, Proc::cpu);
+    });
+    let nodes_cpu = nodes.iter().map(|(p, _)| p.cpu()).sum::<f64>() - cpu_before;
+    let redis_cpu = redis.as_ref().map_or(0.0, Proc::cpu) - redis_before;
+    let mut lat = outcome.latencies_us;
+    lat.sort_unstable();
+    drop(nodes);
+    drop(redis);
+    Row {
+        per_second: outcome.deliveries as f64 / outcome.seconds,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        delivered: outcome.deliveries,
+        complete: outcome.deliveries == outcome.expected,
+        nodes_cpu,
+        redis_cpu,
     }
 }

@@ -174,10 +174,24 @@ pub struct ServerArgs {
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
-    /// Share the room with other servers through this Redis broker
-    /// (`redis://[user:password@]host:port`, `rediss://` for TLS; PROTOCOL.md section 8).
+    /// Share the room with other servers through this Redis broker (PROTOCOL.md section 8):
+    /// `redis://HOST:PORT`, with AUTH `redis://:PASSWORD@HOST:PORT` or
+    /// `redis://USER:PASSWORD@HOST:PORT` (an ACL user; percent-encode `@ : / %` in them), and
+    /// `rediss://...` for TLS, the broker's certificate checked against the web's root CAs or
+    /// --cluster-ca. The password is never printed.
     #[arg(long, requires = "node")]
     pub cluster: Option<String>,
+    /// PEM file of the CA(s) that signed the broker's TLS certificate (a private CA), trusted
+    /// instead of the web's root CAs. Needs a rediss:// --cluster.
+    #[arg(long, requires = "cluster")]
+    pub cluster_ca: Option<PathBuf>,
+    /// PEM client certificate chain this node shows a broker that asks for one
+    /// (`tls-auth-clients yes`); with --cluster-key. Needs a rediss:// --cluster.
+    #[arg(long, requires_all = ["cluster", "cluster_key"])]
+    pub cluster_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-cert.
+    #[arg(long, requires = "cluster_cert")]
+    pub cluster_key: Option<PathBuf>,
     /// This server's name in the cluster: unique, letters, digits, `_ - .`.
     #[arg(long, requires = "cluster")]
     pub node: Option<String>,

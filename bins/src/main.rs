@@ -69,7 +69,10 @@ fn server(args: cli::ServerArgs) -> ExitCode {
         let mut cluster = natter_core::cluster::ClusterConfig::new(&node, 0);
         cluster.lease = std::time::Duration::from_millis(args.cluster_lease_ms.max(30));
         options.chat.cluster = Some(cluster);
-        options.broker = Some(url);
+        let mut broker = natter_runtime_common::cluster::Broker::new(&url);
+        broker.ca = args.cluster_ca;
+        broker.client_cert = args.cluster_cert.zip(args.cluster_key);
+        options.broker = Some(broker);
     }
     let run: RunServer = match args.runtime.into() {
         Runtime::Mio => natter_runtime_mio::serve,

@@ -1,6 +1,9 @@
 //! Several servers sharing one room through a real `redis-server` (PROTOCOL.md section 8):
-//! the seed's session across two nodes, three nodes with people on each, a name claimed on two
-//! nodes at once, a node killed with SIGKILL, and the broker stopped and started again.
+//! the seed's session across two nodes (also through a broker that asks for a password, and one
+//! that speaks TLS with a private CA and asks for client certificates), three nodes with people
+//! on each, a name claimed on two nodes at once, a node killed with SIGKILL, the broker stopped
+//! and started again, and brokers that must be refused (a wrong password, a certificate from
+//! another CA): the node then serves its own people, logs why, and never prints the password.
 //!
 //! Each test starts its own `redis-server` on a free loopback port (no persistence, its own temp
 //! folder) and stops it by PID when dropped, also when the test panics. Every wait is on a line
@@ -11,10 +14,12 @@
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use natter_core::cluster::ClusterConfig;
+use natter_runtime_common::cluster::Broker;
 use support::*;
 
 /// A short lease, so that a dead node is noticed within a test's patience (8.3, 8.4).
@@ -25,12 +30,47 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Arguments beyond the port and persistence (a password, TLS).
+    extra: Vec<String>,
+    /// `rediss://` rather than `redis://`.
+    tls: bool,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(Vec::new())
+    }
+
+    /// A server with these extra arguments (`--requirepass`, `--user`).
+    fn start_with(extra: Vec<String>) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut redis = Redis { child: None, port, dir: tempfile::tempdir().unwrap() };
+        let dir = tempfile::tempdir().unwrap();
+        let mut redis = Redis { child: None, port, dir, extra, tls: false };
+        redis.run();
+        redis
+    }
+
+    /// A server that speaks TLS only, with `pki`'s server certificate, asking every client for
+    /// a certificate signed by `pki`'s CA.
+    fn start_tls(pki: &Pki) -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        let extra = vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&pki.server_cert),
+            "--tls-key-file".into(),
+            path(&pki.server_key),
+            "--tls-ca-cert-file".into(),
+            path(&pki.ca),
+            "--tls-auth-clients".into(),
+            "yes".into(),
+        ];
+        let mut redis = Redis { child: None, port, dir, extra, tls: true };
         redis.run();
         redis
     }
@@ -42,6 +82,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -61,7 +102,81 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.url_as("")
+    }
+
+    /// The address with `user_info` (`:password@`, `user:password@`) in it.
+    fn url_as(&self, user_info: &str) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://{user_info}127.0.0.1:{}", self.port)
+    }
+}
+
+/// A test CA, the broker's certificate (for 127.0.0.1) and a client certificate it signed, as
+/// PEM files in a folder of their own.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "natter test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let server = leaf(vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth);
+        let client = leaf(vec!["node".into()], ExtendedKeyUsagePurpose::ClientAuth);
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server.0),
+            server_key: write("server.key", &server.1),
+            client_cert: write("client.pem", &client.0),
+            client_key: write("client.key", &client.1),
+            _dir: dir,
+        }
+    }
+
+    /// How a node reaches `redis` trusting this CA, with this PKI's client certificate.
+    fn broker(&self, redis: &Redis) -> Broker {
+        let mut broker = Broker::new(&redis.url());
+        broker.ca = Some(self.ca.clone());
+        broker.client_cert = Some((self.client_cert.clone(), self.client_key.clone()));
+        broker
+    }
+
+    /// The same as `natter server` arguments.
+    fn args(&self) -> Vec<String> {
+        let path = |p: &PathBuf| p.to_str().unwrap().to_owned();
+        vec![
+            "--cluster-ca".into(),
+            path(&self.ca),
+            "--cluster-cert".into(),
+            path(&self.client_cert),
+            "--cluster-key".into(),
+            path(&self.client_key),
+        ]
     }
 }
 
@@ -73,12 +188,16 @@ impl Drop for Redis {
 
 /// A node of the cluster on `rt`, in this process, serving `files`.
 fn node(rt: Rt, redis: &Redis, name: &str, files: &[(&str, Vec<u8>)]) -> TestServer {
-    let url = redis.url();
+    node_via(rt, Broker::new(&redis.url()), name, files)
+}
+
+/// A node that reaches its broker as `broker` says (AUTH, TLS).
+fn node_via(rt: Rt, broker: Broker, name: &str, files: &[(&str, Vec<u8>)]) -> TestServer {
     start(rt, folder_with(files), |options| {
         let mut cluster = ClusterConfig::new(name, 0);
         cluster.lease = LEASE;
         options.chat.cluster = Some(cluster);
-        options.broker = Some(url);
+        options.broker = Some(broker);
     })
 }
 
@@ -121,13 +240,50 @@ fn bob_and_alice_on_two_nodes() {
     let redis = Redis::start();
     let a = node(Rt::Mio, &redis, "north", &[("alice.jpg", pattern(300, 1))]);
     let b = node(Rt::Smol, &redis, "south", &[("bob.txt", pattern(20, 2))]);
-    let mut alice = Raw::join(a.addr, "alice");
+    two_node_session(a.addr, b.addr);
+}
+
+#[test]
+fn bob_and_alice_through_a_broker_with_a_password() {
+    // 8.2: AUTH passed through, with the default user's password (`redis://:PASSWORD@`) on one
+    // node and an ACL user limited to natter's keys (`redis://USER:PASSWORD@`) on the other.
+    let redis = Redis::start_with(
+        "--requirepass|pass word@1|--user|natter|on|>n4tter|~natter:*|-@all|+ping|+xadd|+xread\
+         |+xrevrange|+eval|+set|+get|+del|+mget"
+            .split('|')
+            .map(String::from)
+            .collect(),
+    );
+    let north = Broker::new(&redis.url_as(":pass%20word%401@"));
+    let south = Broker::new(&redis.url_as("natter:n4tter@"));
+    let a = node_via(Rt::Mio, north, "north", &[("alice.jpg", pattern(300, 1))]);
+    let b = node_via(Rt::Smol, south, "south", &[("bob.txt", pattern(20, 2))]);
+    two_node_session(a.addr, b.addr);
+}
+
+#[test]
+fn bob_and_alice_through_a_tls_broker() {
+    // 8.2: `rediss://`, the broker's certificate checked against a private CA (--cluster-ca),
+    // and a client certificate for a broker that asks for one (--cluster-cert, --cluster-key):
+    // one node in this process, the other a `natter server` given the flags.
+    let pki = Pki::new();
+    let redis = Redis::start_tls(&pki);
+    let a = node_via(Rt::Mio, pki.broker(&redis), "north", &[("alice.jpg", pattern(300, 1))]);
+    let files = folder_with(&[("bob.txt", pattern(20, 2))]);
+    let b = node_process_with(&redis.url(), "south", &pki.args(), files.path());
+    two_node_session(a.addr, b.addr);
+}
+
+/// The seed's session with Alice on the node at `a` and Bob on the one at `b`, which serve
+/// `alice.jpg` and `bob.txt`.
+fn two_node_session(a: SocketAddr, b: SocketAddr) {
+    let mut alice = Raw::join(a, "alice");
     // Bob's node knows Alice once the nodes have exchanged rosters.
-    let mut probe = Raw::join(b.addr, "probe");
+    let mut probe = Raw::join(b, "probe");
     wait_for_room(&mut probe, &["alice"]);
     probe.send("{quit}");
     until_line(&mut alice, "probe left the chat...");
-    let mut bob = Raw::connect(b.addr);
+    let mut bob = Raw::connect(b);
     bob.name = "bob".into();
     bob.send("bob");
     assert_eq!(bob.line(), "bob has joined the chat!");
@@ -235,10 +391,33 @@ fn a_name_claimed_on_two_nodes_at_once_goes_to_one() {
     }
 }
 
-/// A node as its own `natter server` process, so that it can be killed.
+/// A node as its own `natter server` process, so that it can be killed (and its log read).
 struct NodeProcess {
     child: Child,
     addr: SocketAddr,
+    /// Where its stderr goes.
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    /// What the node wrote to stderr so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the node's stderr holds `text`; panics with the log at the deadline.
+    fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let log = self.log();
+            if log.contains(text) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "the node never logged {text:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for NodeProcess {
@@ -249,23 +428,96 @@ impl Drop for NodeProcess {
 }
 
 fn node_process(redis: &Redis, name: &str) -> NodeProcess {
+    let files = tempfile::tempdir().unwrap();
+    node_process_with(&redis.url(), name, &[], files.path())
+}
+
+/// `natter server --cluster URL --node NAME ARGS...` serving `files`, its stderr in a file.
+fn node_process_with(url: &str, name: &str, args: &[String], files: &Path) -> NodeProcess {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let files = tempfile::tempdir().unwrap();
     let udp = free_udp_range(2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr");
     let child = Command::new(env!("CARGO_BIN_EXE_natter"))
-        .args(["server", "--addr", &addr.to_string(), "--cluster", &redis.url(), "--node", name])
+        .args(["server", "--addr", &addr.to_string(), "--cluster", url, "--node", name])
         .args(["--udp-ports", &format!("{udp}-{}", udp + 1)])
         .args(["--cluster-lease-ms", &LEASE.as_millis().to_string()])
+        .args(args)
         .arg("--files")
-        .arg(files.path())
+        .arg(files)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let node = NodeProcess { child, addr };
+    let node = NodeProcess { child, addr, log, _dir: dir };
     eventually("the node listens", REPLY_TIMEOUT, || TcpStream::connect(addr).is_ok());
     node
+}
+
+/// Alice and Bob join the node at `addr` and talk: a node whose broker refused it still serves
+/// its own people, as in an outage (8.5).
+fn serves_its_own_people(addr: SocketAddr) {
+    let mut alice = Raw::join(addr, "alice");
+    let mut bob = Raw::join(addr, "bob");
+    until_line(&mut alice, "bob has joined the chat!");
+    alice.send("hi bob");
+    until_line(&mut bob, "alice: hi bob");
+    bob.send("~alice hi alice");
+    until_line(&mut alice, "bob: (PRIVATE) hi alice");
+}
+
+#[test]
+fn a_wrong_password_is_refused_said_and_never_printed() {
+    // 8.2, 8.5: a broker that refuses the node's password (or that wants one and got none) is
+    // logged as such, with the address but without the password; the node serves its own
+    // people meanwhile, as in an outage.
+    const SECRET: &str = "Wr0ng-s3cret-XYZ";
+    let redis = Redis::start_with(["--requirepass", "right"].map(String::from).to_vec());
+    let refused = "the broker refused this node's user or password";
+    for (user_info, shown) in [
+        (format!(":{SECRET}@"), "redis://:***@127.0.0.1"),
+        (format!("natter:{SECRET}@"), "redis://natter:***@127.0.0.1"),
+        (String::new(), "redis://127.0.0.1"),
+    ] {
+        let files = tempfile::tempdir().unwrap();
+        let mut node = node_process_with(&redis.url_as(&user_info), "lonely", &[], files.path());
+        let log = node.wait_for_log(refused);
+        assert!(log.contains(shown), "{log}");
+        serves_its_own_people(node.addr);
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+        let log = node.log();
+        assert!(!log.contains(SECRET), "the password was printed:\n{log}");
+    }
+    // An address that does not parse is refused at start, also without its password.
+    let node = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .args(["server", "--addr", "127.0.0.1:0", "--node", "n"])
+        .args(["--cluster", &format!("redis://user:{SECRET}@127.0.0.1:notaport")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&node.stderr);
+    assert!(!node.status.success(), "{stderr}");
+    assert!(stderr.contains("bad broker address redis://user:***@127.0.0.1:notaport"), "{stderr}");
+    assert!(!stderr.contains(SECRET), "the password was printed: {stderr}");
+}
+
+#[test]
+fn a_broker_with_a_certificate_from_another_ca_is_refused() {
+    // 8.2: a node trusts only the broker it was given. A TLS broker whose certificate another
+    // CA signed is refused (and the node serves its own people); so is one signed by no web CA
+    // when no --cluster-ca is given.
+    let pki = Pki::new();
+    let other = Pki::new();
+    let redis = Redis::start_tls(&pki);
+    for args in [other.args(), Vec::new()] {
+        let files = tempfile::tempdir().unwrap();
+        let node = node_process_with(&redis.url(), "wary", &args, files.path());
+        let log = node.wait_for_log("cannot reach the broker at rediss://127.0.0.1");
+        assert!(log.contains("invalid peer certificate"), "{log}");
+        serves_its_own_people(node.addr);
+        assert!(!node.log().contains("broker reachable"), "{}", node.log());
+    }
 }
 
 #[test]

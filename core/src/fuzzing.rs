@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 mod chat_client;
 mod client_driver;
+mod cluster_entry;
 mod extreme_offer;
 mod file_bytes;
 mod input;
@@ -22,6 +23,7 @@ mod sealed;
 
 pub use chat_client::chat_client_session;
 pub use client_driver::client_driver_session;
+pub use cluster_entry::cluster_entry;
 pub use extreme_offer::{
     KnownBugs, MAX_ACCEPTED_STATE, OFFERED_PART_SIZES, extreme_offer, resume_state_bytes,
 };

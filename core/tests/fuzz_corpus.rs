@@ -98,3 +98,10 @@ fn extreme_offer_corpus() {
     let start = Instant::now();
     replay("extreme_offer", |data| fuzzing::extreme_offer(data, start, KnownBugs::Fail));
 }
+
+#[test]
+fn cluster_entry_corpus() {
+    // P1 / PROTOCOL 8.2: what a hostile broker hands a node
+    let start = Instant::now();
+    replay("cluster_entry", |data| fuzzing::cluster_entry(data, start));
+}

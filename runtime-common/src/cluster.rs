@@ -18,6 +18,7 @@
 //!   the node's first `hello`, so the others' answers to it are read.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use natter_core::cluster::{ClusterCommand, ClusterEvent, ROOM_STREAM, STREAM_KEEP, parse_epoch};
-use redis::{Client, Connection, Value};
+use redis::{Client, ClientTlsConfig, Connection, TlsCertificates, Value};
 
 /// The first wait before connecting again; doubled after each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -67,23 +68,133 @@ impl ClusterLink {
     }
 }
 
-/// Starts the two threads for the broker at `url` (`redis://[user:password@]host:port[/db]`,
-/// or `rediss://` for TLS: both are the `redis` crate's, passed through as given). Events go to
-/// `deliver` until it returns `false` or `stop` is set.
-pub fn start<D>(url: &str, deliver: D, stop: Arc<AtomicBool>) -> io::Result<ClusterLink>
+/// Where the cluster's broker is and how this node proves itself to it and trusts it
+/// (PROTOCOL.md 8.2). Its `Debug` never shows the password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Broker {
+    /// `redis://[[user]:password@]host:port[/db]`, or `rediss://...` for TLS. A password or user
+    /// holding `@ : / % ? #` is percent-encoded, as in any URL.
+    pub url: String,
+    /// PEM certificates of the CAs that may sign the broker's certificate, instead of the
+    /// built-in web roots: a private CA (`rediss://` only).
+    pub ca: Option<PathBuf>,
+    /// A PEM client certificate chain and its key, for a broker that asks for one
+    /// (`tls-auth-clients yes`; `rediss://` only).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Broker {
+    /// A broker at `url`, trusted through the built-in roots when it speaks TLS.
+    pub fn new(url: &str) -> Self {
+        Self { url: url.to_owned(), ..Self::default() }
+    }
+
+    /// The address as it may be printed: the password replaced by `***`.
+    pub fn shown(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// The Redis client for this broker; every error says what is wrong without the password.
+    fn client(&self) -> io::Result<Client> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        let client = if self.ca.is_none() && self.client_cert.is_none() {
+            Client::open(self.url.as_str())
+        } else {
+            if !self.url.starts_with("rediss://") {
+                return Err(bad(format!(
+                    "broker {}: a CA or client certificate needs a rediss:// (TLS) address",
+                    self.shown()
+                )));
+            }
+            let read = |what: &str, path: &PathBuf| {
+                std::fs::read(path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot read the {what} {}: {e}", path.display()),
+                    )
+                })
+            };
+            let root_cert = self.ca.as_ref().map(|ca| read("broker CA", ca)).transpose()?;
+            let client_tls = match &self.client_cert {
+                Some((cert, key)) => Some(ClientTlsConfig {
+                    client_cert: read("broker client certificate", cert)?,
+                    client_key: read("broker client key", key)?,
+                }),
+                None => None,
+            };
+            Client::build_with_tls(self.url.as_str(), TlsCertificates { client_tls, root_cert })
+        };
+        client.map_err(|e| bad(format!("bad broker address {}: {}", self.shown(), self.scrub(&e))))
+    }
+
+    /// `err` as text, with the password (as written and as decoded) replaced by `***`, in case
+    /// an error ever quotes it.
+    fn scrub(&self, err: &dyn std::fmt::Display) -> String {
+        let mut text = err.to_string();
+        let decoded = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
+            .ok()
+            .and_then(|info| info.redis.password);
+        for secret in [password_in(&self.url).map(str::to_owned), decoded].into_iter().flatten() {
+            if !secret.is_empty() {
+                text = text.replace(&secret, "***");
+            }
+        }
+        text
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("url", &self.shown())
+            .field("ca", &self.ca)
+            .field("client_cert", &self.client_cert)
+            .finish()
+    }
+}
+
+/// Where the password of a broker URL lies: after the first `:` of what comes between `://` and
+/// the last `@` (a password may hold an unencoded `@` or `/`, so the last `@` ends it).
+fn password_span(url: &str) -> Option<std::ops::Range<usize>> {
+    let start = url.find("://")? + 3;
+    let at = start + url[start..].rfind('@')?;
+    let colon = start + url[start..at].find(':')?;
+    Some(colon + 1..at)
+}
+
+fn password_in(url: &str) -> Option<&str> {
+    password_span(url).map(|span| &url[span])
+}
+
+/// `url` with its password, if any, replaced by `***` (the user name is kept: it says which
+/// ACL user was tried).
+pub fn redact_url(url: &str) -> String {
+    match password_span(url) {
+        Some(span) => format!("{}***{}", &url[..span.start], &url[span.end..]),
+        None => url.to_owned(),
+    }
+}
+
+/// Starts the two threads for `broker`. Events go to `deliver` until it returns `false` or
+/// `stop` is set.
+pub fn start<D>(broker: &Broker, deliver: D, stop: Arc<AtomicBool>) -> io::Result<ClusterLink>
 where
     D: FnMut(ClusterEvent) -> bool + Send + Clone + 'static,
 {
-    let client = Client::open(url).map_err(|e| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("bad broker address {url}: {e}"))
-    })?;
+    let client = broker.client()?;
     let (commands, queue) = mpsc::channel();
     let (start_at, first_id) = mpsc::channel();
-    let reader = Reader { client: client.clone(), deliver: deliver.clone(), stop: stop.clone() };
+    let reader = Reader {
+        client: client.clone(),
+        broker: broker.clone(),
+        deliver: deliver.clone(),
+        stop: stop.clone(),
+    };
     std::thread::Builder::new()
         .name("natter-cluster-read".into())
         .spawn(move || reader.run(first_id))?;
-    let writer = Writer { client, deliver, stop, queue, start_at: Some(start_at) };
+    let writer =
+        Writer { client, broker: broker.clone(), deliver, stop, queue, start_at: Some(start_at) };
     std::thread::Builder::new().name("natter-cluster-write".into()).spawn(move || writer.run())?;
     Ok(ClusterLink { commands })
 }
@@ -102,14 +213,33 @@ fn nap(wait: Duration, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
+/// A connection that answered a `PING`: the TLS handshake, AUTH and the broker's own checks
+/// (a broker that wants a password and got none answers `NOAUTH`) all passed, so the link is up.
 fn connect(client: &Client) -> redis::RedisResult<Connection> {
-    let con = client.get_connection_with_timeout(IO_TIMEOUT)?;
+    let mut con = client.get_connection_with_timeout(IO_TIMEOUT)?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
+    con.set_read_timeout(Some(IO_TIMEOUT))?;
+    redis::cmd("PING").query::<()>(&mut con)?;
+    con.set_read_timeout(None)?; // as before: the writer's pipelines wait for their answers
     Ok(con)
+}
+
+/// Why the broker could not be reached, as the operator needs it: a refused password is said
+/// to be one (it will not fix itself by waiting, unlike a broker that is down).
+fn why_unreachable(err: &redis::RedisError) -> &'static str {
+    let refused = err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+    if refused {
+        "the broker refused this node's user or password"
+    } else {
+        "cannot reach the broker"
+    }
 }
 
 struct Writer<D> {
     client: Client,
+    /// For the log: the address (without its password) and the scrubbing of errors.
+    broker: Broker,
     deliver: D,
     stop: Arc<AtomicBool>,
     queue: Receiver<ClusterCommand>,
@@ -120,13 +250,24 @@ struct Writer<D> {
 impl<D: FnMut(ClusterEvent) -> bool> Writer<D> {
     fn run(mut self) {
         let mut backoff = MIN_BACKOFF;
+        // The node was told the link is down, and the last reason logged in this outage: a
+        // reason is logged once, and again only when it changes (a broker that came back with
+        // another password), not at every attempt.
         let mut told_down = false;
+        let mut told_why = None;
         while !self.stop.load(Ordering::Relaxed) {
             let mut con = match connect(&self.client) {
                 Ok(con) => con,
                 Err(err) => {
+                    let why = why_unreachable(&err);
+                    if told_why != Some(why) {
+                        let (address, err) = (self.broker.shown(), self.broker.scrub(&err));
+                        tracing::warn!(
+                            "cluster: {why} at {address} ({err}); the room is split, retrying"
+                        );
+                        told_why = Some(why);
+                    }
                     if !told_down {
-                        tracing::warn!("cluster: cannot reach the broker ({err}); retrying");
                         told_down = true;
                         if !(self.deliver)(ClusterEvent::Down) {
                             return;
@@ -146,13 +287,15 @@ impl<D: FnMut(ClusterEvent) -> bool> Writer<D> {
             }
             while self.queue.try_recv().is_ok() {} // left from before the link failed
             backoff = MIN_BACKOFF;
-            tracing::info!("cluster: broker reachable");
+            told_why = None;
+            tracing::info!("cluster: broker reachable at {}", self.broker.shown());
             if !(self.deliver)(ClusterEvent::Up) {
                 return;
             }
             match self.serve(&mut con) {
                 Ok(()) => return,
                 Err(err) => {
+                    let err = self.broker.scrub(&err);
                     tracing::warn!("cluster: the link to the broker failed ({err}); reconnecting");
                     told_down = true;
                     if !(self.deliver)(ClusterEvent::Down) {
@@ -293,6 +436,8 @@ fn perform(
 
 struct Reader<D> {
     client: Client,
+    /// For scrubbing the password out of a logged error.
+    broker: Broker,
     deliver: D,
     stop: Arc<AtomicBool>,
 }
@@ -328,6 +473,7 @@ impl<D: FnMut(ClusterEvent) -> bool> Reader<D> {
             match self.read(&mut con, &mut last) {
                 Ok(()) => return,
                 Err(err) => {
+                    let err = self.broker.scrub(&err);
                     tracing::debug!(
                         "cluster: the stream read failed ({err}); reading on from {last}"
                     );
@@ -396,4 +542,73 @@ fn stream_entries(reply: Value) -> Vec<(String, Option<Bytes>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on purpose
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_never_shown() {
+        // PROTOCOL 8.2: a node prints its broker's address, never its password.
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:s3cret@host:6379/2", "redis://:***@host:6379/2"),
+            ("redis://natter:s3cret@host:6379", "redis://natter:***@host:6379"),
+            ("rediss://u:p%40ss@host:6380", "rediss://u:***@host:6380"),
+            // Unencoded `@` and `/` in a password: the last `@` ends it.
+            ("redis://u:a@b/c@host", "redis://u:***@host"),
+            ("redis://user@host", "redis://user@host"),
+            ("redis://u:@host", "redis://u:***@host"),
+            ("host:6379", "host:6379"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            let debug = format!("{:?}", Broker::new(url));
+            assert!(debug.contains(shown), "{debug}");
+            assert!(!debug.contains("s3cret") && !debug.contains("p%40ss"), "{debug}");
+        }
+    }
+
+    #[test]
+    fn errors_are_scrubbed_of_the_password_as_written_and_decoded() {
+        let broker = Broker::new("redis://u:p%40ss@host:6379");
+        let scrubbed = broker.scrub(&"failed with p%40ss and p@ss");
+        assert_eq!(scrubbed, "failed with *** and ***");
+        assert_eq!(Broker::new("redis://host").scrub(&"no secret"), "no secret");
+    }
+
+    #[test]
+    fn a_bad_address_is_refused_without_its_password() {
+        let err = Broker::new("redis://u:s3cret@host:notaport").client().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let text = err.to_string();
+        assert!(text.starts_with("bad broker address redis://u:***@host:notaport: "), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn tls_files_need_a_tls_address_and_must_be_readable() {
+        let mut broker = Broker::new("redis://:s3cret@host:6379");
+        broker.ca = Some(PathBuf::from("/nonexistent/ca.pem"));
+        let text = broker.client().unwrap_err().to_string();
+        assert!(text.contains("needs a rediss:// (TLS) address"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+        broker.url = "rediss://:s3cret@host:6379".into();
+        let text = broker.client().unwrap_err().to_string();
+        assert!(text.contains("cannot read the broker CA /nonexistent/ca.pem"), "{text}");
+        broker.ca = None;
+        broker.client_cert = Some((PathBuf::from("/nonexistent/c.pem"), PathBuf::from("k")));
+        let text = broker.client().unwrap_err().to_string();
+        assert!(text.contains("cannot read the broker client certificate"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_password_is_told_from_a_broker_that_is_down() {
+        let refused = redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "x"));
+        assert_eq!(why_unreachable(&refused), "the broker refused this node's user or password");
+        let down = redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(why_unreachable(&down), "cannot reach the broker");
+    }
 }

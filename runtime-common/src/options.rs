@@ -37,9 +37,9 @@ pub struct ServerOptions {
     pub tls: Option<crate::tls::ServerTlsOptions>,
     /// Listen on `addr` for plain chat (the seed's protocol, netcat's); `false` leaves only TLS.
     pub plain: bool,
-    /// The cluster's broker (`redis://host:port`), with `chat.cluster` naming this node
+    /// The cluster's broker (its address, AUTH and TLS), with `chat.cluster` naming this node
     /// (PROTOCOL.md section 8); `None` for a server alone.
-    pub broker: Option<String>,
+    pub broker: Option<crate::cluster::Broker>,
 }
 
 impl ServerOptions {

@@ -270,7 +270,7 @@ pub fn prepare(
     let (folder, digests) = scanned;
     let mut config = options.chat.clone();
     let mut files = ServedFiles::new(options.files.clone());
-    if let (Some(cluster), Some(url)) = (&mut config.cluster, &options.broker) {
+    if let (Some(cluster), Some(broker)) = (&mut config.cluster, &options.broker) {
         // A new epoch each start: the others drop what an earlier run of this node held (8.4).
         let random = log::secret_seed()?;
         cluster.epoch = u64::from_le_bytes([
@@ -278,7 +278,7 @@ pub fn prepare(
         ]);
         let mut deliver = deliver.clone();
         let link = crate::cluster::start(
-            url,
+            broker,
             move |event| deliver(Delivery::Cluster(event)),
             stop.asked.clone(),
         )?;

@@ -201,4 +201,55 @@ mod tests {
             assert!(Entry::decode(bad).is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn round_trips_at_the_limits() {
+        // PROTOCOL 8.2: the largest numbers, a text of exactly 4096 bytes, TAB, an empty text.
+        let longest = "é".repeat(MAX_LINE / 2);
+        let kinds = [
+            EntryKind::Say { from: "bob".into(), text: longest.clone() },
+            EntryKind::Say { from: "bob".into(), text: "a\tb".into() },
+            EntryKind::Say { from: "bob".into(), text: String::new() },
+            EntryKind::Tell {
+                from: "b".into(),
+                to_node: "n-2.x".into(),
+                to_epoch: u64::MAX,
+                to: "a".into(),
+                text: String::new(),
+            },
+            EntryKind::Hello(vec!["x".repeat(32)]),
+        ];
+        for kind in kinds {
+            let e = Entry { node: "n_1".into(), epoch: u64::MAX, seq: u64::MAX, kind };
+            assert_eq!(Entry::decode(&e.encode()), Ok(e.clone()), "{e:?}");
+        }
+        assert_eq!(longest.len(), MAX_LINE);
+    }
+
+    #[test]
+    fn says_why_an_entry_is_refused() {
+        // PROTOCOL 8.2: each way an entry can be wrong, with the error it gets.
+        let too_long = format!("say n1 7 3 bob {}", "a".repeat(MAX_LINE + 1));
+        let cases: [(&[u8], EntryError); 16] = [
+            (b"", EntryError::Malformed("node")),
+            (b"join", EntryError::Malformed("node")),
+            (b"join n1", EntryError::Malformed("epoch")),
+            (b"join n1 7", EntryError::Malformed("seq")),
+            (b"join n1 7 3", EntryError::BadName),
+            (b"join n1 18446744073709551616 3 a", EntryError::Malformed("not a number")),
+            (b"join n1 7 -1 a", EntryError::Malformed("not a number")),
+            (b"join  n1 7 3 a", EntryError::BadName),
+            (b"leave n1 7 3 a\r", EntryError::BadName),
+            (b"tell n1 7 3 bob n2 9 alice", EntryError::Malformed("tell")),
+            (b"tell n1 7 3 bob n2 x alice hi", EntryError::Malformed("not a number")),
+            (b"tell n1 7 3 bob n2 9 alice hi\x00", EntryError::BadText),
+            (too_long.as_bytes(), EntryError::BadText),
+            (b"hello n1 7 3 a ALL", EntryError::BadName),
+            (b"hello n1 7 3 a \xd0", EntryError::NotUtf8),
+            (b"JOIN n1 7 3 a", EntryError::Malformed("unknown kind")),
+        ];
+        for (bad, why) in cases {
+            assert_eq!(Entry::decode(bad), Err(why), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -149,7 +149,43 @@ pub fn parse_epoch(value: Option<&[u8]>) -> Option<u64> {
     std::str::from_utf8(value?).ok()?.parse().ok()
 }
 
-/// The registered name in a claim value of another node (`node epoch name`).
+/// The registered name in a claim value of another node (`node epoch name`), if the value is
+/// one. The broker is a peer and what it holds becomes a line to a client (`name already taken:
+/// <name>`), so a value whose node or name breaks the name rules of 1.1 (a line break, a control
+/// character, a space), or whose epoch is not a number, gives `None`.
 pub fn holder_name(value: &str) -> Option<&str> {
-    value.splitn(3, ' ').nth(2)
+    let mut words = value.splitn(3, ' ');
+    let (node, epoch, name) = (words.next()?, words.next()?, words.next()?);
+    let valid = names::check_syntax(node).is_ok()
+        && epoch.parse::<u64>().is_ok()
+        && names::check_syntax(name).is_ok();
+    valid.then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_is_named_only_from_a_value_a_node_writes() {
+        // PROTOCOL 8.3: the value is `<node> <epoch> <name>`, each word as a node writes it.
+        let config = ClusterConfig::new("n-1", 42);
+        assert_eq!(holder_name(&config.claim_value("straße")), Some("straße"));
+        assert_eq!(holder_name("n1 0 \u{430}lice"), Some("\u{430}lice"));
+        for bad in [
+            "",
+            "n1",
+            "n1 7",
+            "n1 7 ",
+            "n1 x alice",
+            "n1 -1 alice",
+            "n\x01 7 alice",
+            "n1 7 alice\nALL forged",
+            "n1 7 a\u{5}b",
+            "n1 7 two words",
+            "n1 7 ALL",
+        ] {
+            assert_eq!(holder_name(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -292,7 +292,9 @@ impl ChatServer {
             None => self.complete_join(conn, &name),
             Some(value) => {
                 self.names.release_if(&name, Holder::Local(conn));
-                let other = holder_name(value).unwrap_or(value).to_owned();
+                // A value no node writes (a hostile or damaged broker) names nobody: the
+                // name is simply taken.
+                let other = holder_name(value).unwrap_or(&name).to_owned();
                 let refusal = if fold(&other) == fold(&name) {
                     NameError::Taken(other)
                 } else {
@@ -474,3 +476,7 @@ impl ChatServer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "../../../tests/unit/server_cluster.rs"]
+mod tests;
