@@ -115,6 +115,8 @@ pub(crate) struct Chat {
     pub cursor_to_end: bool,
     /// Give the input the keyboard focus.
     pub focus_input: bool,
+    /// We were in the chat at least once (a failed first try is "cannot reach", not "lost").
+    pub joined_once: bool,
 }
 
 /// See the module documentation.
@@ -255,6 +257,7 @@ impl GuiApp {
             server: addr,
             cursor_to_end: false,
             focus_input: true,
+            joined_once: false,
         };
         chat.runner.perform(&mut chat.model, clock);
         self.chat = Some(chat);
@@ -272,6 +275,7 @@ impl GuiApp {
         }
         chat.model.handle_timeout(clock);
         chat.runner.perform(&mut chat.model, clock);
+        chat.joined_once |= chat.model.connection() == &natter_core::client_model::Connection::Joined;
         let attending = ctx.input(|i| i.viewport().focused.unwrap_or(true));
         chat.channels.update(chat.model.conversation(), attending);
     }
@@ -295,6 +299,18 @@ impl GuiApp {
     fn close(&mut self, ctx: &egui::Context) {
         self.closing = true;
         ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+    }
+
+    /// "Change server": back to the form with this chat's address and name. The chat's session
+    /// is dropped (it leaves), and its events, still on their way, go nowhere: the next chat
+    /// gets a queue of its own.
+    pub(crate) fn back_to_form(&mut self) {
+        if let Some(chat) = self.chat.take() {
+            self.form.addr = chat.server;
+            self.form.name = chat.model.name().to_owned();
+            self.form.error = None;
+            (self.tx, self.rx) = mpsc::channel();
+        }
     }
 
     /// A click on a name: that person's conversation, the input ready.

@@ -33,6 +33,14 @@ const NAME_COLOURS: [Color32; 6] = [
     Color32::from_rgb(0x5a, 0xc8, 0xe6),
 ];
 
+fn form_addr_id() -> egui::Id {
+    egui::Id::unique("natter-form-addr")
+}
+
+fn form_name_id() -> egui::Id {
+    egui::Id::unique("natter-form-name")
+}
+
 /// The input line's id (its focus is kept and traced).
 pub fn input_id() -> egui::Id {
     egui::Id::unique("natter-input")
@@ -59,9 +67,15 @@ pub fn form(app: &mut GuiApp, ui: &mut egui::Ui) {
             ui.add_space(margin);
             ui.vertical(|ui| {
                 ui.set_width(width);
+                // Enter in either field connects (taken before the fields see it).
+                let (addr_id, name_id) = (form_addr_id(), form_name_id());
+                let in_form = ui.ctx().memory(|m| m.has_focus(addr_id) || m.has_focus(name_id));
+                let enter =
+                    in_form && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
                 let addr_label = ui.label("Server address");
                 let addr = ui.add(
                     egui::TextEdit::singleline(&mut app.form.addr)
+                        .id(addr_id)
                         .hint_text("host:port, or natters://host:port for TLS")
                         .desired_width(width),
                 );
@@ -70,7 +84,7 @@ pub fn form(app: &mut GuiApp, ui: &mut egui::Ui) {
                 let name_label = ui.label("Your name");
                 let name = ui.add(
                     egui::TextEdit::singleline(&mut app.form.name)
-                        .id(egui::Id::unique("natter-form-name"))
+                        .id(name_id)
                         .hint_text("letters and digits")
                         .desired_width(width),
                 );
@@ -80,8 +94,6 @@ pub fn form(app: &mut GuiApp, ui: &mut egui::Ui) {
                     let empty = app.form.name.is_empty();
                     if empty { name.request_focus() } else { addr.request_focus() }
                 }
-                let enter = (addr.lost_focus() || name.lost_focus())
-                    && ui.input(|i| i.key_pressed(Key::Enter));
                 ui.add_space(10.0);
                 let button = ui.add_sized([width, 28.0], egui::Button::new("Connect"));
                 connect = enter || button.clicked();
@@ -110,6 +122,7 @@ enum Click {
     Select(Channel),
     Close(Channel),
     Reconnect,
+    BackToForm,
     ClearFinished,
     Send,
 }
@@ -129,11 +142,21 @@ pub fn chat(app: &mut GuiApp, ui: &mut egui::Ui) {
                 ui.colored_label(colour, text);
             });
         });
-        if let Some((text, colour, retry)) = banner(chat.model.connection(), chat.model.name()) {
+        let connection = chat.model.connection();
+        if let Some((text, colour, retry)) = banner(connection, chat.model.name(), chat.joined_once)
+        {
             ui.horizontal_wrapped(|ui| {
                 ui.colored_label(colour, RichText::new(text).strong());
                 if retry && ui.button("Reconnect now").clicked() {
                     clicks.push(Click::Reconnect);
+                }
+                // A wrong address or a name to change: back to the form.
+                let stuck = matches!(
+                    connection,
+                    Connection::Lost { .. } | Connection::NameRefused { .. }
+                );
+                if stuck && ui.button("Change server").clicked() {
+                    clicks.push(Click::BackToForm);
                 }
             });
         }
@@ -251,6 +274,7 @@ pub fn chat(app: &mut GuiApp, ui: &mut egui::Ui) {
                     chat.runner.perform(&mut chat.model, clock);
                 }
             }
+            Click::BackToForm => app.back_to_form(),
             Click::ClearFinished => {
                 if let Some(chat) = &mut app.chat {
                     chat.model.clear_finished_downloads();
@@ -286,7 +310,7 @@ fn status(connection: &Connection, now: std::time::Instant) -> (String, Color32)
 
 /// The banner under the top bar for the states that need the person: the text, its colour, and
 /// whether a Reconnect button goes with it.
-fn banner(connection: &Connection, name: &str) -> Option<(String, Color32, bool)> {
+fn banner(connection: &Connection, name: &str, joined_once: bool) -> Option<(String, Color32, bool)> {
     match connection {
         Connection::NameRefused { reason } => Some((
             format!(
@@ -296,14 +320,14 @@ fn banner(connection: &Connection, name: &str) -> Option<(String, Color32, bool)
             ERROR,
             false,
         )),
-        Connection::Lost { reason, .. } => Some((
-            format!(
-                "Lost the connection: {}. Trying again by itself.",
-                escape_for_display(reason)
-            ),
-            ERROR,
-            true,
-        )),
+        Connection::Lost { reason, .. } => {
+            let what = if joined_once { "Lost the connection" } else { "Cannot reach the server" };
+            Some((
+                format!("{what}: {}. Trying again by itself.", escape_for_display(reason)),
+                ERROR,
+                true,
+            ))
+        }
         Connection::Connecting { attempt } if *attempt > 1 => {
             Some((format!("Reconnecting as {name}…"), WAIT, false))
         }

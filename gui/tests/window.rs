@@ -303,3 +303,43 @@ fn slash_quit_leaves_too() {
     harness.run_steps(2);
     assert!(harness.state().is_closing());
 }
+
+// Issue 13 (natter gui: a server that cannot be reached at all is said so, and the form is one
+// click away to fix the address)
+#[test]
+fn an_unreachable_server_offers_the_form_again() {
+    let (mut harness, script) = connected();
+    let reason = "cannot reach the server at 127.0.0.1:2345: Connection refused (os error 111)";
+    script.feed(SessionEvent::Ended { error: Some(reason.into()) });
+    harness.run_steps(2);
+    harness.get_by_label_contains(&format!("Cannot reach the server: {reason}."));
+    harness.get_by_label("Change server").click();
+    harness.run_steps(2);
+    assert!(harness.state().model().is_none(), "the form again");
+    assert_eq!(harness.get_by_label("Server address").value().as_deref(), Some("127.0.0.1:55000"));
+    assert_eq!(harness.get_by_label("Your name").value().as_deref(), Some("alice"));
+    // An event of the old session, late, reaches no one; a new connection starts clean.
+    script.feed(SessionEvent::Ended { error: None });
+    harness.get_by_label("Connect").click();
+    harness.run_steps(2);
+    assert_eq!(script.take(), [Action::Connect { name: "alice".into() }]);
+    script.server(ClientEvent::Joined("alice".into()));
+    harness.run_steps(2);
+    harness.get_by_label("connected");
+    assert!(harness.query_by_label_contains("Cannot reach").is_none());
+}
+
+// Issue 13 (natter gui: Enter in the form connects)
+#[test]
+fn enter_in_the_form_connects() {
+    let script = Script::default();
+    let mut opts = options(&script, None);
+    opts.name = Some("dora".into());
+    let mut harness = harness(GuiApp::new(opts));
+    harness.get_by_label("Server address").focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Enter);
+    harness.run_steps(2);
+    assert_eq!(*script.opened.lock().unwrap(), ["127.0.0.1:55000"]);
+    assert_eq!(script.take(), [Action::Connect { name: "dora".into() }]);
+}
