@@ -184,7 +184,7 @@ pub fn chat(app: &mut GuiApp, ui: &mut egui::Ui) {
             ui.separator();
         }
         ui.horizontal(|ui| {
-            input_line(ui, chat, &mut clicks);
+            input_line(ui, chat, clock, &mut clicks);
         });
         ui.add_space(4.0);
     });
@@ -500,12 +500,39 @@ fn download_row(ui: &mut egui::Ui, d: &Download, clicks: &mut Vec<Click>) {
     });
 }
 
+/// If the frame's input has an Enter: the text typed before it, taken out of the input with the
+/// Enter, so the field sees only what came after.
+fn take_until_enter(input: &mut egui::InputState) -> Option<String> {
+    let is_enter = |e: &egui::Event| {
+        matches!(e, egui::Event::Key { key: Key::Enter, pressed: true, modifiers, .. }
+            if modifiers.is_none())
+    };
+    let at = input.events.iter().position(is_enter)?;
+    let mut typed = String::new();
+    let mut kept = Vec::with_capacity(input.events.len());
+    for (i, event) in input.events.drain(..).enumerate() {
+        match event {
+            egui::Event::Text(text) if i < at => typed.push_str(&text),
+            _ if i == at => {}
+            // The Enter's release, and anything else, stay.
+            other => kept.push(other),
+        }
+    }
+    input.events = kept;
+    Some(typed)
+}
+
 /// A progress bar's words, light on both its filled and its empty part.
 fn bar_text(text: &str) -> RichText {
     RichText::new(text).color(Color32::from_gray(0xf0))
 }
 
-fn input_line(ui: &mut egui::Ui, chat: &mut crate::app::Chat, clicks: &mut Vec<Click>) {
+fn input_line(
+    ui: &mut egui::Ui,
+    chat: &mut crate::app::Chat,
+    clock: natter_core::client_model::Clock,
+    clicks: &mut Vec<Click>,
+) {
     let id = input_id();
     // Focus is asked for before the field is drawn, so that the field sets this very frame which
     // keys it keeps (Up, Down, Tab): asked for after, egui's default would let the next arrow key
@@ -517,17 +544,22 @@ fn input_line(ui: &mut egui::Ui, chat: &mut crate::app::Chat, clicks: &mut Vec<C
     }
     let has_focus = ui.ctx().memory(|m| m.has_focus(id));
     if has_focus {
-        let (enter, up, down, tab) = ui.input_mut(|i| {
+        // Enter sends what was typed before it, at once; what was typed after it in the same
+        // frame (fast typing, a slow frame) stays for the field, so it begins the next line.
+        if let Some(typed) = ui.input_mut(take_until_enter) {
+            chat.model.input_mut().push_str(&typed);
+            let channel = chat.channels.current().clone();
+            chat.model.submit_input_in(clock, &channel);
+            chat.runner.perform(&mut chat.model, clock);
+            chat.cursor_to_end = true;
+        }
+        let (up, down, tab) = ui.input_mut(|i| {
             (
-                i.consume_key(Modifiers::NONE, Key::Enter),
                 i.consume_key(Modifiers::NONE, Key::ArrowUp),
                 i.consume_key(Modifiers::NONE, Key::ArrowDown),
                 i.consume_key(Modifiers::NONE, Key::Tab),
             )
         });
-        if enter {
-            clicks.push(Click::Send);
-        }
         if up {
             chat.model.history_older();
             chat.cursor_to_end = true;

@@ -343,3 +343,24 @@ fn enter_in_the_form_connects() {
     assert_eq!(*script.opened.lock().unwrap(), ["127.0.0.1:55000"]);
     assert_eq!(script.take(), [Action::Connect { name: "dora".into() }]);
 }
+
+// Issue 13 (natter gui: keys typed fast land in order): found by trying the window, where
+// `/who` Enter `/files` typed in one frame sent `/who/` and then `files` to everyone.
+#[test]
+fn what_is_typed_after_enter_in_the_same_frame_begins_the_next_line() {
+    let (mut harness, script) = joined();
+    harness.get_by_role(Role::TextInput).focus();
+    harness.run_steps(1);
+    // One frame's input: text, Enter, more text.
+    harness.event(egui::Event::Text("/who".into()));
+    harness.key_press(egui::Key::Enter);
+    harness.event(egui::Event::Text("/fil".into()));
+    harness.run_steps(1);
+    assert_eq!(script.sent(), ["show"], "/who alone");
+    assert_eq!(input_value(&harness), "/fil", "the rest waits in the input");
+    harness.event(egui::Event::Text("es".into()));
+    harness.key_press(egui::Key::Enter);
+    harness.run_steps(1);
+    assert_eq!(script.sent(), ["get_list_file"]);
+    assert!(harness.query_by_label_contains("unknown command").is_none());
+}
