@@ -82,7 +82,12 @@ fn last_state(trace: &Path) -> String {
 }
 
 /// Waits (bounded) until the trace's last line satisfies `want`; the line.
-fn until_state(trace: &Path, stderr: &Path, limit: Duration, want: impl Fn(&str) -> bool) -> String {
+fn until_state(
+    trace: &Path,
+    stderr: &Path,
+    limit: Duration,
+    want: impl Fn(&str) -> bool,
+) -> String {
     let deadline = Instant::now() + limit;
     loop {
         let state = last_state(trace);

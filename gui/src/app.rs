@@ -275,7 +275,8 @@ impl GuiApp {
         }
         chat.model.handle_timeout(clock);
         chat.runner.perform(&mut chat.model, clock);
-        chat.joined_once |= chat.model.connection() == &natter_core::client_model::Connection::Joined;
+        chat.joined_once |=
+            chat.model.connection() == &natter_core::client_model::Connection::Joined;
         let attending = ctx.input(|i| i.viewport().focused.unwrap_or(true));
         chat.channels.update(chat.model.conversation(), attending);
     }

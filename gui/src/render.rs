@@ -70,8 +70,7 @@ pub fn form(app: &mut GuiApp, ui: &mut egui::Ui) {
                 // Enter in either field connects (taken before the fields see it).
                 let (addr_id, name_id) = (form_addr_id(), form_name_id());
                 let in_form = ui.ctx().memory(|m| m.has_focus(addr_id) || m.has_focus(name_id));
-                let enter =
-                    in_form && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
+                let enter = in_form && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
                 let addr_label = ui.label("Server address");
                 let addr = ui.add(
                     egui::TextEdit::singleline(&mut app.form.addr)
@@ -151,10 +150,8 @@ pub fn chat(app: &mut GuiApp, ui: &mut egui::Ui) {
                     clicks.push(Click::Reconnect);
                 }
                 // A wrong address or a name to change: back to the form.
-                let stuck = matches!(
-                    connection,
-                    Connection::Lost { .. } | Connection::NameRefused { .. }
-                );
+                let stuck =
+                    matches!(connection, Connection::Lost { .. } | Connection::NameRefused { .. });
                 if stuck && ui.button("Change server").clicked() {
                     clicks.push(Click::BackToForm);
                 }
@@ -168,7 +165,8 @@ pub fn chat(app: &mut GuiApp, ui: &mut egui::Ui) {
         if !active.is_empty() {
             ui.horizontal(|ui| {
                 ui.strong(format!("Downloads ({}), saved in {downloads_dir}", active.len()));
-                if active.iter().any(|d| !d.is_active()) && ui.small_button("Clear finished").clicked()
+                if active.iter().any(|d| !d.is_active())
+                    && ui.small_button("Clear finished").clicked()
                 {
                     clicks.push(Click::ClearFinished);
                 }
@@ -310,7 +308,11 @@ fn status(connection: &Connection, now: std::time::Instant) -> (String, Color32)
 
 /// The banner under the top bar for the states that need the person: the text, its colour, and
 /// whether a Reconnect button goes with it.
-fn banner(connection: &Connection, name: &str, joined_once: bool) -> Option<(String, Color32, bool)> {
+fn banner(
+    connection: &Connection,
+    name: &str,
+    joined_once: bool,
+) -> Option<(String, Color32, bool)> {
     match connection {
         Connection::NameRefused { reason } => Some((
             format!(

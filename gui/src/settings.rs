@@ -202,10 +202,10 @@ mod tests {
     fn comments_blank_lines_unknown_keys_and_spacing() {
         let text = "# hi\n\n  name=\"al\"   # trailing\naddr = \"h:1\"\ntheme = \"dark\"\n";
         assert_eq!(Remembered::parse(text), Ok(both("h:1", "al")));
-        assert_eq!(Remembered::parse("addr = \"\\u00e9\""), Ok(Remembered {
-            addr: Some("é".into()),
-            name: None
-        }));
+        assert_eq!(
+            Remembered::parse("addr = \"\\u00e9\""),
+            Ok(Remembered { addr: Some("é".into()), name: None })
+        );
     }
 
     #[test]

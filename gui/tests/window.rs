@@ -62,7 +62,10 @@ fn the_connect_form_connects_and_remembers_the_address_and_name() {
     assert_eq!(again.get_by_label("Your name").value().as_deref(), Some("alice"));
 }
 
-fn harness_for(script: &Script, settings: &std::path::Path) -> egui_kittest::Harness<'static, GuiApp> {
+fn harness_for(
+    script: &Script,
+    settings: &std::path::Path,
+) -> egui_kittest::Harness<'static, GuiApp> {
     harness(GuiApp::new(options(script, Some(settings.to_path_buf()))))
 }
 
@@ -72,7 +75,10 @@ fn a_refused_address_stays_in_the_form_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("gui.toml");
     std::fs::write(&settings, "name = alice\n").unwrap();
-    let script = Script { refuse: Some("\"nowhere\" is not a host:port address".into()), ..Default::default() };
+    let script = Script {
+        refuse: Some("\"nowhere\" is not a host:port address".into()),
+        ..Default::default()
+    };
     let mut harness = harness(GuiApp::new(options(&script, Some(settings))));
     harness.get_by_label_contains("the last values could not be read: line 1");
     harness.get_by_label("Your name").focus();

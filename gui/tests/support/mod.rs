@@ -12,8 +12,8 @@ use egui_kittest::Harness;
 use natter_core::chat::client::{ClientEvent, Offer};
 use natter_core::client_model::{Action, ClientModel, Clock, SessionEvent, TimeOfDay};
 use natter_core::driver::client::DownloadReport;
-use natter_core::wire::chat::UdpOffer;
 use natter_core::transfer::receiver::Progress;
+use natter_core::wire::chat::UdpOffer;
 use natter_gui::{Connector, GuiApp, GuiOptions, Performer, Report, WINDOW_SIZE};
 
 /// The sessions, scripted.
@@ -60,10 +60,13 @@ impl Script {
 
     /// The lines sent since the last call.
     pub fn sent(&self) -> Vec<String> {
-        self.take().into_iter().filter_map(|a| match a {
-            Action::Send(line) => Some(line),
-            Action::Connect { .. } => None,
-        }).collect()
+        self.take()
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Send(line) => Some(line),
+                Action::Connect { .. } => None,
+            })
+            .collect()
     }
 
     /// Every action since the last call.
