@@ -36,6 +36,10 @@ pub enum Command {
     Client(ClientArgs),
     /// Chat in a terminal window: messages, who is here, the files on offer, download gauges.
     Tui(ClientArgs),
+    /// Chat in a desktop window: a connect form, tabs for private talk, people and files to
+    /// click, download progress.
+    #[command(long_about = GUI_ABOUT)]
+    Gui(GuiArgs),
     /// Download one file and exit: 0 only when the file is byte-exact.
     Get(GetArgs),
     /// Relay a server through a bad network: loss, duplicates, reordering, delay, damage, a rate
@@ -228,7 +232,7 @@ pub struct ServerTlsArgs {
 }
 
 /// TLS on the client (PROTOCOL 1.6).
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClientTlsArgs {
     /// Speak TLS to the server (implied by an address like natters://host:port).
     #[arg(long)]
@@ -334,6 +338,50 @@ pub struct GetArgs {
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Event loop to run on.
+    #[arg(long, value_enum, default_value_t)]
+    pub runtime: RuntimeArg,
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+const GUI_ABOUT: &str = "Chat in a desktop window.\n\n\
+    A form asks for the server's address and your name (the last ones used are remembered in \
+    $XDG_CONFIG_HOME/natter/gui.toml, or ~/.config/natter/gui.toml); with --name the window \
+    connects at once. Then: type and press Enter to talk to everyone; click a name to write to \
+    that person in a tab of your own; click Download beside a file (progress, rate and time \
+    left show at the bottom, and \"Show in folder\" opens the folder once it is saved and \
+    checked). Up/Down recall what you sent, Tab completes names, files and /commands, /help lists \
+    them. A lost server is tried again by itself. Ctrl+Q or /quit leaves.\n\n\
+    Needs a display (X11 or Wayland) and Vulkan; without a GPU, Mesa's software Vulkan \
+    (lavapipe, the mesa-vulkan-drivers package) does.";
+
+#[derive(Debug, Args)]
+pub struct GuiArgs {
+    /// Server's chat address: host:port, or natters://host:port for TLS (default: the last one
+    /// used, else 127.0.0.1:55000).
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Your name in the chat; given, the window connects at once instead of showing the form.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where downloads are saved.
+    #[arg(long, alias = "out", default_value = "Downloads")]
+    pub downloads: PathBuf,
+    /// The file the form's last values are kept in (default:
+    /// $XDG_CONFIG_HOME/natter/gui.toml, or ~/.config/natter/gui.toml).
+    #[arg(long)]
+    pub settings: Option<PathBuf>,
+    /// Part size for downloads (default: the largest that fits the route's MTU, 65000 on
+    /// loopback; 1200 when the MTU is unknown).
+    #[arg(long)]
+    pub part_size: Option<u16>,
+    /// A download gives up after this many seconds without progress.
+    #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
+    pub stall_timeout: Seconds,
+    /// Refuse offers of files larger than this many bytes (default 1 TiB).
+    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_SIZE)]
+    pub max_size: u64,
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,

@@ -1,6 +1,7 @@
 //! `natter`: the chat server, the line client and the one-shot downloader.
 
 mod cli;
+mod gui;
 mod impair;
 mod impair_args;
 mod line_ui;
@@ -25,7 +26,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Log lines would scribble over the terminal window of `natter tui`: there, only RUST_LOG
     // turns them on.
-    let default_filter = if matches!(cli.command, Command::Tui(_)) { "off" } else { "info" };
+    // The window client logs only warnings unless asked (its libraries are chatty at info).
+    let default_filter = match cli.command {
+        Command::Tui(_) => "off",
+        Command::Gui(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -38,6 +44,7 @@ fn main() -> ExitCode {
         Command::Server(args) => server(args),
         Command::Client(args) => client(args),
         Command::Tui(args) => tui(args),
+        Command::Gui(args) => gui::run(args),
         Command::Get(args) => get(args),
         Command::Impair(args) => impair::run(&args),
     }
@@ -118,7 +125,7 @@ fn read_password(path: &std::path::Path) -> Result<Password, String> {
 }
 
 /// The client's TLS options from the command line: `None` for plain chat.
-fn client_tls(
+pub(crate) fn client_tls(
     addr: &cli::ServerAddr,
     args: cli::ClientTlsArgs,
 ) -> Result<Option<ClientTlsOptions>, String> {

@@ -87,6 +87,14 @@ impl Download {
         Some(Duration::from_secs_f64(left as f64 / rate))
     }
 
+    /// The folder the verified file is in (`.` for a bare file name), for a "show in folder"
+    /// action; `None` until the file is verified.
+    pub fn folder(&self) -> Option<String> {
+        let DownloadState::Verified { path } = &self.state else { return None };
+        let parent = std::path::Path::new(path).parent().map(|p| p.to_string_lossy().into_owned());
+        Some(parent.filter(|p| !p.is_empty()).unwrap_or_else(|| ".".to_owned()))
+    }
+
     /// How long it took, once ended with a file.
     pub fn elapsed(&self) -> Option<Duration> {
         self.elapsed

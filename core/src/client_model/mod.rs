@@ -18,6 +18,7 @@
 //! The lines it asks to send are protocol lines (PROTOCOL 1.2) for the session's
 //! [`crate::driver::client::ClientDriver`] (as `Input::Typed`): the person never types one.
 
+pub mod channels;
 pub mod command;
 pub mod completion;
 pub mod connection;
@@ -37,6 +38,7 @@ use crate::chat::client::ClientEvent;
 use crate::driver::client::DownloadReport;
 use crate::transfer::receiver::Progress;
 
+pub use channels::{Channel, Channels};
 pub use command::{COMMANDS, Command, CommandError, CommandHelp};
 pub use completion::Completer;
 pub use connection::{Connection, backoff};
