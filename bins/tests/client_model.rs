@@ -78,19 +78,6 @@ impl Headless {
     }
 }
 
-/// Waits on `raw` for a line equal to `want`, skipping presence lines and the rest.
-fn raw_sees(raw: &mut Raw, want: &str) {
-    let mut seen = Vec::new();
-    loop {
-        let line = raw.line();
-        if line == want {
-            return;
-        }
-        seen.push(line);
-        assert!(seen.len() < 50, "never saw {want:?}: {seen:?}");
-    }
-}
-
 // Issue 13 must-have 4; PROTOCOL 3 (the example session), 1.2, 2.
 #[test]
 fn the_seed_session_with_slash_commands_only() {
@@ -107,10 +94,10 @@ fn the_seed_session_with_slash_commands_only() {
         alice.until("the join and the file list", |m| {
             *m.connection() == Connection::Joined && m.files().len() == 2 && m.others() == ["bob"]
         });
-        raw_sees(&mut bob, "alice has joined the chat!");
+        bob.sees("alice has joined the chat!");
 
         alice.type_line("hello bob");
-        raw_sees(&mut bob, "alice: hello bob");
+        bob.sees("alice: hello bob");
 
         bob.send("~alice hi alice");
         let private = LineKind::Private { with: "bob".into(), incoming: true };
@@ -120,7 +107,7 @@ fn the_seed_session_with_slash_commands_only() {
         assert!(alice.has_line(&private, "hi alice"));
 
         alice.type_line("/msg bob psst");
-        raw_sees(&mut bob, "alice: (PRIVATE) psst");
+        bob.sees("alice: (PRIVATE) psst");
 
         alice.type_line("/who");
         assert!(
@@ -147,7 +134,7 @@ fn the_seed_session_with_slash_commands_only() {
 
         alice.type_line("/quit");
         alice.until("the end of the session", ClientModel::is_closed);
-        raw_sees(&mut bob, "alice left the chat...");
+        bob.sees("alice left the chat...");
         // Nothing alice typed reached bob as a public message but "hello bob".
         bob.send("show");
         let rest = bob.sync();

@@ -103,19 +103,6 @@ fn until_state(
     }
 }
 
-/// Waits on `raw` for the line `want`, skipping others.
-fn raw_sees(raw: &mut Raw, want: &str) {
-    let mut seen = Vec::new();
-    loop {
-        let line = raw.line();
-        if line == want {
-            return;
-        }
-        seen.push(line);
-        assert!(seen.len() < 50, "never saw {want:?}: {seen:?}");
-    }
-}
-
 /// The window's id, once it is mapped (bounded wait).
 fn window_id(display: &str) -> String {
     let deadline = Instant::now() + WINDOW_TIMEOUT;
@@ -216,12 +203,12 @@ fn the_window_joins_talks_and_leaves() {
     let mut gui = Reaped(gui);
 
     until_state(&trace, &stderr, WINDOW_TIMEOUT, |s| s.starts_with("state=connected"));
-    raw_sees(&mut bob, "alice has joined the chat!");
+    bob.sees("alice has joined the chat!");
     let window = window_id(&display);
 
     type_checked(&display, &window, &trace, &stderr, "hello from the window");
     xdotool(&display, &["key", "Return"]);
-    raw_sees(&mut bob, "alice: hello from the window");
+    bob.sees("alice: hello from the window");
     until_state(&trace, &stderr, WINDOW_TIMEOUT, |s| s.ends_with("input=\"\""));
 
     bob.send("~alice hi alice");
@@ -243,7 +230,7 @@ fn the_window_joins_talks_and_leaves() {
     // Ctrl+Q: leaves the room, the program ends with 0.
     focus(&display, &window, &trace, &stderr);
     xdotool(&display, &["key", "ctrl+q"]);
-    raw_sees(&mut bob, "alice left the chat...");
+    bob.sees("alice left the chat...");
     let deadline = Instant::now() + WINDOW_TIMEOUT;
     let status = loop {
         if let Some(status) = gui.0.try_wait().unwrap() {

@@ -128,19 +128,6 @@ fn zombie_exit_code(pid: &str) -> Option<i32> {
     fields.last()?.parse().ok()
 }
 
-/// Waits on `raw` for the line `want`, skipping others.
-fn raw_sees(raw: &mut Raw, want: &str) {
-    let mut seen = Vec::new();
-    loop {
-        let line = raw.line();
-        if line == want {
-            return;
-        }
-        seen.push(line);
-        assert!(seen.len() < 50, "never saw {want:?}: {seen:?}");
-    }
-}
-
 // Issue 13 must-have 4; PROTOCOL 3, 1.2, 2, 4.1.
 #[test]
 fn the_seed_session_in_a_real_terminal() {
@@ -151,12 +138,12 @@ fn the_seed_session_in_a_real_terminal() {
     let tmux = start_tui(&server, out.path(), "alice", 100);
 
     tmux.until_shown("you joined as alice");
-    raw_sees(&mut bob, "alice has joined the chat!");
+    bob.sees("alice has joined the chat!");
     tmux.until_shown("files (1)");
 
     tmux.type_text("hello bob");
     tmux.key("Enter");
-    raw_sees(&mut bob, "alice: hello bob");
+    bob.sees("alice: hello bob");
     tmux.until_shown("<alice> hello bob");
 
     bob.send("~alice hi alice");
@@ -164,7 +151,7 @@ fn the_seed_session_in_a_real_terminal() {
 
     tmux.type_text("/msg bob psst");
     tmux.key("Enter");
-    raw_sees(&mut bob, "alice: (PRIVATE) psst");
+    bob.sees("alice: (PRIVATE) psst");
     tmux.until_shown("-> *bob* psst");
 
     // A pasted block (tmux pastes it bracketed, as a terminal does) waits for a yes.
@@ -172,8 +159,8 @@ fn the_seed_session_in_a_real_terminal() {
     tmux.command(&["paste-buffer", "-p", "-t", "natter"]);
     tmux.until_shown("send 2 pasted lines?");
     tmux.key("Enter");
-    raw_sees(&mut bob, "alice: line one");
-    raw_sees(&mut bob, "alice: line two");
+    bob.sees("alice: line one");
+    bob.sees("alice: line two");
 
     tmux.type_text("/who");
     tmux.key("Enter");
@@ -194,7 +181,7 @@ fn the_seed_session_in_a_real_terminal() {
 
     tmux.type_text("/quit");
     tmux.key("Enter");
-    raw_sees(&mut bob, "alice left the chat...");
+    bob.sees("alice left the chat...");
     assert_eq!(tmux.exit_status(), "0");
     assert_eq!(tmux.pane("#{alternate_on}"), "0", "the terminal is given back");
     // Nothing alice did reached bob as a public message but what she said.

@@ -238,6 +238,20 @@ impl Raw {
         duplex.flush().unwrap();
     }
 
+    /// Waits for the line `want`, skipping the others (presence lines and the rest); panics after
+    /// 50 others or on timeout.
+    pub fn sees(&mut self, want: &str) {
+        let mut seen = Vec::new();
+        loop {
+            let line = self.line();
+            if line == want {
+                return;
+            }
+            seen.push(line);
+            assert!(seen.len() < 50, "never saw {want:?}: {seen:?}");
+        }
+    }
+
     /// The next line, without its terminator. Panics on timeout or close.
     pub fn line(&mut self) -> String {
         self.try_line().unwrap_or_else(|| panic!("{}: connection closed or timed out", self.name))
