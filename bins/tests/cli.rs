@@ -84,38 +84,74 @@ fn get_prints_what_it_did() {
 
 /// U6, PROTOCOL 2.3: the client process is killed in the middle of a download; run again, it
 /// resumes from its `.part` file (only the missing parts are asked for) and ends byte-exact.
+///
+/// The first run goes through a proxy that holds the server's datagrams to 32 Mbit/s, so that a
+/// 16 MiB file takes four seconds however fast the machine is: the first resume record (after
+/// half a second) always comes before the end, and the test writes little to a disk that may be
+/// nearly full. The second run goes to the server directly.
 #[test]
 fn download_resumes_after_the_client_is_killed() {
-    // Big enough, in small parts, that the download is still running when the first resume
-    // record appears (after half a second).
-    let block = pattern(1 << 20, 9);
-    let content: Vec<u8> = (0..256u32)
-        .flat_map(|i| {
-            let mut b = block.clone();
-            b[..4].copy_from_slice(&i.to_be_bytes());
-            b
-        })
-        .collect();
-    let server = start(Rt::Mio, folder_with(&[("big.bin", content)]), |_| {});
+    use natter_core::impair::ImpairConfig;
+    use natter_core::sim::LinkConfig;
+    use natter_runtime_common::impair::{self, ImpairOptions};
+
+    let content = pattern(16 << 20, 9);
+    let mut ports = None;
+    let server = start(Rt::Mio, folder_with(&[("big.bin", content)]), |o| {
+        ports = Some(o.chat.udp_ports.clone())
+    });
+    let unlimited = LinkConfig::clean(0, Duration::ZERO, 0);
+    let limited = LinkConfig::clean(32_000_000, Duration::ZERO, 256 << 10);
+    let proxy = impair::start(
+        ImpairOptions {
+            listen: "127.0.0.2:0".parse().unwrap(),
+            server: server.addr,
+            ports: ports.unwrap(),
+            upstream_ip: None,
+            impair: ImpairConfig::new(unlimited, limited),
+            seed: 9,
+            flows: Default::default(),
+            max_connections: 8,
+        },
+        std::time::Instant::now(),
+    )
+    .unwrap();
+
     let out_dir = tempfile::tempdir().unwrap();
     let resume_record = out_dir.path().join("big.bin.part.resume");
-    let mut child =
-        get(server.addr, "big.bin", out_dir.path(), &["--part-size", "512", "--name", "first"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-    eventually("a resume record", Duration::from_secs(30), || resume_record.exists());
+    let first_stderr = out_dir.path().join("first.stderr");
+    let mut child = get(
+        proxy.local_addr(),
+        "big.bin",
+        out_dir.path(),
+        &["--part-size", "1200", "--name", "first"],
+    )
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&first_stderr).unwrap())
+    .spawn()
+    .unwrap();
+    let mut ended = None;
+    eventually("a resume record or the end of the first run", Duration::from_secs(60), || {
+        ended = child.try_wait().unwrap();
+        resume_record.exists() || ended.is_some()
+    });
+    if let Some(status) = ended.filter(|_| !resume_record.exists()) {
+        panic!(
+            "the first run ended ({status}) before it saved a resume record: {}",
+            std::fs::read_to_string(&first_stderr).unwrap_or_default()
+        );
+    }
     child.kill().unwrap();
     let status = child.wait().unwrap();
     assert!(
         !status.success(),
-        "the download finished before it could be killed; make the file bigger"
+        "the download finished before it could be killed; make the file bigger or the link slower"
     );
     assert!(!out_dir.path().join("big.bin").exists());
+    proxy.stop();
 
     let out =
-        get(server.addr, "big.bin", out_dir.path(), &["--part-size", "512", "--name", "second"])
+        get(server.addr, "big.bin", out_dir.path(), &["--part-size", "1200", "--name", "second"])
             .output()
             .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
