@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use natter_core::chat::catalogue::{Catalogue, FileEntry, FileKey};
 use natter_core::chat::server::{ConnId, ServerConfig};
 use natter_core::driver::server::{
-    ACCEPT_RETRY, CLOSE_GRACE, Input, Output, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES,
+    ACCEPT_RETRY, CLOSE_GRACE, Input, Output, QUIET_BEFORE_RELEASE, ServerDriver, TURN_GATHER,
+    TURN_QUEUE_BYTES,
 };
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{self, Datagram};
@@ -140,6 +141,9 @@ impl Script {
                         .unwrap();
                 }
                 Output::AcceptAgain => writeln!(self.transcript, "[out] accept again").unwrap(),
+                Output::ReleaseMemory => {
+                    writeln!(self.transcript, "[out] release free memory").unwrap();
+                }
                 Output::Cluster(command) => {
                     writeln!(self.transcript, "[out] cluster {command:?}").unwrap();
                 }
@@ -273,6 +277,10 @@ fn accept_is_tried_again_after_the_back_off() {
     assert!(!s.transcript.contains("accept again"));
     s.advance(Duration::from_millis(1));
     assert_eq!(s.transcript.matches("[out] accept again").count(), 1);
+    // The failed accepts were activity: a quarter second after them, memory may go back.
+    assert_eq!(s.driver.poll_timeout(), Some(s.now - ACCEPT_RETRY + QUIET_BEFORE_RELEASE));
+    s.advance(QUIET_BEFORE_RELEASE - ACCEPT_RETRY);
+    assert_eq!(s.transcript.matches("[out] release free memory").count(), 1);
     assert_eq!(s.driver.poll_timeout(), None, "an idle server sleeps");
 }
 
@@ -290,8 +298,11 @@ fn a_flooder_is_paused_then_resumed() {
     s.drain();
     assert_eq!(s.transcript.matches("[out] pause reading flood").count(), 1);
     assert!(!s.transcript.contains("pause reading calm"));
-    let resume = s.driver.poll_timeout().unwrap();
-    s.advance(resume - s.now);
+    // The next timers: the quiet moment to release memory, then the resume.
+    while !s.transcript.contains("resume reading flood") {
+        let next = s.driver.poll_timeout().unwrap();
+        s.advance(next - s.now);
+    }
     assert_eq!(s.transcript.matches("[out] resume reading flood").count(), 1);
     assert_eq!(s.received[&calm].matches("flood: x").count(), 20);
 }
@@ -486,4 +497,29 @@ fn joins_before_a_write_give_each_member_one_presence_line() {
     let text = &s.received[&alice];
     assert_eq!(text.matches("ALL").count(), 1, "{text}");
     assert!(text.ends_with("ALL bob carol dave\n"), "{text}");
+}
+
+/// Issue 12: the driver says when freed memory may go back to the system: once, a quarter second
+/// after the last input, never while inputs keep coming.
+#[test]
+fn memory_is_released_once_the_server_goes_quiet() {
+    let mut s = Script::new(config());
+    let ann = s.connect("ann");
+    s.send(ann, "ann");
+    for _ in 0..10 {
+        s.advance(QUIET_BEFORE_RELEASE / 2);
+        s.send(ann, "still talking");
+    }
+    assert!(!s.transcript.contains("release free memory"), "not while busy");
+    s.advance(QUIET_BEFORE_RELEASE);
+    assert_eq!(s.transcript.matches("[out] release free memory").count(), 1);
+    s.advance(Duration::from_secs(10));
+    assert_eq!(
+        s.transcript.matches("[out] release free memory").count(),
+        1,
+        "once per quiet spell"
+    );
+    s.send(ann, "back again");
+    s.advance(QUIET_BEFORE_RELEASE);
+    assert_eq!(s.transcript.matches("[out] release free memory").count(), 2);
 }

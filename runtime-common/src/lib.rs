@@ -13,6 +13,7 @@ pub mod download;
 pub mod folder;
 pub mod impair;
 pub mod log;
+pub mod memory;
 pub mod net;
 pub mod options;
 pub mod serve;

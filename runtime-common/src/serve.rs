@@ -156,6 +156,7 @@ impl ServedFiles {
                 }
             }
             Output::Log(event) => log::server_event(&event),
+            Output::ReleaseMemory => crate::memory::release_free_memory(),
             Output::Cluster(command) => {
                 if let Some(link) = &self.cluster {
                     link.send(command);

@@ -43,6 +43,7 @@
 //!         Output::Close { .. } => { /* drop the socket */ }
 //!         Output::PauseReading { .. } | Output::ResumeReading { .. } => {}
 //!         Output::AcceptAgain => {}
+//!         Output::ReleaseMemory => { /* malloc_trim(0), where there is one */ }
 //!         Output::Serve { .. } | Output::CheckFile { .. } | Output::StopServing { .. } => {}
 //!         Output::Transmit { port } => while let Some(_datagram) = driver.poll_transmit(now, port) {},
 //!         Output::Cluster(_command) => { /* hand it to the broker thread */ }
@@ -118,6 +119,11 @@ const GATHER_BELOW: usize = 64;
 /// How long spare outbox tails are kept after the last input: a busy room reuses them turn
 /// after turn; a quiet server frees them, so an idle person costs no share of them.
 pub const SPARE_TAILS_KEPT: Duration = Duration::from_secs(1);
+
+/// How long the server must have had no input before it says that freed memory may go back to
+/// the system ([`Output::ReleaseMemory`]): long enough that a busy room never pays for it, short
+/// enough that a room gone idle shrinks at once.
+pub const QUIET_BEFORE_RELEASE: Duration = Duration::from_millis(250);
 
 /// How long a connection the server closed (a refusal, `{quit}`, a name timeout, a slow reader)
 /// may take to receive what was queued for it before the close. What is still unsent then is
@@ -228,6 +234,13 @@ pub enum Output {
     },
     /// Call `accept` again (after [`Input::AcceptFailed`]).
     AcceptAgain,
+    /// The server has been quiet for [`QUIET_BEFORE_RELEASE`] after some activity: hand the heap
+    /// memory that is free back to the system now, if the allocator can. Why: an allocator keeps
+    /// what a burst freed (a join storm, a flood of lines, a long outbox written out) for reuse,
+    /// and a chat server is mostly idle after its bursts; without this, an idle person's share
+    /// of a past storm stays resident (issue 12). Once per quiet spell, so it costs nothing while
+    /// the server is busy.
+    ReleaseMemory,
     /// Open `file` of the served folder for the transfer on `port`; when it cannot be opened or
     /// its identity is not `identity` (the one its digest was taken from), report
     /// [`Input::FileChanged`].
@@ -279,6 +292,8 @@ pub struct ServerDriver {
     spare: SpareTails,
     /// When the spare tails are freed if no input comes before.
     spare_expiry: Option<Instant>,
+    /// When [`Output::ReleaseMemory`] is due if no input comes before: set by every input.
+    release_at: Option<Instant>,
     /// Connections the server closed, by the end of their grace.
     closing: BTreeSet<(Instant, ConnId)>,
     identities: HashMap<String, FileKey>,
@@ -332,6 +347,7 @@ impl ServerDriver {
             outboxes: ConnMap::default(),
             spare: SpareTails::default(),
             spare_expiry: None,
+            release_at: None,
             closing: BTreeSet::new(),
             identities: HashMap::new(),
             accept_retry: None,
@@ -371,6 +387,7 @@ impl ServerDriver {
 
     /// Something happened; then drain [`ServerDriver::poll_output`].
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.release_at = Some(now + QUIET_BEFORE_RELEASE);
         match input {
             Input::Accepted { conn, peer } => {
                 self.outboxes.insert(conn, Box::default());
@@ -450,7 +467,7 @@ impl ServerDriver {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let closing = self.closing.first().map(|&(at, _)| at);
         let timers = [self.chat.poll_timeout(), self.endpoint.poll_timeout(), closing];
-        let own = [self.accept_retry, self.spare_expiry];
+        let own = [self.accept_retry, self.spare_expiry, self.release_at];
         timers.into_iter().chain(own).flatten().min()
     }
 
@@ -478,6 +495,10 @@ impl ServerDriver {
         if self.spare_expiry.is_some_and(|at| at <= now) {
             self.spare_expiry = None;
             self.spare.clear();
+        }
+        if self.release_at.is_some_and(|at| at <= now) {
+            self.release_at = None;
+            self.out.push_back(Output::ReleaseMemory);
         }
         self.collect(now);
     }

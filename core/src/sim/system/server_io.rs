@@ -81,6 +81,8 @@ impl World {
                 Output::Transmit { port } => self.transmit(port),
                 // A lone server: the cluster runs in `sim::cluster`.
                 Output::Cluster(_) => {}
+                // The simulated server has no allocator of its own to trim.
+                Output::ReleaseMemory => {}
                 Output::Log(event) => {
                     let at = self.elapsed();
                     self.note(|| format!("[log] {event}"));
