@@ -196,6 +196,11 @@ pub struct ServerArgs {
     /// PEM private key of --cluster-cert.
     #[arg(long, requires = "cluster_cert")]
     pub cluster_key: Option<PathBuf>,
+    /// A file whose first line is the broker's AUTH password, so that it shows neither in `ps`
+    /// nor in a shell's history; it replaces a password in --cluster (a user name stays there:
+    /// `redis://natter@HOST:PORT`).
+    #[arg(long, requires = "cluster")]
+    pub cluster_password_file: Option<PathBuf>,
     /// This server's name in the cluster: unique, letters, digits, `_ - .`.
     #[arg(long, requires = "cluster")]
     pub node: Option<String>,

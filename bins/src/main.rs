@@ -79,6 +79,13 @@ fn server(args: cli::ServerArgs) -> ExitCode {
         let mut broker = natter_runtime_common::cluster::Broker::new(&url);
         broker.ca = args.cluster_ca;
         broker.client_cert = args.cluster_cert.zip(args.cluster_key);
+        match args.cluster_password_file.as_deref().map(read_password).transpose() {
+            Ok(password) => broker.password = password,
+            Err(err) => {
+                eprintln!("natter server: --cluster-password-file: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
         options.broker = Some(broker);
     }
     let run: RunServer = match args.runtime.into() {

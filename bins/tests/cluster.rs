@@ -262,6 +262,34 @@ fn bob_and_alice_through_a_broker_with_a_password() {
 }
 
 #[test]
+fn a_node_takes_its_broker_password_from_a_file() {
+    // 8.2: `--cluster-password-file`, so that the password shows neither in `ps` nor in a
+    // shell's history; the ACL user's name stays in the address.
+    let redis = Redis::start_with(
+        "--requirepass|s3cret-default|--user|natter|on|>n4tter-file|~natter:*|-@all|+ping|+xadd\
+         |+xread|+xrevrange|+eval|+set|+get|+del|+mget"
+            .split('|')
+            .map(String::from)
+            .collect(),
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("broker-password");
+    std::fs::write(&file, "n4tter-file\n").unwrap();
+    let a = node_via(
+        Rt::Mio,
+        Broker::new(&redis.url_as(":s3cret-default@")),
+        "north",
+        &[("alice.jpg", pattern(300, 1))],
+    );
+    let files = folder_with(&[("bob.txt", pattern(20, 2))]);
+    let args = ["--cluster-password-file".to_owned(), file.to_string_lossy().into_owned()];
+    let b = node_process_with(&redis.url_as("natter@"), "south", &args, files.path());
+    two_node_session(a.addr, b.addr);
+    let log = std::fs::read_to_string(&b.log).unwrap();
+    assert!(!log.contains("n4tter-file"), "the password was printed: {log}");
+}
+
+#[test]
 fn bob_and_alice_through_a_tls_broker() {
     // 8.2: `rediss://`, the broker's certificate checked against a private CA (--cluster-ca),
     // and a client certificate for a broker that asks for one (--cluster-cert, --cluster-key):

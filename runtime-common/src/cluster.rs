@@ -25,8 +25,11 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use bytes::Bytes;
+use natter_core::chat::password::Password;
 use natter_core::cluster::{ClusterCommand, ClusterEvent, ROOM_STREAM, STREAM_KEEP, parse_epoch};
-use redis::{Client, ClientTlsConfig, Connection, TlsCertificates, Value};
+use redis::{
+    Client, ClientTlsConfig, Connection, ConnectionInfo, IntoConnectionInfo, TlsCertificates, Value,
+};
 
 /// The first wait before connecting again; doubled after each failure up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -34,6 +37,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long a connect or a command may take before the link counts as down.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the writer waits for the answers to one pipeline before the link counts as down.
+/// Longer than [`IO_TIMEOUT`]: a pipeline of [`BATCH`] claims is more work for the broker than one
+/// command, and a slow answer is better than a split. Without it, a broker or path that went
+/// silent (a dropped route, a frozen host) stalled the writer forever instead of splitting the
+/// room.
+const PIPELINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one stream read blocks in the broker before it is asked again (and `stop` looked at).
 const READ_BLOCK_MS: u64 = 500;
 /// The most entries one stream read takes.
@@ -81,6 +90,10 @@ pub struct Broker {
     /// A PEM client certificate chain and its key, for a broker that asks for one
     /// (`tls-auth-clients yes`; `rediss://` only).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// The AUTH password, when it comes from a file (`--cluster-password-file`) rather than from
+    /// `url`, where `ps` and a shell's history would show it. It replaces any password in `url`;
+    /// a user name stays in `url` (`redis://natter@host:6379`).
+    pub password: Option<Password>,
 }
 
 impl Broker {
@@ -97,8 +110,11 @@ impl Broker {
     /// The Redis client for this broker; every error says what is wrong without the password.
     fn client(&self) -> io::Result<Client> {
         let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        let info = self
+            .connection_info()
+            .map_err(|e| bad(format!("bad broker address {}: {}", self.shown(), self.scrub(&e))))?;
         let client = if self.ca.is_none() && self.client_cert.is_none() {
-            Client::open(self.url.as_str())
+            Client::open(info)
         } else {
             if !self.url.starts_with("rediss://") {
                 return Err(bad(format!(
@@ -122,19 +138,28 @@ impl Broker {
                 }),
                 None => None,
             };
-            Client::build_with_tls(self.url.as_str(), TlsCertificates { client_tls, root_cert })
+            Client::build_with_tls(info, TlsCertificates { client_tls, root_cert })
         };
         client.map_err(|e| bad(format!("bad broker address {}: {}", self.shown(), self.scrub(&e))))
     }
 
-    /// `err` as text, with the password (as written and as decoded) replaced by `***`, in case
-    /// an error ever quotes it.
+    /// `url` as the redis client takes it, with the password of the file, if any.
+    fn connection_info(&self) -> redis::RedisResult<ConnectionInfo> {
+        let mut info = self.url.as_str().into_connection_info()?;
+        if let Some(password) = &self.password {
+            info.redis.password = Some(password.expose().to_owned());
+        }
+        Ok(info)
+    }
+
+    /// `err` as text, with the password (as written and as decoded, from the URL or the file)
+    /// replaced by `***`, in case an error ever quotes it.
     fn scrub(&self, err: &dyn std::fmt::Display) -> String {
         let mut text = err.to_string();
-        let decoded = redis::IntoConnectionInfo::into_connection_info(self.url.as_str())
-            .ok()
-            .and_then(|info| info.redis.password);
-        for secret in [password_in(&self.url).map(str::to_owned), decoded].into_iter().flatten() {
+        let decoded = self.url.as_str().into_connection_info().ok().and_then(|i| i.redis.password);
+        let from_file = self.password.as_ref().map(|p| p.expose().to_owned());
+        let written = password_in(&self.url).map(str::to_owned);
+        for secret in [written, decoded, from_file].into_iter().flatten() {
             if !secret.is_empty() {
                 text = text.replace(&secret, "***");
             }
@@ -149,6 +174,7 @@ impl std::fmt::Debug for Broker {
             .field("url", &self.shown())
             .field("ca", &self.ca)
             .field("client_cert", &self.client_cert)
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -220,7 +246,7 @@ fn connect(client: &Client) -> redis::RedisResult<Connection> {
     con.set_write_timeout(Some(IO_TIMEOUT))?;
     con.set_read_timeout(Some(IO_TIMEOUT))?;
     redis::cmd("PING").query::<()>(&mut con)?;
-    con.set_read_timeout(None)?; // as before: the writer's pipelines wait for their answers
+    con.set_read_timeout(Some(PIPELINE_TIMEOUT))?;
     Ok(con)
 }
 
@@ -548,6 +574,69 @@ fn stream_entries(reply: Value) -> Vec<(String, Option<Bytes>)> {
 #[allow(clippy::unwrap_used)] // tests may panic on purpose
 mod tests {
     use super::*;
+
+    /// A broker that answers the link check and then goes silent, as a frozen host or a dropped
+    /// route does: the writer must give up on its pipeline and tell the node the link is down,
+    /// not wait forever with the room silently cut in two.
+    #[test]
+    fn a_broker_gone_silent_splits_the_room() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                std::thread::spawn(move || {
+                    // RESP arrays of bulk strings: answer PING (and the client's own setup), then
+                    // read on without a word.
+                    let mut out = stream.try_clone().unwrap();
+                    let mut lines = BufReader::new(stream).lines();
+                    while let Some(Ok(line)) = lines.next() {
+                        let Some(n) = line.strip_prefix('*').and_then(|n| n.parse::<usize>().ok())
+                        else {
+                            continue;
+                        };
+                        let words: Vec<String> = (0..2 * n)
+                            .filter_map(|_| lines.next()?.ok())
+                            .skip(1)
+                            .step_by(2)
+                            .collect();
+                        let answer = match words.first().map(String::as_str) {
+                            Some("PING") => "+PONG\r\n",
+                            Some("CLIENT") | Some("HELLO") => "+OK\r\n",
+                            _ => continue,
+                        };
+                        let _ = out.write_all(answer.as_bytes());
+                    }
+                });
+            }
+        });
+        let (events, seen) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let deliver = move |event: ClusterEvent| events.send(format!("{event:?}")).is_ok();
+        let link = start(&Broker::new(&format!("redis://{addr}")), deliver, stop.clone()).unwrap();
+        // Up after the writer's first read (the stream's last id) went unanswered too.
+        let first = seen.recv_timeout(PIPELINE_TIMEOUT + Duration::from_secs(10)).unwrap();
+        assert_eq!(first, "Up");
+        // The node's heartbeat, as the core sends one every few seconds.
+        let lease = Duration::from_secs(3);
+        link.send(ClusterCommand::Heartbeat { key: "k".into(), value: "v".into(), lease });
+        let next = seen.recv_timeout(PIPELINE_TIMEOUT + Duration::from_secs(10));
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(next.as_deref(), Ok("Down"), "the node was never told the link is down");
+    }
+
+    #[test]
+    fn a_password_from_a_file_is_never_shown() {
+        let mut broker = Broker::new("redis://natter@127.0.0.1:6379");
+        broker.password = Some(Password::new("s3cret-from-file"));
+        assert!(!format!("{broker:?}").contains("s3cret"), "{broker:?}");
+        let scrubbed = broker.scrub(&"WRONGPASS s3cret-from-file is not it");
+        assert_eq!(scrubbed, "WRONGPASS *** is not it");
+        let info = broker.connection_info().unwrap();
+        assert_eq!(info.redis.username.as_deref(), Some("natter"));
+        assert_eq!(info.redis.password.as_deref(), Some("s3cret-from-file"));
+    }
 
     #[test]
     fn the_password_is_never_shown() {
