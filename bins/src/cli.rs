@@ -296,7 +296,15 @@ pub struct ClientArgs {
     /// Where downloads are saved.
     #[arg(long, default_value = "Downloads")]
     pub out: PathBuf,
-    /// Part size for downloads without one (default: the largest that fits the route's MTU,
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What every client (`client`, `tui`, `gui`, `get`) takes besides its address, name and folder:
+/// how downloads run, the event loop, and TLS.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// Payload bytes per part, 512 to 65000 (default: the largest that fits the route's MTU,
     /// 65000 on loopback; 1200 when the MTU is unknown).
     #[arg(long)]
     pub part_size: Option<u16>,
@@ -329,25 +337,11 @@ pub struct GetArgs {
     /// Where the file is saved.
     #[arg(long, default_value = "Downloads")]
     pub out: PathBuf,
-    /// Payload bytes per part, 512 to 65000 (default: the largest that fits the route's MTU,
-    /// 65000 on loopback; 1200 when the MTU is unknown).
-    #[arg(long)]
-    pub part_size: Option<u16>,
-    /// Give up after this many seconds without progress.
-    #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
-    pub stall_timeout: Seconds,
-    /// Refuse the offer if the file is larger than this many bytes (default 1 TiB). A file
-    /// larger than the free space of the download folder is refused too.
-    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_SIZE)]
-    pub max_size: u64,
     /// No progress bar.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Event loop to run on.
-    #[arg(long, value_enum, default_value_t)]
-    pub runtime: RuntimeArg,
     #[command(flatten)]
-    pub tls: ClientTlsArgs,
+    pub session: SessionArgs,
 }
 
 const GUI_ABOUT: &str = "Chat in a desktop window.\n\n\
@@ -377,19 +371,6 @@ pub struct GuiArgs {
     /// $XDG_CONFIG_HOME/natter/gui.toml, or ~/.config/natter/gui.toml).
     #[arg(long)]
     pub settings: Option<PathBuf>,
-    /// Part size for downloads (default: the largest that fits the route's MTU, 65000 on
-    /// loopback; 1200 when the MTU is unknown).
-    #[arg(long)]
-    pub part_size: Option<u16>,
-    /// A download gives up after this many seconds without progress.
-    #[arg(long, default_value_t = DEFAULT_GIVE_UP_AFTER.into())]
-    pub stall_timeout: Seconds,
-    /// Refuse offers of files larger than this many bytes (default 1 TiB).
-    #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_SIZE)]
-    pub max_size: u64,
-    /// Event loop to run on.
-    #[arg(long, value_enum, default_value_t)]
-    pub runtime: RuntimeArg,
     #[command(flatten)]
-    pub tls: ClientTlsArgs,
+    pub session: SessionArgs,
 }

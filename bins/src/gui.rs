@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use natter_gui::{Connector, GuiApp, GuiOptions, Performer, Report};
-use natter_runtime_common::{ClientOptions, RunClient, Runtime, SessionRunner};
+use natter_runtime_common::{ClientOptions, RunClient, SessionRunner};
 
 use crate::cli::{ClientTlsArgs, GuiArgs, ServerAddr};
 use crate::local_time::clock;
@@ -32,20 +32,10 @@ impl Connector for SessionConnector {
 }
 
 pub fn run(args: GuiArgs) -> ExitCode {
-    let run = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::client,
-        Runtime::Smol => natter_runtime_smol::client,
-    };
-    let template = ClientOptions {
-        // Replaced by the form's address.
-        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        name: String::new(),
-        out_dir: args.downloads.clone(),
-        part_size: args.part_size,
-        stall_timeout: args.stall_timeout.into(),
-        max_size: args.max_size,
-        tls: None,
-    };
+    let run = args.session.client_loop();
+    // The address and name are replaced by the form's.
+    let unset = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let template = args.session.client_options(unset, String::new(), args.downloads.clone(), None);
     let options = GuiOptions {
         connect_now: args.name.is_some(),
         addr: args.addr,
@@ -54,7 +44,7 @@ pub fn run(args: GuiArgs) -> ExitCode {
         downloads: args.downloads,
         opener: "xdg-open".into(),
         trace: std::env::var_os(TRACE_VAR).map(Into::into),
-        connector: Box::new(SessionConnector { run, template, tls: args.tls }),
+        connector: Box::new(SessionConnector { run, template, tls: args.session.tls }),
         clock: Box::new(clock),
     };
     match natter_gui::run(GuiApp::new(options)) {

@@ -16,7 +16,7 @@ use natter_core::chat::password::Password;
 use natter_runtime_common::client;
 use natter_runtime_common::serve::{BoundServer, RunServer};
 use natter_runtime_common::tls::{ClientTlsOptions, ServerTlsOptions, default_known_hosts};
-use natter_runtime_common::{ClientOptions, DownloadOptions, Runtime, ServerOptions};
+use natter_runtime_common::{ClientOptions, DownloadOptions, RunClient, Runtime, ServerOptions};
 
 use cli::{Cli, Command};
 
@@ -164,8 +164,37 @@ fn name_or_ask(given: Option<String>) -> Option<String> {
     Some(name.trim_end_matches(['\r', '\n']).to_owned())
 }
 
+impl cli::SessionArgs {
+    /// The client loop of the runtime asked for.
+    fn client_loop(&self) -> RunClient {
+        match self.runtime.into() {
+            Runtime::Mio => natter_runtime_mio::client,
+            Runtime::Smol => natter_runtime_smol::client,
+        }
+    }
+
+    /// A session as `name` at `addr` with these options, saving into `out_dir`.
+    fn client_options(
+        &self,
+        addr: std::net::SocketAddr,
+        name: String,
+        out_dir: std::path::PathBuf,
+        tls: Option<ClientTlsOptions>,
+    ) -> ClientOptions {
+        ClientOptions {
+            addr,
+            name,
+            out_dir,
+            part_size: self.part_size,
+            stall_timeout: self.stall_timeout.into(),
+            max_size: self.max_size,
+            tls,
+        }
+    }
+}
+
 fn client(args: cli::ClientArgs) -> ExitCode {
-    let tls = match client_tls(&args.addr, args.tls) {
+    let tls = match client_tls(&args.addr, args.session.tls.clone()) {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("natter client: {err}");
@@ -177,15 +206,7 @@ fn client(args: cli::ClientArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     println!("{}", line_ui::HELP);
-    let options = ClientOptions {
-        addr: args.addr.addr,
-        name,
-        out_dir: args.out,
-        part_size: args.part_size,
-        stall_timeout: args.stall_timeout.into(),
-        max_size: args.max_size,
-        tls,
-    };
+    let options = args.session.client_options(args.addr.addr, name, args.out, tls);
     let mut ui = line_ui::LineUi::new();
     // Read on the runtime's input thread, so the iterator must own its handle.
     let lines = std::iter::from_fn(move || {
@@ -195,10 +216,7 @@ fn client(args: cli::ClientArgs) -> ExitCode {
             Ok(_) => Some(line.trim_end_matches(['\r', '\n']).to_owned()),
         }
     });
-    let result = match args.runtime.into() {
-        Runtime::Mio => client::run_client(natter_runtime_mio::client, options, &mut ui, lines),
-        Runtime::Smol => client::run_client(natter_runtime_smol::client, options, &mut ui, lines),
-    };
+    let result = client::run_client(args.session.client_loop(), options, &mut ui, lines);
     match result {
         Ok(()) if ui.all_downloads_ok() => ExitCode::SUCCESS,
         Ok(()) => ExitCode::FAILURE,
@@ -210,7 +228,7 @@ fn client(args: cli::ClientArgs) -> ExitCode {
 }
 
 fn tui(args: cli::ClientArgs) -> ExitCode {
-    let tls = match client_tls(&args.addr, args.tls) {
+    let tls = match client_tls(&args.addr, args.session.tls.clone()) {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("natter tui: {err}");
@@ -220,20 +238,8 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
     let Some(name) = name_or_ask(args.name) else {
         return ExitCode::FAILURE;
     };
-    let options = ClientOptions {
-        addr: args.addr.addr,
-        name,
-        out_dir: args.out,
-        part_size: args.part_size,
-        stall_timeout: args.stall_timeout.into(),
-        max_size: args.max_size,
-        tls,
-    };
-    let run = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::client,
-        Runtime::Smol => natter_runtime_smol::client,
-    };
-    match tui::run(run, options) {
+    let options = args.session.client_options(args.addr.addr, name, args.out, tls);
+    match tui::run(args.session.client_loop(), options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("natter tui: {err}");
@@ -243,23 +249,18 @@ fn tui(args: cli::ClientArgs) -> ExitCode {
 }
 
 fn get(args: cli::GetArgs) -> ExitCode {
-    let tls = match client_tls(&args.addr, args.tls) {
+    let tls = match client_tls(&args.addr, args.session.tls.clone()) {
         Ok(tls) => tls,
         Err(err) => {
             eprintln!("natter get: {err}");
             return ExitCode::FAILURE;
         }
     };
-    let options = DownloadOptions {
-        addr: args.addr.addr,
-        name: args.name.unwrap_or_else(|| format!("get-{}", std::process::id())),
-        files: args.files,
-        out_dir: args.out,
-        part_size: args.part_size,
-        stall_timeout: args.stall_timeout.into(),
-        max_size: args.max_size,
-        tls,
-    };
+    let name = args.name.unwrap_or_else(|| format!("get-{}", std::process::id()));
+    let options = DownloadOptions::new(
+        args.files,
+        args.session.client_options(args.addr.addr, name, args.out, tls),
+    );
     let label = match options.files.as_slice() {
         [one] => one.clone(),
         many => format!("{} files", many.len()),
@@ -283,11 +284,7 @@ fn get(args: cli::GetArgs) -> ExitCode {
         );
         last = Some(p.clone());
     };
-    let run = match args.runtime.into() {
-        Runtime::Mio => natter_runtime_mio::client,
-        Runtime::Smol => natter_runtime_smol::client,
-    };
-    let result = client::download_many(run, &options, &mut on_progress);
+    let result = client::download_many(args.session.client_loop(), &options, &mut on_progress);
     bar.finish();
     if let Some(progress) = last {
         tracing::debug!("transfer statistics: {progress:?}");

@@ -90,6 +90,15 @@ pub struct DownloadOptions {
     pub tls: Option<crate::tls::ClientTlsOptions>,
 }
 
+impl DownloadOptions {
+    /// `natter get` of `files` with the options of an interactive `session`.
+    pub fn new(files: Vec<String>, session: ClientOptions) -> Self {
+        let ClientOptions { addr, name, out_dir, part_size, stall_timeout, max_size, tls } =
+            session;
+        DownloadOptions { addr, name, files, out_dir, part_size, stall_timeout, max_size, tls }
+    }
+}
+
 /// The part size to ask for when the user gave none: the largest whose datagram fits the path.
 ///
 /// The kernel knows the MTU of the route to the server (on a connected UDP socket, `IP_MTU`):
