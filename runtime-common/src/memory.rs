@@ -7,8 +7,8 @@
 //! chat server spends most of its life idle after such bursts, so without this a room of idle
 //! people kept its last storm resident: 2.5 to 4 KB per named connection where the connections
 //! themselves hold under 1 KB (issue 12). `malloc_trim(0)` returns every free page, at the top of
-//! the heap and inside it, and costs about a millisecond; the driver asks for it once per quiet
-//! spell, never while the server is busy.
+//! the heap and inside it, at the cost of a walk over glibc's free lists; the driver asks for it
+//! once per quiet spell, never while the server is busy.
 //!
 //! Other allocators (musl's, or a replaced global allocator) return memory on their own terms;
 //! there this does nothing.
