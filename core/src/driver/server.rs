@@ -238,8 +238,9 @@ pub enum Output {
     /// memory that is free back to the system now, if the allocator can. Why: an allocator keeps
     /// what a burst freed (a join storm, a flood of lines, a long outbox written out) for reuse,
     /// and a chat server is mostly idle after its bursts; without this, an idle person's share
-    /// of a past storm stays resident (issue 12). Once per quiet spell, so it costs nothing while
-    /// the server is busy.
+    /// of a past storm stays resident (issue 12). At most twice per quiet spell (after
+    /// [`QUIET_BEFORE_RELEASE`], and when the spare outbox tails are freed after
+    /// [`SPARE_TAILS_KEPT`]), so it costs nothing while the server is busy.
     ReleaseMemory,
     /// Open `file` of the served folder for the transfer on `port`; when it cannot be opened or
     /// its identity is not `identity` (the one its digest was taken from), report
@@ -495,6 +496,8 @@ impl ServerDriver {
         if self.spare_expiry.is_some_and(|at| at <= now) {
             self.spare_expiry = None;
             self.spare.clear();
+            // What the pool held (up to 1 MiB) is free heap now: worth handing back too.
+            self.release_at = Some(now);
         }
         if self.release_at.is_some_and(|at| at <= now) {
             self.release_at = None;
