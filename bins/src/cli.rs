@@ -10,7 +10,7 @@ use natter_core::chat::server::ServerConfig;
 use natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE;
 use natter_core::transfer::receiver::DEFAULT_GIVE_UP_AFTER;
 use natter_runtime_common::Runtime;
-use natter_runtime_common::options::DEFAULT_RESCAN_EVERY;
+use natter_runtime_common::options::{DEFAULT_RESCAN_EVERY, DEFAULT_SERVER_ADDR};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -288,7 +288,7 @@ impl FromStr for ServerAddr {
 #[derive(Debug, Args)]
 pub struct ClientArgs {
     /// Server's chat address: host:port, or natters://host:port for TLS.
-    #[arg(long, default_value = "127.0.0.1:55000")]
+    #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
     pub addr: ServerAddr,
     /// Your name in the chat (asked for when not given).
     #[arg(long)]
@@ -329,7 +329,7 @@ pub struct GetArgs {
     #[arg(required = true, num_args = 1..)]
     pub files: Vec<String>,
     /// Server's chat address: host:port, or natters://host:port for TLS.
-    #[arg(long, default_value = "127.0.0.1:55000")]
+    #[arg(long, default_value = DEFAULT_SERVER_ADDR)]
     pub addr: ServerAddr,
     /// Name to join with (default: get-<pid>).
     #[arg(long)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 use eframe::egui;
 use natter_core::client_model::{Channel, Channels, ClientModel, Clock, SessionEvent};
 use natter_runtime_common::SessionRunner;
+use natter_runtime_common::options::DEFAULT_SERVER_ADDR;
 
 use crate::settings::Remembered;
 
@@ -84,9 +85,6 @@ impl std::fmt::Debug for GuiOptions {
     }
 }
 
-/// The address the form shows when nothing was given or remembered.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:55000";
-
 /// What `/help` adds about the window.
 const UI_HELP: &[&str] = &[
     "Click a name to write to that person in a tab of your own; click Download beside a file.",
@@ -156,7 +154,7 @@ impl GuiApp {
             }
             None => Remembered::default(),
         };
-        form.addr = options.addr.or(remembered.addr).unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        form.addr = options.addr.or(remembered.addr).unwrap_or_else(|| DEFAULT_SERVER_ADDR.to_owned());
         form.name = options.name.or(remembered.name).unwrap_or_default();
         let (tx, rx) = mpsc::channel();
         Self {

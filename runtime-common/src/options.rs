@@ -12,6 +12,10 @@ use natter_core::transfer::receiver::SAFE_PART_SIZE;
 /// at little cost.
 pub const DEFAULT_RESCAN_EVERY: Duration = Duration::from_secs(2);
 
+/// Where a client looks for the server when told nothing: this machine, on the protocol's chat
+/// port (PROTOCOL 1). The line client, the terminal one, `get` and the window share it.
+pub const DEFAULT_SERVER_ADDR: &str = "127.0.0.1:55000";
+
 /// Which event loop drives the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Runtime {
