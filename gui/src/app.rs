@@ -15,6 +15,7 @@ use natter_core::client_model::{Channel, Channels, ClientModel, Clock, SessionEv
 use natter_runtime_common::SessionRunner;
 use natter_runtime_common::options::DEFAULT_SERVER_ADDR;
 
+use crate::render::Click;
 use crate::settings::Remembered;
 
 /// Where a session's events go (on its thread): into the window's queue, waking the window.
@@ -154,7 +155,8 @@ impl GuiApp {
             }
             None => Remembered::default(),
         };
-        form.addr = options.addr.or(remembered.addr).unwrap_or_else(|| DEFAULT_SERVER_ADDR.to_owned());
+        form.addr =
+            options.addr.or(remembered.addr).unwrap_or_else(|| DEFAULT_SERVER_ADDR.to_owned());
         form.name = options.name.or(remembered.name).unwrap_or_default();
         let (tx, rx) = mpsc::channel();
         Self {
@@ -298,6 +300,55 @@ impl GuiApp {
     fn close(&mut self, ctx: &egui::Context) {
         self.closing = true;
         ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+    }
+
+    /// Does what the clicks of one frame asked for.
+    pub(crate) fn on_clicks(&mut self, clicks: Vec<Click>) {
+        for click in clicks {
+            let clock = (self.clock)();
+            match click {
+                Click::Download(file) => {
+                    if let Some(chat) = &mut self.chat {
+                        chat.model.download(clock, &file);
+                        chat.runner.perform(&mut chat.model, clock);
+                        chat.focus_input = true;
+                    }
+                }
+                Click::WriteTo(name) => self.write_to(&name),
+                Click::ShowFolder(folder) => self.show_folder(folder),
+                Click::Select(channel) => {
+                    if let Some(chat) = &mut self.chat {
+                        chat.channels.select(&channel, chat.model.conversation());
+                        chat.focus_input = true;
+                    }
+                }
+                Click::Close(channel) => {
+                    if let Some(chat) = &mut self.chat {
+                        chat.channels.close(&channel);
+                    }
+                }
+                Click::Reconnect => {
+                    if let Some(chat) = &mut self.chat {
+                        chat.model.run(clock, natter_core::client_model::Command::Reconnect);
+                        chat.runner.perform(&mut chat.model, clock);
+                    }
+                }
+                Click::BackToForm => self.back_to_form(),
+                Click::ClearFinished => {
+                    if let Some(chat) = &mut self.chat {
+                        chat.model.clear_finished_downloads();
+                    }
+                }
+                Click::Send => {
+                    if let Some(chat) = &mut self.chat {
+                        let channel = chat.channels.current().clone();
+                        chat.model.submit_input_in(clock, &channel);
+                        chat.runner.perform(&mut chat.model, clock);
+                        chat.focus_input = true;
+                    }
+                }
+            }
+        }
     }
 
     /// "Change server": back to the form with this chat's address and name. The chat's session

@@ -33,6 +33,20 @@ const NAME_COLOURS: [Color32; 6] = [
     Color32::from_rgb(0x5a, 0xc8, 0xe6),
 ];
 
+/// A one-line field of the connect form, `width` wide, under its label, which names it for
+/// screen readers and for the tests.
+fn form_field(
+    ui: &mut egui::Ui,
+    label: &str,
+    text: &mut String,
+    (id, hint): (egui::Id, &str),
+    width: f32,
+) -> egui::Response {
+    let label = ui.label(label);
+    let field = egui::TextEdit::singleline(text).id(id).hint_text(hint).desired_width(width);
+    ui.add(field).labelled_by(label.id)
+}
+
 fn form_addr_id() -> egui::Id {
     egui::Id::unique("natter-form-addr")
 }
@@ -71,23 +85,11 @@ pub fn form(app: &mut GuiApp, ui: &mut egui::Ui) {
                 let (addr_id, name_id) = (form_addr_id(), form_name_id());
                 let in_form = ui.ctx().memory(|m| m.has_focus(addr_id) || m.has_focus(name_id));
                 let enter = in_form && ui.input_mut(|i| i.consume_key(Modifiers::NONE, Key::Enter));
-                let addr_label = ui.label("Server address");
-                let addr = ui.add(
-                    egui::TextEdit::singleline(&mut app.form.addr)
-                        .id(addr_id)
-                        .hint_text("host:port, or natters://host:port for TLS")
-                        .desired_width(width),
-                );
-                let addr = addr.labelled_by(addr_label.id);
+                let addr_hint = (addr_id, "host:port, or natters://host:port for TLS");
+                let addr = form_field(ui, "Server address", &mut app.form.addr, addr_hint, width);
                 ui.add_space(6.0);
-                let name_label = ui.label("Your name");
-                let name = ui.add(
-                    egui::TextEdit::singleline(&mut app.form.name)
-                        .id(name_id)
-                        .hint_text("letters and digits")
-                        .desired_width(width),
-                );
-                let name = name.labelled_by(name_label.id);
+                let name_hint = (name_id, "letters and digits");
+                let name = form_field(ui, "Your name", &mut app.form.name, name_hint, width);
                 let nothing_focused = ui.ctx().memory(|m| m.focused().is_none());
                 if nothing_focused {
                     let empty = app.form.name.is_empty();
@@ -113,8 +115,9 @@ pub fn form(app: &mut GuiApp, ui: &mut egui::Ui) {
     }
 }
 
-/// What a click asked for, done once the chat is drawn (the model is borrowed while drawing).
-enum Click {
+/// What a click asked for, done by the app ([`GuiApp::on_clicks`]) once the chat is drawn (the
+/// model is borrowed while drawing).
+pub(crate) enum Click {
     Download(String),
     WriteTo(String),
     ShowFolder(String),
@@ -243,51 +246,7 @@ pub fn chat(app: &mut GuiApp, ui: &mut egui::Ui) {
         conversation(ui, chat);
     });
 
-    for click in clicks {
-        let clock = (app.clock)();
-        match click {
-            Click::Download(file) => {
-                if let Some(chat) = &mut app.chat {
-                    chat.model.download(clock, &file);
-                    chat.runner.perform(&mut chat.model, clock);
-                    chat.focus_input = true;
-                }
-            }
-            Click::WriteTo(name) => app.write_to(&name),
-            Click::ShowFolder(folder) => app.show_folder(folder),
-            Click::Select(channel) => {
-                if let Some(chat) = &mut app.chat {
-                    chat.channels.select(&channel, chat.model.conversation());
-                    chat.focus_input = true;
-                }
-            }
-            Click::Close(channel) => {
-                if let Some(chat) = &mut app.chat {
-                    chat.channels.close(&channel);
-                }
-            }
-            Click::Reconnect => {
-                if let Some(chat) = &mut app.chat {
-                    chat.model.run(clock, natter_core::client_model::Command::Reconnect);
-                    chat.runner.perform(&mut chat.model, clock);
-                }
-            }
-            Click::BackToForm => app.back_to_form(),
-            Click::ClearFinished => {
-                if let Some(chat) = &mut app.chat {
-                    chat.model.clear_finished_downloads();
-                }
-            }
-            Click::Send => {
-                if let Some(chat) = &mut app.chat {
-                    let channel = chat.channels.current().clone();
-                    chat.model.submit_input_in(clock, &channel);
-                    chat.runner.perform(&mut chat.model, clock);
-                    chat.focus_input = true;
-                }
-            }
-        }
-    }
+    app.on_clicks(clicks);
 }
 
 /// The status on the right of the top bar.
