@@ -9,7 +9,9 @@
 # way, a delay line for the RTT) by sourcing it from HARNESS (default /work/bench-transfer, a copy
 # of ../shared/bench/transfer with its setup.sh run; see bench/README.md). Knobs: NATTER (the
 # binary, default /work/natter-bench-bin/natter), RUNTIME (mio|smol, default mio), REPS (3),
-# N (100 files), SMALL_KIB (100), BIG_MIB (10). Every run starts a fresh server, and every file
+# N (100 files), SMALL_KIB (100), BIG_MIB (10), SERVER_ARGS (the server's transfer ports and caps,
+# default its own: --udp-ports 55000-55015, 4 per client) and GET_ARGS (extra `natter get` flags,
+# such as --transfers 32). Every run starts a fresh server, and every file
 # is checked (sha256sum) afterwards. Prints the median wall time of each case and the ratio
 # many/one; the target is many/one <= 1.5.
 set -uo pipefail
@@ -22,6 +24,8 @@ N="${N:-100}"
 SMALL_KIB="${SMALL_KIB:-100}"
 BIG_MIB="${BIG_MIB:-10}"
 COND="${1:-1gbit:5:1500:20}"
+SERVER_ARGS="${SERVER_ARGS:---udp-ports 55000-55015}"
+GET_ARGS="${GET_ARGS:-}"
 PORT=56000
 
 die() { echo "many-files.sh: $*" >&2; exit 1; }
@@ -91,9 +95,9 @@ run_natter() {   # run_natter FILES... -> wall seconds (median of REPS)
     local r out
     for r in $(seq "$REPS"); do
         PORT=$((PORT + 1))
-        start_bg "exec $NATTER server --addr $SRV_HOST:$PORT --files $TMP/files --udp-ports 55000-55015 --runtime $RUNTIME"
+        start_bg "exec $NATTER server --addr $SRV_HOST:$PORT --files $TMP/files $SERVER_ARGS --runtime $RUNTIME"
         out="$TMP/out-$r-$PORT"; mkdir -p "$out"
-        timed "$out" "$NATTER" get "$@" --addr "$SRV_HOST:$PORT" --name bench --out "$out" --quiet --runtime "$RUNTIME"
+        timed "$out" "$NATTER" get "$@" --addr "$SRV_HOST:$PORT" --name bench --out "$out" --quiet --runtime "$RUNTIME" $GET_ARGS
         stop_bg
         [ "$(ls "$out" | wc -l)" -eq "$#" ] || echo "MISSING files in $out" >&2
         rm -rf "$out"
@@ -113,6 +117,7 @@ run_tcp() {      # run_tcp SERVE_CMD CLIENT_CMD_IN_OUT -> wall seconds (median o
 }
 
 echo "many-files: $COND, $N x $SMALL_KIB KiB vs 1 x $BIG_MIB MiB, $RUNTIME runtime, median of $REPS"
+echo "  server: $SERVER_ARGS; get: ${GET_ARGS:-(defaults)}"
 MANY=$(run_natter "${NAMES[@]}")
 ONE=$(run_natter big.bin)
 TCP_MANY=$(run_tcp "tar -C $TMP/many -cf - ." "tar -xf -")

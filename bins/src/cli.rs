@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use natter_core::chat::server::ServerConfig;
-use natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE;
+use natter_core::driver::client::{DEFAULT_MAX_DOWNLOAD_SIZE, DEFAULT_MAX_TRANSFERS};
 use natter_core::transfer::receiver::DEFAULT_GIVE_UP_AFTER;
 use natter_runtime_common::Runtime;
 use natter_runtime_common::options::{DEFAULT_RESCAN_EVERY, DEFAULT_SERVER_ADDR};
@@ -315,6 +315,10 @@ pub struct SessionArgs {
     /// free space of the download folder is refused too.
     #[arg(long, default_value_t = DEFAULT_MAX_DOWNLOAD_SIZE)]
     pub max_size: u64,
+    /// Run at most this many downloads at once; the rest wait their turn. The server has a cap
+    /// of its own (`natter server --transfers-per-client`, 4 unless raised): the lower one wins.
+    #[arg(long, default_value_t = DEFAULT_MAX_TRANSFERS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub transfers: usize,
     /// Event loop to run on.
     #[arg(long, value_enum, default_value_t)]
     pub runtime: RuntimeArg,
@@ -325,7 +329,7 @@ pub struct SessionArgs {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// Names of the files on the server (see `get_list_file` in the client). Several are fetched
-    /// in one session, up to 4 at once; the exit status is 0 only when every one is byte-exact.
+    /// in one session, up to --transfers at once; the exit status is 0 only when every one is byte-exact.
     #[arg(required = true, num_args = 1..)]
     pub files: Vec<String>,
     /// Server's chat address: host:port, or natters://host:port for TLS.

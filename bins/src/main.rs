@@ -188,6 +188,7 @@ impl cli::SessionArgs {
             part_size: self.part_size,
             stall_timeout: self.stall_timeout.into(),
             max_size: self.max_size,
+            max_transfers: self.transfers,
             tls,
         }
     }

@@ -36,7 +36,7 @@ fn help_explains_every_command() {
     for (command, options) in [
         ("server", &["--addr", "--files", "--udp-ports", "--runtime"][..]),
         ("client", &["--addr", "--name", "--runtime"][..]),
-        ("get", &["--addr", "--name", "--out", "--part-size", "--runtime"][..]),
+        ("get", &["--addr", "--name", "--out", "--part-size", "--transfers", "--runtime"][..]),
     ] {
         let out = natter().args([command, "--help"]).output().unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
@@ -51,6 +51,33 @@ fn bad_arguments_are_refused_with_a_reason() {
     let out = natter().args(["server", "--udp-ports", "9-1"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("port range"));
+    let out = natter().args(["get", "a.bin", "--transfers", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--transfers") && err.contains("1..=1024"), "{err}");
+}
+
+/// `natter get A B C D --transfers 4` against a server that allows only 2 at once: the lower cap
+/// wins (the refused requests wait for a free transfer) and every file is byte-exact, in one
+/// session.
+#[test]
+fn get_fetches_several_files_at_once_within_the_servers_cap() {
+    let files: Vec<(String, Vec<u8>)> = (0..4u8)
+        .map(|i| (format!("f{i}.bin"), pattern(200_000 + usize::from(i), i.into())))
+        .collect();
+    let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let server = start(Rt::Mio, folder_with(&named), |c| {
+        c.chat.max_transfers_per_client = 2;
+        c.chat.max_transfers_per_ip = 2;
+    });
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut command = get(server.addr, "f0.bin", out_dir.path(), &["--transfers", "4"]);
+    command.args(["f1.bin", "f2.bin", "f3.bin"]);
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (name, bytes) in &files {
+        assert_eq!(&std::fs::read(out_dir.path().join(name)).unwrap(), bytes, "{name}");
+    }
 }
 
 /// `natter get` exits non-zero, with the server's reason, for a file that is not on offer (S1).

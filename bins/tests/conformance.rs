@@ -612,6 +612,7 @@ fn s3_unasked_offers_from_a_hostile_server_write_nothing(_server_rt: Rt, client_
         part_size: None,
         stall_timeout: Duration::from_secs(5),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: None,
     };
     let (result, shown) = run_client(client_rt, options, &[]);

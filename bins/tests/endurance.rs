@@ -177,6 +177,7 @@ fn downloads_in_a_row(server_rt: Rt, client_rt: Rt) {
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: None,
     };
     let idle = server.usage();

@@ -138,6 +138,7 @@ fn fetch(
         part_size: part,
         stall_timeout: stall,
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: None,
     };
     let result = download(client, &options);

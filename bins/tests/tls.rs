@@ -105,6 +105,7 @@ fn chat_once(rt: Rt, addr: SocketAddr, tls: ClientTlsOptions, name: &str) -> Vec
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: Some(tls),
     };
     let (result, shown) = run_client(rt, options, &["pinned hello", "{quit}"]);
@@ -355,6 +356,7 @@ fn a_capture_of_a_tls_session_holds_none_of_the_text() {
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: Some(tls),
     };
     let (result, _) = run_client(

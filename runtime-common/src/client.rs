@@ -153,6 +153,7 @@ impl ClientIo {
         let mut config =
             Self::config(Mode::Interactive, &o.name, o.addr, o.part_size, o.stall_timeout);
         config.max_download_size = o.max_size;
+        config.max_transfers = o.max_transfers;
         let pinning = Self::secure(&mut config, o.addr, o.tls.as_ref())?;
         Ok(Self::new(config, o.out_dir.clone(), now, pinning))
     }
@@ -162,6 +163,7 @@ impl ClientIo {
         let mode = Mode::Get { files: o.files.clone() };
         let mut config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
         config.max_download_size = o.max_size;
+        config.max_transfers = o.max_transfers;
         let pinning = Self::secure(&mut config, o.addr, o.tls.as_ref())?;
         Ok(Self::new(config, o.out_dir.clone(), now, pinning))
     }

@@ -73,6 +73,9 @@ pub struct ClientOptions {
     pub stall_timeout: Duration,
     /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
     pub max_size: u64,
+    /// At most this many downloads run at once; the server's own cap still applies (see
+    /// `ClientConfig::max_transfers`).
+    pub max_transfers: usize,
     /// Speak TLS to the server (PROTOCOL 1.6).
     pub tls: Option<crate::tls::ClientTlsOptions>,
 }
@@ -82,7 +85,8 @@ pub struct ClientOptions {
 pub struct DownloadOptions {
     pub addr: SocketAddr,
     pub name: String,
-    /// The files to fetch, in this order; at most 4 run at once, the rest wait their turn.
+    /// The files to fetch, in this order; at most `max_transfers` run at once, the rest wait
+    /// their turn.
     pub files: Vec<String>,
     pub out_dir: PathBuf,
     pub part_size: Option<u16>,
@@ -90,6 +94,8 @@ pub struct DownloadOptions {
     pub stall_timeout: Duration,
     /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
     pub max_size: u64,
+    /// At most this many downloads run at once (see `ClientConfig::max_transfers`).
+    pub max_transfers: usize,
     /// Speak TLS to the server (PROTOCOL 1.6).
     pub tls: Option<crate::tls::ClientTlsOptions>,
 }
@@ -97,9 +103,27 @@ pub struct DownloadOptions {
 impl DownloadOptions {
     /// `natter get` of `files` with the options of an interactive `session`.
     pub fn new(files: Vec<String>, session: ClientOptions) -> Self {
-        let ClientOptions { addr, name, out_dir, part_size, stall_timeout, max_size, tls } =
-            session;
-        DownloadOptions { addr, name, files, out_dir, part_size, stall_timeout, max_size, tls }
+        let ClientOptions {
+            addr,
+            name,
+            out_dir,
+            part_size,
+            stall_timeout,
+            max_size,
+            max_transfers,
+            tls,
+        } = session;
+        DownloadOptions {
+            addr,
+            name,
+            files,
+            out_dir,
+            part_size,
+            stall_timeout,
+            max_size,
+            max_transfers,
+            tls,
+        }
     }
 }
 

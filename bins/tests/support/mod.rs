@@ -313,6 +313,7 @@ pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) ->
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: tls_server(server.addr).map(|fp| tls_options(fp, out)),
     }
 }
@@ -347,6 +348,7 @@ pub fn client_opts(server: &TestServer, out: &Path, name: &str) -> ClientOptions
         part_size: None,
         stall_timeout: Duration::from_secs(20),
         max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: tls_server(server.addr).map(|fp| tls_options(fp, out)),
     }
 }

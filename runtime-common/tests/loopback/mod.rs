@@ -141,6 +141,7 @@ pub fn download_on(
         part_size,
         stall_timeout: Duration::from_secs(10),
         max_size: u64::MAX,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         // The chat lines go between the drivers in memory here: the TLS layer is not what this
         // test is about (the conformance suite runs downloads over real TLS).
         tls: None,
