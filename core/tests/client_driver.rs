@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use natter_core::chat::catalogue::free_final_name;
 use natter_core::chat::client::{ClientEvent, QUIT_GRACE};
 use natter_core::driver::client::{
-    CHECKPOINT_EVERY, ClientConfig, ClientDriver, DownloadFailure, DownloadId, DownloadReport,
-    Input, Mode, Output, PROGRESS_EVERY,
+    CAP_RETRY_AFTER, CHECKPOINT_EVERY, ClientConfig, ClientDriver, DownloadFailure, DownloadId,
+    DownloadReport, Input, Mode, Output, PROGRESS_EVERY,
 };
 use natter_core::transfer::receiver::{LARGE_PART_PATIENCE, SAFE_PART_SIZE};
 use natter_core::wire::chat::{ServerLine, UdpOffer};
@@ -725,6 +725,47 @@ fn interactive_downloads_past_the_cap_wait_their_turn() {
         s.deliver(id, 10, false);
     }
     for f in ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "f.bin"] {
+        assert_eq!(s.disk[f], s.served[f], "{f}");
+    }
+    insta::assert_snapshot!(s.log);
+}
+
+/// Issue 11 regression: a `download_file` that overtakes the FINISHED of one of ours is refused
+/// by the server's cap ("at most 4 at once") while we hold only 3. It is asked again shortly,
+/// and the cap stays 4. Before, the client took the refusal for a cap of 3 (what it held), and a
+/// `natter get` of many small files sank to a few downloads at once as such races piled up.
+#[test]
+fn a_refusal_that_overtook_a_finished_keeps_the_servers_cap() {
+    let mut s = Script::interactive();
+    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "f.bin"];
+    for (i, f) in files.iter().enumerate() {
+        s.serve_file(f, vec![i as u8; 2000]);
+    }
+    s.join();
+    for f in files {
+        s.typed(&format!("download_file {f}"));
+    }
+    for f in ["a.bin", "b.bin", "c.bin", "d.bin"] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+    }
+    s.deliver(1, 10, false);
+    s.note("a.bin is done and e.bin goes out, but the server has not seen a.bin's FINISHED yet");
+    s.server("ERROR too many transfers: at most 4 at once");
+    s.wait(CAP_RETRY_AFTER);
+    let asked = s.log.matches("> download_file e.bin").count();
+    assert_eq!(asked, 2, "e.bin is asked again without waiting for another end:\n{}", s.log);
+    let offer = s.offer("e.bin", 1200);
+    s.server(&offer);
+    s.note("four run again; when b.bin ends, f.bin goes out");
+    s.deliver(2, 10, false);
+    assert_eq!(s.log.matches("> download_file f.bin").count(), 1, "{}", s.log);
+    let offer = s.offer("f.bin", 1200);
+    s.server(&offer);
+    for id in 3..=6 {
+        s.deliver(id, 10, false);
+    }
+    for f in files {
         assert_eq!(s.disk[f], s.served[f], "{f}");
     }
     insta::assert_snapshot!(s.log);

@@ -145,9 +145,11 @@ pub struct ClientConfig {
 }
 
 /// How long a `download_file` refused by the server's transfer cap waits before it is sent again,
-/// when none of the client's own downloads runs (the server has not yet seen a FINISHED).
+/// when the client holds fewer downloads than the server counts (the server has not yet seen a
+/// FINISHED).
 pub const CAP_RETRY_AFTER: Duration = Duration::from_millis(50);
-/// How many such retries one session makes at most: a server that keeps refusing is believed.
+/// How many such retries in a row (with no offer between them) are made at most: a server that
+/// keeps refusing is believed.
 pub const MAX_CAP_RETRIES: u32 = 100;
 
 /// The most downloads a client runs at once unless configured otherwise: the server's default
@@ -433,7 +435,7 @@ pub struct ClientDriver {
     server_cap: Option<usize>,
     /// A refused `download_file` is asked again at this time (see [`CAP_RETRY_AFTER`]).
     retry_at: Option<Instant>,
-    /// How often that happened in this session.
+    /// How often that happened since the last offer.
     cap_retries: u32,
     /// The shortest round trip seen on the chat connection (the connect, the first exchange, a
     /// `download_file` and its offer): the first flight of each download is sized with it.
@@ -785,11 +787,27 @@ impl ClientDriver {
         self.retry_at = None;
         let cap = self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers);
         while self.transfers() < cap {
-            let Some(line) = self.queued.pop_front() else {
+            // A file being fetched now is asked for again only once that download ends: its
+            // offer would not be taken (one `.part` file per name).
+            let Some(at) = self.queued.iter().position(|line| !self.fetching(line)) else {
                 return;
             };
-            self.ask(&line);
+            if let Some(line) = self.queued.remove(at) {
+                self.ask(&line);
+            }
         }
+    }
+
+    /// Whether `line` asks for a file that is being downloaded or asked for right now.
+    fn fetching(&self, line: &str) -> bool {
+        let Ok(ClientLine::Download { file, .. }) = ClientLine::parse(line) else {
+            return false;
+        };
+        self.downloads.values().any(|d| !d.ended && d.offer.file == file)
+            || self
+                .pending
+                .iter()
+                .any(|p| matches!(&p.expect, Expect::Download { file: f, .. } if *f == file))
     }
 
     /// A round trip of the chat connection was measured.
@@ -918,6 +936,7 @@ impl ClientDriver {
                 if let Some(Expect::Download { at, .. }) = asked {
                     // A `download_file` and its offer: a round trip, plus the server's turn.
                     self.rtt_sample(self.now.saturating_duration_since(at));
+                    self.cap_retries = 0;
                     self.start(offer);
                 } else {
                     self.outputs.push_back(Output::Notice(format!(
@@ -943,30 +962,36 @@ impl ClientDriver {
     /// server may count a transfer whose FINISHED has not reached it yet).
     fn download_refused(&mut self, file: String, line: String, reason: String) {
         self.disarm_answer_deadline();
+        if !reason.starts_with("too many transfers") || line.is_empty() {
+            return self.file_done(&file, Err(DownloadFailure::Refused(reason)));
+        }
         let ours = self.transfers();
-        if reason.starts_with("too many transfers")
-            && !line.is_empty()
-            && ours == 0
-            && self.cap_retries < MAX_CAP_RETRIES
-        {
-            // None of ours runs, yet the server counts one: a FINISHED it has not seen yet (lost,
-            // or overtaken by this line). Ask again shortly.
-            self.cap_retries += 1;
-            self.queued.push_front(line);
-            self.retry_at = Some(self.now + CAP_RETRY_AFTER);
-            return;
+        // The per-connection refusal states its cap (PROTOCOL 2.1): "at most N at once". The
+        // per-address one does not count ours alone, so its number says nothing about us.
+        let stated = (!reason.starts_with("too many transfers from")).then(|| stated_cap(&reason));
+        let stated = stated.flatten();
+        if ours == 0 || stated.is_some_and(|cap| ours < cap) {
+            // We hold fewer than the server counts: a FINISHED of ours has not reached it yet
+            // (lost, or overtaken by this line). Ask again shortly, keeping the cap we know.
+            if let Some(cap) = stated {
+                self.server_cap = Some(cap);
+            }
+            if self.cap_retries < MAX_CAP_RETRIES {
+                self.cap_retries += 1;
+                self.queued.push_front(line);
+                self.retry_at = Some(self.now + CAP_RETRY_AFTER);
+                return;
+            }
+            return self.file_done(&file, Err(DownloadFailure::Refused(reason)));
         }
-        if reason.starts_with("too many transfers") && !line.is_empty() && ours > 0 {
-            // The server's cap is lower than ours (or counts a transfer whose FINISHED it has not
-            // seen yet): run no more than we hold now, and ask again when one of them ends.
-            self.server_cap = Some(ours);
-            self.outputs.push_back(Output::Notice(format!(
-                "queued again: {line} (the server allows {ours} downloads at once)"
-            )));
-            self.queued.push_front(line);
-            return;
-        }
-        self.file_done(&file, Err(DownloadFailure::Refused(reason)));
+        // The server's cap is lower than ours: run no more than it says (or, when it does not
+        // say, than we hold now), and ask again when one of ours ends.
+        let cap = stated.unwrap_or(ours);
+        self.server_cap = Some(cap);
+        self.outputs.push_back(Output::Notice(format!(
+            "queued again: {line} (the server allows {cap} downloads at once)"
+        )));
+        self.queued.push_front(line);
     }
 
     /// The answer deadline stands only while a download request waits for its answer.
@@ -1284,6 +1309,13 @@ impl ClientDriver {
             }
         }
     }
+}
+
+/// The cap a "too many transfers: at most N at once" refusal states (PROTOCOL 2.1).
+fn stated_cap(reason: &str) -> Option<usize> {
+    let (_, rest) = reason.split_once("at most ")?;
+    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok().filter(|&cap| cap > 0)
 }
 
 /// Whether a typed line asks for a download (it then waits for a free transfer).
