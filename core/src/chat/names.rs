@@ -15,6 +15,7 @@
 //! [§1.1]: ../../../docs/PROTOCOL.md#11-joining-names-and-presence
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The most code points a name may have.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -95,10 +96,17 @@ pub fn skeleton_key(name: &str) -> String {
 }
 
 /// The names connected right now, indexed for both comparisons.
+///
+/// Each name is kept once, in an `Arc<str>` that the server's connection state shares
+/// ([`NameRegistry::registered`]), and a key equal to the name (a name already in folded form,
+/// the usual case) is that same `Arc`: in a room of thousands of idle people, every copy of a
+/// name is a heap block of its own (issue 12: memory per idle person).
 #[derive(Debug, Default)]
 pub struct NameRegistry<Id> {
-    by_fold: HashMap<String, (Id, String)>,
-    by_skeleton: HashMap<String, String>,
+    /// Folded name to its holder and the name as registered.
+    by_fold: HashMap<Arc<str>, (Id, Arc<str>)>,
+    /// Skeleton to the name as registered.
+    by_skeleton: HashMap<Arc<str>, Arc<str>>,
 }
 
 impl<Id: Copy> NameRegistry<Id> {
@@ -110,11 +118,11 @@ impl<Id: Copy> NameRegistry<Id> {
     /// Would `name` be accepted now? Syntax first, then taken, then confusable.
     pub fn check(&self, name: &str) -> Result<(), NameError> {
         check_syntax(name)?;
-        if let Some((_, existing)) = self.by_fold.get(&fold(name)) {
-            return Err(NameError::Taken(existing.clone()));
+        if let Some((_, existing)) = self.by_fold.get(fold(name).as_str()) {
+            return Err(NameError::Taken(existing.to_string()));
         }
-        if let Some(existing) = self.by_skeleton.get(&skeleton_key(name)) {
-            return Err(NameError::Confusable(existing.clone()));
+        if let Some(existing) = self.by_skeleton.get(skeleton_key(name).as_str()) {
+            return Err(NameError::Confusable(existing.to_string()));
         }
         Ok(())
     }
@@ -122,15 +130,24 @@ impl<Id: Copy> NameRegistry<Id> {
     /// Checks and registers `name` for `id`.
     pub fn claim(&mut self, name: &str, id: Id) -> Result<(), NameError> {
         self.check(name)?;
-        self.by_fold.insert(fold(name), (id, name.to_owned()));
-        self.by_skeleton.insert(skeleton_key(name), name.to_owned());
+        let shared: Arc<str> = Arc::from(name);
+        let key = |k: String| if *k == *shared { Arc::clone(&shared) } else { Arc::from(k) };
+        let (by_fold, by_skeleton) = (key(fold(name)), key(skeleton_key(name)));
+        self.by_fold.insert(by_fold, (id, Arc::clone(&shared)));
+        self.by_skeleton.insert(by_skeleton, shared);
         Ok(())
+    }
+
+    /// The registered name `name` (as registered), shared: what the server keeps with the
+    /// connection that holds it, so that the name is stored once.
+    pub fn registered(&self, name: &str) -> Option<Arc<str>> {
+        self.by_fold.get(fold(name).as_str()).map(|(_, n)| Arc::clone(n))
     }
 
     /// Forgets `name` (as it was registered).
     pub fn release(&mut self, name: &str) {
-        self.by_fold.remove(&fold(name));
-        self.by_skeleton.remove(&skeleton_key(name));
+        self.by_fold.remove(fold(name).as_str());
+        self.by_skeleton.remove(skeleton_key(name).as_str());
     }
 
     /// Forgets `name` only if `id` holds it: a remote member's leave must not free a name that
@@ -139,14 +156,14 @@ impl<Id: Copy> NameRegistry<Id> {
     where
         Id: PartialEq,
     {
-        if self.by_fold.get(&fold(name)).is_some_and(|(holder, _)| *holder == id) {
+        if self.by_fold.get(fold(name).as_str()).is_some_and(|(holder, _)| *holder == id) {
             self.release(name);
         }
     }
 
     /// The holder of `name` ignoring case, with the name as registered.
     pub fn lookup(&self, name: &str) -> Option<(Id, &str)> {
-        self.by_fold.get(&fold(name)).map(|(id, n)| (*id, n.as_str()))
+        self.by_fold.get(fold(name).as_str()).map(|(id, n)| (*id, &**n))
     }
 
     /// How many names are registered (members who have joined).

@@ -84,10 +84,11 @@ impl ChatServer {
     pub(super) fn complete_join(&mut self, conn: ConnId, name: &str) {
         let seq = self.next_join_seq;
         self.next_join_seq += 1;
+        let shared = self.names.registered(name).unwrap_or_else(|| name.into());
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.joined = Some((name.to_owned(), seq));
+        c.joined = Some((shared, seq));
         if let Some(deadline) = c.deadline.take() {
             self.name_deadlines.remove(&(deadline, conn));
         }
@@ -144,7 +145,7 @@ impl ChatServer {
         for port in self.ports.held_by(conn) {
             self.push(ServerOutput::EndTransfer { port });
         }
-        let name = c.joined.as_ref().map(|(n, _)| n.clone());
+        let name = c.joined.as_ref().map(|(n, _)| n.to_string());
         self.push(ServerOutput::Log(LogEvent::Disconnected {
             conn,
             peer: c.peer,
@@ -154,16 +155,16 @@ impl ChatServer {
         if let Some((name, seq)) = c.joined {
             self.names.release_if(&name, Holder::Local(conn));
             self.room.remove(&seq);
-            self.broadcast(ServerLine::Left(name.clone()).encode());
+            self.broadcast(ServerLine::Left(name.to_string()).encode());
             if self.members() <= self.config.presence_room_limit {
                 self.owe_presence_to_room(None);
             }
-            self.cluster_left(conn, name);
+            self.cluster_left(conn, name.to_string());
         }
     }
 
     /// The name `conn` joined with, if it has joined.
     pub(super) fn name_of(&self, conn: ConnId) -> Option<String> {
-        self.conns.get(&conn).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.clone())
+        self.conns.get(&conn).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.to_string())
     }
 }

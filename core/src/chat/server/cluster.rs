@@ -255,7 +255,7 @@ impl ChatServer {
         self.room
             .values()
             .filter_map(|c| self.conns.get(c).and_then(|c| c.joined.as_ref()))
-            .map(|(name, _)| name.clone())
+            .map(|(name, _)| name.to_string())
             .collect()
     }
 

@@ -262,8 +262,9 @@ enum Holder {
 struct Conn {
     peer: SocketAddr,
     framer: LineFramer,
-    /// `Some` once joined: the name as registered and the join sequence number (room order).
-    joined: Option<(String, u64)>,
+    /// `Some` once joined: the name as registered (shared with the name registry) and the join
+    /// sequence number (room order).
+    joined: Option<(std::sync::Arc<str>, u64)>,
     /// The name deadline, while no name has been accepted.
     deadline: Option<Instant>,
     /// Bytes emitted as `Send` (or waiting in the output queue) and not yet reported `Sent`.

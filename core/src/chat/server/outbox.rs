@@ -94,7 +94,7 @@ impl ChatServer {
     /// cluster the other nodes' people are listed too, in the order this node learnt of them.
     pub(super) fn presence_line(&self, conn: ConnId) -> Bytes {
         let local = self.room.iter().filter(|&(_, &c)| c != conn).filter_map(|(&seq, c)| {
-            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| (seq, n.as_str()))
+            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| (seq, &**n))
         });
         if self.remote_room.is_empty() {
             return Bytes::from(ServerLine::encode_all(local.map(|(_, n)| n)));
