@@ -65,9 +65,59 @@ impl SpareTails {
     }
 }
 
-/// What is owed to one connection: handles first, then the tail.
+/// What is owed to one connection. Its state is boxed and held only while something is owed or
+/// the connection is closing: most people of a big room are idle most of the time, and the box
+/// (with the map entry, about a hundred bytes) would be theirs for nothing (issue 12).
 #[derive(Debug, Default)]
-pub(super) struct Outbox {
+pub(super) struct Outbox(Option<Box<Owed>>);
+
+impl Outbox {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|o| o.is_empty())
+    }
+
+    /// When the server closed it: it ends when everything is written or then.
+    pub(super) fn close_by(&self) -> Option<Instant> {
+        self.0.as_ref().and_then(|o| o.close_by)
+    }
+
+    /// The server closes it: it ends when everything is written or at `at`.
+    pub(super) fn close(&mut self, at: Instant) {
+        self.0.get_or_insert_default().close_by = Some(at);
+    }
+
+    /// Queues `line` (see [`Owed::push`]).
+    pub(super) fn push(&mut self, line: &Bytes, spare: &mut SpareTails) {
+        self.0.get_or_insert_default().push(line, spare);
+    }
+
+    /// The unsent buffers, oldest first, the first one without its written prefix.
+    pub(super) fn unsent(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.0.iter().flat_map(|o| o.unsent())
+    }
+
+    /// `len` more bytes were written; a drained tail goes back to the pool, and an outbox that
+    /// owes nothing and is not closing frees its state.
+    pub(super) fn written(&mut self, len: usize, spare: &mut SpareTails) {
+        if let Some(o) = &mut self.0 {
+            o.written(len, spare);
+            if o.is_empty() && o.close_by.is_none() {
+                self.0 = None;
+            }
+        }
+    }
+
+    /// Frees what it holds, the tail back to the pool (the connection is gone).
+    pub(super) fn release(self, spare: &mut SpareTails) {
+        if let Some(o) = self.0 {
+            spare.give(o.tail);
+        }
+    }
+}
+
+/// The state of an [`Outbox`] that owes something: handles first, then the tail.
+#[derive(Debug, Default)]
+struct Owed {
     /// Buffers owed before the tail, oldest first: long lines for a lagging reader, as shared
     /// handles, and tails that filled up.
     queue: VecDeque<Bytes>,
@@ -77,16 +127,16 @@ pub(super) struct Outbox {
     /// empty) is already written.
     front_done: usize,
     /// The server closed it: it ends when everything is written or at this instant.
-    pub(super) close_by: Option<Instant>,
+    close_by: Option<Instant>,
 }
 
-impl Outbox {
-    pub(super) fn is_empty(&self) -> bool {
+impl Owed {
+    fn is_empty(&self) -> bool {
         self.queue.is_empty() && self.tail.is_empty()
     }
 
     /// Queues `line`: copied while the tail has room (or when it is short), shared otherwise.
-    pub(super) fn push(&mut self, line: &Bytes, spare: &mut SpareTails) {
+    fn push(&mut self, line: &Bytes, spare: &mut SpareTails) {
         let fits = self.tail.len() + line.len() <= TAIL_MAX;
         if line.len() < COALESCE_BELOW || (fits && self.queue.is_empty()) {
             if !fits {
@@ -111,7 +161,7 @@ impl Outbox {
     }
 
     /// The unsent buffers, oldest first, the first one without its written prefix.
-    pub(super) fn unsent(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    fn unsent(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let tail = Some(&self.tail[..]).filter(|t| !t.is_empty());
         self.queue
             .iter()
@@ -122,7 +172,7 @@ impl Outbox {
     }
 
     /// `len` more bytes were written; a drained tail goes back to the pool.
-    pub(super) fn written(&mut self, mut len: usize, spare: &mut SpareTails) {
+    fn written(&mut self, mut len: usize, spare: &mut SpareTails) {
         while len > 0 {
             let front_len = match self.queue.front() {
                 Some(front) => front.len(),
@@ -144,11 +194,6 @@ impl Outbox {
             // A lag is over: an idle connection keeps no deque either.
             self.queue = VecDeque::new();
         }
-    }
-
-    /// Frees what it holds, the tail back to the pool (the connection is gone).
-    pub(super) fn release(self, spare: &mut SpareTails) {
-        spare.give(self.tail);
     }
 }
 
@@ -178,8 +223,10 @@ mod tests {
             o.push(&line, &mut spare);
         }
         // Tails of 16 KiB and the long lines after the first tail filled: tens, not 2000.
-        assert!(o.queue.len() < 60, "{}", o.queue.len());
-        let shared = o.queue.iter().filter(|b| b.as_ptr() == long.as_ptr()).count();
+        let Some(owed) = &o.0 else { panic!("a lagging reader's outbox owes") };
+        let queue = &owed.queue;
+        assert!(queue.len() < 60, "{}", queue.len());
+        let shared = queue.iter().filter(|b| b.as_ptr() == long.as_ptr()).count();
         assert!(shared > 10, "long lines of a lagging reader are shared: {shared}");
         assert_eq!(unsent(&o), expected);
         let mut done = 0;
@@ -203,7 +250,7 @@ mod tests {
         assert_eq!(o.unsent().count(), 1, "one contiguous slice");
         o.written(9900, &mut spare);
         assert!(o.is_empty());
-        assert_eq!((o.tail.capacity(), o.queue.capacity()), (0, 0), "an idle outbox holds nothing");
+        assert!(o.0.is_none(), "an idle outbox holds nothing");
         assert_eq!(spare.0.len(), 1, "its tail went back to the pool");
         o.push(&Bytes::from_static(b"again\n"), &mut spare);
         assert!(spare.0.is_empty(), "and is taken from it again");

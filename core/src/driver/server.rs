@@ -288,7 +288,7 @@ pub struct ServerDriver {
     chat: ChatServer,
     endpoint: Endpoint,
     /// Boxed for the same reason as the chat server's connections: idle entries stay small.
-    outboxes: ConnMap<Box<Outbox>>,
+    outboxes: ConnMap<Outbox>,
     /// Drained outbox tails, for the next connection written to.
     spare: SpareTails,
     /// When the spare tails are freed if no input comes before.
@@ -391,7 +391,7 @@ impl ServerDriver {
         self.release_at = Some(now + QUIET_BEFORE_RELEASE);
         match input {
             Input::Accepted { conn, peer } => {
-                self.outboxes.insert(conn, Box::default());
+                self.outboxes.insert(conn, Outbox::default());
                 self.chat.handle_input(now, ServerInput::Opened { conn, peer });
             }
             Input::AcceptedTls { conn, peer } => self.on_accepted_tls(now, conn, peer),
@@ -517,7 +517,7 @@ impl ServerDriver {
         let ready_for_plain = tls.as_ref().is_none_or(|t| t.batch_done() && !t.is_handshaking());
         if ready_for_plain
             && let Some(outbox) = self.outboxes.get_mut(&conn)
-            && outbox.close_by.is_none()
+            && outbox.close_by().is_none()
             && let Some(line) = self.chat.take_presence(conn)
         {
             outbox.push(&line, &mut self.spare);
@@ -526,7 +526,7 @@ impl ServerDriver {
             None => (self.outboxes.get(&conn), None),
             Some(tls) => {
                 if let Some(outbox) = self.outboxes.get(&conn) {
-                    tls.encrypt(outbox.unsent(), outbox.close_by.is_some());
+                    tls.encrypt(outbox.unsent(), outbox.close_by().is_some());
                 }
                 (None, Some(tls.ciphertext()).filter(|c| !c.is_empty()))
             }
@@ -540,7 +540,7 @@ impl ServerDriver {
             return false;
         };
         let plain_owed =
-            || !o.is_empty() || (o.close_by.is_none() && self.chat.presence_ready(conn));
+            || !o.is_empty() || (o.close_by().is_none() && self.chat.presence_ready(conn));
         // A server without TLS connections does not even look (the plain path stays as it was).
         let tls = if self.tls.is_empty() { None } else { self.tls.get(&conn) };
         match tls {
@@ -548,7 +548,7 @@ impl ServerDriver {
             Some(t) if t.has_ciphertext() => true,
             Some(t) if t.is_handshaking() => false,
             // A closing connection owes its close_notify after the last line.
-            Some(t) => plain_owed() || (o.close_by.is_some() && !t.notified()),
+            Some(t) => plain_owed() || (o.close_by().is_some() && !t.notified()),
         }
     }
 
@@ -592,7 +592,7 @@ impl ServerDriver {
         };
         match TlsConn::new(config) {
             Ok(tls) => {
-                self.outboxes.insert(conn, Box::default());
+                self.outboxes.insert(conn, Outbox::default());
                 self.tls.insert(conn, Box::new(tls));
                 self.chat.handle_input(now, ServerInput::Opened { conn, peer });
                 self.chat.set_secure(conn, true);
@@ -656,7 +656,7 @@ impl ServerDriver {
             return;
         };
         outbox.written(written, &mut self.spare);
-        if let Some(at) = outbox.close_by
+        if let Some(at) = outbox.close_by()
             && !self.owes(conn)
         {
             self.closing.remove(&(at, conn));
@@ -675,7 +675,7 @@ impl ServerDriver {
         let Some(outbox) = self.outboxes.get_mut(&conn) else {
             return;
         };
-        if outbox.close_by.is_some() {
+        if outbox.close_by().is_some() {
             return;
         }
         // A TLS connection still in its handshake is read on, or the line owed before the close
@@ -685,7 +685,7 @@ impl ServerDriver {
             self.out.push_back(Output::PauseReading { conn });
         }
         let at = now + CLOSE_GRACE;
-        outbox.close_by = Some(at);
+        outbox.close(at);
         if !self.owes(conn) {
             self.forget(conn);
             self.out.push_back(Output::Close { conn });
@@ -703,7 +703,7 @@ impl ServerDriver {
         let Some(outbox) = self.outboxes.get_mut(&conn) else {
             return;
         };
-        if outbox.close_by.is_some() {
+        if outbox.close_by().is_some() {
             return;
         }
         let was_empty = outbox.is_empty();
@@ -746,7 +746,8 @@ impl ServerDriver {
             }
             ServerOutput::Presence { conn } => {
                 // The line is made when written (see `unsent`); only a write is asked for.
-                if self.outboxes.get(&conn).is_some_and(|o| o.is_empty() && o.close_by.is_none()) {
+                if self.outboxes.get(&conn).is_some_and(|o| o.is_empty() && o.close_by().is_none())
+                {
                     self.out.push_back(Output::Write { conn });
                 }
             }
@@ -771,7 +772,7 @@ impl ServerDriver {
                 self.out.push_back(Output::PauseReading { conn });
             }
             ServerOutput::ResumeReading { conn } => {
-                if self.outboxes.get(&conn).is_some_and(|o| o.close_by.is_none()) {
+                if self.outboxes.get(&conn).is_some_and(|o| o.close_by().is_none()) {
                     self.out.push_back(Output::ResumeReading { conn });
                 }
             }
