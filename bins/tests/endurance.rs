@@ -169,10 +169,9 @@ fn downloads_in_a_row(server_rt: Rt, client_rt: Rt) {
     let server =
         ChildServer::start(server_rt, folder_with(&[("tiny.bin", pattern(3000, 4))]), 2, &[]);
     let out = tempfile::tempdir().unwrap();
-    let options = DownloadOptions {
+    let session = natter_runtime_common::ClientOptions {
         addr: server.addr,
         name: "repeat".to_owned(),
-        files: vec!["tiny.bin".to_owned()],
         out_dir: out.path().to_owned(),
         part_size: None,
         stall_timeout: Duration::from_secs(20),
@@ -180,6 +179,7 @@ fn downloads_in_a_row(server_rt: Rt, client_rt: Rt) {
         max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: None,
     };
+    let options = DownloadOptions::new(vec!["tiny.bin".to_owned()], session);
     let idle = server.usage();
     let test_fds = Usage::of_self().fds;
     let download_n = |n: usize| {

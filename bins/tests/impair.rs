@@ -130,10 +130,9 @@ fn fetch(
     part: Option<u16>,
     stall: Duration,
 ) -> Ending {
-    let options = DownloadOptions {
+    let session = natter_runtime_common::ClientOptions {
         addr,
         name: "impaired".into(),
-        files: vec![file.into()],
         out_dir: out.to_owned(),
         part_size: part,
         stall_timeout: stall,
@@ -141,6 +140,7 @@ fn fetch(
         max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: None,
     };
+    let options = DownloadOptions::new(vec![file.into()], session);
     let result = download(client, &options);
     let expected = content(file);
     let finals: Vec<String> = std::fs::read_dir(out)

@@ -100,14 +100,15 @@ pub fn download(
     on_progress: impl FnMut(&Progress),
 ) -> Result<DownloadReport, DownloadError> {
     let mut io = ClientIo::get(options, Instant::now())?;
-    run(options.addr, &mut io, &mut ProgressUi(on_progress), None)?;
+    run(options.session.addr, &mut io, &mut ProgressUi(on_progress), None)?;
     io.download_result()
 }
 
 /// What became of one file of a `natter get`.
 pub type FileResult = (String, Result<DownloadReport, DownloadFailure>);
 
-/// `natter get A B C ...` with `run`: fetches `options.files` in one session, at most 4 at once;
+/// `natter get A B C ...` with `run`: fetches `options.files` in one session, at most
+/// `max_transfers` at once;
 /// one result per file, in the order they ended, and none lost: a file the session never got to
 /// says why. `Err` only when the session could not start.
 pub fn download_many(
@@ -116,7 +117,7 @@ pub fn download_many(
     on_progress: impl FnMut(&Progress),
 ) -> Result<Vec<FileResult>, ClientError> {
     let mut io = ClientIo::get(options, Instant::now())?;
-    run(options.addr, &mut io, &mut ProgressUi(on_progress), None)?;
+    run(options.session.addr, &mut io, &mut ProgressUi(on_progress), None)?;
     Ok(std::mem::take(&mut io.files_done))
 }
 
@@ -150,17 +151,15 @@ pub struct ClientIo {
 impl ClientIo {
     /// An interactive chat client.
     pub fn interactive(o: &ClientOptions, now: Instant) -> Result<Self, ClientError> {
-        let mut config =
-            Self::config(Mode::Interactive, &o.name, o.addr, o.part_size, o.stall_timeout);
-        config.max_download_size = o.max_size;
-        config.max_transfers = o.max_transfers;
-        let pinning = Self::secure(&mut config, o.addr, o.tls.as_ref())?;
-        Ok(Self::new(config, o.out_dir.clone(), now, pinning))
+        Self::session(Mode::Interactive, o, now)
     }
 
-    /// `natter get`: one download, then leave.
+    /// `natter get`: the files of `o`, then leave.
     pub fn get(o: &DownloadOptions, now: Instant) -> Result<Self, ClientError> {
-        let mode = Mode::Get { files: o.files.clone() };
+        Self::session(Mode::Get { files: o.files.clone() }, &o.session, now)
+    }
+
+    fn session(mode: Mode, o: &ClientOptions, now: Instant) -> Result<Self, ClientError> {
         let mut config = Self::config(mode, &o.name, o.addr, o.part_size, o.stall_timeout);
         config.max_download_size = o.max_size;
         config.max_transfers = o.max_transfers;

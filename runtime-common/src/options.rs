@@ -83,47 +83,17 @@ pub struct ClientOptions {
 /// A one-shot download of one or more files: join, download, verify, quit.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
-    pub addr: SocketAddr,
-    pub name: String,
-    /// The files to fetch, in this order; at most `max_transfers` run at once, the rest wait
-    /// their turn.
+    /// The files to fetch, in this order; at most `session.max_transfers` run at once, the rest
+    /// wait their turn.
     pub files: Vec<String>,
-    pub out_dir: PathBuf,
-    pub part_size: Option<u16>,
-    /// Give up when no part has arrived for this long.
-    pub stall_timeout: Duration,
-    /// Offers of larger files are refused (see `ClientConfig::max_download_size`).
-    pub max_size: u64,
-    /// At most this many downloads run at once (see `ClientConfig::max_transfers`).
-    pub max_transfers: usize,
-    /// Speak TLS to the server (PROTOCOL 1.6).
-    pub tls: Option<crate::tls::ClientTlsOptions>,
+    /// The server, the name, where to save and the download limits, as for a chat session.
+    pub session: ClientOptions,
 }
 
 impl DownloadOptions {
     /// `natter get` of `files` with the options of an interactive `session`.
     pub fn new(files: Vec<String>, session: ClientOptions) -> Self {
-        let ClientOptions {
-            addr,
-            name,
-            out_dir,
-            part_size,
-            stall_timeout,
-            max_size,
-            max_transfers,
-            tls,
-        } = session;
-        DownloadOptions {
-            addr,
-            name,
-            files,
-            out_dir,
-            part_size,
-            stall_timeout,
-            max_size,
-            max_transfers,
-            tls,
-        }
+        DownloadOptions { files, session }
     }
 }
 

@@ -305,17 +305,7 @@ impl Raw {
 }
 
 pub fn download_opts(server: &TestServer, file: &str, out: &Path, name: &str) -> DownloadOptions {
-    DownloadOptions {
-        addr: server.addr,
-        name: name.to_owned(),
-        files: vec![file.to_owned()],
-        out_dir: out.to_owned(),
-        part_size: None,
-        stall_timeout: Duration::from_secs(20),
-        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
-        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
-        tls: tls_server(server.addr).map(|fp| tls_options(fp, out)),
-    }
+    DownloadOptions::new(vec![file.to_owned()], client_opts(server, out, name))
 }
 
 /// `natter get` of `options.files` on `rt`: one result per file.

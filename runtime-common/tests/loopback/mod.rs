@@ -133,10 +133,9 @@ pub fn download_on(
     let mut files = ServedFiles::new(served.to_path_buf());
     driver.handle_input(start, Input::Accepted { conn: 1, peer: SocketAddr::new(localhost, 1) });
     driver.set_secure(1, secure);
-    let options = DownloadOptions {
+    let session = natter_runtime_common::ClientOptions {
         addr: SocketAddr::new(localhost, 1),
         name: "alice".into(),
-        files: vec![name.into()],
         out_dir: out.to_path_buf(),
         part_size,
         stall_timeout: Duration::from_secs(10),
@@ -146,6 +145,7 @@ pub fn download_on(
         // test is about (the conformance suite runs downloads over real TLS).
         tls: None,
     };
+    let options = DownloadOptions::new(vec![name.into()], session);
     let mut client = ClientIo::get(&options, start).map_err(|e| e.to_string())?;
     let mut sockets = StdSockets::default();
     let mut to_client = Pipe(Vec::new());
