@@ -968,8 +968,8 @@ impl ClientDriver {
         let ours = self.transfers();
         // The per-connection refusal states its cap (PROTOCOL 2.1): "at most N at once". The
         // per-address one does not count ours alone, so its number says nothing about us.
-        let stated = (!reason.starts_with("too many transfers from")).then(|| stated_cap(&reason));
-        let stated = stated.flatten();
+        let stated =
+            if reason.starts_with("too many transfers from") { None } else { stated_cap(&reason) };
         if ours == 0 || stated.is_some_and(|cap| ours < cap) {
             // We hold fewer than the server counts: a FINISHED of ours has not reached it yet
             // (lost, or overtaken by this line). Ask again shortly, keeping the cap we know.
