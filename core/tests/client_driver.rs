@@ -17,7 +17,7 @@ use natter_core::chat::catalogue::free_final_name;
 use natter_core::chat::client::{ClientEvent, QUIT_GRACE};
 use natter_core::driver::client::{
     CAP_RETRY_AFTER, CHECKPOINT_EVERY, ClientConfig, ClientDriver, DownloadFailure, DownloadId,
-    DownloadReport, Input, Mode, Output, PROGRESS_EVERY,
+    DownloadReport, Input, MAX_CAP_RETRIES, Mode, Output, PROGRESS_EVERY,
 };
 use natter_core::transfer::receiver::{LARGE_PART_PATIENCE, SAFE_PART_SIZE};
 use natter_core::wire::chat::{ServerLine, UdpOffer};
@@ -769,4 +769,60 @@ fn a_refusal_that_overtook_a_finished_keeps_the_servers_cap() {
         assert_eq!(s.disk[f], s.served[f], "{f}");
     }
     insta::assert_snapshot!(s.log);
+}
+
+/// When the server keeps counting a transfer of ours that no longer runs (an offer the client did
+/// not take, FINISHED copies all lost) for longer than the retries last, a file is not failed
+/// while other downloads of ours run: it waits for one of them to end.
+#[test]
+fn a_server_that_keeps_counting_an_ended_transfer_delays_the_line_but_fails_nothing() {
+    let mut s = Script::interactive();
+    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
+    for (i, f) in files.iter().enumerate() {
+        // b, c and d run all along: large enough to last the retries, a part at a time.
+        let len = if matches!(*f, "b.bin" | "c.bin" | "d.bin") { 240_000 } else { 2000 };
+        s.serve_file(f, vec![i as u8; len]);
+    }
+    s.join();
+    for f in files {
+        s.typed(&format!("download_file {f}"));
+    }
+    for f in ["a.bin", "b.bin", "c.bin", "d.bin"] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+    }
+    s.deliver(1, 10, false);
+    for _ in 0..=MAX_CAP_RETRIES {
+        s.server("ERROR too many transfers: at most 4 at once");
+        for id in 2..=4 {
+            s.deliver(id, 1, false);
+        }
+        s.wait(CAP_RETRY_AFTER);
+    }
+    let asked = s.log.matches("> download_file e.bin").count();
+    assert_eq!(asked as u32, 1 + MAX_CAP_RETRIES, "asked again until the retries ran out");
+    assert!(s.log.contains("the server counts more of our downloads than run"), "{}", s.log);
+    assert!(s.finished.is_none());
+    for _ in 0..1000 {
+        if !s.open.contains_key(&2) {
+            break;
+        }
+        s.deliver(2, 300, false);
+        s.wait(Duration::from_millis(10));
+    }
+    assert_eq!(s.log.matches("> download_file e.bin").count() as u32, 2 + MAX_CAP_RETRIES);
+    let offer = s.offer("e.bin", 1200);
+    s.server(&offer);
+    for _ in 0..1000 {
+        if (3..=5).all(|id| !s.open.contains_key(&id)) {
+            break;
+        }
+        for id in 3..=5 {
+            s.deliver(id, 300, false);
+        }
+        s.wait(Duration::from_millis(10));
+    }
+    for f in files {
+        assert_eq!(s.disk[f], s.served[f], "{f}");
+    }
 }

@@ -516,7 +516,8 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
         let mut config = SystemConfig::new(seed);
         config.server.max_transfers_per_client = 2;
         config.server.udp_ports = 55000..=55003;
-        config.files = vec![file("a.bin", 300 << 10), file("b.bin", 200 << 10)];
+        config.files =
+            vec![file("a.bin", 300 << 10), file("b.bin", 200 << 10), file("c.bin", 100 << 10)];
         let truth: BTreeMap<String, [u8; 32]> =
             config.files.iter().map(|f| (f.name.clone(), digest(&f.content))).collect();
         let slow = Path::symmetric(2_000_000, ms(10), 0.0);
@@ -526,7 +527,7 @@ fn u9_transfer_cap_and_busy_ports_are_errors_and_others_are_served() {
                 DrivenClient::interactive("ann", ms(0))
                     .typed(ms(100), "download_file a.bin")
                     .typed(ms(100), "download_file b.bin")
-                    .typed(ms(100), "download_file a.bin")
+                    .typed(ms(100), "download_file c.bin")
                     .typed(ms(400), "still here?"),
             )
             .with_path(slow.clone()),

@@ -559,12 +559,18 @@ impl ClientDriver {
             Input::Typed(typed) => {
                 if self.config.mode == Mode::Interactive {
                     let line = with_part_size(typed, self.config.part_size).into_owned();
-                    let cap = self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers);
-                    if is_download_line(&line) && self.transfers() >= cap {
-                        self.outputs.push_back(Output::Notice(format!(
-                            "queued: {line} ({} downloads run at once; it starts when one ends)",
-                            self.config.max_transfers
-                        )));
+                    let cap = self.cap();
+                    // Behind what already waits, and after a download of the same file (its
+                    // offer would not be taken while that one runs).
+                    let why = if self.fetching(&line) {
+                        Some("that file is being downloaded; it starts when that ends".to_owned())
+                    } else if self.transfers() >= cap || !self.queued.is_empty() {
+                        Some(format!("{cap} downloads run at once; it starts when one ends"))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = why.filter(|_| is_download_line(&line)) {
+                        self.outputs.push_back(Output::Notice(format!("queued: {line} ({why})")));
                         self.queued.push_back(line);
                     } else {
                         self.typed(&line);
@@ -656,7 +662,7 @@ impl ClientDriver {
         receivers
             .chain(self.chat.client.poll_timeout())
             .chain(self.answer_deadline)
-            .chain(self.retry_at)
+            .chain(self.retry_at.filter(|_| !self.queued.is_empty()))
             .chain(self.next_progress)
             .min()
     }
@@ -779,13 +785,19 @@ impl ClientDriver {
         self.downloads.len() + asked
     }
 
+    /// How many downloads may run at once: ours, or the server's when it showed a lower one;
+    /// never 0, or nothing would ever be asked.
+    fn cap(&self) -> usize {
+        self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers).max(1)
+    }
+
     /// Sends queued `download_file` lines while a transfer is free.
     fn pump_queue(&mut self) {
         if self.retry_at.is_some_and(|at| at > self.now) {
             return;
         }
         self.retry_at = None;
-        let cap = self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers);
+        let cap = self.cap();
         while self.transfers() < cap {
             // A file being fetched now is asked for again only once that download ends: its
             // offer would not be taken (one `.part` file per name).
@@ -982,7 +994,20 @@ impl ClientDriver {
                 self.retry_at = Some(self.now + CAP_RETRY_AFTER);
                 return;
             }
-            return self.file_done(&file, Err(DownloadFailure::Refused(reason)));
+            // The server kept counting more than we hold for five seconds: transfers it holds
+            // for us until their idle timeout (an offer we did not take, FINISHED copies all
+            // lost). Holding none, this file fails; holding some, it waits for one to end.
+            self.cap_retries = 0;
+            if ours == 0 {
+                return self.file_done(&file, Err(DownloadFailure::Refused(reason)));
+            }
+            self.server_cap = Some(ours);
+            self.outputs.push_back(Output::Notice(format!(
+                "queued again: {line} (the server counts more of our downloads than run; it \
+                 starts when one of ours ends)"
+            )));
+            self.queued.push_front(line);
+            return;
         }
         // The server's cap is lower than ours: run no more than it says (or, when it does not
         // say, than we hold now), and ask again when one of ours ends.
@@ -1213,6 +1238,7 @@ impl ClientDriver {
             return;
         }
         self.queued.clear();
+        self.retry_at = None;
         if self.chat.client.is_joined() || !self.chat.client.wants_name() {
             self.typed("{quit}");
             if self.config.mode != Mode::Interactive {

@@ -287,7 +287,7 @@ pub enum Output {
 pub struct ServerDriver {
     chat: ChatServer,
     endpoint: Endpoint,
-    /// Boxed for the same reason as the chat server's connections: idle entries stay small.
+    /// Every open connection's outbox: one word while it owes nothing (see [`Outbox`]).
     outboxes: ConnMap<Outbox>,
     /// Drained outbox tails, for the next connection written to.
     spare: SpareTails,
