@@ -84,7 +84,11 @@ impl ChatServer {
     pub(super) fn complete_join(&mut self, conn: ConnId, name: &str) {
         let seq = self.next_join_seq;
         self.next_join_seq += 1;
-        let shared = self.names.registered(name).unwrap_or_else(|| name.into());
+        // The registry's copy, when the name is this connection's there (it always is today;
+        // a remote holder's spelling must never become ours).
+        let ours = matches!(self.names.lookup(name), Some((Holder::Local(c), _)) if c == conn);
+        let shared = ours.then(|| self.names.registered(name)).flatten();
+        let shared = shared.unwrap_or_else(|| name.into());
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
