@@ -84,6 +84,25 @@ impl Script {
         Self::new(Mode::Interactive, 1200)
     }
 
+    /// An interactive client that asked for every one of `files` (name, length) in order: the
+    /// first four are offered and run (the cap), the rest wait, and the first has just ended.
+    fn four_running_and_a_done(files: &[(&str, usize)]) -> Self {
+        let mut s = Script::interactive();
+        for (i, &(f, len)) in files.iter().enumerate() {
+            s.serve_file(f, vec![i as u8; len]);
+        }
+        s.join();
+        for (f, _) in files {
+            s.typed(&format!("download_file {f}"));
+        }
+        for (f, _) in &files[..4] {
+            let offer = s.offer(f, 1200);
+            s.server(&offer);
+        }
+        s.deliver(1, 10, false);
+        s
+    }
+
     fn serve_file(&mut self, name: &str, bytes: Vec<u8>) {
         self.served.insert(name.to_owned(), bytes);
     }
@@ -736,20 +755,8 @@ fn interactive_downloads_past_the_cap_wait_their_turn() {
 /// `natter get` of many small files sank to a few downloads at once as such races piled up.
 #[test]
 fn a_refusal_that_overtook_a_finished_keeps_the_servers_cap() {
-    let mut s = Script::interactive();
     let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin", "f.bin"];
-    for (i, f) in files.iter().enumerate() {
-        s.serve_file(f, vec![i as u8; 2000]);
-    }
-    s.join();
-    for f in files {
-        s.typed(&format!("download_file {f}"));
-    }
-    for f in ["a.bin", "b.bin", "c.bin", "d.bin"] {
-        let offer = s.offer(f, 1200);
-        s.server(&offer);
-    }
-    s.deliver(1, 10, false);
+    let mut s = Script::four_running_and_a_done(&files.map(|f| (f, 2000)));
     s.note("a.bin is done and e.bin goes out, but the server has not seen a.bin's FINISHED yet");
     s.server("ERROR too many transfers: at most 4 at once");
     s.wait(CAP_RETRY_AFTER);
@@ -776,22 +783,11 @@ fn a_refusal_that_overtook_a_finished_keeps_the_servers_cap() {
 /// while other downloads of ours run: it waits for one of them to end.
 #[test]
 fn a_server_that_keeps_counting_an_ended_transfer_delays_the_line_but_fails_nothing() {
-    let mut s = Script::interactive();
     let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
-    for (i, f) in files.iter().enumerate() {
-        // b, c and d run all along: large enough to last the retries, a part at a time.
-        let len = if matches!(*f, "b.bin" | "c.bin" | "d.bin") { 240_000 } else { 2000 };
-        s.serve_file(f, vec![i as u8; len]);
-    }
-    s.join();
-    for f in files {
-        s.typed(&format!("download_file {f}"));
-    }
-    for f in ["a.bin", "b.bin", "c.bin", "d.bin"] {
-        let offer = s.offer(f, 1200);
-        s.server(&offer);
-    }
-    s.deliver(1, 10, false);
+    // b, c and d run all along: large enough to last the retries, a part at a time.
+    let sizes =
+        files.map(|f| (f, if matches!(f, "b.bin" | "c.bin" | "d.bin") { 240_000 } else { 2000 }));
+    let mut s = Script::four_running_and_a_done(&sizes);
     for _ in 0..=MAX_CAP_RETRIES {
         s.server("ERROR too many transfers: at most 4 at once");
         for id in 2..=4 {

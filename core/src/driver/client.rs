@@ -662,7 +662,7 @@ impl ClientDriver {
         receivers
             .chain(self.chat.client.poll_timeout())
             .chain(self.answer_deadline)
-            .chain(self.retry_at.filter(|_| !self.queued.is_empty()))
+            .chain(self.retry_at.filter(|_| self.pumps_queue() && !self.queued.is_empty()))
             .chain(self.next_progress)
             .min()
     }
@@ -763,7 +763,7 @@ impl ClientDriver {
             self.downloads.remove(&id);
             self.outputs.push_back(Output::Release { id });
         }
-        if !self.exit_when_idle && !self.chat.client.is_quitting() {
+        if self.pumps_queue() {
             self.pump_queue();
         }
         if self.exit_when_idle && self.downloads.is_empty() && !self.finished {
@@ -783,6 +783,12 @@ impl ClientDriver {
         let asked =
             self.pending.iter().filter(|p| matches!(p.expect, Expect::Download { .. })).count();
         self.downloads.len() + asked
+    }
+
+    /// Whether queued lines still go out: not once the session is leaving. A pending retry is
+    /// a timer only while this holds, or a client that quit would wake for it forever.
+    fn pumps_queue(&self) -> bool {
+        !self.exit_when_idle && !self.chat.client.is_quitting()
     }
 
     /// How many downloads may run at once: ours, or the server's when it showed a lower one;
@@ -1238,7 +1244,6 @@ impl ClientDriver {
             return;
         }
         self.queued.clear();
-        self.retry_at = None;
         if self.chat.client.is_joined() || !self.chat.client.wants_name() {
             self.typed("{quit}");
             if self.config.mode != Mode::Interactive {
