@@ -15,7 +15,6 @@
 //! [§1.1]: ../../../docs/PROTOCOL.md#11-joining-names-and-presence
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// The most code points a name may have.
 pub const MAX_NAME_CHARS: usize = 32;
@@ -95,75 +94,97 @@ pub fn skeleton_key(name: &str) -> String {
     unicode_security::skeleton(&fold(name)).collect()
 }
 
-/// The names connected right now, indexed for both comparisons.
+/// A name kept in 64 bits: the first eight bytes of its key's BLAKE3 hash.
 ///
-/// Each name is kept once, in an `Arc<str>` that the server's connection state shares
-/// ([`NameRegistry::registered`]), and a key equal to the name (a name already in folded form,
-/// the usual case) is that same `Arc`: in a room of thousands of idle people, every copy of a
-/// name is a heap block of its own (issue 12: memory per idle person).
-#[derive(Debug, Default)]
-pub struct NameRegistry<Id> {
-    /// Folded name to its holder and the name as registered.
-    by_fold: HashMap<Arc<str>, (Id, Arc<str>)>,
-    /// Skeleton to the name as registered.
-    by_skeleton: HashMap<Arc<str>, Arc<str>>,
+/// The registry keeps digests, not the keys: a room of thousands of idle people would otherwise
+/// hold two or three heap blocks per person (the name, its folded key, its skeleton), each one
+/// small and long-lived, and such blocks pin the pages a join storm leaves behind (issue 12:
+/// memory per idle person). Two different keys share a digest with odds of 2^-64 per pair (about
+/// 10^-11 for a room of ten thousand); finding a name whose digest equals a given person's costs
+/// 2^64 hashes, so nobody can aim one at another. The cost of a collision is a name refused as
+/// taken, never two people under one name.
+type Digest = u64;
+
+fn digest(key: &str) -> Digest {
+    let [a, b, c, d, e, f, g, h, ..] = *blake3::hash(key.as_bytes()).as_bytes();
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
-impl<Id: Copy> NameRegistry<Id> {
+/// Why the registry refused a name: its syntax, or a name that someone (`Id`) already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clash<Id> {
+    /// Broke one of the rules of [`check_syntax`].
+    Invalid(NameError),
+    /// Equal, ignoring case, to the name `Id` holds.
+    Taken(Id),
+    /// Confusable with the name `Id` holds.
+    Confusable(Id),
+}
+
+impl<Id> Clash<Id> {
+    /// The refusal to show, with the holder's name as registered (`name_of`).
+    pub fn into_error(self, name_of: impl FnOnce(Id) -> String) -> NameError {
+        match self {
+            Clash::Invalid(e) => e,
+            Clash::Taken(id) => NameError::Taken(name_of(id)),
+            Clash::Confusable(id) => NameError::Confusable(name_of(id)),
+        }
+    }
+}
+
+/// The names connected right now, indexed for both comparisons: who holds each folded name and
+/// each skeleton. The names themselves are kept by their holders ([`HeldName`]); the registry
+/// keeps [`Digest`]s.
+#[derive(Debug, Default)]
+pub struct NameRegistry<Id> {
+    /// Folded name to its holder.
+    by_fold: HashMap<Digest, Id>,
+    /// Skeleton to its holder.
+    by_skeleton: HashMap<Digest, Id>,
+}
+
+impl<Id: Copy + PartialEq> NameRegistry<Id> {
     /// An empty registry: nobody connected.
     pub fn new() -> Self {
         Self { by_fold: HashMap::new(), by_skeleton: HashMap::new() }
     }
 
     /// Would `name` be accepted now? Syntax first, then taken, then confusable.
-    pub fn check(&self, name: &str) -> Result<(), NameError> {
-        check_syntax(name)?;
-        if let Some((_, existing)) = self.by_fold.get(fold(name).as_str()) {
-            return Err(NameError::Taken(existing.to_string()));
+    pub fn check(&self, name: &str) -> Result<(), Clash<Id>> {
+        check_syntax(name).map_err(Clash::Invalid)?;
+        if let Some(&holder) = self.by_fold.get(&digest(&fold(name))) {
+            return Err(Clash::Taken(holder));
         }
-        if let Some(existing) = self.by_skeleton.get(skeleton_key(name).as_str()) {
-            return Err(NameError::Confusable(existing.to_string()));
+        if let Some(&holder) = self.by_skeleton.get(&digest(&skeleton_key(name))) {
+            return Err(Clash::Confusable(holder));
         }
         Ok(())
     }
 
     /// Checks and registers `name` for `id`.
-    pub fn claim(&mut self, name: &str, id: Id) -> Result<(), NameError> {
+    pub fn claim(&mut self, name: &str, id: Id) -> Result<(), Clash<Id>> {
         self.check(name)?;
-        let shared: Arc<str> = Arc::from(name);
-        let key = |k: String| if *k == *shared { Arc::clone(&shared) } else { Arc::from(k) };
-        let (by_fold, by_skeleton) = (key(fold(name)), key(skeleton_key(name)));
-        self.by_fold.insert(by_fold, (id, Arc::clone(&shared)));
-        self.by_skeleton.insert(by_skeleton, shared);
+        self.by_fold.insert(digest(&fold(name)), id);
+        self.by_skeleton.insert(digest(&skeleton_key(name)), id);
         Ok(())
-    }
-
-    /// The registered name `name` (as registered), shared: what the server keeps with the
-    /// connection that holds it, so that the name is stored once.
-    pub fn registered(&self, name: &str) -> Option<Arc<str>> {
-        self.by_fold.get(fold(name).as_str()).map(|(_, n)| Arc::clone(n))
-    }
-
-    /// Forgets `name` (as it was registered).
-    pub fn release(&mut self, name: &str) {
-        self.by_fold.remove(fold(name).as_str());
-        self.by_skeleton.remove(skeleton_key(name).as_str());
     }
 
     /// Forgets `name` only if `id` holds it: a remote member's leave must not free a name that
     /// a local person holds after a split (PROTOCOL 8.3).
-    pub fn release_if(&mut self, name: &str, id: Id)
-    where
-        Id: PartialEq,
-    {
-        if self.by_fold.get(fold(name).as_str()).is_some_and(|(holder, _)| *holder == id) {
-            self.release(name);
+    pub fn release_if(&mut self, name: &str, id: Id) {
+        for (table, key) in
+            [(&mut self.by_fold, fold(name)), (&mut self.by_skeleton, skeleton_key(name))]
+        {
+            let key = digest(&key);
+            if table.get(&key) == Some(&id) {
+                table.remove(&key);
+            }
         }
     }
 
-    /// The holder of `name` ignoring case, with the name as registered.
-    pub fn lookup(&self, name: &str) -> Option<(Id, &str)> {
-        self.by_fold.get(fold(name).as_str()).map(|(id, n)| (*id, &**n))
+    /// The holder of `name`, ignoring case.
+    pub fn lookup(&self, name: &str) -> Option<Id> {
+        self.by_fold.get(&digest(&fold(name))).copied()
     }
 
     /// How many names are registered (members who have joined).
@@ -174,6 +195,62 @@ impl<Id: Copy> NameRegistry<Id> {
     /// Whether no name is registered.
     pub fn is_empty(&self) -> bool {
         self.by_fold.is_empty()
+    }
+}
+
+/// How many bytes of a name [`HeldName`] keeps without a heap block: nearly every name fits.
+const INLINE_NAME: usize = 22;
+
+/// A name as its holder registered it, kept where the holder's state is: inline when it fits in
+/// [`INLINE_NAME`] bytes, boxed otherwise (issue 12: no heap block per idle person). 24 bytes,
+/// the size of a `String`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HeldName {
+    /// Up to [`INLINE_NAME`] bytes of UTF-8, the first `len` of `bytes`.
+    Inline {
+        /// How many of `bytes` are the name.
+        len: u8,
+        /// The name, then zeros.
+        bytes: [u8; INLINE_NAME],
+    },
+    /// A longer name (up to 32 code points, so up to 128 bytes).
+    Boxed(Box<str>),
+}
+
+impl HeldName {
+    /// Keeps `name`.
+    pub fn new(name: &str) -> Self {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE_NAME => {
+                let mut bytes = [0; INLINE_NAME];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                HeldName::Inline { len, bytes }
+            }
+            _ => HeldName::Boxed(name.into()),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        match self {
+            // Always valid: the bytes were copied from a `str`, whole.
+            HeldName::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            HeldName::Boxed(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Debug for HeldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for HeldName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -214,11 +291,30 @@ mod tests {
         // C1: full case folding, ß folds to ss.
         let mut r = NameRegistry::new();
         r.claim("straße", 1u64).unwrap();
-        assert_eq!(r.check("STRASSE"), Err(NameError::Taken("straße".into())));
+        assert_eq!(r.check("STRASSE"), Err(Clash::Taken(1)));
         r.claim("alice", 2).unwrap();
-        assert_eq!(r.check("ALICE"), Err(NameError::Taken("alice".into())));
-        assert_eq!(r.lookup("Alice"), Some((2, "alice")));
+        assert_eq!(r.check("ALICE"), Err(Clash::Taken(2)));
+        assert_eq!(r.lookup("Alice"), Some(2));
         assert_eq!(r.lookup("bob"), None);
+        let shown = r.check("ALICE").unwrap_err().into_error(|id| format!("holder {id}"));
+        assert_eq!(shown, NameError::Taken("holder 2".into()));
+        assert_eq!(r.check("a b"), Err(Clash::Invalid(NameError::BadChar { code: 0x20 })));
+    }
+
+    #[test]
+    fn a_held_name_is_inline_when_short_and_boxed_when_long() {
+        for name in ["a", "alice", "Zoë_2.0-x", "東京", &"x".repeat(22), &"é".repeat(11)] {
+            let held = HeldName::new(name);
+            assert!(matches!(held, HeldName::Inline { .. }), "{name}");
+            assert_eq!(held.as_str(), name);
+        }
+        for name in [&"x".repeat(23), &"é".repeat(32), &"東".repeat(32)] {
+            let held = HeldName::new(name);
+            assert!(matches!(held, HeldName::Boxed(_)), "{name}");
+            assert_eq!(held.as_str(), name);
+            assert_eq!(held.to_string(), *name);
+        }
+        assert_eq!(std::mem::size_of::<HeldName>(), 24);
     }
 
     #[test]
@@ -226,12 +322,15 @@ mod tests {
         // C1: Cyrillic а (U+0430) in "аlice"; also upper-case Cyrillic А against "alice".
         let mut r = NameRegistry::new();
         r.claim("alice", 1u64).unwrap();
-        assert_eq!(r.check("\u{430}lice"), Err(NameError::Confusable("alice".into())));
-        assert_eq!(r.check("\u{410}LICE"), Err(NameError::Confusable("alice".into())));
+        assert_eq!(r.check("\u{430}lice"), Err(Clash::Confusable(1)));
+        assert_eq!(r.check("\u{410}LICE"), Err(Clash::Confusable(1)));
         // but a private message to the look-alike finds nobody
         assert_eq!(r.lookup("\u{430}lice"), None);
+        // only the holder's release frees a name
+        r.release_if("alice", 2);
+        assert_eq!(r.check("ALICE"), Err(Clash::Taken(1)));
         // released names are free again
-        r.release("alice");
+        r.release_if("alice", 1);
         assert!(r.check("\u{430}lice").is_ok());
         assert!(r.is_empty());
     }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::chat::flood::InputBudget;
+use crate::chat::names::HeldName;
 use crate::wire::chat::ServerLine;
 use crate::wire::line::LineFramer;
 
@@ -70,7 +71,8 @@ impl ChatServer {
     /// The first line: a name (1.1). In a cluster whose broker is reachable the name is held
     /// here and claimed in the broker; the join waits for the answer (8.3).
     pub(super) fn on_name(&mut self, conn: ConnId, name: &str) {
-        if let Err(e) = self.names.claim(name, Holder::Local(conn)) {
+        if let Err(clash) = self.names.claim(name, Holder::Local(conn)) {
+            let e = clash.into_error(|holder| self.holder_name(holder).unwrap_or_default());
             self.send_error(conn, &e.to_string());
             return;
         }
@@ -84,19 +86,14 @@ impl ChatServer {
     pub(super) fn complete_join(&mut self, conn: ConnId, name: &str) {
         let seq = self.next_join_seq;
         self.next_join_seq += 1;
-        // The registry's copy, when the name is this connection's there (it always is today;
-        // a remote holder's spelling must never become ours).
-        let ours = matches!(self.names.lookup(name), Some((Holder::Local(c), _)) if c == conn);
-        let shared = ours.then(|| self.names.registered(name)).flatten();
-        let shared = shared.unwrap_or_else(|| name.into());
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        c.joined = Some((shared, seq));
+        c.joined = Some((HeldName::new(name), seq));
         if let Some(deadline) = c.deadline.take() {
             self.name_deadlines.remove(&(deadline, conn));
         }
-        self.room.insert(seq, conn);
+        self.room.join(seq, conn);
         self.push(ServerOutput::Log(LogEvent::Joined { conn, name: name.to_owned() }));
         self.broadcast(ServerLine::Joined(name.to_owned()).encode());
         if self.members() <= self.config.presence_room_limit {
@@ -157,13 +154,26 @@ impl ChatServer {
             reason,
         }));
         if let Some((name, seq)) = c.joined {
-            self.names.release_if(&name, Holder::Local(conn));
-            self.room.remove(&seq);
+            self.names.release_if(name.as_str(), Holder::Local(conn));
+            self.room.leave(seq);
             self.broadcast(ServerLine::Left(name.to_string()).encode());
             if self.members() <= self.config.presence_room_limit {
                 self.owe_presence_to_room(None);
             }
             self.cluster_left(conn, name.to_string());
+        }
+    }
+
+    /// The name `holder` has, as registered: a local person's, joined or being claimed in the
+    /// cluster, or a person's of another node.
+    pub(super) fn holder_name(&self, holder: Holder) -> Option<String> {
+        match holder {
+            Holder::Local(conn) => {
+                let c = self.conns.get(&conn)?;
+                let joined = c.joined.as_ref().map(|(n, _)| n.to_string());
+                joined.or_else(|| c.claiming.clone())
+            }
+            Holder::Remote(seq) => self.remote_room.get(&seq).cloned(),
         }
     }
 

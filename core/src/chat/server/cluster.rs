@@ -253,8 +253,8 @@ impl ChatServer {
     /// This node's people, in join order: the roster of a `hello`.
     fn roster(&self) -> Vec<String> {
         self.room
-            .values()
-            .filter_map(|c| self.conns.get(c).and_then(|c| c.joined.as_ref()))
+            .conns()
+            .filter_map(|c| self.conns.get(&c).and_then(|c| c.joined.as_ref()))
             .map(|(name, _)| name.to_string())
             .collect()
     }
@@ -402,7 +402,7 @@ impl ChatServer {
                 if me != Some((&to_node, to_epoch)) {
                     return;
                 }
-                if let Some((Holder::Local(conn), _)) = self.names.lookup(&to)
+                if let Some(Holder::Local(conn)) = self.names.lookup(&to)
                     && self.is_joined(conn)
                 {
                     self.send(conn, Bytes::from(ServerLine::Private { from, text }.encode()));

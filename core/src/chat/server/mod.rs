@@ -38,6 +38,7 @@ mod offers;
 mod outbox;
 mod password;
 mod ports;
+mod room;
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -50,7 +51,7 @@ use rand_core::RngCore;
 
 use crate::chat::catalogue::Catalogue;
 use crate::chat::flood::InputBudget;
-use crate::chat::names::NameRegistry;
+use crate::chat::names::{HeldName, NameRegistry};
 use crate::chat::password::Password;
 use crate::cluster::{ClusterCommand, ClusterConfig, ClusterEvent};
 use crate::wire::chat::{ClientLine, ServerLine};
@@ -65,6 +66,7 @@ use self::cluster::ClusterState;
 use self::offers::SeededTokens;
 use self::password::{Door, Guesses};
 use self::ports::PortPool;
+use self::room::Room;
 
 /// A connection, numbered by the runtime. Never reused while the server knows it.
 pub type ConnId = u64;
@@ -262,9 +264,9 @@ enum Holder {
 struct Conn {
     peer: SocketAddr,
     framer: LineFramer,
-    /// `Some` once joined: the name as registered (shared with the name registry) and the join
-    /// sequence number (room order).
-    joined: Option<(std::sync::Arc<str>, u64)>,
+    /// `Some` once joined: the name as registered (the registry keeps only its digests) and the
+    /// join sequence number (room order).
+    joined: Option<(HeldName, u64)>,
     /// The name deadline, while no name has been accepted.
     deadline: Option<Instant>,
     /// Bytes emitted as `Send` (or waiting in the output queue) and not yet reported `Sent`.
@@ -297,7 +299,7 @@ pub struct ChatServer {
     per_ip: HashMap<IpAddr, usize>,
     names: NameRegistry<Holder>,
     /// Joined clients by join sequence: iteration is join order (1.3).
-    room: BTreeMap<u64, ConnId>,
+    room: Room,
     next_join_seq: u64,
     name_deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections not read until then, because they sent more than their share (C6).
@@ -375,7 +377,7 @@ impl ChatServer {
             conns: ConnMap::default(),
             per_ip: HashMap::new(),
             names: NameRegistry::new(),
-            room: BTreeMap::new(),
+            room: Room::default(),
             next_join_seq: 0,
             name_deadlines: BTreeSet::new(),
             paused: BTreeSet::new(),

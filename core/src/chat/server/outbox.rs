@@ -59,14 +59,12 @@ impl ChatServer {
             return;
         };
         let recipient = match self.names.lookup(to) {
-            Some((Holder::Local(recipient), to_name)) if self.is_joined(recipient) => {
-                Some((recipient, to_name.to_owned()))
-            }
-            Some((Holder::Remote(seq), to_name)) => {
-                let to_name = to_name.to_owned();
-                return self.tell_remote(conn, from, seq, to_name, text);
-            }
-            _ => None,
+            Some(Holder::Local(recipient)) => self.name_of(recipient).map(|n| (recipient, n)),
+            Some(holder @ Holder::Remote(seq)) => match self.holder_name(holder) {
+                Some(to_name) => return self.tell_remote(conn, from, seq, to_name, text),
+                None => None,
+            },
+            None => None,
         };
         let Some((recipient, to_name)) = recipient else {
             return self
@@ -93,8 +91,8 @@ impl ChatServer {
     /// `ALL` and the other joined names in join order, written straight into the line. In a
     /// cluster the other nodes' people are listed too, in the order this node learnt of them.
     pub(super) fn presence_line(&self, conn: ConnId) -> Bytes {
-        let local = self.room.iter().filter(|&(_, &c)| c != conn).filter_map(|(&seq, c)| {
-            self.conns.get(c).and_then(|c| c.joined.as_ref()).map(|(n, _)| (seq, &**n))
+        let local = self.room.iter().filter(|&(_, c)| c != conn).filter_map(|(seq, c)| {
+            self.conns.get(&c).and_then(|c| c.joined.as_ref()).map(|(n, _)| (seq, n.as_str()))
         });
         if self.remote_room.is_empty() {
             return Bytes::from(ServerLine::encode_all(local.map(|(_, n)| n)));
@@ -119,7 +117,7 @@ impl ChatServer {
     /// taken ([`Self::take_presence`]).
     pub(super) fn owe_presence_to_room(&mut self, except: Option<ConnId>) {
         let Self { room, conns, out, .. } = self;
-        for &conn in room.values().filter(|&&c| Some(c) != except) {
+        for conn in room.conns().filter(|&c| Some(c) != except) {
             if let Some(c) = conns.get_mut(&conn).filter(|c| !c.presence_owed) {
                 c.presence_owed = true;
                 out.push_back(ServerOutput::Presence { conn });
@@ -131,7 +129,7 @@ impl ChatServer {
     /// whose queue would pass its bound is left out (and kicked, C5).
     pub(super) fn broadcast(&mut self, line: String) {
         let bytes = Bytes::from(line);
-        let mut conns: Vec<ConnId> = self.room.values().copied().collect();
+        let mut conns: Vec<ConnId> = self.room.conns().collect();
         conns.retain(|&conn| self.account(conn, bytes.len()));
         if !conns.is_empty() {
             self.push(ServerOutput::SendToMany { conns, bytes });
