@@ -30,9 +30,43 @@ pub trait Sockets {
     type Stream: AsFd;
     /// A transfer port's socket.
     type Datagrams: AsFd;
+    /// Where the task that awaits a socket is woken from: a [`Waker`] in a runtime of tasks;
+    /// nothing (`()`) in a runtime whose one loop waits on every socket, where a waker per
+    /// socket would be 16 bytes per idle person for nothing (issue 12).
+    type Wake: WakeSlot;
     fn read(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize>;
     fn write(stream: &Self::Stream, slices: &[IoSlice<'_>]) -> io::Result<usize>;
     fn recv_from(socket: &Self::Datagrams, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+}
+
+/// Holds what wakes the task that awaits one socket (see [`Sockets::Wake`]).
+pub trait WakeSlot: Default {
+    /// `waker` is the one to wake from now on.
+    fn keep(&mut self, waker: &Waker);
+    /// Wakes the task, if one waits.
+    fn wake(&mut self);
+}
+
+/// A runtime of tasks: the task that last asked what to wait for.
+impl WakeSlot for Option<Waker> {
+    fn keep(&mut self, waker: &Waker) {
+        if !self.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *self = Some(waker.clone());
+        }
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A runtime with one loop for every socket: no task to wake ([`ServerIo::watch`] is not used).
+impl WakeSlot for () {
+    fn keep(&mut self, _: &Waker) {}
+
+    fn wake(&mut self) {}
 }
 
 /// What a socket's task waits for next (see [`ServerIo::watch`]).
@@ -43,7 +77,7 @@ pub struct Want {
 }
 
 /// A socket and where it stands in the turn.
-struct Watched<S> {
+struct Watched<S, W> {
     socket: S,
     /// In the read queue already: one entry per socket, however often it was marked.
     queued: bool,
@@ -52,12 +86,12 @@ struct Watched<S> {
     /// Its last write (or send) would have blocked: the rest goes when it is writable.
     write_waits: bool,
     /// The task that waits on it, in a runtime of tasks; woken when what it waits for changes.
-    waker: Option<Waker>,
+    waker: W,
 }
 
-impl<S> Watched<S> {
+impl<S, W: WakeSlot> Watched<S, W> {
     fn new(socket: S) -> Self {
-        Self { socket, queued: false, paused: false, write_waits: false, waker: None }
+        Self { socket, queued: false, paused: false, write_waits: false, waker: W::default() }
     }
 
     fn want(&self) -> Want {
@@ -65,16 +99,12 @@ impl<S> Watched<S> {
     }
 
     fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
+        self.waker.wake();
     }
 
     /// What to wait for now; `waker` is woken when that changes.
     fn watch(&mut self, waker: &Waker) -> Want {
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.waker = Some(waker.clone());
-        }
+        self.waker.keep(waker);
         self.want()
     }
 }
@@ -83,8 +113,8 @@ impl<S> Watched<S> {
 pub struct ServerIo<R: Sockets> {
     pub driver: ServerDriver,
     files: ServedFiles,
-    conns: ConnMap<Watched<R::Stream>>,
-    ports: HashMap<u16, Watched<R::Datagrams>>,
+    conns: ConnMap<Watched<R::Stream, R::Wake>>,
+    ports: HashMap<u16, Watched<R::Datagrams, R::Wake>>,
     /// Connections with bytes (or an end) waiting in the kernel, read a chunk each per round.
     readable: VecDeque<u64>,
     /// Transfer ports with datagrams waiting, read a batch each per round.
@@ -321,5 +351,38 @@ impl<R: Sockets> ServerIo<R> {
             p.write_waits = true;
             p.wake();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket of a one-loop runtime costs its descriptor and three flags in the table, no
+    /// waker (issue 12: the table has a slot per connection, up to twice over).
+    #[test]
+    fn a_one_loop_runtime_keeps_no_waker_per_socket() {
+        assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream, ()>>(), 8);
+        assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream, Option<Waker>>>(), 24);
+    }
+
+    #[test]
+    fn a_kept_waker_is_woken_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut slot: Option<Waker> = None;
+        slot.keep(&waker);
+        slot.keep(&waker);
+        slot.wake();
+        slot.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 }

@@ -27,6 +27,7 @@ struct Smol;
 impl Sockets for Smol {
     type Stream = Rc<Async<TcpStream>>;
     type Datagrams = Rc<Async<UdpSocket>>;
+    type Wake = Option<std::task::Waker>;
 
     fn read(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize> {
         stream.get_ref().read(buf)
