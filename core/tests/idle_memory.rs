@@ -79,7 +79,7 @@ fn an_idle_named_connection_costs_the_core_less_than_600_bytes() {
         for limit in [ServerConfig::default().presence_room_limit, 500] {
             let per = bytes_per_idle_person(config(limit), count);
             eprintln!("{count} people, presence limit {limit}: {per:.0} heap bytes each");
-            // 544 and 564 bytes when written (names kept inline with their holder, the registry
+            // 520 and 540 bytes when written (names kept inline with their holder, the registry
             // keeping digests; no outbox while idle); the bound leaves room for a table's growth
             // step, not for a heap block per person.
             assert!(per < 600.0, "{count} people, presence limit {limit}: {per:.0} bytes each");

@@ -171,7 +171,7 @@ impl ChatServer {
             Holder::Local(conn) => {
                 let c = self.conns.get(&conn)?;
                 let joined = c.joined.as_ref().map(|(n, _)| n.to_string());
-                joined.or_else(|| c.claiming.clone())
+                joined.or_else(|| c.claiming.as_deref().map(str::to_owned))
             }
             Holder::Remote(seq) => self.remote_room.get(&seq).cloned(),
         }

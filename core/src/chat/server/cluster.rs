@@ -83,7 +83,7 @@ impl ChatServer {
         let Some(c) = self.conns.get_mut(&conn) else {
             return false;
         };
-        c.claiming = Some(name.to_owned());
+        c.claiming = Some(name.into());
         let key = name_key(name);
         let claim = Claim {
             key: key.clone(),

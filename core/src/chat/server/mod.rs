@@ -272,7 +272,7 @@ struct Conn {
     /// Bytes emitted as `Send` (or waiting in the output queue) and not yet reported `Sent`.
     queued: usize,
     /// Live transfers offered on this connection.
-    transfers: usize,
+    transfers: u32,
     /// A presence line is owed, to be made when it is taken (1.1).
     presence_owed: bool,
     /// It came in over TLS (PROTOCOL 1.6), so it may give the room password, and its offers
@@ -285,7 +285,7 @@ struct Conn {
     admitted: bool,
     /// The name it asked for, while the cluster's broker is asked whether it is free (8.3):
     /// its next lines wait in the framer until the answer.
-    claiming: Option<String>,
+    claiming: Option<Box<str>>,
 }
 
 /// The chat server. See the module documentation.

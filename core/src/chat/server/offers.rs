@@ -52,7 +52,7 @@ impl ChatServer {
         };
         let (peer_ip, secure) = (c.peer.ip(), c.secure);
         let cap = self.config.max_transfers_per_client;
-        if c.transfers >= cap {
+        if usize::try_from(c.transfers).unwrap_or(usize::MAX) >= cap {
             return self.send_error(conn, &format!("too many transfers: at most {cap} at once"));
         }
         // Counted by address too: one host opening many connections must not hold every port.
