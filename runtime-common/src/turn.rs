@@ -62,7 +62,8 @@ impl WakeSlot for Option<Waker> {
     }
 }
 
-/// A runtime with one loop for every socket: no task to wake ([`ServerIo::watch`] is not used).
+/// A runtime with one loop for every socket: no task to wake. Such a runtime must not call
+/// [`ServerIo::watch`]: a task that waited on it would never be woken.
 impl WakeSlot for () {
     fn keep(&mut self, _: &Waker) {}
 

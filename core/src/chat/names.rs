@@ -7,7 +7,8 @@
 //!   `а` in `аlice` collides with `alice` and with `ALICE`. Used only to refuse a new name; a
 //!   private message must name its recipient exactly up to case.
 //!
-//! [`NameRegistry`] holds the connected names under both keys so both checks are O(name length).
+//! [`NameRegistry`] holds a digest of each connected name under both keys, so both checks are
+//! O(name length); the names themselves are kept by their holders ([`HeldName`]).
 //!
 //! Spec: `docs/PROTOCOL.md` [§1.1] (Joining, names and presence: the table of checks, their order
 //! and their refusal texts).
@@ -99,10 +100,16 @@ pub fn skeleton_key(name: &str) -> String {
 /// The registry keeps digests, not the keys: a room of thousands of idle people would otherwise
 /// hold two or three heap blocks per person (the name, its folded key, its skeleton), each one
 /// small and long-lived, and such blocks pin the pages a join storm leaves behind (issue 12:
-/// memory per idle person). Two different keys share a digest with odds of 2^-64 per pair (about
-/// 10^-11 for a room of ten thousand); finding a name whose digest equals a given person's costs
-/// 2^64 hashes, so nobody can aim one at another. The cost of a collision is a name refused as
-/// taken, never two people under one name.
+/// memory per idle person).
+///
+/// Two different keys share a digest with odds of 2^-64 per pair (about 10^-11 for a room of ten
+/// thousand). Finding a name whose digest equals a given person's costs 2^64 hashes, so nobody
+/// can aim one at another; a pair of one's own names that collide costs about 2^32, so only the
+/// person who made such a pair meets it. What a collision does: the second name is refused as
+/// taken (or, in a cluster, a node keeps the other node's holder out of its registry, so that
+/// name cannot be written to from there). It never admits two people under one name, and a
+/// private line never reaches the holder of another name: the server compares the names before
+/// it delivers (`ChatServer::recipient`).
 type Digest = u64;
 
 fn digest(key: &str) -> Digest {
@@ -185,6 +192,15 @@ impl<Id: Copy + PartialEq> NameRegistry<Id> {
     /// The holder of `name`, ignoring case.
     pub fn lookup(&self, name: &str) -> Option<Id> {
         self.by_fold.get(&digest(&fold(name))).copied()
+    }
+
+    /// Makes `name` look, to the registry, like the name `as_if` that someone holds: a digest
+    /// collision, which tests cannot find by search (it takes 2^32 hashes).
+    #[cfg(test)]
+    pub(crate) fn collide(&mut self, name: &str, as_if: &str) {
+        if let Some(&holder) = self.by_fold.get(&digest(&fold(as_if))) {
+            self.by_fold.insert(digest(&fold(name)), holder);
+        }
     }
 
     /// How many names are registered (members who have joined).

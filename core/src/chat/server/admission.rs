@@ -11,7 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::chat::flood::InputBudget;
-use crate::chat::names::HeldName;
+use crate::chat::names::{HeldName, fold};
 use crate::wire::chat::ServerLine;
 use crate::wire::line::LineFramer;
 
@@ -177,8 +177,24 @@ impl ChatServer {
         }
     }
 
+    /// Who a private line to `to` goes to, and their name as registered: a joined local person
+    /// or a person of another node whose name equals `to` ignoring case. The names are compared,
+    /// not only their digests (`names.rs`), so a collision never delivers to someone else.
+    pub(super) fn recipient(&self, to: &str) -> Option<(Holder, String)> {
+        let holder = self.names.lookup(to)?;
+        let name = match holder {
+            Holder::Local(conn) => self.name_of(conn)?,
+            Holder::Remote(_) => self.holder_name(holder)?,
+        };
+        (fold(&name) == fold(to)).then_some((holder, name))
+    }
+
     /// The name `conn` joined with, if it has joined.
     pub(super) fn name_of(&self, conn: ConnId) -> Option<String> {
         self.conns.get(&conn).and_then(|c| c.joined.as_ref()).map(|(n, _)| n.to_string())
     }
 }
+
+#[cfg(test)]
+#[path = "../../../tests/unit/server_names.rs"]
+mod tests;

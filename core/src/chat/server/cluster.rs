@@ -402,9 +402,7 @@ impl ChatServer {
                 if me != Some((&to_node, to_epoch)) {
                     return;
                 }
-                if let Some(Holder::Local(conn)) = self.names.lookup(&to)
-                    && self.is_joined(conn)
-                {
+                if let Some((Holder::Local(conn), _)) = self.recipient(&to) {
                     self.send(conn, Bytes::from(ServerLine::Private { from, text }.encode()));
                 }
             }
@@ -454,8 +452,9 @@ impl ChatServer {
         }
         members.insert(name.clone(), seq);
         self.next_join_seq += 1;
-        // Refused only when one of ours holds the name after a split: the broker's claim
-        // settles it at the next renewal (8.3); meanwhile `~name` reaches ours.
+        // Refused when one of ours holds the name after a split (the broker's claim settles it
+        // at the next renewal, 8.3; meanwhile `~name` reaches ours), when it is confusable with
+        // one of ours, or on a digest collision (`names.rs`); the person is listed all the same.
         let _ = self.names.claim(&name, Holder::Remote(seq));
         self.remote_room.insert(seq, name.clone());
         self.broadcast(ServerLine::Joined(name).encode());

@@ -58,12 +58,11 @@ impl ChatServer {
         let Some(from) = self.name_of(conn) else {
             return;
         };
-        let recipient = match self.names.lookup(to) {
-            Some(Holder::Local(recipient)) => self.name_of(recipient).map(|n| (recipient, n)),
-            Some(holder @ Holder::Remote(seq)) => match self.holder_name(holder) {
-                Some(to_name) => return self.tell_remote(conn, from, seq, to_name, text),
-                None => None,
-            },
+        let recipient = match self.recipient(to) {
+            Some((Holder::Local(recipient), to_name)) => Some((recipient, to_name)),
+            Some((Holder::Remote(seq), to_name)) => {
+                return self.tell_remote(conn, from, seq, to_name, text);
+            }
             None => None,
         };
         let Some((recipient, to_name)) = recipient else {
@@ -106,11 +105,6 @@ impl ChatServer {
     /// Everyone in the room: this node's people and, in a cluster, the others'.
     pub(super) fn members(&self) -> usize {
         self.room.len() + self.remote_room.len()
-    }
-
-    /// Whether `conn` has joined (a name being claimed does not count yet).
-    pub(super) fn is_joined(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| c.joined.is_some())
     }
 
     /// Marks a presence line owed to every member of the room but `except`; each is made when

@@ -26,9 +26,10 @@ impl Room {
 
     /// The member who joined with `seq` left.
     pub(super) fn leave(&mut self, seq: u64) {
-        if let Ok(at) = self.0.binary_search_by_key(&seq, |&(s, _)| s) {
-            self.0.remove(at);
-        }
+        let Ok(at) = self.0.binary_search_by_key(&seq, |&(s, _)| s) else {
+            return;
+        };
+        self.0.remove(at);
         // A crowd that left gives most of the vector back.
         if self.0.capacity() > 64 && self.0.len() < self.0.capacity() / 4 {
             self.0.shrink_to(self.0.len() * 2);
