@@ -191,7 +191,13 @@ impl<Id: Copy + PartialEq> NameRegistry<Id> {
 
     /// The holder of `name`, ignoring case.
     pub fn lookup(&self, name: &str) -> Option<Id> {
-        self.by_fold.get(&digest(&fold(name))).copied()
+        self.lookup_folded(&fold(name))
+    }
+
+    /// The holder of the name whose [`fold`] is `folded`: for a caller that needs the folded
+    /// name anyway (to compare it with the holder's), so that it is made once.
+    pub fn lookup_folded(&self, folded: &str) -> Option<Id> {
+        self.by_fold.get(&digest(folded)).copied()
     }
 
     /// Makes `name` look, to the registry, like the name `as_if` that someone holds: a digest

@@ -181,12 +181,13 @@ impl ChatServer {
     /// or a person of another node whose name equals `to` ignoring case. The names are compared,
     /// not only their digests (`names.rs`), so a collision never delivers to someone else.
     pub(super) fn recipient(&self, to: &str) -> Option<(Holder, String)> {
-        let holder = self.names.lookup(to)?;
+        let folded = fold(to);
+        let holder = self.names.lookup_folded(&folded)?;
         let name = match holder {
             Holder::Local(conn) => self.name_of(conn)?,
             Holder::Remote(_) => self.holder_name(holder)?,
         };
-        (fold(&name) == fold(to)).then_some((holder, name))
+        (fold(&name) == folded).then_some((holder, name))
     }
 
     /// The name `conn` joined with, if it has joined.
