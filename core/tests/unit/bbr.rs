@@ -62,3 +62,28 @@ fn loss_with_a_standing_queue_is_not_compensated() {
     drive(&mut bbr, t0 + Duration::from_secs(1), 20, 1e6, Duration::from_millis(40), 10);
     assert_eq!(bbr.loss_rate(), 0.0);
 }
+
+/// A compensation learnt too high (or right, on a path that since got busier) measures itself
+/// back: asking for `1 / (1 - loss)` more makes a full queue drop exactly the excess. Rounds that
+/// lose parts behind a standing queue must therefore turn it down, not leave it where it was.
+#[test]
+fn losses_behind_a_standing_queue_back_the_compensation_off() {
+    let t0 = Instant::now();
+    let mut bbr = Bbr::new(1000);
+    drive(&mut bbr, t0, 40, 1e6, Duration::from_millis(20), 5);
+    assert!(bbr.loss_rate() > 0.15, "{}", bbr.loss_rate());
+    // 6 ms of standing queue on a 20 ms path, and the same losses.
+    drive(&mut bbr, t0 + Duration::from_secs(1), 20, 1e6, Duration::from_millis(26), 5);
+    assert!(bbr.loss_rate() < 0.01, "{}", bbr.loss_rate());
+}
+
+/// A queue of a fifth of the round trip is a standing queue: its losses are not learnt (the
+/// harness's 10 ms queue on a 50 ms path hid under the old 25% allowance).
+#[test]
+fn a_queue_of_a_fifth_of_the_round_trip_is_not_queue_free() {
+    let t0 = Instant::now();
+    let mut bbr = Bbr::new(1000);
+    drive(&mut bbr, t0, 10, 1e6, Duration::from_millis(50), 0);
+    drive(&mut bbr, t0 + Duration::from_secs(1), 20, 1e6, Duration::from_millis(60), 5);
+    assert_eq!(bbr.loss_rate(), 0.0);
+}
