@@ -13,8 +13,8 @@
 //! Random loss: BBR's delivery rate counts only what arrived, so at 30% loss a plain BBR measures 70%
 //! of what it asks for and its estimate shrinks every round. We measure the loss rate per round and
 //! ask for `1 / (1 - loss)` more, *but only learn from rounds without a standing queue* (round min
-//! RTT within 12.5% + 1 ms of min_rtt): losses with a full queue are congestion, and compensating
-//! for them would feed the queue. The compensation is capped at 50% loss so that a broken path
+//! RTT within 12.5% + 1 ms of min_rtt, or within twice the RTT's mean deviation on a jittery path):
+//! losses with a full queue are congestion, and compensating for them would feed the queue. The compensation is capped at 50% loss so that a broken path
 //! cannot make us send more than twice the useful rate.
 //!
 //! Why a round that loses parts behind a standing queue also *backs the compensation off* (by a
