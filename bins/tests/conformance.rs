@@ -684,6 +684,7 @@ fn interactive_downloads_past_the_cap_are_queued(server_rt: Rt, client_rt: Rt) {
 }
 
 on_each_pair!(
+    a_server_before_early_flights_gets_the_plain_line,
     get_many_files_in_one_session,
     interactive_downloads_past_the_cap_are_queued,
     s3_unasked_offers_from_a_hostile_server_write_nothing,
@@ -735,6 +736,98 @@ fn a_version_1_client_is_still_served(rt: Rt) {
         assert!(std::time::Instant::now() < deadline, "FINISHED v1 did not free the port: {line}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// PROTOCOL 2.1, the early flight (version 4): a client that bound UDP on its chat connection's
+/// own address and asks for 100 parts at 1 MB/s gets the file's parts with the offer, without a
+/// REQUEST, as early requests of 16 parts; over TLS sealed under the offer's key. Its first
+/// REQUEST, from another port, then moves the transfer there.
+fn an_early_flight_needs_no_request(rt: Rt) {
+    let server = start(rt, sample_folder(), |_| {});
+    let mut a = Raw::connect(server.addr);
+    let early = UdpSocket::bind(a.local_addr()).unwrap();
+    early.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    a.send("early");
+    assert_eq!(a.line(), "early has joined the chat!");
+    a.line();
+    a.send("download_file alice.jpg 1200 100 1000000");
+    let offer = a.line();
+    let words: Vec<&str> = offer.split(' ').collect();
+    let by_hand = ByHand::new(&words);
+    let part_size = if by_hand.key.is_some() { 1200 - sealed::PART_SIZE_SHRINK } else { 1200 };
+    let n_parts = 5000usize.div_ceil(usize::from(part_size));
+    let on_early = ByHand { udp: early, token: by_hand.token, key: by_hand.key.clone() };
+    let mut file = vec![0u8; 5000];
+    for _ in 0..n_parts {
+        let Some(Ok((req_seq, part, data))) = on_early.recv() else {
+            panic!("the early flight did not arrive: {offer}");
+        };
+        assert_eq!(req_seq, part / 16);
+        let at = part as usize * usize::from(part_size);
+        file[at..at + data.len()].copy_from_slice(&data);
+    }
+    assert_eq!(file, pattern(5000, 2));
+    // Early request 0 was the whole flight; a REQUEST numbered 0 is not newer.
+    by_hand.send_request(0, &[(0, 0)]);
+    by_hand.send_request(1, &[(1, 1)]);
+    assert!(matches!(by_hand.recv(), Some(Ok((1, 1, _)))));
+    by_hand.send_finished();
+}
+
+/// PROTOCOL 2.1 and 5 (version 4): a server from before early flights answers the longer line
+/// with a usage error; the client asks again as that server understands, and the download goes
+/// on (here to a refusal, which this stand-in server gives to every plain line).
+fn a_server_before_early_flights_gets_the_plain_line(_server_rt: Rt, client_rt: Rt) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let old = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut lines = Vec::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            let got = line.trim_end().to_owned();
+            line.clear();
+            let reply = match got.split(' ').count() {
+                1 if lines.is_empty() => format!("{got} has joined the chat!\nALL\n"),
+                5 => "ERROR usage: download_file <file> [<part_size>] (too many words)\n".into(),
+                3 => "ERROR no such file: hello.c\n".into(),
+                _ => String::new(),
+            };
+            writer.write_all(reply.as_bytes()).unwrap();
+            let quit = got == "{quit}";
+            lines.push(got);
+            if quit {
+                break;
+            }
+        }
+        lines
+    });
+    let out = tempfile::tempdir().unwrap();
+    let options = natter_runtime_common::DownloadOptions {
+        session: natter_runtime_common::ClientOptions {
+            addr,
+            name: "getter".into(),
+            out_dir: out.path().join("Downloads"),
+            part_size: Some(1200),
+            stall_timeout: Duration::from_secs(5),
+            max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+            max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
+            tls: None,
+        },
+        files: vec!["hello.c".into()],
+    };
+    let err = download(client_rt, &options).unwrap_err();
+    assert!(err.to_string().contains("no such file: hello.c"), "{err}");
+    let lines = old.join().unwrap();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[1].starts_with("download_file hello.c 1200 "), "{lines:?}");
+    assert_eq!(lines[1].split(' ').count(), 5, "{lines:?}");
+    assert_eq!(lines[2], "download_file hello.c 1200", "{lines:?}");
+    assert_eq!(lines[3], "{quit}", "{lines:?}");
 }
 
 // ---------------------------------------------------------------- transfer limits
@@ -865,6 +958,7 @@ fn reset_in_the_middle_of_a_line(rt: Rt) {
 
 on_each_server!(
     a_version_1_client_is_still_served,
+    an_early_flight_needs_no_request,
     reset_in_the_middle_of_a_line,
     port_held_by_another_program_is_skipped,
     folder_changes_are_seen,
@@ -888,6 +982,7 @@ on_each_server!(
 // from a second thread, under the TLS session's feet (C6 is the same code for both); and a
 // version-1 client has no place there, since every offer over TLS is sealed (2.7, version 3).
 on_each_server_over_tls!(
+    an_early_flight_needs_no_request,
     reset_in_the_middle_of_a_line,
     port_held_by_another_program_is_skipped,
     folder_changes_are_seen,

@@ -233,6 +233,7 @@ pub fn transfer_hostile_datagrams(data: &[u8], start: Instant) {
             size,
             part_size: PART_SIZE,
             idle_timeout: Duration::from_secs(10),
+            early: None,
         },
         start,
     );

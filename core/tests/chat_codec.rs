@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a test panicking is a failing test
 
-use natter_core::wire::chat::{ClientLine, LineError, ServerLine, UdpOffer};
+use natter_core::wire::chat::{ClientLine, EarlyFlight, LineError, ServerLine, UdpOffer};
 
 fn strip_nl(s: &str) -> &str {
     s.strip_suffix('\n').unwrap_or(s)
@@ -14,9 +14,19 @@ fn client_lines_round_trip() {
     let lines = [
         ClientLine::Show,
         ClientLine::GetListFile,
-        ClientLine::Download { file: "hello.c".into(), part_size: None },
-        ClientLine::Download { file: "big.iso".into(), part_size: Some(65000) },
-        ClientLine::Download { file: "x".into(), part_size: Some(u32::MAX) },
+        ClientLine::Download { file: "hello.c".into(), part_size: None, early: None },
+        ClientLine::Download { file: "big.iso".into(), part_size: Some(65000), early: None },
+        ClientLine::Download { file: "x".into(), part_size: Some(u32::MAX), early: None },
+        ClientLine::Download {
+            file: "photo.jpg".into(),
+            part_size: Some(1446),
+            early: Some(EarlyFlight { parts: 725, rate: 50_000_000 }),
+        },
+        ClientLine::Download {
+            file: "x".into(),
+            part_size: Some(0),
+            early: Some(EarlyFlight { parts: u32::MAX, rate: 0 }),
+        },
         ClientLine::Private { to: "alice".into(), text: "hi  there ~ :)".into() },
         ClientLine::Quit,
         ClientLine::Empty,
@@ -46,7 +56,7 @@ fn client_line_aliases_and_edges() {
     );
     assert_eq!(
         ClientLine::parse("download_file x 099999999999999"),
-        Ok(ClientLine::Download { file: "x".into(), part_size: Some(u32::MAX) }),
+        Ok(ClientLine::Download { file: "x".into(), part_size: Some(u32::MAX), early: None }),
         "huge part sizes saturate; the server clamps"
     );
 }
@@ -58,14 +68,42 @@ fn malformed_download_file() {
     assert_eq!(ClientLine::parse("download_file"), usage("no file name"));
     assert_eq!(ClientLine::parse("download_file "), usage("no file name"));
     assert_eq!(ClientLine::parse("download_file  x"), usage("no file name"));
-    assert_eq!(ClientLine::parse("download_file x y z"), usage("too many words"));
-    assert_eq!(ClientLine::parse("download_file x 12 "), usage("too many words"));
+    assert_eq!(ClientLine::parse("download_file x 1 2 3 4"), usage("too many words"));
+    assert_eq!(ClientLine::parse("download_file x 1 2 3 "), usage("too many words"));
+    assert_eq!(ClientLine::parse("download_file x y z"), usage("part size is not a number"));
+    let both = "an early flight needs both its part count and its rate";
+    assert_eq!(ClientLine::parse("download_file x 12 "), usage(both));
+    assert_eq!(ClientLine::parse("download_file x 12 400"), usage(both));
+    let early = "the early flight's part count or rate is not a number";
+    assert_eq!(ClientLine::parse("download_file x 12 400 "), usage(early));
+    assert_eq!(ClientLine::parse("download_file x 12 -1 5"), usage(early));
+    assert_eq!(ClientLine::parse("download_file x 12 7 1e6"), usage(early));
     assert_eq!(ClientLine::parse("download_file x abc"), usage("part size is not a number"));
     assert_eq!(ClientLine::parse("download_file x -5"), usage("part size is not a number"));
     assert_eq!(ClientLine::parse("download_file x +5"), usage("part size is not a number"));
     assert_eq!(ClientLine::parse("download_file x "), usage("part size is not a number"));
     let msg = ClientLine::parse("download_file").unwrap_err().to_string();
-    assert_eq!(msg, "usage: download_file <file> [<part_size>] (no file name)");
+    assert_eq!(
+        msg,
+        "usage: download_file <file> [<part_size> [<first_parts> <first_rate>]] (no file name)"
+    );
+}
+
+/// PROTOCOL 2.1, the early flight: what a server sends is bounded by the file, 1024 parts, 1 MiB
+/// and the rate range, the same on both ends.
+#[test]
+fn an_early_flight_is_bounded_alike_on_both_ends() {
+    let ask = |parts, rate| EarlyFlight { parts, rate };
+    assert_eq!(ask(725, 50_000_000).bounded(725, 1446), Some(ask(725, 50_000_000)));
+    assert_eq!(ask(725, 50_000_000).bounded(100, 1446), Some(ask(100, 50_000_000)));
+    assert_eq!(ask(5000, 1).bounded(100_000, 512), Some(ask(1024, 125_000)));
+    assert_eq!(ask(5000, u32::MAX).bounded(100_000, 1446), Some(ask(725, 125_000_000)));
+    assert_eq!(ask(5000, 1_000_000).bounded(100_000, 65000), Some(ask(16, 1_000_000)));
+    assert_eq!(ask(0, 1_000_000).bounded(100, 1446), None);
+    assert_eq!(ask(10, 1_000_000).bounded(0, 1446), None);
+    assert_eq!(ask(725, 1).requests(), 46);
+    assert_eq!(ask(16, 1).requests(), 1);
+    assert_eq!(ask(17, 1).requests(), 2);
 }
 
 #[test]

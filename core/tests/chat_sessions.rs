@@ -555,6 +555,7 @@ fn s4_log_lines_cannot_be_forged() {
         port: 55000,
         transfer_id: 3,
         file: "a\n[CONNECTION] x\u{2028}".into(),
+        early_parts: Some(725),
     };
     let text = forged.to_string();
     assert!(!text.contains('\n') && !text.contains('\u{2028}'), "{text}");

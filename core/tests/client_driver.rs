@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use natter_core::chat::catalogue::free_final_name;
@@ -24,6 +24,8 @@ use natter_core::wire::chat::{ServerLine, UdpOffer};
 use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN};
 
 const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+/// The client's address on the same network (no NAT between them).
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
 
 fn content(size: usize, seed: u8) -> Vec<u8> {
     (0..size).map(|i| (i * 7 + i / 251) as u8 ^ seed).collect()
@@ -82,6 +84,40 @@ impl Script {
 
     fn interactive() -> Self {
         Self::new(Mode::Interactive, 1200)
+    }
+
+    /// `natter get` of `file` from a runtime that reports the connect (20 ms) and an early-flight
+    /// socket on the connection's address, as runtime-common does (PROTOCOL 2.1).
+    fn get_with_early_socket(file: &str, part_size: u16) -> Self {
+        let now = Instant::now();
+        let mut config = ClientConfig::new("alice", Mode::get(file), SERVER, part_size);
+        config.give_up_after = Duration::from_secs(5);
+        config.awaits_connected = true;
+        let mut s = Self::new(Mode::Interactive, part_size);
+        s.d = ClientDriver::new(config, now);
+        s.t0 = now;
+        s.now = now;
+        s.log.clear();
+        s.drain();
+        s.note("the download line waits for the connect");
+        s.now += Duration::from_millis(20);
+        let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
+        s.say(format!("connected in 20 ms; early-flight socket at {early_socket:?}"));
+        s.d.handle_input(
+            s.now,
+            Input::Connected { handshake: Duration::from_millis(20), early_socket },
+        );
+        s.drain();
+        s
+    }
+
+    /// The server's early flight for download `id`: `parts`, answered as early requests of 16
+    /// parts (PROTOCOL 2.1).
+    fn deliver_early(&mut self, id: DownloadId, parts: std::ops::Range<u32>) {
+        for part in parts {
+            self.wanted.entry(id).or_default().push((part / 16, part));
+        }
+        self.deliver(id, usize::MAX, false);
     }
 
     /// An interactive client that asked for every one of `files` (name, length) in order: the
@@ -288,11 +324,12 @@ impl Script {
                 }
             }
             Output::Disconnected(reason) => self.say(format!("  disconnected: {reason}")),
-            Output::Open { id, file, size, peer, max_datagram } => {
+            Output::Open { id, file, size, peer, max_datagram, early } => {
                 let resume = self.records.get(&file).cloned();
                 self.say(format!(
-                    "  open #{id}: {file}.part ({size} bytes{}), udp to {peer} (datagrams of {max_datagram})",
-                    if resume.is_some() { ", record found" } else { "" }
+                    "  open #{id}: {file}.part ({size} bytes{}), udp to {peer} (datagrams of {max_datagram}){}",
+                    if resume.is_some() { ", record found" } else { "" },
+                    if early { ", on the early-flight socket" } else { "" }
                 ));
                 self.parts.entry(file.clone()).or_insert_with(|| vec![0; size as usize]);
                 self.open.insert(id, (file, u64::from(peer.port())));
@@ -820,5 +857,77 @@ fn a_server_that_keeps_counting_an_ended_transfer_delays_the_line_but_fails_noth
     }
     for f in files {
         assert_eq!(s.disk[f], s.served[f], "{f}");
+    }
+}
+
+/// PROTOCOL 2.1, the early flight: with the round trip and an early-flight socket known from the
+/// connect, `natter get` asks for the first flight in its `download_file` line (FirstFlight at
+/// 20 ms: 834 parts of 1200 bytes at 50 MB/s). The offer opens the download on that socket, the
+/// five parts of the file come with it, and the file is saved without a single REQUEST.
+#[test]
+fn an_early_flight_is_asked_with_the_line_and_needs_no_request() {
+    let mut s = Script::get_with_early_socket("hello.c", 1200);
+    // A round trip later: the join, the offer and the flight sent with it.
+    s.wait(Duration::from_millis(20));
+    s.join();
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver_early(1, 0..5);
+    s.server_closes();
+    assert!(matches!(&s.finished, Some(Some(Ok(r))) if r.size == 5000));
+    assert!(!s.log.contains("REQUEST"), "{}", s.log);
+    insta::assert_snapshot!(s.log);
+}
+
+/// A server from before early flights answers the longer line with a usage error: the client
+/// asks again as that server understands, never asks it for an early flight again, and the
+/// download runs on a socket of its own.
+#[test]
+fn a_server_without_early_flights_gets_the_plain_line() {
+    let mut s = Script::get_with_early_socket("hello.c", 1200);
+    s.wait(Duration::from_millis(20));
+    s.join();
+    s.server("ERROR usage: download_file <file> [<part_size>] (too many words)");
+    s.wait(Duration::from_millis(20));
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(1, 10, false);
+    s.server_closes();
+    assert!(matches!(&s.finished, Some(Some(Ok(r))) if r.size == 5000));
+    insta::assert_snapshot!(s.log);
+}
+
+/// No early flight is asked for from behind a NAT (a private address, a server with a global
+/// one: the port the client binds is not the one the server would send to), nor without a
+/// socket for it.
+#[test]
+fn no_early_flight_from_behind_a_nat_or_without_a_socket() {
+    use natter_core::driver::client::likely_behind_nat;
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert!(likely_behind_nat(ip("192.168.1.20"), ip("203.0.113.5")));
+    assert!(likely_behind_nat(ip("10.1.2.3"), ip("2001:db8::1")));
+    assert!(likely_behind_nat(ip("100.64.0.9"), ip("198.51.100.1")));
+    assert!(likely_behind_nat(ip("fd00::5"), ip("2001:db8::1")));
+    assert!(!likely_behind_nat(ip("192.168.1.20"), ip("192.168.1.1")), "one LAN");
+    assert!(!likely_behind_nat(ip("127.0.0.1"), ip("127.0.0.1")), "one machine");
+    assert!(!likely_behind_nat(ip("198.51.100.7"), ip("203.0.113.5")), "both global");
+    let now = Instant::now();
+    for early_socket in [None, Some(SocketAddr::new(ip("192.168.1.20"), 40_000))] {
+        let mut config = ClientConfig::new("alice", Mode::get("hello.c"), ip("203.0.113.5"), 1200);
+        config.awaits_connected = true;
+        let mut d = ClientDriver::new(config, now);
+        assert!(
+            std::iter::from_fn(|| d.poll_output())
+                .all(|o| !matches!(o, Output::Send(ref b) if b.starts_with(b"download_file")))
+        );
+        d.handle_input(
+            now,
+            Input::Connected { handshake: Duration::from_millis(20), early_socket },
+        );
+        let sent: Vec<u8> = std::iter::from_fn(|| d.poll_output())
+            .filter_map(|o| if let Output::Send(b) = o { Some(b) } else { None })
+            .flatten()
+            .collect();
+        assert_eq!(String::from_utf8_lossy(&sent), "download_file hello.c 1200\n");
     }
 }

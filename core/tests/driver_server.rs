@@ -37,6 +37,8 @@ struct Script {
     serving: BTreeMap<u16, String>,
     /// Every line each connection received, in order.
     received: BTreeMap<ConnId, String>,
+    /// Where every PART went, in order.
+    sent_to: Vec<SocketAddr>,
 }
 
 fn identity(size: u64) -> FileKey {
@@ -64,6 +66,7 @@ impl Script {
             transcript: String::new(),
             serving: BTreeMap::new(),
             received: BTreeMap::new(),
+            sent_to: Vec::new(),
         }
     }
 
@@ -161,6 +164,9 @@ impl Script {
                 }
                 Output::Transmit { port } => {
                     while let Some(t) = self.driver.poll_transmit(self.now, port) {
+                        if let Transmit::Part(o) = &t {
+                            self.sent_to.push(o.to);
+                        }
                         let line = match t {
                             Transmit::Part(o) => format!(
                                 "part {} ({} bytes at {}) for request {}",
@@ -305,6 +311,25 @@ fn a_flooder_is_paused_then_resumed() {
     }
     assert_eq!(s.transcript.matches("[out] resume reading flood").count(), 1);
     assert_eq!(s.received[&calm].matches("flood: x").count(), 20);
+}
+
+/// PROTOCOL 2.1, the early flight: asked for in the `download_file` line, the file's three parts
+/// go out with the offer, before any datagram came, to the chat connection's own address and as
+/// early request 0. A REQUEST from another port of the same host then locks the peer there.
+#[test]
+fn an_early_flight_leaves_with_the_offer_to_the_chat_address() {
+    let mut s = Script::new(config());
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c 1200 100 1000000");
+    let chat = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40001);
+    assert_eq!(s.sent_to, vec![chat; 3], "{}", s.transcript);
+    let token = offered_token(&s.received[&alice]);
+    let mut buf = [0u8; 64];
+    let n = datagram::encode_request(token, 1, &[(2, 2)], &mut buf);
+    s.datagram(55000, 50000, &buf[..n]);
+    assert_eq!(s.sent_to.last(), Some(&SocketAddr::new(chat.ip(), 50000)));
+    insta::assert_snapshot!(s.transcript);
 }
 
 #[test]

@@ -7,13 +7,15 @@ use std::time::{Duration, Instant};
 mod hostile;
 
 use hostile::{Mix, Offer};
+use natter_core::chat::server::EarlyStart;
 use natter_core::sim::rng::SplitMix64;
 use natter_core::transfer::congestion::ControllerKind;
 use natter_core::transfer::parts::ResumeError;
 use natter_core::transfer::receiver::{
-    Accept, Receiver, ReceiverConfig, ReceiverState, TransferError,
+    Accept, EarlyAsked, Receiver, ReceiverConfig, ReceiverState, TransferError,
 };
 use natter_core::transfer::sender::{Sender, SenderConfig, SenderInput, SenderOutput};
+use natter_core::wire::chat::EarlyFlight;
 use natter_core::wire::datagram::{self, AbortCode, Datagram, MAX_REQUEST_LEN, Version};
 
 const TOKEN: u64 = 0x0123_4567_89ab_cdef;
@@ -456,8 +458,100 @@ fn sender_for(content: &[u8], part_size: u16, now: Instant) -> Sender {
         size: content.len() as u64,
         part_size,
         idle_timeout: Duration::from_secs(10),
+        early: None,
     };
     Sender::new(config, now)
+}
+
+/// PROTOCOL 2.1, the early flight, end to end against a real sender, 10 ms round trips: the
+/// client asks for 60 parts at 10 MB/s with its `download_file` line at t0; the server starts the
+/// flight with the offer 5 ms later, paced; part 30 is lost on the way. The receiver counts the
+/// flight as asked for (no REQUEST for those parts), finds part 30 lost when later parts arrive,
+/// asks for it again and for the rest of the file with `req_seq` from 4 on (after the four early
+/// requests), and completes.
+#[test]
+fn an_early_flight_counts_as_asked_for_and_its_losses_are_asked_again() {
+    let content = file(100 * 1000);
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let flight = EarlyFlight { parts: 60, rate: 10_000_000 }
+        .bounded(100, 1000)
+        .expect("60 parts of a 100-part file");
+    let mut cfg = config(&content, 1000);
+    cfg.path_rtt = Some(ms(10));
+    cfg.early = Some(EarlyAsked { flight, asked_at: t0 });
+    let early = Some(EarlyStart { to: CLIENT, flight });
+    let mut server =
+        Sender::new(SenderConfig { early, ..sender_config(&content, 1000) }, t0 + ms(5));
+    // The offer arrives after a round trip; the receiver starts then.
+    let mut r = Receiver::new(cfg, t0 + ms(10));
+    let mut written = vec![0; content.len()];
+    // Datagrams on their way, with when they arrive: down (PARTs) and up (REQUESTs).
+    let mut down: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut up: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut requests = Vec::new();
+    let mut now = t0 + ms(5);
+    while now < t0 + ms(200) && r.state() == ReceiverState::Running {
+        // The server: what arrived, then the flight's pacing.
+        for (_, dgram) in take_due(&mut up, now) {
+            server.handle_input(now, SenderInput::Datagram { from: CLIENT, bytes: &dgram });
+        }
+        server.handle_timeout(now);
+        while let Some(out) = server.poll_output() {
+            if let SenderOutput::SendPart { req_seq, part, offset, len, .. } = out {
+                let lost = part == 30 && req_seq < flight.requests();
+                let at = offset as usize;
+                let dgram = datagram::encode_part(TOKEN, req_seq, part, &content[at..at + len]);
+                if !lost {
+                    down.push((now + ms(5), dgram));
+                }
+            }
+        }
+        // The client, from the offer on.
+        if now >= t0 + ms(10) {
+            for (_, dgram) in take_due(&mut down, now) {
+                deliver(&mut r, now, &dgram, &mut written);
+            }
+            r.handle_timeout(now);
+            for (seq, ranges) in transmit(&mut r, now) {
+                if seq != u32::MAX {
+                    let mut buf = vec![0; datagram::request_len(ranges.len())];
+                    datagram::encode_request(TOKEN, seq, &ranges, &mut buf);
+                    up.push((now + ms(5), buf));
+                }
+                requests.push((seq, ranges));
+            }
+        }
+        now += ms(1);
+    }
+    assert_eq!(r.state(), ReceiverState::Complete, "{:?}", r.progress());
+    assert_eq!(written, content);
+    let (first_seq, first_ranges) = &requests[0];
+    assert_eq!(*first_seq, 4, "the receiver's own REQUESTs follow the four early ones");
+    assert!(parts_of(first_ranges).iter().all(|&p| p >= 60 || p == 30), "{first_ranges:?}");
+    let asked: Vec<u32> = requests.iter().flat_map(|(_, r)| parts_of(r)).collect();
+    assert!(asked.contains(&30), "the lost part is asked for again: {asked:?}");
+    assert!(!asked.iter().any(|&p| p < 60 && p != 30), "no other part of the flight: {asked:?}");
+    assert_eq!(r.progress().parts_lost, 1);
+}
+
+/// Takes the datagrams of `on_the_way` that have arrived by `now`.
+fn take_due(on_the_way: &mut Vec<(Instant, Vec<u8>)>, now: Instant) -> Vec<(Instant, Vec<u8>)> {
+    let (due, later) = on_the_way.drain(..).partition(|(at, _)| *at <= now);
+    *on_the_way = later;
+    due
+}
+
+fn sender_config(content: &[u8], part_size: u16) -> SenderConfig {
+    SenderConfig {
+        seal: None,
+        token: TOKEN,
+        peer_ip: CLIENT.ip(),
+        size: content.len() as u64,
+        part_size,
+        idle_timeout: Duration::from_secs(10),
+        early: None,
+    }
 }
 
 /// How a hostile stream went at the receivers, to show it reached every rule.

@@ -30,6 +30,7 @@ fn sender(seal: SealKey, now: Instant) -> Sender {
         size: 10_000,
         part_size: 1000,
         idle_timeout: Duration::from_secs(10),
+        early: None,
     };
     Sender::new(config, now)
 }

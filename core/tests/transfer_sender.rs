@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 mod hostile;
 
 use hostile::{Mix, Offer};
+use natter_core::chat::server::EarlyStart;
 use natter_core::sim::rng::SplitMix64;
 use natter_core::transfer::sender::{
     MAX_OWED_PARTS, Sender, SenderConfig, SenderEnd, SenderInput, SenderOutput,
 };
+use natter_core::wire::chat::EarlyFlight;
 use natter_core::wire::datagram::{self, AbortCode, Datagram, Version};
 
 const TOKEN: u64 = 0x5c1e_0f3a_9b2d_4e71;
@@ -30,9 +32,34 @@ fn sender(size: u64, part_size: u16, now: Instant) -> Sender {
             size,
             part_size,
             idle_timeout: Duration::from_secs(10),
+            early: None,
         },
         now,
     )
+}
+
+/// A sender whose offer came with an early flight of `parts` at `rate` bytes per second to the
+/// chat connection's address `to` (PROTOCOL 2.1).
+fn early_sender(size: u64, part_size: u16, parts: u32, rate: u32, to: SocketAddr) -> Sender {
+    let early = EarlyFlight { parts, rate }
+        .bounded(u32::try_from(size.div_ceil(u64::from(part_size))).unwrap_or(u32::MAX), part_size)
+        .map(|flight| EarlyStart { to, flight });
+    Sender::new(
+        SenderConfig {
+            token: TOKEN,
+            seal: None,
+            peer_ip: CLIENT_IP,
+            size,
+            part_size,
+            idle_timeout: Duration::from_secs(10),
+            early,
+        },
+        T0.with(|t| *t),
+    )
+}
+
+thread_local! {
+    static T0: Instant = Instant::now();
 }
 
 fn request(req_seq: u32, ranges: &[(u32, u32)]) -> Vec<u8> {
@@ -541,4 +568,95 @@ fn empty_file_finishes_without_any_request() {
     s.handle_input(t0, SenderInput::Datagram { from: client(), bytes: &request(0, &[(0, 0)]) });
     assert!(matches!(s.poll_output(), Some(SenderOutput::SendDatagram { .. })));
     assert_eq!(s.poll_output(), Some(SenderOutput::Done(SenderEnd::Aborted(AbortCode::PastEnd))));
+}
+
+/// Lets the pacing of an early flight run until `at` and logs what went out.
+fn paced(s: &mut Sender, at: Instant, t0: Instant, log: &mut String) {
+    s.handle_timeout(at);
+    let mut parts = Vec::new();
+    while let Some(out) = s.poll_output() {
+        match out {
+            SenderOutput::SendPart { part, req_seq, to, .. } => parts.push((part, req_seq, to)),
+            other => writeln!(log, "  unexpected {other:?}").unwrap_or_default(),
+        }
+    }
+    let ms = at.duration_since(t0).as_secs_f64() * 1000.0;
+    if parts.is_empty() {
+        writeln!(log, "at {ms:.3} ms: (nothing)").unwrap_or_default();
+    }
+    // One line per run of consecutive parts to one address: (first part, its req_seq, where),
+    // (last part, its req_seq).
+    type Run = ((u32, u32, SocketAddr), (u32, u32));
+    let mut runs: Vec<Run> = Vec::new();
+    for (part, req_seq, to) in parts {
+        match runs.last_mut() {
+            Some((first, last)) if last.0 + 1 == part && first.2 == to => *last = (part, req_seq),
+            _ => runs.push(((part, req_seq, to), (part, req_seq))),
+        }
+    }
+    for ((first, first_req, to), (last, last_req)) in runs {
+        writeln!(log, "at {ms:.3} ms: parts {first}-{last} (req {first_req}-{last_req}) to {to}")
+            .unwrap_or_default();
+    }
+}
+
+/// PROTOCOL 2.1, the early flight: the first early request (16 parts) goes out with the offer,
+/// the rest one part every `part_size / rate` (here 1000 bytes at 1 MB/s: one a millisecond) to
+/// the chat connection's address, with `req_seq` counting early requests of 16 parts. The timer
+/// asks for each part; a REQUEST from another port of the client's IP locks the peer there and
+/// what is left of the flight follows it; the client's REQUESTs must come after the early ones,
+/// and their parts wait until the flight is out.
+#[test]
+fn an_early_flight_is_paced_to_the_chat_address_until_a_request_moves_it() {
+    let t0 = T0.with(|t| *t);
+    let chat = SocketAddr::new(CLIENT_IP, 50_123);
+    let mut s = early_sender(100_000, 1000, 40, 1_000_000, chat);
+    let mut log = String::new();
+    assert!(s.peer() == Some(chat));
+    let ms = |n: u64| t0 + Duration::from_millis(n);
+    paced(&mut s, t0, t0, &mut log);
+    writeln!(log, "next timer at {:?}", s.poll_timeout().map(|at| at.duration_since(t0)))
+        .unwrap_or_default();
+    paced(&mut s, ms(1), t0, &mut log);
+    paced(&mut s, ms(5), t0, &mut log);
+    paced(&mut s, ms(5), t0, &mut log);
+    step(
+        &mut s,
+        ms(6),
+        client(),
+        "REQUEST 2 [90-91] (an early req_seq)",
+        &request(2, &[(90, 91)]),
+        &mut log,
+    );
+    step(
+        &mut s,
+        ms(6),
+        client(),
+        "REQUEST 3 [90-91] (the first of the client's own)",
+        &request(3, &[(90, 91)]),
+        &mut log,
+    );
+    paced(&mut s, ms(30), t0, &mut log);
+    step(&mut s, ms(30), client(), "REQUEST 4 [92-92]", &request(4, &[(92, 92)]), &mut log);
+    assert_eq!(s.poll_timeout(), Some(ms(30) + Duration::from_secs(10)), "only the idle deadline");
+    insta::assert_snapshot!(log);
+}
+
+/// What a server sends early is bounded whatever the client asks: the file's parts, 1024 parts,
+/// 1 MiB, and at most 125 MB/s; FINISHED stops the flight.
+#[test]
+fn an_early_flight_is_bounded_and_ends_with_finished() {
+    let t0 = T0.with(|t| *t);
+    let chat = SocketAddr::new(CLIENT_IP, 50_123);
+    let mut s = early_sender(5_000, 1000, u32::MAX, u32::MAX, chat);
+    let mut log = String::new();
+    paced(&mut s, t0 + Duration::from_secs(1), t0, &mut log);
+    paced(&mut s, t0 + Duration::from_secs(2), t0, &mut log);
+    let mut s = early_sender(100_000_000, 512, u32::MAX, u32::MAX, chat);
+    paced(&mut s, t0 + Duration::from_secs(1), t0, &mut log);
+    let mut s = early_sender(100_000_000, 1000, 500, 1_000_000, chat);
+    paced(&mut s, t0, t0, &mut log);
+    step(&mut s, t0, chat, "FINISHED", &finished(TOKEN), &mut log);
+    paced(&mut s, t0 + Duration::from_secs(1), t0, &mut log);
+    insta::assert_snapshot!(log);
 }

@@ -49,8 +49,10 @@ impl From<io::Error> for DownloadError {
     }
 }
 
-/// Connects `io`'s session to the chat server ([`connect`]) and tells its driver how long the
-/// connect took: a round trip of the path, which sizes the first flight of each download.
+/// Connects `io`'s session to the chat server ([`connect`]), binds the early-flight socket on
+/// the connection's own address (PROTOCOL 2.1; best effort), and tells the driver both: how long
+/// the connect took (a round trip of the path, which sizes the first flight of each download)
+/// and where the socket is.
 pub fn connect_session(
     addr: SocketAddr,
     io: &mut ClientIo,
@@ -59,7 +61,9 @@ pub fn connect_session(
     let stream = connect(addr)?;
     let now = Instant::now();
     let handshake = now.saturating_duration_since(started);
-    io.handle_input(now, Input::Connected { handshake });
+    io.early_socket = stream.local_addr().ok().and_then(|local| crate::net::udp_socket(local).ok());
+    let early_socket = io.early_socket.as_ref().and_then(|s| s.local_addr().ok());
+    io.handle_input(now, Input::Connected { handshake, early_socket });
     Ok(stream)
 }
 
@@ -124,8 +128,15 @@ pub fn download_many(
 /// The download sockets of one client, as a runtime keeps them.
 pub trait Sockets {
     /// Opens download `id`'s UDP socket, connected to `peer`, for datagrams of up to
-    /// `max_datagram` bytes, and starts watching it.
-    fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()>;
+    /// `max_datagram` bytes, and starts watching it: `early` if given (the early-flight socket,
+    /// bound already, its early parts perhaps waiting in it), else a new one.
+    fn open(
+        &mut self,
+        id: DownloadId,
+        peer: SocketAddr,
+        max_datagram: usize,
+        early: Option<std::net::UdpSocket>,
+    ) -> io::Result<()>;
     /// Sends one datagram on download `id`'s socket.
     fn send(&mut self, id: DownloadId, datagram: &[u8]) -> io::Result<usize>;
     /// Closes download `id`'s socket (if it is open).
@@ -146,6 +157,8 @@ pub struct ClientIo {
     files_done: Vec<FileResult>,
     /// Over TLS: the certificate to pin once the handshake has seen it for the first time.
     pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
+    /// The early-flight socket, until a download takes it (PROTOCOL 2.1).
+    early_socket: Option<std::net::UdpSocket>,
 }
 
 impl ClientIo {
@@ -191,7 +204,12 @@ impl ClientIo {
         give_up_after: std::time::Duration,
     ) -> ClientConfig {
         let part_size = part_size.unwrap_or_else(|| default_part_size(addr.ip()));
-        ClientConfig { give_up_after, ..ClientConfig::new(name, mode, addr.ip(), part_size) }
+        // `connect_session` reports the connect, with the early-flight socket.
+        ClientConfig {
+            give_up_after,
+            awaits_connected: true,
+            ..ClientConfig::new(name, mode, addr.ip(), part_size)
+        }
     }
 
     fn new(
@@ -209,6 +227,7 @@ impl ClientIo {
             finished: None,
             files_done: Vec::new(),
             pinning,
+            early_socket: None,
         }
     }
 
@@ -247,8 +266,9 @@ impl ClientIo {
                 };
                 match output {
                     Output::Send(bytes) => self.outbox.extend_from_slice(&bytes),
-                    Output::Open { id, peer, max_datagram, .. } => {
-                        if let Err(err) = sockets.open(id, peer, max_datagram) {
+                    Output::Open { id, peer, max_datagram, early, .. } => {
+                        let early = if early { self.early_socket.take() } else { None };
+                        if let Err(err) = sockets.open(id, peer, max_datagram, early) {
                             let error = format!("cannot open a UDP socket to {peer}: {err}");
                             self.driver.handle_input(now, Input::IoFailed { id, error });
                         }

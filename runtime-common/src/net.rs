@@ -34,10 +34,14 @@ pub fn any_addr_like(peer: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A download's socket: non-blocking, large buffers, bound where a client binds and connected
-/// to `peer` (the server's transfer port), so the kernel drops datagrams from anyone else.
-pub fn client_udp_socket(peer: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = udp_socket(any_addr_like(peer))?;
+/// A download's socket: non-blocking, large buffers, bound where a client binds (or `early`,
+/// the early-flight socket, bound already) and connected to `peer` (the server's transfer port),
+/// so the kernel drops datagrams from anyone else from then on.
+pub fn client_udp_socket(peer: SocketAddr, early: Option<UdpSocket>) -> io::Result<UdpSocket> {
+    let socket = match early {
+        Some(socket) => socket,
+        None => udp_socket(any_addr_like(peer))?,
+    };
     socket.connect(peer)?;
     Ok(socket)
 }

@@ -32,8 +32,14 @@ struct MioSockets {
 }
 
 impl Sockets for MioSockets {
-    fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()> {
-        let mut socket = UdpSocket::from_std(net::client_udp_socket(peer)?);
+    fn open(
+        &mut self,
+        id: DownloadId,
+        peer: SocketAddr,
+        max_datagram: usize,
+        early: Option<std::net::UdpSocket>,
+    ) -> io::Result<()> {
+        let mut socket = UdpSocket::from_std(net::client_udp_socket(peer, early)?);
         let token = Token(FIRST_DOWNLOAD + id as usize);
         self.registry.register(&mut socket, token, Interest::READABLE)?;
         let rx = UdpReceiver::new(&socket, max_datagram);

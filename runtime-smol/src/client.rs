@@ -26,8 +26,14 @@ struct SmolSockets {
 }
 
 impl Sockets for SmolSockets {
-    fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()> {
-        let socket = Async::new(net::client_udp_socket(peer)?)?;
+    fn open(
+        &mut self,
+        id: DownloadId,
+        peer: SocketAddr,
+        max_datagram: usize,
+        early: Option<std::net::UdpSocket>,
+    ) -> io::Result<()> {
+        let socket = Async::new(net::client_udp_socket(peer, early)?)?;
         let rx = UdpReceiver::new(socket.get_ref(), max_datagram);
         self.downloads.insert(id, Download { socket, rx });
         Ok(())

@@ -217,6 +217,11 @@ impl Raw {
         Raw { stream, reader: BufReader::new(duplex), name: String::new() }
     }
 
+    /// The chat connection's own address (where an early flight goes, PROTOCOL 2.1).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
     /// Connects and joins as `name`, consuming the join line and the presence line.
     pub fn join(addr: SocketAddr, name: &str) -> Raw {
         let mut raw = Raw::connect(addr);

@@ -61,12 +61,14 @@ use std::time::{Duration, Instant};
 
 use crate::chat::client::{ChatClient, ChatInput, ChatOutput, ClientEvent, Offer, Sent};
 use crate::chat::password::Password;
+use crate::transfer::congestion::FirstFlight;
 use crate::transfer::endpoint::part_datagram_len;
+use crate::transfer::parts::Layout;
 use crate::transfer::receiver::{
-    Accept, DEFAULT_GIVE_UP_AFTER, Progress, Receiver, ReceiverConfig, ReceiverEvent,
+    Accept, DEFAULT_GIVE_UP_AFTER, EarlyAsked, Progress, Receiver, ReceiverConfig, ReceiverEvent,
     SAFE_PART_SIZE, TransferError,
 };
-use crate::wire::chat::ClientLine;
+use crate::wire::chat::{ClientLine, EarlyFlight};
 use crate::wire::sealed::SealKey;
 
 pub use super::client_tls::ClientTls;
@@ -139,6 +141,10 @@ pub struct ClientConfig {
     pub max_transfers: usize,
     /// Speak TLS on the chat connection (PROTOCOL 1.6): the runtime's bytes are TLS records.
     pub tls: Option<ClientTls>,
+    /// The runtime reports [`Input::Connected`], with or without an early-flight socket: the
+    /// first `download_file` lines of [`Mode::Get`] then wait for it, so that they can ask for
+    /// an early flight (PROTOCOL 2.1). Without it they go out at once, right behind the name.
+    pub awaits_connected: bool,
     /// The room password, sent as `PASS <password>` before the name (PROTOCOL 1.6); only ever
     /// sent over TLS.
     pub password: Option<Password>,
@@ -173,6 +179,7 @@ impl ClientConfig {
             max_transfers: DEFAULT_MAX_TRANSFERS,
             tls: None,
             password: None,
+            awaits_connected: false,
         }
     }
 }
@@ -187,6 +194,10 @@ pub enum Input<'a> {
     Connected {
         /// The TCP connect's duration.
         handshake: Duration,
+        /// Where the runtime bound a UDP socket for early flights (PROTOCOL 2.1): the chat
+        /// connection's own local address, the same IP and port number. `None` when it could
+        /// not: then no early flight is asked for.
+        early_socket: Option<SocketAddr>,
     },
     /// Bytes read from the chat connection.
     Received(&'a [u8]),
@@ -242,7 +253,9 @@ pub enum Output {
     Disconnected(String),
     /// Open download `id`: `<file>.part` of `size` bytes (creating it if need be) with the resume
     /// record beside it, and a UDP socket connected to `peer` that receives datagrams of up to
-    /// `max_datagram` bytes. Answer with [`Input::Opened`] or [`Input::IoFailed`].
+    /// `max_datagram` bytes: with `early`, the early-flight socket of [`Input::Connected`] (its
+    /// early parts may be waiting in it already), which is then this download's. Answer with
+    /// [`Input::Opened`] or [`Input::IoFailed`].
     Open {
         /// The download.
         id: DownloadId,
@@ -254,6 +267,8 @@ pub enum Output {
         peer: SocketAddr,
         /// The largest datagram the server will send (a part and its header).
         max_datagram: usize,
+        /// Use the early-flight socket: this download's line asked for an early flight.
+        early: bool,
     },
     /// Save this resume record beside download `id`'s `.part` file (atomically: the old record
     /// stays whole until the new one is complete).
@@ -383,8 +398,9 @@ enum Expect {
     /// A private message: the PRIVATE echo, or an ERROR.
     Private,
     /// `download_file`: a UDP offer (ours to check), or an ERROR; `line` is the line that was
-    /// sent (to send again if the server's transfer cap refused it), `at` when.
-    Download { file: String, line: String, at: Instant },
+    /// sent (to send again if the server's transfer cap refused it; without an early flight),
+    /// `at` when, and the early flight it asked for.
+    Download { file: String, line: String, at: Instant, early: Option<EarlyFlight> },
     /// An empty line: nothing (kept only while it may be read as a name).
     Nothing,
 }
@@ -399,6 +415,8 @@ struct Pending {
 #[derive(Debug)]
 struct Download {
     offer: Offer,
+    /// The early flight its line asked for, as the server bounds it for this offer.
+    early: Option<EarlyAsked>,
     /// `None` until the files are open.
     receiver: Option<Receiver>,
     started: Instant,
@@ -442,6 +460,18 @@ pub struct ClientDriver {
     path_rtt: Option<Duration>,
     /// When our first lines went out, until the first bytes come back.
     exchange_from: Option<Instant>,
+    /// Where the early-flight socket is bound, while it is free for the next download line
+    /// (PROTOCOL 2.1): set by [`Input::Connected`], taken by the line that asks for a flight,
+    /// given back when that line is refused, used up by its offer.
+    early_socket: Option<SocketAddr>,
+    /// The socket taken by a line not answered yet.
+    early_lent: Option<SocketAddr>,
+    /// [`ClientConfig::awaits_connected`], until [`Input::Connected`] came: no queued line
+    /// goes out before.
+    awaiting_connect: bool,
+    /// The server answered an early flight with a usage error: it predates them (version 3 or
+    /// older), so no line of this session asks for one again.
+    early_refused: bool,
     /// [`Mode::Get`]: `{quit}` is sent; the session ends once the last FINISHED copies are out,
     /// without waiting for the server to close.
     exit_when_idle: bool,
@@ -474,6 +504,7 @@ impl ClientDriver {
         }
         let queued =
             wanted.iter().map(|(f, _)| format!("download_file {f} {}", config.part_size)).collect();
+        let awaiting_connect = config.awaits_connected;
         let mut driver = Self {
             config,
             chat: ClientChat { client, joined: false },
@@ -493,6 +524,10 @@ impl ClientDriver {
             cap_retries: 0,
             path_rtt: None,
             exchange_from: Some(now),
+            early_socket: None,
+            early_lent: None,
+            awaiting_connect,
+            early_refused: false,
             exit_when_idle: false,
             finished: false,
             tls: None,
@@ -513,7 +548,11 @@ impl ClientDriver {
         }
         // `natter get` sends its first requests right behind its name: the server reads lines
         // in order, so they are answered as soon as the name is accepted (one round trip saved).
-        driver.pump_queue();
+        // A runtime that reports the connect holds them until then: they may ask for early
+        // flights, which need the connection's address and round trip.
+        if driver.pumps_queue() {
+            driver.pump_queue();
+        }
         if driver.config.mode != Mode::Interactive && driver.wanted.is_empty() {
             driver.end_session(Err(DownloadFailure::Refused("no file to get".into())));
         }
@@ -531,9 +570,15 @@ impl ClientDriver {
             return;
         }
         match input {
-            Input::Connected { handshake } => {
+            Input::Connected { handshake, early_socket } => {
                 self.rtt_sample(handshake);
                 self.exchange_from = Some(now);
+                self.early_socket = early_socket
+                    .filter(|local| !likely_behind_nat(local.ip(), self.config.server_ip));
+                self.awaiting_connect = false;
+                if self.pumps_queue() {
+                    self.pump_queue();
+                }
             }
             Input::Received(bytes) => {
                 if let Some(from) = self.exchange_from.take() {
@@ -788,13 +833,34 @@ impl ClientDriver {
     /// Whether queued lines still go out: not once the session is leaving. A pending retry is
     /// a timer only while this holds, or a client that quit would wake for it forever.
     fn pumps_queue(&self) -> bool {
-        !self.exit_when_idle && !self.chat.client.is_quitting()
+        !self.exit_when_idle && !self.chat.client.is_quitting() && !self.awaiting_connect
     }
 
     /// How many downloads may run at once: ours, or the server's when it showed a lower one;
     /// never 0, or nothing would ever be asked.
     fn cap(&self) -> usize {
         self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers).max(1)
+    }
+
+    /// `line` with an early flight (PROTOCOL 2.1), when one may be asked for: the socket is free,
+    /// the server has not refused one, the round trip is known (it sizes the flight as
+    /// [`FirstFlight`] sizes a first window), and the line names a part size and no flight.
+    fn with_early_flight(&self, line: &str) -> Option<String> {
+        if self.early_socket.is_none() || self.early_refused {
+            return None;
+        }
+        let rtt = self.path_rtt?;
+        let Ok(ClientLine::Download { file, part_size: Some(size), early: None }) =
+            ClientLine::parse(line)
+        else {
+            return None;
+        };
+        let part_size = u16::try_from(size).ok()?.max(1);
+        let first = FirstFlight::for_path(part_size, rtt);
+        let parts = u32::try_from(first.window.div_ceil(u64::from(part_size))).ok()?;
+        let early = EarlyFlight { parts, rate: first.rate as u32 };
+        let line = ClientLine::Download { file, part_size: Some(size), early: Some(early) };
+        Some(line.encode().trim_end().to_owned())
     }
 
     /// Sends queued `download_file` lines while a transfer is free.
@@ -875,10 +941,14 @@ impl ClientDriver {
                     ClientLine::GetListFile => Expect::List,
                     ClientLine::Public(_) => Expect::Public,
                     ClientLine::Private { .. } => Expect::Private,
-                    ClientLine::Download { ref file, .. } => Expect::Download {
+                    ClientLine::Download { ref file, part_size, early } => Expect::Download {
                         file: file.clone(),
-                        line: line.encode().trim_end().to_owned(),
+                        line: ClientLine::Download { file: file.clone(), part_size, early: None }
+                            .encode()
+                            .trim_end()
+                            .to_owned(),
                         at: self.now,
+                        early,
                     },
                     // The server answers `{quit}` by closing, and an empty line not at all.
                     ClientLine::Quit | ClientLine::Empty => Expect::Nothing,
@@ -937,13 +1007,31 @@ impl ClientDriver {
                 let answered = self.answer(|e| {
                     matches!(e, Expect::Public | Expect::Private | Expect::Download { .. })
                 });
-                if let Some(Expect::Download { file, line, .. }) = answered {
+                if let Some(Expect::Download { file, line, early, .. }) = answered {
+                    if early.is_some() {
+                        self.early_socket = self.early_socket.or(self.early_lent.take());
+                        if reason.starts_with("usage: download_file") {
+                            // A server from before early flights: ask as it understands. The
+                            // person is not shown the refusal of a line they did not write.
+                            if matches!(self.outputs.back(), Some(Output::Event(ClientEvent::Error(r))) if *r == reason)
+                            {
+                                self.outputs.pop_back();
+                            }
+                            self.early_refused = true;
+                            self.queued.push_front(line);
+                            return self.pump_queue();
+                        }
+                    }
                     self.download_refused(file, line, reason);
                 }
             }
             ClientEvent::OfferRefused(reason) => {
                 let asked = self.answer(|e| matches!(e, Expect::Download { .. }));
-                if let Some(Expect::Download { file, .. }) = asked {
+                if let Some(Expect::Download { file, early, .. }) = asked {
+                    if early.is_some() {
+                        // The flight's parts, if any come, find no download and are dropped.
+                        self.early_lent = None;
+                    }
                     // Not worth asking again: the offer itself is unacceptable.
                     self.download_refused(file, String::new(), reason);
                 }
@@ -951,11 +1039,12 @@ impl ClientDriver {
             ClientEvent::Offer(offer) => {
                 let asked = self
                     .answer(|e| matches!(e, Expect::Download { file, .. } if *file == offer.file));
-                if let Some(Expect::Download { at, .. }) = asked {
+                if let Some(Expect::Download { at, early, .. }) = asked {
                     // A `download_file` and its offer: a round trip, plus the server's turn.
                     self.rtt_sample(self.now.saturating_duration_since(at));
                     self.cap_retries = 0;
-                    self.start(offer);
+                    let early = early.map(|flight| (flight, at));
+                    self.start(offer, early);
                 } else {
                     self.outputs.push_back(Output::Notice(format!(
                         "ignored an offer of {} that this client did not ask for",
@@ -967,9 +1056,16 @@ impl ClientDriver {
         }
     }
 
-    /// Sends a download request of the driver's own (Get mode, U5).
+    /// Sends a download request of the driver's own (Get mode, U5), asking for an early flight
+    /// when the socket for one is free.
     fn ask(&mut self, line: &str) {
-        self.typed(line);
+        match self.with_early_flight(line) {
+            Some(early_line) => {
+                self.early_lent = self.early_socket.take();
+                self.typed(&early_line);
+            }
+            None => self.typed(line),
+        }
         if self.config.mode != Mode::Interactive {
             self.answer_deadline = Some(self.now + self.config.give_up_after);
         }
@@ -1047,7 +1143,7 @@ impl ClientDriver {
         }
     }
 
-    fn start(&mut self, offer: Offer) {
+    fn start(&mut self, offer: Offer, early: Option<(EarlyFlight, Instant)>) {
         self.disarm_answer_deadline();
         let cap = self.config.max_download_size;
         if offer.size > cap {
@@ -1070,17 +1166,26 @@ impl ClientDriver {
         }
         let id = self.next_id;
         self.next_id += 1;
+        // The flight as the server bounds it for this offer; its socket is this download's now.
+        let n_parts = Layout::new(offer.size, offer.part_size).n_parts();
+        let early = early.and_then(|(flight, asked_at)| {
+            let flight = flight.bounded(n_parts, offer.part_size)?;
+            Some(EarlyAsked { flight, asked_at })
+        });
+        let early_socket = early.is_some() && self.early_lent.take().is_some();
         self.outputs.push_back(Output::Open {
             id,
             file: offer.file.clone(),
             size: offer.size,
             peer: SocketAddr::new(self.config.server_ip, offer.port),
             max_datagram: part_datagram_len(offer.part_size, offer.key.is_some()),
+            early: early_socket,
         });
         self.downloads.insert(
             id,
             Download {
                 offer,
+                early,
                 receiver: None,
                 started: self.now,
                 resumed: 0,
@@ -1105,6 +1210,7 @@ impl ClientDriver {
         config.give_up_after = self.config.give_up_after;
         config.checkpoint_every = Some(CHECKPOINT_EVERY);
         config.path_rtt = self.path_rtt;
+        config.early = d.early;
         // A record of another version of the file, or a damaged one: start afresh.
         let receiver = resume
             .and_then(|saved| Receiver::resume(config.clone(), now, saved).ok())
@@ -1365,6 +1471,25 @@ pub fn with_part_size(typed: &str, part_size: u16) -> std::borrow::Cow<'_, str> 
         }
         _ => typed.into(),
     }
+}
+
+/// Whether a client at `local` most likely reaches `server` through a NAT: it has a private or
+/// shared address (RFC 1918, RFC 6598, link-local, unique local) and the server a global one.
+/// Then the port it binds is not the port the server sees, and an early flight would be lost on
+/// the way (PROTOCOL 2.1): it is not asked for.
+pub fn likely_behind_nat(local: IpAddr, server: IpAddr) -> bool {
+    let private = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private() || v4.is_link_local() || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+        }
+    };
+    let global = |ip: IpAddr| !private(ip) && !ip.is_loopback() && !ip.is_unspecified();
+    private(local) && global(server)
 }
 
 #[cfg(test)]

@@ -329,7 +329,7 @@ impl Runtime {
                 assert!(progress.bytes_received <= progress.size, "more bytes than the file");
                 assert!(progress.parts_received <= progress.n_parts, "more parts than the file");
             }
-            Output::Open { id, file, size, peer, max_datagram } => {
+            Output::Open { id, file, size, peer, max_datagram, .. } => {
                 assert!(is_safe_file_name(&file), "opened an unsafe name: {file:?}");
                 assert_eq!(peer.ip(), self.server_ip, "a download from another host");
                 assert_ne!(peer.port(), 0, "a download from port 0");

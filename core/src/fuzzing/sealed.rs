@@ -36,6 +36,7 @@ pub fn sealed_datagrams(data: &[u8], start: Instant) {
             size: SIZE,
             part_size: PART_SIZE,
             idle_timeout: Duration::from_secs(10),
+            early: None,
         },
         start,
     );

@@ -235,6 +235,7 @@ pub fn run(base: Instant, config: &SimConfig, specs: &[FlowSpec]) -> SimReport {
                     size: spec.size,
                     part_size: spec.part_size,
                     idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                    early: None,
                 },
                 base + spec.start,
             );

@@ -182,14 +182,17 @@ impl Endpoint {
             size: offer.size,
             part_size: offer.part_size,
             idle_timeout: self.idle_timeout,
+            early: offer.early,
         };
-        let served = Served {
+        let mut served = Served {
             sender: Sender::new(config, now),
             token: offer.token,
             seal,
             last_check: now,
             transmit_owed: false,
         };
+        // An early flight (PROTOCOL 2.1) has parts to send before any datagram arrives.
+        Self::owe_transmit(&mut self.events, offer.port, &mut served);
         self.served.insert(offer.port, served);
     }
 

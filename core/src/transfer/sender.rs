@@ -13,6 +13,14 @@
 //! The client's REQUESTs decide the datagram version (PROTOCOL.md 5): its PARTs and ABORT go out in
 //! the version of the last REQUEST answered, so a version-1 client is served as before.
 //!
+//! An offer may come with an early flight (PROTOCOL.md 2.1, version 4): the client asked in its
+//! `download_file` line for the first parts before any REQUEST. They are answered as early
+//! requests of [`EarlyFlight::PARTS_PER_REQUEST`] parts with `req_seq` 0, 1, 2, ..., paced at the
+//! asked rate (a burst of one early request, then one part at a time), to the chat connection's
+//! own address. That address is provisional: the first valid REQUEST locks the peer as always,
+//! and what is left of the flight goes there. Parts the client's REQUESTs ask for wait until the
+//! flight is out, so parts still leave in the order they were asked for.
+//!
 //! The sender does not read the file: [`SenderOutput::SendPart`] says which bytes to send and the
 //! runtime `pread`s them straight into its datagram buffer and seals them there
 //! ([`crate::transfer::endpoint::PartOrder::seal`]), so the payload is copied once, kernel to
@@ -32,7 +40,9 @@ use core::net::{IpAddr, SocketAddr};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::chat::server::EarlyStart;
 use crate::transfer::parts::Layout;
+use crate::wire::chat::EarlyFlight;
 use crate::wire::datagram::{
     self, AbortCode, Datagram, DatagramError, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, Version,
 };
@@ -64,6 +74,48 @@ pub struct SenderConfig {
     /// How long the transfer lives without a valid REQUEST before it ends with ABORT 3
     /// ([`DEFAULT_IDLE_TIMEOUT`] unless configured).
     pub idle_timeout: Duration,
+    /// The early flight to send from the offer on, if the client asked for one.
+    pub early: Option<EarlyStart>,
+}
+
+/// An early flight being sent: see the module documentation.
+#[derive(Debug)]
+struct Early {
+    /// The chat connection's address, answered until a REQUEST locks the peer.
+    to: SocketAddr,
+    flight: EarlyFlight,
+    /// When the flight started (the offer).
+    start: Instant,
+    /// The next part to send; the flight is out when it reaches `flight.parts`.
+    next: u32,
+    /// How many parts the pacing lets out by now.
+    released: u32,
+}
+
+impl Early {
+    /// Lets out the parts due by `now`: one early request at once, then one part every
+    /// `part_size / rate` seconds.
+    fn release(&mut self, now: Instant, part_size: u16) {
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+        let paced = elapsed * f64::from(self.flight.rate) / f64::from(part_size.max(1));
+        let due = u64::from(EarlyFlight::PARTS_PER_REQUEST) + paced as u64;
+        self.released = u32::try_from(due).unwrap_or(u32::MAX).min(self.flight.parts);
+    }
+
+    /// When the next part is let out, while the pacing holds one back.
+    fn next_release(&self, part_size: u16) -> Option<Instant> {
+        if self.next < self.released || self.released >= self.flight.parts {
+            return None;
+        }
+        let paced = self.released + 1 - EarlyFlight::PARTS_PER_REQUEST.min(self.released + 1);
+        let secs = f64::from(paced) * f64::from(part_size) / f64::from(self.flight.rate.max(1));
+        // A microsecond late, so that the part is surely due when the timer fires.
+        Some(self.start + Duration::from_secs_f64(secs) + Duration::from_micros(1))
+    }
+
+    fn is_out(&self) -> bool {
+        self.next >= self.flight.parts
+    }
 }
 
 /// How a transfer ended, server side.
@@ -182,6 +234,8 @@ pub struct Sender {
     /// to write, and what a client sends is at most one REQUEST (2 KiB). Kept, so no allocation
     /// per datagram.
     scratch: Vec<u8>,
+    /// The early flight, while it is being sent.
+    early: Option<Early>,
 }
 
 /// What a client's datagram asks, once checked, owned so that the buffer it came in is free.
@@ -195,12 +249,24 @@ enum Asked {
 impl Sender {
     /// A sender for an offer made at `now` (the idle clock starts at the offer).
     pub fn new(config: SenderConfig, now: Instant) -> Self {
+        let mut early = config.early.map(|e| Early {
+            to: e.to,
+            flight: e.flight,
+            start: now,
+            next: 0,
+            released: 0,
+        });
+        if let Some(early) = &mut early {
+            early.release(now, config.part_size);
+        }
         Sender {
             layout: Layout::new(config.size, config.part_size),
             deadline: now + config.idle_timeout,
+            // The client's own REQUESTs go on after the early ones.
+            last_req_seq: early.as_ref().map(|e| e.flight.requests() - 1),
+            early,
             config,
             peer: None,
-            last_req_seq: None,
             version: Version::CURRENT,
             pending: VecDeque::new(),
             owed: 0,
@@ -217,13 +283,15 @@ impl Sender {
         self.stats
     }
 
-    /// The client address this transfer is locked to, once known.
+    /// Where this transfer's datagrams go: the client address it is locked to, or until a
+    /// REQUEST locks one, the address its early flight goes to.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer
+        self.peer.or(self.early.as_ref().map(|e| e.to))
     }
 
     /// Something happened: a datagram arrived, or the file changed.
     pub fn handle_input(&mut self, now: Instant, input: SenderInput<'_>) {
+        self.release_early(now);
         match input {
             SenderInput::Datagram { from, bytes } => self.on_datagram(now, from, bytes),
             SenderInput::FileChanged => {
@@ -259,6 +327,7 @@ impl Sender {
             Ok(Asked::Finished) => {
                 self.pending.clear();
                 self.owed = 0;
+                self.early = None;
                 self.end = Some(SenderEnd::Finished);
             }
             Ok(Asked::Nothing) => self.stats.dropped += 1,
@@ -383,7 +452,9 @@ impl Sender {
     fn abort_with(&mut self, code: AbortCode, reason: &str) {
         self.pending.clear();
         self.owed = 0;
-        if let Some(to) = self.peer {
+        let to = self.peer();
+        self.early = None;
+        if let Some(to) = to {
             let bytes = match &self.config.seal {
                 // At most one ABORT per transfer: its nonce is never used again (2.7).
                 Some(key) => {
@@ -426,6 +497,26 @@ impl Sender {
             self.done_emitted = true;
             return Some(SenderOutput::Done(end));
         }
+        if let Some(early) = &mut self.early {
+            if early.next >= early.released {
+                return None;
+            }
+            let part = early.next;
+            early.next += 1;
+            let to = self.peer.unwrap_or(early.to);
+            if early.is_out() {
+                self.early = None;
+            }
+            self.stats.parts_sent += 1;
+            return Some(SenderOutput::SendPart {
+                version: self.version,
+                to,
+                req_seq: part / EarlyFlight::PARTS_PER_REQUEST,
+                part,
+                offset: self.layout.offset(part),
+                len: self.layout.part_len(part),
+            });
+        }
         let to = self.peer?;
         let (req_seq, first, last) = self.pending.front_mut()?;
         let (req_seq, part) = (*req_seq, *first);
@@ -446,14 +537,20 @@ impl Sender {
         })
     }
 
-    /// When [`Sender::handle_timeout`] must be called (the idle deadline).
+    /// When [`Sender::handle_timeout`] must be called: the idle deadline, or sooner the next
+    /// part of an early flight that the pacing holds back.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.end.is_some() { None } else { Some(self.deadline) }
+        if self.end.is_some() {
+            return None;
+        }
+        let paced = self.early.as_ref().and_then(|e| e.next_release(self.config.part_size));
+        Some(paced.map_or(self.deadline, |at| at.min(self.deadline)))
     }
 
-    /// Ends the transfer with ABORT 3 (sent only if a client address is known) when the idle
-    /// deadline has passed; does nothing earlier.
+    /// Lets out the early flight's parts due by `now`, and ends the transfer with ABORT 3 (sent
+    /// only if a client address is known) when the idle deadline has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.release_early(now);
         if self.end.is_none() && now >= self.deadline {
             self.abort_with(AbortCode::TimedOut, "no valid request within the idle timeout");
         }
@@ -467,7 +564,16 @@ impl Sender {
         if self.end.is_some() {
             return !self.done_emitted;
         }
+        if let Some(early) = &self.early {
+            return early.next < early.released;
+        }
         self.peer.is_some() && !self.pending.is_empty()
+    }
+
+    fn release_early(&mut self, now: Instant) {
+        if let Some(early) = &mut self.early {
+            early.release(now, self.config.part_size);
+        }
     }
 
     /// True once [`SenderOutput::Done`] has been emitted.

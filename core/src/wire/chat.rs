@@ -39,10 +39,12 @@ pub enum LineError {
         /// Its byte offset in the line (terminator excluded), so the sender can find it.
         at: usize,
     },
-    /// `download_file` without a usable file name or with a bad part size.
-    #[error("usage: download_file <file> [<part_size>] ({problem})")]
+    /// `download_file` without a usable file name or with a bad part size or early flight.
+    #[error("usage: download_file <file> [<part_size> [<first_parts> <first_rate>]] ({problem})")]
     DownloadUsage {
-        /// What was wrong: `no file name`, `too many words` or `part size is not a number`.
+        /// What was wrong: `no file name`, `too many words`, `part size is not a number`,
+        /// `an early flight needs both its part count and its rate` or `the early flight's part
+        /// count or rate is not a number`.
         problem: &'static str,
     },
     /// `~` without a name, or without text after the name.
@@ -85,13 +87,16 @@ pub enum ClientLine {
     Show,
     /// `get_list_file` or `get list file`.
     GetListFile,
-    /// `download_file <file> [<part_size>]`. The part size is the client's wish, before clamping;
-    /// numbers too large for a `u32` saturate (they are clamped to 65000 later anyway).
+    /// `download_file <file> [<part_size> [<first_parts> <first_rate>]]`. The part size is the
+    /// client's wish, before clamping; numbers too large for a `u32` saturate (they are clamped
+    /// later anyway).
     Download {
         /// The requested file name, one word; only a key into the catalogue, never a path (S1).
         file: String,
         /// The wished part size in payload bytes, `None` for the default (1200).
         part_size: Option<u32>,
+        /// The early flight asked for (PROTOCOL 2.1, version 4), if any; only with a part size.
+        early: Option<EarlyFlight>,
     },
     /// `~<name> <text>`.
     Private {
@@ -130,9 +135,14 @@ impl ClientLine {
         match self {
             ClientLine::Show => "show\n".to_owned(),
             ClientLine::GetListFile => "get_list_file\n".to_owned(),
-            ClientLine::Download { file, part_size: None } => format!("download_file {file}\n"),
-            ClientLine::Download { file, part_size: Some(p) } => {
+            ClientLine::Download { file, part_size: None, .. } => {
+                format!("download_file {file}\n")
+            }
+            ClientLine::Download { file, part_size: Some(p), early: None } => {
                 format!("download_file {file} {p}\n")
+            }
+            ClientLine::Download { file, part_size: Some(p), early: Some(e) } => {
+                format!("download_file {file} {p} {} {}\n", e.parts, e.rate)
             }
             ClientLine::Private { to, text } => format!("~{to} {text}\n"),
             ClientLine::Quit => "{quit}\n".to_owned(),
@@ -155,6 +165,7 @@ fn parse_download(rest: &str) -> Result<ClientLine, LineError> {
         }
     };
     let size_word = words.next();
+    let early_words = (words.next(), words.next());
     if words.next().is_some() {
         return Err(LineError::DownloadUsage { problem: "too many words" });
     }
@@ -165,7 +176,63 @@ fn parse_download(rest: &str) -> Result<ClientLine, LineError> {
                 .ok_or(LineError::DownloadUsage { problem: "part size is not a number" })?,
         ),
     };
-    Ok(ClientLine::Download { file: file.to_owned(), part_size })
+    let early = match early_words {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(LineError::DownloadUsage {
+                problem: "an early flight needs both its part count and its rate",
+            });
+        }
+        (Some(parts), Some(rate)) => {
+            let number = |w| {
+                parse_decimal_saturating(w).ok_or(LineError::DownloadUsage {
+                    problem: "the early flight's part count or rate is not a number",
+                })
+            };
+            Some(EarlyFlight { parts: number(parts)?, rate: number(rate)? })
+        }
+    };
+    Ok(ClientLine::Download { file: file.to_owned(), part_size, early })
+}
+
+/// What a client asks the server to send with the offer, before any REQUEST (PROTOCOL 2.1,
+/// "The early flight"): the first `parts` parts, paced at `rate` bytes per second, to the UDP
+/// port of the chat connection's own address. The server bounds both ([`EarlyFlight::bounded`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyFlight {
+    /// How many parts, from part 0.
+    pub parts: u32,
+    /// Bytes of payload per second to pace them at.
+    pub rate: u32,
+}
+
+impl EarlyFlight {
+    /// The most parts an early flight holds: four REQUESTs' worth, what a transfer may owe.
+    pub const MAX_PARTS: u32 = 1024;
+    /// The most payload an early flight holds, whatever the part size: 1 MiB.
+    pub const MAX_BYTES: u64 = 1 << 20;
+    /// The pacing rates a server accepts, bytes per second: 125 kB/s (1 Mbit/s) to 125 MB/s
+    /// (1 Gbit/s).
+    pub const RATES: std::ops::RangeInclusive<u32> = 125_000..=125_000_000;
+    /// Parts per early request: the early flight is answered as requests of this many parts each,
+    /// with `req_seq` 0, 1, 2, ... (the client's own REQUESTs go on from there).
+    pub const PARTS_PER_REQUEST: u32 = 16;
+
+    /// What the server sends for this ask, for a file of `n_parts` parts of `part_size` bytes:
+    /// the part count bounded by the file, [`Self::MAX_PARTS`] and [`Self::MAX_BYTES`], the rate
+    /// clamped to [`Self::RATES`]. `None` when nothing is left to send. Both ends compute it, so
+    /// the client knows which parts are coming and which `req_seq` its own REQUESTs start at.
+    pub fn bounded(self, n_parts: u32, part_size: u16) -> Option<EarlyFlight> {
+        let by_bytes = u32::try_from(Self::MAX_BYTES / u64::from(part_size.max(1))).unwrap_or(1);
+        let parts = self.parts.min(n_parts).min(Self::MAX_PARTS).min(by_bytes.max(1));
+        let rate = self.rate.clamp(*Self::RATES.start(), *Self::RATES.end());
+        (parts > 0).then_some(EarlyFlight { parts, rate })
+    }
+
+    /// How many early requests (`req_seq` 0 up to one less than this) answer the flight.
+    pub fn requests(self) -> u32 {
+        self.parts.div_ceil(Self::PARTS_PER_REQUEST)
+    }
 }
 
 /// Digits only (no sign, no spaces), saturating at `u32::MAX`.

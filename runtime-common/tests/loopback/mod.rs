@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use natter_core::chat::client::ClientEvent;
 use natter_core::chat::server::ServerConfig;
-use natter_core::driver::client::DownloadId;
+use natter_core::driver::client::{DownloadId, Input as ClientInput};
 use natter_core::driver::server::{Input, Output, ServerDriver};
 use natter_core::transfer::receiver::Progress;
 use natter_core::wire::datagram::MAX_DATAGRAM;
@@ -58,8 +58,14 @@ struct StdSockets {
 }
 
 impl Sockets for StdSockets {
-    fn open(&mut self, id: DownloadId, peer: SocketAddr, max_datagram: usize) -> io::Result<()> {
-        let socket = net::client_udp_socket(peer)?;
+    fn open(
+        &mut self,
+        id: DownloadId,
+        peer: SocketAddr,
+        max_datagram: usize,
+        early: Option<UdpSocket>,
+    ) -> io::Result<()> {
+        let socket = net::client_udp_socket(peer, early)?;
         socket.set_nonblocking(true)?;
         let rx = UdpReceiver::new(&socket, max_datagram);
         self.downloads.insert(id, (socket, rx));
@@ -147,6 +153,9 @@ pub fn download_on(
     };
     let options = DownloadOptions::new(vec![name.into()], session);
     let mut client = ClientIo::get(&options, start).map_err(|e| e.to_string())?;
+    // There is no connect here (`connect_session`): say so, without an early-flight socket.
+    let connected = ClientInput::Connected { handshake: Duration::ZERO, early_socket: None };
+    client.handle_input(start, connected);
     let mut sockets = StdSockets::default();
     let mut to_client = Pipe(Vec::new());
     let mut offer = String::new();

@@ -114,6 +114,9 @@ pub enum LogEvent {
         transfer_id: u64,
         /// The file on offer.
         file: String,
+        /// How many parts go out with the offer, before any REQUEST (PROTOCOL 2.1, the early
+        /// flight), if the client asked for that.
+        early_parts: Option<u32>,
     },
     /// `[UDP STARTED] Waiting for connections... port <port>`: the port serves the transfer.
     TransferStarted {
@@ -204,11 +207,17 @@ impl fmt::Display for LogEvent {
                     )
                 }
             },
-            LogEvent::TransferOffered { conn, port, transfer_id, file } => write!(
-                f,
-                "[TRANSFER] #{transfer_id} {} to connection {conn} on UDP port {port}",
-                escape_for_display(file)
-            ),
+            LogEvent::TransferOffered { conn, port, transfer_id, file, early_parts } => {
+                write!(
+                    f,
+                    "[TRANSFER] #{transfer_id} {} to connection {conn} on UDP port {port}",
+                    escape_for_display(file)
+                )?;
+                match early_parts {
+                    Some(n) => write!(f, ", an early flight of {n} parts"),
+                    None => Ok(()),
+                }
+            }
             LogEvent::TransferStarted { port, transfer_id, file } => write!(
                 f,
                 "[UDP STARTED] Waiting for connections... port {port}, transfer {transfer_id}, file {}",

@@ -59,7 +59,7 @@ use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
 pub use self::conn_map::{ConnHasher, ConnMap, ConnSet};
 pub use self::log::{ClusterNote, DisconnectReason, LogEvent, RefuseReason};
-pub use self::offers::TransferOffer;
+pub use self::offers::{EarlyStart, TransferOffer};
 pub use self::password::{FIRST_WAIT, FREE_TRIES, MAX_WAIT};
 
 use self::cluster::ClusterState;
@@ -543,7 +543,9 @@ impl ChatServer {
                 }
             }
             ClientLine::Private { to, text } => self.on_private(conn, &to, text),
-            ClientLine::Download { file, part_size } => self.on_download(conn, &file, part_size),
+            ClientLine::Download { file, part_size, early } => {
+                self.on_download(conn, &file, part_size, early);
+            }
         }
     }
 }

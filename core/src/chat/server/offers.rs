@@ -5,13 +5,14 @@
 //! per-client transfer cap) on the chat side; the transfer itself is section 2.2 and lives in
 //! [`crate::transfer`].
 
-use core::net::IpAddr;
+use core::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use rand_core::RngCore;
 
 use crate::chat::display::escape_truncated;
-use crate::wire::chat::{ServerLine, UdpOffer};
+use crate::transfer::parts::Layout;
+use crate::wire::chat::{EarlyFlight, ServerLine, UdpOffer};
 use crate::wire::sealed;
 
 use super::{ChatServer, ConnId, ECHO_CHARS, LogEvent, PART_SIZE_RANGE, ServerOutput};
@@ -26,6 +27,20 @@ pub struct TransferOffer {
     pub peer_ip: IpAddr,
     /// The offer exactly as sent in the `UDP ...` line.
     pub offer: UdpOffer,
+    /// The early flight to send with the offer, if the client asked for one (PROTOCOL 2.1).
+    pub early: Option<EarlyStart>,
+}
+
+/// An early flight as the server sends it (PROTOCOL 2.1): already bounded, and addressed to the
+/// chat connection's own address, which the TCP handshake proved. Only the port number is taken
+/// over to UDP: a client that did not bind it, or sits behind a NAT, just loses these parts and
+/// asks for them again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyStart {
+    /// The chat connection's peer address.
+    pub to: SocketAddr,
+    /// What to send and how fast, after [`EarlyFlight::bounded`].
+    pub flight: EarlyFlight,
 }
 
 impl std::ops::Deref for TransferOffer {
@@ -38,7 +53,13 @@ impl std::ops::Deref for TransferOffer {
 
 impl ChatServer {
     /// `download_file <file> [<part_size>]` (2.1): an offer on the first free port, or an error.
-    pub(super) fn on_download(&mut self, conn: ConnId, file: &str, part_size: Option<u32>) {
+    pub(super) fn on_download(
+        &mut self,
+        conn: ConnId,
+        file: &str,
+        part_size: Option<u32>,
+        early: Option<EarlyFlight>,
+    ) {
         // S1: the name is only ever a key into the catalogue.
         let Some(entry) = self.catalogue.get(file) else {
             return self.send_error(
@@ -50,7 +71,8 @@ impl ChatServer {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let (peer_ip, secure) = (c.peer.ip(), c.secure);
+        let (peer, secure) = (c.peer, c.secure);
+        let peer_ip = peer.ip();
         let cap = self.config.max_transfers_per_client;
         if usize::try_from(c.transfers).unwrap_or(usize::MAX) >= cap {
             return self.send_error(conn, &format!("too many transfers: at most {cap} at once"));
@@ -97,13 +119,18 @@ impl ChatServer {
             token,
             key,
         };
+        let n_parts = Layout::new(size, part_size).n_parts();
+        let early = early
+            .and_then(|asked| asked.bounded(n_parts, part_size))
+            .map(|flight| EarlyStart { to: peer, flight });
         let line = Bytes::from(ServerLine::Udp(offer.clone()).encode());
-        self.push(ServerOutput::StartTransfer(TransferOffer { conn, peer_ip, offer }));
+        self.push(ServerOutput::StartTransfer(TransferOffer { conn, peer_ip, offer, early }));
         self.push(ServerOutput::Log(LogEvent::TransferOffered {
             conn,
             port,
             transfer_id,
             file: file.to_owned(),
+            early_parts: early.map(|e| e.flight.parts),
         }));
         self.send(conn, line);
     }

@@ -251,7 +251,7 @@ impl DrivenClient {
                     d.resumed_parts.get_or_insert(progress.parts_received);
                 }
             }
-            Output::Open { id, file, size, peer, max_datagram } => {
+            Output::Open { id, file, size, peer, max_datagram, .. } => {
                 let socket = self.next_socket;
                 self.next_socket += 1;
                 let part = self.folder.parts.entry(file.clone()).or_default();

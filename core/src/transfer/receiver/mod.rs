@@ -59,6 +59,7 @@ use crate::transfer::congestion::{Controller, ControllerKind, FirstFlight, new_c
 use crate::transfer::pacing::Pacer;
 use crate::transfer::parts::{Layout, PartMap, ResumeError};
 use crate::transfer::rtt::RttEstimator;
+use crate::wire::chat::EarlyFlight;
 use crate::wire::datagram::{self, AbortCode, Datagram, DatagramError, PART_HEADER_LEN, Version};
 use crate::wire::sealed::{self, SEALED_HEADER_LEN, SealKey};
 
@@ -112,6 +113,20 @@ pub struct ReceiverConfig {
     /// the RTT until the first sample, and sizes the first flight ([`FirstFlight`]): a small file
     /// is then asked for in one or two round trips instead of growing from ten parts.
     pub path_rtt: Option<Duration>,
+    /// The early flight this download's `download_file` line asked for, if it did (PROTOCOL
+    /// 2.1): those parts count as asked for from the start, and the receiver's own REQUESTs go
+    /// on after them.
+    pub early: Option<EarlyAsked>,
+}
+
+/// An early flight as the client asked for it (PROTOCOL 2.1): the flight as the server bounds
+/// it for this offer ([`EarlyFlight::bounded`]), and when the `download_file` line went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EarlyAsked {
+    /// The parts and their rate.
+    pub flight: EarlyFlight,
+    /// When the line asking for it was written.
+    pub asked_at: Instant,
 }
 
 impl ReceiverConfig {
@@ -128,6 +143,7 @@ impl ReceiverConfig {
             request_copies: DEFAULT_REQUEST_COPIES,
             checkpoint_every: None,
             path_rtt: None,
+            early: None,
         }
     }
 }
@@ -359,6 +375,9 @@ impl Receiver {
             last_checkpoint: now,
             config,
         };
+        if let Some(early) = r.config.early {
+            r.expect_early(early);
+        }
         r.check_complete();
         r
     }

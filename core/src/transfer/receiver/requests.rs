@@ -16,16 +16,17 @@
 //! [§2.2]: ../../../../docs/PROTOCOL.md#22-datagrams
 //! [§2.3]: ../../../../docs/PROTOCOL.md#23-the-clients-side-of-a-download
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::transfer::pacing::Pacer;
+use crate::wire::chat::EarlyFlight;
 use crate::wire::datagram::{
     self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN, TRAILER_LEN,
 };
 use crate::wire::sealed;
 
 use super::loss::{Slot, Track};
-use super::{Receiver, ReceiverState};
+use super::{EarlyAsked, Receiver, ReceiverState};
 
 /// How many copies of FINISHED are sent: one lost FINISHED would hold the server's port for the
 /// idle timeout, and three independent copies make that unlikely without any timer.
@@ -149,6 +150,53 @@ impl Receiver {
             self.repeat.extend_from_slice(&buf[..n]);
         }
         Some(n)
+    }
+
+    /// Counts the early flight (PROTOCOL 2.1) as the requests it stands for. The server answers
+    /// it as early requests of [`EarlyFlight::PARTS_PER_REQUEST`] parts with `req_seq` 0, 1, ...,
+    /// the first at once with the offer, then one part every `part_size / rate`; each part's slot
+    /// is dated as if the client had asked for it when the server lets it out, less the half
+    /// round trip the line took, so that its RTT sample and its loss timer are those of a part
+    /// asked for by a REQUEST. Parts already on disk (a resume) get no slot: the server sends
+    /// them all the same, and they arrive as duplicates.
+    pub(super) fn expect_early(&mut self, early: EarlyAsked) {
+        let flight = early.flight;
+        let per_part = Duration::from_secs_f64(
+            f64::from(self.layout.part_size) / f64::from(flight.rate.max(1)),
+        );
+        let released = |part: u32| {
+            early.asked_at + per_part * (part + 1).saturating_sub(EarlyFlight::PARTS_PER_REQUEST)
+        };
+        let mut bytes = 0u64;
+        for req_seq in 0..flight.requests() {
+            let first = req_seq * EarlyFlight::PARTS_PER_REQUEST;
+            let end = (first + EarlyFlight::PARTS_PER_REQUEST).min(flight.parts);
+            self.req_times.push_back(released(first));
+            let at_send = self.rate.on_send(released(first), self.in_flight);
+            for part in (first..end).filter(|&p| !self.map.has(p)) {
+                let pos = self.base_pos + self.slots.len() as u64;
+                let len = self.layout.part_len(part) as u32;
+                self.slots.push_back(Slot {
+                    part,
+                    req_seq,
+                    sent: released(part),
+                    len,
+                    outstanding: true,
+                    rate: at_send,
+                });
+                self.track.insert(part, Track::InFlight(pos));
+                self.in_flight += u64::from(len);
+                self.unrequested_bytes -= u64::from(len);
+                bytes += u64::from(len);
+            }
+        }
+        self.next_req_seq = flight.requests();
+        self.next_new = flight.parts;
+        if bytes > 0 {
+            self.last_sent = Some(released(flight.parts - 1));
+            self.first_request = Some(early.asked_at);
+            self.controller.on_sent(early.asked_at, bytes, self.in_flight);
+        }
     }
 
     /// When the request `req_seq` was sent, if it is recent enough to be remembered.
