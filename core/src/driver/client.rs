@@ -618,7 +618,8 @@ impl ClientDriver {
                         self.outputs.push_back(Output::Notice(format!("queued: {line} ({why})")));
                         self.queued.push_back(line);
                     } else {
-                        self.typed(&line);
+                        // A download line may ask for an early flight, as a queued one does.
+                        self.ask(&line);
                     }
                 }
             }
@@ -1056,8 +1057,8 @@ impl ClientDriver {
         }
     }
 
-    /// Sends a download request of the driver's own (Get mode, U5), asking for an early flight
-    /// when the socket for one is free.
+    /// Sends a line: a download request asks for an early flight when the socket for one is
+    /// free; in [`Mode::Get`] the answer is then due within the stall time.
     fn ask(&mut self, line: &str) {
         match self.with_early_flight(line) {
             Some(early_line) => {
