@@ -931,3 +931,27 @@ fn no_early_flight_from_behind_a_nat_or_without_a_socket() {
         assert_eq!(String::from_utf8_lossy(&sent), "download_file hello.c 1200\n");
     }
 }
+
+/// A connect that took a second or more lost its SYN or SYN-ACK (TCP's initial RTO): its time is
+/// not the path's round trip, and with no other measure yet no early flight is asked for. Before,
+/// the flight was paced over that second: 1 MiB at 1 MB/s on a path of 0.1 ms.
+#[test]
+fn a_connect_that_waited_for_a_retransmission_sizes_no_early_flight() {
+    let now = Instant::now();
+    let sent_after = |handshake: Duration| {
+        let mut config = ClientConfig::new("alice", Mode::get("hello.c"), SERVER, 1446);
+        config.awaits_connected = true;
+        let mut d = ClientDriver::new(config, now);
+        while d.poll_output().is_some() {}
+        let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
+        d.handle_input(now + handshake, Input::Connected { handshake, early_socket });
+        let sent: Vec<u8> = std::iter::from_fn(|| d.poll_output())
+            .filter_map(|o| if let Output::Send(b) = o { Some(b) } else { None })
+            .flatten()
+            .collect();
+        String::from_utf8_lossy(&sent).into_owned()
+    };
+    assert_eq!(sent_after(Duration::from_millis(1000)), "download_file hello.c 1446\n");
+    assert_eq!(sent_after(Duration::from_millis(3000)), "download_file hello.c 1446\n");
+    assert_eq!(sent_after(Duration::from_millis(20)), "download_file hello.c 1446 692 50000000\n");
+}
