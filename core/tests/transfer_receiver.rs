@@ -535,6 +535,35 @@ fn an_early_flight_counts_as_asked_for_and_its_losses_are_asked_again() {
     assert_eq!(r.progress().parts_lost, 1);
 }
 
+/// An offer that comes half a second after the line (a lost TCP segment): the early flight was
+/// sent with it and waits in the socket. The receiver dates the flight from one round trip before
+/// the offer, so a timer handled before the socket is read finds nothing overdue, and nothing of
+/// the flight is asked for again. Before, every timer was overdue at once: the whole flight was
+/// declared lost and asked for again (a probe timeout), then arrived as duplicates.
+#[test]
+fn a_late_offer_does_not_make_its_early_flight_overdue() {
+    let content = file(20 * 1000);
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let flight = EarlyFlight { parts: 20, rate: 10_000_000 }.bounded(20, 1000).expect("20 parts");
+    let mut cfg = config(&content, 1000);
+    cfg.path_rtt = Some(ms(10));
+    cfg.early = Some(EarlyAsked { flight, asked_at: t0 });
+    let offer_at = t0 + ms(500);
+    let mut r = Receiver::new(cfg, offer_at);
+    // A runtime may handle a due timer before it reads the socket.
+    r.handle_timeout(offer_at);
+    assert!(transmit(&mut r, offer_at).is_empty(), "nothing is asked for again");
+    let mut written = vec![0; content.len()];
+    for i in 0..20 {
+        let early_req = i / EarlyFlight::PARTS_PER_REQUEST;
+        deliver(&mut r, offer_at + ms(1), &part(&content, 1000, early_req, i), &mut written);
+    }
+    assert_eq!(r.state(), ReceiverState::Complete);
+    let progress = r.progress();
+    assert_eq!((progress.probe_timeouts, progress.parts_lost, progress.duplicates), (0, 0, 0));
+}
+
 /// Takes the datagrams of `on_the_way` that have arrived by `now`.
 fn take_due(on_the_way: &mut Vec<(Instant, Vec<u8>)>, now: Instant) -> Vec<(Instant, Vec<u8>)> {
     let (due, later) = on_the_way.drain(..).partition(|(at, _)| *at <= now);

@@ -376,7 +376,7 @@ impl Receiver {
             config,
         };
         if let Some(early) = r.config.early {
-            r.expect_early(early);
+            r.expect_early(early, now);
         }
         r.check_complete();
         r

@@ -159,8 +159,17 @@ impl Receiver {
     /// round trip the line took, so that its RTT sample and its loss timer are those of a part
     /// asked for by a REQUEST. Parts already on disk (a resume) get no slot: the server sends
     /// them all the same, and they arrive as duplicates.
-    pub(super) fn expect_early(&mut self, early: EarlyAsked) {
+    ///
+    /// When the offer comes later than a round trip after the line (`now`, a TCP segment was
+    /// lost on the way), the flight is dated from one round trip before the offer instead: the
+    /// server sends it with the offer, and its parts may be waiting in the socket. Dated from the
+    /// line, every timer would be overdue at once, and the whole flight asked for again before
+    /// a single waiting part is read.
+    pub(super) fn expect_early(&mut self, early: EarlyAsked, now: Instant) {
         let flight = early.flight;
+        let rtt = self.config.path_rtt.unwrap_or_default();
+        let asked_at = early.asked_at.max(now.checked_sub(rtt).unwrap_or(now));
+        let early = EarlyAsked { asked_at, ..early };
         let per_part = Duration::from_secs_f64(
             f64::from(self.layout.part_size) / f64::from(flight.rate.max(1)),
         );
