@@ -3,6 +3,12 @@
 //! offer, the first window, the exit) shows here as more round trips.
 //!
 //! U4, PROTOCOL 2.3 (the client's side of a download) and 4 (behaviour a client can rely on).
+//!
+//! The simulated client reports no connect, so it asks for no early flight (PROTOCOL 2.1,
+//! version 4): these are the round trips of a download without one, as against a server from
+//! before version 4. The early flight's own tests are in `client_driver.rs`,
+//! `transfer_receiver.rs`, `transfer_sender.rs`, `driver_server.rs` and the conformance suite;
+//! the simulator does not model it yet.
 
 #![allow(clippy::unwrap_used)] // a test panicking is a failing test
 
