@@ -155,6 +155,12 @@ pub struct ServerArgs {
     /// one host cannot take every transfer port.
     #[arg(long, default_value_t = chat_defaults().max_transfers_per_ip)]
     pub transfers_per_ip: usize,
+    /// Send no early flights: a download's first parts then wait for the client's first request,
+    /// a round trip later. An early flight goes, unasked by any UDP datagram, to the port number
+    /// of the client's chat connection on its address (up to 1 MiB); behind a shared NAT that
+    /// port may belong to another host.
+    #[arg(long)]
+    pub no_early_flights: bool,
     /// Largest room in which every join and leave sends everyone a fresh `ALL` line; above it,
     /// only the joined/left lines announce changes and `show` gives the list.
     #[arg(long, default_value_t = chat_defaults().presence_room_limit)]

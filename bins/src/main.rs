@@ -58,6 +58,7 @@ fn server(args: cli::ServerArgs) -> ExitCode {
     options.chat.max_per_ip = args.max_per_ip;
     options.chat.max_transfers_per_client = args.transfers_per_client;
     options.chat.max_transfers_per_ip = args.transfers_per_ip;
+    options.chat.early_flights = !args.no_early_flights;
     options.chat.presence_room_limit = args.presence_limit;
     options.chat.name_timeout = args.name_timeout.into();
     options.chat.max_input_rate = args.max_input_rate;

@@ -911,6 +911,7 @@ fn no_early_flight_from_behind_a_nat_or_without_a_socket() {
     assert!(!likely_behind_nat(ip("192.168.1.20"), ip("192.168.1.1")), "one LAN");
     assert!(!likely_behind_nat(ip("127.0.0.1"), ip("127.0.0.1")), "one machine");
     assert!(!likely_behind_nat(ip("198.51.100.7"), ip("203.0.113.5")), "both global");
+    assert!(likely_behind_nat(ip("::ffff:192.168.1.20"), ip("::ffff:203.0.113.5")), "mapped");
     let now = Instant::now();
     for early_socket in [None, Some(SocketAddr::new(ip("192.168.1.20"), 40_000))] {
         let mut config = ClientConfig::new("alice", Mode::get("hello.c"), ip("203.0.113.5"), 1200);

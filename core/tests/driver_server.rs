@@ -332,6 +332,23 @@ fn an_early_flight_leaves_with_the_offer_to_the_chat_address() {
     insta::assert_snapshot!(s.transcript);
 }
 
+/// `natter server --no-early-flights`: a line that asks for an early flight gets its offer
+/// alone, and the parts wait for the client's REQUEST, whose `req_seq` may start at 0 again.
+#[test]
+fn a_server_without_early_flights_sends_nothing_before_a_request() {
+    let mut s = Script::new(ServerConfig { early_flights: false, ..config() });
+    let alice = s.connect("alice");
+    s.send(alice, "alice");
+    s.send(alice, "download_file hello.c 1200 100 1000000");
+    assert!(s.sent_to.is_empty(), "{}", s.transcript);
+    assert!(!s.transcript.contains("early flight"), "{}", s.transcript);
+    let token = offered_token(&s.received[&alice]);
+    let mut buf = [0u8; 64];
+    let n = datagram::encode_request(token, 0, &[(0, 0)], &mut buf);
+    s.datagram(55000, 50000, &buf[..n]);
+    assert_eq!(s.sent_to.len(), 1);
+}
+
 #[test]
 fn a_download_is_served_then_the_port_is_free_again() {
     let mut s = Script::new(config());

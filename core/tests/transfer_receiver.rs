@@ -562,6 +562,34 @@ fn a_late_offer_does_not_make_its_early_flight_overdue() {
     assert_eq!(r.state(), ReceiverState::Complete);
     let progress = r.progress();
     assert_eq!((progress.probe_timeouts, progress.parts_lost, progress.duplicates), (0, 0, 0));
+    // Parts that waited in the socket say nothing of the round trip.
+    assert_eq!(progress.min_rtt, None);
+}
+
+/// A flight of which nothing arrives (a firewall that drops datagrams nobody asked for, a NAT):
+/// a few milliseconds after the offer, or a quarter of the round trip, the receiver asks for it
+/// again, from `req_seq` 4 on, without waiting for a probe timeout, and without a loss for the
+/// controller.
+#[test]
+fn a_blocked_early_flight_is_asked_for_again_soon_after_the_offer() {
+    let content = file(60 * 1000);
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let flight = EarlyFlight { parts: 60, rate: 10_000_000 }.bounded(60, 1000).expect("60 parts");
+    let mut cfg = config(&content, 1000);
+    cfg.path_rtt = Some(ms(20));
+    cfg.early = Some(EarlyAsked { flight, asked_at: t0 });
+    let offer_at = t0 + ms(20);
+    let mut r = Receiver::new(cfg, offer_at);
+    assert_eq!(r.poll_timeout(), Some(offer_at + ms(5)), "a quarter of the round trip");
+    r.handle_timeout(offer_at + ms(4));
+    assert!(transmit(&mut r, offer_at + ms(4)).is_empty(), "not yet");
+    r.handle_timeout(offer_at + ms(5));
+    let asked = transmit(&mut r, offer_at + ms(5));
+    assert_eq!(asked.first().map(|(seq, _)| *seq), Some(4), "{asked:?}");
+    let again: Vec<u32> = asked.iter().flat_map(|(_, ranges)| parts_of(ranges)).collect();
+    assert!(again.contains(&0), "the flight is asked for again: {again:?}");
+    assert_eq!(r.progress().probe_timeouts, 0);
 }
 
 /// Takes the datagrams of `on_the_way` that have arrived by `now`.

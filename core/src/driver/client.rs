@@ -1152,8 +1152,12 @@ impl ClientDriver {
 
     fn start(&mut self, offer: Offer, early: Option<(EarlyFlight, Instant)>) {
         self.disarm_answer_deadline();
+        // The early-flight socket lent to this line: this download's, or given back below when
+        // the offer is not taken or has nothing to fly.
+        let lent = if early.is_some() { self.early_lent.take() } else { None };
         let cap = self.config.max_download_size;
         if offer.size > cap {
+            self.early_socket = self.early_socket.or(lent);
             let reason = format!(
                 "refused {}: {} bytes is more than this client's limit of {cap} bytes",
                 offer.file, offer.size
@@ -1165,6 +1169,7 @@ impl ClientDriver {
         }
         // Two downloads into one `.part` file would write over each other.
         if self.downloads.values().any(|d| !d.ended && d.offer.file == offer.file) {
+            self.early_socket = self.early_socket.or(lent);
             self.outputs.push_back(Output::Notice(format!(
                 "already downloading {}: this offer is not taken",
                 offer.file
@@ -1179,7 +1184,12 @@ impl ClientDriver {
             let flight = flight.bounded(n_parts, offer.part_size)?;
             Some(EarlyAsked { flight, asked_at })
         });
-        let early_socket = early.is_some() && self.early_lent.take().is_some();
+        // A flight asked for without the socket (typed by hand) goes nowhere the receiver
+        // reads: its check finds nothing arrived and asks again.
+        let early_socket = early.is_some() && lent.is_some();
+        if !early_socket {
+            self.early_socket = self.early_socket.or(lent);
+        }
         self.outputs.push_back(Output::Open {
             id,
             file: offer.file.clone(),
@@ -1496,7 +1506,8 @@ pub fn likely_behind_nat(local: IpAddr, server: IpAddr) -> bool {
         }
     };
     let global = |ip: IpAddr| !private(ip) && !ip.is_loopback() && !ip.is_unspecified();
-    private(local) && global(server)
+    // An IPv4 address written as IPv6 (`::ffff:192.168.1.20`) is that IPv4 address.
+    private(local.to_canonical()) && global(server.to_canonical())
 }
 
 #[cfg(test)]

@@ -236,6 +236,8 @@ pub struct Sender {
     scratch: Vec<u8>,
     /// The early flight, while it is being sent.
     early: Option<Early>,
+    /// Where an early flight went: the address answered (an ABORT) until a REQUEST locks one.
+    provisional_peer: Option<SocketAddr>,
 }
 
 /// What a client's datagram asks, once checked, owned so that the buffer it came in is free.
@@ -263,7 +265,8 @@ impl Sender {
             layout: Layout::new(config.size, config.part_size),
             deadline: now + config.idle_timeout,
             // The client's own REQUESTs go on after the early ones.
-            last_req_seq: early.as_ref().map(|e| e.flight.requests() - 1),
+            last_req_seq: early.as_ref().and_then(|e| e.flight.requests().checked_sub(1)),
+            provisional_peer: early.as_ref().map(|e| e.to),
             early,
             config,
             peer: None,
@@ -286,7 +289,7 @@ impl Sender {
     /// Where this transfer's datagrams go: the client address it is locked to, or until a
     /// REQUEST locks one, the address its early flight goes to.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer.or(self.early.as_ref().map(|e| e.to))
+        self.peer.or(self.provisional_peer)
     }
 
     /// Something happened: a datagram arrived, or the file changed.

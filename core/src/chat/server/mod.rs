@@ -107,6 +107,9 @@ pub struct ServerConfig {
     pub max_transfers_per_ip: usize,
     /// A transfer whose client sent no valid request for this long is aborted (2.1, U8).
     pub transfer_idle_timeout: Duration,
+    /// Send the early flights clients ask for (2.1, version 4). Off, a line that asks for one
+    /// gets its offer alone, and the client asks for the parts as before.
+    pub early_flights: bool,
     /// The part size when the client names none (2.1).
     pub default_part_size: u16,
     /// Bytes per second one connection may send, sustained; 0 for no limit (C6, see
@@ -136,6 +139,7 @@ impl Default for ServerConfig {
             // Half the default 16 ports: one host can never lock out the others.
             max_transfers_per_ip: 8,
             transfer_idle_timeout: crate::transfer::sender::DEFAULT_IDLE_TIMEOUT,
+            early_flights: true,
             default_part_size: 1200,
             // A person types a few bytes a second and pastes a few kilobytes; a script relaying
             // a log may send more. 256 KiB/s per connection is far above both and still keeps

@@ -121,6 +121,7 @@ impl ChatServer {
         };
         let n_parts = Layout::new(size, part_size).n_parts();
         let early = early
+            .filter(|_| self.config.early_flights)
             .and_then(|asked| asked.bounded(n_parts, part_size))
             .map(|flight| EarlyStart { to: peer, flight });
         let line = Bytes::from(ServerLine::Udp(offer.clone()).encode());

@@ -116,7 +116,7 @@ impl Receiver {
         }
     }
 
-    fn pop_settled(&mut self) {
+    pub(super) fn pop_settled(&mut self) {
         while self.slots.front().is_some_and(|s| !s.outstanding) {
             self.slots.pop_front();
             self.base_pos += 1;

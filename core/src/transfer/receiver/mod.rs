@@ -306,6 +306,12 @@ pub struct Receiver {
     // Progress, events and the owner's deadlines.
     last_progress: Instant,
     progress: Progress,
+    /// An early flight's check: if not one part has arrived by then, the flight is taken for
+    /// blocked (a firewall that drops unasked datagrams) and asked for again at once.
+    early_check: Option<Instant>,
+    /// Early requests below this number give no RTT sample: the offer came late, and their
+    /// parts may have waited in the socket.
+    unsampled_requests: u32,
     /// When the first REQUEST of this run went out, and whether any part has arrived since:
     /// together they tell a path that drops large datagrams (U5).
     first_request: Option<Instant>,
@@ -367,6 +373,8 @@ impl Receiver {
             rate: RateSampler::new(now),
             last_progress: now,
             progress: Progress::default(),
+            early_check: None,
+            unsampled_requests: 0,
             first_request: None,
             any_part_arrived: false,
             events: VecDeque::new(),
@@ -506,7 +514,8 @@ impl Receiver {
         }
         self.last_progress = now;
         self.pto_count = 0;
-        let req_sent = self.request_time(req_seq);
+        let sampled = req_seq >= self.unsampled_requests;
+        let req_sent = self.request_time(req_seq).filter(|_| sampled);
         let rtt = req_sent.map(|sent| now.saturating_duration_since(sent));
         if let Some(rtt) = rtt {
             self.rtt.on_sample(rtt);
@@ -560,6 +569,9 @@ impl Receiver {
         if let Some(e) = self.event_deadline() {
             t = t.min(e);
         }
+        if let Some(c) = self.early_check {
+            t = t.min(c);
+        }
         Some(t)
     }
 
@@ -578,6 +590,7 @@ impl Receiver {
             self.events.push_back(ReceiverEvent::PartsTooLarge);
         }
         self.maybe_checkpoint(now);
+        self.check_early_flight(now);
         self.on_loss_timeout(now);
     }
 

@@ -33,6 +33,10 @@ use super::{EarlyAsked, Receiver, ReceiverState};
 pub(super) const FINISHED_COPIES: u8 = 3;
 /// How many recent request send times are kept for RTT samples of late answers.
 const REQUEST_TIMES_KEPT: usize = 4096;
+/// How long after the offer a receiver waits for the first part of its early flight before it
+/// takes the flight for blocked, at least (a quarter of the round trip if that is more): the
+/// flight's first parts leave the server with the offer.
+pub(super) const EARLY_CHECK: Duration = Duration::from_millis(3);
 
 impl Receiver {
     /// The next copy of FINISHED, if one is due and `buf` holds it.
@@ -165,11 +169,23 @@ impl Receiver {
     /// server sends it with the offer, and its parts may be waiting in the socket. Dated from the
     /// line, every timer would be overdue at once, and the whole flight asked for again before
     /// a single waiting part is read.
+    ///
+    /// Not one part of a flight may arrive at all: a firewall that drops datagrams nobody asked
+    /// for, a NAT, a client that did not bind the socket. So if nothing has arrived
+    /// [`EARLY_CHECK`] after the offer (the flight's first parts leave with it), the flight is
+    /// asked for again at once instead of after a probe timeout, and the REQUEST opens the way.
     pub(super) fn expect_early(&mut self, early: EarlyAsked, now: Instant) {
         let flight = early.flight;
         let rtt = self.config.path_rtt.unwrap_or_default();
-        let asked_at = early.asked_at.max(now.checked_sub(rtt).unwrap_or(now));
+        // Later than a round trip and a half after the line: a TCP segment was lost on the way.
+        let late = now > early.asked_at + rtt + rtt / 2;
+        let asked_at = if late { now.checked_sub(rtt).unwrap_or(now) } else { early.asked_at };
         let early = EarlyAsked { asked_at, ..early };
+        if late {
+            // Parts that waited in the socket would read as a round trip of almost nothing.
+            self.unsampled_requests = flight.requests();
+        }
+        self.early_check = Some(now + EARLY_CHECK.max(rtt / 4));
         let per_part = Duration::from_secs_f64(
             f64::from(self.layout.part_size) / f64::from(flight.rate.max(1)),
         );
@@ -206,6 +222,30 @@ impl Receiver {
             self.first_request = Some(early.asked_at);
             self.controller.on_sent(early.asked_at, bytes, self.in_flight);
         }
+    }
+
+    /// An early flight of which nothing has arrived by its check is asked for again: every part
+    /// of it still outstanding is queued as lost. The controller is not told: nothing was asked
+    /// of the path that it dropped for congestion.
+    pub(super) fn check_early_flight(&mut self, now: Instant) {
+        if self.early_check.is_none_or(|at| now < at) {
+            return;
+        }
+        self.early_check = None;
+        if self.any_part_arrived {
+            return;
+        }
+        for slot in self.slots.iter_mut().filter(|s| s.outstanding) {
+            slot.outstanding = false;
+            self.in_flight -= u64::from(slot.len);
+            self.progress.parts_lost += 1;
+            if !self.map.has(slot.part) {
+                self.track.insert(slot.part, Track::Queued);
+                self.lost_queue.push_back(slot.part);
+                self.lost_bytes += u64::from(slot.len);
+            }
+        }
+        self.pop_settled();
     }
 
     /// When the request `req_seq` was sent, if it is recent enough to be remembered.
