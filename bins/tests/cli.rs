@@ -34,7 +34,7 @@ fn help_explains_every_command() {
         assert!(text.contains(word), "--help does not mention {word}:\n{text}");
     }
     for (command, options) in [
-        ("server", &["--addr", "--files", "--udp-ports", "--runtime"][..]),
+        ("server", &["--addr", "--files", "--udp-ports", "--no-early-flights", "--runtime"][..]),
         ("client", &["--addr", "--name", "--runtime"][..]),
         ("get", &["--addr", "--name", "--out", "--part-size", "--transfers", "--runtime"][..]),
     ] {
