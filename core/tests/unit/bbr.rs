@@ -23,6 +23,7 @@ fn drive(bbr: &mut Bbr, t0: Instant, rounds: u64, rate: f64, rtt: Duration, lost
                 round_start: i == 0,
                 in_flight: 10_000,
                 srtt: rtt,
+                rttvar: Duration::ZERO,
             });
         }
         for _ in 0..lost {

@@ -13,6 +13,7 @@ fn delivery(now: Instant, sent: Instant) -> Delivery {
         round_start: false,
         in_flight: 0,
         srtt: Duration::from_millis(10),
+        rttvar: Duration::ZERO,
     }
 }
 

@@ -80,8 +80,8 @@ pub struct Bbr {
     round_delivered: u64,
     round_lost: u64,
     round_min_rtt: Option<Duration>,
-    /// Mean deviation of RTT samples from the smoothed RTT: how jittery the path is.
-    rtt_deviation: Duration,
+    /// The receiver's RTT variation at the last delivery: how jittery the path is.
+    rttvar: Duration,
     in_flight: u64,
     /// The probe timer fired repeatedly: the path may be gone, so keep the minimum window until
     /// something arrives again (BBR does the same after a retransmission timeout).
@@ -109,7 +109,7 @@ impl Bbr {
             round_delivered: 0,
             round_lost: 0,
             round_min_rtt: None,
-            rtt_deviation: Duration::ZERO,
+            rttvar: Duration::ZERO,
             in_flight: 0,
             collapsed: false,
             first: None,
@@ -165,7 +165,7 @@ impl Bbr {
             let queue_free = match (self.round_min_rtt, self.min_rtt) {
                 (Some(r), Some(m)) => {
                     let allowance = m / QUEUE_FREE_DIVISOR + Duration::from_millis(1);
-                    r <= m + allowance.max(self.rtt_deviation.mul_f64(2.0))
+                    r <= m + allowance.max(self.rttvar * 2)
                 }
                 _ => true,
             };
@@ -259,6 +259,7 @@ impl Controller for Bbr {
 
     fn on_delivered(&mut self, d: &Delivery) {
         self.in_flight = d.in_flight;
+        self.rttvar = d.rttvar;
         self.collapsed = false;
         if d.round_start {
             self.end_round();
@@ -266,8 +267,6 @@ impl Controller for Bbr {
         self.round_delivered += d.bytes;
         if let Some(rtt) = d.rtt {
             self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
-            let deviation = rtt.abs_diff(d.srtt);
-            self.rtt_deviation = self.rtt_deviation.mul_f64(0.75) + deviation.mul_f64(0.25);
             let expired = self
                 .min_rtt_stamp
                 .is_some_and(|s| d.now.saturating_duration_since(s) > MIN_RTT_WINDOW);

@@ -108,6 +108,8 @@ pub struct Delivery {
     /// The smoothed RTT after this delivery's sample ([`crate::transfer::rtt::INITIAL_RTT`] until
     /// the first one).
     pub srtt: Duration,
+    /// The RTT variation after this delivery's sample (rttvar, RFC 6298): how jittery the path is.
+    pub rttvar: Duration,
 }
 
 /// A delivery-rate sample (draft-cheng-iccrg-delivery-rate-estimation).

@@ -130,6 +130,7 @@ impl Receiver {
             round_start,
             in_flight: self.in_flight,
             srtt: self.rtt.smoothed(),
+            rttvar: self.rtt.var(),
         });
     }
 }
