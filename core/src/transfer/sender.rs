@@ -81,8 +81,6 @@ pub struct SenderConfig {
 /// An early flight being sent: see the module documentation.
 #[derive(Debug)]
 struct Early {
-    /// The chat connection's address, answered until a REQUEST locks the peer.
-    to: SocketAddr,
     flight: EarlyFlight,
     /// When the flight started (the offer).
     start: Instant,
@@ -251,13 +249,8 @@ enum Asked {
 impl Sender {
     /// A sender for an offer made at `now` (the idle clock starts at the offer).
     pub fn new(config: SenderConfig, now: Instant) -> Self {
-        let mut early = config.early.map(|e| Early {
-            to: e.to,
-            flight: e.flight,
-            start: now,
-            next: 0,
-            released: 0,
-        });
+        let mut early =
+            config.early.map(|e| Early { flight: e.flight, start: now, next: 0, released: 0 });
         if let Some(early) = &mut early {
             early.release(now, config.part_size);
         }
@@ -266,7 +259,7 @@ impl Sender {
             deadline: now + config.idle_timeout,
             // The client's own REQUESTs go on after the early ones.
             last_req_seq: early.as_ref().and_then(|e| e.flight.requests().checked_sub(1)),
-            provisional_peer: early.as_ref().map(|e| e.to),
+            provisional_peer: config.early.map(|e| e.to),
             early,
             config,
             peer: None,
@@ -500,13 +493,14 @@ impl Sender {
             self.done_emitted = true;
             return Some(SenderOutput::Done(end));
         }
+        let to = self.peer();
         if let Some(early) = &mut self.early {
             if early.next >= early.released {
                 return None;
             }
+            let to = to?;
             let part = early.next;
             early.next += 1;
-            let to = self.peer.unwrap_or(early.to);
             if early.is_out() {
                 self.early = None;
             }

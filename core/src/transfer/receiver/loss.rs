@@ -103,17 +103,24 @@ impl Receiver {
     }
 
     fn declare_lost(&mut self, i: usize, now: Instant, persistent: bool) {
+        let (len, sent) = self.give_up_slot(i);
+        self.controller.on_lost(now, len, sent, persistent);
+    }
+
+    /// The part at slot `i` will not come: it leaves the flight and, unless it is here after
+    /// all, waits to be asked for again. Returns its length and when it was asked for.
+    pub(super) fn give_up_slot(&mut self, i: usize) -> (u64, Instant) {
         let slot = &mut self.slots[i];
         slot.outstanding = false;
         let (part, len, sent) = (slot.part, u64::from(slot.len), slot.sent);
         self.in_flight -= len;
         self.progress.parts_lost += 1;
-        self.controller.on_lost(now, len, sent, persistent);
         if !self.map.has(part) {
             self.track.insert(part, Track::Queued);
             self.lost_queue.push_back(part);
             self.lost_bytes += len;
         }
+        (len, sent)
     }
 
     pub(super) fn pop_settled(&mut self) {

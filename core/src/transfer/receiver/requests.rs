@@ -235,14 +235,9 @@ impl Receiver {
         if self.any_part_arrived {
             return;
         }
-        for slot in self.slots.iter_mut().filter(|s| s.outstanding) {
-            slot.outstanding = false;
-            self.in_flight -= u64::from(slot.len);
-            self.progress.parts_lost += 1;
-            if !self.map.has(slot.part) {
-                self.track.insert(slot.part, Track::Queued);
-                self.lost_queue.push_back(slot.part);
-                self.lost_bytes += u64::from(slot.len);
+        for i in 0..self.slots.len() {
+            if self.slots[i].outstanding {
+                self.give_up_slot(i);
             }
         }
         self.pop_settled();
