@@ -912,24 +912,10 @@ fn no_early_flight_from_behind_a_nat_or_without_a_socket() {
     assert!(!likely_behind_nat(ip("127.0.0.1"), ip("127.0.0.1")), "one machine");
     assert!(!likely_behind_nat(ip("198.51.100.7"), ip("203.0.113.5")), "both global");
     assert!(likely_behind_nat(ip("::ffff:192.168.1.20"), ip("::ffff:203.0.113.5")), "mapped");
-    let now = Instant::now();
     for early_socket in [None, Some(SocketAddr::new(ip("192.168.1.20"), 40_000))] {
-        let mut config = ClientConfig::new("alice", Mode::get("hello.c"), ip("203.0.113.5"), 1200);
-        config.awaits_connected = true;
-        let mut d = ClientDriver::new(config, now);
-        assert!(
-            std::iter::from_fn(|| d.poll_output())
-                .all(|o| !matches!(o, Output::Send(ref b) if b.starts_with(b"download_file")))
-        );
-        d.handle_input(
-            now,
-            Input::Connected { handshake: Duration::from_millis(20), early_socket },
-        );
-        let sent: Vec<u8> = std::iter::from_fn(|| d.poll_output())
-            .filter_map(|o| if let Output::Send(b) = o { Some(b) } else { None })
-            .flatten()
-            .collect();
-        assert_eq!(String::from_utf8_lossy(&sent), "download_file hello.c 1200\n");
+        let sent =
+            sent_after_connect(ip("203.0.113.5"), 1200, Duration::from_millis(20), early_socket);
+        assert_eq!(sent, "download_file hello.c 1200\n");
     }
 }
 
@@ -938,21 +924,33 @@ fn no_early_flight_from_behind_a_nat_or_without_a_socket() {
 /// the flight was paced over that second: 1 MiB at 1 MB/s on a path of 0.1 ms.
 #[test]
 fn a_connect_that_waited_for_a_retransmission_sizes_no_early_flight() {
-    let now = Instant::now();
-    let sent_after = |handshake: Duration| {
-        let mut config = ClientConfig::new("alice", Mode::get("hello.c"), SERVER, 1446);
-        config.awaits_connected = true;
-        let mut d = ClientDriver::new(config, now);
-        while d.poll_output().is_some() {}
-        let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
-        d.handle_input(now + handshake, Input::Connected { handshake, early_socket });
-        let sent: Vec<u8> = std::iter::from_fn(|| d.poll_output())
-            .filter_map(|o| if let Output::Send(b) = o { Some(b) } else { None })
-            .flatten()
-            .collect();
-        String::from_utf8_lossy(&sent).into_owned()
-    };
+    let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
+    let sent_after = |handshake| sent_after_connect(SERVER, 1446, handshake, early_socket);
     assert_eq!(sent_after(Duration::from_millis(1000)), "download_file hello.c 1446\n");
     assert_eq!(sent_after(Duration::from_millis(3000)), "download_file hello.c 1446\n");
     assert_eq!(sent_after(Duration::from_millis(20)), "download_file hello.c 1446 692 50000000\n");
+}
+
+/// What `natter get hello.c` writes once its runtime reports the connect (after `handshake`,
+/// with `early_socket`) to a server at `server`: nothing goes out before but its name.
+fn sent_after_connect(
+    server: IpAddr,
+    part_size: u16,
+    handshake: Duration,
+    early_socket: Option<SocketAddr>,
+) -> String {
+    let now = Instant::now();
+    let mut config = ClientConfig::new("alice", Mode::get("hello.c"), server, part_size);
+    config.awaits_connected = true;
+    let mut d = ClientDriver::new(config, now);
+    let sent = |d: &mut ClientDriver| -> String {
+        let bytes: Vec<u8> = std::iter::from_fn(|| d.poll_output())
+            .filter_map(|o| if let Output::Send(b) = o { Some(b) } else { None })
+            .flatten()
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    assert_eq!(sent(&mut d), "alice\n", "only the name before the connect");
+    d.handle_input(now + handshake, Input::Connected { handshake, early_socket });
+    sent(&mut d)
 }

@@ -451,16 +451,7 @@ fn each_request_goes_out_twice_by_default_and_a_lost_copy_costs_nothing() {
 }
 
 fn sender_for(content: &[u8], part_size: u16, now: Instant) -> Sender {
-    let config = SenderConfig {
-        seal: None,
-        token: TOKEN,
-        peer_ip: CLIENT.ip(),
-        size: content.len() as u64,
-        part_size,
-        idle_timeout: Duration::from_secs(10),
-        early: None,
-    };
-    Sender::new(config, now)
+    Sender::new(sender_config(content, part_size), now)
 }
 
 /// PROTOCOL 2.1, the early flight, end to end against a real sender, 10 ms round trips: the
@@ -474,12 +465,7 @@ fn an_early_flight_counts_as_asked_for_and_its_losses_are_asked_again() {
     let content = file(100 * 1000);
     let t0 = Instant::now();
     let ms = Duration::from_millis;
-    let flight = EarlyFlight { parts: 60, rate: 10_000_000 }
-        .bounded(100, 1000)
-        .expect("60 parts of a 100-part file");
-    let mut cfg = config(&content, 1000);
-    cfg.path_rtt = Some(ms(10));
-    cfg.early = Some(EarlyAsked { flight, asked_at: t0 });
+    let (cfg, flight) = early_config(&content, 60, ms(10), t0);
     let early = Some(EarlyStart { to: CLIENT, flight });
     let mut server =
         Sender::new(SenderConfig { early, ..sender_config(&content, 1000) }, t0 + ms(5));
@@ -545,10 +531,7 @@ fn a_late_offer_does_not_make_its_early_flight_overdue() {
     let content = file(20 * 1000);
     let t0 = Instant::now();
     let ms = Duration::from_millis;
-    let flight = EarlyFlight { parts: 20, rate: 10_000_000 }.bounded(20, 1000).expect("20 parts");
-    let mut cfg = config(&content, 1000);
-    cfg.path_rtt = Some(ms(10));
-    cfg.early = Some(EarlyAsked { flight, asked_at: t0 });
+    let (cfg, _) = early_config(&content, 20, ms(10), t0);
     let offer_at = t0 + ms(500);
     let mut r = Receiver::new(cfg, offer_at);
     // A runtime may handle a due timer before it reads the socket.
@@ -575,10 +558,7 @@ fn a_blocked_early_flight_is_asked_for_again_soon_after_the_offer() {
     let content = file(60 * 1000);
     let t0 = Instant::now();
     let ms = Duration::from_millis;
-    let flight = EarlyFlight { parts: 60, rate: 10_000_000 }.bounded(60, 1000).expect("60 parts");
-    let mut cfg = config(&content, 1000);
-    cfg.path_rtt = Some(ms(20));
-    cfg.early = Some(EarlyAsked { flight, asked_at: t0 });
+    let (cfg, _) = early_config(&content, 60, ms(20), t0);
     let offer_at = t0 + ms(20);
     let mut r = Receiver::new(cfg, offer_at);
     assert_eq!(r.poll_timeout(), Some(offer_at + ms(5)), "a quarter of the round trip");
@@ -590,6 +570,22 @@ fn a_blocked_early_flight_is_asked_for_again_soon_after_the_offer() {
     let again: Vec<u32> = asked.iter().flat_map(|(_, ranges)| parts_of(ranges)).collect();
     assert!(again.contains(&0), "the flight is asked for again: {again:?}");
     assert_eq!(r.progress().probe_timeouts, 0);
+}
+
+/// A receiver's config, in parts of 1000 bytes, whose line asked at `asked_at` for an early
+/// flight of `parts` at 10 MB/s over a path of round trip `rtt`; and the flight as bounded.
+fn early_config(
+    content: &[u8],
+    parts: u32,
+    rtt: Duration,
+    asked_at: Instant,
+) -> (ReceiverConfig, EarlyFlight) {
+    let n_parts = u32::try_from(content.len().div_ceil(1000)).expect("a small file");
+    let flight = EarlyFlight { parts, rate: 10_000_000 }.bounded(n_parts, 1000).expect("parts");
+    let mut cfg = config(content, 1000);
+    cfg.path_rtt = Some(rtt);
+    cfg.early = Some(EarlyAsked { flight, asked_at });
+    (cfg, flight)
 }
 
 /// Takes the datagrams of `on_the_way` that have arrived by `now`.

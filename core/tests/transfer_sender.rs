@@ -24,18 +24,19 @@ fn client() -> SocketAddr {
 }
 
 fn sender(size: u64, part_size: u16, now: Instant) -> Sender {
-    Sender::new(
-        SenderConfig {
-            token: TOKEN,
-            seal: None,
-            peer_ip: CLIENT_IP,
-            size,
-            part_size,
-            idle_timeout: Duration::from_secs(10),
-            early: None,
-        },
-        now,
-    )
+    Sender::new(config(size, part_size), now)
+}
+
+fn config(size: u64, part_size: u16) -> SenderConfig {
+    SenderConfig {
+        token: TOKEN,
+        seal: None,
+        peer_ip: CLIENT_IP,
+        size,
+        part_size,
+        idle_timeout: Duration::from_secs(10),
+        early: None,
+    }
 }
 
 /// A sender whose offer came with an early flight of `parts` at `rate` bytes per second to the
@@ -44,18 +45,7 @@ fn early_sender(size: u64, part_size: u16, parts: u32, rate: u32, to: SocketAddr
     let early = EarlyFlight { parts, rate }
         .bounded(u32::try_from(size.div_ceil(u64::from(part_size))).unwrap_or(u32::MAX), part_size)
         .map(|flight| EarlyStart { to, flight });
-    Sender::new(
-        SenderConfig {
-            token: TOKEN,
-            seal: None,
-            peer_ip: CLIENT_IP,
-            size,
-            part_size,
-            idle_timeout: Duration::from_secs(10),
-            early,
-        },
-        T0.with(|t| *t),
-    )
+    Sender::new(SenderConfig { early, ..config(size, part_size) }, T0.with(|t| *t))
 }
 
 thread_local! {
