@@ -65,14 +65,16 @@ fn one_mib_without_loss_takes_under_three_and_a_half_round_trips() {
     }
 }
 
-/// With 5% loss each way, at least one round of re-requests follows the first flight (a lost
-/// part is known lost 9/8 of a round trip after it was asked for at the latest), and often a
-/// second (a re-requested part is lost again with 5%). Over 10 seeds: median under 5 round trips,
-/// none over 7. Before issue 11: 11.3 to 12.4.
+/// With 5% loss each way, a round of re-requests follows the first flight (a lost part is known
+/// lost 9/8 of a round trip after it was asked for at the latest). The tail's repairs are asked
+/// for twice, so a second round (a repair lost again, more likely than not among 40 repairs at
+/// 5%) is rare. Over 10 seeds: median under 4.4 round trips, none over 5.5. Before issue 11:
+/// 11.3 to 12.4; with the repairs asked once, a median of 4.46 and a worst of 5.79.
 #[test]
-fn one_mib_with_five_percent_loss_takes_under_five_round_trips() {
+fn one_mib_with_five_percent_loss_takes_under_four_and_a_half_round_trips() {
     let mut t: Vec<f64> = (1..=10).map(|seed| rtts(get_one_mib(seed, 0.05))).collect();
     t.sort_by(f64::total_cmp);
-    assert!(t[5] < 5.0, "median {:.2} round trips: {t:.2?}", t[5]);
-    assert!(t[9] < 7.0, "worst {:.2} round trips: {t:.2?}", t[9]);
+    eprintln!("round trips with 5% loss, 10 seeds: {t:.2?}");
+    assert!(t[5] < 4.4, "median {:.2} round trips: {t:.2?}", t[5]);
+    assert!(t[9] < 5.5, "worst {:.2} round trips: {t:.2?}", t[9]);
 }

@@ -226,6 +226,68 @@ fn packet_threshold_declares_the_gap_lost_and_asks_again() {
     assert_eq!(r.progress().parts_retransmitted, 1);
 }
 
+/// What a receiver asked for, and when.
+type Asked = (Receiver, Instant, Vec<(u32, Vec<(u32, u32)>)>);
+
+/// Ten parts asked for at once; those in `lost` do not arrive, the others do. Returns what the
+/// receiver sends next, and when.
+fn ask_all_and_lose(content: &[u8], lost: &[u32]) -> Asked {
+    let t0 = Instant::now();
+    let mut cfg = config(content, 1000);
+    cfg.controller = ControllerKind::NewReno;
+    let mut r = Receiver::new(cfg, t0);
+    let mut written = vec![0; content.len()];
+    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 9)])]);
+    let t1 = t0 + Duration::from_millis(20);
+    for i in (0..10).filter(|i| !lost.contains(i)) {
+        deliver(&mut r, t1, &part(content, 1000, 0, i), &mut written);
+    }
+    let asked = transmit(&mut r, t1);
+    (r, t1, asked)
+}
+
+#[test]
+fn a_lost_part_in_the_tail_is_asked_for_twice() {
+    // Every part has been asked for, and one in ten is lost: its repair goes out under two
+    // req_seqs, so that losing one of them costs no extra round trip.
+    let content = file(10_000);
+    let (mut r, t1, asked) = ask_all_and_lose(&content, &[6]);
+    assert_eq!(asked, vec![(1, vec![(6, 6)]), (2, vec![(6, 6)])]);
+    assert_eq!(r.progress().parts_retransmitted, 1, "one part, asked again once");
+    // The first answer is lost; the second settles the part, with nothing more to ask.
+    let mut written = content.clone();
+    let t2 = t1 + Duration::from_millis(20);
+    assert!(deliver(&mut r, t2, &part(&content, 1000, 2, 6), &mut written).is_some());
+    assert_eq!(r.state(), ReceiverState::Complete);
+    assert_eq!(r.progress().parts_lost, 1);
+}
+
+#[test]
+fn a_tail_that_lost_many_parts_asks_for_them_once() {
+    // Four parts in ten lost: more like a queue that overflowed than a lossy path, and asking
+    // twice would only fill the queue again.
+    let content = file(10_000);
+    let (mut r, mut now, mut asked) = ask_all_and_lose(&content, &[0, 1, 2, 3]);
+    // The window, halved by the loss, lets the repairs out over a few round trips.
+    while r.progress().parts_retransmitted < 4 {
+        now += Duration::from_millis(20);
+        r.handle_timeout(now);
+        asked.extend(transmit(&mut r, now));
+        assert!(asked.len() < 100, "{asked:?}");
+    }
+    let repaired: Vec<u32> = asked.iter().flat_map(|(_, ranges)| parts_of(ranges)).collect();
+    assert_eq!(repaired, vec![0, 1, 2, 3], "{asked:?}");
+}
+
+#[test]
+fn a_repair_before_the_tail_is_asked_for_once() {
+    // Parts never asked for remain: a repair lost now is revealed by the parts after it.
+    let content = file(40_000);
+    let (_, _, asked) = ask_all_and_lose(&content, &[6]);
+    assert_eq!(asked[0].1[0], (6, 6), "{asked:?}");
+    assert!(asked.iter().skip(1).all(|(_, ranges)| !parts_of(ranges).contains(&6)), "{asked:?}");
+}
+
 #[test]
 fn probe_timeout_asks_again_for_everything_outstanding() {
     let content = file(5000);

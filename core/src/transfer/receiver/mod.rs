@@ -291,6 +291,9 @@ pub struct Receiver {
     /// [`ReceiverConfig::request_copies`]).
     repeat: Vec<u8>,
     repeats_left: u8,
+    /// The ranges of the last REQUEST, when it asked only for lost parts in the tail: they are
+    /// asked for once more under the next `req_seq` (see `requests.rs`).
+    tail_repair: Vec<(u32, u32)>,
     finished_left: u8,
     // Loss detection (loss.rs).
     slots: VecDeque<Slot>,
@@ -362,6 +365,7 @@ impl Receiver {
             next_new: 0,
             repeat: Vec::new(),
             repeats_left: 0,
+            tail_repair: Vec::new(),
             finished_left: 0,
             slots: VecDeque::new(),
             base_pos: 0,
@@ -547,7 +551,10 @@ impl Receiver {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         match self.state {
             ReceiverState::Complete | ReceiverState::Failed(_) => self.finished_copy(buf),
-            ReceiverState::Running => self.request_copy(buf).or_else(|| self.new_request(now, buf)),
+            ReceiverState::Running => self
+                .request_copy(buf)
+                .or_else(|| self.tail_repair_again(now, buf))
+                .or_else(|| self.new_request(now, buf)),
         }
     }
 

@@ -8,6 +8,16 @@
 //! back to back, with the same `req_seq`; once the download is complete, FINISHED goes out
 //! [`FINISHED_COPIES`] times.
 //!
+//! In the tail, once every part has been asked for, a REQUEST of lost parts only is followed by
+//! a second one for the same parts under the next `req_seq`. The server answers both, so each
+//! repaired part comes twice. A lost repair in the tail costs a whole round trip more (nothing
+//! later arrives to reveal it early), and at 5% loss a tail of 40 repairs loses one of them
+//! more often than not. Asked twice, a part is lost both times once in 400, and such a tail needs
+//! a second round in about one download of ten. The cost is a few dozen parts sent twice. Only while the download's losses look random (at most one
+//! part in ten): where a queue overflows, a second asking would only overflow it again. And not
+//! after a probe timeout: then nothing arrives at all, and a second asking would only double the
+//! probes.
+//!
 //! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: the REQUEST layout, `req_seq`, why a copy is free,
 //! the per-request limits) and [§2.3] (The client's side of a download: paced requests, lost
 //! parts first, FINISHED three times).
@@ -31,6 +41,8 @@ use super::{EarlyAsked, Receiver, ReceiverState};
 /// How many copies of FINISHED are sent: one lost FINISHED would hold the server's port for the
 /// idle timeout, and three independent copies make that unlikely without any timer.
 pub(super) const FINISHED_COPIES: u8 = 3;
+/// The share of lost parts up to which the tail's repairs are asked for twice.
+const TAIL_REPAIR_MAX_LOSS: f64 = 0.1;
 /// How many recent request send times are kept for RTT samples of late answers.
 const REQUEST_TIMES_KEPT: usize = 4096;
 /// How long after the offer a receiver waits for the first part of its early flight before it
@@ -112,13 +124,11 @@ impl Receiver {
         if parts.is_empty() {
             return None;
         }
-        let req_seq = self.next_req_seq;
-        self.next_req_seq = self.next_req_seq.wrapping_add(1);
-        if self.req_times.len() == REQUEST_TIMES_KEPT {
-            self.req_times.pop_front();
-            self.req_times_base = self.req_times_base.wrapping_add(1);
-        }
-        self.req_times.push_back(now);
+        let req_seq = self.take_req_seq(now);
+        let tail_repair = self.unrequested_bytes == 0
+            && self.pto_count == 0
+            && self.loss_looks_random()
+            && parts.iter().all(|&(_, again)| again);
         let at_send = self.rate.on_send(now, self.in_flight);
         for (part, retransmit) in parts {
             let pos = self.base_pos + self.slots.len() as u64;
@@ -153,7 +163,57 @@ impl Receiver {
             self.repeat.clear();
             self.repeat.extend_from_slice(&buf[..n]);
         }
+        if tail_repair {
+            self.tail_repair = ranges;
+        }
         Some(n)
+    }
+
+    /// The tail's lost parts asked for a second time (see the module documentation), once the
+    /// copies of the first asking are out. The parts keep their slots: whichever answer comes
+    /// first settles them, and the other arrives as a duplicate.
+    pub(super) fn tail_repair_again(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.tail_repair.is_empty() {
+            return None;
+        }
+        let ranges = std::mem::take(&mut self.tail_repair);
+        let len = match self.config.seal {
+            Some(_) => sealed::request_len(ranges.len()),
+            None => REQUEST_HEADER_LEN + ranges.len() * RANGE_LEN + TRAILER_LEN,
+        };
+        // Sealed, a `req_seq` may not wrap (PROTOCOL 2.7): near the end of them, ask once.
+        let exhausted = self.config.seal.is_some() && self.next_req_seq == u32::MAX;
+        if buf.len() < len || exhausted {
+            return None;
+        }
+        let req_seq = self.take_req_seq(now);
+        self.progress.requests_sent += 1;
+        Some(match &self.config.seal {
+            Some(key) => sealed::encode_request(key, req_seq, &ranges, buf),
+            None => datagram::encode_request(self.config.token, req_seq, &ranges, buf),
+        })
+    }
+
+    /// Whether this download has lost few enough parts (at most [`TAIL_REPAIR_MAX_LOSS`]) that
+    /// its losses are more likely the path's random ones than a queue that overflowed. A first
+    /// flight larger than a slow path, for one, loses much more, and asking its repairs twice
+    /// would only overflow the queue again.
+    fn loss_looks_random(&self) -> bool {
+        let lost = self.progress.parts_lost as f64;
+        let asked = lost + f64::from(self.map.count());
+        lost <= TAIL_REPAIR_MAX_LOSS * asked
+    }
+
+    /// The next `req_seq`, its send time remembered for RTT samples of its answers.
+    fn take_req_seq(&mut self, now: Instant) -> u32 {
+        let req_seq = self.next_req_seq;
+        self.next_req_seq = self.next_req_seq.wrapping_add(1);
+        if self.req_times.len() == REQUEST_TIMES_KEPT {
+            self.req_times.pop_front();
+            self.req_times_base = self.req_times_base.wrapping_add(1);
+        }
+        self.req_times.push_back(now);
+        req_seq
     }
 
     /// Counts the early flight (PROTOCOL 2.1) as the requests it stands for. The server answers
