@@ -2,6 +2,7 @@
 //! it ([`ClientInput`]) and what it asks of the network ([`ClientAction`]), and how it is placed
 //! in a run ([`ClientSpec`]).
 
+use core::net::SocketAddr;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,19 @@ pub enum ClientInput<'a> {
     Received(&'a [u8]),
     /// The server closed the connection; everything it sent before was read already.
     ConnectionEnded,
+    /// The connection is open (the simulated connect costs no time, so this comes at once).
+    /// `early_socket` is a UDP socket bound on the connection's own address, as a runtime binds
+    /// one for early flights (PROTOCOL 2.1): what arrives there waits, as in a socket's buffer,
+    /// until a download opens it ([`ClientAction::OpenDownload`] with that id). `handshake` is
+    /// the round trip a real connect would have measured.
+    Connected {
+        /// The id of the early-flight socket.
+        early_socket: u64,
+        /// Its address: the chat connection's own, as the server sees it.
+        local: SocketAddr,
+        /// The chat path's round trip.
+        handshake: Duration,
+    },
 }
 
 /// What a client asks of the simulated network.

@@ -85,6 +85,8 @@ struct Session {
     driver: ClientDriver,
     /// The driver's download ids, to indices into [`DrivenClient::downloads`].
     ids: BTreeMap<DownloadId, usize>,
+    /// The early-flight socket of its chat connection, until a download takes it.
+    early_socket: Option<u64>,
 }
 
 /// A simulated client running the real [`ClientDriver`]. See the module documentation.
@@ -131,6 +133,14 @@ impl DrivenClient {
     pub fn get(name: &str, file: &str, at: Duration) -> Self {
         let mode = Mode::get(file);
         Self::new(ClientConfig::new(name, mode, SERVER_IP, SAFE_PART_SIZE)).start(at)
+    }
+
+    /// The same client, waiting for its connect to be reported as `natter get` does, so that
+    /// its first download asks for an early flight (PROTOCOL 2.1) into the socket the
+    /// simulator binds on the chat connection's address.
+    pub fn with_early_flights(mut self) -> Self {
+        self.config.awaits_connected = true;
+        self
     }
 
     /// The same client asking for parts of `part_size` when a request names none.
@@ -186,7 +196,7 @@ impl DrivenClient {
                     self.die();
                 }
                 let driver = ClientDriver::new(self.config.clone(), now);
-                self.session = Some(Session { driver, ids: BTreeMap::new() });
+                self.session = Some(Session { driver, ids: BTreeMap::new(), early_socket: None });
                 self.actions.push_back(ClientAction::Connect);
             }
             Cue::Type(line) => {
@@ -251,9 +261,12 @@ impl DrivenClient {
                     d.resumed_parts.get_or_insert(progress.parts_received);
                 }
             }
-            Output::Open { id, file, size, peer, max_datagram, .. } => {
-                let socket = self.next_socket;
-                self.next_socket += 1;
+            Output::Open { id, file, size, peer, max_datagram, early } => {
+                let early = if early { session.early_socket.take() } else { None };
+                let socket = early.unwrap_or_else(|| {
+                    self.next_socket += 1;
+                    self.next_socket - 1
+                });
                 let part = self.folder.parts.entry(file.clone()).or_default();
                 part.resize(usize::try_from(size).unwrap_or(0), 0);
                 let record = self.folder.records.get(&file).cloned();
@@ -387,6 +400,15 @@ impl SimClient for DrivenClient {
         match input {
             ClientInput::Received(bytes) => s.driver.handle_input(now, Input::Received(bytes)),
             ClientInput::ConnectionEnded => s.driver.handle_input(now, Input::ServerClosed),
+            // Only a client that waits for the connect hears of it (`with_early_flights`): the
+            // others ask for no early flight, as against a server from before them.
+            ClientInput::Connected { early_socket, local, handshake } => {
+                if self.config.awaits_connected {
+                    s.early_socket = Some(early_socket);
+                    let early_socket = Some(local);
+                    s.driver.handle_input(now, Input::Connected { handshake, early_socket });
+                }
+            }
         }
     }
 

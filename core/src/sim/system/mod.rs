@@ -33,7 +33,9 @@
 //!   ([`ClientSpec::max_datagram`], U5). Parts are sealed with [`seal_part`] (or AES-GCM for a
 //!   [`ClientSpec::secure`] client, PROTOCOL 2.7) from the served
 //!   file's content at the moment of sending; a file changed mid-transfer ([`FileChange`]) is
-//!   noticed by [`Output::CheckFile`] or by a short read, as on a real server (U7).
+//!   noticed by [`Output::CheckFile`] or by a short read, as on a real server (U7). Each chat
+//!   connection also has a UDP socket bound on its own address, as `natter get` binds one for
+//!   early flights (PROTOCOL 2.1): what arrives there waits until a download opens it.
 //!
 //! # Clients
 //!
@@ -92,6 +94,10 @@ use crate::sim::link::Link;
 use crate::sim::rng::SplitMix64;
 use crate::wire::datagram::MAX_DATAGRAM;
 use crate::wire::line::LineFramer;
+
+/// How many datagrams an early-flight socket holds before a download opens it: a socket's
+/// receive buffer, sized for the largest early flight (1024 parts) and more.
+const EARLY_SOCKET_BUFFER: usize = 2048;
 
 /// The simulated TCP connections.
 #[derive(Debug, Clone)]
@@ -186,6 +192,9 @@ struct ClientState {
     conn: Option<ConnId>,
     /// Server port of each open download.
     downloads: BTreeMap<u64, u16>,
+    /// The early-flight socket of its chat connection, bound and not yet opened by a download:
+    /// its id, and what arrived for it (at most [`EARLY_SOCKET_BUFFER`] datagrams).
+    early: Option<(u64, VecDeque<Vec<u8>>)>,
     framer: LineFramer,
     sent_partial: Vec<u8>,
     report: ClientReport,
@@ -278,6 +287,7 @@ pub fn run(base: Instant, config: SystemConfig, clients: Vec<ClientSpec>) -> Sys
             secure: spec.secure,
             conn: None,
             downloads: BTreeMap::new(),
+            early: None,
             framer: LineFramer::with_limit(MAX_SERVER_LINE),
             sent_partial: Vec::new(),
             dirty: true,
@@ -446,6 +456,10 @@ impl World {
                 if c.downloads.contains_key(&id) {
                     c.client.handle_datagram(now, id, &mut bytes);
                     c.dirty = true;
+                } else if let Some((_, waiting)) = c.early.as_mut().filter(|(e, _)| *e == id)
+                    && waiting.len() < EARLY_SOCKET_BUFFER
+                {
+                    waiting.push_back(bytes);
                 }
             }
             Ev::FileChange { index } => self.change_file(index),

@@ -230,6 +230,7 @@ impl World {
                 );
                 self.note(|| format!("{label} [connect]"));
                 self.schedule_tcp(Ev::Syn { conn: id });
+                self.bind_early_socket(client, peer);
             }
             ClientAction::Send(bytes) => {
                 self.record_sent(client, &bytes);
@@ -292,6 +293,12 @@ impl World {
                 c.downloads.insert(id, port);
                 let addr = udp_addr(c.ip, id);
                 self.routes.insert(addr, (client, id));
+                // The early-flight socket: what waited in it is read now.
+                if let Some((_, waiting)) = c.early.take_if(|(early, _)| *early == id) {
+                    for bytes in waiting {
+                        self.schedule_at(self.now_ns, Ev::DatagramToClient { client, id, bytes });
+                    }
+                }
             }
             ClientAction::CloseDownload { id } => {
                 let c = &mut self.clients[client];
@@ -300,6 +307,25 @@ impl World {
                 self.routes.remove(&addr);
             }
         }
+    }
+
+    /// Binds the early-flight socket of a new chat connection (PROTOCOL 2.1) on the
+    /// connection's own address, `peer` as the server sees it, in place of the client's earlier one if a download never
+    /// took that, and tells the client. Its id is the one [`udp_addr`] maps to that address.
+    fn bind_early_socket(&mut self, client: usize, peer: SocketAddr) {
+        let id = u64::from(peer.port().wrapping_sub(udp_addr(peer.ip(), 0).port()));
+        let c = &mut self.clients[client];
+        if let Some((old, _)) = c.early.take() {
+            self.routes.remove(&udp_addr(c.ip, old));
+        }
+        c.early = Some((id, VecDeque::new()));
+        self.routes.insert(peer, (client, id));
+        let now = self.now();
+        let handshake = self.tcp.delay * 2;
+        let c = &mut self.clients[client];
+        c.client
+            .handle_input(now, ClientInput::Connected { early_socket: id, local: peer, handshake });
+        c.dirty = true;
     }
 
     pub(super) fn record_sent(&mut self, client: usize, bytes: &[u8]) {
