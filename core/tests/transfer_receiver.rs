@@ -288,6 +288,87 @@ fn a_repair_before_the_tail_is_asked_for_once() {
     assert!(asked.iter().skip(1).all(|(_, ranges)| !parts_of(ranges).contains(&6)), "{asked:?}");
 }
 
+/// A hundred parts of 100 bytes asked for in one first flight (the path's round trip is
+/// known); those in `lost` do not arrive. Returns the receiver, the time, and the repairs it asks
+/// for next with the REQUESTs' copies left out.
+fn one_flight_and_lose(content: &[u8], lost: &[u32]) -> Asked {
+    let t0 = Instant::now();
+    let mut cfg = config(content, 100);
+    cfg.path_rtt = Some(Duration::from_millis(20));
+    let mut r = Receiver::new(cfg, t0);
+    let mut written = vec![0; content.len()];
+    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 99)])]);
+    let t1 = t0 + Duration::from_millis(20);
+    for i in (0..100).filter(|i| !lost.contains(i)) {
+        deliver(&mut r, t1, &part(content, 100, 0, i), &mut written);
+    }
+    let asked = transmit(&mut r, t1);
+    (r, t1, asked)
+}
+
+#[test]
+fn a_first_answer_lost_in_the_tail_is_neither_a_loss_nor_asked_a_third_time() {
+    // Ten of a hundred lost: each repair is asked for twice, and the parts move to the second
+    // asking. The first answer of part 10 is lost too, while nine parts after it arrive: that
+    // is no loss yet (its second answer comes after them), and nothing is asked again.
+    let content = file(10_000);
+    let lost: Vec<u32> = (1..=10).map(|i| i * 9).collect();
+    let (mut r, t1, asked) = one_flight_and_lose(&content, &lost);
+    let mut written = content.clone();
+    let repaired: Vec<u32> = asked.iter().flat_map(|(_, ranges)| parts_of(ranges)).collect();
+    assert_eq!(repaired, [lost.clone(), lost.clone()].concat(), "{asked:?}");
+    let (first, second) = (asked[0].0, asked[1].0);
+    assert_eq!(second, first + 1);
+    let lost_before = r.progress().parts_lost;
+    let t2 = t1 + Duration::from_millis(20);
+    for &i in lost.iter().skip(1) {
+        assert!(deliver(&mut r, t2, &part(&content, 100, first, i), &mut written).is_some());
+    }
+    assert_eq!(transmit(&mut r, t2), vec![], "no third asking");
+    assert_eq!(r.progress().parts_lost, lost_before, "a late part, not a lost one");
+    // The second asking's answers: part 9 settles it, the others are duplicates.
+    assert!(deliver(&mut r, t2, &part(&content, 100, second, 9), &mut written).is_some());
+    for &i in lost.iter().skip(1) {
+        assert_eq!(deliver(&mut r, t2, &part(&content, 100, second, i), &mut written), None);
+    }
+    assert_eq!(r.state(), ReceiverState::Complete);
+}
+
+#[test]
+fn a_repair_after_a_probe_timeout_is_asked_for_once() {
+    // The last part of a hundred is lost: nothing after it can reveal that, so the probe
+    // timeout asks for it again. Nothing arrives in a probe timeout, and asking twice would
+    // only double the probes.
+    let content = file(10_000);
+    let (mut r, t1, asked) = one_flight_and_lose(&content, &[99]);
+    assert_eq!(asked, vec![]);
+    let pto = r.poll_timeout().unwrap_or(t1);
+    r.handle_timeout(pto);
+    assert_eq!(r.progress().probe_timeouts, 1);
+    let asked = transmit(&mut r, pto);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].1, vec![(99, 99)]);
+}
+
+#[test]
+fn both_askings_of_a_tail_repair_go_out_twice_by_default() {
+    let content = file(10_000);
+    let t0 = Instant::now();
+    let mut cfg = config(&content, 1000);
+    cfg.request_copies = 2;
+    cfg.controller = ControllerKind::NewReno;
+    let mut r = Receiver::new(cfg, t0);
+    let mut written = vec![0; content.len()];
+    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 9)]), (0, vec![(0, 9)])]);
+    let t1 = t0 + Duration::from_millis(20);
+    for i in (0..10).filter(|&i| i != 6) {
+        deliver(&mut r, t1, &part(&content, 1000, 0, i), &mut written);
+    }
+    let asked = transmit(&mut r, t1);
+    let again = vec![(6, 6)];
+    assert_eq!(asked, vec![(1, again.clone()), (1, again.clone()), (2, again.clone()), (2, again)]);
+}
+
 #[test]
 fn probe_timeout_asks_again_for_everything_outstanding() {
     let content = file(5000);

@@ -38,3 +38,25 @@ fn a_sealed_receiver_fails_rather_than_wrap_its_req_seq() {
     let n = r.poll_transmit(t, &mut buf).expect("FINISHED copies");
     assert_eq!(n, sealed::FINISHED_LEN);
 }
+
+#[test]
+fn a_sealed_tail_repair_is_not_asked_again_past_the_last_req_seq() {
+    // The first asking of a tail repair takes the last req_seq: a second one would wrap and
+    // repeat a nonce (PROTOCOL 2.7), so there is none.
+    let t0 = Instant::now();
+    let key = SealKey::new(&[9; 32]);
+    let mut config = ReceiverConfig::new(1, 10_000, 1000, [0; 32]);
+    config.seal = Some(key.clone());
+    config.request_copies = 1;
+    config.controller = crate::transfer::congestion::ControllerKind::NewReno;
+    let mut r = Receiver::new(config, t0);
+    let mut buf = [0u8; TRANSMIT_BUF_LEN];
+    let n = r.poll_transmit(t0, &mut buf).expect("the first request");
+    assert!(matches!(sealed::open(&key, 1, &mut buf[..n]), Ok(Datagram::Request(_))));
+    // As if the first asking of a tail repair had just taken req_seq 2^32 - 1.
+    r.progress.requests_sent = u64::from(u32::MAX);
+    r.next_req_seq = 0;
+    r.tail_repair = vec![(6, 6)];
+    assert_eq!(r.tail_repair_again(t0, &mut buf), None, "req_seq 0 would repeat a nonce");
+    assert!(r.tail_repair.is_empty());
+}

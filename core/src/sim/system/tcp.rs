@@ -6,7 +6,7 @@ use core::net::SocketAddr;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::udp::udp_addr;
+use super::udp::{conn_port, early_socket_id, udp_addr};
 use super::{ClientAction, ClientInput, ConnReport, Ev, World};
 use crate::chat::client::MAX_SERVER_LINE;
 use crate::chat::server::ConnId;
@@ -198,7 +198,7 @@ impl World {
                 let id = self.next_conn;
                 self.next_conn += 1;
                 let c = &mut self.clients[client];
-                let peer = SocketAddr::new(c.ip, 50_000u16.wrapping_add(id as u16));
+                let peer = SocketAddr::new(c.ip, conn_port(id));
                 c.report.conns.push(ConnReport {
                     conn: id,
                     opened_at: Duration::from_nanos(self.now_ns),
@@ -230,7 +230,7 @@ impl World {
                 );
                 self.note(|| format!("{label} [connect]"));
                 self.schedule_tcp(Ev::Syn { conn: id });
-                self.bind_early_socket(client, peer);
+                self.bind_early_socket(client, id, peer);
             }
             ClientAction::Send(bytes) => {
                 self.record_sent(client, &bytes);
@@ -265,6 +265,7 @@ impl World {
                     c.reading = false;
                 }
                 self.clients[client].conn = None;
+                self.drop_early_socket(client);
                 self.note(|| format!("{label} [reset]"));
                 self.schedule_tcp(Ev::EndToServer { conn, end: PeerEnd::Reset });
             }
@@ -274,6 +275,7 @@ impl World {
                     c.side = ClientSide::Closing;
                 }
                 self.clients[client].conn = None;
+                self.drop_early_socket(client);
                 self.note(|| format!("{label} [close]"));
                 self.pump(conn);
             }
@@ -285,6 +287,7 @@ impl World {
                     c.reading = false;
                 }
                 self.clients[client].conn = None;
+                self.drop_early_socket(client);
                 self.note(|| format!("{label} [vanishes: half-open]"));
             }
             ClientAction::Note(text) => self.note(|| format!("{label} [{text}]")),
@@ -309,23 +312,29 @@ impl World {
         }
     }
 
-    /// Binds the early-flight socket of a new chat connection (PROTOCOL 2.1) on the
-    /// connection's own address, `peer` as the server sees it, in place of the client's earlier one if a download never
-    /// took that, and tells the client. Its id is the one [`udp_addr`] maps to that address.
-    fn bind_early_socket(&mut self, client: usize, peer: SocketAddr) {
-        let id = u64::from(peer.port().wrapping_sub(udp_addr(peer.ip(), 0).port()));
+    /// Binds the early-flight socket of a new chat connection `conn` (PROTOCOL 2.1) on the
+    /// connection's own address, `peer` as the server sees it, and tells the client.
+    fn bind_early_socket(&mut self, client: usize, conn: ConnId, peer: SocketAddr) {
+        self.drop_early_socket(client);
+        let id = early_socket_id(conn);
         let c = &mut self.clients[client];
-        if let Some((old, _)) = c.early.take() {
-            self.routes.remove(&udp_addr(c.ip, old));
-        }
         c.early = Some((id, VecDeque::new()));
         self.routes.insert(peer, (client, id));
         let now = self.now();
         let handshake = self.tcp.delay * 2;
         let c = &mut self.clients[client];
-        c.client
-            .handle_input(now, ClientInput::Connected { early_socket: id, local: peer, handshake });
+        let connected = ClientInput::Connected { early_socket: id, local: peer, handshake };
+        c.client.handle_input(now, connected);
         c.dirty = true;
+    }
+
+    /// Closes the client's early-flight socket if no download took it: the connection it was
+    /// bound for is over.
+    fn drop_early_socket(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        if let Some((id, _)) = c.early.take() {
+            self.routes.remove(&udp_addr(c.ip, id));
+        }
     }
 
     pub(super) fn record_sent(&mut self, client: usize, bytes: &[u8]) {

@@ -8,9 +8,28 @@ use core::net::{IpAddr, SocketAddr};
 use super::{Ev, World};
 use crate::sim::damage::damage;
 
-/// The UDP port of a client's socket for download `id`.
+/// Marks the id of an early-flight socket ([`early_socket_id`]): download sockets count up from
+/// 1 and never reach it.
+const EARLY_SOCKET: u64 = 1 << 32;
+
+/// The UDP address of a client's socket `id`: for a download's socket, port 40,000 + id; for the
+/// early-flight socket of a chat connection, that connection's own address.
 pub(super) fn udp_addr(ip: IpAddr, id: u64) -> SocketAddr {
-    SocketAddr::new(ip, 40_000u16.wrapping_add(id as u16))
+    if id & EARLY_SOCKET != 0 {
+        SocketAddr::new(ip, conn_port(id & !EARLY_SOCKET))
+    } else {
+        SocketAddr::new(ip, 40_000u16.wrapping_add(id as u16))
+    }
+}
+
+/// The client's port of chat connection `conn`.
+pub(super) fn conn_port(conn: u64) -> u16 {
+    50_000u16.wrapping_add(conn as u16)
+}
+
+/// The id of the early-flight socket bound on chat connection `conn`'s address.
+pub(super) fn early_socket_id(conn: u64) -> u64 {
+    EARLY_SOCKET | conn
 }
 
 impl World {

@@ -294,6 +294,8 @@ pub struct Receiver {
     /// The ranges of the last REQUEST, when it asked only for lost parts in the tail: they are
     /// asked for once more under the next `req_seq` (see `requests.rs`).
     tail_repair: Vec<(u32, u32)>,
+    /// Parts that were on disk when this run started (a resume).
+    resumed_parts: u32,
     finished_left: u8,
     // Loss detection (loss.rs).
     slots: VecDeque<Slot>,
@@ -346,6 +348,7 @@ impl Receiver {
         let first = config.path_rtt.map(|rtt| FirstFlight::for_path(layout.part_size, rtt));
         let controller = new_controller(config.controller, layout.part_size, first);
         let rtt = config.path_rtt.map_or_else(RttEstimator::default, RttEstimator::with_hint);
+        let resumed_parts = map.count();
         let mut r = Receiver {
             unrequested_bytes: layout.size - map.bytes(),
             layout,
@@ -366,6 +369,7 @@ impl Receiver {
             repeat: Vec::new(),
             repeats_left: 0,
             tail_repair: Vec::new(),
+            resumed_parts,
             finished_left: 0,
             slots: VecDeque::new(),
             base_pos: 0,

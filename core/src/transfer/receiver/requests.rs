@@ -10,13 +10,16 @@
 //!
 //! In the tail, once every part has been asked for, a REQUEST of lost parts only is followed by
 //! a second one for the same parts under the next `req_seq`. The server answers both, so each
-//! repaired part comes twice. A lost repair in the tail costs a whole round trip more (nothing
-//! later arrives to reveal it early), and at 5% loss a tail of 40 repairs loses one of them
-//! more often than not. Asked twice, a part is lost both times once in 400, and such a tail needs
-//! a second round in about one download of ten. The cost is a few dozen parts sent twice. Only while the download's losses look random (at most one
-//! part in ten): where a queue overflows, a second asking would only overflow it again. And not
-//! after a probe timeout: then nothing arrives at all, and a second asking would only double the
-//! probes.
+//! repaired part comes twice. A lost repair in the tail costs a whole round trip more (few
+//! parts come after it to reveal it early), and at 5% loss a tail of 40 repairs loses one of
+//! them more often than not. Asked twice, a part is lost both times about once in 400 (both
+//! askings are sent twice, so a lost REQUEST rarely matters), and a tail of 40 needs a second
+//! round in about one download of ten. The parts move to the second asking's slots, so a lost
+//! first answer is neither a loss nor a reason to ask a third time. The cost is the tail's
+//! repairs sent twice, paced. Only while the download's losses look random (at most one part
+//! in ten): where a queue overflows, a second asking would only overflow it again. And not
+//! after a probe timeout: then nothing arrives at all, and a second asking would only double
+//! the probes.
 //!
 //! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: the REQUEST layout, `req_seq`, why a copy is free,
 //! the per-request limits) and [§2.3] (The client's side of a download: paced requests, lost
@@ -170,37 +173,91 @@ impl Receiver {
     }
 
     /// The tail's lost parts asked for a second time (see the module documentation), once the
-    /// copies of the first asking are out. The parts keep their slots: whichever answer comes
-    /// first settles them, and the other arrives as a duplicate.
+    /// copies of the first asking are out. Each part still on its way moves to a new slot at
+    /// this request's position: the server answers the first asking before the second, so the
+    /// part is late, not lost, until the second's answers come. Its first answer settles the new
+    /// slot as any answer to an earlier request does (the data is good, the timing is not this
+    /// position's); a lost first answer is not counted as a loss. This REQUEST is paced and sent
+    /// [`ReceiverConfig::request_copies`] times like any other.
+    ///
+    /// [`ReceiverConfig::request_copies`]: super::ReceiverConfig::request_copies
     pub(super) fn tail_repair_again(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if self.tail_repair.is_empty() {
             return None;
         }
-        let ranges = std::mem::take(&mut self.tail_repair);
+        let first_asking = std::mem::take(&mut self.tail_repair);
+        // Sealed, a `req_seq` may not wrap (PROTOCOL 2.7): if the first asking took the last
+        // one, there is no second.
+        let wrapped = self.config.seal.is_some() && self.next_req_seq == 0;
+        if wrapped || self.pto_count > 0 || self.state != ReceiverState::Running {
+            return None;
+        }
+        // Only parts still on their way: one may have arrived, or been declared lost, since.
+        let mut moving = Vec::new();
+        for part in first_asking.iter().flat_map(|&(first, last)| first..=last) {
+            if let Some(&Track::InFlight(pos)) = self.track.get(&part)
+                && let Some(i) = pos.checked_sub(self.base_pos).map(|i| i as usize)
+                && self.slots.get(i).is_some_and(|slot| slot.outstanding)
+            {
+                moving.push(i);
+            }
+        }
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for &i in &moving {
+            let part = self.slots[i].part;
+            match ranges.last_mut() {
+                Some((_, last)) if last.wrapping_add(1) == part => *last = part,
+                _ => ranges.push((part, part)),
+            }
+        }
         let len = match self.config.seal {
             Some(_) => sealed::request_len(ranges.len()),
             None => REQUEST_HEADER_LEN + ranges.len() * RANGE_LEN + TRAILER_LEN,
         };
-        // Sealed, a `req_seq` may not wrap (PROTOCOL 2.7): near the end of them, ask once.
-        let exhausted = self.config.seal.is_some() && self.next_req_seq == u32::MAX;
-        if buf.len() < len || exhausted {
+        if ranges.is_empty() || buf.len() < len {
             return None;
         }
         let req_seq = self.take_req_seq(now);
+        let at_send = self.rate.on_send(now, self.in_flight);
+        let mut bytes = 0u64;
+        for i in moving {
+            let old = &mut self.slots[i];
+            old.outstanding = false;
+            let mut slot = old.clone();
+            slot.outstanding = true;
+            slot.req_seq = req_seq;
+            slot.sent = now;
+            slot.rate = at_send;
+            bytes += u64::from(slot.len);
+            let pos = self.base_pos + self.slots.len() as u64;
+            self.track.insert(slot.part, Track::InFlight(pos));
+            self.slots.push_back(slot);
+        }
+        self.pop_settled();
         self.progress.requests_sent += 1;
-        Some(match &self.config.seal {
+        let rate = self.pacing_rate();
+        self.pacer.on_send(now, bytes, rate);
+        let n = match &self.config.seal {
             Some(key) => sealed::encode_request(key, req_seq, &ranges, buf),
             None => datagram::encode_request(self.config.token, req_seq, &ranges, buf),
-        })
+        };
+        self.repeats_left = self.config.request_copies.saturating_sub(1);
+        if self.repeats_left > 0 {
+            self.repeat.clear();
+            self.repeat.extend_from_slice(&buf[..n]);
+        }
+        Some(n)
     }
 
-    /// Whether this download has lost few enough parts (at most [`TAIL_REPAIR_MAX_LOSS`]) that
+    /// Whether this run of the download has lost few enough parts (at most
+    /// [`TAIL_REPAIR_MAX_LOSS`] of those asked for, parts on disk at a resume not counted) that
     /// its losses are more likely the path's random ones than a queue that overflowed. A first
     /// flight larger than a slow path, for one, loses much more, and asking its repairs twice
     /// would only overflow the queue again.
     fn loss_looks_random(&self) -> bool {
         let lost = self.progress.parts_lost as f64;
-        let asked = lost + f64::from(self.map.count());
+        let arrived = self.map.count().saturating_sub(self.resumed_parts);
+        let asked = lost + f64::from(arrived);
         lost <= TAIL_REPAIR_MAX_LOSS * asked
     }
 
