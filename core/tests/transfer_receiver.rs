@@ -229,21 +229,36 @@ fn packet_threshold_declares_the_gap_lost_and_asks_again() {
 /// What a receiver asked for, and when.
 type Asked = (Receiver, Instant, Vec<(u32, Vec<(u32, u32)>)>);
 
-/// Ten parts asked for at once; those in `lost` do not arrive, the others do. Returns what the
-/// receiver sends next, and when.
-fn ask_all_and_lose(content: &[u8], lost: &[u32]) -> Asked {
+/// The first REQUEST's parts (the first ten, or the whole file) of `cfg.part_size`; those in
+/// `lost` do not arrive, the others do. Returns what the receiver sends next, and when.
+fn ask_all_and_lose(content: &[u8], cfg: ReceiverConfig, lost: &[u32]) -> Asked {
     let t0 = Instant::now();
-    let mut cfg = config(content, 1000);
-    cfg.controller = ControllerKind::NewReno;
+    let part_size = cfg.part_size;
     let mut r = Receiver::new(cfg, t0);
     let mut written = vec![0; content.len()];
-    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 9)])]);
+    let first = transmit(&mut r, t0);
+    let [(0, ranges)] = &first[..] else { panic!("{first:?}") };
     let t1 = t0 + Duration::from_millis(20);
-    for i in (0..10).filter(|i| !lost.contains(i)) {
-        deliver(&mut r, t1, &part(content, 1000, 0, i), &mut written);
+    for i in parts_of(ranges).into_iter().filter(|i| !lost.contains(i)) {
+        deliver(&mut r, t1, &part(content, usize::from(part_size), 0, i), &mut written);
     }
     let asked = transmit(&mut r, t1);
     (r, t1, asked)
+}
+
+/// Parts of 1000 bytes: NewReno's initial window asks for the first ten.
+fn ten_parts(content: &[u8]) -> ReceiverConfig {
+    let mut cfg = config(content, 1000);
+    cfg.controller = ControllerKind::NewReno;
+    cfg
+}
+
+/// A hundred parts of 100 bytes: the first flight asks for all of them, the path's round trip
+/// being known.
+fn a_hundred_parts(content: &[u8]) -> ReceiverConfig {
+    let mut cfg = config(content, 100);
+    cfg.path_rtt = Some(Duration::from_millis(20));
+    cfg
 }
 
 #[test]
@@ -251,7 +266,7 @@ fn a_lost_part_in_the_tail_is_asked_for_twice() {
     // Every part has been asked for, and one in ten is lost: its repair goes out under two
     // req_seqs, so that losing one of them costs no extra round trip.
     let content = file(10_000);
-    let (mut r, t1, asked) = ask_all_and_lose(&content, &[6]);
+    let (mut r, t1, asked) = ask_all_and_lose(&content, ten_parts(&content), &[6]);
     assert_eq!(asked, vec![(1, vec![(6, 6)]), (2, vec![(6, 6)])]);
     assert_eq!(r.progress().parts_retransmitted, 1, "one part, asked again once");
     // The first answer is lost; the second settles the part, with nothing more to ask.
@@ -267,7 +282,8 @@ fn a_tail_that_lost_many_parts_asks_for_them_once() {
     // Four parts in ten lost: more like a queue that overflowed than a lossy path, and asking
     // twice would only fill the queue again.
     let content = file(10_000);
-    let (mut r, mut now, mut asked) = ask_all_and_lose(&content, &[0, 1, 2, 3]);
+    let (mut r, mut now, mut asked) =
+        ask_all_and_lose(&content, ten_parts(&content), &[0, 1, 2, 3]);
     // The window, halved by the loss, lets the repairs out over a few round trips.
     while r.progress().parts_retransmitted < 4 {
         now += Duration::from_millis(20);
@@ -283,27 +299,9 @@ fn a_tail_that_lost_many_parts_asks_for_them_once() {
 fn a_repair_before_the_tail_is_asked_for_once() {
     // Parts never asked for remain: a repair lost now is revealed by the parts after it.
     let content = file(40_000);
-    let (_, _, asked) = ask_all_and_lose(&content, &[6]);
+    let (_, _, asked) = ask_all_and_lose(&content, ten_parts(&content), &[6]);
     assert_eq!(asked[0].1[0], (6, 6), "{asked:?}");
     assert!(asked.iter().skip(1).all(|(_, ranges)| !parts_of(ranges).contains(&6)), "{asked:?}");
-}
-
-/// A hundred parts of 100 bytes asked for in one first flight (the path's round trip is
-/// known); those in `lost` do not arrive. Returns the receiver, the time, and the repairs it asks
-/// for next with the REQUESTs' copies left out.
-fn one_flight_and_lose(content: &[u8], lost: &[u32]) -> Asked {
-    let t0 = Instant::now();
-    let mut cfg = config(content, 100);
-    cfg.path_rtt = Some(Duration::from_millis(20));
-    let mut r = Receiver::new(cfg, t0);
-    let mut written = vec![0; content.len()];
-    assert_eq!(transmit(&mut r, t0), vec![(0, vec![(0, 99)])]);
-    let t1 = t0 + Duration::from_millis(20);
-    for i in (0..100).filter(|i| !lost.contains(i)) {
-        deliver(&mut r, t1, &part(content, 100, 0, i), &mut written);
-    }
-    let asked = transmit(&mut r, t1);
-    (r, t1, asked)
 }
 
 #[test]
@@ -313,7 +311,7 @@ fn a_first_answer_lost_in_the_tail_is_neither_a_loss_nor_asked_a_third_time() {
     // is no loss yet (its second answer comes after them), and nothing is asked again.
     let content = file(10_000);
     let lost: Vec<u32> = (1..=10).map(|i| i * 9).collect();
-    let (mut r, t1, asked) = one_flight_and_lose(&content, &lost);
+    let (mut r, t1, asked) = ask_all_and_lose(&content, a_hundred_parts(&content), &lost);
     let mut written = content.clone();
     let repaired: Vec<u32> = asked.iter().flat_map(|(_, ranges)| parts_of(ranges)).collect();
     assert_eq!(repaired, [lost.clone(), lost.clone()].concat(), "{asked:?}");
@@ -340,7 +338,7 @@ fn a_repair_after_a_probe_timeout_is_asked_for_once() {
     // timeout asks for it again. Nothing arrives in a probe timeout, and asking twice would
     // only double the probes.
     let content = file(10_000);
-    let (mut r, t1, asked) = one_flight_and_lose(&content, &[99]);
+    let (mut r, t1, asked) = ask_all_and_lose(&content, a_hundred_parts(&content), &[99]);
     assert_eq!(asked, vec![]);
     let pto = r.poll_timeout().unwrap_or(t1);
     r.handle_timeout(pto);

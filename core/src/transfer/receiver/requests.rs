@@ -156,16 +156,7 @@ impl Receiver {
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         self.controller.on_sent(now, bytes, self.in_flight);
-        // Sealed once: its copies are the same bytes, so its nonce seals one message (2.7).
-        let n = match &self.config.seal {
-            Some(key) => sealed::encode_request(key, req_seq, &ranges, buf),
-            None => datagram::encode_request(self.config.token, req_seq, &ranges, buf),
-        };
-        self.repeats_left = self.config.request_copies.saturating_sub(1);
-        if self.repeats_left > 0 {
-            self.repeat.clear();
-            self.repeat.extend_from_slice(&buf[..n]);
-        }
+        let n = self.encode_with_copies(req_seq, &ranges, buf);
         if tail_repair {
             self.tail_repair = ranges;
         }
@@ -237,16 +228,25 @@ impl Receiver {
         self.progress.requests_sent += 1;
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
+        Some(self.encode_with_copies(req_seq, &ranges, buf))
+    }
+
+    /// Writes the REQUEST `req_seq` for `ranges` into `buf` and keeps it for its
+    /// [`ReceiverConfig::request_copies`]; returns its length. Sealed once: its copies are the
+    /// same bytes, so its nonce seals one message (PROTOCOL 2.7).
+    ///
+    /// [`ReceiverConfig::request_copies`]: super::ReceiverConfig::request_copies
+    fn encode_with_copies(&mut self, req_seq: u32, ranges: &[(u32, u32)], buf: &mut [u8]) -> usize {
         let n = match &self.config.seal {
-            Some(key) => sealed::encode_request(key, req_seq, &ranges, buf),
-            None => datagram::encode_request(self.config.token, req_seq, &ranges, buf),
+            Some(key) => sealed::encode_request(key, req_seq, ranges, buf),
+            None => datagram::encode_request(self.config.token, req_seq, ranges, buf),
         };
         self.repeats_left = self.config.request_copies.saturating_sub(1);
         if self.repeats_left > 0 {
             self.repeat.clear();
             self.repeat.extend_from_slice(&buf[..n]);
         }
-        Some(n)
+        n
     }
 
     /// Whether this run of the download has lost few enough parts (at most
