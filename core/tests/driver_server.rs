@@ -194,6 +194,14 @@ impl Script {
         self.driver.handle_input(self.now, Input::Datagram { port, from, bytes });
         self.drain();
     }
+
+    /// A REQUEST for `ranges` of the transfer `token`, from the client's port 50000 to the
+    /// server's 55000.
+    fn request(&mut self, token: u64, req_seq: u32, ranges: &[(u32, u32)]) {
+        let mut buf = [0u8; 64];
+        let n = datagram::encode_request(token, req_seq, ranges, &mut buf);
+        self.datagram(55000, 50000, &buf[..n]);
+    }
 }
 
 fn config() -> ServerConfig {
@@ -325,9 +333,7 @@ fn an_early_flight_leaves_with_the_offer_to_the_chat_address() {
     let chat = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 40001);
     assert_eq!(s.sent_to, vec![chat; 3], "{}", s.transcript);
     let token = offered_token(&s.received[&alice]);
-    let mut buf = [0u8; 64];
-    let n = datagram::encode_request(token, 1, &[(2, 2)], &mut buf);
-    s.datagram(55000, 50000, &buf[..n]);
+    s.request(token, 1, &[(2, 2)]);
     assert_eq!(s.sent_to.last(), Some(&SocketAddr::new(chat.ip(), 50000)));
     insta::assert_snapshot!(s.transcript);
 }
@@ -343,9 +349,7 @@ fn a_server_without_early_flights_sends_nothing_before_a_request() {
     assert!(s.sent_to.is_empty(), "{}", s.transcript);
     assert!(!s.transcript.contains("early flight"), "{}", s.transcript);
     let token = offered_token(&s.received[&alice]);
-    let mut buf = [0u8; 64];
-    let n = datagram::encode_request(token, 0, &[(0, 0)], &mut buf);
-    s.datagram(55000, 50000, &buf[..n]);
+    s.request(token, 0, &[(0, 0)]);
     assert_eq!(s.sent_to.len(), 1);
 }
 
@@ -357,10 +361,9 @@ fn a_download_is_served_then_the_port_is_free_again() {
     s.send(alice, "download_file hello.c 1200");
     let token = offered_token(&s.received[&alice]);
     let mut buf = [0u8; 64];
-    let n = datagram::encode_request(token, 0, &[(0, 2)], &mut buf);
-    s.datagram(55000, 50000, &buf[..n]);
+    s.request(token, 0, &[(0, 2)]);
     s.note("the same request again is not answered twice");
-    s.datagram(55000, 50000, &buf[..n]);
+    s.request(token, 0, &[(0, 2)]);
     let n = datagram::encode_finished(token, &mut buf);
     s.datagram(55000, 50000, &buf[..n]);
     assert!(s.serving.is_empty());
@@ -381,9 +384,7 @@ fn a_changed_file_aborts_and_a_silent_client_times_out() {
     let text = s.received[&alice].clone();
     let mut offers = text.lines().filter(|l| l.starts_with("UDP "));
     let first = token_of(offers.next().unwrap());
-    let mut buf = [0u8; 64];
-    let n = datagram::encode_request(first, 0, &[(0, 0)], &mut buf);
-    s.datagram(55000, 50000, &buf[..n]);
+    s.request(first, 0, &[(0, 0)]);
     s.note("the runtime finds the file changed on port 55000 (U7)");
     s.driver.handle_input(s.now, Input::FileChanged { port: 55000 });
     s.drain();
@@ -440,9 +441,7 @@ fn a_client_that_leaves_mid_download_is_told_with_abort_4() {
     s.send(alice, "alice");
     s.send(alice, "download_file hello.c 1200");
     let token = offered_token(&s.received[&alice]);
-    let mut buf = [0u8; 64];
-    let n = datagram::encode_request(token, 0, &[(0, 0)], &mut buf);
-    s.datagram(55000, 50000, &buf[..n]);
+    s.request(token, 0, &[(0, 0)]);
     s.note("alice's chat connection ends mid-download");
     s.driver.handle_input(s.now, Input::PeerClosed { conn: alice });
     s.drain();
