@@ -579,14 +579,8 @@ fn piped_private_error_then_download(server_rt: Rt, client_rt: Rt) {
 /// a name outside `Downloads/`. The client takes none of them: no file is created at all. Before
 /// the fix an unasked `UDP ...` line started a download and created its `.part` file.
 fn s3_unasked_offers_from_a_hostile_server_write_nothing(_server_rt: Rt, client_rt: Rt) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hostile = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
+    use std::io::{BufRead, Write};
+    let (addr, hostile) = stand_in_server(|mut reader, mut writer| {
         let mut name = String::new();
         reader.read_line(&mut name).unwrap();
         let digest = "ab".repeat(32);
@@ -605,16 +599,7 @@ fn s3_unasked_offers_from_a_hostile_server_write_nothing(_server_rt: Rt, client_
     });
     let out = tempfile::tempdir().unwrap();
     let downloads = out.path().join("Downloads");
-    let options = natter_runtime_common::ClientOptions {
-        addr,
-        name: "alice".into(),
-        out_dir: downloads.clone(),
-        part_size: None,
-        stall_timeout: Duration::from_secs(5),
-        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
-        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
-        tls: None,
-    };
+    let options = stand_in_client_opts(addr, downloads.clone(), "alice");
     let (result, shown) = run_client(client_rt, options, &[]);
     hostile.join().unwrap();
     result.unwrap();
@@ -778,14 +763,8 @@ fn an_early_flight_needs_no_request(rt: Rt) {
 /// with a usage error; the client asks again as that server understands, and the download goes
 /// on (here to a refusal, which this stand-in server gives to every plain line).
 fn a_server_before_early_flights_gets_the_plain_line(_server_rt: Rt, client_rt: Rt) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let old = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
+    use std::io::{BufRead, Write};
+    let (addr, old) = stand_in_server(|mut reader, mut writer| {
         let mut lines = Vec::new();
         let mut line = String::new();
         while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
@@ -807,19 +786,9 @@ fn a_server_before_early_flights_gets_the_plain_line(_server_rt: Rt, client_rt: 
         lines
     });
     let out = tempfile::tempdir().unwrap();
-    let options = natter_runtime_common::DownloadOptions {
-        session: natter_runtime_common::ClientOptions {
-            addr,
-            name: "getter".into(),
-            out_dir: out.path().join("Downloads"),
-            part_size: Some(1200),
-            stall_timeout: Duration::from_secs(5),
-            max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
-            max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
-            tls: None,
-        },
-        files: vec!["hello.c".into()],
-    };
+    let mut session = stand_in_client_opts(addr, out.path().join("Downloads"), "getter");
+    session.part_size = Some(1200);
+    let options = natter_runtime_common::DownloadOptions::new(vec!["hello.c".into()], session);
     let err = download(client_rt, &options).unwrap_err();
     assert!(err.to_string().contains("no such file: hello.c"), "{err}");
     let lines = old.join().unwrap();

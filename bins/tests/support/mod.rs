@@ -348,6 +348,36 @@ pub fn client_opts(server: &TestServer, out: &Path, name: &str) -> ClientOptions
     }
 }
 
+/// The options of a plain client of a [`stand_in_server`] at `addr`, saving into `out_dir`.
+pub fn stand_in_client_opts(addr: SocketAddr, out_dir: PathBuf, name: &str) -> ClientOptions {
+    ClientOptions {
+        addr,
+        name: name.to_owned(),
+        out_dir,
+        part_size: None,
+        stall_timeout: Duration::from_secs(5),
+        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
+        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
+        tls: None,
+    }
+}
+
+/// A stand-in chat server on 127.0.0.1, for what a natter server would never say (a hostile one,
+/// one from before a protocol version): on a thread of its own, `serve` gets the one connection
+/// it accepts, as a line reader and a writer, with reads bounded by [`REPLY_TIMEOUT`].
+pub fn stand_in_server<T: Send + 'static>(
+    serve: impl FnOnce(BufReader<TcpStream>, TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        serve(BufReader::new(stream.try_clone().unwrap()), stream)
+    });
+    (addr, server)
+}
+
 /// A client face that writes down what it is shown, one line each.
 #[derive(Default)]
 pub struct Recorder {
