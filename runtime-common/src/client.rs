@@ -127,15 +127,14 @@ pub fn download_many(
 
 /// The download sockets of one client, as a runtime keeps them.
 pub trait Sockets {
-    /// Opens download `id`'s UDP socket, connected to `peer`, for datagrams of up to
-    /// `max_datagram` bytes, and starts watching it: `early` if given (the early-flight socket,
-    /// bound already, its early parts perhaps waiting in it), else a new one.
+    /// Starts watching download `id`'s UDP `socket` (non-blocking, connected to the server's
+    /// transfer port; it may be the early-flight socket, its early parts waiting in it), for
+    /// datagrams of up to `max_datagram` bytes.
     fn open(
         &mut self,
         id: DownloadId,
-        peer: SocketAddr,
+        socket: std::net::UdpSocket,
         max_datagram: usize,
-        early: Option<std::net::UdpSocket>,
     ) -> io::Result<()>;
     /// Sends one datagram on download `id`'s socket.
     fn send(&mut self, id: DownloadId, datagram: &[u8]) -> io::Result<usize>;
@@ -268,7 +267,9 @@ impl ClientIo {
                     Output::Send(bytes) => self.outbox.extend_from_slice(&bytes),
                     Output::Open { id, peer, max_datagram, early, .. } => {
                         let early = if early { self.early_socket.take() } else { None };
-                        if let Err(err) = sockets.open(id, peer, max_datagram, early) {
+                        let opened = crate::net::client_udp_socket(peer, early)
+                            .and_then(|socket| sockets.open(id, socket, max_datagram));
+                        if let Err(err) = opened {
                             let error = format!("cannot open a UDP socket to {peer}: {err}");
                             self.driver.handle_input(now, Input::IoFailed { id, error });
                         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use natter_core::driver::client::DownloadId;
-use natter_runtime_common::net::{self, UdpReceiver};
+use natter_runtime_common::net::UdpReceiver;
 use natter_runtime_common::{ClientError, ClientIo, ClientUi, Lines, Sockets, client};
 
 const CHAT: Token = Token(0);
@@ -35,11 +35,10 @@ impl Sockets for MioSockets {
     fn open(
         &mut self,
         id: DownloadId,
-        peer: SocketAddr,
+        socket: std::net::UdpSocket,
         max_datagram: usize,
-        early: Option<std::net::UdpSocket>,
     ) -> io::Result<()> {
-        let mut socket = UdpSocket::from_std(net::client_udp_socket(peer, early)?);
+        let mut socket = UdpSocket::from_std(socket);
         let token = Token(FIRST_DOWNLOAD + id as usize);
         self.registry.register(&mut socket, token, Interest::READABLE)?;
         let rx = UdpReceiver::new(&socket, max_datagram);

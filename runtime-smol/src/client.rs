@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use natter_core::driver::client::{DownloadId, Input};
-use natter_runtime_common::net::{self, UdpReceiver};
+use natter_runtime_common::net::UdpReceiver;
 use natter_runtime_common::{ClientError, ClientIo, ClientUi, Lines, Sockets, client};
 use smol::future::FutureExt;
 use smol::{Async, Timer};
@@ -29,11 +29,10 @@ impl Sockets for SmolSockets {
     fn open(
         &mut self,
         id: DownloadId,
-        peer: SocketAddr,
+        socket: std::net::UdpSocket,
         max_datagram: usize,
-        early: Option<std::net::UdpSocket>,
     ) -> io::Result<()> {
-        let socket = Async::new(net::client_udp_socket(peer, early)?)?;
+        let socket = Async::new(socket)?;
         let rx = UdpReceiver::new(socket.get_ref(), max_datagram);
         self.downloads.insert(id, Download { socket, rx });
         Ok(())

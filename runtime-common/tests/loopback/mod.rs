@@ -58,14 +58,7 @@ struct StdSockets {
 }
 
 impl Sockets for StdSockets {
-    fn open(
-        &mut self,
-        id: DownloadId,
-        peer: SocketAddr,
-        max_datagram: usize,
-        early: Option<UdpSocket>,
-    ) -> io::Result<()> {
-        let socket = net::client_udp_socket(peer, early)?;
+    fn open(&mut self, id: DownloadId, socket: UdpSocket, max_datagram: usize) -> io::Result<()> {
         socket.set_nonblocking(true)?;
         let rx = UdpReceiver::new(&socket, max_datagram);
         self.downloads.insert(id, (socket, rx));
