@@ -485,8 +485,29 @@ fn a_turn_stops_reading_once_it_has_queued_its_share() {
     assert!(!s.driver.turn_is_full(), "a new turn");
 }
 
-/// Issue 12, PROTOCOL 4 rule 8: a busy server waits a little before a small turn; a quiet one
-/// (one person speaking at a time, a small room, a pause between turns) never does.
+/// Issue 12, PROTOCOL 4 rule 8: a turn's lines to the room reach each reader as one slice of one
+/// buffer shared by all, and a private line between them comes in its place.
+#[test]
+fn a_turn_of_room_lines_is_one_shared_slice_with_private_lines_in_place() {
+    let mut s = Script::new(config());
+    let people = room(&mut s, 5);
+    s.not_reading.extend(people.iter().copied());
+    s.send(people[0], "first");
+    s.send(people[1], "~p2 just for you");
+    s.send(people[3], "second");
+    let p4: Vec<&[u8]> = s.driver.unsent(people[4]).collect();
+    assert_eq!(p4, [b"p0: first\np3: second\n".as_slice()], "one slice");
+    let p4 = p4[0].as_ptr();
+    let p0: Vec<&[u8]> = s.driver.unsent(people[0]).collect();
+    assert_eq!(p0[0].as_ptr(), p4, "the same bytes, not a copy");
+    s.start_reading(people[2]);
+    let p2 = &s.received[&people[2]];
+    assert!(p2.ends_with("p0: first\np1: (PRIVATE) just for you\np3: second\n"), "{p2}");
+}
+
+/// Issue 12, PROTOCOL 4 rule 8: a busy server waits a little before a turn whose writes would be
+/// thin, until they are worth making; a quiet one (one person speaking at a time, a small room, a
+/// pause between turns) never does.
 #[test]
 fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
     let mut s = Script::new(config());
@@ -504,12 +525,20 @@ fn a_busy_server_gathers_before_a_small_turn_and_a_quiet_one_never_waits() {
     // The last turn read two lines, wrote to 40 connections and ended just now.
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER));
-    let later = s.now + Duration::from_millis(5);
+    assert!(!s.driver.turn_is_worth_writing(), "a few short lines to each: gather on");
+    let later = s.now + Duration::from_millis(20);
     assert_eq!(s.driver.turn_gather(later), None, "a pause: not busy");
-    for _ in 0..63 {
-        s.send(people[3], "a crowd");
+    // Nobody is written to before the turn ends, as in a runtime's turn.
+    s.not_reading.extend(people.iter().copied());
+    let long = "x".repeat(1000);
+    for sent in 0.. {
+        if s.driver.turn_is_worth_writing() {
+            break;
+        }
+        assert!(sent < 20, "lines of 1000 bytes soon make the writes worth it");
+        s.send(people[3], &long);
     }
-    assert_eq!(s.driver.turn_gather(s.now), None, "a big turn is written at once");
+    assert_eq!(s.driver.turn_gather(s.now), None, "a turn worth writing is written at once");
     let mut quiet = Script::new(config());
     let few = room(&mut quiet, 3);
     quiet.driver.end_turn(quiet.now);

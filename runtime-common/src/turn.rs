@@ -218,7 +218,8 @@ impl<R: Sockets> ServerIo<R> {
 
     /// Reads a round: a chunk from every readable connection and a batch from every transfer
     /// port that has some. `true` when the turn should end now: the gather (started on the first
-    /// round, kept in `gather_until`) is over, or the driver holds a turn's worth.
+    /// round, kept in `gather_until`) is over, its writes are worth making, or the driver holds a
+    /// turn's worth.
     pub fn round(&mut self, now: Instant, gather_until: &mut Option<Instant>) -> bool {
         self.read_round(now);
         self.receive_round();
@@ -227,7 +228,7 @@ impl<R: Sockets> ServerIo<R> {
             Some(wait) => now + wait,
             None => now,
         });
-        now >= until || self.driver.turn_is_full()
+        now >= until || self.driver.turn_is_worth_writing() || self.driver.turn_is_full()
     }
 
     /// Ends the turn: the timer if it is due, then every output. `true` when the driver asks to

@@ -56,6 +56,7 @@
 
 use core::net::SocketAddr;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,7 @@ use crate::cluster::{ClusterCommand, ClusterEvent};
 use crate::transfer::endpoint::{Endpoint, EndpointEvent, Transmit};
 use crate::transfer::sender::SenderInput;
 
-use super::outbox::{Outbox, SpareTails};
+use super::outbox::{Feed, Outbox, SpareTails};
 use super::tls::{Received, TlsConn};
 
 /// The most bytes read from one connection before the others get their turn: a client that
@@ -95,12 +96,17 @@ pub const MAX_WRITE_BUFFERS: usize = 64;
 /// memory left after the storm).
 pub const TURN_QUEUE_BYTES: usize = 4 << 20;
 
-/// How long a busy server waits before a turn that would read only a few connections, so that
-/// more lines arrive and each connection's write carries more of them. Each write costs the
-/// kernel a few microseconds whatever its size; in a busy room that cost, not the copying of
-/// bytes, is most of the server's CPU per delivery. A few hundred microseconds is far below
-/// what a person notices, and far below the latency the IRC servers add to small writes.
-pub const TURN_GATHER: Duration = Duration::from_micros(400);
+/// The longest a busy server waits before it writes a turn whose writes would be thin (under
+/// [`WRITE_WORTH`] bytes each), so that more lines arrive and each connection's write carries more
+/// of them. Each write costs the kernel a few microseconds whatever its size (on loopback, the
+/// reader's side of TCP too); in a busy room that cost, not the bytes, is most of the server's CPU
+/// per delivery. Five milliseconds are far below what a person notices, and below the latency the
+/// IRC servers add to small writes.
+pub const TURN_GATHER: Duration = Duration::from_millis(5);
+
+/// What a write should carry on average before a busy server stops gathering: a few kernel pages,
+/// so that the write's fixed cost is a small share of it.
+pub const WRITE_WORTH: usize = 8 << 10;
 
 /// The server is busy when its last turn read at least [`BUSY_TURN_READS`] chunks, wrote to at
 /// least this many connections, and ended less than [`BUSY_GAP`] before the next one starts
@@ -109,12 +115,9 @@ pub const TURN_GATHER: Duration = Duration::from_micros(400);
 const BUSY_TURN_WRITES: usize = 32;
 /// See [`BUSY_TURN_WRITES`]: a turn of one read is a line that came alone, not a crowd.
 const BUSY_TURN_READS: usize = 2;
-/// See [`BUSY_TURN_WRITES`].
-const BUSY_GAP: Duration = Duration::from_millis(1);
-
-/// Turns that would read fewer connections than this (or than a quarter of all connections,
-/// when that is more) are worth gathering for.
-const GATHER_BELOW: usize = 64;
+/// See [`BUSY_TURN_WRITES`]: turns that follow each other this closely are a crowd talking, even
+/// when the server has time to spare between them.
+const BUSY_GAP: Duration = Duration::from_millis(10);
 
 /// How long spare outbox tails are kept after the last input: a busy room reuses them turn
 /// after turn; a quiet server frees them, so an idle person costs no share of them.
@@ -291,6 +294,8 @@ pub struct ServerDriver {
     outboxes: ConnMap<Outbox>,
     /// Drained outbox tails, for the next connection written to.
     spare: SpareTails,
+    /// The lines to many since the last write, each held once for all its recipients.
+    feed: Feed,
     /// When the spare tails are freed if no input comes before.
     spare_expiry: Option<Instant>,
     /// When [`Output::ReleaseMemory`] is due if no input comes before: set by every input.
@@ -347,6 +352,7 @@ impl ServerDriver {
             endpoint,
             outboxes: ConnMap::default(),
             spare: SpareTails::default(),
+            feed: Feed::default(),
             spare_expiry: None,
             release_at: None,
             closing: BTreeSet::new(),
@@ -446,16 +452,21 @@ impl ServerDriver {
         self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS;
     }
 
-    /// How long to wait, once the turn has read what was ready, so that it handles more lines
-    /// before it writes: a busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) whose turn read few
-    /// chunks ([`GATHER_BELOW`]) waits [`TURN_GATHER`], reading what becomes readable meanwhile
-    /// into the same turn; otherwise `None`, write now.
+    /// How long to wait at most, once the turn has read what was ready, so that it handles more
+    /// lines before it writes: a busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) whose writes
+    /// would be thin ([`ServerDriver::turn_is_worth_writing`]) waits up to [`TURN_GATHER`],
+    /// reading what becomes readable meanwhile into the same turn; otherwise `None`, write now.
     pub fn turn_gather(&self, now: Instant) -> Option<Duration> {
-        let saturated =
+        let crowd =
             self.last_turn_end.is_some_and(|at| now.saturating_duration_since(at) < BUSY_GAP);
-        let reads = self.reads_this_turn;
-        let few = reads < GATHER_BELOW.max(self.outboxes.len() / 4);
-        (self.busy && saturated && reads > 0 && few).then_some(TURN_GATHER)
+        let read = self.reads_this_turn > 0;
+        (self.busy && crowd && read && !self.turn_is_worth_writing()).then_some(TURN_GATHER)
+    }
+
+    /// Whether this turn's writes carry [`WRITE_WORTH`] each on average: a gathering turn ends
+    /// there.
+    pub fn turn_is_worth_writing(&self) -> bool {
+        self.queued_this_turn >= self.writes_this_turn.max(1) * WRITE_WORTH
     }
 
     /// Whether this turn has queued [`TURN_QUEUE_BYTES`] for writing: the runtime should stop
@@ -496,6 +507,10 @@ impl ServerDriver {
         if self.spare_expiry.is_some_and(|at| at <= now) {
             self.spare_expiry = None;
             self.spare.clear();
+            if !self.feed.is_held() {
+                // Its buffer too: a quiet server keeps no turn's worth of lines.
+                self.feed = Feed::default();
+            }
             // What the pool held (up to 1 MiB) is free heap now: worth handing back too.
             self.release_at = Some(now);
         }
@@ -513,6 +528,9 @@ impl ServerDriver {
     /// For a TLS connection it is one buffer of ciphertext: the next batch of the outbox's
     /// plaintext, encrypted now (see [`super::tls`]), or what the handshake owes.
     pub fn unsent(&mut self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
+        if self.feed.is_held() {
+            self.freeze_feed();
+        }
         let tls = if self.tls.is_empty() { None } else { self.tls.get_mut(&conn) };
         let ready_for_plain = tls.as_ref().is_none_or(|t| t.batch_done() && !t.is_handshaking());
         if ready_for_plain
@@ -700,6 +718,22 @@ impl ServerDriver {
 
     /// Queues `line` for `conn`; the runtime is asked to write when there was nothing to do.
     fn queue_line(&mut self, conn: ConnId, line: &Bytes) {
+        self.queue(conn, line.len(), |outbox, spare, _| outbox.push(line, spare));
+    }
+
+    /// Queues lines of the feed (see [`Feed`]) for `conn`.
+    fn queue_run(&mut self, conn: ConnId, run: &Range<usize>) {
+        self.queue(conn, run.len(), |outbox, _, feed| outbox.push_run(conn, run.clone(), feed));
+    }
+
+    /// Queues `len` bytes for `conn` with `push`, unless it is closing; the first bytes owed
+    /// ask for a write.
+    fn queue(
+        &mut self,
+        conn: ConnId,
+        len: usize,
+        push: impl FnOnce(&mut Outbox, &mut SpareTails, &mut Feed),
+    ) {
         let Some(outbox) = self.outboxes.get_mut(&conn) else {
             return;
         };
@@ -707,11 +741,21 @@ impl ServerDriver {
             return;
         }
         let was_empty = outbox.is_empty();
-        outbox.push(line, &mut self.spare);
-        self.queued_this_turn += line.len();
+        push(outbox, &mut self.spare, &mut self.feed);
+        self.queued_this_turn += len;
         if was_empty {
             self.writes_this_turn += 1;
             self.out.push_back(Output::Write { conn });
+        }
+    }
+
+    /// Turns the feed's runs into slices of one shared buffer, before anything is written.
+    fn freeze_feed(&mut self) {
+        let (lines, holders) = self.feed.freeze();
+        for conn in holders {
+            if let Some(outbox) = self.outboxes.get_mut(&conn) {
+                outbox.resolve(&lines);
+            }
         }
     }
 
@@ -740,8 +784,9 @@ impl ServerDriver {
         match output {
             ServerOutput::Send { conn, bytes } => self.queue_line(conn, &bytes),
             ServerOutput::SendToMany { conns, bytes } => {
+                let run = self.feed.append(&bytes);
                 for conn in conns {
-                    self.queue_line(conn, &bytes);
+                    self.queue_run(conn, &run);
                 }
             }
             ServerOutput::Presence { conn } => {
