@@ -109,12 +109,19 @@ pub const TURN_GATHER: Duration = Duration::from_millis(5);
 pub const WRITE_WORTH: usize = 8 << 10;
 
 /// The server is busy when its last turn read at least [`BUSY_TURN_READS`] chunks, wrote to at
-/// least this many connections, and ended less than [`BUSY_GAP`] before the next one starts
-/// ([`ServerDriver::turn_gather`]). Otherwise lines go out with no delay at all: a room where
-/// one person speaks at a time never waits, however big it is.
+/// least this many connections, at a pace that would bring each [`BUSY_WRITE_BYTES`] in a
+/// [`TURN_GATHER`], and ended less than [`BUSY_GAP`] before the next one starts
+/// ([`ServerDriver::turn_gather`]). Otherwise lines go out with no delay at all: a room where one
+/// person speaks at a time never waits, however big it is, nor one where many speak at a pace the
+/// server writes line by line with ease.
 const BUSY_TURN_WRITES: usize = 32;
 /// See [`BUSY_TURN_WRITES`]: a turn of one read is a line that came alone, not a crowd.
 const BUSY_TURN_READS: usize = 2;
+/// See [`BUSY_TURN_WRITES`]: lines that come fast enough that a gather would bring a dozen or more
+/// to each reader are a crowd; fewer are not worth a wait (100 people at 5 lines a second each
+/// bring each reader 2.5 lines in 5 ms). Measured by the pace, not by the turn's size, so that a
+/// crowd stays one whether the last turn gathered or not.
+const BUSY_WRITE_BYTES: usize = 1 << 10;
 /// See [`BUSY_TURN_WRITES`]: turns that follow each other this closely are a crowd talking, even
 /// when the server has time to spare between them.
 const BUSY_GAP: Duration = Duration::from_millis(10);
@@ -445,11 +452,18 @@ impl ServerDriver {
     /// A turn is the runtime's loop: read what is ready (until [`ServerDriver::turn_is_full`]),
     /// then write every connection owed, each in one write. The driver sizes turns with it.
     pub fn end_turn(&mut self, now: Instant) {
+        let span = self.last_turn_end.map(|at| now.saturating_duration_since(at));
         self.last_turn_end = Some(now);
-        self.queued_this_turn = 0;
+        let queued = std::mem::take(&mut self.queued_this_turn);
         let writes = std::mem::take(&mut self.writes_this_turn);
         let reads = std::mem::take(&mut self.reads_this_turn);
-        self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS;
+        // Would a gather have paid: at the pace of this turn's lines, would TURN_GATHER have
+        // brought each reader BUSY_WRITE_BYTES? (per write / span >= bytes / gather)
+        let pays = span.is_some_and(|span| {
+            let per_write = (queued / writes.max(1)) as u128;
+            per_write * TURN_GATHER.as_micros() >= BUSY_WRITE_BYTES as u128 * span.as_micros()
+        });
+        self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS && pays;
     }
 
     /// How long to wait at most, once the turn has read what was ready, so that it handles more
