@@ -200,6 +200,9 @@ async fn turn_task(hub: Shared, ready: Receiver<()>) {
                     let _ = ready.recv().await;
                 }
             }
+            // Let the tasks of every socket that became ready with this one say so first, so
+            // that the round reads them all, as one poll of a loop would.
+            smol::future::yield_now().await;
             if hub.borrow_mut().io.round(Instant::now(), &mut gather_until) {
                 break;
             }
