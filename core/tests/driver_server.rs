@@ -505,6 +505,22 @@ fn a_turn_of_room_lines_is_one_shared_slice_with_private_lines_in_place() {
     assert!(p2.ends_with("p0: first\np1: (PRIVATE) just for you\np3: second\n"), "{p2}");
 }
 
+/// Issue 12: a reader that goes away while it is owed room lines (runs of the shared feed) takes
+/// nothing from the others: they get every line, in order, and the lines after.
+#[test]
+fn a_reader_that_leaves_owed_room_lines_takes_nothing_from_the_others() {
+    let mut s = Script::new(config());
+    let people = room(&mut s, 3);
+    s.not_reading.extend([people[1], people[2]]);
+    s.send(people[0], "one");
+    s.driver.handle_input(s.now, Input::PeerClosed { conn: people[2] });
+    s.drain();
+    s.send(people[0], "two");
+    s.start_reading(people[1]);
+    let p1 = &s.received[&people[1]];
+    assert!(p1.ends_with("p0: one\np2 left the chat...\np0: two\nALL p0\n"), "{p1:?}");
+}
+
 /// Ends a turn as a runtime does, 5 ms after the last one: everything owed to `people` written in
 /// one go, then the end.
 fn write_turn(s: &mut Script, people: &[ConnId]) {

@@ -188,7 +188,7 @@ async fn turn_task(hub: Shared, ready: Receiver<()>) {
         loop {
             let wake_at = hub.borrow().io.wake_at(gather_until);
             match wake_at {
-                Some(at) if at <= Instant::now() => smol::future::yield_now().await,
+                Some(at) if at <= Instant::now() => {}
                 Some(at) => {
                     let due = async {
                         Timer::at(at).await;
@@ -201,7 +201,8 @@ async fn turn_task(hub: Shared, ready: Receiver<()>) {
                 }
             }
             // Let the tasks of every socket that became ready with this one say so first, so
-            // that the round reads them all, as one poll of a loop would.
+            // that the round reads them all, as one poll of a loop would (and, when the round is
+            // due at once, let the other tasks run).
             smol::future::yield_now().await;
             if hub.borrow_mut().io.round(Instant::now(), &mut gather_until) {
                 break;

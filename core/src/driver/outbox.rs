@@ -1,19 +1,16 @@
 //! What is owed to one connection, and how it is held so that writing it is cheap.
 //!
-//! A connection that keeps up gets its lines **copied** into one contiguous buffer, its tail:
-//! a turn's lines go out in one single-slice write, and a line to a room of n costs n small copies
-//! rather than n reference counts taken and dropped (the copy of a line of a hundred bytes is
-//! cheaper than the atomic pair, and the kernel copies one slice faster than dozens).
-//!
-//! A connection that lags (its tail is full) gets **shared handles** instead: a long line that
-//! waits for many slow readers is held once, not once per reader. Short lines are still copied
-//! then, because a handle costs about what such a line does (C5).
-//!
 //! A line to **many** (the room) is copied once, into the [`Feed`]: each recipient's outbox holds
-//! a run of it (a range), and a turn's public lines reach each reader as one shared slice. In a
-//! busy room a line to n people then costs n range checks, not n copies: the copies, the growing
+//! a run of it (a range), and when the turn is written each reader gets its runs as slices of one
+//! shared buffer. A line to n people costs n range checks, not n copies: the copies, the growing
 //! of hundreds of tails and the page faults that came with them were a third of the server's CPU
 //! per delivery in a room of 500 (issue 12).
+//!
+//! A line to **one** reader (a private line, a presence line, a reply) is copied into the
+//! reader's own contiguous buffer, its tail, as long as the reader keeps up: a handle would cost
+//! about what such a line does. A connection that lags (its tail filled up) gets **shared
+//! handles** for long lines instead, so that a long line that waits for many slow readers is held
+//! once, not once per reader; short lines are still copied then (C5).
 //!
 //! A drained tail goes back to a small pool shared by all connections, so an idle connection
 //! holds no buffer at all, and a busy one does not allocate on every turn.
@@ -31,7 +28,7 @@ use crate::chat::server::ConnId;
 const COALESCE_BELOW: usize = 64;
 
 /// The most bytes a tail holds. A connection with a full tail is lagging: longer lines wait as
-/// shared handles. 16 KiB is about two hundred chat lines, a busy room's turn for one reader.
+/// shared handles. 16 KiB is about two hundred chat lines.
 const TAIL_MAX: usize = 16 << 10;
 
 /// The capacity of a new tail: a few lines' worth, so that most turns of a quiet connection
@@ -57,8 +54,8 @@ impl SpareTails {
     }
 
     /// A tail grown by earlier turns if there is one; else an empty one that grows as lines
-    /// come. Why not a whole `TAIL_MAX` at once: a join in a room of a thousand puts one short
-    /// line in a thousand outboxes before any is written, and a thousand 16 KiB buffers, freed a
+    /// come. Why not a whole `TAIL_MAX` at once: a join in a room of a thousand owes a presence
+    /// line to a thousand outboxes before any is written, and a thousand 16 KiB buffers, freed a
     /// moment later, would stay in the process's memory as free heap.
     fn take(&mut self) -> Vec<u8> {
         self.0.pop().unwrap_or_else(|| Vec::with_capacity(FIRST_TAIL))
@@ -96,6 +93,11 @@ impl Feed {
     /// Whether an outbox holds an unresolved run: the feed must be frozen before a write.
     pub(super) fn is_held(&self) -> bool {
         !self.holders.is_empty()
+    }
+
+    /// Whether it holds a buffer, to be freed once the server is quiet.
+    pub(super) fn has_buffer(&self) -> bool {
+        self.lines.capacity() > 0
     }
 
     /// The lines so far, shared, and the connections whose outboxes must resolve their runs with
@@ -173,8 +175,12 @@ impl Outbox {
     pub(super) fn written(&mut self, len: usize, spare: &mut SpareTails) {
         if let Some(o) = &mut self.0 {
             o.written(len, spare);
-            if o.is_empty() && o.close_by.is_none() {
-                self.0 = None;
+            if o.is_empty()
+                && o.close_by.is_none()
+                && let Some(o) = self.0.take()
+            {
+                // Its tail may be empty but kept (see `Owed::seal_tail`): back to the pool.
+                spare.give(o.tail);
             }
         }
     }
@@ -205,15 +211,13 @@ impl Piece {
         }
     }
 
-    /// Its bytes; a run has none to give until it is resolved, which the driver does before
-    /// any write ([`Feed::freeze`]).
+    /// Its bytes. A run has none until it is resolved, which the driver does before any write
+    /// ([`Feed::freeze`]); writing around it would lose a reader's lines or misplace them, so a
+    /// driver that forgot stops loudly instead.
     fn bytes(&self) -> &[u8] {
         match self {
             Piece::Shared(bytes) => bytes,
-            Piece::Run(_) => {
-                debug_assert!(false, "a run of the feed is written before the feed is frozen");
-                &[]
-            }
+            Piece::Run(_) => unreachable!("a run of the feed is written before the feed is frozen"),
         }
     }
 }
@@ -231,6 +235,9 @@ struct Owed {
     front_done: usize,
     /// Where in `queue` the runs of the feed not yet resolved start, if any.
     first_run: Option<usize>,
+    /// A tail filled up since the queue was last drained: the reader lags, and long lines to it
+    /// wait as shared handles.
+    lagging: bool,
     /// The server closed it: it ends when everything is written or at this instant.
     close_by: Option<Instant>,
 }
@@ -240,10 +247,12 @@ impl Owed {
         self.queue.is_empty() && self.tail.is_empty()
     }
 
-    /// Queues `line`: copied while the tail has room (or when it is short), shared otherwise.
+    /// Queues `line`: copied while the tail has room and the reader keeps up (or when it is
+    /// short), shared otherwise.
     fn push(&mut self, line: &Bytes, spare: &mut SpareTails) {
         let fits = self.tail.len() + line.len() <= TAIL_MAX;
-        if line.len() < COALESCE_BELOW || (fits && self.queue.is_empty()) {
+        self.lagging |= !fits;
+        if line.len() < COALESCE_BELOW || !self.lagging {
             if !fits {
                 self.seal_tail();
             }
@@ -258,10 +267,19 @@ impl Owed {
     }
 
     /// Moves the tail into the queue as one buffer (its written prefix, if it was the front,
-    /// stays counted in `front_done`: it is still the first unsent buffer).
+    /// stays counted in `front_done`: it is still the first unsent buffer). A tail that holds a
+    /// few lines (a private line between two room lines) is copied out and kept for the next
+    /// ones: handed over whole, its capacity would be held for a few bytes, once per switch
+    /// between lines to one and lines to many.
     fn seal_tail(&mut self) {
-        if !self.tail.is_empty() {
+        if self.tail.is_empty() {
+            return;
+        }
+        if self.tail.len() >= self.tail.capacity() / 2 {
             self.queue.push_back(Piece::Shared(Bytes::from(std::mem::take(&mut self.tail))));
+        } else {
+            self.queue.push_back(Piece::Shared(Bytes::copy_from_slice(&self.tail)));
+            self.tail.clear();
         }
     }
 
@@ -298,9 +316,12 @@ impl Owed {
                 spare.give(std::mem::take(&mut self.tail));
             }
         }
-        if self.queue.is_empty() && self.queue.capacity() > 0 {
+        if self.queue.is_empty() {
             // A lag is over: an idle connection keeps no deque either.
-            self.queue = VecDeque::new();
+            self.lagging = false;
+            if self.queue.capacity() > 0 {
+                self.queue = VecDeque::new();
+            }
         }
     }
 }
@@ -457,5 +478,44 @@ mod tests {
         }
         o.written(expected.len(), &mut spare);
         assert!(o.is_empty());
+    }
+
+    /// Issue 12: a reader whose write lands after new room lines were queued for it (a TLS
+    /// batch, a mid-turn write when the socket had room): the written front goes, the runs
+    /// queued meanwhile are resolved at the next freeze, and nothing moves out of order.
+    #[test]
+    fn a_write_that_lands_after_new_runs_keeps_the_order() {
+        let mut spare = SpareTails::default();
+        let mut feed = Feed::default();
+        let mut o = Outbox::default();
+        let room = |n: usize| format!("p{n}: a line to the room\n");
+        o.push_run(0, feed.append(room(1).as_bytes()), &mut feed);
+        freeze(&mut feed, &mut [&mut o]);
+        let first: Vec<u8> = unsent(&o);
+        o.push_run(0, feed.append(room(2).as_bytes()), &mut feed);
+        o.push(&Bytes::from_static(b"q: (PRIVATE) hi\n"), &mut spare);
+        o.written(first.len(), &mut spare);
+        o.push_run(0, feed.append(room(3).as_bytes()), &mut feed);
+        freeze(&mut feed, &mut [&mut o]);
+        let expected = format!("{}q: (PRIVATE) hi\n{}", room(2), room(3));
+        assert_eq!(unsent(&o), expected.into_bytes());
+    }
+
+    /// Issue 12: a private line between room lines is copied out of the tail, which the reader
+    /// keeps for the next one: switching between lines to one and to many does not hand a tail's
+    /// whole capacity over for each few bytes (a reader that never reads, sent both in turn).
+    #[test]
+    fn a_few_private_bytes_between_room_lines_keep_the_tail() {
+        let mut spare = SpareTails::default();
+        let mut feed = Feed::default();
+        let mut o = Outbox::default();
+        for i in 0..100 {
+            o.push(&Bytes::from(format!("q: (PRIVATE) {i}\n")), &mut spare);
+            o.push_run(0, feed.append(b"p: room\n"), &mut feed);
+        }
+        let Some(owed) = &o.0 else { panic!("owes") };
+        assert_eq!(owed.tail.capacity(), FIRST_TAIL, "one tail, kept and reused");
+        let copied = owed.queue.iter().filter(|p| matches!(p, Piece::Shared(b) if b.len() < 20));
+        assert_eq!(copied.count(), 100, "each private line copied out at its size");
     }
 }

@@ -459,9 +459,12 @@ impl ServerDriver {
         let reads = std::mem::take(&mut self.reads_this_turn);
         // Would a gather have paid: at the pace of this turn's lines, would TURN_GATHER have
         // brought each reader BUSY_WRITE_BYTES? (per write / span >= bytes / gather)
+        // A turn sooner than TURN_GATHER after the last counts as that long: a crowd brings
+        // each reader BUSY_WRITE_BYTES a turn at the least, whatever the pace.
         let pays = span.is_some_and(|span| {
             let per_write = (queued / writes.max(1)) as u128;
-            per_write * TURN_GATHER.as_micros() >= BUSY_WRITE_BYTES as u128 * span.as_micros()
+            let span = span.max(TURN_GATHER).as_micros();
+            per_write * TURN_GATHER.as_micros() >= BUSY_WRITE_BYTES as u128 * span
         });
         self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS && pays;
     }
@@ -521,10 +524,12 @@ impl ServerDriver {
         if self.spare_expiry.is_some_and(|at| at <= now) {
             self.spare_expiry = None;
             self.spare.clear();
-            if !self.feed.is_held() {
-                // Its buffer too: a quiet server keeps no turn's worth of lines.
-                self.feed = Feed::default();
+            // The feed's buffer too: a quiet server keeps no turn's worth of lines. Runs still
+            // owed (to a reader that stopped reading) keep their slices of it.
+            if self.feed.is_held() {
+                self.freeze_feed();
             }
+            self.feed = Feed::default();
             // What the pool held (up to 1 MiB) is free heap now: worth handing back too.
             self.release_at = Some(now);
         }
@@ -782,7 +787,8 @@ impl ServerDriver {
                 break;
             }
         }
-        self.spare_expiry = (!self.spare.is_empty()).then(|| now + SPARE_TAILS_KEPT);
+        let kept = !self.spare.is_empty() || self.feed.has_buffer();
+        self.spare_expiry = kept.then(|| now + SPARE_TAILS_KEPT);
     }
 
     fn collect_chat(&mut self, now: Instant) -> bool {
@@ -797,6 +803,7 @@ impl ServerDriver {
     fn on_chat_output(&mut self, now: Instant, output: ServerOutput) {
         match output {
             ServerOutput::Send { conn, bytes } => self.queue_line(conn, &bytes),
+            ServerOutput::SendToMany { bytes, .. } if bytes.is_empty() => {}
             ServerOutput::SendToMany { conns, bytes } => {
                 let run = self.feed.append(&bytes);
                 for conn in conns {
