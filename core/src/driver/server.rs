@@ -452,6 +452,12 @@ impl ServerDriver {
     /// A turn is the runtime's loop: read what is ready (until [`ServerDriver::turn_is_full`]),
     /// then write every connection owed, each in one write. The driver sizes turns with it.
     pub fn end_turn(&mut self, now: Instant) {
+        if self.reads_this_turn == 0 && self.queued_this_turn == 0 {
+            // A turn that read nothing (a socket had room again, a timer): no news of the pace.
+            // Counted, it would end a crowd's gathering every other turn.
+            self.writes_this_turn = 0;
+            return;
+        }
         let span = self.last_turn_end.map(|at| now.saturating_duration_since(at));
         self.last_turn_end = Some(now);
         let queued = std::mem::take(&mut self.queued_this_turn);
