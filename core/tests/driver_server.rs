@@ -591,6 +591,34 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     assert_eq!(quiet.driver.turn_gather(quiet.now), None, "a small room");
 }
 
+/// Issue 12, PROTOCOL 4 rule 8: a lone line to a big room, turn after turn, is a crowd too when
+/// the writes alone come at 200,000 a second: each turn costs 250 writes, whatever it carries.
+#[test]
+fn lone_lines_to_a_big_room_in_quick_turns_are_gathered() {
+    let mut s = Script::new(config());
+    let people = room(&mut s, 250);
+    let turn = |s: &mut Script, after: Duration, who: ConnId| {
+        s.not_reading = people.clone();
+        s.send(who, "a line alone");
+        s.now += after;
+        for &p in &people {
+            s.write_all(p);
+        }
+        s.driver.end_turn(s.now);
+    };
+    turn(&mut s, Duration::from_millis(1), people[0]);
+    turn(&mut s, Duration::from_millis(1), people[1]);
+    s.send(people[2], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER), "250 writes a millisecond");
+    for &p in &people {
+        s.write_all(p);
+    }
+    s.driver.end_turn(s.now);
+    turn(&mut s, Duration::from_millis(5), people[3]);
+    s.send(people[4], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), None, "250 writes in 5 ms: 50,000 a second");
+}
+
 /// Issue 12, PROTOCOL 1.1: joins handled before a member is written give it one presence line,
 /// made when written, showing everyone.
 #[test]

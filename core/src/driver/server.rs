@@ -108,10 +108,10 @@ pub const TURN_GATHER: Duration = Duration::from_millis(5);
 /// so that the write's fixed cost is a small share of it.
 pub const WRITE_WORTH: usize = 8 << 10;
 
-/// The server is busy when its last turn read at least [`BUSY_TURN_READS`] chunks, wrote to at
-/// least this many connections, at a pace that would bring each [`BUSY_WRITE_BYTES`] in a
-/// [`TURN_GATHER`], and ended less than [`BUSY_GAP`] before the next one starts
-/// ([`ServerDriver::turn_gather`]). Otherwise lines go out with no delay at all: a room where one
+/// The server is busy when its last turn wrote to at least this many connections, ended less
+/// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::turn_gather`]), and either read
+/// at least [`BUSY_TURN_READS`] chunks at a pace that would bring each reader
+/// [`BUSY_WRITE_BYTES`] in a [`TURN_GATHER`], or wrote at [`BUSY_WRITE_RATE`] or more. Otherwise lines go out with no delay at all: a room where one
 /// person speaks at a time never waits, however big it is, nor one where many speak at a pace the
 /// server writes line by line with ease.
 const BUSY_TURN_WRITES: usize = 32;
@@ -122,6 +122,12 @@ const BUSY_TURN_READS: usize = 2;
 /// bring each reader 2.5 lines in 5 ms). Measured by the pace, not by the turn's size, so that a
 /// crowd stays one whether the last turn gathered or not.
 const BUSY_WRITE_BYTES: usize = 1 << 10;
+/// See [`BUSY_TURN_WRITES`]: writes at this rate or more (a second, over the time since the last
+/// turn and at least a millisecond) take the server most of a core at a few microseconds each,
+/// so a gather pays whatever the pace of lines to each reader: a lone line to a room of 500
+/// every 1.5 ms is 330,000 writes a second. 100 people at 5 lines a second each are at most
+/// 100,000 (a line to 100, turns a millisecond apart or more) and never wait.
+const BUSY_WRITE_RATE: u128 = 200_000;
 /// See [`BUSY_TURN_WRITES`]: turns that follow each other this closely are a crowd talking, even
 /// when the server has time to spare between them.
 const BUSY_GAP: Duration = Duration::from_millis(10);
@@ -472,7 +478,13 @@ impl ServerDriver {
             let span = span.max(TURN_GATHER).as_micros();
             per_write * TURN_GATHER.as_micros() >= BUSY_WRITE_BYTES as u128 * span
         });
-        self.busy = writes >= BUSY_TURN_WRITES && reads >= BUSY_TURN_READS && pays;
+        // Or would it pay because the writes themselves, whatever each carries, come so often
+        // that they take the server most of a core?
+        let costly = span.is_some_and(|span| {
+            let span = span.max(Duration::from_millis(1)).as_micros();
+            writes as u128 * 1_000_000 >= BUSY_WRITE_RATE * span
+        });
+        self.busy = writes >= BUSY_TURN_WRITES && ((reads >= BUSY_TURN_READS && pays) || costly);
     }
 
     /// How long to wait at most, once the turn has read what was ready, so that it handles more
