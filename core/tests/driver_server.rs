@@ -521,10 +521,12 @@ fn a_reader_that_leaves_owed_room_lines_takes_nothing_from_the_others() {
     assert!(p1.ends_with("p0: one\np2 left the chat...\np0: two\nALL p0\n"), "{p1:?}");
 }
 
-/// Ends a turn as a runtime does, 5 ms after the last one: everything owed to `people` written in
+const FIVE_MS: Duration = Duration::from_millis(5);
+
+/// Ends a turn as a runtime does, `after` its first line: everything owed to `people` written in
 /// one go, then the end.
-fn write_turn(s: &mut Script, people: &[ConnId]) {
-    s.now += Duration::from_millis(5);
+fn write_turn(s: &mut Script, people: &[ConnId], after: Duration) {
+    s.now += after;
     s.not_reading.clear();
     for &p in people {
         s.write_all(p);
@@ -540,7 +542,8 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     let mut s = Script::new(config());
     let people = room(&mut s, 40);
     s.driver.end_turn(s.now);
-    s.send(people[0], "hello everyone");
+    // A line alone, long enough (over 1 KiB to each) that only its being alone says no crowd.
+    s.send(people[0], &"y".repeat(1100));
     s.driver.end_turn(s.now);
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), None, "after a turn of one line alone, even to 40");
@@ -549,24 +552,32 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     s.not_reading = people.clone();
     s.send(people[0], "hello everyone");
     s.send(people[1], "hi");
-    write_turn(&mut s, &people);
+    write_turn(&mut s, &people, FIVE_MS);
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), None, "two short lines a turn are no crowd");
-    write_turn(&mut s, &people);
+    write_turn(&mut s, &people, FIVE_MS);
+    s.not_reading = people.clone();
+    s.send(people[0], "hello everyone");
+    s.send(people[1], "hi");
+    write_turn(&mut s, &people, Duration::ZERO);
+    s.send(people[2], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), None, "nor two at once, right after the last turn");
+    write_turn(&mut s, &people, FIVE_MS);
     // A crowd: twenty lines to each of 40 readers in 5 ms, over 1 KiB for each.
     s.not_reading = people.clone();
     for (i, &p) in people.iter().enumerate().take(20) {
         s.send(p, &format!("line {i} of a crowd, long enough that twenty fill a kilobyte"));
     }
-    write_turn(&mut s, &people);
+    write_turn(&mut s, &people, FIVE_MS);
     // A turn that read nothing (a socket had room again) says nothing of the pace.
-    s.driver.end_turn(s.now + Duration::from_millis(1));
+    s.now += Duration::from_millis(1);
+    s.driver.end_turn(s.now);
     s.not_reading = people.clone();
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER));
     assert!(!s.driver.turn_is_worth_writing(), "a few short lines to each: gather on");
     let later = s.now + Duration::from_millis(20);
-    assert_eq!(s.driver.turn_gather(later), None, "a pause: not busy");
+    assert_eq!(s.driver.turn_gather(later), None, "a pause of 20 ms: no gather");
     let long = "x".repeat(1000);
     for sent in 0.. {
         if s.driver.turn_is_worth_writing() {
@@ -586,37 +597,53 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
             &format!("line {i} of a crowd, long enough that twenty fill a kilobyte"),
         );
     }
-    write_turn(&mut quiet, &few);
+    write_turn(&mut quiet, &few, FIVE_MS);
     quiet.send(few[2], "hello");
     assert_eq!(quiet.driver.turn_gather(quiet.now), None, "a small room");
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a lone line to a big room, turn after turn, is a crowd too when
-/// the writes alone come at 200,000 a second: each turn costs 250 writes, whatever it carries.
+/// the writes alone come at 200,000 a second (a turn's writes over the wait before it), and stays
+/// one across a gathered turn; turns 5 ms apart, or a room of 100, are not.
 #[test]
 fn lone_lines_to_a_big_room_in_quick_turns_are_gathered() {
+    /// A turn that starts `wait` after the last one ended, reads a line from each of `who`, and
+    /// is written `length` after it started.
+    fn turn(s: &mut Script, people: &[ConnId], wait: Duration, length: Duration, who: &[ConnId]) {
+        s.now += wait;
+        s.not_reading = people.to_vec();
+        for &p in who {
+            s.send(p, "a line alone");
+        }
+        write_turn(s, people, length);
+    }
+    let ms = Duration::from_millis;
     let mut s = Script::new(config());
     let people = room(&mut s, 250);
-    let turn = |s: &mut Script, after: Duration, who: ConnId| {
-        s.not_reading = people.clone();
-        s.send(who, "a line alone");
-        s.now += after;
-        for &p in &people {
-            s.write_all(p);
-        }
-        s.driver.end_turn(s.now);
-    };
-    turn(&mut s, Duration::from_millis(1), people[0]);
-    turn(&mut s, Duration::from_millis(1), people[1]);
+    turn(&mut s, &people, ms(0), ms(1), &people[..1]);
+    turn(&mut s, &people, ms(1), ms(1), &people[1..2]);
+    s.now += ms(1);
     s.send(people[2], "and one more");
-    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER), "250 writes a millisecond");
-    for &p in &people {
-        s.write_all(p);
+    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER), "250 writes after 1 ms");
+    s.driver.end_turn(s.now); // the check's line, written at once: a turn of its own
+    // That turn gathered 5 ms and got three lines; the next comes 1 ms after it.
+    turn(&mut s, &people, ms(0), ms(5), &people[3..5]);
+    s.now += ms(1);
+    s.send(people[5], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER), "a gathered turn stays a crowd");
+    write_turn(&mut s, &people, ms(0));
+    turn(&mut s, &people, ms(5), ms(0), &people[6..7]);
+    s.now += ms(5);
+    s.send(people[7], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), None, "250 writes after 5 ms: 50,000 a second");
+
+    let mut hundred = Script::new(config());
+    let people = room(&mut hundred, 100);
+    for i in 0..5 {
+        turn(&mut hundred, &people, ms(0), ms(0), &people[i..=i]);
     }
-    s.driver.end_turn(s.now);
-    turn(&mut s, Duration::from_millis(5), people[3]);
-    s.send(people[4], "and one more");
-    assert_eq!(s.driver.turn_gather(s.now), None, "250 writes in 5 ms: 50,000 a second");
+    hundred.send(people[9], "and one more");
+    assert_eq!(hundred.driver.turn_gather(hundred.now), None, "100 writes count as a ms at least");
 }
 
 /// Issue 12, PROTOCOL 1.1: joins handled before a member is written give it one presence line,

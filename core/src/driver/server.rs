@@ -108,25 +108,27 @@ pub const TURN_GATHER: Duration = Duration::from_millis(5);
 /// so that the write's fixed cost is a small share of it.
 pub const WRITE_WORTH: usize = 8 << 10;
 
-/// The server is busy when its last turn wrote to at least this many connections, ended less
-/// than [`BUSY_GAP`] before the next one starts ([`ServerDriver::turn_gather`]), and either read
-/// at least [`BUSY_TURN_READS`] chunks at a pace that would bring each reader
-/// [`BUSY_WRITE_BYTES`] in a [`TURN_GATHER`], or wrote at [`BUSY_WRITE_RATE`] or more. Otherwise lines go out with no delay at all: a room where one
-/// person speaks at a time never waits, however big it is, nor one where many speak at a pace the
-/// server writes line by line with ease.
+/// The server is busy when its last turn that queued anything wrote to at least this many
+/// connections, ended less than [`BUSY_GAP`] before the next one starts
+/// ([`ServerDriver::turn_gather`]), and either read at least [`BUSY_TURN_READS`] chunks at a
+/// pace that would bring each reader [`BUSY_WRITE_BYTES`] in a [`TURN_GATHER`], or wrote at
+/// [`BUSY_WRITE_RATE`] or more. Otherwise lines go out with no delay at all: a room where one
+/// person speaks now and then never waits, however big it is, nor one where many speak at a pace
+/// the server writes line by line with ease.
 const BUSY_TURN_WRITES: usize = 32;
-/// See [`BUSY_TURN_WRITES`]: a turn of one read is a line that came alone, not a crowd.
+/// See [`BUSY_TURN_WRITES`]: by the pace of lines to each reader, a turn of one read is a line
+/// that came alone, not a crowd (by the rate of writes it may still be one).
 const BUSY_TURN_READS: usize = 2;
 /// See [`BUSY_TURN_WRITES`]: lines that come fast enough that a gather would bring a dozen or more
 /// to each reader are a crowd; fewer are not worth a wait (100 people at 5 lines a second each
 /// bring each reader 2.5 lines in 5 ms). Measured by the pace, not by the turn's size, so that a
 /// crowd stays one whether the last turn gathered or not.
 const BUSY_WRITE_BYTES: usize = 1 << 10;
-/// See [`BUSY_TURN_WRITES`]: writes at this rate or more (a second, over the time since the last
-/// turn and at least a millisecond) take the server most of a core at a few microseconds each,
-/// so a gather pays whatever the pace of lines to each reader: a lone line to a room of 500
-/// every 1.5 ms is 330,000 writes a second. 100 people at 5 lines a second each are at most
-/// 100,000 (a line to 100, turns a millisecond apart or more) and never wait.
+/// See [`BUSY_TURN_WRITES`]: writes at this rate or more (a turn's writes over the wait before
+/// its first line, counted as a millisecond at least) take the server most of a core at a few
+/// microseconds each, so a gather pays whatever the pace of lines to each reader: a lone line to
+/// a room of 500 every 1.5 ms is 330,000 writes a second. A room of 100 is at most 100,000 and
+/// never waits on this count.
 const BUSY_WRITE_RATE: u128 = 200_000;
 /// See [`BUSY_TURN_WRITES`]: turns that follow each other this closely are a crowd talking, even
 /// when the server has time to spare between them.
@@ -324,10 +326,12 @@ pub struct ServerDriver {
     writes_this_turn: usize,
     /// Chunks read this turn.
     reads_this_turn: usize,
-    /// The last turn wrote to [`BUSY_TURN_WRITES`] connections or more.
+    /// The last turn that queued anything was a crowd's (see [`BUSY_TURN_WRITES`]).
     busy: bool,
-    /// When the last turn ended ([`ServerDriver::end_turn`]).
+    /// When the last turn that queued anything ended ([`ServerDriver::end_turn`]).
     last_turn_end: Option<Instant>,
+    /// When this turn's first chunk was read.
+    turn_start: Option<Instant>,
     /// The certificate and settings of the TLS listener, when there is one.
     tls_config: Option<Arc<rustls::ServerConfig>>,
     /// The TLS state of each connection accepted on the TLS listener; plain ones have none.
@@ -377,6 +381,7 @@ impl ServerDriver {
             reads_this_turn: 0,
             busy: false,
             last_turn_end: None,
+            turn_start: None,
             tls_config: None,
             tls: ConnMap::default(),
             plain: Vec::new(),
@@ -418,6 +423,7 @@ impl ServerDriver {
                 self.accept_retry.get_or_insert(now + ACCEPT_RETRY);
             }
             Input::Received { conn, bytes } => {
+                self.turn_start.get_or_insert(now);
                 self.reads_this_turn += 1;
                 if self.tls.is_empty() || !self.tls.contains_key(&conn) {
                     self.chat.handle_input(now, ServerInput::Received { conn, bytes });
@@ -458,13 +464,21 @@ impl ServerDriver {
     /// A turn is the runtime's loop: read what is ready (until [`ServerDriver::turn_is_full`]),
     /// then write every connection owed, each in one write. The driver sizes turns with it.
     pub fn end_turn(&mut self, now: Instant) {
-        if self.reads_this_turn == 0 && self.queued_this_turn == 0 {
-            // A turn that read nothing (a socket had room again, a timer): no news of the pace.
-            // Counted, it would end a crowd's gathering every other turn.
+        let turn_start = self.turn_start.take();
+        if self.queued_this_turn == 0 {
+            // A turn that queued nothing (a socket had room again, a timer, half a line): no
+            // news of the pace. Counted, it would end a crowd's gathering every other turn.
+            self.reads_this_turn = 0;
             self.writes_this_turn = 0;
             return;
         }
         let span = self.last_turn_end.map(|at| now.saturating_duration_since(at));
+        // The wait before this turn's first line: a gathered turn lasts TURN_GATHER by itself,
+        // so its length says nothing of how often the lines come.
+        let gap = match (turn_start, self.last_turn_end) {
+            (Some(start), Some(end)) => Some(start.saturating_duration_since(end)),
+            _ => span,
+        };
         self.last_turn_end = Some(now);
         let queued = std::mem::take(&mut self.queued_this_turn);
         let writes = std::mem::take(&mut self.writes_this_turn);
@@ -479,10 +493,10 @@ impl ServerDriver {
             per_write * TURN_GATHER.as_micros() >= BUSY_WRITE_BYTES as u128 * span
         });
         // Or would it pay because the writes themselves, whatever each carries, come so often
-        // that they take the server most of a core?
-        let costly = span.is_some_and(|span| {
-            let span = span.max(Duration::from_millis(1)).as_micros();
-            writes as u128 * 1_000_000 >= BUSY_WRITE_RATE * span
+        // that they take the server most of a core? (A turn's writes over the wait before it.)
+        let costly = gap.is_some_and(|gap| {
+            let gap = gap.max(Duration::from_millis(1)).as_micros();
+            writes as u128 * 1_000_000 >= BUSY_WRITE_RATE * gap
         });
         self.busy = writes >= BUSY_TURN_WRITES && ((reads >= BUSY_TURN_READS && pays) || costly);
     }
