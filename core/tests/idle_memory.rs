@@ -24,11 +24,34 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn drain(driver: &mut ServerDriver, now: Instant) {
     while let Some(output) = driver.poll_output() {
         if let Output::Write { conn } = output {
-            while driver.has_unsent(conn) {
-                let len = driver.unsent(conn).map(<[u8]>::len).sum();
-                driver.handle_input(now, Input::Written { conn, len });
-            }
+            write_owed(driver, conn, now);
         }
+    }
+}
+
+/// Writes everything owed to `conn`, as a socket that takes it all would.
+fn write_owed(driver: &mut ServerDriver, conn: u64, now: Instant) {
+    while driver.has_unsent(conn) {
+        let len = driver.unsent(conn).map(<[u8]>::len).sum();
+        driver.handle_input(now, Input::Written { conn, len });
+    }
+}
+
+/// Connection `conn` (each from an address of its own) joins as `user<conn>`.
+fn join(driver: &mut ServerDriver, conn: u64, now: Instant) {
+    let ip = Ipv4Addr::new(10, (conn >> 16) as u8, (conn >> 8) as u8, conn as u8);
+    let peer = SocketAddr::new(IpAddr::V4(ip), 40000);
+    driver.handle_input(now, Input::Accepted { conn, peer });
+    let name = format!("user{conn}\n");
+    driver.handle_input(now, Input::Received { conn, bytes: name.as_bytes() });
+    drain(driver, now);
+}
+
+/// The room is quiet until `until`, and the runtime's timer fires as asked.
+fn quiet(driver: &mut ServerDriver, until: Instant) {
+    while driver.poll_timeout().is_some_and(|at| at <= until) {
+        driver.handle_timeout(until);
+        drain(driver, until);
     }
 }
 
@@ -40,20 +63,11 @@ fn bytes_per_idle_person(config: ServerConfig, count: u64) -> f64 {
     // A room's worth of joins first, so the tables' growth is part of what is measured.
     let region = Region::new(GLOBAL);
     for conn in 0..count {
-        let ip = Ipv4Addr::new(10, (conn >> 16) as u8, (conn >> 8) as u8, conn as u8);
-        let peer = SocketAddr::new(IpAddr::V4(ip), 40000);
-        driver.handle_input(now, Input::Accepted { conn, peer });
-        let name = format!("user{conn}\n");
-        driver.handle_input(now, Input::Received { conn, bytes: name.as_bytes() });
-        drain(&mut driver, now);
+        join(&mut driver, conn, now);
     }
     assert_eq!(driver.chat().joined_count() as u64, count);
-    // Then the room is quiet for two seconds, and the runtime's timer fires as asked.
-    let later = now + Duration::from_secs(2);
-    while driver.poll_timeout().is_some_and(|at| at <= later) {
-        driver.handle_timeout(later);
-        drain(&mut driver, later);
-    }
+    // Then the room is quiet for two seconds.
+    quiet(&mut driver, now + Duration::from_secs(2));
     let change = region.change();
     // A reallocation's growth is already in `bytes_allocated` (its shrinking in
     // `bytes_deallocated`).
@@ -100,18 +114,8 @@ fn a_quiet_server_keeps_nothing_of_a_storm() {
     let mut driver = ServerDriver::new(config(500), Catalogue::default(), 1);
     let people = 50u64;
     for conn in 0..people {
-        let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, conn as u8)), 40000);
-        driver.handle_input(now, Input::Accepted { conn, peer });
-        let name = format!("user{conn}\n");
-        driver.handle_input(now, Input::Received { conn, bytes: name.as_bytes() });
-        drain(&mut driver, now);
+        join(&mut driver, conn, now);
     }
-    let quiet = |driver: &mut ServerDriver, until: Instant| {
-        while driver.poll_timeout().is_some_and(|at| at <= until) {
-            driver.handle_timeout(until);
-            drain(driver, until);
-        }
-    };
     let storm = now + Duration::from_secs(2);
     quiet(&mut driver, storm);
     let region = Region::new(GLOBAL);
@@ -128,10 +132,7 @@ fn a_quiet_server_keeps_nothing_of_a_storm() {
     }
     assert_eq!(owed.len() as u64, people, "everyone is owed the storm");
     for conn in owed {
-        while driver.has_unsent(conn) {
-            let len = driver.unsent(conn).map(<[u8]>::len).sum();
-            driver.handle_input(storm, Input::Written { conn, len });
-        }
+        write_owed(&mut driver, conn, storm);
     }
     drain(&mut driver, storm);
     driver.end_turn(storm);
