@@ -137,31 +137,16 @@ impl Outbox {
     /// Queues `run`, lines of `feed` (see [`Feed`]), for connection `conn`: it continues the run
     /// queued last when it follows it in the feed and nothing came between.
     pub(super) fn push_run(&mut self, conn: ConnId, run: Range<usize>, feed: &mut Feed) {
-        let owed = self.0.get_or_insert_default();
-        if owed.tail.is_empty()
-            && let Some(Piece::Run(last)) = owed.queue.back_mut()
-            && last.end == run.start
-        {
-            last.end = run.end;
-            return;
-        }
-        owed.seal_tail();
-        if owed.first_run.is_none() {
-            owed.first_run = Some(owed.queue.len());
+        if self.0.get_or_insert_default().push_run(run) {
             feed.holders.push(conn);
         }
-        owed.queue.push_back(Piece::Run(run));
     }
 
     /// The feed was frozen into `lines`: this outbox's runs become slices of it. Called on every
     /// outbox that holds a run ([`Feed::freeze`]) before any is written.
     pub(super) fn resolve(&mut self, lines: &Bytes) {
-        let Some(owed) = &mut self.0 else { return };
-        let Some(first) = owed.first_run.take() else { return };
-        for piece in owed.queue.range_mut(first..) {
-            if let Piece::Run(run) = piece {
-                *piece = Piece::Shared(lines.slice(run.clone()));
-            }
+        if let Some(owed) = &mut self.0 {
+            owed.resolve(lines);
         }
     }
 
@@ -263,6 +248,35 @@ impl Owed {
         } else {
             self.seal_tail();
             self.queue.push_back(Piece::Shared(line.clone()));
+        }
+    }
+
+    /// Queues `run` of the feed, continuing the last one when it follows it; `true` when this is
+    /// the first run since the feed was last frozen (the feed must then list this outbox).
+    fn push_run(&mut self, run: Range<usize>) -> bool {
+        if self.tail.is_empty()
+            && let Some(Piece::Run(last)) = self.queue.back_mut()
+            && last.end == run.start
+        {
+            last.end = run.end;
+            return false;
+        }
+        self.seal_tail();
+        let first = self.first_run.is_none();
+        if first {
+            self.first_run = Some(self.queue.len());
+        }
+        self.queue.push_back(Piece::Run(run));
+        first
+    }
+
+    /// Makes the runs slices of the frozen feed, `lines`.
+    fn resolve(&mut self, lines: &Bytes) {
+        let Some(first) = self.first_run.take() else { return };
+        for piece in self.queue.range_mut(first..) {
+            if let Piece::Run(run) = piece {
+                *piece = Piece::Shared(lines.slice(run.clone()));
+            }
         }
     }
 
