@@ -523,6 +523,19 @@ fn a_reader_that_leaves_owed_room_lines_takes_nothing_from_the_others() {
 
 const FIVE_MS: Duration = Duration::from_millis(5);
 
+/// Reads a turn's `lines` as a runtime does: nobody in `people` is written to until the turn
+/// ends ([`write_turn`]).
+fn read_turn(
+    s: &mut Script,
+    people: &[ConnId],
+    lines: impl IntoIterator<Item = (ConnId, impl AsRef<str>)>,
+) {
+    s.not_reading = people.to_vec();
+    for (who, line) in lines {
+        s.send(who, line.as_ref());
+    }
+}
+
 /// Ends a turn as a runtime does, `after` its first line: everything owed to `people` written in
 /// one go, then the end.
 fn write_turn(s: &mut Script, people: &[ConnId], after: Duration) {
@@ -532,6 +545,18 @@ fn write_turn(s: &mut Script, people: &[ConnId], after: Duration) {
         s.write_all(p);
     }
     s.driver.end_turn(s.now);
+}
+
+/// `count` lines of about 60 bytes, from `people` in turn: twenty fill a kilobyte.
+fn crowd(people: &[ConnId], count: usize) -> Vec<(ConnId, String)> {
+    (0..count)
+        .map(|i| {
+            (
+                people[i % people.len()],
+                format!("line {i} of a crowd, long enough that twenty fill a kilobyte"),
+            )
+        })
+        .collect()
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a busy server (a crowd: many lines to each reader a turn) waits a
@@ -549,25 +574,18 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     assert_eq!(s.driver.turn_gather(s.now), None, "after a turn of one line alone, even to 40");
     s.driver.end_turn(s.now);
     assert_eq!(s.driver.turn_gather(s.now), None, "nothing read yet, no wait");
-    s.not_reading = people.clone();
-    s.send(people[0], "hello everyone");
-    s.send(people[1], "hi");
+    read_turn(&mut s, &people, [(people[0], "hello everyone"), (people[1], "hi")]);
     write_turn(&mut s, &people, FIVE_MS);
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), None, "two short lines a turn are no crowd");
     write_turn(&mut s, &people, FIVE_MS);
-    s.not_reading = people.clone();
-    s.send(people[0], "hello everyone");
-    s.send(people[1], "hi");
+    read_turn(&mut s, &people, [(people[0], "hello everyone"), (people[1], "hi")]);
     write_turn(&mut s, &people, Duration::ZERO);
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), None, "nor two at once, right after the last turn");
     write_turn(&mut s, &people, FIVE_MS);
     // A crowd: twenty lines to each of 40 readers in 5 ms, over 1 KiB for each.
-    s.not_reading = people.clone();
-    for (i, &p) in people.iter().enumerate().take(20) {
-        s.send(p, &format!("line {i} of a crowd, long enough that twenty fill a kilobyte"));
-    }
+    read_turn(&mut s, &people, crowd(&people, 20));
     write_turn(&mut s, &people, FIVE_MS);
     // A turn that read nothing (a socket had room again) says nothing of the pace.
     s.now += Duration::from_millis(1);
@@ -590,13 +608,7 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     let mut quiet = Script::new(config());
     let few = room(&mut quiet, 3);
     quiet.driver.end_turn(quiet.now);
-    quiet.not_reading = few.clone();
-    for i in 0..20 {
-        quiet.send(
-            few[i % 3],
-            &format!("line {i} of a crowd, long enough that twenty fill a kilobyte"),
-        );
-    }
+    read_turn(&mut quiet, &few, crowd(&few, 20));
     write_turn(&mut quiet, &few, FIVE_MS);
     quiet.send(few[2], "hello");
     assert_eq!(quiet.driver.turn_gather(quiet.now), None, "a small room");
@@ -611,10 +623,7 @@ fn lone_lines_to_a_big_room_in_quick_turns_are_gathered() {
     /// is written `length` after it started.
     fn turn(s: &mut Script, people: &[ConnId], wait: Duration, length: Duration, who: &[ConnId]) {
         s.now += wait;
-        s.not_reading = people.to_vec();
-        for &p in who {
-            s.send(p, "a line alone");
-        }
+        read_turn(s, people, who.iter().map(|&p| (p, "a line alone")));
         write_turn(s, people, length);
     }
     let ms = Duration::from_millis;
