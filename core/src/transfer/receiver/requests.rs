@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::transfer::pacing::Pacer;
 use crate::wire::chat::EarlyFlight;
-use crate::wire::datagram::{
-    self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN, REQUEST_HEADER_LEN, TRAILER_LEN,
-};
+use crate::wire::datagram::{self, MAX_PARTS_PER_REQUEST, MAX_REQUEST_PAYLOAD, RANGE_LEN};
 use crate::wire::sealed;
 
 use super::loss::{Slot, Track};
@@ -89,10 +87,7 @@ impl Receiver {
             return None;
         }
         let need = self.request_need()?;
-        let overhead = match self.config.seal {
-            Some(_) => sealed::request_len(0),
-            None => REQUEST_HEADER_LEN + TRAILER_LEN,
-        };
+        let overhead = self.request_len(0);
         let max_ranges =
             (buf.len().saturating_sub(overhead) / RANGE_LEN).min(MAX_PARTS_PER_REQUEST);
         if self.config.seal.is_some() && self.progress.requests_sent > 0 && self.next_req_seq == 0 {
@@ -117,10 +112,7 @@ impl Receiver {
                 self.unwant(part, retransmit);
                 break;
             }
-            match ranges.last_mut() {
-                Some((_, last)) if extends => *last = part,
-                _ => ranges.push((part, part)),
-            }
+            add_to_ranges(&mut ranges, part);
             parts.push((part, retransmit));
             bytes += len;
         }
@@ -168,8 +160,9 @@ impl Receiver {
     /// this request's position: the server answers the first asking before the second, so the
     /// part is late, not lost, until the second's answers come. Its first answer settles the new
     /// slot as any answer to an earlier request does (the data is good, the timing is not this
-    /// position's); a lost first answer is not counted as a loss. This REQUEST is paced and sent
-    /// [`ReceiverConfig::request_copies`] times like any other.
+    /// position's); a lost first answer is not counted as a loss. This REQUEST goes out right
+    /// after the first asking's copies, without waiting for the pacer but charged to it, and is
+    /// sent [`ReceiverConfig::request_copies`] times like any other.
     ///
     /// [`ReceiverConfig::request_copies`]: super::ReceiverConfig::request_copies
     pub(super) fn tail_repair_again(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
@@ -180,7 +173,7 @@ impl Receiver {
         // Sealed, a `req_seq` may not wrap (PROTOCOL 2.7): if the first asking took the last
         // one, there is no second.
         let wrapped = self.config.seal.is_some() && self.next_req_seq == 0;
-        if wrapped || self.pto_count > 0 || self.state != ReceiverState::Running {
+        if wrapped || self.pto_count > 0 {
             return None;
         }
         // Only parts still on their way: one may have arrived, or been declared lost, since.
@@ -195,17 +188,9 @@ impl Receiver {
         }
         let mut ranges: Vec<(u32, u32)> = Vec::new();
         for &i in &moving {
-            let part = self.slots[i].part;
-            match ranges.last_mut() {
-                Some((_, last)) if last.wrapping_add(1) == part => *last = part,
-                _ => ranges.push((part, part)),
-            }
+            add_to_ranges(&mut ranges, self.slots[i].part);
         }
-        let len = match self.config.seal {
-            Some(_) => sealed::request_len(ranges.len()),
-            None => REQUEST_HEADER_LEN + ranges.len() * RANGE_LEN + TRAILER_LEN,
-        };
-        if ranges.is_empty() || buf.len() < len {
+        if ranges.is_empty() || buf.len() < self.request_len(ranges.len()) {
             return None;
         }
         let req_seq = self.take_req_seq(now);
@@ -229,6 +214,14 @@ impl Receiver {
         let rate = self.pacing_rate();
         self.pacer.on_send(now, bytes, rate);
         Some(self.encode_with_copies(req_seq, &ranges, buf))
+    }
+
+    /// Bytes a REQUEST of `n_ranges` ranges takes on the wire, sealed or not.
+    fn request_len(&self, n_ranges: usize) -> usize {
+        match self.config.seal {
+            Some(_) => sealed::request_len(n_ranges),
+            None => datagram::request_len(n_ranges),
+        }
     }
 
     /// Writes the REQUEST `req_seq` for `ranges` into `buf` and keeps it for its
@@ -444,3 +437,11 @@ impl Receiver {
 #[cfg(test)]
 #[path = "../../../tests/unit/receiver_requests.rs"]
 mod tests;
+
+/// Adds `part` to `ranges`: it extends the last range when it follows it, else starts one.
+fn add_to_ranges(ranges: &mut Vec<(u32, u32)>, part: u32) {
+    match ranges.last_mut() {
+        Some((_, last)) if last.wrapping_add(1) == part => *last = part,
+        _ => ranges.push((part, part)),
+    }
+}
