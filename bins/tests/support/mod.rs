@@ -337,14 +337,9 @@ pub fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) 
 
 pub fn client_opts(server: &TestServer, out: &Path, name: &str) -> ClientOptions {
     ClientOptions {
-        addr: server.addr,
-        name: name.to_owned(),
-        out_dir: out.to_owned(),
-        part_size: None,
         stall_timeout: Duration::from_secs(20),
-        max_size: natter_core::driver::client::DEFAULT_MAX_DOWNLOAD_SIZE,
-        max_transfers: natter_core::driver::client::DEFAULT_MAX_TRANSFERS,
         tls: tls_server(server.addr).map(|fp| tls_options(fp, out)),
+        ..stand_in_client_opts(server.addr, out.to_owned(), name)
     }
 }
 
