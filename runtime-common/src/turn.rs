@@ -7,14 +7,15 @@
 //! performed: a turn's lines go to each reader in one write. A runtime only waits: it says what
 //! became ready ([`ServerIo::mark_readable`], [`ServerIo::mark_receivable`], [`ServerIo::writable`],
 //! [`ServerIo::sendable`]), runs rounds while [`ServerIo::round`] says the turn goes on, and ends
-//! it with [`ServerIo::end_turn`]. A runtime whose sockets are awaited by tasks asks each socket's
-//! task what to wait for with [`ServerIo::watch`]; its waker is woken whenever that changes.
+//! it with [`ServerIo::end_turn`]. The runtime watches every socket for both directions,
+//! edge-triggered: the turn reads and writes until a socket would block and remembers what is
+//! ready, so no socket needs a waker of its own (an idle person costs the table its socket and
+//! three flags: 8 bytes on mio, 24 on smol, whose socket carries its poller's handle).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::task::{Context, Waker};
 use std::time::Instant;
 
 use natter_core::chat::server::ConnMap;
@@ -30,55 +31,13 @@ pub trait Sockets {
     type Stream: AsFd;
     /// A transfer port's socket.
     type Datagrams: AsFd;
-    /// Where the task that awaits a socket is woken from: a [`Waker`] in a runtime of tasks;
-    /// nothing (`()`) in a runtime whose one loop waits on every socket, where a waker per
-    /// socket would be 16 bytes per idle person for nothing (issue 12).
-    type Wake: WakeSlot;
     fn read(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize>;
     fn write(stream: &Self::Stream, slices: &[IoSlice<'_>]) -> io::Result<usize>;
     fn recv_from(socket: &Self::Datagrams, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
 }
 
-/// Holds what wakes the task that awaits one socket (see [`Sockets::Wake`]).
-pub trait WakeSlot: Default {
-    /// `waker` is the one to wake from now on.
-    fn keep(&mut self, waker: &Waker);
-    /// Wakes the task, if one waits.
-    fn wake(&mut self);
-}
-
-/// A runtime of tasks: the task that last asked what to wait for.
-impl WakeSlot for Option<Waker> {
-    fn keep(&mut self, waker: &Waker) {
-        if !self.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            *self = Some(waker.clone());
-        }
-    }
-
-    fn wake(&mut self) {
-        if let Some(waker) = self.take() {
-            waker.wake();
-        }
-    }
-}
-
-/// A runtime with one loop for every socket: no task to wake. Such a runtime must not call
-/// [`ServerIo::watch`]: a task that waited on it would never be woken.
-impl WakeSlot for () {
-    fn keep(&mut self, _: &Waker) {}
-
-    fn wake(&mut self) {}
-}
-
-/// What a socket's task waits for next (see [`ServerIo::watch`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Want {
-    pub read: bool,
-    pub write: bool,
-}
-
 /// A socket and where it stands in the turn.
-struct Watched<S, W> {
+struct Watched<S> {
     socket: S,
     /// In the read queue already: one entry per socket, however often it was marked.
     queued: bool,
@@ -86,27 +45,11 @@ struct Watched<S, W> {
     paused: bool,
     /// Its last write (or send) would have blocked: the rest goes when it is writable.
     write_waits: bool,
-    /// The task that waits on it, in a runtime of tasks; woken when what it waits for changes.
-    waker: W,
 }
 
-impl<S, W: WakeSlot> Watched<S, W> {
+impl<S> Watched<S> {
     fn new(socket: S) -> Self {
-        Self { socket, queued: false, paused: false, write_waits: false, waker: W::default() }
-    }
-
-    fn want(&self) -> Want {
-        Want { read: !self.queued && !self.paused, write: self.write_waits }
-    }
-
-    fn wake(&mut self) {
-        self.waker.wake();
-    }
-
-    /// What to wait for now; `waker` is woken when that changes.
-    fn watch(&mut self, waker: &Waker) -> Want {
-        self.waker.keep(waker);
-        self.want()
+        Self { socket, queued: false, paused: false, write_waits: false }
     }
 }
 
@@ -114,8 +57,8 @@ impl<S, W: WakeSlot> Watched<S, W> {
 pub struct ServerIo<R: Sockets> {
     pub driver: ServerDriver,
     files: ServedFiles,
-    conns: ConnMap<Watched<R::Stream, R::Wake>>,
-    ports: HashMap<u16, Watched<R::Datagrams, R::Wake>>,
+    conns: ConnMap<Watched<R::Stream>>,
+    ports: HashMap<u16, Watched<R::Datagrams>>,
     /// Connections with bytes (or an end) waiting in the kernel, read a chunk each per round.
     readable: VecDeque<u64>,
     /// Transfer ports with datagrams waiting, read a batch each per round.
@@ -158,11 +101,6 @@ impl<R: Sockets> ServerIo<R> {
         })
     }
 
-    /// The transfer ports, for a runtime to watch.
-    pub fn ports(&self) -> impl Iterator<Item = (u16, &R::Datagrams)> {
-        self.ports.iter().map(|(&port, p)| (port, &p.socket))
-    }
-
     /// A connection was accepted (on the TLS listener when `tls`); gives its number. `register`
     /// watches it, or refuses it (then it is dropped, unknown to the driver).
     pub fn accepted(
@@ -196,17 +134,6 @@ impl<R: Sockets> ServerIo<R> {
             p.queued = true;
             self.receivable.push_back(port);
         }
-    }
-
-    /// What the task of connection `conn` should wait for now, `None` once it is closed; the
-    /// task is woken when that changes.
-    pub fn watch(&mut self, conn: u64, cx: &mut Context<'_>) -> Option<Want> {
-        self.conns.get_mut(&conn).map(|c| c.watch(cx.waker()))
-    }
-
-    /// What the task of transfer port `port` should wait for now.
-    pub fn watch_port(&mut self, port: u16, cx: &mut Context<'_>) -> Option<Want> {
-        self.ports.get_mut(&port).map(|p| p.watch(cx.waker()))
     }
 
     /// When the runtime should run the next round: at once while sockets wait to be read, at the
@@ -269,17 +196,14 @@ impl<R: Sockets> ServerIo<R> {
             let Some(c) = self.conns.get_mut(&conn) else { continue };
             c.queued = false;
             if c.paused {
-                c.wake();
-                continue;
+                continue; // read again when resumed
             }
             let socket = &c.socket;
             let turn = serve::read_chunk(now, &mut self.driver, conn, &mut self.buf, |b| {
                 R::read(socket, b)
             });
-            match turn {
-                Turn::More => self.mark_readable(conn),
-                Turn::Blocked => c.wake(),
-                Turn::Ended => {}
+            if turn == Turn::More {
+                self.mark_readable(conn);
             }
         }
     }
@@ -293,9 +217,8 @@ impl<R: Sockets> ServerIo<R> {
             let turn = serve::receive_datagrams(&mut self.driver, port, &mut self.buf, |b| {
                 R::recv_from(socket, b)
             });
-            match turn {
-                Turn::More => self.mark_receivable(port),
-                Turn::Blocked | Turn::Ended => p.wake(),
+            if turn == Turn::More {
+                self.mark_receivable(port);
             }
         }
     }
@@ -311,17 +234,17 @@ impl<R: Sockets> ServerIo<R> {
             match output {
                 Output::Write { conn } => self.flush(now, conn),
                 Output::Close { conn } => {
-                    // Closing the socket also takes it out of an epoll set (its only descriptor).
-                    if let Some(mut c) = self.conns.remove(&conn) {
+                    // Dropping the socket takes it out of the runtime's poller: mio's by closing
+                    // its only descriptor, smol's by deleting it first.
+                    if let Some(c) = self.conns.remove(&conn) {
                         let _ =
                             socket2::SockRef::from(&c.socket).shutdown(std::net::Shutdown::Both);
-                        c.wake();
                     }
                 }
                 Output::PauseReading { conn } | Output::ResumeReading { conn } => {
                     let paused = matches!(output, Output::PauseReading { .. });
                     self.conns.entry(conn).and_modify(|c| c.paused = paused);
-                    self.mark_readable(conn); // a paused one leaves the queue, woken
+                    self.mark_readable(conn); // a paused one leaves the queue unread
                 }
                 Output::AcceptAgain => accept_again = true,
                 Output::Transmit { port } => self.transmit(now, port),
@@ -340,7 +263,6 @@ impl<R: Sockets> ServerIo<R> {
         if serve::write_owed(now, &mut self.driver, conn, |s| R::write(socket, s)) == Turn::Blocked
         {
             c.write_waits = true;
-            c.wake();
         }
     }
 
@@ -351,7 +273,6 @@ impl<R: Sockets> ServerIo<R> {
         };
         if self.files.send_due(now, &mut self.driver, port, &p.socket).is_err() {
             p.write_waits = true;
-            p.wake();
         }
     }
 }
@@ -360,31 +281,10 @@ impl<R: Sockets> ServerIo<R> {
 mod tests {
     use super::*;
 
-    /// A socket of a one-loop runtime costs its descriptor and three flags in the table, no
-    /// waker (issue 12: the table has a slot per connection, up to twice over).
+    /// A socket costs its descriptor and three flags in the table (issue 12: the table has a
+    /// slot per connection, up to twice over).
     #[test]
-    fn a_one_loop_runtime_keeps_no_waker_per_socket() {
-        assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream, ()>>(), 8);
-        assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream, Option<Waker>>>(), 24);
-    }
-
-    #[test]
-    fn a_kept_waker_is_woken_once() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        struct Count(AtomicUsize);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(count.clone());
-        let mut slot: Option<Waker> = None;
-        slot.keep(&waker);
-        slot.keep(&waker);
-        slot.wake();
-        slot.wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    fn a_socket_in_the_turn_costs_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream>>(), 8);
     }
 }

@@ -24,7 +24,6 @@ struct Mio;
 impl Sockets for Mio {
     type Stream = TcpStream;
     type Datagrams = UdpSocket;
-    type Wake = ();
 
     fn read(mut stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
         stream.read(buf)

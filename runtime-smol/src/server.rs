@@ -1,44 +1,88 @@
-//! The server as smol tasks: a task per socket waits for what the turn wants of it (bytes to
-//! read, room to write) and says when it is there; one task runs the turns of
-//! [`natter_runtime_common::turn`] (reads, the driver, its outputs), as the mio loop does.
+//! The server on smol: the turn of [`natter_runtime_common::turn`] (reads, the driver, its
+//! outputs) runs as one future that waits on one poller of every socket (listeners, chat
+//! connections, transfer ports), on the driver's timer, and on the task that feeds the driver a
+//! rescanned folder; the executor runs it until a stop is asked.
 //!
-//! Why a task per socket: an idle connection then costs its socket, its task and an entry in the
-//! turn. Why the reads are not done by those tasks: a turn reads every connection that is ready,
-//! a chunk each per round, before it writes, so that the lines of a whole turn go to each reader
-//! in one write.
+//! Why one poller of our own (`polling`, smol's) under smol's reactor, rather than an
+//! `Async<TcpStream>` and a task per socket: those cost an idle person about 450 bytes (the
+//! reactor's source, the task, their slots), half again what the rest of the server spends on
+//! one (issue 12). The poller is edge-triggered, as the turn expects: it reads and writes until a
+//! socket would block and remembers what is ready. smol's reactor sees the poller as one source
+//! that is readable when a socket is ready.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
-use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use natter_runtime_common::serve::{self, BoundServer, Stop};
 use natter_runtime_common::turn::{ServerIo, Sockets};
+use polling::{Event, Events, PollMode, Poller};
 use smol::channel::{Receiver, Sender};
 use smol::future::FutureExt;
 use smol::{Async, LocalExecutor, Timer};
 
-/// smol's sockets, for the turn: shared with the task that awaits each.
+/// Transfer port `p` is key `p` in the poller, listener `i` is `LISTENERS + i`, and
+/// connection `c` is `FIRST_CONN + c`.
+const LISTENERS: usize = 1 << 16;
+const FIRST_CONN: usize = 1 << 17;
+
+/// The sockets of the turn, each in the poller.
 struct Smol;
 
 impl Sockets for Smol {
-    type Stream = Rc<Async<TcpStream>>;
-    type Datagrams = Rc<Async<UdpSocket>>;
-    type Wake = Option<std::task::Waker>;
+    type Stream = Polled<TcpStream>;
+    type Datagrams = Polled<UdpSocket>;
 
     fn read(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize> {
-        stream.get_ref().read(buf)
+        (&stream.socket).read(buf)
     }
 
     fn write(stream: &Self::Stream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        stream.get_ref().write_vectored(slices)
+        (&stream.socket).write_vectored(slices)
     }
 
     fn recv_from(socket: &Self::Datagrams, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        socket.get_ref().recv_from(buf)
+        socket.socket.recv_from(buf)
+    }
+}
+
+/// A non-blocking socket that the turn's poller watches once [`Polled::watch`] is called; it
+/// leaves the poller before it closes.
+struct Polled<T: AsFd> {
+    socket: T,
+    poller: Rc<Poller>,
+}
+
+impl<T: AsFd> Polled<T> {
+    fn new(socket: T, poller: &Rc<Poller>) -> Self {
+        Self { socket, poller: poller.clone() }
+    }
+
+    /// Watches both directions under `key`, edge-triggered.
+    fn watch(&self, key: usize) -> io::Result<()> {
+        // SAFETY: `polling` asks that a source be deleted from the poller before it is closed.
+        // The socket is closed only when this `Polled` is dropped, and its `drop` deletes it
+        // first.
+        #[allow(unsafe_code)]
+        unsafe {
+            self.poller.add_with_mode(&self.socket.as_fd(), Event::all(key), PollMode::Edge)
+        }
+    }
+}
+
+impl<T: AsFd> Drop for Polled<T> {
+    fn drop(&mut self) {
+        // A socket that was never watched is not found: nothing to do either way.
+        let _ = self.poller.delete(&self.socket);
+    }
+}
+
+impl<T: AsFd> AsFd for Polled<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 
@@ -52,165 +96,151 @@ fn raise(signal: &Sender<()>) {
     let _ = signal.try_send(());
 }
 
-/// What every task shares: the sockets and the driver with their turn, and the wake-ups.
+/// What the turn task and the folder task share.
 struct Hub {
     io: ServerIo<Smol>,
-    /// Raised when a socket is ready or the driver was fed: wakes the turn task.
-    ready: Sender<()>,
-    /// One per listener: each accept loop waits on its own.
-    accept_again: Vec<Sender<()>>,
+    /// The listeners, each in the poller, and whether it is the TLS one.
+    listeners: Vec<(Polled<TcpListener>, bool)>,
+    /// Raised when the folder task fed the driver: wakes the turn task.
+    fed: Sender<()>,
 }
 
 type Shared = Rc<RefCell<Hub>>;
 
-/// Feeds the turn (or the driver) outside the turn task, and wakes it to perform what follows.
-fn fed<T>(hub: &Shared, input: impl FnOnce(&mut Hub) -> T) -> T {
-    let mut guard = hub.borrow_mut();
-    let fed = input(&mut guard);
-    raise(&guard.ready);
-    fed
-}
-
-/// Serves `server` as smol tasks on this thread until `stop` is asked.
+/// Serves `server` on smol on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let BoundServer { listeners, options, scanned, tls } = server;
-    let ex = Rc::new(LocalExecutor::new());
+    let ex = LocalExecutor::new();
     // The two wakes from other threads (a stop, a rescanned folder) need channels.
     let (stop_tx, stop_rx) = signal();
     stop.on_ask(move || raise(&stop_tx));
     let (folder_tx, folder_rx) = smol::channel::unbounded();
     let deliver = move |what| folder_tx.send_blocking(what).is_ok();
     let prepared = serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
-    let io: ServerIo<Smol> = ServerIo::new(prepared, |_, socket| Ok(Rc::new(Async::new(socket)?)))?;
-    let ports: Vec<_> = io.ports().map(|(port, socket)| (port, socket.clone())).collect();
-    let (ready, ready_rx) = signal();
-    let hub = Rc::new(RefCell::new(Hub { io, ready, accept_again: Vec::new() }));
-    for (port, socket) in ports {
-        ex.spawn(watch_task(hub.clone(), socket, Watched::Port(port))).detach();
+    let poller = Rc::new(Poller::new()?);
+    let io = ServerIo::new(prepared, |port, socket| {
+        let socket = Polled::new(socket, &poller);
+        socket.watch(usize::from(port))?;
+        Ok(socket)
+    })?;
+    let mut watched = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let socket = Polled::new(listener.socket, &poller);
+        socket.watch(LISTENERS + i)?;
+        watched.push((socket, listener.tls));
     }
-    ex.spawn(turn_task(hub.clone(), ready_rx)).detach();
+    let (fed, fed_rx) = signal();
+    let hub = Rc::new(RefCell::new(Hub { io, listeners: watched, fed }));
     let folder_hub = hub.clone();
     ex.spawn(async move {
         while let Ok(delivered) = folder_rx.recv().await {
-            fed(&folder_hub, |h| serve::feed(Instant::now(), &mut h.io.driver, &delivered));
+            let mut h = folder_hub.borrow_mut();
+            serve::feed(Instant::now(), &mut h.io.driver, &delivered);
+            raise(&h.fed);
         }
     })
     .detach();
-    // The accept loops are part of the future run here, not detached tasks, so that the
-    // listeners close when the server stops.
     let stopped = async move {
         let _ = stop_rx.recv().await;
         Ok(())
     };
-    let mut run: std::pin::Pin<Box<dyn Future<Output = io::Result<()>>>> = Box::pin(stopped);
-    for listener in listeners {
-        let (again, again_rx) = signal();
-        hub.borrow_mut().accept_again.push(again);
-        let socket = Async::new(listener.socket)?;
-        let accepting = accept_loop(hub.clone(), ex.clone(), socket, listener.tls, again_rx);
-        run = Box::pin(run.or(accepting));
-    }
-    smol::block_on(ex.run(run))
+    let turns = turn_task(hub, Async::new(poller)?, fed_rx);
+    // When this returns, the executor drops the folder task, and with the hub every socket.
+    smol::block_on(ex.run(stopped.or(turns)))
 }
 
-/// Accepts on one listener (the TLS one when `tls`) until the server stops; each connection gets
-/// a task of its own.
-async fn accept_loop(
-    hub: Shared,
-    ex: Rc<LocalExecutor<'static>>,
-    listener: Async<TcpListener>,
-    tls: bool,
-    accept_again: Receiver<()>,
-) -> io::Result<()> {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                let now = Instant::now();
-                if !fed(&hub, |h| serve::accept_failed(now, &mut h.io.driver, &err)) {
-                    let _ = accept_again.recv().await;
-                }
-                continue;
-            }
-        };
-        let stream = Rc::new(stream);
-        let socket = stream.clone();
-        let accepted =
-            fed(&hub, |h| h.io.accepted(Instant::now(), socket, peer, tls, |_, _| Ok(())));
-        if let Ok(conn) = accepted {
-            ex.spawn(watch_task(hub.clone(), stream, Watched::Conn(conn))).detach();
-        }
-    }
-}
-
-/// The socket a task watches.
-#[derive(Clone, Copy)]
-enum Watched {
-    Conn(u64),
-    Port(u16),
-}
-
-/// Waits for what the turn wants of one socket (bytes to read, room to write) and says when it is
-/// there, until the socket is closed.
-async fn watch_task<T>(hub: Shared, socket: Rc<Async<T>>, watched: Watched) {
-    loop {
-        let ready = poll_fn(|cx| {
-            let want = match watched {
-                Watched::Conn(conn) => hub.borrow_mut().io.watch(conn, cx),
-                Watched::Port(port) => hub.borrow_mut().io.watch_port(port, cx),
-            };
-            let Some(want) = want else { return Poll::Ready(None) };
-            // An error counts as ready: the read or write that follows meets it.
-            if want.read && socket.poll_readable(cx).is_ready() {
-                return Poll::Ready(Some(true));
-            }
-            if want.write && socket.poll_writable(cx).is_ready() {
-                return Poll::Ready(Some(false));
-            }
-            Poll::Pending
-        });
-        let Some(readable) = ready.await else { return };
-        fed(&hub, |h| match (watched, readable) {
-            (Watched::Conn(conn), true) => h.io.mark_readable(conn),
-            (Watched::Conn(conn), false) => h.io.writable(Instant::now(), conn),
-            (Watched::Port(port), true) => h.io.mark_receivable(port),
-            (Watched::Port(port), false) => h.io.sendable(Instant::now(), port),
-        });
-    }
-}
-
-/// Runs the turns: rounds of reads while sockets are ready (letting their tasks run between
-/// rounds) and the driver's gather lasts, then the outputs. Woken by a ready socket, an input,
-/// or the driver's timer; an idle server does not wake at all.
-async fn turn_task(hub: Shared, ready: Receiver<()>) {
+/// Runs the turns: rounds of reads while sockets are ready and the driver's gather lasts, then
+/// the outputs. Woken by the poller, the folder task, or the driver's timer; an idle server does
+/// not wake at all. Returns only when the poller fails.
+async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) -> io::Result<()> {
+    let mut events = Events::new();
     loop {
         let mut gather_until = None;
         loop {
             let wake_at = hub.borrow().io.wake_at(gather_until);
-            match wake_at {
-                Some(at) if at <= Instant::now() => {}
-                Some(at) => {
-                    let due = async {
-                        Timer::at(at).await;
-                        Ok(())
-                    };
-                    let _ = ready.recv().or(due).await;
-                }
-                None => {
-                    let _ = ready.recv().await;
-                }
+            if wake_at.is_none_or(|at| at > Instant::now()) {
+                let fed = async {
+                    let _ = fed.recv().await;
+                    Ok(())
+                };
+                let due = async {
+                    match wake_at {
+                        Some(at) => _ = Timer::at(at).await,
+                        None => std::future::pending().await,
+                    }
+                    Ok(())
+                };
+                poller.readable().or(fed).or(due).await?;
             }
-            // Let the tasks of every socket that became ready with this one say so first, so
-            // that the round reads them all, as one poll of a loop would (and, when the round is
-            // due at once, let the other tasks run).
+            // Let the folder task run: a busy turn does not wait.
             smol::future::yield_now().await;
-            if hub.borrow_mut().io.round(Instant::now(), &mut gather_until) {
+            let mut h = hub.borrow_mut();
+            let now = Instant::now();
+            events.clear();
+            poller.get_ref().wait(&mut events, Some(Duration::ZERO))?;
+            dispatch(&mut h, now, &events);
+            if h.io.round(now, &mut gather_until) {
                 break;
             }
         }
         let mut h = hub.borrow_mut();
-        if h.io.end_turn(Instant::now()) {
-            h.accept_again.iter().for_each(raise);
+        let now = Instant::now();
+        if h.io.end_turn(now) {
+            accept_all(&mut h, now, None);
+        }
+    }
+}
+
+/// Notes what each event says is ready; accepts, and writes where a socket has room again.
+fn dispatch(hub: &mut Hub, now: Instant, events: &Events) {
+    for event in events.iter() {
+        if let Some(conn) = event.key.checked_sub(FIRST_CONN) {
+            let conn = conn as u64;
+            if event.readable {
+                hub.io.mark_readable(conn);
+            }
+            if event.writable {
+                hub.io.writable(now, conn);
+            }
+        } else if let Some(listener) = event.key.checked_sub(LISTENERS) {
+            accept_all(hub, now, Some(listener));
+        } else if let Ok(port) = u16::try_from(event.key) {
+            if event.readable {
+                hub.io.mark_receivable(port);
+            }
+            if event.writable {
+                hub.io.sendable(now, port);
+            }
+        }
+    }
+}
+
+/// Accepts on listener `which` (on every one when `None`) until it has no more, and puts each
+/// connection in the poller.
+fn accept_all(hub: &mut Hub, now: Instant, which: Option<usize>) {
+    let Hub { io, listeners, .. } = hub;
+    for (i, (listener, tls)) in listeners.iter().enumerate() {
+        if which.is_some_and(|w| w != i) {
+            continue;
+        }
+        loop {
+            let (stream, peer) = match listener.socket.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if serve::accept_failed(now, &mut io.driver, &err) => continue,
+                Err(_) => break,
+            };
+            if let Err(err) = stream.set_nonblocking(true) {
+                tracing::warn!("cannot make a new connection non-blocking, closing it: {err}");
+                continue;
+            }
+            let stream = Polled::new(stream, &listener.poller);
+            let watch = |conn: u64, stream: &mut Polled<TcpStream>| {
+                let key = usize::try_from(conn).ok().and_then(|c| c.checked_add(FIRST_CONN));
+                stream.watch(key.ok_or_else(|| io::Error::other("connection numbers ran out"))?)
+            };
+            if let Err(err) = io.accepted(now, stream, peer, *tls, watch) {
+                tracing::warn!("cannot watch a new connection: {err}");
+            }
         }
     }
 }
