@@ -169,18 +169,24 @@ impl<R: Sockets> ServerIo<R> {
         accept_again
     }
 
-    /// `conn`'s socket has room again: writes on what it owes.
+    /// `conn`'s socket has room: if its last write would have blocked, writes on what it owes.
+    /// Otherwise nothing: an edge-triggered poller says a socket has room whenever it reports
+    /// anything of it (bytes that came in, too), and what it is owed goes out when the turn ends,
+    /// in one write with the rest of the turn's lines.
     pub fn writable(&mut self, now: Instant, conn: u64) {
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.write_waits = false;
+        if let Some(c) = self.conns.get_mut(&conn)
+            && std::mem::take(&mut c.write_waits)
+        {
             self.flush(now, conn);
         }
     }
 
-    /// Transfer port `port`'s socket has room again: sends on what is due.
+    /// Transfer port `port`'s socket has room: if its last send would have blocked, sends on what
+    /// is due (as [`ServerIo::writable`]).
     pub fn sendable(&mut self, now: Instant, port: u16) {
-        if let Some(p) = self.ports.get_mut(&port) {
-            p.write_waits = false;
+        if let Some(p) = self.ports.get_mut(&port)
+            && std::mem::take(&mut p.write_waits)
+        {
             self.transmit(now, port);
         }
     }
@@ -279,6 +285,12 @@ impl<R: Sockets> ServerIo<R> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use natter_core::chat::catalogue::Catalogue;
+    use natter_core::chat::server::ServerConfig;
+
     use super::*;
 
     /// A socket costs its descriptor and three flags in the table (issue 12: the table has a
@@ -286,5 +298,76 @@ mod tests {
     #[test]
     fn a_socket_in_the_turn_costs_eight_bytes() {
         assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream>>(), 8);
+    }
+
+    /// Unix stream pairs stand in for a runtime's TCP sockets.
+    struct Pairs;
+
+    impl Sockets for Pairs {
+        type Stream = UnixStream;
+        type Datagrams = std::net::UdpSocket;
+
+        fn read(mut stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+            stream.read(buf)
+        }
+
+        fn write(mut stream: &UnixStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+            stream.write_vectored(slices)
+        }
+
+        fn recv_from(
+            socket: &std::net::UdpSocket,
+            buf: &mut [u8],
+        ) -> io::Result<(usize, SocketAddr)> {
+            socket.recv_from(buf)
+        }
+    }
+
+    /// Everything the person at `client` has been sent so far.
+    fn received(mut client: &UnixStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("reading the test's socket: {err}"),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    /// Regression (issue 12): an edge-triggered poller reports a socket's room with every event of
+    /// it, bytes that came in included. Taken as "write now", that sent a reader's lines in the
+    /// middle of the turn that read them, a write more per turn.
+    #[test]
+    fn room_reported_with_a_read_writes_nothing_before_the_turn_ends() {
+        let now = Instant::now();
+        let driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 1);
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let files = ServedFiles::new(folder.path().to_path_buf());
+        let prepared = Prepared { driver, files, ports: Vec::new() };
+        let mut io: ServerIo<Pairs> = ServerIo::new(prepared, |_, socket| Ok(socket)).expect("io");
+        let (server_end, client) = UnixStream::pair().expect("a socket pair");
+        server_end.set_nonblocking(true).expect("non-blocking");
+        client.set_nonblocking(true).expect("non-blocking");
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        let conn = io.accepted(now, server_end, peer, false, |_, _| Ok(())).expect("accepted");
+        let turn = |io: &mut ServerIo<Pairs>, line: &[u8]| {
+            (&client).write_all(line).expect("the person writes");
+            io.mark_readable(conn);
+            let mut gather_until = None;
+            while !io.round(now, &mut gather_until) {}
+        };
+        turn(&mut io, b"alice\n");
+        io.end_turn(now);
+        assert!(received(&client).contains("alice"), "the join was written");
+
+        turn(&mut io, b"hello\n");
+        io.writable(now, conn);
+        assert_eq!(received(&client), "", "nothing goes out before the turn ends");
+        io.end_turn(now);
+        assert!(received(&client).contains("hello"), "the turn's line went out at its end");
     }
 }
