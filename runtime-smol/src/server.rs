@@ -156,9 +156,17 @@ async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) ->
     let mut events = Events::new();
     loop {
         let mut gather_until = None;
+        let mut woken = false;
         loop {
+            // What is ready already: a busy server finds some most rounds, and then does not
+            // go through smol's reactor to learn that its poller has events.
+            let now = Instant::now();
+            events.clear();
+            poller.get_ref().wait(&mut events, Some(Duration::ZERO))?;
+            let found = !events.is_empty();
+            dispatch(&mut hub.borrow_mut(), now, &events);
             let wake_at = hub.borrow().io.wake_at(gather_until);
-            if wake_at.is_none_or(|at| at > Instant::now()) {
+            if !found && !woken && wake_at.is_none_or(|at| at > now) {
                 let fed = async {
                     let _ = fed.recv().await;
                     Ok(())
@@ -171,15 +179,13 @@ async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) ->
                     Ok(())
                 };
                 poller.readable().or(fed).or(due).await?;
+                woken = true;
+                continue;
             }
+            woken = false;
             // Let the folder task run: a busy turn does not wait.
             smol::future::yield_now().await;
-            let mut h = hub.borrow_mut();
-            let now = Instant::now();
-            events.clear();
-            poller.get_ref().wait(&mut events, Some(Duration::ZERO))?;
-            dispatch(&mut h, now, &events);
-            if h.io.round(now, &mut gather_until) {
+            if hub.borrow_mut().io.round(Instant::now(), &mut gather_until) {
                 break;
             }
         }
