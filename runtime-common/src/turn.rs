@@ -10,7 +10,8 @@
 //! it with [`ServerIo::end_turn`]. The runtime watches every socket for both directions,
 //! edge-triggered: the turn reads and writes until a socket would block and remembers what is
 //! ready, so no socket needs a waker of its own (an idle person costs the table its socket and
-//! three flags: 8 bytes on mio, 24 on smol, whose socket carries its poller's handle).
+//! three flags: 8 bytes on mio in a release build, 24 on smol, whose socket carries its poller's
+//! handle).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};

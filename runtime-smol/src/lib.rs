@@ -1,5 +1,5 @@
 //! natter on `smol`: the core's drivers on a single-threaded executor. A server runs its turn as
-//! one future over a poller of every socket, beside a task that feeds it the rescanned folder; a
+//! one future over a poller of every socket, beside a task that feeds it what other threads deliver; a
 //! client is one task. No constant, limit or policy lives here.
 
 mod client;

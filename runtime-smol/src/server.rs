@@ -1,12 +1,13 @@
 //! The server on smol: the turn of [`natter_runtime_common::turn`] (reads, the driver, its
 //! outputs) runs as one future that waits on one poller of every socket (listeners, chat
-//! connections, transfer ports), on the driver's timer, and on the task that feeds the driver a
-//! rescanned folder; the executor runs it until a stop is asked.
+//! connections, transfer ports), on the driver's timer, and on the task that feeds the driver what
+//! other threads deliver (a rescanned folder, the cluster's news); the executor runs it until a
+//! stop is asked.
 //!
 //! Why one poller of our own (`polling`, smol's) under smol's reactor, rather than an
 //! `Async<TcpStream>` and a task per socket: those cost an idle person about 450 bytes (the
-//! reactor's source, the task, their slots), half again what the rest of the server spends on
-//! one (issue 12). The poller is edge-triggered, as the turn expects: it reads and writes until a
+//! reactor's source, the task, their slots), three quarters of what the rest of the server spends
+//! on one (issue 12). The poller is edge-triggered, as the turn expects: it reads and writes until a
 //! socket would block and remembers what is ready. smol's reactor sees the poller as one source
 //! that is readable when a socket is ready.
 
@@ -96,12 +97,12 @@ fn raise(signal: &Sender<()>) {
     let _ = signal.try_send(());
 }
 
-/// What the turn task and the folder task share.
+/// What the turn task and the delivery task share.
 struct Hub {
     io: ServerIo<Smol>,
     /// The listeners, each in the poller, and whether it is the TLS one.
     listeners: Vec<(Polled<TcpListener>, bool)>,
-    /// Raised when the folder task fed the driver: wakes the turn task.
+    /// Raised when the delivery task fed the driver: wakes the turn task.
     fed: Sender<()>,
 }
 
@@ -111,7 +112,8 @@ type Shared = Rc<RefCell<Hub>>;
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let BoundServer { listeners, options, scanned, tls } = server;
     let ex = LocalExecutor::new();
-    // The two wakes from other threads (a stop, a rescanned folder) need channels.
+    // The wakes from other threads (a stop, a delivery: a rescanned folder, the cluster's news)
+    // need channels.
     let (stop_tx, stop_rx) = signal();
     stop.on_ask(move || raise(&stop_tx));
     let (folder_tx, folder_rx) = smol::channel::unbounded();
@@ -145,12 +147,12 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         Ok(())
     };
     let turns = turn_task(hub, Async::new(poller)?, fed_rx);
-    // When this returns, the executor drops the folder task, and with the hub every socket.
+    // When this returns, the executor drops the delivery task, and with the hub every socket.
     smol::block_on(ex.run(stopped.or(turns)))
 }
 
 /// Runs the turns: rounds of reads while sockets are ready and the driver's gather lasts, then
-/// the outputs. Woken by the poller, the folder task, or the driver's timer; an idle server does
+/// the outputs. Woken by the poller, the delivery task, or the driver's timer; an idle server does
 /// not wake at all. Returns only when the poller fails.
 async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) -> io::Result<()> {
     let mut events = Events::new();
@@ -158,15 +160,17 @@ async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) ->
         let mut gather_until = None;
         let mut woken = false;
         loop {
-            // What is ready already: a busy server finds some most rounds, and then does not
-            // go through smol's reactor to learn that its poller has events.
+            // What is ready already (a zero-timeout wait: a few syscalls in `polling`): a busy
+            // server finds some most rounds, and then does not go through smol's reactor to
+            // learn that its poller has events.
             let now = Instant::now();
             events.clear();
             poller.get_ref().wait(&mut events, Some(Duration::ZERO))?;
             let found = !events.is_empty();
             dispatch(&mut hub.borrow_mut(), now, &events);
+            // Read after `wake_at`: sockets still queued from the last turn make it "now".
             let wake_at = hub.borrow().io.wake_at(gather_until);
-            if !found && !woken && wake_at.is_none_or(|at| at > now) {
+            if !found && !woken && wake_at.is_none_or(|at| at > Instant::now()) {
                 let fed = async {
                     let _ = fed.recv().await;
                     Ok(())
@@ -183,7 +187,7 @@ async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) ->
                 continue;
             }
             woken = false;
-            // Let the folder task run: a busy turn does not wait.
+            // Let the delivery task run: a busy turn does not wait.
             smol::future::yield_now().await;
             if hub.borrow_mut().io.round(Instant::now(), &mut gather_until) {
                 break;
