@@ -1,6 +1,5 @@
-//! natter on `smol`: the core's drivers on a single-threaded executor. A server runs its turn as
-//! one future over a poller of every socket, beside a task that feeds it what other threads deliver; a
-//! client is one task. No constant, limit or policy lives here.
+//! natter on `smol`: the core's drivers on smol's reactor. A server runs its turn as one future
+//! over a poller of every socket; a client is one task. No constant, limit or policy lives here.
 
 mod client;
 mod server;

@@ -1,8 +1,7 @@
 //! The server on smol: the turn of [`natter_runtime_common::turn`] (reads, the driver, its
 //! outputs) runs as one future that waits on one poller of every socket (listeners, chat
-//! connections, transfer ports), on the driver's timer, and on the task that feeds the driver what
-//! other threads deliver (a rescanned folder, the cluster's news); the executor runs it until a
-//! stop is asked.
+//! connections, transfer ports), on the driver's timer, and on what other threads deliver (a
+//! rescanned folder, the cluster's news, a stop).
 //!
 //! Why one poller of our own (`polling`, smol's) under smol's reactor, rather than an
 //! `Async<TcpStream>` and a task per socket: those cost an idle person about 450 bytes (the
@@ -11,19 +10,18 @@
 //! socket would block and remembers what is ready. smol's reactor sees the poller as one source
 //! that is readable when a socket is ready.
 
-use std::cell::RefCell;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use natter_runtime_common::serve::{self, BoundServer, Stop};
+use natter_runtime_common::serve::{self, BoundServer, Delivery, Stop};
 use natter_runtime_common::turn::{ServerIo, Sockets};
 use polling::{Event, Events, PollMode, Poller};
-use smol::channel::{Receiver, Sender};
+use smol::channel::Receiver;
 use smol::future::FutureExt;
-use smol::{Async, LocalExecutor, Timer};
+use smol::{Async, Timer};
 
 /// Transfer port `p` is key `p` in the poller, listener `i` is `LISTENERS + i`, and
 /// connection `c` is `FIRST_CONN + c`.
@@ -87,40 +85,23 @@ impl<T: AsFd> AsFd for Polled<T> {
     }
 }
 
-/// A wake-up with no content between tasks: a channel of one, as one raised flag is as good as
-/// many.
-fn signal() -> (Sender<()>, Receiver<()>) {
-    smol::channel::bounded(1)
-}
+/// The server's listeners, each in the poller, and whether it is the TLS one.
+type Listeners = Vec<(Polled<TcpListener>, bool)>;
 
-fn raise(signal: &Sender<()>) {
-    let _ = signal.try_send(());
-}
-
-/// What the turn task and the delivery task share.
-struct Hub {
-    io: ServerIo<Smol>,
-    /// The listeners, each in the poller, and whether it is the TLS one.
-    listeners: Vec<(Polled<TcpListener>, bool)>,
-    /// Raised when the delivery task fed the driver: wakes the turn task.
-    fed: Sender<()>,
-}
-
-type Shared = Rc<RefCell<Hub>>;
+/// What another thread sends the turn: a delivery to feed the driver (a rescanned folder, the
+/// cluster's news), or `None` to wake it because a stop was asked.
+type Wake = Option<Delivery>;
 
 /// Serves `server` on smol on this thread until `stop` is asked.
 pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let BoundServer { listeners, options, scanned, tls } = server;
-    let ex = LocalExecutor::new();
-    // The wakes from other threads (a stop, a delivery: a rescanned folder, the cluster's news)
-    // need channels.
-    let (stop_tx, stop_rx) = signal();
-    stop.on_ask(move || raise(&stop_tx));
-    let (folder_tx, folder_rx) = smol::channel::unbounded();
-    let deliver = move |what| folder_tx.send_blocking(what).is_ok();
+    let (wake, from_threads) = smol::channel::unbounded::<Wake>();
+    let stop_wake = wake.clone();
+    stop.on_ask(move || drop(stop_wake.try_send(None)));
+    let deliver = move |what| wake.send_blocking(Some(what)).is_ok();
     let prepared = serve::prepare(Instant::now(), &options, scanned, tls, &stop, deliver)?;
     let poller = Rc::new(Poller::new()?);
-    let io = ServerIo::new(prepared, |port, socket| {
+    let mut io = ServerIo::new(prepared, |port, socket| {
         let socket = Polled::new(socket, &poller);
         socket.watch(usize::from(port))?;
         Ok(socket)
@@ -131,32 +112,22 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
         socket.watch(LISTENERS + i)?;
         watched.push((socket, listener.tls));
     }
-    let (fed, fed_rx) = signal();
-    let hub = Rc::new(RefCell::new(Hub { io, listeners: watched, fed }));
-    let folder_hub = hub.clone();
-    ex.spawn(async move {
-        while let Ok(delivered) = folder_rx.recv().await {
-            let mut h = folder_hub.borrow_mut();
-            serve::feed(Instant::now(), &mut h.io.driver, &delivered);
-            raise(&h.fed);
-        }
-    })
-    .detach();
-    let stopped = async move {
-        let _ = stop_rx.recv().await;
-        Ok(())
-    };
-    let turns = turn_task(hub, Async::new(poller)?, fed_rx);
-    // When this returns, the executor drops the delivery task, and with the hub every socket.
-    smol::block_on(ex.run(stopped.or(turns)))
+    let poller = Async::new(poller)?;
+    smol::block_on(turns(&mut io, &watched, &poller, &from_threads, &stop))
 }
 
-/// Runs the turns: rounds of reads while sockets are ready and the driver's gather lasts, then
-/// the outputs. Woken by the poller, the delivery task, or the driver's timer; an idle server does
-/// not wake at all. Returns only when the poller fails.
-async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) -> io::Result<()> {
+/// Runs the turns until a stop is asked: rounds of reads while sockets are ready and the
+/// driver's gather lasts, then the outputs. Woken by the poller, another thread, or the driver's
+/// timer; an idle server does not wake at all.
+async fn turns(
+    io: &mut ServerIo<Smol>,
+    listeners: &Listeners,
+    poller: &Async<Rc<Poller>>,
+    from_threads: &Receiver<Wake>,
+    stop: &Stop,
+) -> io::Result<()> {
     let mut events = Events::new();
-    loop {
+    while !stop.asked() {
         let mut gather_until = None;
         let mut woken = false;
         loop {
@@ -166,60 +137,63 @@ async fn turn_task(hub: Shared, poller: Async<Rc<Poller>>, fed: Receiver<()>) ->
             let now = Instant::now();
             events.clear();
             poller.get_ref().wait(&mut events, Some(Duration::ZERO))?;
-            let found = !events.is_empty();
-            dispatch(&mut hub.borrow_mut(), now, &events);
+            dispatch(io, listeners, now, &events);
             // Read after `wake_at`: sockets still queued from the last turn make it "now".
-            let wake_at = hub.borrow().io.wake_at(gather_until);
-            if !found && !woken && wake_at.is_none_or(|at| at > Instant::now()) {
-                let fed = async {
-                    let _ = fed.recv().await;
-                    Ok(())
-                };
+            let wake_at = io.wake_at(gather_until);
+            if events.is_empty() && !woken && wake_at.is_none_or(|at| at > Instant::now()) {
+                let delivered = async { Ok(from_threads.recv().await.ok().flatten()) };
                 let due = async {
                     match wake_at {
                         Some(at) => _ = Timer::at(at).await,
                         None => std::future::pending().await,
                     }
-                    Ok(())
+                    Ok(None)
                 };
-                poller.readable().or(fed).or(due).await?;
+                let ready = async { poller.readable().await.map(|()| None) };
+                if let Some(delivery) = ready.or(delivered).or(due).await? {
+                    serve::feed(Instant::now(), &mut io.driver, &delivery);
+                }
                 woken = true;
                 continue;
             }
             woken = false;
-            // Let the delivery task run: a busy turn does not wait.
-            smol::future::yield_now().await;
-            if hub.borrow_mut().io.round(Instant::now(), &mut gather_until) {
+            if io.round(Instant::now(), &mut gather_until) {
                 break;
             }
         }
-        let mut h = hub.borrow_mut();
         let now = Instant::now();
-        if h.io.end_turn(now) {
-            accept_all(&mut h, now, None);
+        // What came while the server was too busy to wait.
+        while let Ok(wake) = from_threads.try_recv() {
+            if let Some(delivery) = wake {
+                serve::feed(now, &mut io.driver, &delivery);
+            }
+        }
+        if io.end_turn(now) {
+            accept_all(io, listeners, now, None);
         }
     }
+    Ok(())
 }
 
 /// Notes what each event says is ready; accepts, and writes where a socket has room again.
-fn dispatch(hub: &mut Hub, now: Instant, events: &Events) {
+fn dispatch(io: &mut ServerIo<Smol>, listeners: &Listeners, now: Instant, events: &Events) {
     for event in events.iter() {
         if let Some(conn) = event.key.checked_sub(FIRST_CONN) {
             let conn = conn as u64;
             if event.readable {
-                hub.io.mark_readable(conn);
+                io.mark_readable(conn);
             }
             if event.writable {
-                hub.io.writable(now, conn);
+                io.writable(now, conn);
             }
         } else if let Some(listener) = event.key.checked_sub(LISTENERS) {
-            accept_all(hub, now, Some(listener));
+            accept_all(io, listeners, now, Some(listener));
         } else if let Ok(port) = u16::try_from(event.key) {
             if event.readable {
-                hub.io.mark_receivable(port);
+                io.mark_receivable(port);
             }
             if event.writable {
-                hub.io.sendable(now, port);
+                io.sendable(now, port);
             }
         }
     }
@@ -227,8 +201,7 @@ fn dispatch(hub: &mut Hub, now: Instant, events: &Events) {
 
 /// Accepts on listener `which` (on every one when `None`) until it has no more, and puts each
 /// connection in the poller.
-fn accept_all(hub: &mut Hub, now: Instant, which: Option<usize>) {
-    let Hub { io, listeners, .. } = hub;
+fn accept_all(io: &mut ServerIo<Smol>, listeners: &Listeners, now: Instant, which: Option<usize>) {
     for (i, (listener, tls)) in listeners.iter().enumerate() {
         if which.is_some_and(|w| w != i) {
             continue;
