@@ -37,6 +37,50 @@ pub trait Sockets {
     fn recv_from(socket: &Self::Datagrams, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
 }
 
+/// What a runtime's poller calls each socket of the turn: one space of keys for all of them,
+/// so that both runtimes read an event the same way ([`ServerIo::ready`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// A transfer port, by its number.
+    Port(u16),
+    /// The runtime's listener `i` (plain, then TLS).
+    Listener(usize),
+    /// The runtime's own wake-up from other threads, if it has one.
+    Wake,
+    /// A chat connection, by its number (never reused).
+    Conn(u64),
+}
+
+const LISTENER_KEYS: usize = 1 << 16;
+const WAKE_KEY: usize = (1 << 17) - 1;
+const CONN_KEYS: usize = 1 << 17;
+
+impl Key {
+    /// The number the poller knows the socket by; an error past the last one.
+    pub fn raw(self) -> io::Result<usize> {
+        let raw = match self {
+            Key::Port(port) => Some(usize::from(port)),
+            Key::Listener(i) => Some(LISTENER_KEYS + i).filter(|&key| key < WAKE_KEY),
+            Key::Wake => Some(WAKE_KEY),
+            Key::Conn(conn) => usize::try_from(conn).ok().and_then(|c| c.checked_add(CONN_KEYS)),
+        };
+        raw.ok_or_else(|| io::Error::other(format!("no poller key is left for {self:?}")))
+    }
+
+    /// The socket the poller's number `raw` stands for.
+    pub fn from_raw(raw: usize) -> Key {
+        if let Some(conn) = raw.checked_sub(CONN_KEYS) {
+            Key::Conn(conn as u64)
+        } else if raw == WAKE_KEY {
+            Key::Wake
+        } else if let Some(i) = raw.checked_sub(LISTENER_KEYS) {
+            Key::Listener(i)
+        } else {
+            Key::Port(raw as u16) // below LISTENER_KEYS: a u16
+        }
+    }
+}
+
 /// A socket and where it stands in the turn.
 struct Watched<S> {
     socket: S,
@@ -64,6 +108,8 @@ pub struct ServerIo<R: Sockets> {
     readable: VecDeque<u64>,
     /// Transfer ports with datagrams waiting, read a batch each per round.
     receivable: VecDeque<u16>,
+    /// When this turn's gather ends, once its first round has asked the driver.
+    gather_until: Option<Instant>,
     /// Connections of every listener share one numbering.
     next_conn: u64,
     buf: Vec<u8>,
@@ -97,14 +143,62 @@ impl<R: Sockets> ServerIo<R> {
             ports: watched,
             readable: VecDeque::new(),
             receivable: VecDeque::new(),
+            gather_until: None,
             next_conn: 0,
             buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
         })
     }
 
+    /// What the runtime's poller said of the socket under `key`: `readable` (bytes, an end or an
+    /// error to read) and `writable` (room). A listener's event and the runtime's own wake-up
+    /// are the runtime's to handle (a listener with [`ServerIo::accept_all`]).
+    pub fn ready(&mut self, now: Instant, key: Key, readable: bool, writable: bool) {
+        match key {
+            Key::Conn(conn) => {
+                if readable {
+                    self.mark_readable(conn);
+                }
+                if writable {
+                    self.writable(now, conn);
+                }
+            }
+            Key::Port(port) => {
+                if readable {
+                    self.mark_receivable(port);
+                }
+                if writable {
+                    self.sendable(now, port);
+                }
+            }
+            Key::Listener(_) | Key::Wake => {}
+        }
+    }
+
+    /// Accepts on a listener (the TLS one when `tls`) until it has no more: `accept` takes the
+    /// next connection, `watch` puts it in the runtime's poller under the key given.
+    pub fn accept_all(
+        &mut self,
+        now: Instant,
+        tls: bool,
+        mut accept: impl FnMut() -> io::Result<(R::Stream, SocketAddr)>,
+        mut watch: impl FnMut(Key, &mut R::Stream) -> io::Result<()>,
+    ) {
+        loop {
+            let (stream, peer) = match accept() {
+                Ok(accepted) => accepted,
+                Err(err) if serve::accept_failed(now, &mut self.driver, &err) => continue,
+                Err(_) => return,
+            };
+            let watch = |conn, stream: &mut R::Stream| watch(Key::Conn(conn), stream);
+            if let Err(err) = self.accepted(now, stream, peer, tls, watch) {
+                tracing::warn!("cannot watch a new connection: {err}");
+            }
+        }
+    }
+
     /// A connection was accepted (on the TLS listener when `tls`); gives its number. `register`
     /// watches it, or refuses it (then it is dropped, unknown to the driver).
-    pub fn accepted(
+    fn accepted(
         &mut self,
         now: Instant,
         socket: R::Stream,
@@ -122,7 +216,7 @@ impl<R: Sockets> ServerIo<R> {
     }
 
     /// `conn` has bytes (or an end) to read: it is read in the turn's rounds.
-    pub fn mark_readable(&mut self, conn: u64) {
+    fn mark_readable(&mut self, conn: u64) {
         if let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.queued) {
             c.queued = true;
             self.readable.push_back(conn);
@@ -130,7 +224,7 @@ impl<R: Sockets> ServerIo<R> {
     }
 
     /// Transfer port `port` has datagrams to read.
-    pub fn mark_receivable(&mut self, port: u16) {
+    fn mark_receivable(&mut self, port: u16) {
         if let Some(p) = self.ports.get_mut(&port).filter(|p| !p.queued) {
             p.queued = true;
             self.receivable.push_back(port);
@@ -138,21 +232,20 @@ impl<R: Sockets> ServerIo<R> {
     }
 
     /// When the runtime should run the next round: at once while sockets wait to be read, at the
-    /// end of the gather once it started (`gather_until`), else at the driver's timer.
-    pub fn wake_at(&self, gather_until: Option<Instant>) -> Option<Instant> {
+    /// end of the turn's gather once it started, else at the driver's timer.
+    pub fn wake_at(&self) -> Option<Instant> {
         let busy = !self.readable.is_empty() || !self.receivable.is_empty();
-        gather_until.or_else(|| busy.then(Instant::now)).or(self.driver.poll_timeout())
+        self.gather_until.or_else(|| busy.then(Instant::now)).or(self.driver.poll_timeout())
     }
 
     /// Reads a round: a chunk from every readable connection and a batch from every transfer
-    /// port that has some. `true` when the turn should end now: the gather (started on the first
-    /// round, kept in `gather_until`) is over, its writes are worth making, or the driver holds a
-    /// turn's worth.
-    pub fn round(&mut self, now: Instant, gather_until: &mut Option<Instant>) -> bool {
+    /// port that has some. `true` when the turn should end now: the gather (started on the turn's
+    /// first round) is over, its writes are worth making, or the driver holds a turn's worth.
+    pub fn round(&mut self, now: Instant) -> bool {
         self.read_round(now);
         self.receive_round();
         let driver = &self.driver;
-        let until = *gather_until.get_or_insert_with(|| match driver.turn_gather(now) {
+        let until = *self.gather_until.get_or_insert_with(|| match driver.turn_gather(now) {
             Some(wait) => now + wait,
             None => now,
         });
@@ -162,6 +255,7 @@ impl<R: Sockets> ServerIo<R> {
     /// Ends the turn: the timer if it is due, then every output. `true` when the driver asks to
     /// accept again (after running out of descriptors).
     pub fn end_turn(&mut self, now: Instant) -> bool {
+        self.gather_until = None;
         if self.driver.poll_timeout().is_some_and(|at| at <= now) {
             self.driver.handle_timeout(now);
         }
@@ -174,7 +268,7 @@ impl<R: Sockets> ServerIo<R> {
     /// Otherwise nothing: an edge-triggered poller says a socket has room whenever it reports
     /// anything of it (bytes that came in, too), and what it is owed goes out when the turn ends,
     /// in one write with the rest of the turn's lines.
-    pub fn writable(&mut self, now: Instant, conn: u64) {
+    fn writable(&mut self, now: Instant, conn: u64) {
         if let Some(c) = self.conns.get_mut(&conn)
             && std::mem::take(&mut c.write_waits)
         {
@@ -184,7 +278,7 @@ impl<R: Sockets> ServerIo<R> {
 
     /// Transfer port `port`'s socket has room: if its last send would have blocked, sends on what
     /// is due (as [`ServerIo::writable`]).
-    pub fn sendable(&mut self, now: Instant, port: u16) {
+    fn sendable(&mut self, now: Instant, port: u16) {
         if let Some(p) = self.ports.get_mut(&port)
             && std::mem::take(&mut p.write_waits)
         {
@@ -301,6 +395,25 @@ mod tests {
         assert_eq!(std::mem::size_of::<Watched<std::net::TcpStream>>(), 8);
     }
 
+    #[test]
+    fn every_key_reads_back_as_itself() {
+        let keys = [
+            Key::Port(0),
+            Key::Port(u16::MAX),
+            Key::Listener(0),
+            Key::Listener(1),
+            Key::Wake,
+            Key::Conn(0),
+            Key::Conn(1 << 40),
+        ];
+        for key in keys {
+            assert_eq!(Key::from_raw(key.raw().expect("a key")), key);
+        }
+        // Listeners stop below the wake-up; connections stop where the poller's numbers do.
+        assert!(Key::Listener(WAKE_KEY - LISTENER_KEYS).raw().is_err());
+        assert!(Key::Conn(u64::MAX).raw().is_err());
+    }
+
     /// Unix stream pairs stand in for a runtime's TCP sockets.
     struct Pairs;
 
@@ -358,8 +471,7 @@ mod tests {
         let turn = |io: &mut ServerIo<Pairs>, line: &[u8]| {
             (&client).write_all(line).expect("the person writes");
             io.mark_readable(conn);
-            let mut gather_until = None;
-            while !io.round(now, &mut gather_until) {}
+            while !io.round(now) {}
         };
         turn(&mut io, b"alice\n");
         io.end_turn(now);

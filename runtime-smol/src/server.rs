@@ -17,16 +17,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use natter_runtime_common::serve::{self, BoundServer, Delivery, Stop};
-use natter_runtime_common::turn::{ServerIo, Sockets};
+use natter_runtime_common::turn::{Key, ServerIo, Sockets};
 use polling::{Event, Events, PollMode, Poller};
 use smol::channel::Receiver;
 use smol::future::FutureExt;
 use smol::{Async, Timer};
-
-/// Transfer port `p` is key `p` in the poller, listener `i` is `LISTENERS + i`, and
-/// connection `c` is `FIRST_CONN + c`.
-const LISTENERS: usize = 1 << 16;
-const FIRST_CONN: usize = 1 << 17;
 
 /// The sockets of the turn, each in the poller.
 struct Smol;
@@ -61,7 +56,8 @@ impl<T: AsFd> Polled<T> {
     }
 
     /// Watches both directions under `key`, edge-triggered.
-    fn watch(&self, key: usize) -> io::Result<()> {
+    fn watch(&self, key: Key) -> io::Result<()> {
+        let key = key.raw()?;
         // SAFETY: `polling` asks that a source be deleted from the poller before it is closed.
         // The socket is closed only when this `Polled` is dropped, and its `drop` deletes it
         // first.
@@ -103,13 +99,13 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let poller = Rc::new(Poller::new()?);
     let mut io = ServerIo::new(prepared, |port, socket| {
         let socket = Polled::new(socket, &poller);
-        socket.watch(usize::from(port))?;
+        socket.watch(Key::Port(port))?;
         Ok(socket)
     })?;
     let mut watched = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let socket = Polled::new(listener.socket, &poller);
-        socket.watch(LISTENERS + i)?;
+        socket.watch(Key::Listener(i))?;
         watched.push((socket, listener.tls));
     }
     let poller = Async::new(poller)?;
@@ -128,7 +124,6 @@ async fn turns(
 ) -> io::Result<()> {
     let mut events = Events::new();
     while !stop.asked() {
-        let mut gather_until = None;
         let mut woken = false;
         loop {
             // What is ready already (a zero-timeout wait: a few syscalls in `polling`): a busy
@@ -139,7 +134,7 @@ async fn turns(
             poller.get_ref().wait(&mut events, Some(Duration::ZERO))?;
             dispatch(io, listeners, now, &events);
             // Read after `wake_at`: sockets still queued from the last turn make it "now".
-            let wake_at = io.wake_at(gather_until);
+            let wake_at = io.wake_at();
             if events.is_empty() && !woken && wake_at.is_none_or(|at| at > Instant::now()) {
                 let delivered = async { Ok(from_threads.recv().await.ok().flatten()) };
                 let due = async {
@@ -157,7 +152,7 @@ async fn turns(
                 continue;
             }
             woken = false;
-            if io.round(Instant::now(), &mut gather_until) {
+            if io.round(Instant::now()) {
                 break;
             }
         }
@@ -169,7 +164,7 @@ async fn turns(
             }
         }
         if io.end_turn(now) {
-            accept_all(io, listeners, now, None);
+            listeners.iter().for_each(|listener| accept_all(io, now, listener));
         }
     }
     Ok(())
@@ -178,52 +173,27 @@ async fn turns(
 /// Notes what each event says is ready; accepts, and writes where a socket has room again.
 fn dispatch(io: &mut ServerIo<Smol>, listeners: &Listeners, now: Instant, events: &Events) {
     for event in events.iter() {
-        if let Some(conn) = event.key.checked_sub(FIRST_CONN) {
-            let conn = conn as u64;
-            if event.readable {
-                io.mark_readable(conn);
+        match Key::from_raw(event.key) {
+            Key::Listener(i) => {
+                if let Some(listener) = listeners.get(i) {
+                    accept_all(io, now, listener);
+                }
             }
-            if event.writable {
-                io.writable(now, conn);
-            }
-        } else if let Some(listener) = event.key.checked_sub(LISTENERS) {
-            accept_all(io, listeners, now, Some(listener));
-        } else if let Ok(port) = u16::try_from(event.key) {
-            if event.readable {
-                io.mark_receivable(port);
-            }
-            if event.writable {
-                io.sendable(now, port);
-            }
+            key => io.ready(now, key, event.readable, event.writable),
         }
     }
 }
 
-/// Accepts on listener `which` (on every one when `None`) until it has no more, and puts each
-/// connection in the poller.
-fn accept_all(io: &mut ServerIo<Smol>, listeners: &Listeners, now: Instant, which: Option<usize>) {
-    for (i, (listener, tls)) in listeners.iter().enumerate() {
-        if which.is_some_and(|w| w != i) {
-            continue;
-        }
-        loop {
-            let (stream, peer) = match listener.socket.accept() {
-                Ok(accepted) => accepted,
-                Err(err) if serve::accept_failed(now, &mut io.driver, &err) => continue,
-                Err(_) => break,
-            };
-            if let Err(err) = stream.set_nonblocking(true) {
-                tracing::warn!("cannot make a new connection non-blocking, closing it: {err}");
-                continue;
-            }
-            let stream = Polled::new(stream, &listener.poller);
-            let watch = |conn: u64, stream: &mut Polled<TcpStream>| {
-                let key = usize::try_from(conn).ok().and_then(|c| c.checked_add(FIRST_CONN));
-                stream.watch(key.ok_or_else(|| io::Error::other("connection numbers ran out"))?)
-            };
-            if let Err(err) = io.accepted(now, stream, peer, *tls, watch) {
-                tracing::warn!("cannot watch a new connection: {err}");
-            }
-        }
-    }
+/// Accepts on `listener` until it has no more, and puts each connection in the poller.
+fn accept_all(
+    io: &mut ServerIo<Smol>,
+    now: Instant,
+    (listener, tls): &(Polled<TcpListener>, bool),
+) {
+    let accept = || {
+        let (stream, peer) = listener.socket.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok((Polled::new(stream, &listener.poller), peer))
+    };
+    io.accept_all(now, *tls, accept, |key, stream| stream.watch(key));
 }
