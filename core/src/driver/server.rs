@@ -558,9 +558,7 @@ impl ServerDriver {
             self.spare.clear();
             // The feed's buffer too: a quiet server keeps no turn's worth of lines. Runs still
             // owed (to a reader that stopped reading) keep their slices of it.
-            if self.feed.is_held() {
-                self.freeze_feed();
-            }
+            self.freeze_feed();
             self.feed = Feed::default();
             // What the pool held (up to 1 MiB) is free heap now: worth handing back too.
             self.release_at = Some(now);
@@ -579,9 +577,7 @@ impl ServerDriver {
     /// For a TLS connection it is one buffer of ciphertext: the next batch of the outbox's
     /// plaintext, encrypted now (see [`super::tls`]), or what the handshake owes.
     pub fn unsent(&mut self, conn: ConnId) -> impl Iterator<Item = &[u8]> + '_ {
-        if self.feed.is_held() {
-            self.freeze_feed();
-        }
+        self.freeze_feed();
         let tls = if self.tls.is_empty() { None } else { self.tls.get_mut(&conn) };
         let ready_for_plain = tls.as_ref().is_none_or(|t| t.batch_done() && !t.is_handshaking());
         if ready_for_plain
@@ -777,16 +773,16 @@ impl ServerDriver {
         self.queue(conn, run.len(), |outbox, _, feed| outbox.push_run(conn, run.clone(), feed));
     }
 
-    /// Queues `len` bytes for `conn` with `push`, unless it is closing; the first bytes owed
-    /// ask for a write.
+    /// Queues `len` bytes for `conn` with `push`, unless there are none or it is closing; the
+    /// first bytes owed ask for a write.
     fn queue(
         &mut self,
         conn: ConnId,
         len: usize,
         push: impl FnOnce(&mut Outbox, &mut SpareTails, &mut Feed),
     ) {
-        let Some(outbox) = self.outboxes.get_mut(&conn) else {
-            return;
+        let Some(outbox) = self.outboxes.get_mut(&conn).filter(|_| len > 0) else {
+            return; // nothing to queue (an empty line), so no write to ask for either
         };
         if outbox.close_by().is_some() {
             return;
@@ -800,8 +796,12 @@ impl ServerDriver {
         }
     }
 
-    /// Turns the feed's runs into slices of one shared buffer, before anything is written.
+    /// Turns the feed's runs into slices of one shared buffer, before anything is written; a
+    /// feed that holds nothing is left as it is.
     fn freeze_feed(&mut self) {
+        if !self.feed.is_held() {
+            return;
+        }
         let (lines, holders) = self.feed.freeze();
         for conn in holders {
             if let Some(outbox) = self.outboxes.get_mut(&conn) {
@@ -835,7 +835,6 @@ impl ServerDriver {
     fn on_chat_output(&mut self, now: Instant, output: ServerOutput) {
         match output {
             ServerOutput::Send { conn, bytes } => self.queue_line(conn, &bytes),
-            ServerOutput::SendToMany { bytes, .. } if bytes.is_empty() => {}
             ServerOutput::SendToMany { conns, bytes } => {
                 let run = self.feed.append(&bytes);
                 for conn in conns {
