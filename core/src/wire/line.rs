@@ -61,11 +61,6 @@ impl Default for LineFramer {
     }
 }
 
-/// A scanned buffer bigger than this is freed rather than kept for the next push. Chat reads are
-/// mostly a line or two, which reuse the buffer; a burst of 16 KiB reads does not leave 16 KiB
-/// behind on every idle connection (a room of ten thousand would hold 160 MB for nothing).
-const KEEP_CAPACITY: usize = 1024;
-
 impl LineFramer {
     /// A framer with nothing buffered, for lines of at most [`MAX_LINE`] bytes.
     pub fn new() -> Self {
@@ -142,12 +137,13 @@ impl LineFramer {
         Some(result)
     }
 
+    /// Frees the scanned buffer. Not kept for the next push: a read is one allocation, but an
+    /// idle connection holds none. Kept, the few bytes of a person's last line were a heap block
+    /// per idle person, allocated in the middle of whatever burst that line came in, where it
+    /// pinned a page the burst had freed (issue 12: idle memory).
     fn release_input(&mut self) {
-        self.input.clear();
+        self.input = Vec::new();
         self.pos = 0;
-        if self.input.capacity() > KEEP_CAPACITY {
-            self.input = Vec::new();
-        }
     }
 }
 
@@ -217,6 +213,19 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_framer_holds_no_buffer() {
+        let mut framer = LineFramer::new();
+        framer.push(b"alice\nhel");
+        assert_eq!(framer.next(), Some(line("alice")));
+        assert_eq!(framer.next(), None);
+        assert_eq!(framer.input.capacity(), 0, "the scanned input is freed");
+        framer.push(b"lo\n");
+        assert_eq!(framer.next(), Some(line("hello")));
+        assert_eq!(framer.next(), None);
+        assert_eq!((framer.input.capacity(), framer.partial.capacity()), (0, 0));
+    }
+
+    #[test]
     fn one_megabyte_without_newline_stays_bounded() {
         // C4: one TooLong per over-long line, memory bounded, no busy loop.
         let mut framer = LineFramer::new();
@@ -225,7 +234,7 @@ mod tests {
             framer.push(&chunk);
             assert_eq!(framer.next(), None);
             assert!(framer.buffered_partial() <= MAX_LINE + 1);
-            assert!(framer.input.capacity() <= KEEP_CAPACITY);
+            assert_eq!(framer.input.capacity(), 0);
         }
         framer.push(b"\nhello\n");
         assert_eq!(framer.next(), Some(Framed::TooLong));
