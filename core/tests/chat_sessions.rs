@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use natter_core::chat::catalogue::{Catalogue, FileEntry};
 use natter_core::chat::server::{
-    ChatServer, ConnId, DisconnectReason, LogEvent, ServerConfig, ServerInput, ServerOutput,
+    CAP_WAIT, ChatServer, ConnId, DisconnectReason, LogEvent, ServerConfig, ServerInput,
+    ServerOutput,
 };
 
 /// Drives one server with simulated time and clients that read everything at once (each `Send`
@@ -93,6 +94,18 @@ impl Session {
 
     fn note(&mut self, text: &str) {
         writeln!(self.transcript, "# {text}").unwrap();
+    }
+
+    /// Lets `time` pass, with the server's timers run as a runtime would run them.
+    fn pass(&mut self, time: Duration) {
+        writeln!(self.transcript, "# {} ms pass", time.as_millis()).unwrap();
+        let end = self.now + time;
+        while let Some(at) = self.server.poll_timeout().filter(|&at| at <= end) {
+            self.now = self.now.max(at);
+            self.server.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
     }
 
     /// The next output, with a line to many as one `Send` each; when there is none, an owed
@@ -245,6 +258,8 @@ fn every_error_of_section_1_2() {
     s.note("transfer limits: one per client, two ports in all");
     s.say(x, "download_file hello.c 100");
     s.say(x, "download_file alice.jpg");
+    s.note("bob's second line waits for his transfer to end, then is refused");
+    s.pass(CAP_WAIT);
     s.say(alice, "download_file alice.jpg 99999");
     let carol = s.join("carol");
     s.say(carol, "download_file hello.c");
@@ -253,6 +268,50 @@ fn every_error_of_section_1_2() {
     s.say(carol, "download_file hello.c");
     s.say(x, "still here");
     insta::assert_snapshot!("every_error", s.transcript);
+}
+
+/// PROTOCOL 2.1 (issue 11): a download line that comes while its client holds its whole cap
+/// (its FINISHED overtaken by the line, or lost) waits for one of that client's transfers to end,
+/// and the lines behind it wait with it; when one ends, it gets its offer. A line for a file not
+/// on offer does not wait.
+#[test]
+fn a_download_line_at_the_cap_waits_for_a_transfer_to_end() {
+    let config = ServerConfig { max_transfers_per_client: 1, ..ServerConfig::default() };
+    let mut s = Session::new(config);
+    let bob = s.join("bob");
+    s.say(bob, "download_file hello.c");
+    s.say(bob, "download_file nothing.txt");
+    s.note("at the cap: the next line waits, and the public line behind it too");
+    s.say(bob, "download_file alice.jpg");
+    s.say(bob, "after the download line");
+    s.pass(CAP_WAIT / 2);
+    s.note("bob's transfer ends: the waiting line is answered, then the next one is read");
+    s.server.handle_input(s.now, ServerInput::TransferEnded { port: 55000 });
+    s.drain();
+    s.note("the wait ran out with nothing held any more: no second answer");
+    s.pass(CAP_WAIT);
+    insta::assert_snapshot!("download_line_waits_at_cap", s.transcript);
+}
+
+/// The same line gets its refusal when no transfer of its client ends within [`CAP_WAIT`], and
+/// a client that hangs up while its line waits leaves nothing behind.
+#[test]
+fn a_download_line_at_the_cap_is_refused_when_no_transfer_ends() {
+    let config = ServerConfig { max_transfers_per_client: 1, ..ServerConfig::default() };
+    let mut s = Session::new(config);
+    let bob = s.join("bob");
+    s.say(bob, "download_file hello.c");
+    s.say(bob, "download_file alice.jpg");
+    s.say(bob, "after the download line");
+    s.pass(CAP_WAIT - Duration::from_millis(1));
+    s.note("nothing yet; then the last millisecond");
+    s.pass(Duration::from_millis(1));
+    let carol = s.join("carol");
+    s.say(carol, "download_file alice.jpg");
+    s.say(carol, "download_file hello.c");
+    s.hang_up(carol);
+    assert_eq!(s.server.poll_timeout(), None, "a hung-up connection's line keeps no timer");
+    insta::assert_snapshot!("download_line_refused_at_cap", s.transcript);
 }
 
 #[test]

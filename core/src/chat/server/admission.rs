@@ -137,6 +137,7 @@ impl ChatServer {
             self.name_deadlines.remove(&(deadline, conn));
         }
         self.paused.retain(|&(_, paused)| paused != conn);
+        self.held_downloads.remove(&conn);
         if let Some(name) = &c.claiming {
             self.names.release_if(name, Holder::Local(conn));
             self.cluster_forget_claim(name);

@@ -59,11 +59,11 @@ use crate::wire::line::{Framed, LineFramer, MAX_LINE};
 
 pub use self::conn_map::{ConnHasher, ConnMap, ConnSet};
 pub use self::log::{ClusterNote, DisconnectReason, LogEvent, RefuseReason};
-pub use self::offers::{EarlyStart, TransferOffer};
+pub use self::offers::{CAP_WAIT, EarlyStart, TransferOffer};
 pub use self::password::{FIRST_WAIT, FREE_TRIES, MAX_WAIT};
 
 use self::cluster::ClusterState;
-use self::offers::SeededTokens;
+use self::offers::{HeldDownload, SeededTokens};
 use self::password::{Door, Guesses};
 use self::ports::PortPool;
 use self::room::Room;
@@ -320,6 +320,8 @@ pub struct ChatServer {
     cluster: Option<Box<ClusterState>>,
     /// The other nodes' people by join sequence (shared with `room`): listed in `ALL` lines.
     remote_room: BTreeMap<u64, String>,
+    /// Download lines waiting for their client to hold fewer transfers than the cap (2.1).
+    held_downloads: BTreeMap<ConnId, HeldDownload>,
 }
 
 impl fmt::Debug for ChatServer {
@@ -392,6 +394,7 @@ impl ChatServer {
             guesses: Guesses::default(),
             cluster,
             remote_room: BTreeMap::new(),
+            held_downloads: BTreeMap::new(),
         }
     }
 
@@ -417,7 +420,7 @@ impl ChatServer {
             ServerInput::Received { conn, bytes } => self.on_received(now, conn, bytes),
             ServerInput::Sent { conn, len } => self.on_sent(conn, len),
             ServerInput::Closed { conn } => self.leave(conn, DisconnectReason::PeerClosed, false),
-            ServerInput::TransferEnded { port } => self.on_transfer_ended(port),
+            ServerInput::TransferEnded { port } => self.on_transfer_ended(now, port),
             ServerInput::PortUnavailable { port } => self.ports.mark_unavailable(port),
             ServerInput::Catalogue(catalogue) => self.catalogue = catalogue.clone(),
             ServerInput::Cluster(event) => self.on_cluster_event(now, event),
@@ -439,7 +442,8 @@ impl ChatServer {
         let names = self.name_deadlines.first().map(|(at, _)| *at);
         let pauses = self.paused.first().map(|(at, _)| *at);
         let cluster = self.cluster.as_ref().and_then(|c| c.next_tick());
-        names.into_iter().chain(pauses).chain(cluster).min()
+        let held = self.next_held_deadline();
+        names.into_iter().chain(pauses).chain(cluster).chain(held).min()
     }
 
     /// Closes connections that did not give a name in time (C7) and resumes reading the ones
@@ -461,6 +465,7 @@ impl ChatServer {
             }
         }
         self.expire_name_deadlines(now);
+        self.expire_held_downloads(now);
         self.cluster_tick(now);
         self.kick_slow_readers();
     }
@@ -489,10 +494,13 @@ impl ChatServer {
         self.read_lines(now, conn);
     }
 
-    /// Handles the complete lines `conn` sent, until none is left or a name claim waits for
-    /// the broker's answer (8.3).
+    /// Handles the complete lines `conn` sent, until none is left, or a name claim waits for
+    /// the broker's answer (8.3), or a download line waits for a transfer to end (2.1).
     fn read_lines(&mut self, now: Instant, conn: ConnId) {
         loop {
+            if self.held_downloads.contains_key(&conn) {
+                return;
+            }
             // Re-fetch every time: handling a line may close this very connection.
             let Some(c) = self.conns.get_mut(&conn).filter(|c| c.claiming.is_none()) else {
                 return;
@@ -507,7 +515,7 @@ impl ChatServer {
                 Framed::InvalidUtf8 => self.send_error(conn, "line is not valid UTF-8"),
                 Framed::Line(line) => {
                     if c.joined.is_some() {
-                        self.on_command(conn, &line);
+                        self.on_command(now, conn, &line);
                     } else if self.door(now, conn, &line) == Door::Open {
                         self.on_name(conn, &line);
                     }
@@ -517,7 +525,7 @@ impl ChatServer {
     }
 
     /// Any line after the name (1.2).
-    fn on_command(&mut self, conn: ConnId, line: &str) {
+    fn on_command(&mut self, now: Instant, conn: ConnId, line: &str) {
         let command = match ClientLine::parse(line) {
             Ok(command) => command,
             Err(e) => return self.send_error(conn, &e.to_string()),
@@ -548,7 +556,7 @@ impl ChatServer {
             }
             ClientLine::Private { to, text } => self.on_private(conn, &to, text),
             ClientLine::Download { file, part_size, early } => {
-                self.on_download(conn, &file, part_size, early);
+                self.on_download(now, conn, &file, part_size, early);
             }
         }
     }
