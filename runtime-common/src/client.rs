@@ -19,7 +19,7 @@ use natter_core::transfer::receiver::Progress;
 use natter_core::transfer::receiver::TRANSMIT_BUF_LEN;
 
 use crate::download::DownloadFiles;
-use crate::net::UdpReceiver;
+use crate::net::{RecvBuffers, UdpReceiver};
 use crate::options::{ClientOptions, DownloadOptions, default_part_size};
 use crate::ui::ClientUi;
 
@@ -151,6 +151,8 @@ pub struct ClientIo {
     pub outbox: Vec<u8>,
     transmit: Vec<u8>,
     read_buf: Vec<u8>,
+    /// Every download's datagrams are read into these, one socket's batch at a time.
+    received: RecvBuffers,
     finished: Option<Option<Result<DownloadReport, DownloadFailure>>>,
     /// `natter get`: each file's result, as the driver gave it ([`Output::FileDone`]).
     files_done: Vec<FileResult>,
@@ -223,6 +225,7 @@ impl ClientIo {
             outbox: Vec::new(),
             transmit: vec![0; TRANSMIT_BUF_LEN],
             read_buf: vec![0; CHAT_READ_CHUNK],
+            received: RecvBuffers::default(),
             finished: None,
             files_done: Vec::new(),
             pinning,
@@ -335,15 +338,10 @@ impl ClientIo {
     /// Reads a batch of datagrams (recvmmsg, GRO) from download `id`'s socket into the driver and
     /// the files; returns whether the socket is drained (it would block). The batch is bounded
     /// ([`DATAGRAM_READS_PER_TURN`]) so that the requests its parts allow go out before more is read.
-    pub fn read_datagrams(
-        &mut self,
-        id: DownloadId,
-        socket: &impl AsFd,
-        rx: &mut UdpReceiver,
-    ) -> bool {
+    pub fn read_datagrams(&mut self, id: DownloadId, socket: &impl AsFd, rx: &UdpReceiver) -> bool {
         let mut reads = 0;
         while reads < DATAGRAM_READS_PER_TURN {
-            match rx.recv(socket) {
+            match rx.recv(socket, &mut self.received) {
                 Ok(n) => reads += n.max(1),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
                 // An ICMP error from an earlier send, say: nothing to read, nothing to decide.
@@ -352,7 +350,7 @@ impl ClientIo {
                     continue;
                 }
             }
-            for datagram in rx.datagrams_mut() {
+            for datagram in self.received.datagrams_mut() {
                 // Read per datagram: see ClientDriver::handle_datagram.
                 self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }

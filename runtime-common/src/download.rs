@@ -175,7 +175,10 @@ impl DownloadFile {
             name: name.to_owned(),
             part_path,
             resume_path,
-            gathered: Vec::with_capacity(WRITE_GATHER),
+            // A small file never gathers more than itself.
+            gathered: Vec::with_capacity(
+                usize::try_from(size).map_or(WRITE_GATHER, |size| size.min(WRITE_GATHER)),
+            ),
             gathered_at: 0,
             hashed_to: 0,
             written_back_to: 0,

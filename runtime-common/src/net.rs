@@ -216,19 +216,21 @@ impl SendBatch<'_> {
     }
 }
 
-/// Receive buffers for a batch of `recvmmsg`, which quinn-udp reads with GRO on where the kernel
-/// offers it (several datagrams from one peer, one `stride` apart, in one buffer).
+/// How one socket is read in batches of `recvmmsg`, which quinn-udp reads with GRO on where the
+/// kernel offers it (several datagrams from one peer, one `stride` apart, in one buffer): the
+/// socket's quinn-udp state and the shape of the batch its datagrams need. The buffers are a
+/// [`RecvBuffers`], one for every socket a loop reads in turn.
 ///
-/// Why: one `recv` system call per 1500-byte datagram was a large share of the client's CPU at
-/// 1 Gbit/s; `recvmmsg` reads up to 32 at once. The batch is bounded in bytes as well, so that
-/// large loopback parts are processed while they are still in the CPU's cache.
+/// Why batches: one `recv` system call per 1500-byte datagram was a large share of the client's
+/// CPU at 1 Gbit/s; `recvmmsg` reads up to 32 at once. The batch is bounded in bytes as well, so
+/// that large loopback parts are processed while they are still in the CPU's cache.
 #[derive(Debug)]
 pub struct UdpReceiver {
     state: Option<UdpSocketState>,
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
-    /// How many datagrams (or GRO bundles) the last [`UdpReceiver::recv`] read.
-    filled: usize,
+    /// Bytes of each buffer: a GRO bundle, or one datagram.
+    buf_len: usize,
+    /// Buffers in one batch.
+    count: usize,
 }
 
 /// Bytes one [`UdpReceiver::recv`] reads at most (rounded up to one datagram).
@@ -237,43 +239,65 @@ const RECV_BATCH_BYTES: usize = 256 << 10;
 const GRO_BUF: usize = 64 << 10;
 
 impl UdpReceiver {
-    /// Buffers for `socket`, whose datagrams are at most `max_datagram` bytes.
+    /// Sets `socket` up for batches of datagrams of at most `max_datagram` bytes.
     pub fn new<S: AsFd>(socket: &S, max_datagram: usize) -> Self {
         let state = UdpSocketState::new(socket.into()).ok();
         let gro = state.as_ref().is_some_and(|s| s.gro_segments() > 1);
         let buf_len = if gro { GRO_BUF.max(max_datagram) } else { max_datagram };
         let count = (RECV_BATCH_BYTES / max_datagram.max(1)).clamp(1, 32);
-        Self {
-            state,
-            bufs: vec![vec![0; buf_len]; count],
-            meta: vec![RecvMeta::default(); count],
-            filled: 0,
-        }
+        Self { state, buf_len, count }
     }
 
-    /// Reads what the socket holds, up to one batch; returns how many reads were filled
-    /// (0: `WouldBlock`, nothing to read). Then take the datagrams with
-    /// [`UdpReceiver::datagrams`].
-    pub fn recv<S: AsFd>(&mut self, socket: &S) -> io::Result<usize> {
-        self.filled = 0;
+    /// Reads what `socket` holds, up to one batch, into `bufs`; returns how many reads were
+    /// filled (0: `WouldBlock`, nothing to read). Then take the datagrams from `bufs`.
+    pub fn recv<S: AsFd>(&self, socket: &S, bufs: &mut RecvBuffers) -> io::Result<usize> {
+        bufs.fit(self.buf_len, self.count);
+        bufs.filled = 0;
         let n = match &self.state {
             Some(state) => {
                 let mut slices: Vec<IoSliceMut<'_>> =
-                    self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-                state.recv(socket.into(), &mut slices, &mut self.meta)?
+                    bufs.bufs.iter_mut().take(self.count).map(|b| IoSliceMut::new(b)).collect();
+                state.recv(socket.into(), &mut slices, &mut bufs.meta[..self.count])?
             }
             None => {
-                let Some(buf) = self.bufs.first_mut() else {
+                let Some(buf) = bufs.bufs.first_mut() else {
                     return Ok(0);
                 };
                 let len = rustix::net::recv(socket, buf, rustix::net::RecvFlags::empty())?.0;
-                self.meta[0].len = len;
-                self.meta[0].stride = len;
+                bufs.meta[0].len = len;
+                bufs.meta[0].stride = len;
                 1
             }
         };
-        self.filled = n;
+        bufs.filled = n;
         Ok(n)
+    }
+}
+
+/// The buffers a batch of datagrams is read into ([`UdpReceiver::recv`]), and what the last
+/// batch holds. One serves every download of a client: each socket's batch is handled before the
+/// next is read. Why one: a batch is up to 2 MiB (32 GRO bundles), and with a set of buffers per
+/// download, 32 downloads starting at once allocated and zeroed 64 MiB, 1.7 ms per download,
+/// before the last of them could send its first request (issue 11).
+#[derive(Debug, Default)]
+pub struct RecvBuffers {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+    /// How many datagrams (or GRO bundles) the last [`UdpReceiver::recv`] read.
+    filled: usize,
+}
+
+impl RecvBuffers {
+    /// Room for `count` buffers of `buf_len` bytes at least.
+    fn fit(&mut self, buf_len: usize, count: usize) {
+        if self.bufs.first().is_some_and(|b| b.len() < buf_len) {
+            self.bufs.iter_mut().for_each(|b| b.resize(buf_len, 0));
+        }
+        let buf_len = self.bufs.first().map_or(buf_len, Vec::len);
+        if self.bufs.len() < count {
+            self.bufs.resize_with(count, || vec![0; buf_len]);
+            self.meta.resize(count, RecvMeta::default());
+        }
     }
 
     /// The datagrams the last [`UdpReceiver::recv`] read, in arrival order, to be changed in
@@ -315,12 +339,13 @@ mod tests {
     }
 
     /// Reads until `want` datagrams arrived or a second passed.
-    fn receive(rx: &mut UdpReceiver, socket: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
+    fn receive(rx: &UdpReceiver, socket: &UdpSocket, want: usize) -> Vec<Vec<u8>> {
         let mut got = Vec::new();
+        let mut bufs = RecvBuffers::default();
         let deadline = Instant::now() + Duration::from_secs(1);
         while got.len() < want && Instant::now() < deadline {
-            match rx.recv(socket) {
-                Ok(_) => got.extend(rx.datagrams().map(<[u8]>::to_vec)),
+            match rx.recv(socket, &mut bufs) {
+                Ok(_) => got.extend(bufs.datagrams().map(<[u8]>::to_vec)),
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(1));
                 }
@@ -366,7 +391,7 @@ mod tests {
         let to = client.local_addr().unwrap();
         let sender = UdpSender::new(&server, to.ip());
         let unavailable = gso_unavailable(&sender);
-        let mut rx = UdpReceiver::new(&client, 1500);
+        let rx = UdpReceiver::new(&client, 1500);
         let (buf, lens) = batch_bytes(5, 1400, 300);
         let meta: Vec<(SocketAddr, usize)> = lens.iter().map(|&l| (to, l)).collect();
         let batch = SendBatch { buf: &buf, stride: 1400, meta: &meta };
@@ -384,7 +409,7 @@ mod tests {
             sent += sender.send(&server, &rest).unwrap();
             calls += 1;
         }
-        let got = receive(&mut rx, &client, 5);
+        let got = receive(&rx, &client, 5);
         let want: Vec<Vec<u8>> = batch.datagrams().map(|(_, d)| d.to_vec()).collect();
         assert_eq!(got, want);
         match unavailable {

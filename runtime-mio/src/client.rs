@@ -103,7 +103,7 @@ pub fn client(
             }
         }
         for (&id, d) in sockets.downloads.iter_mut().filter(|(_, d)| d.ready) {
-            d.ready = !io.read_datagrams(id, &d.socket, &mut d.rx);
+            d.ready = !io.read_datagrams(id, &d.socket, &d.rx);
         }
         io.drive(Instant::now(), ui, &mut sockets);
     }

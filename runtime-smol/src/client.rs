@@ -110,7 +110,7 @@ pub fn client(
                     // Every socket gets its batch, so that the first one cannot starve the others; one
                     // left unread stays readable and wakes the next wait at once.
                     for (&id, d) in &mut sockets.downloads {
-                        io.read_datagrams(id, d.socket.get_ref(), &mut d.rx);
+                        io.read_datagrams(id, d.socket.get_ref(), &d.rx);
                     }
                 }
                 Wake::Timer => {}

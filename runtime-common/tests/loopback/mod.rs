@@ -189,8 +189,8 @@ pub fn download_on(
             request_versions.push(b.get(2).copied().unwrap_or(0));
             Ok((n, from))
         });
-        for (&id, (socket, rx)) in sockets.downloads.iter_mut() {
-            client.read_datagrams(id, &*socket, rx);
+        for (&id, (socket, rx)) in &sockets.downloads {
+            client.read_datagrams(id, socket, rx);
         }
         if driver.poll_timeout().is_some_and(|at| at <= now) {
             driver.handle_timeout(now);
