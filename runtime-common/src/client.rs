@@ -68,11 +68,13 @@ pub fn connect_session(
 }
 
 /// Connects to the chat server (blocking, at most [`CONNECT_TIMEOUT`]); the stream is returned
-/// non-blocking, with Nagle off so that typed lines go out at once.
+/// non-blocking, with Nagle off so that typed lines go out at once, and a lost segment sent
+/// again soon ([`crate::net::shorten_tcp_recovery`]).
 pub fn connect(addr: SocketAddr) -> Result<std::net::TcpStream, ClientError> {
     let connect = |source| ClientError::Connect { addr, source };
     let stream = std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(connect)?;
     stream.set_nodelay(true).map_err(connect)?;
+    crate::net::shorten_tcp_recovery(&stream);
     stream.set_nonblocking(true).map_err(connect)?;
     Ok(stream)
 }

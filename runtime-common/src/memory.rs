@@ -15,7 +15,7 @@
 
 /// Returns the free pages of glibc's heap to the system; nothing elsewhere.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // one of the workspace's two unsafe calls; see below
+#[allow(unsafe_code)] // one of the workspace's three unsafe calls; see below
 pub fn release_free_memory() {
     // SAFETY: `malloc_trim` takes a plain integer, has no preconditions, and only rearranges
     // glibc's own free lists (it is thread-safe, taking each arena's lock). No Rust value is
