@@ -238,8 +238,10 @@ pub enum ServerOutput {
         /// The port.
         port: u16,
     },
-    /// Stop reading this connection: it sent more than its share (C6). Its bytes wait in the
-    /// kernel meanwhile, so its own TCP window closes and nobody else notices.
+    /// Stop reading this connection: it sent more than its share (C6), or one of its lines waits
+    /// for an answer (a download at the transfer cap, 2.1) and the lines behind it must wait
+    /// too. Its bytes wait in the kernel meanwhile, so its own TCP window closes and nobody else
+    /// notices.
     PauseReading {
         /// The connection not to read.
         conn: ConnId,
@@ -461,6 +463,8 @@ impl ChatServer {
                 Some(until) => {
                     self.paused.insert((until, conn));
                 }
+                // A held download line resumes reading itself when it is answered.
+                None if self.held_downloads.contains_key(&conn) => {}
                 None => self.push(ServerOutput::ResumeReading { conn }),
             }
         }

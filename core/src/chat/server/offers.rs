@@ -94,6 +94,11 @@ impl ChatServer {
             let held =
                 HeldDownload { until: now + CAP_WAIT, file: file.to_owned(), part_size, early };
             self.held_downloads.insert(conn, held);
+            // What it sends meanwhile waits in the kernel, not in its framer: a peer that keeps
+            // sending while its line is held must not grow the server's buffers.
+            if !self.is_paused(conn) {
+                self.push(ServerOutput::PauseReading { conn });
+            }
             return;
         }
         self.answer_download(conn, file, part_size, early);
@@ -123,6 +128,16 @@ impl ChatServer {
         };
         self.answer_download(conn, &held.file, held.part_size, held.early);
         self.read_lines(now, conn);
+        // Still there, with nothing held again and no pause of its own (C6): read it again.
+        let waits = self.held_downloads.contains_key(&conn) || self.is_paused(conn);
+        if self.conns.contains_key(&conn) && !waits {
+            self.push(ServerOutput::ResumeReading { conn });
+        }
+    }
+
+    /// Whether `conn` is not read for now because it sent more than its share (C6).
+    fn is_paused(&self, conn: ConnId) -> bool {
+        self.paused.iter().any(|&(_, paused)| paused == conn)
     }
 
     /// The answer to a download line: an offer, or the error that says why not.
