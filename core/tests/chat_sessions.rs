@@ -279,11 +279,16 @@ fn a_download_line_at_the_cap_waits_for_a_transfer_to_end() {
     let config = ServerConfig { max_transfers_per_client: 1, ..ServerConfig::default() };
     let mut s = Session::new(config);
     let bob = s.join("bob");
+    let carol = s.join("carol");
     s.say(bob, "download_file hello.c");
+    s.say(carol, "download_file hello.c");
     s.say(bob, "download_file nothing.txt");
     s.note("at the cap: the next line waits, and the public line behind it too");
     s.say(bob, "download_file alice.jpg");
     s.say(bob, "after the download line");
+    s.note("carol's transfer ends: not bob's, so his line still waits");
+    s.server.handle_input(s.now, ServerInput::TransferEnded { port: 55001 });
+    s.drain();
     s.pass(CAP_WAIT / 2);
     s.note("bob's transfer ends: the waiting line is answered, then the next one is read");
     s.server.handle_input(s.now, ServerInput::TransferEnded { port: 55000 });
@@ -312,6 +317,23 @@ fn a_download_line_at_the_cap_is_refused_when_no_transfer_ends() {
     s.hang_up(carol);
     assert_eq!(s.server.poll_timeout(), None, "a hung-up connection's line keeps no timer");
     insta::assert_snapshot!("download_line_refused_at_cap", s.transcript);
+}
+
+/// With a cap of 0 no transfer of the client can end, so its line is refused at once, unheld.
+#[test]
+fn a_cap_of_zero_refuses_at_once() {
+    let config = ServerConfig { max_transfers_per_client: 0, ..ServerConfig::default() };
+    let mut s = Session::new(config);
+    let bob = s.join("bob");
+    s.say(bob, "download_file hello.c");
+    s.say(bob, "after the download line");
+    let tail = s.transcript.split("bob -> download_file hello.c\n").nth(1).unwrap().to_owned();
+    assert_eq!(
+        tail,
+        "bob <- ERROR too many transfers: at most 0 at once\nbob -> after the download line\n\
+         bob <- bob: after the download line\n"
+    );
+    assert_eq!(s.server.poll_timeout(), None);
 }
 
 #[test]

@@ -460,6 +460,23 @@ mod tests {
         }
     }
 
+    /// One set of buffers serves sockets whose batches differ (GRO bundles of 64 KiB, loopback
+    /// datagrams of 65,000 bytes): it grows to the largest of both, so that no datagram is cut.
+    #[test]
+    fn shared_buffers_fit_every_socket_that_reads_into_them() {
+        let mut bufs = RecvBuffers::default();
+        bufs.fit(GRO_BUF, 32);
+        bufs.fit(65_000, 4);
+        bufs.fit(1500, 8);
+        assert_eq!(bufs.bufs.len(), 32);
+        assert_eq!(bufs.meta.len(), 32);
+        assert!(bufs.bufs.iter().all(|b| b.len() == GRO_BUF), "every buffer takes a bundle");
+        let mut bufs = RecvBuffers::default();
+        bufs.fit(1500, 32);
+        bufs.fit(65_000, 4);
+        assert!(bufs.bufs.iter().all(|b| b.len() == 65_000), "grown for the larger datagrams");
+    }
+
     /// Only equal-sized datagrams to one peer form a run; a different peer or size, the segment
     /// limit or the 65,000-byte bound ends it. Pure logic: runs on every kernel.
     #[test]

@@ -480,7 +480,8 @@ pub enum Turn {
 
 /// A chat connection was accepted (on the TLS listener when `tls`): sets what every runtime
 /// sets on it (no Nagle delay, since the driver already writes a turn's lines at once;
-/// keepalive, so a vanished peer is noticed) and tells the driver.
+/// keepalive, so a vanished peer is noticed; a lost segment sent again soon,
+/// [`net::shorten_tcp_recovery`]) and tells the driver.
 pub fn accepted<S: AsFd>(
     now: Instant,
     driver: &mut ServerDriver,
@@ -491,6 +492,7 @@ pub fn accepted<S: AsFd>(
 ) {
     let _ = socket2::SockRef::from(stream).set_tcp_nodelay(true);
     net::keep_alive(stream);
+    net::shorten_tcp_recovery(stream);
     let input =
         if tls { Input::AcceptedTls { conn, peer } } else { Input::Accepted { conn, peer } };
     driver.handle_input(now, input);

@@ -207,7 +207,6 @@ impl<R: Sockets> ServerIo<R> {
         register: impl FnOnce(u64, &mut R::Stream) -> io::Result<()>,
     ) -> io::Result<u64> {
         let mut socket = socket;
-        crate::net::shorten_tcp_recovery(&socket);
         let conn = self.next_conn;
         self.next_conn += 1;
         register(conn, &mut socket)?;

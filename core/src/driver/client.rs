@@ -1103,9 +1103,9 @@ impl ClientDriver {
                 self.retry_at = Some(self.now + CAP_RETRY_AFTER);
                 return;
             }
-            // The server kept counting more than we hold for five seconds: transfers it holds
-            // for us until their idle timeout (an offer we did not take, FINISHED copies all
-            // lost). Holding none, this file fails; holding some, it waits for one to end.
+            // The server kept counting more than we hold for half a minute (each refusal comes
+            // after the server's `CAP_WAIT`): transfers it holds for us past their idle timeout
+            // (an offer we did not take, FINISHED copies all lost). Holding none, this file fails; holding some, it waits for one to end.
             self.cap_retries = 0;
             if ours == 0 {
                 return self.file_done(&file, Err(DownloadFailure::Refused(reason)));

@@ -448,8 +448,9 @@ impl ChatServer {
         names.into_iter().chain(pauses).chain(cluster).chain(held).min()
     }
 
-    /// Closes connections that did not give a name in time (C7) and resumes reading the ones
-    /// whose pause is over (C6).
+    /// Closes connections that did not give a name in time (C7), resumes reading the ones
+    /// whose pause is over (C6), and refuses the download lines held at the transfer cap whose
+    /// wait is over (2.1).
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, conn)) = self.paused.first() {
             if at > now {
@@ -486,7 +487,7 @@ impl ChatServer {
             // It sent more than its share (C6): what it sent is still handled, the next read
             // waits until the whole debt is paid back (a read that arrived while paused, already
             // in flight, makes the pause longer).
-            let was_paused = self.paused.iter().find(|&&(_, p)| p == conn).copied();
+            let was_paused = self.pause_of(conn);
             match was_paused {
                 Some(entry) => {
                     self.paused.remove(&entry);
@@ -496,6 +497,11 @@ impl ChatServer {
             self.paused.insert((until, conn));
         }
         self.read_lines(now, conn);
+    }
+
+    /// `conn`'s entry in the read pauses (C6), if it has one.
+    fn pause_of(&self, conn: ConnId) -> Option<(Instant, ConnId)> {
+        self.paused.iter().find(|&&(_, p)| p == conn).copied()
     }
 
     /// Handles the complete lines `conn` sent, until none is left, or a name claim waits for

@@ -85,12 +85,9 @@ impl ChatServer {
         part_size: Option<u32>,
         early: Option<EarlyFlight>,
     ) {
-        let cap = self.config.max_transfers_per_client;
-        let at_cap = self
-            .conns
-            .get(&conn)
-            .is_some_and(|c| usize::try_from(c.transfers).unwrap_or(usize::MAX) >= cap);
-        if at_cap && self.catalogue.get(file).is_some() {
+        // With a cap of 0 nothing can end, so there is nothing to wait for.
+        let could_end = self.conns.get(&conn).is_some_and(|c| c.transfers > 0);
+        if self.at_transfer_cap(conn) && could_end && self.catalogue.get(file).is_some() {
             let held =
                 HeldDownload { until: now + CAP_WAIT, file: file.to_owned(), part_size, early };
             self.held_downloads.insert(conn, held);
@@ -137,7 +134,15 @@ impl ChatServer {
 
     /// Whether `conn` is not read for now because it sent more than its share (C6).
     fn is_paused(&self, conn: ConnId) -> bool {
-        self.paused.iter().any(|&(_, paused)| paused == conn)
+        self.pause_of(conn).is_some()
+    }
+
+    /// Whether `conn` holds its whole transfer cap (2.1).
+    fn at_transfer_cap(&self, conn: ConnId) -> bool {
+        let cap = self.config.max_transfers_per_client;
+        self.conns
+            .get(&conn)
+            .is_some_and(|c| usize::try_from(c.transfers).unwrap_or(usize::MAX) >= cap)
     }
 
     /// The answer to a download line: an offer, or the error that says why not.
@@ -161,8 +166,8 @@ impl ChatServer {
         };
         let (peer, secure) = (c.peer, c.secure);
         let peer_ip = peer.ip();
-        let cap = self.config.max_transfers_per_client;
-        if usize::try_from(c.transfers).unwrap_or(usize::MAX) >= cap {
+        if self.at_transfer_cap(conn) {
+            let cap = self.config.max_transfers_per_client;
             return self.send_error(conn, &format!("too many transfers: at most {cap} at once"));
         }
         // Counted by address too: one host opening many connections must not hold every port.

@@ -74,7 +74,8 @@ pub struct ConnReport {
     /// The most bytes the server held for it at once: queued in the chat server and its outbox,
     /// not counting the [`TcpConfig::window`](super::TcpConfig::window) bytes already written to the socket.
     pub peak_queued: usize,
-    /// How many times the server paused reading it (C6).
+    /// How many times the server paused reading it (C6, or a download line held at the
+    /// transfer cap, PROTOCOL 2.1).
     pub pauses: u32,
     /// Every read the server made of it: when, and how many bytes. What a flooder's token
     /// bucket allows is checked against this (C6: it is read less, not the others).
