@@ -879,6 +879,36 @@ fn an_early_flight_is_asked_with_the_line_and_needs_no_request() {
     insta::assert_snapshot!(s.log);
 }
 
+/// PROTOCOL 2.1: every `download_file` line asks for an early flight, not only the session's
+/// first: the flights all come to the one early-flight socket, each from its transfer's port,
+/// and the runtime hands each to its download (`Output::Open` says which asked for one).
+#[test]
+fn every_download_line_asks_for_an_early_flight() {
+    let now = Instant::now();
+    let files = vec!["a.bin".to_owned(), "b.bin".to_owned(), "c.bin".to_owned()];
+    let mut config = ClientConfig::new("alice", Mode::Get { files }, SERVER, 1200);
+    config.awaits_connected = true;
+    let mut d = ClientDriver::new(config, now);
+    let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
+    d.handle_input(now, Input::Connected { handshake: Duration::from_millis(20), early_socket });
+    let mut sent = Vec::new();
+    while let Some(output) = d.poll_output() {
+        if let Output::Send(bytes) = output {
+            sent.extend_from_slice(&bytes);
+        }
+    }
+    let sent = String::from_utf8(sent).unwrap();
+    let lines: Vec<&str> = sent.lines().filter(|l| l.starts_with("download_file")).collect();
+    assert_eq!(
+        lines,
+        [
+            "download_file a.bin 1200 834 50000000",
+            "download_file b.bin 1200 834 50000000",
+            "download_file c.bin 1200 834 50000000"
+        ]
+    );
+}
+
 /// A server from before early flights answers the longer line with a usage error: the client
 /// asks again as that server understands, never asks it for an early flight again, and the
 /// download runs on a socket of its own.

@@ -46,6 +46,21 @@ fn get(seed: u64, files: Vec<SimFile>) -> Duration {
     for (name, truth) in names.iter().zip(truth) {
         assert_eq!(*blake3::hash(&getter.folder.files[name]).as_bytes(), truth, "{name}");
     }
+    // Every download line asked for an early flight, and the flights came: the downloads asked
+    // in REQUESTs mostly for what a flight lost (a flight of 1 MiB holds a whole file here; the
+    // first 32 flights, sent at once, overflow the path's queue, and some are lost whole).
+    let asked = getter.sent.iter().map(|(_, l)| l).filter(|l| l.starts_with("download_file"));
+    let early_lines = asked.filter(|l| l.split(' ').count() == 5).count();
+    assert_eq!(early_lines, names.len(), "every download_file line asked for a flight");
+    if names.len() > 1 {
+        let (mut requested, mut parts) = (0, 0);
+        for d in &getter.downloads {
+            (requested, parts) =
+                (requested + d.requested_parts.len(), parts + d.received_parts.len());
+        }
+        eprintln!("parts asked for in REQUESTs: {requested} of {parts}");
+        assert!(requested * 2 < parts, "{requested} of {parts} parts asked for again");
+    }
     *at
 }
 
@@ -55,12 +70,13 @@ fn random_file(name: String, len: usize, seed: u64) -> SimFile {
     SimFile { name, content }
 }
 
-/// 100 files of 100 KiB take less than 1.6 times one file of 10 MiB (the goal on real
-/// sockets is 1.5). Measured over three seeds: 1.47 to 1.52. Before the server held a download
+/// 100 files of 100 KiB take less than 1.3 times one file of 10 MiB (the goal on real
+/// sockets is 1.5). Measured over three seeds: 1.09 to 1.17. Before the server held a download
 /// line that overtook its FINISHED (PROTOCOL 2.1, `CAP_WAIT`), the refusal, the client's 50 ms
-/// retry and the lines queued behind it made it 2.05 to 2.09.
+/// retry and the lines queued behind it made it 2.05 to 2.09; before every download had an early
+/// flight (only the session's first had one), 1.47 to 1.52.
 #[test]
-fn a_hundred_small_files_take_less_than_one_point_six_times_one_big_one() {
+fn a_hundred_small_files_take_less_than_one_point_three_times_one_big_one() {
     for seed in 1..=3 {
         let many =
             (0..100).map(|i| random_file(format!("f{i:02}.bin"), 100 << 10, seed * 1000 + i));
@@ -68,6 +84,6 @@ fn a_hundred_small_files_take_less_than_one_point_six_times_one_big_one() {
         let t_one = get(seed, vec![random_file("big.bin".into(), 10 << 20, seed)]);
         let ratio = t_many.as_secs_f64() / t_one.as_secs_f64();
         eprintln!("seed {seed}: 100 x 100 KiB {t_many:?}, 10 MiB {t_one:?}, ratio {ratio:.2}");
-        assert!(ratio < 1.6, "seed {seed}: ratio {ratio:.2} ({t_many:?} against {t_one:?})");
+        assert!(ratio < 1.3, "seed {seed}: ratio {ratio:.2} ({t_many:?} against {t_one:?})");
     }
 }

@@ -23,6 +23,17 @@ use crate::net::{RecvBuffers, UdpReceiver};
 use crate::options::{ClientOptions, DownloadOptions, default_part_size};
 use crate::ui::ClientUi;
 
+/// The id under which [`ClientIo::drive`] hands the runtime the early-flight socket (PROTOCOL
+/// 2.1), to watch and read ([`ClientIo::read_datagrams`]) like a download's. No download has it:
+/// ids count up from 0.
+pub const EARLY_FLIGHTS: DownloadId = u32::MAX as DownloadId;
+
+/// What arrives on the early-flight socket before the offer of the transfer it comes from has
+/// been read: at most this many datagrams wait for it, as many as the largest flight (1024 parts)
+/// twice over. A flight that comes first is the common case (the offer is a TCP line, the flight
+/// datagrams, sent together); what does not fit is lost, and asked for again as any lost part.
+const EARLY_HELD: usize = 2048;
+
 /// Why a chat session could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -130,7 +141,7 @@ pub fn download_many(
 /// The download sockets of one client, as a runtime keeps them.
 pub trait Sockets {
     /// Starts watching download `id`'s UDP `socket` (non-blocking, connected to the server's
-    /// transfer port; it may be the early-flight socket, its early parts waiting in it), for
+    /// transfer port; or, as [`EARLY_FLIGHTS`], the early-flight socket, not connected), for
     /// datagrams of up to `max_datagram` bytes.
     fn open(
         &mut self,
@@ -148,6 +159,8 @@ pub trait Sockets {
 #[derive(Debug)]
 pub struct ClientIo {
     driver: ClientDriver,
+    /// Where the chat server is: early flights come from there.
+    server_ip: std::net::IpAddr,
     files: DownloadFiles,
     /// Bytes for the chat connection not yet written.
     pub outbox: Vec<u8>,
@@ -160,8 +173,14 @@ pub struct ClientIo {
     files_done: Vec<FileResult>,
     /// Over TLS: the certificate to pin once the handshake has seen it for the first time.
     pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
-    /// The early-flight socket, until a download takes it (PROTOCOL 2.1).
+    /// The early-flight socket (PROTOCOL 2.1), until it is handed to the runtime as
+    /// [`EARLY_FLIGHTS`].
     early_socket: Option<std::net::UdpSocket>,
+    /// The transfers whose flights come to the early-flight socket, by the server's address
+    /// they come from (each transfer sends from its own port).
+    flights: std::collections::HashMap<SocketAddr, DownloadId>,
+    /// Early-flight datagrams whose download is not open yet, with where they came from.
+    early_held: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl ClientIo {
@@ -222,6 +241,7 @@ impl ClientIo {
         pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
     ) -> Self {
         Self {
+            server_ip: config.server_ip,
             driver: ClientDriver::new(config, now),
             files: DownloadFiles::new(out_dir),
             outbox: Vec::new(),
@@ -232,6 +252,8 @@ impl ClientIo {
             files_done: Vec::new(),
             pinning,
             early_socket: None,
+            flights: std::collections::HashMap::new(),
+            early_held: std::collections::VecDeque::new(),
         }
     }
 
@@ -260,6 +282,12 @@ impl ClientIo {
         if let Some(saved) = self.pinning.as_ref().and_then(|p| p.save_first_use()) {
             ui.notice(&saved);
         }
+        if let Some(socket) = self.early_socket.take() {
+            // Not watched, flights go nowhere: each download finds none came and asks again.
+            let _ = socket
+                .set_nonblocking(true)
+                .and_then(|()| sockets.open(EARLY_FLIGHTS, socket, usize::from(u16::MAX)));
+        }
         loop {
             while let Some(output) = self.driver.poll_output() {
                 let Some(output) = self.files.perform(&mut self.driver, now, output) else {
@@ -271,15 +299,20 @@ impl ClientIo {
                 match output {
                     Output::Send(bytes) => self.outbox.extend_from_slice(&bytes),
                     Output::Open { id, peer, max_datagram, early, .. } => {
-                        let early = if early { self.early_socket.take() } else { None };
-                        let opened = crate::net::client_udp_socket(peer, early)
+                        let opened = crate::net::client_udp_socket(peer)
                             .and_then(|socket| sockets.open(id, socket, max_datagram));
                         if let Err(err) = opened {
                             let error = format!("cannot open a UDP socket to {peer}: {err}");
                             self.driver.handle_input(now, Input::IoFailed { id, error });
+                        } else if early {
+                            self.flights.insert(peer, id);
+                            self.take_held_flight(peer, id);
                         }
                     }
-                    Output::Release { id } => sockets.release(id),
+                    Output::Release { id } => {
+                        self.flights.retain(|_, flight| *flight != id);
+                        sockets.release(id);
+                    }
                     Output::Finish(result) => self.finished = Some(result),
                     Output::FileDone { file, result } => self.files_done.push((file, result)),
                     _ => {}
@@ -340,6 +373,7 @@ impl ClientIo {
     /// Reads a batch of datagrams (recvmmsg, GRO) from download `id`'s socket into the driver and
     /// the files; returns whether the socket is drained (it would block). The batch is bounded
     /// ([`DATAGRAM_READS_PER_TURN`]) so that the requests its parts allow go out before more is read.
+    /// On [`EARLY_FLIGHTS`], each datagram goes to the download of the transfer it came from.
     pub fn read_datagrams(&mut self, id: DownloadId, socket: &impl AsFd, rx: &UdpReceiver) -> bool {
         let mut reads = 0;
         while reads < DATAGRAM_READS_PER_TURN {
@@ -352,12 +386,38 @@ impl ClientIo {
                     continue;
                 }
             }
-            for datagram in self.received.datagrams_mut() {
+            for (from, datagram) in self.received.datagrams_from_mut() {
+                let id = match (id, self.flights.get(&from)) {
+                    (EARLY_FLIGHTS, Some(&flight)) => flight,
+                    (EARLY_FLIGHTS, None) => {
+                        // Its offer is not read yet. From anyone but the server: nothing.
+                        let server = self.server_ip == from.ip();
+                        if server && self.early_held.len() < EARLY_HELD {
+                            self.early_held.push_back((from, datagram.to_vec()));
+                        }
+                        continue;
+                    }
+                    (id, _) => id,
+                };
                 // Read per datagram: see ClientDriver::handle_datagram.
                 self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }
         }
         false
+    }
+
+    /// Hands download `id` what came for it on the early-flight socket, from `from`, before it
+    /// was open.
+    fn take_held_flight(&mut self, from: SocketAddr, id: DownloadId) {
+        let mut held = std::mem::take(&mut self.early_held);
+        held.retain_mut(|(sender, datagram)| {
+            if *sender != from {
+                return true;
+            }
+            self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
+            false
+        });
+        self.early_held = held;
     }
 
     /// Hands the lines typed so far, from a thread that reads the person's input, to the driver;

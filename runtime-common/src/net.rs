@@ -34,14 +34,10 @@ pub fn any_addr_like(peer: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A download's socket: non-blocking, large buffers, bound where a client binds (or `early`,
-/// the early-flight socket, bound already) and connected to `peer` (the server's transfer port),
-/// so the kernel drops datagrams from anyone else from then on.
-pub fn client_udp_socket(peer: SocketAddr, early: Option<UdpSocket>) -> io::Result<UdpSocket> {
-    let socket = match early {
-        Some(socket) => socket,
-        None => udp_socket(any_addr_like(peer))?,
-    };
+/// A download's socket: non-blocking, large buffers, bound where a client binds and connected
+/// to `peer` (the server's transfer port), so the kernel drops datagrams from anyone else.
+pub fn client_udp_socket(peer: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = udp_socket(any_addr_like(peer))?;
     socket.connect(peer)?;
     Ok(socket)
 }
@@ -302,9 +298,13 @@ impl UdpReceiver {
                 let Some(buf) = bufs.bufs.first_mut() else {
                     return Ok(0);
                 };
-                let len = rustix::net::recv(socket, buf, rustix::net::RecvFlags::empty())?.0;
+                let (len, _, from) =
+                    rustix::net::recvfrom(socket, buf, rustix::net::RecvFlags::empty())?;
                 bufs.meta[0].len = len;
                 bufs.meta[0].stride = len;
+                if let Some(from) = from.and_then(|from| SocketAddr::try_from(from).ok()) {
+                    bufs.meta[0].addr = from;
+                }
                 1
             }
         };
@@ -346,6 +346,15 @@ impl RecvBuffers {
             let stride = meta.stride.max(1);
             let len = meta.len.min(buf.len());
             buf[..len].chunks_mut(stride)
+        })
+    }
+
+    /// The same, each with the address it came from.
+    pub fn datagrams_from_mut(&mut self) -> impl Iterator<Item = (SocketAddr, &mut [u8])> {
+        self.bufs.iter_mut().zip(&self.meta).take(self.filled).flat_map(|(buf, meta)| {
+            let stride = meta.stride.max(1);
+            let len = meta.len.min(buf.len());
+            buf[..len].chunks_mut(stride).map(|datagram| (meta.addr, datagram))
         })
     }
 

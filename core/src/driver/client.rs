@@ -271,7 +271,9 @@ pub enum Output {
         peer: SocketAddr,
         /// The largest datagram the server will send (a part and its header).
         max_datagram: usize,
-        /// Use the early-flight socket: this download's line asked for an early flight.
+        /// This download's line asked for an early flight (PROTOCOL 2.1): its first parts come to
+        /// the session's early-flight socket from `peer`, and belong to this download. Open a
+        /// socket of its own all the same: its requests, and the rest, go there.
         early: bool,
     },
     /// Save this resume record beside download `id`'s `.part` file (atomically: the old record
@@ -464,12 +466,10 @@ pub struct ClientDriver {
     path_rtt: Option<Duration>,
     /// When our first lines went out, until the first bytes come back.
     exchange_from: Option<Instant>,
-    /// Where the early-flight socket is bound, while it is free for the next download line
-    /// (PROTOCOL 2.1): set by [`Input::Connected`], taken by the line that asks for a flight,
-    /// given back when that line is refused, used up by its offer.
+    /// Where the early-flight socket is bound (PROTOCOL 2.1), set by [`Input::Connected`]: the
+    /// flights of every download line that asks for one come there, each from its transfer's
+    /// port, and the runtime hands each to its download.
     early_socket: Option<SocketAddr>,
-    /// The socket taken by a line not answered yet.
-    early_lent: Option<SocketAddr>,
     /// [`ClientConfig::awaits_connected`], until [`Input::Connected`] came: no queued line
     /// goes out before.
     awaiting_connect: bool,
@@ -529,7 +529,6 @@ impl ClientDriver {
             path_rtt: None,
             exchange_from: Some(now),
             early_socket: None,
-            early_lent: None,
             awaiting_connect,
             early_refused: false,
             exit_when_idle: false,
@@ -849,8 +848,8 @@ impl ClientDriver {
         self.server_cap.unwrap_or(usize::MAX).min(self.config.max_transfers).max(1)
     }
 
-    /// `line` with an early flight (PROTOCOL 2.1), when one may be asked for: the socket is free,
-    /// the server has not refused one, the round trip is known (it sizes the flight as
+    /// `line` with an early flight (PROTOCOL 2.1), when one may be asked for: the early-flight
+    /// socket is bound, the server has not refused one, the round trip is known (it sizes the flight as
     /// [`FirstFlight`] sizes a first window), and the line names a part size and no flight.
     fn with_early_flight(&self, line: &str) -> Option<String> {
         if self.early_socket.is_none() || self.early_refused {
@@ -1016,7 +1015,6 @@ impl ClientDriver {
                 });
                 if let Some(Expect::Download { file, line, early, .. }) = answered {
                     if early.is_some() {
-                        self.early_socket = self.early_socket.or(self.early_lent.take());
                         if reason.starts_with("usage: download_file") {
                             // A server from before early flights: ask as it understands. The
                             // person is not shown the refusal of a line they did not write.
@@ -1034,12 +1032,9 @@ impl ClientDriver {
             }
             ClientEvent::OfferRefused(reason) => {
                 let asked = self.answer(|e| matches!(e, Expect::Download { .. }));
-                if let Some(Expect::Download { file, early, .. }) = asked {
-                    if early.is_some() {
-                        // The flight's parts, if any come, find no download and are dropped.
-                        self.early_lent = None;
-                    }
-                    // Not worth asking again: the offer itself is unacceptable.
+                if let Some(Expect::Download { file, .. }) = asked {
+                    // Not worth asking again: the offer itself is unacceptable. The flight's
+                    // parts, if any come, find no download and are dropped.
                     self.download_refused(file, String::new(), reason);
                 }
             }
@@ -1067,10 +1062,7 @@ impl ClientDriver {
     /// free; in [`Mode::Get`] the answer is then due within the stall time.
     fn ask(&mut self, line: &str) {
         match self.with_early_flight(line) {
-            Some(early_line) => {
-                self.early_lent = self.early_socket.take();
-                self.typed(&early_line);
-            }
+            Some(early_line) => self.typed(&early_line),
             None => self.typed(line),
         }
         if self.config.mode != Mode::Interactive {
@@ -1152,12 +1144,8 @@ impl ClientDriver {
 
     fn start(&mut self, offer: Offer, early: Option<(EarlyFlight, Instant)>) {
         self.disarm_answer_deadline();
-        // The early-flight socket lent to this line: this download's, or given back below when
-        // the offer is not taken or has nothing to fly.
-        let lent = if early.is_some() { self.early_lent.take() } else { None };
         let cap = self.config.max_download_size;
         if offer.size > cap {
-            self.early_socket = self.early_socket.or(lent);
             let reason = format!(
                 "refused {}: {} bytes is more than this client's limit of {cap} bytes",
                 offer.file, offer.size
@@ -1169,7 +1157,6 @@ impl ClientDriver {
         }
         // Two downloads into one `.part` file would write over each other.
         if self.downloads.values().any(|d| !d.ended && d.offer.file == offer.file) {
-            self.early_socket = self.early_socket.or(lent);
             self.outputs.push_back(Output::Notice(format!(
                 "already downloading {}: this offer is not taken",
                 offer.file
@@ -1178,7 +1165,7 @@ impl ClientDriver {
         }
         let id = self.next_id;
         self.next_id += 1;
-        // The flight as the server bounds it for this offer; its socket is this download's now.
+        // The flight as the server bounds it for this offer.
         let n_parts = Layout::new(offer.size, offer.part_size).n_parts();
         let early = early.and_then(|(flight, asked_at)| {
             let flight = flight.bounded(n_parts, offer.part_size)?;
@@ -1186,10 +1173,7 @@ impl ClientDriver {
         });
         // A flight asked for without the socket (typed by hand) goes nowhere the receiver
         // reads: its check finds nothing arrived and asks again.
-        let early_socket = early.is_some() && lent.is_some();
-        if !early_socket {
-            self.early_socket = self.early_socket.or(lent);
-        }
+        let early_socket = early.is_some() && self.early_socket.is_some();
         self.outputs.push_back(Output::Open {
             id,
             file: offer.file.clone(),

@@ -18,9 +18,10 @@ pub enum ClientInput<'a> {
     ConnectionEnded,
     /// The connection is open (the simulated connect costs no time, so this comes at once).
     /// `early_socket` is a UDP socket bound on the connection's own address, as a runtime binds
-    /// one for early flights (PROTOCOL 2.1): what arrives there waits, as in a socket's buffer,
-    /// until a download opens it ([`ClientAction::OpenDownload`] with that id). `handshake` is
-    /// the round trip a real connect would have measured.
+    /// one for early flights (PROTOCOL 2.1): what arrives there goes to the download on the port
+    /// it came from, and waits, as in a socket's buffer, until that download is open
+    /// ([`ClientAction::OpenDownload`] with that port). `handshake` is the round trip a real
+    /// connect would have measured.
     Connected {
         /// The id of the early-flight socket.
         early_socket: u64,

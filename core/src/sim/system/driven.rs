@@ -85,8 +85,6 @@ struct Session {
     driver: ClientDriver,
     /// The driver's download ids, to indices into [`DrivenClient::downloads`].
     ids: BTreeMap<DownloadId, usize>,
-    /// The early-flight socket of its chat connection, until a download takes it.
-    early_socket: Option<u64>,
 }
 
 /// A simulated client running the real [`ClientDriver`]. See the module documentation.
@@ -196,7 +194,7 @@ impl DrivenClient {
                     self.die();
                 }
                 let driver = ClientDriver::new(self.config.clone(), now);
-                self.session = Some(Session { driver, ids: BTreeMap::new(), early_socket: None });
+                self.session = Some(Session { driver, ids: BTreeMap::new() });
                 self.actions.push_back(ClientAction::Connect);
             }
             Cue::Type(line) => {
@@ -261,12 +259,11 @@ impl DrivenClient {
                     d.resumed_parts.get_or_insert(progress.parts_received);
                 }
             }
-            Output::Open { id, file, size, peer, max_datagram, early } => {
-                let early = if early { session.early_socket.take() } else { None };
-                let socket = early.unwrap_or_else(|| {
-                    self.next_socket += 1;
-                    self.next_socket - 1
-                });
+            // A flight it asked for comes to the early-flight socket, which the world hands on by
+            // the port it came from: the download has a socket of its own all the same.
+            Output::Open { id, file, size, peer, max_datagram, .. } => {
+                let socket = self.next_socket;
+                self.next_socket += 1;
                 let part = self.folder.parts.entry(file.clone()).or_default();
                 part.resize(usize::try_from(size).unwrap_or(0), 0);
                 let record = self.folder.records.get(&file).cloned();
@@ -402,9 +399,8 @@ impl SimClient for DrivenClient {
             ClientInput::ConnectionEnded => s.driver.handle_input(now, Input::ServerClosed),
             // Only a client that waits for the connect hears of it (`with_early_flights`): the
             // others ask for no early flight, as against a server from before them.
-            ClientInput::Connected { early_socket, local, handshake } => {
+            ClientInput::Connected { local, handshake, .. } => {
                 if self.config.awaits_connected {
-                    s.early_socket = Some(early_socket);
                     let early_socket = Some(local);
                     s.driver.handle_input(now, Input::Connected { handshake, early_socket });
                 }

@@ -35,7 +35,8 @@
 //!   file's content at the moment of sending; a file changed mid-transfer ([`FileChange`]) is
 //!   noticed by [`Output::CheckFile`] or by a short read, as on a real server (U7). Each chat
 //!   connection also has a UDP socket bound on its own address, as `natter get` binds one for
-//!   early flights (PROTOCOL 2.1): what arrives there waits until a download opens it.
+//!   early flights (PROTOCOL 2.1): what arrives there goes to the download on the port it came
+//!   from, and waits until that download is open.
 //!
 //! # Clients
 //!
@@ -194,9 +195,10 @@ struct ClientState {
     conn: Option<ConnId>,
     /// Server port of each open download.
     downloads: BTreeMap<u64, u16>,
-    /// The early-flight socket of its chat connection, bound and not yet opened by a download:
-    /// its id, and what arrived for it (at most [`EARLY_SOCKET_BUFFER`] datagrams).
-    early: Option<(u64, VecDeque<Vec<u8>>)>,
+    /// The early-flight socket of its chat connection: its id, and what arrived there before
+    /// the download on the port it came from was open (at most [`EARLY_SOCKET_BUFFER`]
+    /// datagrams, with that port).
+    early: Option<(u64, VecDeque<(u16, Vec<u8>)>)>,
     framer: LineFramer,
     sent_partial: Vec<u8>,
     report: ClientReport,
@@ -214,7 +216,7 @@ enum Ev {
     FinToClient { conn: ConnId },
     AckToServer { conn: ConnId, n: usize },
     DatagramToServer { port: u16, from: SocketAddr, bytes: Vec<u8> },
-    DatagramToClient { client: usize, id: u64, bytes: Vec<u8> },
+    DatagramToClient { client: usize, id: u64, from_port: u16, bytes: Vec<u8> },
     FileChange { index: usize },
 }
 
@@ -452,16 +454,24 @@ impl World {
                 self.driver.handle_input(now, input);
                 self.perform();
             }
-            Ev::DatagramToClient { client, id, mut bytes } => {
+            Ev::DatagramToClient { client, id, from_port, mut bytes } => {
                 let now = self.now();
                 let c = &mut self.clients[client];
-                if c.downloads.contains_key(&id) {
-                    c.client.handle_datagram(now, id, &mut bytes);
+                let early = c.early.as_ref().is_some_and(|(e, _)| *e == id);
+                // What comes to the early-flight socket belongs to the download on the port it
+                // came from, as a runtime hands it on.
+                let socket = if early {
+                    c.downloads.iter().find(|&(_, &port)| port == from_port).map(|(&s, _)| s)
+                } else {
+                    Some(id).filter(|id| c.downloads.contains_key(id))
+                };
+                if let Some(socket) = socket {
+                    c.client.handle_datagram(now, socket, &mut bytes);
                     c.dirty = true;
-                } else if let Some((_, waiting)) = c.early.as_mut().filter(|(e, _)| *e == id)
+                } else if let Some((_, waiting)) = c.early.as_mut().filter(|_| early)
                     && waiting.len() < EARLY_SOCKET_BUFFER
                 {
-                    waiting.push_back(bytes);
+                    waiting.push_back((from_port, bytes));
                 }
             }
             Ev::FileChange { index } => self.change_file(index),

@@ -118,10 +118,10 @@ impl World {
                     }
                     buf[order.payload()].copy_from_slice(payload);
                     let n = order.seal(&mut buf);
-                    self.send_down(order.to, &buf[..n]);
+                    self.send_down(port, order.to, &buf[..n]);
                     self.buf = buf;
                 }
-                Transmit::Datagram { to, bytes } => self.send_down(to, &bytes),
+                Transmit::Datagram { to, bytes } => self.send_down(port, to, &bytes),
             }
         }
     }

@@ -296,11 +296,15 @@ impl World {
                 c.downloads.insert(id, port);
                 let addr = udp_addr(c.ip, id);
                 self.routes.insert(addr, (client, id));
-                // The early-flight socket: what waited in it is read now.
-                if let Some((_, waiting)) = c.early.take_if(|(early, _)| *early == id) {
-                    for bytes in waiting {
-                        self.schedule_at(self.now_ns, Ev::DatagramToClient { client, id, bytes });
-                    }
+                // What waited in the early-flight socket for this download is read now.
+                let mine = c.early.as_mut().map(|(_, waiting)| {
+                    let (mine, rest) = waiting.drain(..).partition(|(from, _)| *from == port);
+                    *waiting = rest;
+                    mine
+                });
+                for (from_port, bytes) in mine.into_iter().flat_map(VecDeque::into_iter) {
+                    let datagram = Ev::DatagramToClient { client, id, from_port, bytes };
+                    self.schedule_at(self.now_ns, datagram);
                 }
             }
             ClientAction::CloseDownload { id } => {

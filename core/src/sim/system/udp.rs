@@ -33,7 +33,8 @@ pub(super) fn early_socket_id(conn: u64) -> u64 {
 }
 
 impl World {
-    pub(super) fn send_down(&mut self, to: SocketAddr, bytes: &[u8]) {
+    /// Sends `bytes` from the server's transfer port `from_port` to `to`.
+    pub(super) fn send_down(&mut self, from_port: u16, to: SocketAddr, bytes: &[u8]) {
         if let Some(capture) = &mut self.capture {
             capture.push(bytes.to_vec());
         }
@@ -53,7 +54,7 @@ impl World {
             if corrupt {
                 damage(&mut bytes, &mix, &mut self.rng);
             }
-            self.schedule_at(at_ns, Ev::DatagramToClient { client, id, bytes });
+            self.schedule_at(at_ns, Ev::DatagramToClient { client, id, from_port, bytes });
         }
     }
 
