@@ -909,6 +909,41 @@ fn every_download_line_asks_for_an_early_flight() {
     );
 }
 
+/// PROTOCOL 2.1: a flight that goes nowhere before any flight of the session came (a firewall, a
+/// NAT the client did not see) means no later line asks for one; a flight that came means they do.
+#[test]
+fn flights_that_never_come_are_not_asked_for_again() {
+    for flight_comes in [false, true] {
+        let now = Instant::now();
+        let files = vec!["hello.c".to_owned(), "b.c".to_owned()];
+        let mut config = ClientConfig::new("alice", Mode::Get { files }, SERVER, 1200);
+        config.awaits_connected = true;
+        config.max_transfers = 1;
+        let mut s = Script::new(Mode::Interactive, 1200);
+        s.serve_file("b.c", content(3000, 2));
+        s.d = ClientDriver::new(config, now);
+        s.now = now;
+        let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
+        let connected = Input::Connected { handshake: Duration::from_millis(20), early_socket };
+        s.d.handle_input(now, connected);
+        s.drain();
+        s.wait(Duration::from_millis(20));
+        s.join();
+        let offer = s.offer("hello.c", 1200);
+        s.server(&offer);
+        if flight_comes {
+            s.deliver_early(1, 0..5);
+        } else {
+            // Past the flight's check: its parts are asked for in a REQUEST and come.
+            s.wait(Duration::from_millis(10));
+            s.deliver(1, usize::MAX, false);
+        }
+        s.wait(Duration::from_millis(10));
+        let line = s.log.lines().filter(|l| l.contains("download_file b.c")).last().unwrap();
+        assert_eq!(line.ends_with("1200 834 50000000"), flight_comes, "{line}");
+    }
+}
+
 /// A server from before early flights answers the longer line with a usage error: the client
 /// asks again as that server understands, never asks it for an early flight again, and the
 /// download runs on a socket of its own.

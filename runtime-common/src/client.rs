@@ -28,11 +28,30 @@ use crate::ui::ClientUi;
 /// ids count up from 0.
 pub const EARLY_FLIGHTS: DownloadId = u32::MAX as DownloadId;
 
-/// What arrives on the early-flight socket before the offer of the transfer it comes from has
-/// been read: at most this many datagrams wait for it, as many as the largest flight (1024 parts)
-/// twice over. A flight that comes first is the common case (the offer is a TCP line, the flight
-/// datagrams, sent together); what does not fit is lost, and asked for again as any lost part.
-const EARLY_HELD: usize = 2048;
+/// What arrives on the early-flight socket before its download is open: at most this many bytes
+/// wait for it, the largest flight (1 MiB) eight times over, and for at most [`EARLY_HELD_FOR`].
+/// A flight that comes first is the common case (the offer is a TCP line, the flight datagrams,
+/// sent together); what does not fit is lost, and asked for again as any lost part.
+const EARLY_HELD_BYTES: usize = 8 << 20;
+/// How long a datagram waits on the early-flight socket for its download to open: past that,
+/// the offer was refused (or lost with its connection), and the port may serve another transfer.
+const EARLY_HELD_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Forgets the held early-flight datagrams that `drop` picks (by sender and arrival), and their
+/// bytes from `bytes`.
+fn drop_held(
+    held: &mut std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    bytes: &mut usize,
+    drop: impl Fn(&SocketAddr, Instant) -> bool,
+) {
+    held.retain(|(at, sender, datagram)| {
+        let keep = !drop(sender, *at);
+        if !keep {
+            *bytes -= datagram.len();
+        }
+        keep
+    });
+}
 
 /// Why a chat session could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -179,8 +198,10 @@ pub struct ClientIo {
     /// The transfers whose flights come to the early-flight socket, by the server's address
     /// they come from (each transfer sends from its own port).
     flights: std::collections::HashMap<SocketAddr, DownloadId>,
-    /// Early-flight datagrams whose download is not open yet, with where they came from.
-    early_held: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Early-flight datagrams whose download is not open yet: when they came, from where.
+    early_held: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// Their bytes.
+    early_held_bytes: usize,
 }
 
 impl ClientIo {
@@ -254,6 +275,7 @@ impl ClientIo {
             early_socket: None,
             flights: std::collections::HashMap::new(),
             early_held: std::collections::VecDeque::new(),
+            early_held_bytes: 0,
         }
     }
 
@@ -310,7 +332,12 @@ impl ClientIo {
                         }
                     }
                     Output::Release { id } => {
-                        self.flights.retain(|_, flight| *flight != id);
+                        // Late copies of its flight find nothing now, and hold nothing either.
+                        if let Some(from) = self.flights.iter().find(|f| *f.1 == id).map(|f| *f.0) {
+                            self.flights.remove(&from);
+                            let (held, bytes) = (&mut self.early_held, &mut self.early_held_bytes);
+                            drop_held(held, bytes, |sender, _| *sender == from);
+                        }
                         sockets.release(id);
                     }
                     Output::Finish(result) => self.finished = Some(result),
@@ -390,10 +417,15 @@ impl ClientIo {
                 let id = match (id, self.flights.get(&from)) {
                     (EARLY_FLIGHTS, Some(&flight)) => flight,
                     (EARLY_FLIGHTS, None) => {
-                        // Its offer is not read yet. From anyone but the server: nothing.
-                        let server = self.server_ip == from.ip();
-                        if server && self.early_held.len() < EARLY_HELD {
-                            self.early_held.push_back((from, datagram.to_vec()));
+                        // Its download is not open yet. From anyone but the server: nothing.
+                        let now = Instant::now();
+                        let stale =
+                            |_: &SocketAddr, at: Instant| now.duration_since(at) > EARLY_HELD_FOR;
+                        drop_held(&mut self.early_held, &mut self.early_held_bytes, stale);
+                        let fits = self.early_held_bytes + datagram.len() <= EARLY_HELD_BYTES;
+                        if self.server_ip == from.ip() && fits {
+                            self.early_held_bytes += datagram.len();
+                            self.early_held.push_back((now, from, datagram.to_vec()));
                         }
                         continue;
                     }
@@ -410,10 +442,11 @@ impl ClientIo {
     /// was open.
     fn take_held_flight(&mut self, from: SocketAddr, id: DownloadId) {
         let mut held = std::mem::take(&mut self.early_held);
-        held.retain_mut(|(sender, datagram)| {
+        held.retain_mut(|(_, sender, datagram)| {
             if *sender != from {
                 return true;
             }
+            self.early_held_bytes -= datagram.len();
             self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             false
         });

@@ -302,9 +302,9 @@ impl UdpReceiver {
                     rustix::net::recvfrom(socket, buf, rustix::net::RecvFlags::empty())?;
                 bufs.meta[0].len = len;
                 bufs.meta[0].stride = len;
-                if let Some(from) = from.and_then(|from| SocketAddr::try_from(from).ok()) {
-                    bufs.meta[0].addr = from;
-                }
+                bufs.meta[0].addr = from
+                    .and_then(|from| SocketAddr::try_from(from).ok())
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                 1
             }
         };

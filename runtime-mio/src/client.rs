@@ -102,8 +102,15 @@ pub fn client(
                 }
             }
         }
-        for (&id, d) in sockets.downloads.iter_mut().filter(|(_, d)| d.ready) {
-            d.ready = !io.read_datagrams(id, &d.socket, &d.rx);
+        // The early-flight socket first: a transfer's first parts are there, its later ones on
+        // its own socket, and read the other way round they would look reordered.
+        let mut ready: Vec<DownloadId> =
+            sockets.downloads.iter().filter(|(_, d)| d.ready).map(|(&id, _)| id).collect();
+        ready.sort_unstable_by_key(|&id| std::cmp::Reverse(id == client::EARLY_FLIGHTS));
+        for id in ready {
+            if let Some(d) = sockets.downloads.get_mut(&id) {
+                d.ready = !io.read_datagrams(id, &d.socket, &d.rx);
+            }
         }
         io.drive(Instant::now(), ui, &mut sockets);
     }

@@ -109,7 +109,13 @@ pub fn client(
                 Wake::Datagrams => {
                     // Every socket gets its batch, so that the first one cannot starve the others; one
                     // left unread stays readable and wakes the next wait at once.
-                    for (&id, d) in &mut sockets.downloads {
+                    // The early-flight socket first (see the mio client).
+                    let early = sockets.downloads.get(&client::EARLY_FLIGHTS);
+                    let rest =
+                        sockets.downloads.iter().filter(|(id, _)| **id != client::EARLY_FLIGHTS);
+                    for (&id, d) in
+                        early.map(|d| (&client::EARLY_FLIGHTS, d)).into_iter().chain(rest)
+                    {
                         io.read_datagrams(id, d.socket.get_ref(), &d.rx);
                     }
                 }

@@ -256,9 +256,9 @@ pub enum Output {
     /// The server closed the connection while the person was not leaving.
     Disconnected(String),
     /// Open download `id`: `<file>.part` of `size` bytes (creating it if need be) with the resume
-    /// record beside it, and a UDP socket connected to `peer` that receives datagrams of up to
-    /// `max_datagram` bytes: with `early`, the early-flight socket of [`Input::Connected`] (its
-    /// early parts may be waiting in it already), which is then this download's. Answer with
+    /// record beside it, and a UDP socket of its own connected to `peer` that receives datagrams
+    /// of up to `max_datagram` bytes; with `early`, its flight comes to the early-flight socket of
+    /// [`Input::Connected`] from `peer`, and goes to this download too. Answer with
     /// [`Input::Opened`] or [`Input::IoFailed`].
     Open {
         /// The download.
@@ -474,8 +474,12 @@ pub struct ClientDriver {
     /// goes out before.
     awaiting_connect: bool,
     /// The server answered an early flight with a usage error: it predates them (version 3 or
-    /// older), so no line of this session asks for one again.
+    /// older), or a flight went nowhere before any came (a firewall, a NAT): no line of this
+    /// session asks for one again.
     early_refused: bool,
+    /// A flight of this session came: one that goes nowhere later was lost on the path (a full
+    /// queue), not blocked, and later lines still ask.
+    early_came: bool,
     /// [`Mode::Get`]: `{quit}` is sent; the session ends once the last FINISHED copies are out,
     /// without waiting for the server to close.
     exit_when_idle: bool,
@@ -531,6 +535,7 @@ impl ClientDriver {
             early_socket: None,
             awaiting_connect,
             early_refused: false,
+            early_came: false,
             exit_when_idle: false,
             finished: false,
             tls: None,
@@ -805,6 +810,14 @@ impl ClientDriver {
         }) {
             self.on_receiver_event(id, event);
         }
+        for flight in
+            self.downloads.values().filter_map(|d| d.receiver.as_ref()?.early_flight_came())
+        {
+            self.early_came |= flight;
+            // Blocked (nothing of any flight ever came): each later line would wait for its
+            // flight's check before asking, and the server would send a flight for nothing.
+            self.early_refused |= !flight && !self.early_came;
+        }
         let done = self
             .downloads
             .iter()
@@ -1058,8 +1071,9 @@ impl ClientDriver {
         }
     }
 
-    /// Sends a line: a download request asks for an early flight when the socket for one is
-    /// free; in [`Mode::Get`] the answer is then due within the stall time.
+    /// Sends a line: a download request asks for an early flight when it may
+    /// ([`ClientDriver::with_early_flight`]); in [`Mode::Get`] the answer is then due within the
+    /// stall time.
     fn ask(&mut self, line: &str) {
         match self.with_early_flight(line) {
             Some(early_line) => self.typed(&early_line),

@@ -134,8 +134,8 @@ impl DrivenClient {
     }
 
     /// The same client, waiting for its connect to be reported as `natter get` does, so that
-    /// its first download asks for an early flight (PROTOCOL 2.1) into the socket the
-    /// simulator binds on the chat connection's address.
+    /// its downloads ask for early flights (PROTOCOL 2.1) into the socket the simulator binds
+    /// on the chat connection's address.
     pub fn with_early_flights(mut self) -> Self {
         self.config.awaits_connected = true;
         self

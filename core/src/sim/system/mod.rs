@@ -96,10 +96,9 @@ use crate::sim::rng::SplitMix64;
 use crate::wire::datagram::MAX_DATAGRAM;
 use crate::wire::line::LineFramer;
 
-/// How many datagrams an early-flight socket holds before a download opens it: a socket's
-/// receive buffer, sized for the largest early flight (1024 parts) and more. A kernel's may hold
-/// less (its `rmem_max` caps what a runtime asks for), but a runtime opens the download as soon
-/// as it reads the offer, and the flight is paced.
+/// How many datagrams the early-flight socket holds for downloads not open yet, as a runtime
+/// holds them (it holds up to 8 MiB): the largest early flight (1024 parts) twice over. The
+/// runtime opens a download as soon as it reads the offer, and flights are paced.
 const EARLY_SOCKET_BUFFER: usize = 2048;
 
 /// The simulated TCP connections.

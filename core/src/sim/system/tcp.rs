@@ -332,8 +332,7 @@ impl World {
         c.dirty = true;
     }
 
-    /// Closes the client's early-flight socket if no download took it: the connection it was
-    /// bound for is over.
+    /// Closes the client's early-flight socket: the connection it was bound for is over.
     fn drop_early_socket(&mut self, client: usize) {
         let c = &mut self.clients[client];
         if let Some((id, _)) = c.early.take() {

@@ -321,6 +321,9 @@ pub struct Receiver {
     /// together they tell a path that drops large datagrams (U5).
     first_request: Option<Instant>,
     any_part_arrived: bool,
+    /// Whether any part had arrived when the early flight's check came (`None` before it, or
+    /// without a flight).
+    early_arrived: Option<bool>,
     events: VecDeque<ReceiverEvent>,
     too_large_reported: bool,
     /// Parts arrived since the last checkpoint, and when that was.
@@ -385,6 +388,7 @@ impl Receiver {
             unsampled_requests: 0,
             first_request: None,
             any_part_arrived: false,
+            early_arrived: None,
             events: VecDeque::new(),
             too_large_reported: false,
             dirty: false,
@@ -431,6 +435,12 @@ impl Receiver {
             self.state = ReceiverState::Failed(TransferError::Abandoned);
             self.finished_left = requests::FINISHED_COPIES;
         }
+    }
+
+    /// Whether its early flight came (any part of the download had arrived by the flight's
+    /// check), once the check has been made; `None` before, or without a flight.
+    pub fn early_flight_came(&self) -> Option<bool> {
+        self.early_arrived
     }
 
     /// Where the download stands.

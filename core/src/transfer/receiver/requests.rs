@@ -342,6 +342,7 @@ impl Receiver {
             return;
         }
         self.early_check = None;
+        self.early_arrived = Some(self.any_part_arrived);
         if self.any_part_arrived {
             return;
         }
