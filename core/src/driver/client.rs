@@ -1027,18 +1027,16 @@ impl ClientDriver {
                     matches!(e, Expect::Public | Expect::Private | Expect::Download { .. })
                 });
                 if let Some(Expect::Download { file, line, early, .. }) = answered {
-                    if early.is_some() {
-                        if reason.starts_with("usage: download_file") {
-                            // A server from before early flights: ask as it understands. The
-                            // person is not shown the refusal of a line they did not write.
-                            if matches!(self.outputs.back(), Some(Output::Event(ClientEvent::Error(r))) if *r == reason)
-                            {
-                                self.outputs.pop_back();
-                            }
-                            self.early_refused = true;
-                            self.queued.push_front(line);
-                            return self.pump_queue();
+                    if early.is_some() && reason.starts_with("usage: download_file") {
+                        // A server from before early flights: ask as it understands. The
+                        // person is not shown the refusal of a line they did not write.
+                        if matches!(self.outputs.back(), Some(Output::Event(ClientEvent::Error(r))) if *r == reason)
+                        {
+                            self.outputs.pop_back();
                         }
+                        self.early_refused = true;
+                        self.queued.push_front(line);
+                        return self.pump_queue();
                     }
                     self.download_refused(file, line, reason);
                 }

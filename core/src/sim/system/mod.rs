@@ -101,6 +101,9 @@ use crate::wire::line::LineFramer;
 /// runtime opens a download as soon as it reads the offer, and flights are paced.
 const EARLY_SOCKET_BUFFER: usize = 2048;
 
+/// What waits in the early-flight socket: each datagram with the server port it came from.
+type EarlyWaiting = VecDeque<(u16, Vec<u8>)>;
+
 /// The simulated TCP connections.
 #[derive(Debug, Clone)]
 pub struct TcpConfig {
@@ -197,7 +200,7 @@ struct ClientState {
     /// The early-flight socket of its chat connection: its id, and what arrived there before
     /// the download on the port it came from was open (at most [`EARLY_SOCKET_BUFFER`]
     /// datagrams, with that port).
-    early: Option<(u64, VecDeque<(u16, Vec<u8>)>)>,
+    early: Option<(u64, EarlyWaiting)>,
     framer: LineFramer,
     sent_partial: Vec<u8>,
     report: ClientReport,
