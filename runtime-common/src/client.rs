@@ -28,31 +28,6 @@ use crate::ui::ClientUi;
 /// ids count up from 0.
 pub const EARLY_FLIGHTS: DownloadId = u32::MAX as DownloadId;
 
-/// What arrives on the early-flight socket before its download is open: at most this many bytes
-/// wait for it, the largest flight (1 MiB) eight times over, and for at most [`EARLY_HELD_FOR`].
-/// A flight that comes first is the common case (the offer is a TCP line, the flight datagrams,
-/// sent together); what does not fit is lost, and asked for again as any lost part.
-const EARLY_HELD_BYTES: usize = 8 << 20;
-/// How long a datagram waits on the early-flight socket for its download to open: past that,
-/// the offer was refused (or lost with its connection), and the port may serve another transfer.
-const EARLY_HELD_FOR: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Forgets the held early-flight datagrams that `drop` picks (by sender and arrival), and their
-/// bytes from `bytes`.
-fn drop_held(
-    held: &mut std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)>,
-    bytes: &mut usize,
-    drop: impl Fn(&SocketAddr, Instant) -> bool,
-) {
-    held.retain(|(at, sender, datagram)| {
-        let keep = !drop(sender, *at);
-        if !keep {
-            *bytes -= datagram.len();
-        }
-        keep
-    });
-}
-
 /// Why a chat session could not go on.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -178,8 +153,6 @@ pub trait Sockets {
 #[derive(Debug)]
 pub struct ClientIo {
     driver: ClientDriver,
-    /// Where the chat server is: early flights come from there.
-    server_ip: std::net::IpAddr,
     files: DownloadFiles,
     /// Bytes for the chat connection not yet written.
     pub outbox: Vec<u8>,
@@ -195,13 +168,6 @@ pub struct ClientIo {
     /// The early-flight socket (PROTOCOL 2.1), until it is handed to the runtime as
     /// [`EARLY_FLIGHTS`].
     early_socket: Option<std::net::UdpSocket>,
-    /// The transfers whose flights come to the early-flight socket, by the server's address
-    /// they come from (each transfer sends from its own port).
-    flights: std::collections::HashMap<SocketAddr, DownloadId>,
-    /// Early-flight datagrams whose download is not open yet: when they came, from where.
-    early_held: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)>,
-    /// Their bytes.
-    early_held_bytes: usize,
 }
 
 impl ClientIo {
@@ -262,7 +228,6 @@ impl ClientIo {
         pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
     ) -> Self {
         Self {
-            server_ip: config.server_ip,
             driver: ClientDriver::new(config, now),
             files: DownloadFiles::new(out_dir),
             outbox: Vec::new(),
@@ -273,9 +238,6 @@ impl ClientIo {
             files_done: Vec::new(),
             pinning,
             early_socket: None,
-            flights: std::collections::HashMap::new(),
-            early_held: std::collections::VecDeque::new(),
-            early_held_bytes: 0,
         }
     }
 
@@ -327,19 +289,18 @@ impl ClientIo {
                             let error = format!("cannot open a UDP socket to {peer}: {err}");
                             self.driver.handle_input(now, Input::IoFailed { id, error });
                         } else if early {
-                            self.flights.insert(peer, id);
-                            self.take_held_flight(peer, id);
+                            // What came for it on the early-flight socket before it was open.
+                            for mut datagram in self.driver.take_early_held(id) {
+                                self.files.on_datagram(
+                                    &mut self.driver,
+                                    Instant::now(),
+                                    id,
+                                    &mut datagram,
+                                );
+                            }
                         }
                     }
-                    Output::Release { id } => {
-                        // Late copies of its flight find nothing now, and hold nothing either.
-                        if let Some(from) = self.flights.iter().find(|f| *f.1 == id).map(|f| *f.0) {
-                            self.flights.remove(&from);
-                            let (held, bytes) = (&mut self.early_held, &mut self.early_held_bytes);
-                            drop_held(held, bytes, |sender, _| *sender == from);
-                        }
-                        sockets.release(id);
-                    }
+                    Output::Release { id } => sockets.release(id),
                     Output::Finish(result) => self.finished = Some(result),
                     Output::FileDone { file, result } => self.files_done.push((file, result)),
                     _ => {}
@@ -414,43 +375,21 @@ impl ClientIo {
                 }
             }
             for (from, datagram) in self.received.datagrams_from_mut() {
-                let id = match (id, self.flights.get(&from)) {
-                    (EARLY_FLIGHTS, Some(&flight)) => flight,
-                    (EARLY_FLIGHTS, None) => {
-                        // Its download is not open yet. From anyone but the server: nothing.
-                        let now = Instant::now();
-                        let stale =
-                            |_: &SocketAddr, at: Instant| now.duration_since(at) > EARLY_HELD_FOR;
-                        drop_held(&mut self.early_held, &mut self.early_held_bytes, stale);
-                        let fits = self.early_held_bytes + datagram.len() <= EARLY_HELD_BYTES;
-                        if self.server_ip == from.ip() && fits {
-                            self.early_held_bytes += datagram.len();
-                            self.early_held.push_back((now, from, datagram.to_vec()));
+                // The early-flight socket's datagrams go where the driver says, or wait in it.
+                let id = match id {
+                    EARLY_FLIGHTS => {
+                        match self.driver.early_datagram(Instant::now(), from, datagram) {
+                            Some(flight) => flight,
+                            None => continue,
                         }
-                        continue;
                     }
-                    (id, _) => id,
+                    id => id,
                 };
                 // Read per datagram: see ClientDriver::handle_datagram.
                 self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }
         }
         false
-    }
-
-    /// Hands download `id` what came for it on the early-flight socket, from `from`, before it
-    /// was open.
-    fn take_held_flight(&mut self, from: SocketAddr, id: DownloadId) {
-        let mut held = std::mem::take(&mut self.early_held);
-        held.retain_mut(|(_, sender, datagram)| {
-            if *sender != from {
-                return true;
-            }
-            self.early_held_bytes -= datagram.len();
-            self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
-            false
-        });
-        self.early_held = held;
     }
 
     /// Hands the lines typed so far, from a thread that reads the person's input, to the driver;

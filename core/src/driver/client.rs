@@ -154,6 +154,16 @@ pub struct ClientConfig {
     pub password: Option<Password>,
 }
 
+/// What comes to the early-flight socket before its download is open waits in the driver: at
+/// most this many bytes, the largest flight (1 MiB) eight times over, and for at most
+/// [`EARLY_HELD_FOR`]. A flight that comes first is the common case (the offer is a TCP line,
+/// the flight datagrams, sent together); what does not fit is lost, and asked for again as any
+/// lost part.
+pub const EARLY_HELD_BYTES: usize = 8 << 20;
+/// How long a datagram waits for its download to open: past that, the offer was refused (or
+/// lost with its connection), and the port may serve another transfer.
+pub const EARLY_HELD_FOR: Duration = Duration::from_secs(1);
+
 /// How long a `download_file` refused by the server's transfer cap waits before it is sent again,
 /// when the client holds fewer downloads than the server counts (the server has not yet seen a
 /// FINISHED).
@@ -480,6 +490,10 @@ pub struct ClientDriver {
     /// A flight of this session came: one that goes nowhere later was lost on the path (a full
     /// queue), not blocked, and later lines still ask.
     early_came: bool,
+    /// Early-flight datagrams whose download is not open yet: when they came, from where.
+    early_held: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    /// Their bytes.
+    early_held_bytes: usize,
     /// [`Mode::Get`]: `{quit}` is sent; the session ends once the last FINISHED copies are out,
     /// without waiting for the server to close.
     exit_when_idle: bool,
@@ -536,6 +550,8 @@ impl ClientDriver {
             awaiting_connect,
             early_refused: false,
             early_came: false,
+            early_held: VecDeque::new(),
+            early_held_bytes: 0,
             exit_when_idle: false,
             finished: false,
             tls: None,
@@ -767,6 +783,65 @@ impl ClientDriver {
         d.receiver.as_mut()?.handle_datagram(now, buf)
     }
 
+    /// A datagram came to the early-flight socket (PROTOCOL 2.1) from `from`: the open download
+    /// whose flight it is, to hand it to as [`ClientDriver::handle_datagram`]; or `None`, and
+    /// the driver keeps a copy (within [`EARLY_HELD_BYTES`] and [`EARLY_HELD_FOR`]) for
+    /// [`ClientDriver::take_early_held`], when it comes from the server.
+    pub fn early_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<DownloadId> {
+        if from.ip() != self.config.server_ip {
+            return None;
+        }
+        // Each transfer sends from the port its offer names.
+        let open = self.downloads.iter().find(|(_, d)| {
+            d.early.is_some() && !d.ended && d.receiver.is_some() && d.offer.port == from.port()
+        });
+        if let Some((&id, _)) = open {
+            return Some(id);
+        }
+        self.drop_early_held(|_, at| now.saturating_duration_since(at) > EARLY_HELD_FOR);
+        if self.early_held_bytes + datagram.len() <= EARLY_HELD_BYTES {
+            self.early_held_bytes += datagram.len();
+            self.early_held.push_back((now, from, datagram.to_vec()));
+        }
+        None
+    }
+
+    /// What came to the early-flight socket for download `id` before it was open: hand each to
+    /// [`ClientDriver::handle_datagram`] once [`Output::Open`] is done.
+    pub fn take_early_held(&mut self, id: DownloadId) -> Vec<Vec<u8>> {
+        let Some(port) = self.downloads.get(&id).map(|d| d.offer.port) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        let bytes = &mut self.early_held_bytes;
+        self.early_held.retain_mut(|(_, from, datagram)| {
+            if from.port() != port {
+                return true;
+            }
+            *bytes -= datagram.len();
+            taken.push(std::mem::take(datagram));
+            false
+        });
+        taken
+    }
+
+    /// Forgets the held early-flight datagrams that `drop` picks (by sender and arrival).
+    fn drop_early_held(&mut self, drop: impl Fn(SocketAddr, Instant) -> bool) {
+        let bytes = &mut self.early_held_bytes;
+        self.early_held.retain(|&(at, from, ref datagram)| {
+            let keep = !drop(from, at);
+            if !keep {
+                *bytes -= datagram.len();
+            }
+            keep
+        });
+    }
+
     /// The range of download `id` to hash next: feed it with [`ClientDriver::hash`].
     pub fn next_to_hash(&self, id: DownloadId) -> Option<(u64, usize)> {
         self.downloads.get(&id)?.receiver.as_ref()?.next_to_hash()
@@ -824,7 +899,11 @@ impl ClientDriver {
             .find(|(_, d)| d.ended && !d.receiver.as_ref().is_some_and(Receiver::is_finishing))
             .map(|(&id, _)| id);
         if let Some(id) = done {
-            self.downloads.remove(&id);
+            if let Some(d) = self.downloads.remove(&id) {
+                // Late copies of its flight hold nothing for the next transfer on that port.
+                let port = d.offer.port;
+                self.drop_early_held(|from, _| from.port() == port);
+            }
             self.outputs.push_back(Output::Release { id });
         }
         if self.pumps_queue() {

@@ -18,10 +18,9 @@ pub enum ClientInput<'a> {
     ConnectionEnded,
     /// The connection is open (the simulated connect costs no time, so this comes at once).
     /// `early_socket` is a UDP socket bound on the connection's own address, as a runtime binds
-    /// one for early flights (PROTOCOL 2.1): what arrives there goes to the download on the port
-    /// it came from, and waits, as in a socket's buffer, until that download is open
-    /// ([`ClientAction::OpenDownload`] with that port). `handshake` is the round trip a real
-    /// connect would have measured.
+    /// one for early flights (PROTOCOL 2.1): what arrives there is handed to the client with the
+    /// address it came from, which the client driver tells apart. `handshake` is the round trip a
+    /// real connect would have measured.
     Connected {
         /// The id of the early-flight socket.
         early_socket: u64,
@@ -79,8 +78,9 @@ pub trait SimClient: fmt::Debug {
     fn poll_timeout(&self) -> Option<Instant>;
     /// The time has come.
     fn handle_timeout(&mut self, now: Instant);
-    /// A datagram arrived on download `id`'s socket (decrypted in place when sealed).
-    fn handle_datagram(&mut self, now: Instant, id: u64, buf: &mut [u8]);
+    /// A datagram from `from` arrived on socket `id`: a download's, or the early-flight socket
+    /// of [`ClientInput::Connected`] (decrypted in place when sealed).
+    fn handle_datagram(&mut self, now: Instant, id: u64, from: SocketAddr, buf: &mut [u8]);
     /// The next datagram to send, written into `buf`: the download it belongs to and its length.
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(u64, usize)>;
     /// Every download so far, in the order they were offered (a client that does not download

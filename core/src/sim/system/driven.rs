@@ -85,6 +85,8 @@ struct Session {
     driver: ClientDriver,
     /// The driver's download ids, to indices into [`DrivenClient::downloads`].
     ids: BTreeMap<DownloadId, usize>,
+    /// The early-flight socket of its chat connection.
+    early_socket: Option<u64>,
 }
 
 /// A simulated client running the real [`ClientDriver`]. See the module documentation.
@@ -101,6 +103,8 @@ pub struct DrivenClient {
     finished: Vec<(Duration, SessionEnd)>,
     next_socket: u64,
     silent: bool,
+    /// Early-flight datagrams the driver held until their download opened, to hand it now.
+    held_flights: Vec<(DownloadId, Vec<u8>)>,
 }
 
 impl DrivenClient {
@@ -118,6 +122,7 @@ impl DrivenClient {
             finished: Vec::new(),
             next_socket: 1,
             silent: false,
+            held_flights: Vec::new(),
         }
     }
 
@@ -194,7 +199,7 @@ impl DrivenClient {
                     self.die();
                 }
                 let driver = ClientDriver::new(self.config.clone(), now);
-                self.session = Some(Session { driver, ids: BTreeMap::new() });
+                self.session = Some(Session { driver, ids: BTreeMap::new(), early_socket: None });
                 self.actions.push_back(ClientAction::Connect);
             }
             Cue::Type(line) => {
@@ -259,9 +264,9 @@ impl DrivenClient {
                     d.resumed_parts.get_or_insert(progress.parts_received);
                 }
             }
-            // A flight it asked for comes to the early-flight socket, which the world hands on by
-            // the port it came from: the download has a socket of its own all the same.
-            Output::Open { id, file, size, peer, max_datagram, .. } => {
+            // A flight it asked for comes to the early-flight socket; the download has a socket
+            // of its own all the same.
+            Output::Open { id, file, size, peer, max_datagram, early } => {
                 let socket = self.next_socket;
                 self.next_socket += 1;
                 let part = self.folder.parts.entry(file.clone()).or_default();
@@ -294,6 +299,11 @@ impl DrivenClient {
                 driver.handle_input(now, Input::Opened { id, resume });
                 // A resumed prefix is hashed from the file before new parts arrive.
                 feed_hash(driver, id, part);
+                if early {
+                    // What came for it on the early-flight socket before it was open.
+                    let held = driver.take_early_held(id);
+                    self.held_flights.extend(held.into_iter().map(|datagram| (id, datagram)));
+                }
             }
             Output::SaveRecord { id, record } => {
                 let Some(d) = session.ids.get(&id).map(|&i| &mut self.downloads[i]) else {
@@ -372,6 +382,34 @@ impl DrivenClient {
     }
 }
 
+impl DrivenClient {
+    /// Download `id`'s datagram, as a runtime hands it to the driver and the file.
+    fn deliver(&mut self, now: Instant, id: DownloadId, buf: &mut [u8]) {
+        let Some(s) = &mut self.session else {
+            return;
+        };
+        let Some(&i) = s.ids.get(&id) else {
+            return;
+        };
+        let Some(accept) = s.driver.handle_datagram(now, id, buf) else {
+            return;
+        };
+        let d = &mut self.downloads[i];
+        let Some(part) = self.folder.parts.get_mut(&d.file) else {
+            return;
+        };
+        let at = usize::try_from(accept.offset).unwrap_or(usize::MAX);
+        let len = accept.payload.len();
+        if let (Some(payload), Some(dst)) =
+            (buf.get(accept.payload), part.get_mut(at..at.saturating_add(len)))
+        {
+            dst.copy_from_slice(payload);
+            d.received.insert(accept.part);
+        }
+        feed_hash(&mut s.driver, id, part);
+    }
+}
+
 /// Feeds download `id`'s in-order hash from its `.part` file, as far as the driver asks.
 fn feed_hash(driver: &mut ClientDriver, id: DownloadId, part: &[u8]) {
     while let Some((offset, len)) = driver.next_to_hash(id) {
@@ -399,8 +437,9 @@ impl SimClient for DrivenClient {
             ClientInput::ConnectionEnded => s.driver.handle_input(now, Input::ServerClosed),
             // Only a client that waits for the connect hears of it (`with_early_flights`): the
             // others ask for no early flight, as against a server from before them.
-            ClientInput::Connected { local, handshake, .. } => {
+            ClientInput::Connected { early_socket, local, handshake } => {
                 if self.config.awaits_connected {
+                    s.early_socket = Some(early_socket);
                     let early_socket = Some(local);
                     s.driver.handle_input(now, Input::Connected { handshake, early_socket });
                 }
@@ -415,6 +454,11 @@ impl SimClient for DrivenClient {
             }
             let output = self.session.as_mut()?.driver.poll_output()?;
             self.perform(output);
+            if let Some(now) = self.now {
+                for (id, mut datagram) in std::mem::take(&mut self.held_flights) {
+                    self.deliver(now, id, &mut datagram);
+                }
+            }
         }
     }
 
@@ -442,31 +486,26 @@ impl SimClient for DrivenClient {
         }
     }
 
-    fn handle_datagram(&mut self, now: Instant, socket: u64, buf: &mut [u8]) {
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        socket: u64,
+        from: std::net::SocketAddr,
+        buf: &mut [u8],
+    ) {
         self.now = Some(now);
         let Some(s) = &mut self.session else {
             return;
         };
-        let Some((&id, &i)) = s.ids.iter().find(|(_, i)| self.downloads[**i].socket == socket)
-        else {
-            return;
+        // The early-flight socket's datagrams go where the driver says, or wait in it.
+        let id = if s.early_socket == Some(socket) {
+            s.driver.early_datagram(now, from, buf)
+        } else {
+            s.ids.iter().find(|(_, i)| self.downloads[**i].socket == socket).map(|(&id, _)| id)
         };
-        let Some(accept) = s.driver.handle_datagram(now, id, buf) else {
-            return;
-        };
-        let d = &mut self.downloads[i];
-        let Some(part) = self.folder.parts.get_mut(&d.file) else {
-            return;
-        };
-        let at = usize::try_from(accept.offset).unwrap_or(usize::MAX);
-        let len = accept.payload.len();
-        if let (Some(payload), Some(dst)) =
-            (buf.get(accept.payload), part.get_mut(at..at.saturating_add(len)))
-        {
-            dst.copy_from_slice(payload);
-            d.received.insert(accept.part);
+        if let Some(id) = id {
+            self.deliver(now, id, buf);
         }
-        feed_hash(&mut s.driver, id, part);
     }
 
     fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(u64, usize)> {

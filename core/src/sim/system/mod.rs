@@ -35,8 +35,8 @@
 //!   file's content at the moment of sending; a file changed mid-transfer ([`FileChange`]) is
 //!   noticed by [`Output::CheckFile`] or by a short read, as on a real server (U7). Each chat
 //!   connection also has a UDP socket bound on its own address, as `natter get` binds one for
-//!   early flights (PROTOCOL 2.1): what arrives there goes to the download on the port it came
-//!   from, and waits until that download is open.
+//!   early flights (PROTOCOL 2.1): what arrives there is handed to the client with where it came
+//!   from, and the client driver tells the flights apart.
 //!
 //! # Clients
 //!
@@ -95,14 +95,6 @@ use crate::sim::link::Link;
 use crate::sim::rng::SplitMix64;
 use crate::wire::datagram::MAX_DATAGRAM;
 use crate::wire::line::LineFramer;
-
-/// How many datagrams the early-flight socket holds for downloads not open yet, as a runtime
-/// holds them (it holds up to 8 MiB): the largest early flight (1024 parts) twice over. The
-/// runtime opens a download as soon as it reads the offer, and flights are paced.
-const EARLY_SOCKET_BUFFER: usize = 2048;
-
-/// What waits in the early-flight socket: each datagram with the server port it came from.
-type EarlyWaiting = VecDeque<(u16, Vec<u8>)>;
 
 /// The simulated TCP connections.
 #[derive(Debug, Clone)]
@@ -197,10 +189,8 @@ struct ClientState {
     conn: Option<ConnId>,
     /// Server port of each open download.
     downloads: BTreeMap<u64, u16>,
-    /// The early-flight socket of its chat connection: its id, and what arrived there before
-    /// the download on the port it came from was open (at most [`EARLY_SOCKET_BUFFER`]
-    /// datagrams, with that port).
-    early: Option<(u64, EarlyWaiting)>,
+    /// The id of the early-flight socket of its chat connection.
+    early: Option<u64>,
     framer: LineFramer,
     sent_partial: Vec<u8>,
     report: ClientReport,
@@ -459,21 +449,10 @@ impl World {
             Ev::DatagramToClient { client, id, from_port, mut bytes } => {
                 let now = self.now();
                 let c = &mut self.clients[client];
-                let early = c.early.as_ref().is_some_and(|(e, _)| *e == id);
-                // What comes to the early-flight socket belongs to the download on the port it
-                // came from, as a runtime hands it on.
-                let socket = if early {
-                    c.downloads.iter().find(|&(_, &port)| port == from_port).map(|(&s, _)| s)
-                } else {
-                    Some(id).filter(|id| c.downloads.contains_key(id))
-                };
-                if let Some(socket) = socket {
-                    c.client.handle_datagram(now, socket, &mut bytes);
+                if c.early == Some(id) || c.downloads.contains_key(&id) {
+                    let from = SocketAddr::new(driven::SERVER_IP, from_port);
+                    c.client.handle_datagram(now, id, from, &mut bytes);
                     c.dirty = true;
-                } else if let Some((_, waiting)) = c.early.as_mut().filter(|_| early)
-                    && waiting.len() < EARLY_SOCKET_BUFFER
-                {
-                    waiting.push_back((from_port, bytes));
                 }
             }
             Ev::FileChange { index } => self.change_file(index),

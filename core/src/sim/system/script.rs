@@ -108,7 +108,7 @@ impl SimClient for ScriptedClient {
         }
     }
 
-    fn handle_datagram(&mut self, _now: Instant, _id: u64, _buf: &mut [u8]) {}
+    fn handle_datagram(&mut self, _: Instant, _: u64, _: std::net::SocketAddr, _: &mut [u8]) {}
 
     fn poll_transmit(&mut self, _now: Instant, _buf: &mut [u8]) -> Option<(u64, usize)> {
         None

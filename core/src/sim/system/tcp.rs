@@ -296,16 +296,6 @@ impl World {
                 c.downloads.insert(id, port);
                 let addr = udp_addr(c.ip, id);
                 self.routes.insert(addr, (client, id));
-                // What waited in the early-flight socket for this download is read now.
-                let mine = c.early.as_mut().map(|(_, waiting)| {
-                    let (mine, rest) = waiting.drain(..).partition(|(from, _)| *from == port);
-                    *waiting = rest;
-                    mine
-                });
-                for (from_port, bytes) in mine.into_iter().flat_map(VecDeque::into_iter) {
-                    let datagram = Ev::DatagramToClient { client, id, from_port, bytes };
-                    self.schedule_at(self.now_ns, datagram);
-                }
             }
             ClientAction::CloseDownload { id } => {
                 let c = &mut self.clients[client];
@@ -322,7 +312,7 @@ impl World {
         self.drop_early_socket(client);
         let id = early_socket_id(conn);
         let c = &mut self.clients[client];
-        c.early = Some((id, VecDeque::new()));
+        c.early = Some(id);
         self.routes.insert(peer, (client, id));
         let now = self.now();
         let handshake = self.tcp.delay * 2;
@@ -335,7 +325,7 @@ impl World {
     /// Closes the client's early-flight socket: the connection it was bound for is over.
     fn drop_early_socket(&mut self, client: usize) {
         let c = &mut self.clients[client];
-        if let Some((id, _)) = c.early.take() {
+        if let Some(id) = c.early.take() {
             self.routes.remove(&udp_addr(c.ip, id));
         }
     }
