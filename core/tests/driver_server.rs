@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use natter_core::chat::catalogue::{Catalogue, FileEntry, FileKey};
 use natter_core::chat::server::{ConnId, ServerConfig};
 use natter_core::driver::server::{
-    ACCEPT_RETRY, CLOSE_GRACE, Input, Output, QUIET_BEFORE_RELEASE, SPARE_TAILS_KEPT, ServerDriver,
-    TURN_GATHER, TURN_QUEUE_BYTES,
+    ACCEPT_RETRY, CLOSE_GRACE, Input, MAX_TURN_GATHER, Output, QUIET_BEFORE_RELEASE,
+    SPARE_TAILS_KEPT, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES,
 };
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{self, Datagram};
@@ -206,6 +206,11 @@ impl Script {
 
 fn config() -> ServerConfig {
     ServerConfig { udp_ports: 55000..=55001, ..ServerConfig::default() }
+}
+
+/// [`config`] with room for a big room from one address.
+fn crowd_config() -> ServerConfig {
+    ServerConfig { max_connections: 1000, max_per_ip: 1000, ..config() }
 }
 
 /// The token of the first offer a driver seeded with TOKEN_SEED makes, read off its UDP line.
@@ -614,6 +619,33 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     assert_eq!(quiet.driver.turn_gather(quiet.now), None, "a small room");
 }
 
+/// Issue 12, PROTOCOL 4 rule 8: a crowd in a bigger room gathers longer (40 us for each reader a
+/// turn writes to, from 5 ms up to 20 ms), and a busy server's writes may wait for the reader's
+/// acknowledgement while a quiet one's never do.
+#[test]
+fn a_bigger_crowd_gathers_longer_and_only_a_busy_server_coalesces() {
+    for (readers, wait) in
+        [(40, TURN_GATHER), (250, Duration::from_millis(10)), (600, MAX_TURN_GATHER)]
+    {
+        let mut s = Script::new(crowd_config());
+        let people = room(&mut s, readers);
+        s.driver.end_turn(s.now);
+        assert!(!s.driver.turn_coalesces(), "{readers}: a quiet server writes at once");
+        read_turn(&mut s, &people, crowd(&people, 20));
+        write_turn(&mut s, &people, FIVE_MS);
+        assert!(s.driver.turn_coalesces(), "{readers}: a crowd's writes may wait");
+        s.not_reading = people.clone();
+        s.send(people[2], "and one more");
+        assert_eq!(s.driver.turn_gather(s.now), Some(wait), "{readers} readers");
+        // A turn of a line alone, after a pause: the server is quiet again.
+        write_turn(&mut s, &people, Duration::ZERO);
+        s.now += Duration::from_millis(20);
+        read_turn(&mut s, &people, [(people[0], "hello")]);
+        write_turn(&mut s, &people, Duration::ZERO);
+        assert!(!s.driver.turn_coalesces(), "{readers}: quiet again");
+    }
+}
+
 /// Issue 12, PROTOCOL 4 rule 8: a lone line to a big room, turn after turn, is a crowd too when
 /// the writes alone come at 200,000 a second (a turn's writes over the wait before it), and stays
 /// one across a gathered turn; turns 5 ms apart, or a room of 100, are not.
@@ -627,19 +659,20 @@ fn lone_lines_to_a_big_room_in_quick_turns_are_gathered() {
         write_turn(s, people, length);
     }
     let ms = Duration::from_millis;
-    let mut s = Script::new(config());
+    let mut s = Script::new(crowd_config());
     let people = room(&mut s, 250);
     turn(&mut s, &people, ms(0), ms(1), &people[..1]);
     turn(&mut s, &people, ms(1), ms(1), &people[1..2]);
     s.now += ms(1);
     s.send(people[2], "and one more");
-    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER), "250 writes after 1 ms");
+    let ten_ms = Some(ms(10)); // 250 writes a turn: 40 us each
+    assert_eq!(s.driver.turn_gather(s.now), ten_ms, "250 writes after 1 ms");
     s.driver.end_turn(s.now); // the check's line, written at once: a turn of its own
-    // That turn gathered 5 ms and got three lines; the next comes 1 ms after it.
+    // That turn gathered and got three lines; the next comes 1 ms after it.
     turn(&mut s, &people, ms(0), ms(5), &people[3..5]);
     s.now += ms(1);
     s.send(people[5], "and one more");
-    assert_eq!(s.driver.turn_gather(s.now), Some(TURN_GATHER), "a gathered turn stays a crowd");
+    assert_eq!(s.driver.turn_gather(s.now), ten_ms, "a gathered turn stays a crowd");
     write_turn(&mut s, &people, ms(0));
     turn(&mut s, &people, ms(5), ms(0), &people[6..7]);
     s.now += ms(5);

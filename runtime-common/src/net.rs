@@ -60,6 +60,13 @@ pub fn route_mtu(peer: std::net::IpAddr) -> Option<(u32, bool)> {
 const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Lets the kernel hold a chat connection's small writes until the reader acknowledges what it
+/// has (`coalesce`: Nagle's rule), or sends each write at once (best effort). Turning the delay off
+/// sends whatever it holds at once.
+pub fn coalesce_writes<S: AsFd>(stream: &S, coalesce: bool) {
+    let _ = socket2::SockRef::from(stream).set_tcp_nodelay(!coalesce);
+}
+
 /// Turns on TCP keepalive for an accepted chat connection (best effort).
 pub fn keep_alive<S: AsFd>(stream: &S) {
     let keepalive = socket2::TcpKeepalive::new()

@@ -490,7 +490,7 @@ pub fn accepted<S: AsFd>(
     stream: &S,
     tls: bool,
 ) {
-    let _ = socket2::SockRef::from(stream).set_tcp_nodelay(true);
+    net::coalesce_writes(stream, false);
     net::keep_alive(stream);
     net::shorten_tcp_recovery(stream);
     let input =

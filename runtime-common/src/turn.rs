@@ -10,7 +10,7 @@
 //! it with [`ServerIo::end_turn`]. The runtime watches every socket for both directions,
 //! edge-triggered: the turn reads and writes until a socket would block and remembers what is
 //! ready, so no socket needs a waker of its own (an idle person costs the table its socket and
-//! three flags: 8 bytes on mio in a release build, 24 on smol, whose socket carries its poller's
+//! four flags: 8 bytes on mio in a release build, 24 on smol, whose socket carries its poller's
 //! handle).
 
 use std::collections::{HashMap, VecDeque};
@@ -23,8 +23,8 @@ use natter_core::chat::server::ConnMap;
 use natter_core::driver::server::{Output, READ_CHUNK, ServerDriver};
 use natter_core::wire::datagram::MAX_DATAGRAM;
 
-use crate::ServedFiles;
 use crate::serve::{self, Prepared, Turn};
+use crate::{ServedFiles, net};
 
 /// The sockets of a runtime, as it holds them; a call that would block gives `WouldBlock`.
 pub trait Sockets {
@@ -90,11 +90,14 @@ struct Watched<S> {
     paused: bool,
     /// Its last write (or send) would have blocked: the rest goes when it is writable.
     write_waits: bool,
+    /// Its writes may wait for the reader's acknowledgement of the last ones
+    /// ([`ServerDriver::turn_coalesces`]); a chat connection starts without (no Nagle delay).
+    coalesces: bool,
 }
 
 impl<S> Watched<S> {
     fn new(socket: S) -> Self {
-        Self { socket, queued: false, paused: false, write_waits: false }
+        Self { socket, queued: false, paused: false, write_waits: false, coalesces: false }
     }
 }
 
@@ -360,6 +363,11 @@ impl<R: Sockets> ServerIo<R> {
         let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.write_waits) else {
             return;
         };
+        let coalesces = self.driver.turn_coalesces();
+        if c.coalesces != coalesces {
+            c.coalesces = coalesces;
+            net::coalesce_writes(&c.socket, coalesces);
+        }
         let socket = &c.socket;
         if serve::write_owed(now, &mut self.driver, conn, |s| R::write(socket, s)) == Turn::Blocked
         {
@@ -388,7 +396,7 @@ mod tests {
 
     use super::*;
 
-    /// A socket costs its descriptor and three flags in the table (issue 12: the table has a
+    /// A socket costs its descriptor and four flags in the table (issue 12: the table has a
     /// slot per connection, up to twice over).
     #[test]
     fn a_socket_in_the_turn_costs_eight_bytes() {
