@@ -17,7 +17,7 @@ use natter_core::chat::catalogue::{Catalogue, FileEntry, FileKey};
 use natter_core::chat::server::{ConnId, ServerConfig};
 use natter_core::driver::server::{
     ACCEPT_RETRY, CLOSE_GRACE, Input, MAX_TURN_GATHER, Output, QUIET_BEFORE_RELEASE,
-    SPARE_TAILS_KEPT, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES,
+    SATURATED_GATHER, SPARE_TAILS_KEPT, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES,
 };
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{self, Datagram};
@@ -579,15 +579,29 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     assert_eq!(s.driver.turn_gather(s.now), None, "after a turn of one line alone, even to 40");
     s.driver.end_turn(s.now);
     assert_eq!(s.driver.turn_gather(s.now), None, "nothing read yet, no wait");
+    // Turns a millisecond apart: a server with time to spare between them.
+    let ms = Duration::from_millis(1);
+    s.now += ms;
     read_turn(&mut s, &people, [(people[0], "hello everyone"), (people[1], "hi")]);
     write_turn(&mut s, &people, FIVE_MS);
+    s.now += ms;
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), None, "two short lines a turn are no crowd");
     write_turn(&mut s, &people, FIVE_MS);
+    s.now += ms;
+    read_turn(&mut s, &people, [(people[0], "hello everyone"), (people[1], "hi")]);
+    write_turn(&mut s, &people, Duration::ZERO);
+    s.now += ms;
+    s.send(people[2], "and one more");
+    assert_eq!(s.driver.turn_gather(s.now), None, "nor two at once, soon after the last turn");
+    // The same two, turn after turn with no time between: the server has none to spare, and
+    // reads on briefly (SATURATED_GATHER), but it is no crowd.
+    write_turn(&mut s, &people, Duration::ZERO);
     read_turn(&mut s, &people, [(people[0], "hello everyone"), (people[1], "hi")]);
     write_turn(&mut s, &people, Duration::ZERO);
     s.send(people[2], "and one more");
-    assert_eq!(s.driver.turn_gather(s.now), None, "nor two at once, right after the last turn");
+    assert_eq!(s.driver.turn_gather(s.now), Some(SATURATED_GATHER), "no time between turns");
+    assert!(!s.driver.turn_coalesces(), "no crowd");
     write_turn(&mut s, &people, FIVE_MS);
     // A crowd: twenty lines to each of 40 readers in 5 ms, over 1 KiB for each.
     read_turn(&mut s, &people, crowd(&people, 20));
@@ -646,6 +660,31 @@ fn a_bigger_crowd_gathers_longer_and_only_a_busy_server_coalesces() {
     }
 }
 
+/// Issue 12, PROTOCOL 4 rule 8: a small room that keeps the server from ever waiting (each turn
+/// starts as the last ends) is read on for 200 us; the same room with time to spare between
+/// turns, or a conversation of a few, is written at once.
+#[test]
+fn a_small_room_that_saturates_the_server_is_read_on_briefly() {
+    let us = Duration::from_micros;
+    for (readers, gap, wait) in
+        [(10, us(10), Some(SATURATED_GATHER)), (10, us(500), None), (4, us(10), None)]
+    {
+        let mut s = Script::new(config());
+        let people = room(&mut s, readers);
+        s.driver.end_turn(s.now);
+        for turn in 0..3 {
+            s.now += gap;
+            read_turn(&mut s, &people, crowd(&people, 3));
+            write_turn(&mut s, &people, us(80));
+            assert!(!s.driver.turn_coalesces(), "{readers}, turn {turn}: never busy");
+        }
+        s.now += gap;
+        s.not_reading = people.clone();
+        s.send(people[1], "and one more");
+        assert_eq!(s.driver.turn_gather(s.now), wait, "{readers} readers, {gap:?} between turns");
+    }
+}
+
 /// Issue 12, PROTOCOL 4 rule 8: a lone line to a big room, turn after turn, is a crowd too when
 /// the writes alone come at 200,000 a second (a turn's writes over the wait before it), and stays
 /// one across a gathered turn; turns 5 ms apart, or a room of 100, are not.
@@ -667,6 +706,7 @@ fn lone_lines_to_a_big_room_in_quick_turns_are_gathered() {
     s.send(people[2], "and one more");
     let ten_ms = Some(ms(10)); // 250 writes a turn: 40 us each
     assert_eq!(s.driver.turn_gather(s.now), ten_ms, "250 writes after 1 ms");
+    assert!(!s.driver.turn_coalesces(), "busy by its writes alone: a line now and then to each");
     s.driver.end_turn(s.now); // the check's line, written at once: a turn of its own
     // That turn gathered and got three lines; the next comes 1 ms after it.
     turn(&mut s, &people, ms(0), ms(5), &people[3..5]);
