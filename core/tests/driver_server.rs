@@ -601,7 +601,7 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     write_turn(&mut s, &people, Duration::ZERO);
     s.send(people[2], "and one more");
     assert_eq!(s.driver.turn_gather(s.now), Some(SATURATED_GATHER), "no time between turns");
-    assert!(!s.driver.turn_coalesces(), "no crowd");
+    assert!(!s.driver.write_coalesces(8 << 10), "no crowd");
     write_turn(&mut s, &people, FIVE_MS);
     // A crowd: twenty lines to each of 40 readers in 5 ms, over 1 KiB for each.
     read_turn(&mut s, &people, crowd(&people, 20));
@@ -634,54 +634,63 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a crowd in a bigger room gathers longer (40 us for each reader a
-/// turn writes to, from 5 ms up to 20 ms), and a busy server's writes may wait for the reader's
-/// acknowledgement while a quiet one's never do.
+/// turn writes to, from 5 ms up to 20 ms); a crowd's writes of 1 KiB or more may wait for the
+/// reader's acknowledgement, while a small write in the same turn, and every write after a pause,
+/// leave at once.
 #[test]
-fn a_bigger_crowd_gathers_longer_and_only_a_busy_server_coalesces() {
+fn a_bigger_crowd_gathers_longer_and_only_its_stream_coalesces() {
+    let kib = 1 << 10;
     for (readers, wait) in
         [(40, TURN_GATHER), (250, Duration::from_millis(10)), (600, MAX_TURN_GATHER)]
     {
         let mut s = Script::new(crowd_config());
         let people = room(&mut s, readers);
         s.driver.end_turn(s.now);
-        assert!(!s.driver.turn_coalesces(), "{readers}: a quiet server writes at once");
+        s.send(people[1], "hello");
+        assert!(!s.driver.write_coalesces(kib), "{readers}: the join's turn was no crowd");
+        write_turn(&mut s, &people, Duration::ZERO);
         read_turn(&mut s, &people, crowd(&people, 20));
         write_turn(&mut s, &people, FIVE_MS);
-        assert!(s.driver.turn_coalesces(), "{readers}: a crowd's writes may wait");
         s.not_reading = people.clone();
         s.send(people[2], "and one more");
         assert_eq!(s.driver.turn_gather(s.now), Some(wait), "{readers} readers");
-        // A turn of a line alone, after a pause: the server is quiet again.
+        assert!(s.driver.write_coalesces(kib), "{readers}: a stream's write may wait");
+        assert!(!s.driver.write_coalesces(kib - 1), "{readers}: a small write does not");
+        // A line after a pause: the same verdict of the last turn, but no longer a crowd.
         write_turn(&mut s, &people, Duration::ZERO);
         s.now += Duration::from_millis(20);
         read_turn(&mut s, &people, [(people[0], "hello")]);
+        assert!(!s.driver.write_coalesces(kib), "{readers}: after a pause, at once");
         write_turn(&mut s, &people, Duration::ZERO);
-        assert!(!s.driver.turn_coalesces(), "{readers}: quiet again");
     }
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a small room that keeps the server from ever waiting (each turn
-/// starts as the last ends) is read on for 200 us; the same room with time to spare between
-/// turns, or a conversation of a few, is written at once.
+/// starts as the last one's writes end) is read on for 200 us; the same room with time to spare
+/// between turns, a turn after a pause, or a conversation of a few, is written at once.
 #[test]
 fn a_small_room_that_saturates_the_server_is_read_on_briefly() {
     let us = Duration::from_micros;
-    for (readers, gap, wait) in
-        [(10, us(10), Some(SATURATED_GATHER)), (10, us(500), None), (4, us(10), None)]
-    {
+    for (readers, gap, pause, wait) in [
+        (10, us(10), us(10), Some(SATURATED_GATHER)),
+        (10, us(500), us(500), None),
+        (10, us(10), us(1000), None),
+        (4, us(10), us(10), None),
+    ] {
         let mut s = Script::new(config());
         let people = room(&mut s, readers);
         s.driver.end_turn(s.now);
         for turn in 0..3 {
             s.now += gap;
             read_turn(&mut s, &people, crowd(&people, 3));
+            assert!(!s.driver.write_coalesces(1 << 10), "{readers}, turn {turn}: no crowd");
             write_turn(&mut s, &people, us(80));
-            assert!(!s.driver.turn_coalesces(), "{readers}, turn {turn}: never busy");
         }
-        s.now += gap;
+        s.now += pause;
         s.not_reading = people.clone();
         s.send(people[1], "and one more");
-        assert_eq!(s.driver.turn_gather(s.now), wait, "{readers} readers, {gap:?} between turns");
+        let case = format!("{readers} readers, {gap:?} between turns, then {pause:?}");
+        assert_eq!(s.driver.turn_gather(s.now), wait, "{case}");
     }
 }
 
@@ -706,9 +715,9 @@ fn lone_lines_to_a_big_room_in_quick_turns_are_gathered() {
     s.send(people[2], "and one more");
     let ten_ms = Some(ms(10)); // 250 writes a turn: 40 us each
     assert_eq!(s.driver.turn_gather(s.now), ten_ms, "250 writes after 1 ms");
-    assert!(!s.driver.turn_coalesces(), "busy by its writes alone: a line now and then to each");
+    assert!(!s.driver.write_coalesces(1 << 10), "busy by its writes alone: a line now and then");
     s.driver.end_turn(s.now); // the check's line, written at once: a turn of its own
-    // That turn gathered and got three lines; the next comes 1 ms after it.
+    // That turn gathered (5 ms here) and got three lines; the next comes 1 ms after it.
     turn(&mut s, &people, ms(0), ms(5), &people[3..5]);
     s.now += ms(1);
     s.send(people[5], "and one more");

@@ -479,7 +479,8 @@ pub enum Turn {
 }
 
 /// A chat connection was accepted (on the TLS listener when `tls`): sets what every runtime
-/// sets on it (no Nagle delay, since the driver already writes a turn's lines at once;
+/// sets on it (no Nagle delay to start with: the driver writes a turn's lines at once, and only a
+/// crowd's stream lets writes wait, `ServerDriver::write_coalesces`;
 /// keepalive, so a vanished peer is noticed; a lost segment sent again soon,
 /// [`net::shorten_tcp_recovery`]) and tells the driver.
 pub fn accepted<S: AsFd>(

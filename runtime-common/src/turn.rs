@@ -90,8 +90,8 @@ struct Watched<S> {
     paused: bool,
     /// Its last write (or send) would have blocked: the rest goes when it is writable.
     write_waits: bool,
-    /// Its writes may wait for the reader's acknowledgement of the last ones
-    /// ([`ServerDriver::turn_coalesces`]); a chat connection starts without (no Nagle delay).
+    /// A chat connection's writes may wait for the reader's acknowledgement of the last ones
+    /// ([`ServerDriver::write_coalesces`]); it starts without (no Nagle delay). Unused on a port.
     coalesces: bool,
 }
 
@@ -263,6 +263,7 @@ impl<R: Sockets> ServerIo<R> {
             self.driver.handle_timeout(now);
         }
         let accept_again = self.perform(now);
+        self.driver.writes_done(Instant::now());
         self.driver.end_turn(now);
         accept_again
     }
@@ -363,7 +364,8 @@ impl<R: Sockets> ServerIo<R> {
         let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.write_waits) else {
             return;
         };
-        let coalesces = self.driver.turn_coalesces();
+        let owed = self.driver.unsent(conn).map(<[u8]>::len).sum();
+        let coalesces = self.driver.write_coalesces(owed);
         if c.coalesces != coalesces {
             c.coalesces = coalesces;
             net::coalesce_writes(&c.socket, coalesces);

@@ -108,9 +108,9 @@ pub const TURN_GATHER: Duration = Duration::from_millis(5);
 /// [`TURN_GATHER`] and up to [`MAX_TURN_GATHER`] ([`gather_for`]). Why: a write costs the kernel
 /// about 5 us whatever it carries, so a turn that writes to 500 readers costs 2.5 ms before its
 /// first byte; gathering eight times that long keeps the writes' fixed cost to an eighth of the
-/// server's time, where 5 ms let it take half. A room of a hundred or fewer stays at
-/// [`TURN_GATHER`]. (With [`ServerDriver::turn_coalesces`]: a quarter less server CPU per delivery
-/// at 500x16 in direct rounds, a tenth less at 100x400 on mio; `bench/chat/README.md`.)
+/// server's time, where 5 ms let it take half. A room of 125 or fewer stays at [`TURN_GATHER`].
+/// (Measured together with [`ServerDriver::write_coalesces`]: a quarter less server CPU per
+/// delivery at 500x16 in direct rounds; `bench/chat/README.md`.)
 pub const GATHER_PER_WRITE: Duration = Duration::from_micros(40);
 
 /// The longest a busy server gathers, however many it writes to: a room of 500 waits this long,
@@ -159,17 +159,18 @@ const BUSY_GAP: Duration = Duration::from_millis(10);
 /// and writes them to every reader; each write then carries a few lines and costs
 /// the kernel a few microseconds on both sides of the connection, so the turns stay short and
 /// many, and the lines queue behind them. Reading on for 200 us lets the next lines join the
-/// turn. At 10x40000 (ten people, each with eight lines in flight), five direct rounds: p99
-/// 3.2-3.4 ms before, 1.3-2.6 ms after on mio (deliveries per second, median, 1.32 M before,
-/// 1.57 M after); 2.5-3.4 ms before, 2.1-3.4 ms after on smol (1.48 M, 1.49 M). Longer waits
-/// (500 us or more) leave the senders waiting for their own lines and cost throughput.
+/// turn. At 10x40000 (ten people, each with eight lines in flight), four direct rounds: p99
+/// 2.6-3.4 ms before, 1.6-3.3 ms after on mio; 3.2-3.3 ms before, 1.9-2.2 ms after on smol;
+/// deliveries per second about the same (1.2-1.7 M). Longer waits (500 us or more) leave the
+/// senders waiting for their own lines and cost throughput.
 pub const SATURATED_GATHER: Duration = Duration::from_micros(200);
-/// See [`SATURATED_GATHER`]: a turn that starts within this of the last one's end had work
-/// waiting when that one ended. A server with time to spare waits longer than this for the next
+/// See [`SATURATED_GATHER`]: a turn that starts within this of the moment the last one's writes
+/// were done ([`ServerDriver::writes_done`]) had work waiting when they were. A server with time to spare waits longer than this for the next
 /// line (at 500 lines a second, two milliseconds), and never gathers on this count.
 const SATURATED_GAP: Duration = Duration::from_micros(50);
-/// See [`SATURATED_GATHER`]: a turn that writes to fewer than this is a conversation, not a room
-/// (and one that read fewer than [`BUSY_TURN_READS`] chunks a line that came alone).
+/// See [`SATURATED_GATHER`]: a turn that writes to fewer than this is a conversation, not a room.
+/// A turn must also have read [`BUSY_TURN_READS`] chunks or more: one that read a single chunk
+/// handled a line that came alone.
 const SATURATED_TURN_WRITES: usize = 8;
 
 /// How long spare outbox tails are kept after the last input: a busy room reuses them turn
@@ -372,6 +373,10 @@ pub struct ServerDriver {
     /// The last turn that queued anything brought each reader lines at a crowd's pace (see
     /// [`ServerDriver::turn_coalesces`]).
     streaming: bool,
+    /// When this turn's writes were done, if the runtime said ([`ServerDriver::writes_done`]).
+    writes_done: Option<Instant>,
+    /// When the last turn that queued anything had done its writes.
+    last_writes_done: Option<Instant>,
     /// The last turn that queued anything started as soon as the one before it ended (see
     /// [`SATURATED_GATHER`]).
     saturated: bool,
@@ -429,6 +434,8 @@ impl ServerDriver {
             busy: false,
             last_turn_writes: 0,
             saturated: false,
+            writes_done: None,
+            last_writes_done: None,
             streaming: false,
             last_turn_end: None,
             turn_start: None,
@@ -515,6 +522,7 @@ impl ServerDriver {
     /// then write every connection owed, each in one write. The driver sizes turns with it.
     pub fn end_turn(&mut self, now: Instant) {
         let turn_start = self.turn_start.take();
+        let written = self.writes_done.take().unwrap_or(now);
         if self.queued_this_turn == 0 {
             // A turn that queued nothing (a socket had room again, a timer, half a line): no
             // news of the pace. Counted, it would end a crowd's gathering every other turn.
@@ -529,7 +537,12 @@ impl ServerDriver {
             (Some(start), Some(end)) => Some(start.saturating_duration_since(end)),
             _ => span,
         };
+        // The wait between the last turn's writes and this turn's first line: no wait at all
+        // when lines were waiting as the server finished writing.
+        let idle =
+            turn_start.zip(self.last_writes_done).map(|(s, w)| s.saturating_duration_since(w));
         self.last_turn_end = Some(now);
+        self.last_writes_done = Some(written);
         let queued = std::mem::take(&mut self.queued_this_turn);
         let writes = std::mem::take(&mut self.writes_this_turn);
         let reads = std::mem::take(&mut self.reads_this_turn);
@@ -552,14 +565,14 @@ impl ServerDriver {
         self.busy = writes >= BUSY_TURN_WRITES && (self.streaming || costly);
         self.saturated = writes >= SATURATED_TURN_WRITES
             && reads >= BUSY_TURN_READS
-            && gap.is_some_and(|gap| gap < SATURATED_GAP);
+            && idle.is_some_and(|idle| idle < SATURATED_GAP);
         self.last_turn_writes = writes;
     }
 
     /// How long to wait at most, once the turn has read what was ready, so that it handles more
     /// lines before it writes: a busy server ([`BUSY_TURN_WRITES`], [`BUSY_GAP`]) whose writes
     /// would be thin ([`ServerDriver::turn_is_worth_writing`]) waits up to [`TURN_GATHER`] (more
-    /// for a turn that writes to more than a hundred, [`GATHER_PER_WRITE`]), a saturated one
+    /// for a turn that writes to more than 125, [`GATHER_PER_WRITE`]), a saturated one
     /// [`SATURATED_GATHER`], reading what becomes readable meanwhile into the same turn;
     /// otherwise `None`, write now.
     pub fn turn_gather(&self, now: Instant) -> Option<Duration> {
@@ -572,29 +585,47 @@ impl ServerDriver {
         if self.busy {
             Some(gather_for(self.last_turn_writes))
         } else {
-            self.saturated.then_some(SATURATED_GATHER)
+            // Saturated then, and still: this turn, too, came as the last one's writes ended.
+            let idle = self
+                .turn_start
+                .zip(self.last_writes_done)
+                .map(|(s, w)| s.saturating_duration_since(w));
+            let still = idle.is_some_and(|idle| idle < SATURATED_GAP);
+            (self.saturated && still).then_some(SATURATED_GATHER)
         }
     }
 
-    /// Whether this turn's writes may wait in the kernel for the reader's acknowledgement of the
-    /// last ones, to leave with the next (TCP's Nagle rule): while the server is busy with a
-    /// crowd, lines coming at a pace that brings each reader 1 KiB or more per [`TURN_GATHER`]
-    /// ([`BUSY_WRITE_BYTES`]).
+    /// The runtime has made this turn's writes, at `at` (its clock read after them), before it
+    /// ends the turn: a saturated server is one whose next turn starts right after
+    /// ([`SATURATED_GAP`]). A runtime that does not say it is taken to have written at the end.
+    pub fn writes_done(&mut self, at: Instant) {
+        self.writes_done = Some(at);
+    }
+
+    /// Whether a write of `bytes` now may wait in the kernel for the reader's acknowledgement of
+    /// the last one, to leave with the next (TCP's Nagle rule): yes while the server is busy with
+    /// a crowd (lines coming at a pace that brings each reader [`BUSY_WRITE_BYTES`] or more per
+    /// [`TURN_GATHER`]), in a turn that started within [`BUSY_GAP`] of the last, and for a write
+    /// of at least [`BUSY_WRITE_BYTES`]: a reader in the stream.
     ///
     /// Why: each segment costs the kernel a send (and, on loopback, the reader's receive) however
     /// little it carries. A crowd's room writes each reader every few milliseconds, and a reader
     /// that has not acknowledged the last write yet gets the next merged into it, so it takes one
-    /// segment per acknowledgement instead of one per write (measured with [`GATHER_PER_WRITE`]).
-    /// The price, a line waiting for the reader's acknowledgement (a round trip; a reader that
-    /// gets little may delay its acknowledgements by 40 ms), is paid only by readers who get
-    /// lines in a stream, where lines already wait for the gather. Not on a server busy by the
-    /// rate of its writes alone ([`BUSY_WRITE_RATE`]): there a reader gets a line now and then,
-    /// and its acknowledgements are the delayed kind. Nor on a quiet one: at a few lines a turn,
-    /// Nagle's rule on every connection gave a 40 ms p99 instead of 2 ms. A connection keeps the
-    /// setting of its last write, which costs nothing once it is quiet: with nothing
-    /// unacknowledged, the kernel sends at once either way.
-    pub fn turn_coalesces(&self) -> bool {
-        self.busy && self.streaming
+    /// segment per acknowledgement instead of one per write. The price, a line waiting for the
+    /// reader's acknowledgement (a round trip; a reader that gets little may delay its
+    /// acknowledgements by 40 ms, some systems by 200), is paid only by readers who get lines in a
+    /// stream, where lines already wait for the gather. Not by a small write in the same turn (a
+    /// private line, a quiet room's, a welcome), nor on a server busy by the rate of its writes
+    /// alone ([`BUSY_WRITE_RATE`]), where a reader gets a line now and then and acknowledges late,
+    /// nor after a pause: at a few lines a turn, Nagle's rule on every connection gave a 40 ms p99
+    /// instead of 2 ms. A connection keeps the setting of its last write; switching it off sends
+    /// at once whatever the kernel holds.
+    pub fn write_coalesces(&self, bytes: usize) -> bool {
+        let crowd = self
+            .turn_start
+            .zip(self.last_turn_end)
+            .is_some_and(|(start, end)| start.saturating_duration_since(end) < BUSY_GAP);
+        self.busy && self.streaming && crowd && bytes >= BUSY_WRITE_BYTES
     }
 
     /// Whether this turn's writes carry [`WRITE_WORTH`] each on average: a gathering turn ends
