@@ -22,7 +22,7 @@
 //! driver and resets the connection, and leaves the folder as it is: the `.part` files with the
 //! records last saved. A later session ([`Cue::Start`]) runs a new driver on that folder (U6).
 
-use core::net::{IpAddr, Ipv4Addr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -486,13 +486,7 @@ impl SimClient for DrivenClient {
         }
     }
 
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        socket: u64,
-        from: std::net::SocketAddr,
-        buf: &mut [u8],
-    ) {
+    fn handle_datagram(&mut self, now: Instant, socket: u64, from: SocketAddr, buf: &mut [u8]) {
         self.now = Some(now);
         let Some(s) = &mut self.session else {
             return;

@@ -5,6 +5,7 @@
 //! half-open connections, never reading. It does not download: downloads are the client
 //! driver's, run by [`super::driven::DrivenClient`].
 
+use core::net::SocketAddr;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,7 @@ impl SimClient for ScriptedClient {
         }
     }
 
-    fn handle_datagram(&mut self, _: Instant, _: u64, _: std::net::SocketAddr, _: &mut [u8]) {}
+    fn handle_datagram(&mut self, _: Instant, _: u64, _: SocketAddr, _: &mut [u8]) {}
 
     fn poll_transmit(&mut self, _now: Instant, _buf: &mut [u8]) -> Option<(u64, usize)> {
         None
