@@ -364,8 +364,11 @@ impl<R: Sockets> ServerIo<R> {
         let Some(c) = self.conns.get_mut(&conn).filter(|c| !c.write_waits) else {
             return;
         };
-        let owed = self.driver.unsent(conn).map(<[u8]>::len).sum();
-        let coalesces = self.driver.write_coalesces(owed);
+        // What is owed is counted (a walk of its slices) only in a turn whose writes may wait.
+        let coalesces = self.driver.turn_coalesces() && {
+            let owed = self.driver.unsent(conn).map(<[u8]>::len).sum();
+            self.driver.write_coalesces(owed)
+        };
         if c.coalesces != coalesces {
             c.coalesces = coalesces;
             net::coalesce_writes(&c.socket, coalesces);

@@ -104,13 +104,12 @@ pub fn client(
         }
         // The early-flight socket first: a transfer's first parts are there, its later ones on
         // its own socket, and read the other way round they would look reordered.
-        let mut ready: Vec<DownloadId> =
-            sockets.downloads.iter().filter(|(_, d)| d.ready).map(|(&id, _)| id).collect();
-        ready.sort_unstable_by_key(|&id| std::cmp::Reverse(id == client::EARLY_FLIGHTS));
-        for id in ready {
-            if let Some(d) = sockets.downloads.get_mut(&id) {
-                d.ready = !io.read_datagrams(id, &d.socket, &d.rx);
-            }
+        if let Some(d) = sockets.downloads.get_mut(&client::EARLY_FLIGHTS).filter(|d| d.ready) {
+            d.ready = !io.read_datagrams(client::EARLY_FLIGHTS, &d.socket, &d.rx);
+        }
+        let rest = sockets.downloads.iter_mut().filter(|(id, _)| **id != client::EARLY_FLIGHTS);
+        for (&id, d) in rest.filter(|(_, d)| d.ready) {
+            d.ready = !io.read_datagrams(id, &d.socket, &d.rx);
         }
         io.drive(Instant::now(), ui, &mut sockets);
     }

@@ -117,6 +117,11 @@ pub const GATHER_PER_WRITE: Duration = Duration::from_micros(40);
 /// far below the seconds its lines queue behind each other when everyone speaks at once.
 pub const MAX_TURN_GATHER: Duration = Duration::from_millis(20);
 
+/// How long from `earlier` to `later`, when both are known (none when `later` came first).
+fn wait_between(earlier: Option<Instant>, later: Option<Instant>) -> Option<Duration> {
+    earlier.zip(later).map(|(earlier, later)| later.saturating_duration_since(earlier))
+}
+
 /// How long a busy turn gathers when the last one wrote to `writes` connections.
 fn gather_for(writes: usize) -> Duration {
     let scaled = GATHER_PER_WRITE.saturating_mul(u32::try_from(writes).unwrap_or(u32::MAX));
@@ -533,14 +538,10 @@ impl ServerDriver {
         let span = self.last_turn_end.map(|at| now.saturating_duration_since(at));
         // The wait before this turn's first line: a gathered turn lasts TURN_GATHER by itself,
         // so its length says nothing of how often the lines come.
-        let gap = match (turn_start, self.last_turn_end) {
-            (Some(start), Some(end)) => Some(start.saturating_duration_since(end)),
-            _ => span,
-        };
+        let gap = wait_between(self.last_turn_end, turn_start).or(span);
         // The wait between the last turn's writes and this turn's first line: no wait at all
         // when lines were waiting as the server finished writing.
-        let idle =
-            turn_start.zip(self.last_writes_done).map(|(s, w)| s.saturating_duration_since(w));
+        let idle = wait_between(self.last_writes_done, turn_start);
         self.last_turn_end = Some(now);
         self.last_writes_done = Some(written);
         let queued = std::mem::take(&mut self.queued_this_turn);
@@ -586,10 +587,7 @@ impl ServerDriver {
             Some(gather_for(self.last_turn_writes))
         } else {
             // Saturated then, and still: this turn, too, came as the last one's writes ended.
-            let idle = self
-                .turn_start
-                .zip(self.last_writes_done)
-                .map(|(s, w)| s.saturating_duration_since(w));
+            let idle = wait_between(self.last_writes_done, self.turn_start);
             let still = idle.is_some_and(|idle| idle < SATURATED_GAP);
             (self.saturated && still).then_some(SATURATED_GATHER)
         }
@@ -621,11 +619,15 @@ impl ServerDriver {
     /// instead of 2 ms. A connection keeps the setting of its last write; switching it off sends
     /// at once whatever the kernel holds.
     pub fn write_coalesces(&self, bytes: usize) -> bool {
-        let crowd = self
-            .turn_start
-            .zip(self.last_turn_end)
-            .is_some_and(|(start, end)| start.saturating_duration_since(end) < BUSY_GAP);
-        self.busy && self.streaming && crowd && bytes >= BUSY_WRITE_BYTES
+        self.turn_coalesces() && bytes >= BUSY_WRITE_BYTES
+    }
+
+    /// Whether any write of this turn may wait ([`ServerDriver::write_coalesces`] says which):
+    /// a runtime need not count what it owes a connection when none may.
+    pub fn turn_coalesces(&self) -> bool {
+        let crowd =
+            wait_between(self.last_turn_end, self.turn_start).is_some_and(|wait| wait < BUSY_GAP);
+        self.busy && self.streaming && crowd
     }
 
     /// Whether this turn's writes carry [`WRITE_WORTH`] each on average: a gathering turn ends
