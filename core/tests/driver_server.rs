@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use natter_core::chat::catalogue::{Catalogue, FileEntry, FileKey};
 use natter_core::chat::server::{ConnId, ServerConfig};
 use natter_core::driver::server::{
-    ACCEPT_RETRY, CLOSE_GRACE, Input, MAX_TURN_GATHER, Output, QUIET_BEFORE_RELEASE,
-    SATURATED_GATHER, SPARE_TAILS_KEPT, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES,
+    ACCEPT_RETRY, CLOSE_GRACE, GATHER_SLICE, Input, MAX_TURN_GATHER, Output, QUIET_BEFORE_RELEASE,
+    SATURATED_GATHER, SPARE_TAILS_KEPT, ServerDriver, TURN_GATHER, TURN_QUEUE_BYTES, gather_sleeps,
 };
 use natter_core::transfer::endpoint::Transmit;
 use natter_core::wire::datagram::{self, Datagram};
@@ -631,6 +631,19 @@ fn a_busy_server_gathers_before_a_thin_turn_and_a_quiet_one_never_waits() {
     write_turn(&mut quiet, &few, FIVE_MS);
     quiet.send(few[2], "hello");
     assert_eq!(quiet.driver.turn_gather(quiet.now), None, "a small room");
+}
+
+/// Issue 12, PROTOCOL 4 rule 8: a busy room's gathers, of milliseconds, are slept through in
+/// slices; a saturated small room's short one waits on its sockets, so that lines join the turn
+/// as they come.
+#[test]
+fn a_busy_rooms_gather_sleeps_and_a_saturated_ones_does_not() {
+    for gather in [TURN_GATHER, Duration::from_millis(10), MAX_TURN_GATHER, GATHER_SLICE] {
+        assert!(gather_sleeps(gather), "{gather:?}");
+    }
+    assert!(!gather_sleeps(SATURATED_GATHER));
+    assert!(!gather_sleeps(GATHER_SLICE - Duration::from_nanos(1)));
+    assert!(SATURATED_GATHER < GATHER_SLICE && GATHER_SLICE < TURN_GATHER);
 }
 
 /// Issue 12, PROTOCOL 4 rule 8: a crowd in a bigger room gathers longer (40 us for each reader a

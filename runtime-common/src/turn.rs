@@ -3,8 +3,9 @@
 //!
 //! A turn reads every connection that is ready one chunk at a time, round after round (so a
 //! flooder cannot starve the others, C6), and the transfer ports a batch each; a busy room reads on
-//! for the driver's gather, so that each write carries more lines; then the driver's outputs are
-//! performed: a turn's lines go to each reader in one write. A runtime only waits: it says what
+//! for the driver's gather, so that each write carries more lines (asleep, in slices: see
+//! [`ServerIo::sleep_until`]); then the driver's outputs are performed: a turn's lines go to each
+//! reader in one write. A runtime only waits: it says what
 //! became ready ([`ServerIo::mark_readable`], [`ServerIo::mark_receivable`], [`ServerIo::writable`],
 //! [`ServerIo::sendable`]), runs rounds while [`ServerIo::round`] says the turn goes on, and ends
 //! it with [`ServerIo::end_turn`]. The runtime watches every socket for both directions,
@@ -20,7 +21,7 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use natter_core::chat::server::ConnMap;
-use natter_core::driver::server::{Output, READ_CHUNK, ServerDriver};
+use natter_core::driver::server::{GATHER_SLICE, Output, READ_CHUNK, ServerDriver, gather_sleeps};
 use natter_core::wire::datagram::MAX_DATAGRAM;
 
 use crate::serve::{self, Prepared, Turn};
@@ -113,6 +114,8 @@ pub struct ServerIo<R: Sockets> {
     receivable: VecDeque<u16>,
     /// When this turn's gather ends, once its first round has asked the driver.
     gather_until: Option<Instant>,
+    /// Whether this turn's gather is slept through ([`ServerIo::sleep_until`]).
+    gather_sleeps: bool,
     /// Connections of every listener share one numbering.
     next_conn: u64,
     buf: Vec<u8>,
@@ -147,6 +150,7 @@ impl<R: Sockets> ServerIo<R> {
             readable: VecDeque::new(),
             receivable: VecDeque::new(),
             gather_until: None,
+            gather_sleeps: false,
             next_conn: 0,
             buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
         })
@@ -241,6 +245,15 @@ impl<R: Sockets> ServerIo<R> {
         self.gather_until.or_else(|| busy.then(Instant::now)).or(self.driver.poll_timeout())
     }
 
+    /// Until when the runtime should sleep before the next round, woken by no socket, and then
+    /// look without waiting at what is ready: while the turn gathers and its gather is one that
+    /// sleeps ([`gather_sleeps`]), a slice of it at most ([`GATHER_SLICE`]); `None` otherwise
+    /// (wait on the sockets until [`ServerIo::wake_at`]).
+    pub fn sleep_until(&self, now: Instant) -> Option<Instant> {
+        let until = self.gather_until.filter(|&until| until > now && self.gather_sleeps)?;
+        Some(until.min(now + GATHER_SLICE))
+    }
+
     /// Reads a round: a chunk from every readable connection and a batch from every transfer
     /// port that has some. `true` when the turn should end now: the gather (started on the turn's
     /// first round) is over, its writes are worth making, or the driver holds a turn's worth.
@@ -248,8 +261,12 @@ impl<R: Sockets> ServerIo<R> {
         self.read_round(now);
         self.receive_round();
         let driver = &self.driver;
+        let sleeps = &mut self.gather_sleeps;
         let until = *self.gather_until.get_or_insert_with(|| match driver.turn_gather(now) {
-            Some(wait) => now + wait,
+            Some(wait) => {
+                *sleeps = gather_sleeps(wait);
+                now + wait
+            }
             None => now,
         });
         now >= until || self.driver.turn_is_worth_writing() || self.driver.turn_is_full()
@@ -495,5 +512,34 @@ mod tests {
         assert_eq!(received(&client), "", "nothing goes out before the turn ends");
         io.end_turn(now);
         assert!(received(&client).contains("hello"), "the turn's line went out at its end");
+    }
+
+    /// A gathering turn that sleeps does so in slices, to its end and no further; a turn that
+    /// does not gather, or gathers on its sockets, never sleeps.
+    #[test]
+    fn a_gather_is_slept_through_in_slices() {
+        let now = Instant::now();
+        let driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 1);
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let files = ServedFiles::new(folder.path().to_path_buf());
+        let prepared = Prepared { driver, files, ports: Vec::new() };
+        let mut io: ServerIo<Pairs> = ServerIo::new(prepared, |_, socket| Ok(socket)).expect("io");
+        assert_eq!(io.sleep_until(now), None, "no gather, no sleep");
+        // A quiet server's first round does not gather: it never sleeps.
+        assert!(io.round(now), "a turn with nothing to gather ends at once");
+        assert_eq!(io.sleep_until(now), None);
+        io.end_turn(now);
+
+        let ms = std::time::Duration::from_millis;
+        io.gather_until = Some(now + ms(5));
+        io.gather_sleeps = true;
+        assert_eq!(io.sleep_until(now), Some(now + GATHER_SLICE), "a slice of a long gather");
+        let late = now + ms(5) - GATHER_SLICE / 2;
+        assert_eq!(io.sleep_until(late), Some(now + ms(5)), "the last slice ends with the gather");
+        assert_eq!(io.sleep_until(now + ms(5)), None, "over: read and write");
+        io.gather_until = Some(now + GATHER_SLICE);
+        assert_eq!(io.sleep_until(now), Some(now + GATHER_SLICE), "a slice's gather, one sleep");
+        io.gather_sleeps = false;
+        assert_eq!(io.sleep_until(now), None, "a gather that waits on its sockets never sleeps");
     }
 }

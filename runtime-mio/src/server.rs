@@ -5,7 +5,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -65,7 +65,12 @@ pub fn serve(server: BoundServer, stop: Stop) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     while !stop.asked() {
         loop {
-            let timeout = io.wake_at().map(|at| at.saturating_duration_since(Instant::now()));
+            let now = Instant::now();
+            let mut timeout = io.wake_at().map(|at| at.saturating_duration_since(now));
+            if let Some(until) = io.sleep_until(now) {
+                std::thread::sleep(until.saturating_duration_since(now));
+                timeout = Some(Duration::ZERO);
+            }
             if let Err(err) = poll.poll(&mut events, timeout)
                 && err.kind() != io::ErrorKind::Interrupted
             {

@@ -135,6 +135,15 @@ async fn turns(
             dispatch(io, listeners, now, &events);
             // Read after `wake_at`: sockets still queued from the last turn make it "now".
             let wake_at = io.wake_at();
+            // A gathering turn sleeps, woken by none of its sockets, then looks at what came.
+            if events.is_empty()
+                && !woken
+                && let Some(until) = io.sleep_until(Instant::now())
+            {
+                Timer::at(until).await;
+                woken = true;
+                continue;
+            }
             if events.is_empty() && !woken && wake_at.is_none_or(|at| at > Instant::now()) {
                 let delivered = async { Ok(from_threads.recv().await.ok().flatten()) };
                 let due = async {
