@@ -88,3 +88,49 @@ fn a_queue_of_a_fifth_of_the_round_trip_is_not_queue_free() {
     drive(&mut bbr, t0 + Duration::from_secs(1), 20, 1e6, Duration::from_millis(60), 5);
     assert_eq!(bbr.loss_rate(), 0.0);
 }
+
+/// Issue 11: during the first flight's round the controller keeps the flight's window, and
+/// paces the flight's repairs at the rate the flight arrives, never above the flight's own: the
+/// model's first samples span the round trip before the flight and read far below the path.
+#[test]
+fn the_first_flights_repairs_keep_its_window_and_go_at_its_arrival_rate() {
+    let t0 = Instant::now();
+    let rtt = Duration::from_millis(50);
+    let first = FirstFlight { window: 1 << 20, rate: 21_000_000.0 };
+    let mut bbr = Bbr::new(1446).with_first_flight(Some(first));
+    let part = |at: Duration, round_start: bool, delivered: u64| Delivery {
+        now: t0 + at,
+        bytes: 1446,
+        // Asked for with the offer, a round trip before the first arrival.
+        sent: t0 - rtt,
+        rtt: Some(rtt),
+        rate: Some(RateSample { delivered, interval: rtt + at, app_limited: false }),
+        round_start,
+        in_flight: 600_000,
+        srtt: rtt,
+        rttvar: Duration::ZERO,
+    };
+    bbr.on_delivered(&part(Duration::ZERO, true, 1446));
+    assert_eq!(bbr.pacing_rate(rtt), Some(first.rate), "no span of arrivals yet");
+    // 12.5 MB/s arriving (100 Mbit/s): a part every 115.68 us, for 10 ms.
+    let every = Duration::from_nanos(115_680);
+    for i in 1..=86u32 {
+        bbr.on_delivered(&part(every * i, false, 1446 * u64::from(i)));
+    }
+    let rate = bbr.pacing_rate(rtt).expect("a rate");
+    assert!((rate - 12.5e6).abs() < 0.2e6, "the arrival rate: {rate}");
+    assert_eq!(bbr.window(), 1 << 20, "the flight's window, not the model's");
+    let model = bbr.bw().expect("samples were taken");
+    assert!(model < 3e6, "the model's samples read low: {model}");
+    // A part asked for after the first arrival came back: the controller's own round, its model.
+    bbr.on_delivered(&part(rtt + Duration::from_millis(11), true, 1446 * 300));
+    assert_ne!(bbr.window(), 1 << 20);
+    assert!(bbr.pacing_rate(rtt).expect("a rate") < 12.5e6 * STARTUP_GAIN);
+
+    // Arrivals faster than the flight was asked at do not raise its pace.
+    let mut bbr = Bbr::new(1446).with_first_flight(Some(first));
+    for i in 0..=40u32 {
+        bbr.on_delivered(&part(Duration::from_micros(50) * i, i == 0, 1446));
+    }
+    assert_eq!(bbr.pacing_rate(rtt), Some(first.rate));
+}

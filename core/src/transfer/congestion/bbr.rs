@@ -52,6 +52,10 @@ const MAX_LOSS_COMPENSATION: f64 = 0.5;
 const QUEUE_FREE_DIVISOR: u32 = 8;
 /// What is left of the loss compensation after a round that lost parts behind a standing queue.
 const LOSS_BACKOFF: f64 = 0.75;
+/// The shortest span of the first flight's arrivals whose rate is taken as the path's
+/// ([`Bbr::flight_arrival_rate`]): a couple of milliseconds holds a dozen parts or more on any
+/// path a first flight is sized for (at 100 Mbit/s, 17 parts of 1446 bytes).
+const FLIGHT_RATE_SPAN: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
@@ -88,6 +92,8 @@ pub struct Bbr {
     collapsed: bool,
     /// The window and rate before the first rate sample, when the path's RTT was known.
     first: Option<FirstFlight>,
+    /// The first flight's arrivals: when the first and the latest came, and their bytes.
+    flight_arrivals: Option<(Instant, Instant, u64)>,
 }
 
 impl Bbr {
@@ -113,6 +119,7 @@ impl Bbr {
             in_flight: 0,
             collapsed: false,
             first: None,
+            flight_arrivals: None,
         }
     }
 
@@ -121,6 +128,29 @@ impl Bbr {
     pub fn with_first_flight(mut self, first: Option<FirstFlight>) -> Self {
         self.first = first;
         self
+    }
+
+    /// The first flight, while it is what arrives: until a part asked for after its first
+    /// arrival comes back (the first round of the controller's own), none without a first
+    /// flight.
+    ///
+    /// Why the first flight's window and an arrival rate stand for that round, not the model: the
+    /// model's first rate samples span the round trip before the flight (the flight was asked
+    /// for a round trip before it came), so they read far below the path (at 100 Mbit/s and 50 ms,
+    /// 53 Mbit/s at the round's end), and a window and pace built on them held back the repairs
+    /// of the flight's losses, a round trip's worth at most, while the flight still arrived.
+    fn in_first_flight(&self) -> Option<FirstFlight> {
+        self.first.filter(|_| self.round <= 1)
+    }
+
+    /// What the first flight's arrivals show of the path, bytes per second: their bytes over
+    /// their span, once that is [`FLIGHT_RATE_SPAN`] or more. A flight that outran the path's
+    /// bottleneck arrives at the bottleneck's rate (the excess is lost), so repairs asked at this
+    /// rate join the queue as fast as it drains, and do not overflow it again.
+    fn flight_arrival_rate(&self) -> Option<f64> {
+        let (first, latest, bytes) = self.flight_arrivals?;
+        let span = latest.saturating_duration_since(first);
+        (span >= FLIGHT_RATE_SPAN).then(|| bytes as f64 / span.as_secs_f64())
     }
 
     /// The bottleneck bandwidth estimate, bytes per second.
@@ -259,6 +289,10 @@ impl Controller for Bbr {
 
     fn on_delivered(&mut self, d: &Delivery) {
         self.in_flight = d.in_flight;
+        if self.in_first_flight().is_some() {
+            let (first, _, bytes) = self.flight_arrivals.unwrap_or((d.now, d.now, 0));
+            self.flight_arrivals = Some((first, d.now, bytes + d.bytes));
+        }
         self.rttvar = d.rttvar;
         self.collapsed = false;
         if d.round_start {
@@ -300,6 +334,9 @@ impl Controller for Bbr {
         if self.collapsed || matches!(self.mode, Mode::ProbeRtt { .. }) {
             return self.min_window();
         }
+        if let Some(first) = self.in_first_flight() {
+            return first.window.max(self.min_window());
+        }
         let (_, cwnd_gain) = self.gains();
         match self.bdp() {
             Some(bdp) => ((cwnd_gain * bdp) as u64).max(self.min_window()),
@@ -311,6 +348,12 @@ impl Controller for Bbr {
     }
 
     fn pacing_rate(&self, srtt: Duration) -> Option<f64> {
+        if let Some(first) = self.in_first_flight() {
+            // The flight's repairs, at the pace the flight arrives (never above its own).
+            return Some(
+                self.flight_arrival_rate().map_or(first.rate, |rate| rate.min(first.rate)),
+            );
+        }
         let (gain, _) = self.gains();
         Some(match self.bw() {
             Some(bw) => gain * bw / (1.0 - self.loss),
