@@ -3,10 +3,10 @@
 //!
 //! A turn reads every connection that is ready one chunk at a time, round after round (so a
 //! flooder cannot starve the others, C6), and the transfer ports a batch each; a busy room reads on
-//! for the driver's gather, so that each write carries more lines (asleep, in slices: see
-//! [`ServerIo::sleep_until`]); then the driver's outputs are performed: a turn's lines go to each
-//! reader in one write. A runtime only waits: it says what
-//! became ready ([`ServerIo::mark_readable`], [`ServerIo::mark_receivable`], [`ServerIo::writable`],
+//! for the driver's gather, so that each write carries more lines (a long gather asleep, in
+//! slices: [`ServerIo::sleep_until`]); then the driver's outputs are performed: a turn's lines go
+//! to each reader in one write. A runtime only waits: it says what became ready
+//! ([`ServerIo::mark_readable`], [`ServerIo::mark_receivable`], [`ServerIo::writable`],
 //! [`ServerIo::sendable`]), runs rounds while [`ServerIo::round`] says the turn goes on, and ends
 //! it with [`ServerIo::end_turn`]. The runtime watches every socket for both directions,
 //! edge-triggered: the turn reads and writes until a socket would block and remembers what is
@@ -115,7 +115,7 @@ pub struct ServerIo<R: Sockets> {
     /// When this turn's gather ends, once its first round has asked the driver.
     gather_until: Option<Instant>,
     /// Whether this turn's gather is slept through ([`ServerIo::sleep_until`]).
-    gather_sleeps: bool,
+    gather_asleep: bool,
     /// Connections of every listener share one numbering.
     next_conn: u64,
     buf: Vec<u8>,
@@ -150,7 +150,7 @@ impl<R: Sockets> ServerIo<R> {
             readable: VecDeque::new(),
             receivable: VecDeque::new(),
             gather_until: None,
-            gather_sleeps: false,
+            gather_asleep: false,
             next_conn: 0,
             buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
         })
@@ -250,7 +250,7 @@ impl<R: Sockets> ServerIo<R> {
     /// sleeps ([`gather_sleeps`]), a slice of it at most ([`GATHER_SLICE`]); `None` otherwise
     /// (wait on the sockets until [`ServerIo::wake_at`]).
     pub fn sleep_until(&self, now: Instant) -> Option<Instant> {
-        let until = self.gather_until.filter(|&until| until > now && self.gather_sleeps)?;
+        let until = self.gather_until.filter(|&until| until > now && self.gather_asleep)?;
         Some(until.min(now + GATHER_SLICE))
     }
 
@@ -261,10 +261,10 @@ impl<R: Sockets> ServerIo<R> {
         self.read_round(now);
         self.receive_round();
         let driver = &self.driver;
-        let sleeps = &mut self.gather_sleeps;
+        let asleep = &mut self.gather_asleep;
         let until = *self.gather_until.get_or_insert_with(|| match driver.turn_gather(now) {
             Some(wait) => {
-                *sleeps = gather_sleeps(wait);
+                *asleep = gather_sleeps(wait);
                 now + wait
             }
             None => now,
@@ -276,6 +276,7 @@ impl<R: Sockets> ServerIo<R> {
     /// accept again (after running out of descriptors).
     pub fn end_turn(&mut self, now: Instant) -> bool {
         self.gather_until = None;
+        self.gather_asleep = false;
         if self.driver.poll_timeout().is_some_and(|at| at <= now) {
             self.driver.handle_timeout(now);
         }
@@ -532,14 +533,14 @@ mod tests {
 
         let ms = std::time::Duration::from_millis;
         io.gather_until = Some(now + ms(5));
-        io.gather_sleeps = true;
+        io.gather_asleep = true;
         assert_eq!(io.sleep_until(now), Some(now + GATHER_SLICE), "a slice of a long gather");
         let late = now + ms(5) - GATHER_SLICE / 2;
         assert_eq!(io.sleep_until(late), Some(now + ms(5)), "the last slice ends with the gather");
         assert_eq!(io.sleep_until(now + ms(5)), None, "over: read and write");
         io.gather_until = Some(now + GATHER_SLICE);
         assert_eq!(io.sleep_until(now), Some(now + GATHER_SLICE), "a slice's gather, one sleep");
-        io.gather_sleeps = false;
+        io.gather_asleep = false;
         assert_eq!(io.sleep_until(now), None, "a gather that waits on its sockets never sleeps");
     }
 }

@@ -126,6 +126,11 @@ async fn turns(
     while !stop.asked() {
         let mut woken = false;
         loop {
+            // A gathering turn sleeps, woken by none of its sockets, then looks at what came.
+            if let Some(until) = io.sleep_until(Instant::now()) {
+                Timer::at(until).await;
+                woken = true;
+            }
             // What is ready already (a zero-timeout wait: a few syscalls in `polling`): a busy
             // server finds some most rounds, and then does not go through smol's reactor to
             // learn that its poller has events.
@@ -135,15 +140,6 @@ async fn turns(
             dispatch(io, listeners, now, &events);
             // Read after `wake_at`: sockets still queued from the last turn make it "now".
             let wake_at = io.wake_at();
-            // A gathering turn sleeps, woken by none of its sockets, then looks at what came.
-            if events.is_empty()
-                && !woken
-                && let Some(until) = io.sleep_until(Instant::now())
-            {
-                Timer::at(until).await;
-                woken = true;
-                continue;
-            }
             if events.is_empty() && !woken && wake_at.is_none_or(|at| at > Instant::now()) {
                 let delivered = async { Ok(from_threads.recv().await.ok().flatten()) };
                 let due = async {

@@ -598,8 +598,9 @@ impl ServerDriver {
     /// would be thin ([`ServerDriver::turn_is_worth_writing`]) waits up to [`TURN_GATHER`] (more
     /// for a turn that writes to more than 125, [`GATHER_PER_WRITE`]), a saturated one
     /// [`SATURATED_GATHER`], reading what becomes readable meanwhile into the same turn;
-    /// otherwise `None`, write now. The runtime sleeps through the gather in slices of at most
-    /// [`GATHER_SLICE`] and reads after each, rather than being woken by each line that comes.
+    /// otherwise `None`, write now. A gather of [`GATHER_SLICE`] or more ([`gather_sleeps`]) the
+    /// runtime sleeps through in slices of at most that, reading after each, rather than being
+    /// woken by each line that comes; a shorter one waits on the sockets.
     pub fn turn_gather(&self, now: Instant) -> Option<Duration> {
         let crowd =
             self.last_turn_end.is_some_and(|at| now.saturating_duration_since(at) < BUSY_GAP);
