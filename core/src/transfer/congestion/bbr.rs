@@ -53,8 +53,9 @@ const QUEUE_FREE_DIVISOR: u32 = 8;
 /// What is left of the loss compensation after a round that lost parts behind a standing queue.
 const LOSS_BACKOFF: f64 = 0.75;
 /// The shortest span of the first flight's arrivals whose rate is taken as the path's
-/// ([`Bbr::flight_arrival_rate`]): a couple of milliseconds holds a dozen parts or more on any
-/// path a first flight is sized for (at 100 Mbit/s, 17 parts of 1446 bytes).
+/// ([`Bbr::flight_arrival_rate`]): 17 parts of 1446 bytes at 100 Mbit/s, 3 at 20 Mbit/s. Fewer
+/// parts make a rougher estimate, but an unbiased one (the first part's bytes are not counted,
+/// only those that came after it), and it sharpens with every part that comes.
 const FLIGHT_RATE_SPAN: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,9 +91,11 @@ pub struct Bbr {
     /// The probe timer fired repeatedly: the path may be gone, so keep the minimum window until
     /// something arrives again (BBR does the same after a retransmission timeout).
     collapsed: bool,
-    /// The window and rate before the first rate sample, when the path's RTT was known.
+    /// The window and rate of the first flight, when the path's RTT was known: they stand
+    /// until the controller's own first round ends ([`Bbr::in_first_flight`]).
     first: Option<FirstFlight>,
-    /// The first flight's arrivals: when the first and the latest came, and their bytes.
+    /// The first flight's arrivals: when the first and the latest came, and the bytes of those
+    /// after the first.
     flight_arrivals: Option<(Instant, Instant, u64)>,
 }
 
@@ -139,6 +142,9 @@ impl Bbr {
     /// for a round trip before it came), so they read far below the path (at 100 Mbit/s and 50 ms,
     /// 53 Mbit/s at the round's end), and a window and pace built on them held back the repairs
     /// of the flight's losses, a round trip's worth at most, while the flight still arrived.
+    /// The price: on a path faster than the flight, the round after it starts from the flight's
+    /// rate, where the model's startup gain would have gone past it late in the round. A probe
+    /// timeout ends the first flight ([`Controller::on_lost`] with `persistent`).
     fn in_first_flight(&self) -> Option<FirstFlight> {
         self.first.filter(|_| self.round <= 1)
     }
@@ -290,8 +296,12 @@ impl Controller for Bbr {
     fn on_delivered(&mut self, d: &Delivery) {
         self.in_flight = d.in_flight;
         if self.in_first_flight().is_some() {
-            let (first, _, bytes) = self.flight_arrivals.unwrap_or((d.now, d.now, 0));
-            self.flight_arrivals = Some((first, d.now, bytes + d.bytes));
+            self.flight_arrivals = Some(match self.flight_arrivals {
+                // The first part's bytes came in no span of time: counted, they would make the
+                // rate read high by a part (twice as high over two parts).
+                None => (d.now, d.now, 0),
+                Some((first, _, bytes)) => (first, d.now, bytes + d.bytes),
+            });
         }
         self.rttvar = d.rttvar;
         self.collapsed = false;
@@ -326,6 +336,11 @@ impl Controller for Bbr {
 
     fn on_lost(&mut self, _now: Instant, bytes: u64, _sent: Instant, persistent: bool) {
         self.collapsed |= persistent;
+        if persistent {
+            // Nothing came for probe after probe: whatever the first flight showed of the path
+            // no longer holds, and a late part of it must not bring its whole window back.
+            self.first = None;
+        }
         self.round_lost += bytes;
         self.in_flight = self.in_flight.saturating_sub(bytes);
     }

@@ -67,13 +67,14 @@ pub const MAX_FIRST_WINDOW: u64 = 1 << 20;
 
 /// The first flight of a download whose path round trip is known before its first request:
 /// a window of [`FIRST_RATE`] x RTT, asked for at [`FIRST_RATE`] (never less than
-/// [`initial_window`], never more than [`MAX_FIRST_WINDOW`]). It stands until the first
-/// delivery-rate sample: from then on the controller's own model decides.
+/// [`initial_window`], never more than [`MAX_FIRST_WINDOW`]). How long it stands is the
+/// controller's: BBR keeps it until its own first round ends, asking for the flight's repairs at
+/// the rate the flight arrives ([`bbr::Bbr`]); NewReno starts its slow start from the window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FirstFlight {
-    /// Bytes that may be in flight before the first rate sample.
+    /// Bytes that may be in flight while the first flight stands.
     pub window: u64,
-    /// Bytes per second to ask at before the first rate sample.
+    /// Bytes per second to ask at while the first flight stands (BBR).
     pub rate: f64,
 }
 
