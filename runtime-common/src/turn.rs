@@ -483,17 +483,23 @@ mod tests {
         String::from_utf8_lossy(&got).into_owned()
     }
 
+    /// A turn of a default server over an empty folder, which lives as long as the folder kept.
+    fn serving() -> (ServerIo<Pairs>, tempfile::TempDir) {
+        let driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 1);
+        let folder = tempfile::tempdir().expect("a temporary folder");
+        let files = ServedFiles::new(folder.path().to_path_buf());
+        let prepared = Prepared { driver, files, ports: Vec::new() };
+        let io = ServerIo::new(prepared, |_, socket| Ok(socket)).expect("io");
+        (io, folder)
+    }
+
     /// Regression (issue 12): an edge-triggered poller reports a socket's room with every event of
     /// it, bytes that came in included. Taken as "write now", that sent a reader's lines in the
     /// middle of the turn that read them, a write more per turn.
     #[test]
     fn room_reported_with_a_read_writes_nothing_before_the_turn_ends() {
         let now = Instant::now();
-        let driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 1);
-        let folder = tempfile::tempdir().expect("a temporary folder");
-        let files = ServedFiles::new(folder.path().to_path_buf());
-        let prepared = Prepared { driver, files, ports: Vec::new() };
-        let mut io: ServerIo<Pairs> = ServerIo::new(prepared, |_, socket| Ok(socket)).expect("io");
+        let (mut io, _folder) = serving();
         let (server_end, client) = UnixStream::pair().expect("a socket pair");
         server_end.set_nonblocking(true).expect("non-blocking");
         client.set_nonblocking(true).expect("non-blocking");
@@ -520,11 +526,7 @@ mod tests {
     #[test]
     fn a_gather_is_slept_through_in_slices() {
         let now = Instant::now();
-        let driver = ServerDriver::new(ServerConfig::default(), Catalogue::default(), 1);
-        let folder = tempfile::tempdir().expect("a temporary folder");
-        let files = ServedFiles::new(folder.path().to_path_buf());
-        let prepared = Prepared { driver, files, ports: Vec::new() };
-        let mut io: ServerIo<Pairs> = ServerIo::new(prepared, |_, socket| Ok(socket)).expect("io");
+        let (mut io, _folder) = serving();
         assert_eq!(io.sleep_until(now), None, "no gather, no sleep");
         // A quiet server's first round does not gather: it never sleeps.
         assert!(io.round(now), "a turn with nothing to gather ends at once");
