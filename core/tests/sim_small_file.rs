@@ -150,7 +150,7 @@ fn one_mib_with_an_early_flight_and_five_percent_loss_takes_under_three_and_a_ha
 /// flight arrives, in the flight's window: the model's first samples span the round trip before
 /// the flight and read far below the path, and a window and pace built on them held the repairs
 /// back (`Bbr::in_first_flight`). Over 10 seeds: a mean of 4.96 round trips before (4.47 to
-/// 5.46), 4.25 after (3.92 to 4.84).
+/// 5.46), 4.16 after (3.89 to 4.36).
 #[test]
 fn one_mib_on_a_path_slower_than_its_first_flight_is_repaired_at_the_arrival_rate() {
     let rtt = Duration::from_millis(80);

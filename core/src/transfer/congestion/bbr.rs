@@ -54,8 +54,8 @@ const QUEUE_FREE_DIVISOR: u32 = 8;
 const LOSS_BACKOFF: f64 = 0.75;
 /// The shortest span of the first flight's arrivals whose rate is taken as the path's
 /// ([`Bbr::flight_arrival_rate`]): 17 parts of 1446 bytes at 100 Mbit/s, 3 at 20 Mbit/s. Fewer
-/// parts make a rougher estimate, but an unbiased one (the first part's bytes are not counted,
-/// only those that came after it), and it sharpens with every part that comes.
+/// parts make a rougher estimate, high by up to a part (the first part's bytes are counted, see
+/// `on_delivered`), and it sharpens with every part that comes.
 const FLIGHT_RATE_SPAN: Duration = Duration::from_millis(2);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,8 +94,7 @@ pub struct Bbr {
     /// The window and rate of the first flight, when the path's RTT was known: they stand
     /// until the controller's own first round ends ([`Bbr::in_first_flight`]).
     first: Option<FirstFlight>,
-    /// The first flight's arrivals: when the first and the latest came, and the bytes of those
-    /// after the first.
+    /// The first flight's arrivals: when the first and the latest came, and their bytes.
     flight_arrivals: Option<(Instant, Instant, u64)>,
 }
 
@@ -296,12 +295,12 @@ impl Controller for Bbr {
     fn on_delivered(&mut self, d: &Delivery) {
         self.in_flight = d.in_flight;
         if self.in_first_flight().is_some() {
-            self.flight_arrivals = Some(match self.flight_arrivals {
-                // The first part's bytes came in no span of time: counted, they would make the
-                // rate read high by a part (twice as high over two parts).
-                None => (d.now, d.now, 0),
-                Some((first, _, bytes)) => (first, d.now, bytes + d.bytes),
-            });
+            // The first part's bytes are counted too, though they came in no span of time: over
+            // a few parts that reads high by up to a part, which errs toward asking the repairs
+            // a little sooner. In the simulator, 100 files of 100 KiB, 32 at once, at 1 Gbit/s,
+            // 20 ms, 5% loss took 195-199 ms this way, 209-212 ms with the first part left out.
+            let (first, _, bytes) = self.flight_arrivals.unwrap_or((d.now, d.now, 0));
+            self.flight_arrivals = Some((first, d.now, bytes + d.bytes));
         }
         self.rttvar = d.rttvar;
         self.collapsed = false;
