@@ -168,7 +168,7 @@ fn one_mib_on_a_path_slower_than_its_first_flight_is_repaired_at_the_arrival_rat
 /// The shared harness's slower path (`100mbit:1:1500:50`): 100 Mbit/s, 50 ms, 1% loss each way, a
 /// 10 ms queue. The first flight (1 MiB over 50 ms, 168 Mbit/s) loses about 31% of itself at the
 /// queue, and its repairs, asked at the rate it arrives, are a third of the file: asking them
-/// twice costs about 0.45 of a round trip of the link (31/69), less than the round trip a repair
+/// twice costs about 26 ms of the link (325 KB at 100 Mbit/s), less than the round trip a repair
 /// lost again costs (one part in 100, among 226 repairs), so they are asked twice
 /// (`TAIL_REPAIR_MAX_LOSS`). Over 10 seeds: a mean of 3.94 round trips (3.58 to 4.30) with a
 /// tenth as the limit, 3.46 (3.44 to 3.48) with a third.

@@ -278,9 +278,28 @@ fn a_lost_part_in_the_tail_is_asked_for_twice() {
 }
 
 #[test]
+fn a_tail_that_lost_three_parts_in_ten_asks_for_them_twice() {
+    // Three in ten lost, under a third (`TAIL_REPAIR_MAX_LOSS`): the repairs, 3/7 of what came,
+    // cost less than half a round trip asked twice, so each goes out under two req_seqs. With a
+    // tenth as the limit (before 3134fd5) they went out once.
+    let content = file(10_000);
+    let (mut r, mut now, mut asked) = ask_all_and_lose(&content, ten_parts(&content), &[0, 1, 2]);
+    while r.progress().parts_retransmitted < 3 {
+        now += Duration::from_millis(20);
+        r.handle_timeout(now);
+        asked.extend(transmit(&mut r, now));
+        assert!(asked.len() < 100, "{asked:?}");
+    }
+    let mut repaired: Vec<u32> = asked.iter().flat_map(|(_, ranges)| parts_of(ranges)).collect();
+    repaired.sort_unstable();
+    assert_eq!(repaired, vec![0, 0, 1, 1, 2, 2], "each repair asked twice: {asked:?}");
+    assert_eq!(r.progress().parts_retransmitted, 3, "three parts, each retransmitted once");
+}
+
+#[test]
 fn a_tail_that_lost_many_parts_asks_for_them_once() {
-    // Four parts in ten lost: more like a queue that overflowed than a lossy path, and asking
-    // twice would only fill the queue again.
+    // Four parts in ten lost, past a third: asked twice, the repairs (4/6 of what came) would
+    // cost more of the link than the round trip a repair lost again costs.
     let content = file(10_000);
     let (mut r, mut now, mut asked) =
         ask_all_and_lose(&content, ten_parts(&content), &[0, 1, 2, 3]);

@@ -16,8 +16,8 @@
 //! askings are sent twice, so a lost REQUEST rarely matters), and a tail of 40 needs a second
 //! round in about one download of ten. The parts move to the second asking's slots, so a lost
 //! first answer is neither a loss nor a reason to ask a third time. The cost is the tail's
-//! repairs sent twice, paced. Only while the download has lost at most one part in three: past
-//! that, asking the repairs twice would cost more than the round trip it may save
+//! repairs sent twice, paced. Only while the download has lost at most one part in three: up to
+//! that, asking the repairs twice costs at most half of the round trip it may save
 //! ([`TAIL_REPAIR_MAX_LOSS`]). And not
 //! after a probe timeout: then nothing arrives at all, and a second asking would only double
 //! the probes.
@@ -45,14 +45,18 @@ use super::{EarlyAsked, Receiver, ReceiverState};
 pub(super) const FINISHED_COPIES: u8 = 3;
 /// The share of lost parts up to which the tail's repairs are asked for twice. Why a third: a
 /// download that lost a share `f` of what it asked for has repairs of `f / (1 - f)` of what the
-/// path carried, so asking them twice costs about that share of the time the path took to carry
-/// it; when the first flight is what was lost (a first flight is asked for over one round trip),
-/// that is `f / (1 - f)` of a round trip, and a repair lost again costs a whole one. Up to a
-/// third lost, the second asking costs at most half a round trip. The first flight's repairs go
-/// at the rate the flight arrived (`Bbr::in_first_flight`), so the second asking does not
-/// overflow the queue that dropped the flight. At 100 Mbit/s, 50 ms and 1% loss a flight loses
-/// 31% at the harness's 10 ms queue: with a tenth as the limit, `natter get` of 1 MiB took
-/// 0.250-0.266 s there (medians of 16, three rounds), with a third 0.240-0.246 s.
+/// path carried; when the first flight is what was lost, a second asking costs about that share
+/// of the time the flight took to arrive (a round trip and the queue it filled), while a repair
+/// lost again costs such a round trip more. Up to a third, the second asking costs at most half of
+/// it, so it pays whenever a repair is likely to be lost again (226 repairs at 1% loss: 9
+/// downloads in 10). The first flight's repairs go at the rate it arrived
+/// (`Bbr::in_first_flight`), so the second asking does not overflow the queue that dropped the
+/// flight. The price is on a path with no random loss, where a repair is never lost again: a
+/// flight that overflowed its queue by up to a third pays for nothing (the u9 transcript's
+/// 200 KiB on a clean 100 Mbit/s, 10 ms path: 36 ms before, 39 ms after). At 100 Mbit/s, 50 ms
+/// and 1% loss a flight loses 31% at the harness's 10 ms queue: with a tenth as the limit,
+/// `natter get` of 1 MiB took 0.250-0.266 s there (medians of 16, three rounds), with a third
+/// 0.240-0.246 s.
 const TAIL_REPAIR_MAX_LOSS: f64 = 1.0 / 3.0;
 /// How many recent request send times are kept for RTT samples of late answers.
 const REQUEST_TIMES_KEPT: usize = 4096;
@@ -132,7 +136,7 @@ impl Receiver {
         let req_seq = self.take_req_seq(now);
         let tail_repair = self.unrequested_bytes == 0
             && self.pto_count == 0
-            && self.loss_looks_random()
+            && self.repairs_cheap_to_ask_twice()
             && parts.iter().all(|&(_, again)| again);
         let at_send = self.rate.on_send(now, self.in_flight);
         for (part, retransmit) in parts {
@@ -254,10 +258,10 @@ impl Receiver {
 
     /// Whether this run of the download has lost few enough parts (at most
     /// [`TAIL_REPAIR_MAX_LOSS`] of those asked for, parts on disk at a resume not counted) that
-    /// asking its tail's repairs twice costs less than the round trip it may save. A first
+    /// asking its tail's repairs twice costs at most half of the round trip it may save. A first
     /// flight far larger than a slow path, for one, loses much more: there the repairs are most
     /// of the file, and asking them twice would take longer than asking the few lost again.
-    fn loss_looks_random(&self) -> bool {
+    fn repairs_cheap_to_ask_twice(&self) -> bool {
         let lost = self.progress.parts_lost as f64;
         let arrived = self.map.count().saturating_sub(self.resumed_parts);
         let asked = lost + f64::from(arrived);
