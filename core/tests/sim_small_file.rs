@@ -144,6 +144,16 @@ fn one_mib_with_an_early_flight_and_five_percent_loss_takes_under_three_and_a_ha
     assert!(worst < 4.5, "worst {worst:.2} round trips: {t:.2?}");
 }
 
+/// Round trips of `natter get` of 1 MiB with an early flight, seeds 1 to 10, over a path of
+/// `rate` bits a second, round trip `rtt` and `loss` each way, with the shared harness's queue of
+/// 10 ms.
+fn round_trips_with_an_early_flight(rate: u64, rtt: Duration, loss: f64) -> Vec<f64> {
+    let path = Path::symmetric(rate, rtt, loss).with(|l| l.queue_bytes = rate / 8 / 100);
+    (1..=10)
+        .map(|seed| get_on(seed, path.clone(), rtt, true).at.as_secs_f64() / rtt.as_secs_f64())
+        .collect()
+}
+
 /// A path slower than the first flight (PROTOCOL 2.3): 50 Mbit/s, 80 ms, 2% loss each way, a
 /// 10 ms drop-tail queue as in the shared harness. The first flight (1 MiB over 80 ms, about
 /// 105 Mbit/s) overflows the queue and loses about half of itself. Its repairs go at the rate the
@@ -153,12 +163,7 @@ fn one_mib_with_an_early_flight_and_five_percent_loss_takes_under_three_and_a_ha
 /// 5.46), 4.16 after (3.89 to 4.36).
 #[test]
 fn one_mib_on_a_path_slower_than_its_first_flight_is_repaired_at_the_arrival_rate() {
-    let rtt = Duration::from_millis(80);
-    let rate = 50_000_000;
-    let path = Path::symmetric(rate, rtt, 0.02).with(|l| l.queue_bytes = rate / 8 / 100);
-    let t: Vec<f64> = (1..=10)
-        .map(|seed| get_on(seed, path.clone(), rtt, true).at.as_secs_f64() / rtt.as_secs_f64())
-        .collect();
+    let t = round_trips_with_an_early_flight(50_000_000, Duration::from_millis(80), 0.02);
     let (mean, worst) = mean_and_worst(&t);
     eprintln!("round trips on a path slower than the first flight: mean {mean:.2}, {t:.2?}");
     assert!(mean < 4.6, "mean {mean:.2} round trips: {t:.2?}");
@@ -174,12 +179,7 @@ fn one_mib_on_a_path_slower_than_its_first_flight_is_repaired_at_the_arrival_rat
 /// tenth as the limit, 3.46 (3.44 to 3.48) with a third.
 #[test]
 fn one_mib_at_100_mbit_asks_the_first_flights_repairs_twice() {
-    let rtt = Duration::from_millis(50);
-    let rate = 100_000_000;
-    let path = Path::symmetric(rate, rtt, 0.01).with(|l| l.queue_bytes = rate / 8 / 100);
-    let t: Vec<f64> = (1..=10)
-        .map(|seed| get_on(seed, path.clone(), rtt, true).at.as_secs_f64() / rtt.as_secs_f64())
-        .collect();
+    let t = round_trips_with_an_early_flight(100_000_000, Duration::from_millis(50), 0.01);
     let (mean, worst) = mean_and_worst(&t);
     eprintln!("round trips at 100 Mbit/s, 50 ms, 1%: mean {mean:.2}, {t:.2?}");
     assert!(mean < 3.6, "mean {mean:.2} round trips: {t:.2?}");
