@@ -102,6 +102,13 @@ impl<S> Watched<S> {
     }
 }
 
+/// A turn's gather: when it ends, and whether it is slept through ([`ServerIo::sleep_until`]).
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    until: Instant,
+    asleep: bool,
+}
+
 /// The driver, the file work, and the sockets of one server, with their turn.
 pub struct ServerIo<R: Sockets> {
     pub driver: ServerDriver,
@@ -112,10 +119,8 @@ pub struct ServerIo<R: Sockets> {
     readable: VecDeque<u64>,
     /// Transfer ports with datagrams waiting, read a batch each per round.
     receivable: VecDeque<u16>,
-    /// When this turn's gather ends, once its first round has asked the driver.
-    gather_until: Option<Instant>,
-    /// Whether this turn's gather is slept through ([`ServerIo::sleep_until`]).
-    gather_asleep: bool,
+    /// This turn's gather, once its first round has asked the driver.
+    gather: Option<Gather>,
     /// Connections of every listener share one numbering.
     next_conn: u64,
     buf: Vec<u8>,
@@ -149,8 +154,7 @@ impl<R: Sockets> ServerIo<R> {
             ports: watched,
             readable: VecDeque::new(),
             receivable: VecDeque::new(),
-            gather_until: None,
-            gather_asleep: false,
+            gather: None,
             next_conn: 0,
             buf: vec![0; READ_CHUNK.max(MAX_DATAGRAM)],
         })
@@ -242,7 +246,8 @@ impl<R: Sockets> ServerIo<R> {
     /// end of the turn's gather once it started, else at the driver's timer.
     pub fn wake_at(&self) -> Option<Instant> {
         let busy = !self.readable.is_empty() || !self.receivable.is_empty();
-        self.gather_until.or_else(|| busy.then(Instant::now)).or(self.driver.poll_timeout())
+        let gather = self.gather.map(|gather| gather.until);
+        gather.or_else(|| busy.then(Instant::now)).or(self.driver.poll_timeout())
     }
 
     /// Until when the runtime should sleep before the next round, woken by no socket, and then
@@ -250,8 +255,8 @@ impl<R: Sockets> ServerIo<R> {
     /// sleeps ([`gather_sleeps`]), a slice of it at most ([`GATHER_SLICE`]); `None` otherwise
     /// (wait on the sockets until [`ServerIo::wake_at`]).
     pub fn sleep_until(&self, now: Instant) -> Option<Instant> {
-        let until = self.gather_until.filter(|&until| until > now && self.gather_asleep)?;
-        Some(until.min(now + GATHER_SLICE))
+        let gather = self.gather.filter(|gather| gather.asleep && gather.until > now)?;
+        Some(gather.until.min(now + GATHER_SLICE))
     }
 
     /// Reads a round: a chunk from every readable connection and a batch from every transfer
@@ -261,22 +266,17 @@ impl<R: Sockets> ServerIo<R> {
         self.read_round(now);
         self.receive_round();
         let driver = &self.driver;
-        let asleep = &mut self.gather_asleep;
-        let until = *self.gather_until.get_or_insert_with(|| match driver.turn_gather(now) {
-            Some(wait) => {
-                *asleep = gather_sleeps(wait);
-                now + wait
-            }
-            None => now,
+        let gather = *self.gather.get_or_insert_with(|| match driver.turn_gather(now) {
+            Some(wait) => Gather { until: now + wait, asleep: gather_sleeps(wait) },
+            None => Gather { until: now, asleep: false },
         });
-        now >= until || self.driver.turn_is_worth_writing() || self.driver.turn_is_full()
+        now >= gather.until || self.driver.turn_is_worth_writing() || self.driver.turn_is_full()
     }
 
     /// Ends the turn: the timer if it is due, then every output. `true` when the driver asks to
     /// accept again (after running out of descriptors).
     pub fn end_turn(&mut self, now: Instant) -> bool {
-        self.gather_until = None;
-        self.gather_asleep = false;
+        self.gather = None;
         if self.driver.poll_timeout().is_some_and(|at| at <= now) {
             self.driver.handle_timeout(now);
         }
@@ -534,15 +534,14 @@ mod tests {
         io.end_turn(now);
 
         let ms = std::time::Duration::from_millis;
-        io.gather_until = Some(now + ms(5));
-        io.gather_asleep = true;
+        io.gather = Some(Gather { until: now + ms(5), asleep: true });
         assert_eq!(io.sleep_until(now), Some(now + GATHER_SLICE), "a slice of a long gather");
         let late = now + ms(5) - GATHER_SLICE / 2;
         assert_eq!(io.sleep_until(late), Some(now + ms(5)), "the last slice ends with the gather");
         assert_eq!(io.sleep_until(now + ms(5)), None, "over: read and write");
-        io.gather_until = Some(now + GATHER_SLICE);
+        io.gather = Some(Gather { until: now + GATHER_SLICE, asleep: true });
         assert_eq!(io.sleep_until(now), Some(now + GATHER_SLICE), "a slice's gather, one sleep");
-        io.gather_asleep = false;
+        io.gather = Some(Gather { until: now + GATHER_SLICE, asleep: false });
         assert_eq!(io.sleep_until(now), None, "a gather that waits on its sockets never sleeps");
     }
 }
