@@ -3,6 +3,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
+use std::sync::OnceLock;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use rustix::net::sockopt::{Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
@@ -104,6 +105,31 @@ pub const GSO_MAX_BYTES: usize = 65_000;
 /// IP and UDP headers a segment adds to its datagram on the wire: IPv4, IPv6.
 const IP_UDP_HEADERS: (usize, usize) = (28, 48);
 
+/// quinn-udp's state for `socket` (GSO and GRO as the kernel offers them), with the kernel's
+/// GRO switch held on first ([`hold_udp_gro_on`]).
+fn udp_state<S: AsFd>(socket: &S) -> Option<UdpSocketState> {
+    hold_udp_gro_on();
+    UdpSocketState::new(socket.into()).ok()
+}
+
+/// Keeps one IPv6 UDP socket with GRO on for the life of the process.
+///
+/// Why: `UdpSocketState::new` probes GRO on a throwaway IPv6 socket. Turning GRO on for the only
+/// such socket, and closing it, each flip a kernel static key, and each flip rewrites kernel code
+/// on every CPU, with an interrupt to each. A `natter get` of 100 small files spent a tenth of its
+/// CPU there (`perf`), and stalled every other process on the machine 200 times. While one socket
+/// holds the key on, a probe only counts up and down. Best effort: without IPv6 the probe uses an
+/// IPv4 socket, whose key the transfer sockets themselves hold on.
+fn hold_udp_gro_on() {
+    static HELD: OnceLock<Option<(UdpSocket, UdpSocketState)>> = OnceLock::new();
+    HELD.get_or_init(|| {
+        let socket = UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)).ok()?;
+        // The state's set-up turns GRO on for the socket itself.
+        let state = UdpSocketState::new((&socket).into()).ok()?;
+        Some((socket, state))
+    });
+}
+
 /// Sends datagrams on one transfer socket: a run of equal-sized datagrams to one peer goes out as
 /// one UDP GSO send (`UDP_SEGMENT`), anything else with `sendmmsg`.
 ///
@@ -127,7 +153,7 @@ impl UdpSender {
             let headers = if v6 { IP_UDP_HEADERS.1 } else { IP_UDP_HEADERS.0 };
             (mtu as usize).saturating_sub(headers)
         });
-        let state = UdpSocketState::new(socket.into()).ok();
+        let state = udp_state(socket);
         tracing::debug!(
             "UDP GSO to {peer}: {} segments of at most {max_segment} bytes",
             state.as_ref().map_or(1, UdpSocketState::max_gso_segments)
@@ -283,7 +309,7 @@ const GRO_BUF: usize = 64 << 10;
 impl UdpReceiver {
     /// Sets `socket` up for batches of datagrams of at most `max_datagram` bytes.
     pub fn new<S: AsFd>(socket: &S, max_datagram: usize) -> Self {
-        let state = UdpSocketState::new(socket.into()).ok();
+        let state = udp_state(socket);
         let gro = state.as_ref().is_some_and(|s| s.gro_segments() > 1);
         let buf_len = if gro { GRO_BUF.max(max_datagram) } else { max_datagram };
         let count = (RECV_BATCH_BYTES / max_datagram.max(1)).clamp(1, 32);
