@@ -245,6 +245,16 @@ impl ClientIo {
         self.driver.handle_input(now, input);
     }
 
+    /// Verified files are kept (fsynced and renamed) on a thread of their own, which calls `wake`
+    /// after each so that the runtime's loop comes back to [`ClientIo::drive`]. Why: the disk's
+    /// waits would otherwise hold up every other download (see [`DownloadFiles`]). If the thread
+    /// cannot start, files are kept on the loop's thread, as without this.
+    pub fn keep_in_background(&mut self, wake: impl Fn() + Send + 'static) {
+        if let Err(err) = self.files.keep_in_background(wake) {
+            tracing::warn!("cannot start a thread to save files on, saving them in turn: {err}");
+        }
+    }
+
     /// A datagram on download `id`'s socket; read `now` for each one (see
     /// [`ClientDriver::handle_datagram`]).
     pub fn on_datagram(&mut self, now: Instant, id: DownloadId, buf: &mut [u8]) {
@@ -263,6 +273,7 @@ impl ClientIo {
         if self.poll_timeout().is_some_and(|at| at <= now) {
             self.driver.handle_timeout(now);
         }
+        self.files.take_kept(&mut self.driver, now);
         if let Some(saved) = self.pinning.as_ref().and_then(|p| p.save_first_use()) {
             ui.notice(&saved);
         }

@@ -12,12 +12,19 @@
 //! - it is fsynced before the final rename, which never replaces anything
 //!   (`renameat2(RENAME_NOREPLACE)`), and the folder is fsynced after it;
 //! - the resume record's temporary file is created exclusively too.
+//!
+//! A runtime may have verified files kept on a thread of their own ([`DownloadFiles::keep_in_background`]):
+//! the fsyncs take the disk's time, 0.5 ms or more per file here, and on the loop's thread they
+//! held up every other download (100 files of 100 KiB: 0.36 s against 0.26 s with the fsyncs off
+//! the loop, issue 11).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use rustix::fs::{CWD, OFlags, RenameFlags};
@@ -344,6 +351,54 @@ impl DownloadFile {
     }
 }
 
+/// What became of one verified download's file: where it is kept, or why it could not be.
+type Kept = (DownloadId, Result<PathBuf, String>);
+
+/// A thread that keeps verified downloads ([`DownloadFile::keep`]) one after the other, and
+/// calls `wake` after each, so that the runtime's loop comes for the result.
+#[derive(Debug)]
+struct Keeper {
+    /// `None` only while dropping: the thread ends when this closes.
+    jobs: Option<mpsc::Sender<(DownloadId, DownloadFile)>>,
+    kept: mpsc::Receiver<Kept>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Keeper {
+    fn start(wake: impl Fn() + Send + 'static) -> io::Result<Self> {
+        let (jobs, queued) = mpsc::channel::<(DownloadId, DownloadFile)>();
+        let (done, kept) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("natter-keep".into()).spawn(move || {
+            for (id, file) in queued {
+                if done.send((id, file.keep())).is_err() {
+                    return;
+                }
+                wake();
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), kept, thread: Some(thread) })
+    }
+
+    /// Hands `file` to the thread; gives it back if the thread is gone.
+    fn keep(&self, id: DownloadId, file: DownloadFile) -> Option<DownloadFile> {
+        let Some(jobs) = &self.jobs else {
+            return Some(file);
+        };
+        jobs.send((id, file)).err().map(|mpsc::SendError((_, file))| file)
+    }
+}
+
+impl Drop for Keeper {
+    /// Waits for the files handed over: a session that ends while one is being kept must not
+    /// leave it half renamed.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// The open files of every download of one client, by [`DownloadId`].
 #[derive(Debug)]
 pub struct DownloadFiles {
@@ -351,12 +406,32 @@ pub struct DownloadFiles {
     files: HashMap<DownloadId, DownloadFile>,
     /// For reading a `.part` file back into the hash.
     scratch: Vec<u8>,
+    /// Keeps verified files off the runtime's thread, once the runtime asked for it.
+    keeper: Option<Keeper>,
 }
 
 impl DownloadFiles {
     /// Downloads are saved in `out_dir` (created when the first one starts).
     pub fn new(out_dir: impl Into<PathBuf>) -> Self {
-        Self { out_dir: out_dir.into(), files: HashMap::new(), scratch: Vec::new() }
+        Self { out_dir: out_dir.into(), files: HashMap::new(), scratch: Vec::new(), keeper: None }
+    }
+
+    /// From now on a verified file is kept (fsync, rename, the folder's fsync) on a thread of its
+    /// own, which calls `wake` once each is done; the runtime's loop then calls
+    /// [`DownloadFiles::take_kept`]. Without this, [`DownloadFiles::perform`] keeps it there and then.
+    pub fn keep_in_background(&mut self, wake: impl Fn() + Send + 'static) -> io::Result<()> {
+        self.keeper = Some(Keeper::start(wake)?);
+        Ok(())
+    }
+
+    /// Tells the driver about the files kept in the background since the last call.
+    pub fn take_kept(&mut self, driver: &mut ClientDriver, now: Instant) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        while let Ok((id, kept)) = keeper.kept.try_recv() {
+            driver.handle_input(now, kept_input(id, kept));
+        }
     }
 
     /// A datagram arrived on download `id`'s socket: the driver checks it, and an accepted part's
@@ -418,14 +493,12 @@ impl DownloadFiles {
                 None
             }
             Output::Keep { id } => {
-                let input = match self.files.remove(&id).map(DownloadFile::keep) {
-                    Some(Ok(path)) => {
-                        Input::Saved { id, path: path.to_string_lossy().into_owned() }
-                    }
-                    Some(Err(error)) => Input::IoFailed { id, error },
-                    None => return None,
+                let file = self.files.remove(&id)?;
+                let file = match &self.keeper {
+                    Some(keeper) => keeper.keep(id, file)?,
+                    None => file,
                 };
-                driver.handle_input(now, input);
+                driver.handle_input(now, kept_input(id, file.keep()));
                 None
             }
             Output::Discard { id } => {
@@ -443,6 +516,14 @@ impl DownloadFiles {
             }
             other => Some(other),
         }
+    }
+}
+
+/// The driver's input for a kept (or not) download.
+fn kept_input(id: DownloadId, kept: Result<PathBuf, String>) -> Input<'static> {
+    match kept {
+        Ok(path) => Input::Saved { id, path: path.to_string_lossy().into_owned() },
+        Err(error) => Input::IoFailed { id, error },
     }
 }
 
@@ -516,6 +597,36 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
         assert!(std::fs::symlink_metadata(dir.path().join("doc.bin")).unwrap().is_symlink());
         assert!(!dir.path().join("doc.bin.part").exists());
+    }
+
+    #[test]
+    fn a_file_kept_in_the_background_is_renamed_and_the_loop_woken() {
+        let dir = folder();
+        let (woken, wakes) = mpsc::channel();
+        let keeper = Keeper::start(move || woken.send(()).unwrap()).unwrap();
+        let (mut file, _) = DownloadFile::open(dir.path(), "doc.bin", 5).unwrap();
+        file.write_at(0, b"hello").unwrap();
+        assert!(keeper.keep(7, file).is_none());
+        wakes.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+        let (id, kept) = keeper.kept.try_recv().unwrap();
+        assert_eq!(id, 7);
+        assert_eq!(std::fs::read(kept.unwrap()).unwrap(), b"hello");
+        assert!(!dir.path().join("doc.bin.part").exists());
+    }
+
+    #[test]
+    fn a_keeper_dropped_at_the_end_of_a_session_first_keeps_what_it_was_given() {
+        let dir = folder();
+        let keeper = Keeper::start(|| {}).unwrap();
+        for name in ["a.bin", "b.bin", "c.bin"] {
+            let (mut file, _) = DownloadFile::open(dir.path(), name, 3).unwrap();
+            file.write_at(0, b"abc").unwrap();
+            assert!(keeper.keep(1, file).is_none());
+        }
+        drop(keeper);
+        for name in ["a.bin", "b.bin", "c.bin"] {
+            assert_eq!(std::fs::read(dir.path().join(name)).unwrap(), b"abc", "{name}");
+        }
     }
 
     #[test]

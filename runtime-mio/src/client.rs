@@ -15,7 +15,8 @@ use natter_runtime_common::net::UdpReceiver;
 use natter_runtime_common::{ClientError, ClientIo, ClientUi, Lines, Sockets, client};
 
 const CHAT: Token = Token(0);
-const INPUT: Token = Token(1);
+/// The loop's one waker: a typed line, or a file kept on the keeping thread.
+const WAKE: Token = Token(1);
 /// Download `id` is watched as `Token(FIRST_DOWNLOAD + id)`.
 const FIRST_DOWNLOAD: usize = 2;
 
@@ -69,8 +70,12 @@ pub fn client(
     let mut tcp = TcpStream::from_std(client::connect_session(addr, io)?);
     let mut poll = Poll::new()?;
     poll.registry().register(&mut tcp, CHAT, Interest::READABLE | Interest::WRITABLE)?;
-    let waker = Arc::new(Waker::new(poll.registry(), INPUT)?);
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
     let mut lines = input.map(|input| read_lines(&waker, input)).transpose()?;
+    let keeper_waker = Arc::clone(&waker);
+    io.keep_in_background(move || {
+        let _ = keeper_waker.wake();
+    });
     let mut sockets =
         MioSockets { registry: poll.registry().try_clone()?, downloads: HashMap::new() };
     let mut events = Events::with_capacity(256);
@@ -89,7 +94,8 @@ pub fn client(
         for event in &events {
             match event.token() {
                 CHAT => io.read_chat(&mut tcp),
-                INPUT => {
+                // `drive` below takes the kept files.
+                WAKE => {
                     if lines.as_ref().is_some_and(|rx| !io.take_typed(rx)) {
                         lines = None;
                     }

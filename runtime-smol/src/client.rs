@@ -54,6 +54,8 @@ enum Wake {
     Line(Option<String>),
     Datagrams,
     Timer,
+    /// A file kept on the keeping thread (see `ClientIo::keep_in_background`).
+    Kept,
 }
 
 /// Runs `io` as one smol task on this thread until it is finished.
@@ -66,6 +68,11 @@ pub fn client(
     smol::block_on(async {
         let tcp: Async<TcpStream> = Async::new(client::connect_session(addr, io)?)?;
         let mut lines = input.map(read_lines).transpose()?;
+        // One wake owed at most: `drive` takes every file kept since.
+        let (kept_tx, kept) = smol::channel::bounded(1);
+        io.keep_in_background(move || {
+            let _ = kept_tx.try_send(());
+        });
         let mut sockets = SmolSockets::default();
         io.drive(Instant::now(), ui, &mut sockets);
         while !io.is_finished() {
@@ -82,6 +89,13 @@ pub fn client(
                     };
                     Wake::Chat
                 });
+                any = Box::pin(any.or(async {
+                    // Closed: no keeping thread, so nothing will ever be kept there.
+                    if kept.recv().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    Wake::Kept
+                }));
                 if let Some(rx) = &lines {
                     any = Box::pin(any.or(async move { Wake::Line(rx.recv().await.ok()) }));
                 }
@@ -119,7 +133,7 @@ pub fn client(
                         io.read_datagrams(id, d.socket.get_ref(), &d.rx);
                     }
                 }
-                Wake::Timer => {}
+                Wake::Timer | Wake::Kept => {}
             }
             io.drive(Instant::now(), ui, &mut sockets);
         }
