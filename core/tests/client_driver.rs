@@ -240,18 +240,42 @@ impl Script {
                 payload[0] ^= 0xff;
             }
             let mut dgram = datagram::encode_part(token, req_seq, part, &payload);
-            if let Some(accept) = self.d.handle_datagram(self.now, id, &mut dgram) {
-                let buf = self.parts.get_mut(&file).unwrap();
-                let at = accept.offset as usize;
-                buf[at..at + accept.payload.len()].copy_from_slice(&dgram[accept.payload]);
-            }
-            while let Some((offset, len)) = self.d.next_to_hash(id) {
-                let at = offset as usize;
-                let chunk = self.parts[&file][at..at + len].to_vec();
-                self.d.hash(id, offset, &chunk);
-            }
+            self.accept(id, &file, &mut dgram);
         }
         self.drain();
+    }
+
+    /// Download `id`'s early-flight `parts` (early requests of 16 parts, PROTOCOL 2.1), read from
+    /// the session's early-flight socket: the driver says whose they are.
+    fn read_early(&mut self, id: DownloadId, parts: std::ops::Range<u32>) {
+        let (file, token) = self.open[&id].clone();
+        let bytes = self.served[&file].clone();
+        let part_size = self.part_size(id);
+        self.say(format!("early-flight socket < parts {parts:?} from port {token}"));
+        let from = SocketAddr::new(SERVER, token as u16);
+        for part in parts {
+            let start = part as usize * part_size;
+            let payload = &bytes[start..(start + part_size).min(bytes.len())];
+            let mut dgram = datagram::encode_part(token, part / 16, part, payload);
+            assert_eq!(self.d.early_datagram(self.now, from, &dgram), Some(id));
+            self.accept(id, &file, &mut dgram);
+        }
+        self.drain();
+    }
+
+    /// Hands one datagram of download `id` (of `file`) to the driver, writes what it accepts and
+    /// feeds the hash.
+    fn accept(&mut self, id: DownloadId, file: &str, dgram: &mut [u8]) {
+        if let Some(accept) = self.d.handle_datagram(self.now, id, dgram) {
+            let buf = self.parts.get_mut(file).unwrap();
+            let at = accept.offset as usize;
+            buf[at..at + accept.payload.len()].copy_from_slice(&dgram[accept.payload]);
+        }
+        while let Some((offset, len)) = self.d.next_to_hash(id) {
+            let at = offset as usize;
+            let chunk = self.parts[file][at..at + len].to_vec();
+            self.d.hash(id, offset, &chunk);
+        }
     }
 
     fn abort(&mut self, id: DownloadId, reason: &str) {
@@ -942,6 +966,42 @@ fn flights_that_never_come_are_not_asked_for_again() {
         let line = s.log.lines().rfind(|l| l.contains("download_file b.c")).unwrap();
         assert_eq!(line.ends_with("1200 834 50000000"), flight_comes, "{line}");
     }
+}
+
+/// PROTOCOL 2.1: the flights of downloads asked for together wait in the one early-flight socket,
+/// which the runtime reads a batch at a time. A flight's check waits until that socket has been
+/// quiet for it. Before, the check of a download whose flight was still unread behind another's
+/// came first, and the whole flight was asked for again while it sat in the socket: a third of
+/// the parts of 100 small files (issue 11).
+#[test]
+fn a_flight_still_unread_behind_another_is_not_asked_for_again() {
+    let now = Instant::now();
+    let files = vec!["a.bin".to_owned(), "b.bin".to_owned()];
+    let mut config = ClientConfig::new("alice", Mode::Get { files }, SERVER, 1200);
+    config.awaits_connected = true;
+    let mut s = Script::new(Mode::Interactive, 1200);
+    s.serve_file("a.bin", content(6000, 1));
+    s.serve_file("b.bin", content(6000, 2));
+    s.d = ClientDriver::new(config, now);
+    (s.t0, s.now) = (now, now);
+    s.log.clear();
+    let early_socket = Some(SocketAddr::new(CLIENT, 50_123));
+    let connected = Input::Connected { handshake: Duration::from_millis(20), early_socket };
+    s.d.handle_input(now, connected);
+    s.drain();
+    s.wait(Duration::from_millis(20));
+    s.join();
+    let offers = [s.offer("a.bin", 1200), s.offer("b.bin", 1200)];
+    s.server(&offers.join("\n"));
+    // Each flight's check is a quarter of the round trip (5 ms) after its offer.
+    s.wait(Duration::from_millis(4));
+    s.read_early(1, 0..5);
+    s.wait(Duration::from_millis(4));
+    s.read_early(2, 0..5);
+    s.wait(Duration::from_millis(30));
+    assert!(!s.log.contains("#2 > REQUEST"), "{}", s.log);
+    assert_eq!(s.disk.get("b.bin"), s.served.get("b.bin"), "{}", s.log);
+    insta::assert_snapshot!(s.log);
 }
 
 /// A server from before early flights answers the longer line with a usage error: the client

@@ -796,6 +796,10 @@ impl ClientDriver {
         if from.ip() != self.config.server_ip {
             return None;
         }
+        // The socket is still being read: no flight's check may conclude that nothing came.
+        for rx in self.downloads.values_mut().filter_map(|d| d.receiver.as_mut()) {
+            rx.defer_early_check(now);
+        }
         // Each transfer sends from the port its offer names.
         let open = self.downloads.iter().find(|(_, d)| {
             d.early.is_some() && !d.ended && d.receiver.is_some() && d.offer.port == from.port()

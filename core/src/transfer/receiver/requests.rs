@@ -309,7 +309,7 @@ impl Receiver {
             // Parts that waited in the socket would read as a round trip of almost nothing.
             self.unsampled_requests = flight.requests();
         }
-        self.early_check = Some(now + EARLY_CHECK.max(rtt / 4));
+        self.early_check = Some(now + self.early_quiet());
         let per_part = Duration::from_secs_f64(
             f64::from(self.layout.part_size) / f64::from(flight.rate.max(1)),
         );
@@ -345,6 +345,29 @@ impl Receiver {
             self.last_sent = Some(released(flight.parts - 1));
             self.first_request = Some(early.asked_at);
             self.controller.on_sent(early.asked_at, bytes, self.in_flight);
+        }
+    }
+
+    /// How long after the offer, or after the last datagram read from the early-flight socket,
+    /// an early flight's check waits: [`EARLY_CHECK`], or a quarter of the round trip.
+    fn early_quiet(&self) -> Duration {
+        EARLY_CHECK.max(self.config.path_rtt.unwrap_or_default() / 4)
+    }
+
+    /// A datagram was read from the session's early-flight socket (for this download or
+    /// another) `now`: this flight's check, if still to come, waits until that socket has been
+    /// quiet for [`Receiver::early_quiet`].
+    ///
+    /// Why: the flights of a session's downloads all wait in that one socket, and the runtime
+    /// reads it a batch at a time. When 32 downloads opened at once, the checks of those whose
+    /// flights were still unread behind the others' came first, and each asked for its whole
+    /// flight again while it sat in the socket (issue 11, many files: a third of the parts).
+    /// A flight that was lost whole on a path that carries the others is still found by the
+    /// loss timers, which run all the same.
+    pub fn defer_early_check(&mut self, now: Instant) {
+        let quiet = self.early_quiet();
+        if let Some(at) = &mut self.early_check {
+            *at = (*at).max(now + quiet);
         }
     }
 
