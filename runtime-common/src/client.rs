@@ -378,7 +378,12 @@ impl ClientIo {
         while reads < DATAGRAM_READS_PER_TURN {
             match rx.recv(socket, &mut self.received) {
                 Ok(n) => reads += n.max(1),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if id == EARLY_FLIGHTS {
+                        self.driver.early_socket_read(true);
+                    }
+                    return true;
+                }
                 // An ICMP error from an earlier send, say: nothing to read, nothing to decide.
                 Err(_) => {
                     reads += 1;
@@ -399,6 +404,9 @@ impl ClientIo {
                 // Read per datagram: see ClientDriver::handle_datagram.
                 self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }
+        }
+        if id == EARLY_FLIGHTS {
+            self.driver.early_socket_read(false);
         }
         false
     }

@@ -348,26 +348,18 @@ impl Receiver {
         }
     }
 
-    /// How long after the offer, or after the last datagram read from the early-flight socket,
-    /// an early flight's check waits: [`EARLY_CHECK`], or a quarter of the round trip.
+    /// How long after the offer an early flight's check comes: [`EARLY_CHECK`], or a quarter of
+    /// the round trip if that is more.
     fn early_quiet(&self) -> Duration {
         EARLY_CHECK.max(self.config.path_rtt.unwrap_or_default() / 4)
     }
 
-    /// A datagram was read from the session's early-flight socket (for this download or
-    /// another) `now`: this flight's check, if still to come, waits until that socket has been
-    /// quiet for [`Receiver::early_quiet`].
-    ///
-    /// Why: the flights of a session's downloads all wait in that one socket, and the runtime
-    /// reads it a batch at a time. When 32 downloads opened at once, the checks of those whose
-    /// flights were still unread behind the others' came first, and each asked for its whole
-    /// flight again while it sat in the socket (issue 11, many files: a third of the parts).
-    /// A flight that was lost whole on a path that carries the others is still found by the
-    /// loss timers, which run all the same.
-    pub fn defer_early_check(&mut self, now: Instant) {
-        let quiet = self.early_quiet();
+    /// This flight's check, if still to come, comes no sooner than `until`: the session's
+    /// early-flight socket still holds datagrams the runtime has not read, and some may be this
+    /// flight's (see `ClientDriver::early_socket_read`).
+    pub fn defer_early_check(&mut self, until: Instant) {
         if let Some(at) = &mut self.early_check {
-            *at = (*at).max(now + quiet);
+            *at = (*at).max(until);
         }
     }
 
