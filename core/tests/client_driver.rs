@@ -775,6 +775,53 @@ fn get_mode_many_files_queue_behind_the_cap() {
     insta::assert_snapshot!(s.log);
 }
 
+/// Issue 11 (`LINE_GATHER`): a line freed while other downloads still run waits up to 2 ms (an
+/// eighth of the round trip at most) for the lines the others' ends free, and they go out
+/// together: one TCP segment, not one each, and so fewer segments to lose and stall behind.
+#[test]
+fn lines_freed_while_others_run_go_out_together() {
+    let now = Instant::now();
+    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
+    let mut config = ClientConfig::new(
+        "alice",
+        Mode::Get { files: files.map(String::from).to_vec() },
+        SERVER,
+        1200,
+    );
+    config.awaits_connected = true;
+    config.max_transfers = 3;
+    let mut s = Script::new(Mode::Interactive, 1200);
+    for (i, f) in files.iter().enumerate() {
+        s.serve_file(f, vec![i as u8; 2000]);
+    }
+    s.d = ClientDriver::new(config, now);
+    (s.t0, s.now) = (now, now);
+    s.log.clear();
+    let connected = Input::Connected { handshake: Duration::from_millis(20), early_socket: None };
+    s.d.handle_input(now, connected);
+    s.drain();
+    s.wait(Duration::from_millis(20));
+    s.join();
+    for f in &files[..3] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+    }
+    s.wait(Duration::from_millis(20));
+    s.note("a.bin ends while b.bin and c.bin run: d.bin's line waits");
+    s.deliver(1, 10, false);
+    assert!(!s.log.contains("download_file d.bin"), "{}", s.log);
+    s.wait(Duration::from_millis(1));
+    s.note("b.bin ends 1 ms later: e.bin's line joins d.bin's");
+    s.deliver(2, 10, false);
+    s.wait(Duration::from_millis(5));
+    let at = |line: &str| {
+        s.log.lines().find(|l| l.ends_with(line)).map(|l| l[..l.find(']').unwrap_or(0)].to_owned())
+    };
+    assert_eq!(at("> download_file d.bin 1200"), Some("[42".to_owned()), "{}", s.log);
+    assert_eq!(at("> download_file e.bin 1200"), Some("[42".to_owned()), "{}", s.log);
+    insta::assert_snapshot!(s.log);
+}
+
 /// Issue 11: a person who types more downloads than the cap sees the rest queued, and each
 /// goes out when one ends; a refusal by the server's (lower) cap queues the line again.
 #[test]

@@ -173,6 +173,18 @@ pub const CAP_RETRY_AFTER: Duration = Duration::from_millis(50);
 /// keeps refusing is believed.
 pub const MAX_CAP_RETRIES: u32 = 100;
 
+/// How long a queued `download_file` line, whose transfer was freed while other downloads still
+/// run, waits for the lines that their ends free, so that they go out in one TCP segment: at most
+/// this, or an eighth of the round trip if that is less.
+///
+/// Why: every segment of the chat connection that is lost holds up everything behind it until
+/// TCP sends it again, one to two round trips later, and while a line waits so does a transfer.
+/// `natter get` of 100 files of 100 KiB sent a segment for nearly every line; on a path that
+/// loses 5% each way those stalls were most of what it took more than with no loss on the chat
+/// connection (0.40 s against 0.28-0.34 s; issue 11). Fewer segments, fewer stalls, and the
+/// server's offers for lines that came together go out together too.
+pub const LINE_GATHER: Duration = Duration::from_millis(2);
+
 /// The most downloads a client runs at once unless configured otherwise: the server's default
 /// cap per connection (PROTOCOL 2.1).
 pub const DEFAULT_MAX_TRANSFERS: usize = 4;
@@ -470,6 +482,9 @@ pub struct ClientDriver {
     server_cap: Option<usize>,
     /// A refused `download_file` is asked again at this time (see [`CAP_RETRY_AFTER`]).
     retry_at: Option<Instant>,
+    /// Queued lines whose transfers are free go out at this time, with any others freed by
+    /// then (see [`LINE_GATHER`]).
+    gather_until: Option<Instant>,
     /// How often that happened since the last offer.
     cap_retries: u32,
     /// The shortest round trip seen on the chat connection (the connect, the first exchange, a
@@ -548,6 +563,7 @@ impl ClientDriver {
             queued,
             server_cap: None,
             retry_at: None,
+            gather_until: None,
             cap_retries: 0,
             path_rtt: None,
             exchange_from: Some(now),
@@ -741,6 +757,7 @@ impl ClientDriver {
             .chain(self.chat.client.poll_timeout())
             .chain(self.answer_deadline)
             .chain(self.retry_at.filter(|_| self.pumps_queue() && !self.queued.is_empty()))
+            .chain(self.gather_until.filter(|_| self.pumps_queue()))
             .chain(self.next_progress)
             .min()
     }
@@ -992,6 +1009,18 @@ impl ClientDriver {
         }
         self.retry_at = None;
         let cap = self.cap();
+        let free = self.transfers() < cap && self.queued.iter().any(|line| !self.fetching(line));
+        if !free {
+            self.gather_until = None;
+            return;
+        }
+        if let Some(gather) = self.line_gather() {
+            let until = *self.gather_until.get_or_insert(self.now + gather);
+            if until > self.now {
+                return;
+            }
+        }
+        self.gather_until = None;
         while self.transfers() < cap {
             // A file being fetched now is asked for again only once that download ends: its
             // offer would not be taken (one `.part` file per name).
@@ -1002,6 +1031,13 @@ impl ClientDriver {
                 self.ask(&line);
             }
         }
+    }
+
+    /// How long lines freed now wait for others ([`LINE_GATHER`]): only while other downloads
+    /// run, whose ends may come by then, and the round trip is known.
+    fn line_gather(&self) -> Option<Duration> {
+        let others_run = self.downloads.values().any(|d| !d.ended);
+        others_run.then_some(LINE_GATHER.min(self.path_rtt? / 8))
     }
 
     /// Whether `line` asks for a file that is being downloaded or asked for right now.
