@@ -352,10 +352,11 @@ fn a_first_answer_lost_in_the_tail_is_neither_a_loss_nor_asked_a_third_time() {
 }
 
 #[test]
-fn a_repair_after_a_probe_timeout_is_asked_for_once() {
+fn the_last_part_after_a_probe_timeout_is_asked_for_twice() {
     // The last part of a hundred is lost: nothing after it can reveal that, so the probe
-    // timeout asks for it again. Nothing arrives in a probe timeout, and asking twice would
-    // only double the probes.
+    // timeout asks for it again, and a repair lost again would cost a probe timeout twice as
+    // long. One part asked twice costs one datagram (`PROBED_TAIL_ASKED_TWICE`). Before, it was
+    // asked once.
     let content = file(10_000);
     let (mut r, t1, asked) = ask_all_and_lose(&content, a_hundred_parts(&content), &[99]);
     assert_eq!(asked, vec![]);
@@ -363,8 +364,27 @@ fn a_repair_after_a_probe_timeout_is_asked_for_once() {
     r.handle_timeout(pto);
     assert_eq!(r.progress().probe_timeouts, 1);
     let asked = transmit(&mut r, pto);
-    assert_eq!(asked.len(), 1, "{asked:?}");
-    assert_eq!(asked[0].1, vec![(99, 99)]);
+    assert_eq!(asked, vec![(1, vec![(99, 99)]), (2, vec![(99, 99)])]);
+    // Its first answer is lost, the second comes: the file is whole, and nothing more is asked.
+    let t2 = pto + Duration::from_millis(20);
+    let mut written = content.clone();
+    written[9900..].fill(0);
+    assert!(deliver(&mut r, t2, &part(&content, 100, 2, 99), &mut written).is_some());
+    assert_eq!(r.state(), ReceiverState::Complete);
+}
+
+#[test]
+fn a_large_tail_after_a_probe_timeout_is_asked_for_once() {
+    // Twenty parts lost at the end: more than `PROBED_TAIL_ASKED_TWICE`, so the path more
+    // likely went quiet than lost them one by one; asked twice, the probes would only double.
+    let content = file(10_000);
+    let lost: Vec<u32> = (80..100).collect();
+    let (mut r, t1, asked) = ask_all_and_lose(&content, a_hundred_parts(&content), &lost);
+    assert_eq!(asked, vec![]);
+    let pto = r.poll_timeout().unwrap_or(t1);
+    r.handle_timeout(pto);
+    let asked = transmit(&mut r, pto);
+    assert_eq!(asked, vec![(1, vec![(80, 99)])]);
 }
 
 #[test]
