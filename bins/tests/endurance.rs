@@ -133,6 +133,9 @@ fn connect_disconnect_cycles(rt: Rt) {
     let mut probe = Raw::join(server.addr, "probe");
     probe.sync();
     let idle = server.usage();
+    // A client session holds one socket for the life of the process (`hold_udp_gro_on`): it is
+    // part of this process from the start, as it is of `natter get`'s.
+    natter_runtime_common::net::hold_udp_gro_on();
     let test_fds = Usage::of_self().fds;
     let warm = cycles / 10;
     run_cycles(server.addr, &mut probe, 0..warm);
@@ -181,6 +184,9 @@ fn downloads_in_a_row(server_rt: Rt, client_rt: Rt) {
     };
     let options = DownloadOptions::new(vec!["tiny.bin".to_owned()], session);
     let idle = server.usage();
+    // A client session holds one socket for the life of the process (`hold_udp_gro_on`): it is
+    // part of this process from the start, as it is of `natter get`'s.
+    natter_runtime_common::net::hold_udp_gro_on();
     let test_fds = Usage::of_self().fds;
     let download_n = |n: usize| {
         for i in 0..n {

@@ -227,6 +227,7 @@ impl ClientIo {
         now: Instant,
         pinning: Option<std::sync::Arc<crate::tls::Pinning>>,
     ) -> Self {
+        crate::net::hold_udp_gro_on();
         Self {
             driver: ClientDriver::new(config, now),
             files: DownloadFiles::new(out_dir),

@@ -112,7 +112,9 @@ fn udp_state<S: AsFd>(socket: &S) -> Option<UdpSocketState> {
     UdpSocketState::new(socket.into()).ok()
 }
 
-/// Keeps one IPv6 UDP socket with GRO on for the life of the process.
+/// Keeps one IPv6 UDP socket with GRO on for the life of the process. Call it when the process
+/// starts (the server's bind, a client session's set-up), so that the descriptor is part of the
+/// process from then on; every transfer socket's set-up calls it too.
 ///
 /// Why: `UdpSocketState::new` probes GRO on a throwaway IPv6 socket. Turning GRO on for the only
 /// such socket, and closing it, each flip a kernel static key, and each flip rewrites kernel code
@@ -120,7 +122,7 @@ fn udp_state<S: AsFd>(socket: &S) -> Option<UdpSocketState> {
 /// CPU there (`perf`), and stalled every other process on the machine 200 times. While one socket
 /// holds the key on, a probe only counts up and down. Best effort: without IPv6 the probe uses an
 /// IPv4 socket, whose key the transfer sockets themselves hold on.
-fn hold_udp_gro_on() {
+pub fn hold_udp_gro_on() {
     static HELD: OnceLock<Option<(UdpSocket, UdpSocketState)>> = OnceLock::new();
     HELD.get_or_init(|| {
         let socket = UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)).ok()?;

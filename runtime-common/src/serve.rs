@@ -379,6 +379,7 @@ impl BoundServer {
     /// be), then binds the TCP listeners (port 0 picks a free one): once a port accepts, every
     /// digest is ready.
     pub fn bind(options: crate::ServerOptions) -> io::Result<Self> {
+        crate::net::hold_udp_gro_on();
         let scanned = crate::initial_scan(&options.files);
         let mut listeners = Vec::new();
         if options.plain {
