@@ -53,6 +53,11 @@ struct Script {
     next_port: u16,
     /// The part size of each offer, by port.
     part_sizes: BTreeMap<u16, u16>,
+    /// Keeps are answered only by [`Script::answer_keeps`], as when a runtime keeps files on a
+    /// thread of its own; else at once.
+    keeps_later: bool,
+    /// Keeps not yet answered, with the path each file gets.
+    keeps_owed: Vec<(DownloadId, String)>,
 }
 
 impl Script {
@@ -76,6 +81,8 @@ impl Script {
             finished: None,
             next_port: 50000,
             part_sizes: BTreeMap::new(),
+            keeps_later: false,
+            keeps_owed: Vec::new(),
         };
         s.serve_file("hello.c", content(5000, 1));
         s.drain();
@@ -281,6 +288,15 @@ impl Script {
         }
     }
 
+    /// The files whose keeps were owed are saved now.
+    fn answer_keeps(&mut self) {
+        for (id, path) in std::mem::take(&mut self.keeps_owed) {
+            self.say(format!("  #{id} saved as {path}"));
+            self.d.handle_input(self.now, Input::Saved { id, path });
+        }
+        self.drain();
+    }
+
     fn abort(&mut self, id: DownloadId, reason: &str) {
         let (_, token) = self.open[&id].clone();
         let mut buf = vec![0; 200];
@@ -376,7 +392,11 @@ impl Script {
                 self.disk.insert(name.clone(), bytes);
                 self.records.remove(&file);
                 let path = format!("Downloads/{name}");
-                self.d.handle_input(now, Input::Saved { id, path });
+                if self.keeps_later {
+                    self.keeps_owed.push((id, path));
+                } else {
+                    self.d.handle_input(now, Input::Saved { id, path });
+                }
             }
             Output::Discard { id } => {
                 let file = self.open[&id].0.clone();
@@ -780,33 +800,8 @@ fn get_mode_many_files_queue_behind_the_cap() {
 /// together: one TCP segment, not one each, and so fewer segments to lose and stall behind.
 #[test]
 fn lines_freed_while_others_run_go_out_together() {
-    let now = Instant::now();
     let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
-    let mut config = ClientConfig::new(
-        "alice",
-        Mode::Get { files: files.map(String::from).to_vec() },
-        SERVER,
-        1200,
-    );
-    config.awaits_connected = true;
-    config.max_transfers = 3;
-    let mut s = Script::new(Mode::Interactive, 1200);
-    for (i, f) in files.iter().enumerate() {
-        s.serve_file(f, vec![i as u8; 2000]);
-    }
-    s.d = ClientDriver::new(config, now);
-    (s.t0, s.now) = (now, now);
-    s.log.clear();
-    let connected = Input::Connected { handshake: Duration::from_millis(20), early_socket: None };
-    s.d.handle_input(now, connected);
-    s.drain();
-    s.wait(Duration::from_millis(20));
-    s.join();
-    for f in &files[..3] {
-        let offer = s.offer(f, 1200);
-        s.server(&offer);
-    }
-    s.wait(Duration::from_millis(20));
+    let mut s = three_at_once_on_a_20_ms_path(&files);
     s.note("a.bin ends while b.bin and c.bin run: d.bin's line waits");
     s.deliver(1, 10, false);
     assert!(!s.log.contains("download_file d.bin"), "{}", s.log);
@@ -887,6 +882,77 @@ fn a_refusal_that_overtook_a_finished_keeps_the_servers_cap() {
         assert_eq!(s.disk[f], s.served[f], "{f}");
     }
     insta::assert_snapshot!(s.log);
+}
+
+/// A runtime keeps verified files on a thread of its own: the session may end (here the server
+/// closes) between a file's keep and its answer. The file is on disk, so it is reported saved, and
+/// the session finishes once it is; before, it was reported interrupted while it was being saved.
+#[test]
+fn a_session_that_ends_while_a_file_is_kept_reports_it_saved() {
+    let mut s = Script::new(Mode::get("hello.c"), 1200);
+    s.keeps_later = true;
+    s.join();
+    let offer = s.offer("hello.c", 1200);
+    s.server(&offer);
+    s.deliver(1, 10, false);
+    assert!(s.log.contains("keep #1"), "{}", s.log);
+    s.server_closes();
+    assert!(s.finished.is_none(), "finished before the keep was answered:\n{}", s.log);
+    s.answer_keeps();
+    assert!(matches!(&s.finished, Some(Some(Ok(r))) if r.path == "Downloads/hello.c"), "{}", s.log);
+    assert!(!s.log.contains("interrupted"), "{}", s.log);
+}
+
+/// A line gather (`LINE_GATHER`) that meets a refusal and its retry leaves no timer in the past:
+/// before, the gather's time stayed due while the retry waited, and a runtime woke without end
+/// for 50 ms.
+#[test]
+fn a_gather_that_meets_a_cap_retry_leaves_no_timer_due() {
+    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
+    let mut s = three_at_once_on_a_20_ms_path(&files);
+    s.note("a.bin ends while b.bin and c.bin run: d.bin's line waits, then goes out");
+    s.deliver(1, 10, false);
+    s.wait(Duration::from_millis(3));
+    s.note("b.bin ends while c.bin runs: e.bin's line waits to go out with others");
+    s.deliver(2, 10, false);
+    assert!(!s.log.contains("> download_file e.bin"), "{}", s.log);
+    s.note("d.bin's line overtook a.bin's FINISHED: refused, asked again after the retry's wait");
+    s.server("ERROR too many transfers: at most 3 at once");
+    s.now += Duration::from_millis(3);
+    s.d.handle_timeout(s.now);
+    s.drain();
+    let due = s.d.poll_timeout().is_some_and(|at| at <= s.now);
+    assert!(!due, "a timer is due at once, past the gather's time:\n{}", s.log);
+    s.wait(CAP_RETRY_AFTER);
+    assert!(s.log.contains("> download_file e.bin"), "{}", s.log);
+}
+
+/// `natter get` of `files` (2000 bytes each), three at once, on a path whose round trip the
+/// connect measured (20 ms): the first three are offered and run.
+fn three_at_once_on_a_20_ms_path(files: &[&str]) -> Script {
+    let now = Instant::now();
+    let wanted = files.iter().map(|f| (*f).to_owned()).collect();
+    let mut config = ClientConfig::new("alice", Mode::Get { files: wanted }, SERVER, 1200);
+    config.awaits_connected = true;
+    config.max_transfers = 3;
+    let mut s = Script::new(Mode::Interactive, 1200);
+    for (i, f) in files.iter().enumerate() {
+        s.serve_file(f, vec![i as u8; 2000]);
+    }
+    s.d = ClientDriver::new(config, now);
+    (s.t0, s.now) = (now, now);
+    s.log.clear();
+    let connected = Input::Connected { handshake: Duration::from_millis(20), early_socket: None };
+    s.d.handle_input(now, connected);
+    s.drain();
+    s.wait(Duration::from_millis(20));
+    s.join();
+    for f in &files[..3] {
+        let offer = s.offer(f, 1200);
+        s.server(&offer);
+    }
+    s.wait(Duration::from_millis(20));
+    s
 }
 
 /// When the server keeps counting a transfer of ours that no longer runs (an offer the client did

@@ -175,7 +175,7 @@ pub const MAX_CAP_RETRIES: u32 = 100;
 
 /// How long a queued `download_file` line, whose transfer was freed while other downloads still
 /// run, waits for the lines that their ends free, so that they go out in one TCP segment: at most
-/// this, or an eighth of the round trip if that is less.
+/// this, or an eighth of the round trip if that is less. With the round trip unknown, no wait.
 ///
 /// Why: every segment of the chat connection that is lost holds up everything behind it until
 /// TCP sends it again, one to two round trips later, and while a line waits so does a transfer.
@@ -518,6 +518,10 @@ pub struct ClientDriver {
     /// without waiting for the server to close.
     exit_when_idle: bool,
     finished: bool,
+    /// The session ended while verified files were being kept: it finishes once each has its
+    /// [`Input::Saved`] or [`Input::IoFailed`], so that none is reported interrupted while it
+    /// is, in fact, saved.
+    finish_when_kept: bool,
     /// The TLS session of the chat connection, when it speaks TLS.
     tls: Option<TlsSession>,
 }
@@ -576,6 +580,7 @@ impl ClientDriver {
             early_unread: false,
             exit_when_idle: false,
             finished: false,
+            finish_when_kept: false,
             tls: None,
         };
         if let Some(tls) = &driver.config.tls {
@@ -772,7 +777,7 @@ impl ClientDriver {
         for d in self.downloads.values_mut().filter(|d| !d.ended) {
             if let Some(rx) = &mut d.receiver {
                 if self.early_unread {
-                    // Looked at again once the runtime has read the rest of the socket.
+                    // Looked at again in a millisecond, by when the runtime has read more.
                     rx.defer_early_check(now + GRANULARITY);
                 }
                 if rx.poll_timeout().is_some_and(|at| at <= now) {
@@ -838,9 +843,9 @@ impl ClientDriver {
         None
     }
 
-    /// The runtime read a batch of the early-flight socket, and `drained` says whether it is
-    /// empty now. Call it after each batch; a runtime that reads every datagram as it comes (the
-    /// simulator) need not.
+    /// The runtime read the early-flight socket in this turn, and `drained` says whether it is
+    /// empty now (or it stopped at its batch's bound). Call it after each turn's reading; a
+    /// runtime that reads every datagram as it comes (the simulator) need not.
     ///
     /// Why: the flights of the downloads asked for together all wait in that one socket, and a
     /// runtime reads it a batch at a time. With 32 downloads opened at once, the checks of those
@@ -947,6 +952,9 @@ impl ClientDriver {
             }
             self.outputs.push_back(Output::Release { id });
         }
+        if self.finish_when_kept && !self.keeping_any() {
+            self.finish();
+        }
         if self.pumps_queue() {
             self.pump_queue();
         }
@@ -966,13 +974,20 @@ impl ClientDriver {
     fn transfers(&self) -> usize {
         let asked =
             self.pending.iter().filter(|p| matches!(p.expect, Expect::Download { .. })).count();
-        self.downloads.len() + asked
+        // A verified file being kept sends its FINISHED copies in this turn, before the runtime
+        // writes any line: the server frees its transfer when they come, however long the disk
+        // takes to keep the file.
+        let counted = self.downloads.values().filter(|d| !d.keeping || d.ended).count();
+        counted + asked
     }
 
     /// Whether queued lines still go out: not once the session is leaving. A pending retry is
     /// a timer only while this holds, or a client that quit would wake for it forever.
     fn pumps_queue(&self) -> bool {
-        !self.exit_when_idle && !self.chat.client.is_quitting() && !self.awaiting_connect
+        !self.exit_when_idle
+            && !self.chat.client.is_quitting()
+            && !self.awaiting_connect
+            && !self.finish_when_kept
     }
 
     /// How many downloads may run at once: ours, or the server's when it showed a lower one;
@@ -1005,6 +1020,8 @@ impl ClientDriver {
     /// Sends queued `download_file` lines while a transfer is free.
     fn pump_queue(&mut self) {
         if self.retry_at.is_some_and(|at| at > self.now) {
+            // The retry's timer brings the lines out; a gather's would only fire for nothing.
+            self.gather_until = None;
             return;
         }
         self.retry_at = None;
@@ -1036,7 +1053,7 @@ impl ClientDriver {
     /// How long lines freed now wait for others ([`LINE_GATHER`]): only while other downloads
     /// run, whose ends may come by then, and the round trip is known.
     fn line_gather(&self) -> Option<Duration> {
-        let others_run = self.downloads.values().any(|d| !d.ended);
+        let others_run = self.downloads.values().any(|d| !d.ended && !d.keeping);
         others_run.then_some(LINE_GATHER.min(self.path_rtt? / 8))
     }
 
@@ -1512,6 +1529,11 @@ impl ClientDriver {
         }
     }
 
+    /// Whether a verified file is being kept (its [`Output::Keep`] is out, its answer is not in).
+    fn keeping_any(&self) -> bool {
+        self.downloads.values().any(|d| d.keeping && !d.ended)
+    }
+
     /// Interactive: the person's input ended; leave once nothing is awaited.
     fn maybe_leave(&mut self) {
         if self.config.mode == Mode::Interactive
@@ -1529,6 +1551,10 @@ impl ClientDriver {
     /// The session is over: every download still running keeps its files to resume from.
     fn finish(&mut self) {
         if self.finished {
+            return;
+        }
+        if self.keeping_any() {
+            self.finish_when_kept = true;
             return;
         }
         let downloads = std::mem::take(&mut self.downloads);
