@@ -355,7 +355,7 @@ fn a_first_answer_lost_in_the_tail_is_neither_a_loss_nor_asked_a_third_time() {
 fn the_last_part_after_a_probe_timeout_is_asked_for_twice() {
     // The last part of a hundred is lost: nothing after it can reveal that, so the probe
     // timeout asks for it again, and a repair lost again would cost a probe timeout twice as
-    // long. One part asked twice costs one datagram (`PROBED_TAIL_ASKED_TWICE`). Before, it was
+    // long. One part asked twice costs one datagram (`PROBED_TAIL_MAX_PARTS`). Before, it was
     // asked once.
     let content = file(10_000);
     let (mut r, t1, asked) = ask_all_and_lose(&content, a_hundred_parts(&content), &[99]);
@@ -375,7 +375,7 @@ fn the_last_part_after_a_probe_timeout_is_asked_for_twice() {
 
 #[test]
 fn a_large_tail_after_a_probe_timeout_is_asked_for_once() {
-    // Twenty parts lost at the end: more than `PROBED_TAIL_ASKED_TWICE`, so the path more
+    // Twenty parts lost at the end: more than `PROBED_TAIL_MAX_PARTS`, so the path more
     // likely went quiet than lost them one by one; asked twice, the probes would only double.
     let content = file(10_000);
     let lost: Vec<u32> = (80..100).collect();

@@ -314,6 +314,9 @@ pub struct Receiver {
     /// An early flight's check: if not one part has arrived by then, the flight is taken for
     /// blocked (a firewall that drops unasked datagrams) and asked for again at once.
     early_check: Option<Instant>,
+    /// The latest the check may be put off to ([`Receiver::defer_early_check`]): a round trip
+    /// after it was first due.
+    early_check_latest: Option<Instant>,
     /// Early requests below this number give no RTT sample: the offer came late, and their
     /// parts may have waited in the socket.
     unsampled_requests: u32,
@@ -385,6 +388,7 @@ impl Receiver {
             last_progress: now,
             progress: Progress::default(),
             early_check: None,
+            early_check_latest: None,
             unsampled_requests: 0,
             first_request: None,
             any_part_arrived: false,

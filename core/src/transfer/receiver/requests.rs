@@ -19,7 +19,7 @@
 //! repairs sent twice, paced. Only while the download has lost at most one part in three: up to
 //! that, asking the repairs twice costs at most half of the round trip it may save
 //! ([`TAIL_REPAIR_MAX_LOSS`]). After a probe timeout only a tail of a few parts is asked for
-//! twice ([`PROBED_TAIL_ASKED_TWICE`]): a bigger one then most likely met a dead path, where a
+//! twice ([`PROBED_TAIL_MAX_PARTS`]): a bigger one then most likely met a dead path, where a
 //! second asking would only double the probes.
 //!
 //! Spec: `docs/PROTOCOL.md` [§2.2] (Datagrams: the REQUEST layout, `req_seq`, why a copy is free,
@@ -65,11 +65,11 @@ const TAIL_REPAIR_MAX_LOSS: f64 = 1.0 / 3.0;
 /// after them to reveal them), about three round trips while the round trip is little known,
 /// and each lost repair of them doubles it. Of 100 downloads of 100 KiB at 5% loss, one such
 /// tail often took longer than the other 99 together took to end (a capture of one `natter get`:
-/// its last part asked for at 34, 65 and 141 ms). A few parts asked twice cost a few datagrams
-/// even on a dead path, where they go every probe timeout, backed off; a path that carries
-/// nothing has lost more than [`TAIL_REPAIR_MAX_LOSS`] of what was asked, and gets no second
-/// asking at all.
-const PROBED_TAIL_ASKED_TWICE: usize = 16;
+/// its last part asked for at 34, 65 and 141 ms). On a path that went dead in the tail the second
+/// asking costs at most this many parts more per probe timeout, and the probe timeouts back off
+/// (a path dead from the start has lost more than [`TAIL_REPAIR_MAX_LOSS`] of what was asked,
+/// and gets no second asking at all).
+const PROBED_TAIL_MAX_PARTS: usize = 16;
 /// How many recent request send times are kept for RTT samples of late answers.
 const REQUEST_TIMES_KEPT: usize = 4096;
 /// How long after the offer a receiver waits for the first part of its early flight before it
@@ -147,7 +147,7 @@ impl Receiver {
         }
         let req_seq = self.take_req_seq(now);
         let tail_repair = self.unrequested_bytes == 0
-            && (self.pto_count == 0 || parts.len() <= PROBED_TAIL_ASKED_TWICE)
+            && (self.pto_count == 0 || parts.len() <= PROBED_TAIL_MAX_PARTS)
             && self.repairs_cheap_to_ask_twice()
             && parts.iter().all(|&(_, again)| again);
         let at_send = self.rate.on_send(now, self.in_flight);
@@ -321,7 +321,9 @@ impl Receiver {
             // Parts that waited in the socket would read as a round trip of almost nothing.
             self.unsampled_requests = flight.requests();
         }
-        self.early_check = Some(now + self.early_quiet());
+        let check = now + self.early_check_delay();
+        self.early_check = Some(check);
+        self.early_check_latest = Some(check + rtt);
         let per_part = Duration::from_secs_f64(
             f64::from(self.layout.part_size) / f64::from(flight.rate.max(1)),
         );
@@ -362,16 +364,18 @@ impl Receiver {
 
     /// How long after the offer an early flight's check comes: [`EARLY_CHECK`], or a quarter of
     /// the round trip if that is more.
-    fn early_quiet(&self) -> Duration {
+    fn early_check_delay(&self) -> Duration {
         EARLY_CHECK.max(self.config.path_rtt.unwrap_or_default() / 4)
     }
 
     /// This flight's check, if still to come, comes no sooner than `until`: the session's
     /// early-flight socket still holds datagrams the runtime has not read, and some may be this
-    /// flight's (see `ClientDriver::early_socket_read`).
-    pub fn defer_early_check(&mut self, until: Instant) {
-        if let Some(at) = &mut self.early_check {
-            *at = (*at).max(until);
+    /// flight's (see `ClientDriver::early_socket_read`). But no later than a round trip after
+    /// it was due: a socket that never empties (a flood of datagrams from anywhere) must not put
+    /// it off for ever.
+    pub(crate) fn defer_early_check(&mut self, until: Instant) {
+        if let (Some(at), Some(latest)) = (&mut self.early_check, self.early_check_latest) {
+            *at = (*at).max(until.min(latest));
         }
     }
 
