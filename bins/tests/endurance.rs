@@ -84,6 +84,14 @@ fn assert_no_growth(what: &str, before: Usage, after: Usage) {
     );
 }
 
+/// The descriptors this process holds as the client side of a test: a client session holds one
+/// socket for the life of the process (`hold_udp_gro_on`), so it is opened first, as it is at the
+/// start of `natter get`.
+fn client_process_fds() -> usize {
+    natter_runtime_common::net::hold_udp_gro_on();
+    Usage::of_self().fds
+}
+
 /// Waits until this process holds at most `fds` descriptors (a client runtime closes its sockets
 /// as its threads finish, and so may the servers of the tests before), then says what it holds.
 fn test_process_settled_at(fds: usize) -> Usage {
@@ -133,10 +141,7 @@ fn connect_disconnect_cycles(rt: Rt) {
     let mut probe = Raw::join(server.addr, "probe");
     probe.sync();
     let idle = server.usage();
-    // A client session holds one socket for the life of the process (`hold_udp_gro_on`): it is
-    // part of this process from the start, as it is of `natter get`'s.
-    natter_runtime_common::net::hold_udp_gro_on();
-    let test_fds = Usage::of_self().fds;
+    let test_fds = client_process_fds();
     let warm = cycles / 10;
     run_cycles(server.addr, &mut probe, 0..warm);
     probe.sync();
@@ -184,10 +189,7 @@ fn downloads_in_a_row(server_rt: Rt, client_rt: Rt) {
     };
     let options = DownloadOptions::new(vec!["tiny.bin".to_owned()], session);
     let idle = server.usage();
-    // A client session holds one socket for the life of the process (`hold_udp_gro_on`): it is
-    // part of this process from the start, as it is of `natter get`'s.
-    natter_runtime_common::net::hold_udp_gro_on();
-    let test_fds = Usage::of_self().fds;
+    let test_fds = client_process_fds();
     let download_n = |n: usize| {
         for i in 0..n {
             let report =

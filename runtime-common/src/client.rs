@@ -373,18 +373,25 @@ impl ClientIo {
     /// Reads a batch of datagrams (recvmmsg, GRO) from download `id`'s socket into the driver and
     /// the files; returns whether the socket is drained (it would block). The batch is bounded
     /// ([`DATAGRAM_READS_PER_TURN`]) so that the requests its parts allow go out before more is read.
-    /// On [`EARLY_FLIGHTS`], each datagram goes to the download of the transfer it came from.
+    /// On [`EARLY_FLIGHTS`], each datagram goes to the download of the transfer it came from,
+    /// and the driver learns whether the socket was left empty
+    /// ([`ClientDriver::early_socket_read`]: no flight's check concludes while it holds more).
     pub fn read_datagrams(&mut self, id: DownloadId, socket: &impl AsFd, rx: &UdpReceiver) -> bool {
+        let drained = self.read_batch(id, socket, rx);
+        if id == EARLY_FLIGHTS {
+            self.driver.early_socket_read(drained);
+        }
+        drained
+    }
+
+    /// [`ClientIo::read_datagrams`] without telling the driver how the early-flight socket was
+    /// left.
+    fn read_batch(&mut self, id: DownloadId, socket: &impl AsFd, rx: &UdpReceiver) -> bool {
         let mut reads = 0;
         while reads < DATAGRAM_READS_PER_TURN {
             match rx.recv(socket, &mut self.received) {
                 Ok(n) => reads += n.max(1),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    if id == EARLY_FLIGHTS {
-                        self.driver.early_socket_read(true);
-                    }
-                    return true;
-                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return true,
                 // An ICMP error from an earlier send, say: nothing to read, nothing to decide.
                 Err(_) => {
                     reads += 1;
@@ -405,9 +412,6 @@ impl ClientIo {
                 // Read per datagram: see ClientDriver::handle_datagram.
                 self.files.on_datagram(&mut self.driver, Instant::now(), id, datagram);
             }
-        }
-        if id == EARLY_FLIGHTS {
-            self.driver.early_socket_read(false);
         }
         false
     }

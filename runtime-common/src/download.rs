@@ -379,8 +379,8 @@ impl Keeper {
         Ok(Self { jobs: Some(jobs), kept, thread: Some(thread) })
     }
 
-    /// Hands `file` to the thread; gives it back if the thread is gone.
-    fn keep(&self, id: DownloadId, file: DownloadFile) -> Option<DownloadFile> {
+    /// Hands `file` to the thread to keep; gives it back, to keep here, if the thread is gone.
+    fn hand_over(&self, id: DownloadId, file: DownloadFile) -> Option<DownloadFile> {
         let Some(jobs) = &self.jobs else {
             return Some(file);
         };
@@ -419,8 +419,11 @@ impl DownloadFiles {
     /// From now on a verified file is kept (fsync, rename, the folder's fsync) on a thread of its
     /// own, which calls `wake` once each is done; the runtime's loop then calls
     /// [`DownloadFiles::take_kept`]. Without this, [`DownloadFiles::perform`] keeps it there and then.
+    /// A second call changes nothing: the first thread keeps on, with the results it holds.
     pub fn keep_in_background(&mut self, wake: impl Fn() + Send + 'static) -> io::Result<()> {
-        self.keeper = Some(Keeper::start(wake)?);
+        if self.keeper.is_none() {
+            self.keeper = Some(Keeper::start(wake)?);
+        }
         Ok(())
     }
 
@@ -495,7 +498,10 @@ impl DownloadFiles {
             Output::Keep { id } => {
                 let file = self.files.remove(&id)?;
                 let file = match &self.keeper {
-                    Some(keeper) => keeper.keep(id, file)?,
+                    Some(keeper) => match keeper.hand_over(id, file) {
+                        Some(file) => file,
+                        None => return None,
+                    },
                     None => file,
                 };
                 driver.handle_input(now, kept_input(id, file.keep()));
@@ -606,7 +612,7 @@ mod tests {
         let keeper = Keeper::start(move || woken.send(()).unwrap()).unwrap();
         let (mut file, _) = DownloadFile::open(dir.path(), "doc.bin", 5).unwrap();
         file.write_at(0, b"hello").unwrap();
-        assert!(keeper.keep(7, file).is_none());
+        assert!(keeper.hand_over(7, file).is_none());
         wakes.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
         let (id, kept) = keeper.kept.try_recv().unwrap();
         assert_eq!(id, 7);
@@ -621,7 +627,7 @@ mod tests {
         for name in ["a.bin", "b.bin", "c.bin"] {
             let (mut file, _) = DownloadFile::open(dir.path(), name, 3).unwrap();
             file.write_at(0, b"abc").unwrap();
-            assert!(keeper.keep(1, file).is_none());
+            assert!(keeper.hand_over(1, file).is_none());
         }
         drop(keeper);
         for name in ["a.bin", "b.bin", "c.bin"] {

@@ -125,7 +125,12 @@ fn udp_state<S: AsFd>(socket: &S) -> Option<UdpSocketState> {
 pub fn hold_udp_gro_on() {
     static HELD: OnceLock<Option<(UdpSocket, UdpSocketState)>> = OnceLock::new();
     HELD.get_or_init(|| {
-        let socket = UdpSocket::bind((std::net::Ipv6Addr::LOCALHOST, 0)).ok()?;
+        // The family quinn-udp's probe uses: IPv6, or IPv4 where there is none.
+        let socket = UdpSocket::bind("[::]:0")
+            .or_else(|_| UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)))
+            .ok()?;
+        // Connected to itself: nobody else can fill its receive buffer, which is never read.
+        socket.connect(socket.local_addr().ok()?).ok()?;
         // The state's set-up turns GRO on for the socket itself.
         let state = UdpSocketState::new((&socket).into()).ok()?;
         Some((socket, state))
