@@ -497,14 +497,15 @@ impl DownloadFiles {
             }
             Output::Keep { id } => {
                 let file = self.files.remove(&id)?;
-                let file = match &self.keeper {
-                    Some(keeper) => match keeper.hand_over(id, file) {
-                        Some(file) => file,
-                        None => return None,
-                    },
-                    None => file,
+                // Handed to the keeping thread, whose answer comes through `take_kept`; kept
+                // here when there is none, or it is gone.
+                let left_here = match &self.keeper {
+                    Some(keeper) => keeper.hand_over(id, file),
+                    None => Some(file),
                 };
-                driver.handle_input(now, kept_input(id, file.keep()));
+                if let Some(file) = left_here {
+                    driver.handle_input(now, kept_input(id, file.keep()));
+                }
                 None
             }
             Output::Discard { id } => {
