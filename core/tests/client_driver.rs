@@ -800,11 +800,7 @@ fn get_mode_many_files_queue_behind_the_cap() {
 /// together: one TCP segment, not one each, and so fewer segments to lose and stall behind.
 #[test]
 fn lines_freed_while_others_run_go_out_together() {
-    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
-    let mut s = three_at_once_on_a_20_ms_path(&files);
-    s.note("a.bin ends while b.bin and c.bin run: d.bin's line waits");
-    s.deliver(1, 10, false);
-    assert!(!s.log.contains("download_file d.bin"), "{}", s.log);
+    let mut s = first_of_three_ends_on_a_20_ms_path();
     s.wait(Duration::from_millis(1));
     s.note("b.bin ends 1 ms later: e.bin's line joins d.bin's");
     s.deliver(2, 10, false);
@@ -908,10 +904,7 @@ fn a_session_that_ends_while_a_file_is_kept_reports_it_saved() {
 /// for 50 ms.
 #[test]
 fn a_gather_that_meets_a_cap_retry_leaves_no_timer_due() {
-    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
-    let mut s = three_at_once_on_a_20_ms_path(&files);
-    s.note("a.bin ends while b.bin and c.bin run: d.bin's line waits, then goes out");
-    s.deliver(1, 10, false);
+    let mut s = first_of_three_ends_on_a_20_ms_path();
     s.wait(Duration::from_millis(3));
     s.note("b.bin ends while c.bin runs: e.bin's line waits to go out with others");
     s.deliver(2, 10, false);
@@ -927,9 +920,11 @@ fn a_gather_that_meets_a_cap_retry_leaves_no_timer_due() {
     assert!(s.log.contains("> download_file e.bin"), "{}", s.log);
 }
 
-/// `natter get` of `files` (2000 bytes each), three at once, on a path whose round trip the
-/// connect measured (20 ms): the first three are offered and run.
-fn three_at_once_on_a_20_ms_path(files: &[&str]) -> Script {
+/// `natter get` of a.bin to e.bin (2000 bytes each), three at once, on a path whose round trip
+/// the connect measured (20 ms): the first three are offered and run, then a.bin ends while the
+/// other two run, and d.bin's line waits for company (`LINE_GATHER`).
+fn first_of_three_ends_on_a_20_ms_path() -> Script {
+    let files = ["a.bin", "b.bin", "c.bin", "d.bin", "e.bin"];
     let now = Instant::now();
     let wanted = files.iter().map(|f| (*f).to_owned()).collect();
     let mut config = ClientConfig::new("alice", Mode::Get { files: wanted }, SERVER, 1200);
@@ -952,6 +947,9 @@ fn three_at_once_on_a_20_ms_path(files: &[&str]) -> Script {
         s.server(&offer);
     }
     s.wait(Duration::from_millis(20));
+    s.note("a.bin ends while b.bin and c.bin run: d.bin's line waits");
+    s.deliver(1, 10, false);
+    assert!(!s.log.contains("download_file d.bin"), "{}", s.log);
     s
 }
 
